@@ -915,11 +915,15 @@ impl AgentCore {
         } else if asks.cpu_millis == 0 || asks.mem_mib == 0 {
             let _ = message.push_str("a task must ask for some cpu and memory");
             Some(Reason::InvalidTask)
-        } else if !asks.fits_in(&total) {
-            let _ = write!(message, "asks {asks}; agent has {total} in all");
+        } else if let Some(short) = shortfall(&asks, &total) {
+            let _ = write!(
+                message,
+                "asks {short} but the agent has {} in all",
+                short.have
+            );
             Some(Reason::ExceedsResources)
-        } else if !asks.fits_in(&free) {
-            let _ = write!(message, "asks {asks}; {free} free");
+        } else if let Some(short) = shortfall(&asks, &free) {
+            let _ = write!(message, "asks {short} but only {} is free", short.have);
             Some(Reason::ExceedsResources)
         } else {
             None
@@ -1103,6 +1107,15 @@ impl AgentCore {
         state: TaskState,
         reason: Reason,
     ) {
+        let already = self.orphans.iter().any(|o| {
+            o.framework_id == *framework_id
+                && o.task_id == *task_id
+                && o.pending.state == state
+                && o.pending.reason == reason
+        });
+        if already {
+            return; // the pending one says the same and is resent until acknowledged
+        }
         if self.orphans.is_full() {
             self.stats.orphans_dropped += 1;
             return;
@@ -1301,6 +1314,45 @@ fn jitter(rng: &mut u32, delay_ms: u32) -> u32 {
     x ^= x << 5;
     *rng = x;
     delay_ms.saturating_add(x % (delay_ms / 4 + 1))
+}
+
+/// The first resource of `asks` that `have` cannot cover, for a refusal message.
+struct Shortfall {
+    name: &'static str,
+    unit: &'static str,
+    asks: u32,
+    have: Amount,
+}
+
+/// An amount with its unit, e.g. `1000m` or `2800 MiB`.
+struct Amount(u32, &'static str);
+
+impl core::fmt::Display for Amount {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
+}
+
+impl core::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}{} {}", self.asks, self.unit, self.name)
+    }
+}
+
+fn shortfall(asks: &Resources, have: &Resources) -> Option<Shortfall> {
+    [
+        ("cpu", "m", asks.cpu_millis, have.cpu_millis),
+        ("memory", " MiB", asks.mem_mib, have.mem_mib),
+        ("disk", " MiB", asks.disk_mib, have.disk_mib),
+    ]
+    .into_iter()
+    .find(|&(_, _, a, h)| a > h)
+    .map(|(name, unit, asks, have)| Shortfall {
+        name,
+        unit,
+        asks,
+        have: Amount(have, unit),
+    })
 }
 
 fn push_truncated<const N: usize>(s: &mut String<N, u8>, text: &str) {

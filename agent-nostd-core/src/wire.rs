@@ -419,6 +419,9 @@ pub const MAX_REPORT_LEN: usize = 23;
 /// The largest encoded [`AgentMsg::Status`], version byte included.
 pub const MAX_STATUS_LEN: usize = 145;
 
+// A resource report must stay within 32 bytes (pinned exactly by the max-size tests).
+const _: () = assert!(MAX_REPORT_LEN <= 32);
+
 impl AgentMsg {
     /// The topic this message travels on, for agent `agent_id`.
     pub fn topic(&self, agent_id: &str) -> crate::topic::TopicBuf {

@@ -1,0 +1,1149 @@
+//! Behaviour of the agent state machine, driven on simulated time through its public interface. Every
+//! transmit is decoded from its real bytes and checked against its topic.
+
+mod samples;
+
+use agent_nostd_core::agent::{
+    Action, AgentCore, Config, Exit, LocalEvent, ResourceSample, Signal, Stats, TransmitBuf,
+};
+use agent_nostd_core::ids::id;
+use agent_nostd_core::topic::{self, AgentTopic, QoS};
+use agent_nostd_core::wire::*;
+use agent_nostd_core::Resources;
+use samples::{info, run_task, s};
+
+const CMD: &str = "bramble/v1/agent/pi4/cmd";
+
+/// One published message, decoded.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    topic: String,
+    qos: QoS,
+    msg: AgentMsg,
+}
+
+struct Rig {
+    core: AgentCore,
+    now: u64,
+    buf: Box<TransmitBuf>,
+}
+
+impl Rig {
+    /// A connected agent with 4 CPU / 3800 MiB / 20000 MiB, not yet registered.
+    fn new() -> Self {
+        let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+        core.handle_connected(0);
+        Rig {
+            core,
+            now: 0,
+            buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+        }
+    }
+
+    /// A connected agent that registered with master epoch 1 and sent its first report.
+    fn registered() -> Self {
+        let mut rig = Rig::new();
+        let sent = rig.drain();
+        assert!(matches!(sent[0].msg, AgentMsg::Register(_)));
+        rig.master(MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+            master_epoch: 1,
+        }));
+        let sent = rig.drain();
+        assert!(
+            matches!(
+                sent[..],
+                [Sent {
+                    msg: AgentMsg::Report(_),
+                    ..
+                }]
+            ),
+            "{sent:?}"
+        );
+        rig
+    }
+
+    fn drain(&mut self) -> Vec<Sent> {
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_transmit(self.now, &mut self.buf) {
+            let msg = AgentMsg::decode(&self.buf[..t.len]).expect("core emits valid payloads");
+            assert_eq!(t.topic, msg.topic("pi4"), "message on the wrong topic");
+            assert_eq!(t.qos, msg.kind().qos());
+            assert!(!t.retain);
+            out.push(Sent {
+                topic: t.topic.as_str().to_owned(),
+                qos: t.qos,
+                msg,
+            });
+            assert!(out.len() < 1000, "poll_transmit never runs dry");
+        }
+        out
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.core.poll_action()).collect()
+    }
+
+    /// Sends a message through the real codec and topic check.
+    fn master(&mut self, msg: MasterMsg) {
+        let topic = if matches!(msg, MasterMsg::Hello { .. }) {
+            topic::MASTER_HELLO
+        } else {
+            CMD
+        };
+        let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
+        let n = msg.encode(&mut buf).unwrap();
+        self.core.handle_bytes(self.now, topic, &buf[..n]).unwrap();
+    }
+
+    fn advance_to(&mut self, t: u64) {
+        assert!(t >= self.now);
+        self.now = t;
+        self.core.handle_timeout(t);
+    }
+
+    /// Jumps to the next wake-up the core asked for.
+    fn step(&mut self) -> u64 {
+        let t = self.core.poll_timeout().expect("a wake-up is scheduled");
+        self.advance_to(t);
+        t
+    }
+
+    fn event(&mut self, event: LocalEvent<'_>) {
+        self.core.handle_event(self.now, event).unwrap();
+    }
+
+    fn run(&mut self, task: &str, cpu: u32, mem: u32) {
+        let mut run = run_task();
+        run.task_id = id(task).unwrap();
+        run.resources = Resources::new(cpu, mem, 0);
+        self.master(MasterMsg::RunTask(run));
+    }
+
+    /// Runs a task through launch and Started, acking its STARTING and RUNNING updates.
+    fn running(&mut self, task: &str, cpu: u32, mem: u32) {
+        self.run(task, cpu, mem);
+        let actions = self.actions();
+        assert!(
+            matches!(actions[..], [Action::Launch { .. }]),
+            "{actions:?}"
+        );
+        self.event(LocalEvent::Started {
+            framework_id: "fw-1",
+            task_id: task,
+        });
+        for _ in 0..2 {
+            let sent = self.drain();
+            let u = statuses(&sent);
+            assert_eq!(u.len(), 1, "{sent:?}");
+            self.ack(&u[0]);
+        }
+    }
+
+    fn ack(&mut self, u: &StatusUpdate) {
+        self.master(MasterMsg::StatusAck(StatusAck {
+            framework_id: u.framework_id.clone(),
+            task_id: u.task_id.clone(),
+            update_id: u.update_id,
+        }));
+    }
+
+    fn kill(&mut self, task: &str, grace_ms: u32) {
+        self.master(MasterMsg::KillTask(KillTask {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id(task).unwrap(),
+            grace_ms,
+        }));
+    }
+
+    fn stats(&self) -> Stats {
+        *self.core.stats()
+    }
+}
+
+fn statuses(sent: &[Sent]) -> Vec<StatusUpdate> {
+    sent.iter()
+        .filter_map(|s| match &s.msg {
+            AgentMsg::Status(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn exit(task: &str, exit: Exit) -> LocalEvent<'_> {
+    LocalEvent::Exited {
+        framework_id: "fw-1",
+        task_id: task,
+        exit,
+    }
+}
+
+#[test]
+fn agent_core_fits_in_16_kib_at_default_capacities() {
+    let size = std::mem::size_of::<AgentCore>();
+    println!("size_of::<AgentCore>() = {size} bytes for {MAX_TASKS} tasks");
+    const { assert!(MAX_TASKS >= 32) };
+    assert!(size <= 16 * 1024, "AgentCore is {size} bytes");
+}
+
+#[test]
+fn registration_is_retried_with_growing_backoff_until_acknowledged() {
+    let mut rig = Rig::new();
+    let first = rig.drain();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].topic, "bramble/v1/agent/pi4/register");
+    assert_eq!(first[0].msg, AgentMsg::Register(info()));
+    assert!(rig.drain().is_empty(), "no resend before the backoff");
+
+    // Delays double from 1 s (plus up to 25 % jitter) to the 30 s cap.
+    let mut last = 0;
+    for base in [1_000u64, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000] {
+        let t = rig.step();
+        let delay = t - last;
+        assert!(
+            (base..=base + base / 4).contains(&delay),
+            "delay {delay} for base {base}"
+        );
+        let sent = rig.drain();
+        assert!(matches!(
+            sent[..],
+            [Sent {
+                msg: AgentMsg::Register(_),
+                ..
+            }]
+        ));
+        last = t;
+    }
+    assert_eq!(rig.stats().registrations_sent, 8);
+
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+        master_epoch: 9,
+    }));
+    assert!(rig.core.is_registered());
+    assert_eq!(rig.core.master_epoch(), 9);
+    let sent = rig.drain();
+    assert!(matches!(
+        sent[..],
+        [Sent {
+            msg: AgentMsg::Report(_),
+            ..
+        }]
+    ));
+    // From now on only the report heartbeat is scheduled: no more registrations.
+    let t = rig.step();
+    assert_eq!(t, rig.now);
+    assert!(rig
+        .drain()
+        .iter()
+        .all(|s| !matches!(s.msg, AgentMsg::Register(_))));
+}
+
+#[test]
+fn nothing_is_sent_while_disconnected_and_everything_pending_goes_on_reconnect() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.actions();
+    rig.core.handle_disconnected(rig.now);
+    assert!(rig.drain().is_empty());
+    rig.advance_to(60_000);
+    assert!(rig.drain().is_empty());
+    rig.core.handle_connected(rig.now);
+    let sent = rig.drain();
+    let u = statuses(&sent);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Starting);
+}
+
+#[test]
+fn an_accepted_task_is_launched_and_reported_starting_then_running() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    assert_eq!(
+        rig.actions(),
+        [Action::Launch {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id("t1").unwrap(),
+            resources: Resources::new(500, 64, 0),
+            pids_max: 32,
+        }]
+    );
+    assert_eq!(rig.core.allocated(), Resources::new(500, 64, 0));
+    let u = statuses(&rig.drain());
+    assert_eq!(u.len(), 1);
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Starting, Reason::None)
+    );
+    rig.event(LocalEvent::Started {
+        framework_id: "fw-1",
+        task_id: "t1",
+    });
+    // RUNNING waits until STARTING is acknowledged: updates of one task go in order.
+    assert!(statuses(&rig.drain()).is_empty());
+    rig.ack(&u[0]);
+    let u2 = statuses(&rig.drain());
+    assert_eq!(u2.len(), 1);
+    assert_eq!(u2[0].state, TaskState::Running);
+    assert!(u2[0].update_id > u[0].update_id);
+}
+
+#[test]
+fn a_task_asking_for_more_than_is_free_is_refused_with_task_error_and_a_reason() {
+    let mut rig = Rig::registered();
+    rig.running("big", 3000, 1000);
+    rig.run("t2", 2000, 100);
+    assert!(rig.actions().is_empty(), "a refused task is never launched");
+    let u = statuses(&rig.drain());
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].task_id, "t2");
+    assert_eq!(u[0].state, TaskState::Error);
+    assert_eq!(u[0].reason, Reason::ExceedsResources);
+    assert_eq!(u[0].message, "asks 2000m cpu but only 1000m is free");
+    assert_eq!(rig.core.allocated(), Resources::new(3000, 1000, 0));
+    assert_eq!(rig.stats().refused_launches, 1);
+}
+
+#[test]
+fn a_task_larger_than_the_whole_agent_or_malformed_is_refused() {
+    let mut rig = Rig::registered();
+    rig.run("huge", 500, 5000);
+    let mut empty = run_task();
+    empty.task_id = id("noargv").unwrap();
+    empty.argv.clear();
+    rig.master(MasterMsg::RunTask(empty));
+    rig.run("nocpu", 0, 64);
+    let mut bad_id = run_task();
+    bad_id.task_id = s("../../etc");
+    rig.master(MasterMsg::RunTask(bad_id));
+    assert!(rig.actions().is_empty());
+    let mut u = statuses(&rig.drain());
+    u.sort_by_key(|u| u.update_id);
+    let got: Vec<(&str, TaskState, Reason)> = u
+        .iter()
+        .map(|u| (u.task_id.as_str(), u.state, u.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("huge", TaskState::Error, Reason::ExceedsResources),
+            ("noargv", TaskState::Error, Reason::InvalidTask),
+            ("nocpu", TaskState::Error, Reason::InvalidTask),
+            ("../../etc", TaskState::Error, Reason::InvalidTask),
+        ]
+    );
+    assert_eq!(
+        u[0].message,
+        "asks 5000 MiB memory but the agent has 3800 MiB in all"
+    );
+    assert_eq!(rig.core.allocated(), Resources::ZERO);
+}
+
+#[test]
+fn a_duplicate_run_task_is_ignored() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.run("t1", 500, 64);
+    assert_eq!(rig.actions().len(), 1);
+    assert_eq!(statuses(&rig.drain()).len(), 1);
+    assert_eq!(rig.core.allocated(), Resources::new(500, 64, 0));
+    assert_eq!(rig.stats().duplicate_launches, 1);
+}
+
+#[test]
+fn a_status_update_is_resent_with_backoff_until_acknowledged() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    rig.event(exit("t1", Exit::Code(0)));
+    let first = statuses(&rig.drain());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].state, TaskState::Finished);
+
+    let mut sent_at = vec![rig.now];
+    while sent_at.len() < 6 {
+        rig.step();
+        let again = statuses(&rig.drain());
+        if !again.is_empty() {
+            assert_eq!(again, first, "the same update, same id");
+            sent_at.push(rig.now);
+        }
+    }
+    let gaps: Vec<u64> = sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, base) in gaps.iter().zip([1_000u64, 2_000, 4_000, 8_000, 16_000]) {
+        assert!((base..=base + base / 4).contains(gap), "gaps {gaps:?}");
+    }
+    assert_eq!(rig.stats().status_retries, 5);
+
+    rig.ack(&first[0]);
+    assert_eq!(
+        rig.actions(),
+        [Action::Release {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id("t1").unwrap()
+        }]
+    );
+    assert_eq!(rig.core.tasks().count(), 0);
+    // Acknowledged: never sent again.
+    for _ in 0..5 {
+        rig.step();
+        assert!(statuses(&rig.drain()).is_empty());
+    }
+}
+
+#[test]
+fn exit_codes_signals_and_oom_kills_become_the_right_terminal_states() {
+    let mut rig = Rig::registered();
+    let cases = [
+        (
+            "ok",
+            Exit::Code(0),
+            TaskState::Finished,
+            Reason::Exited { code: 0 },
+            "",
+        ),
+        (
+            "bad",
+            Exit::Code(3),
+            TaskState::Failed,
+            Reason::Exited { code: 3 },
+            "exited with code 3",
+        ),
+        (
+            "sig",
+            Exit::Signal(11),
+            TaskState::Failed,
+            Reason::Signaled { signal: 11 },
+            "killed by signal 11",
+        ),
+        (
+            "oom",
+            Exit::OomKilled,
+            TaskState::Failed,
+            Reason::MemoryLimit,
+            "memory limit of 32 MiB exceeded (OOM-killed)",
+        ),
+        (
+            "gone",
+            Exit::Unknown,
+            TaskState::Lost,
+            Reason::AgentRestarted,
+            "ended while the agent was down",
+        ),
+    ];
+    for (task, how, state, reason, message) in cases {
+        rig.running(task, 100, 32);
+        rig.event(exit(task, how));
+        let u = statuses(&rig.drain());
+        assert_eq!(u.len(), 1, "{task}");
+        assert_eq!((u[0].state, u[0].reason), (state, reason), "{task}");
+        assert_eq!(u[0].message, message, "{task}");
+        rig.ack(&u[0]);
+        assert!(matches!(rig.actions()[..], [Action::Release { .. }]));
+    }
+    assert_eq!(rig.core.allocated(), Resources::ZERO);
+}
+
+#[test]
+fn a_task_that_fails_to_start_is_reported_failed_with_the_cause() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.actions();
+    rig.event(LocalEvent::LaunchFailed {
+        framework_id: "fw-1",
+        task_id: "t1",
+        message: "No such file or directory: /usr/bin/nope",
+    });
+    let u = statuses(&rig.drain());
+    rig.ack(&u[0]);
+    let u = statuses(&rig.drain());
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Failed, Reason::LaunchFailed)
+    );
+    assert_eq!(
+        u[0].message,
+        "failed to start: No such file or directory: /usr/bin/nope"
+    );
+    assert_eq!(rig.core.allocated(), Resources::ZERO);
+}
+
+#[test]
+fn kill_sends_sigterm_then_sigkill_when_the_grace_period_ends() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    let start = rig.now;
+    rig.kill("t1", 1_000);
+    let signal = |s| Action::Signal {
+        framework_id: id("fw-1").unwrap(),
+        task_id: id("t1").unwrap(),
+        signal: s,
+    };
+    assert_eq!(rig.actions(), [signal(Signal::Term)]);
+    assert_eq!(rig.core.poll_timeout(), Some(start + 1_000));
+    rig.advance_to(start + 999);
+    assert!(rig.actions().is_empty());
+    rig.advance_to(start + 1_000);
+    assert_eq!(rig.actions(), [signal(Signal::Kill)]);
+    // The task ignored SIGTERM; SIGKILL ended it.
+    rig.event(exit("t1", Exit::Signal(9)));
+    let u = statuses(&rig.drain());
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Killed, Reason::KilledByRequest)
+    );
+    assert_eq!(u[0].message, "killed on request");
+}
+
+#[test]
+fn a_task_that_stops_within_the_grace_period_is_not_sigkilled() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    rig.kill("t1", 1_000);
+    rig.actions();
+    rig.event(exit("t1", Exit::Code(0)));
+    rig.advance_to(rig.now + 5_000);
+    assert!(rig.actions().is_empty());
+    assert_eq!(statuses(&rig.drain())[0].state, TaskState::Killed);
+}
+
+#[test]
+fn a_kill_with_no_grace_sends_sigkill_at_once() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    rig.kill("t1", 0);
+    assert!(matches!(
+        rig.actions()[..],
+        [Action::Signal {
+            signal: Signal::Kill,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_kill_before_launch_cancels_the_launch() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.kill("t1", 1_000);
+    assert!(rig.actions().is_empty(), "never launched, never signalled");
+    let mut u = statuses(&rig.drain());
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Starting);
+    rig.ack(&u.remove(0));
+    let u = statuses(&rig.drain());
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Killed, Reason::KilledByRequest)
+    );
+    assert_eq!(rig.core.allocated(), Resources::ZERO);
+}
+
+#[test]
+fn a_kill_during_launch_takes_effect_once_the_task_has_started() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    assert!(matches!(rig.actions()[..], [Action::Launch { .. }]));
+    rig.kill("t1", 2_000);
+    assert!(rig.actions().is_empty());
+    rig.event(LocalEvent::Started {
+        framework_id: "fw-1",
+        task_id: "t1",
+    });
+    assert!(matches!(
+        rig.actions()[..],
+        [Action::Signal {
+            signal: Signal::Term,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn killing_an_unknown_task_reports_it_lost_once_so_the_master_can_reconcile() {
+    let mut rig = Rig::registered();
+    rig.kill("ghost", 1_000);
+    rig.kill("ghost", 1_000);
+    let u = statuses(&rig.drain());
+    assert_eq!(u.len(), 1);
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Lost, Reason::UnknownTask)
+    );
+    // It is retried like any update until acknowledged.
+    rig.step();
+    assert_eq!(statuses(&rig.drain()), u);
+    rig.ack(&u[0]);
+    rig.step();
+    assert!(statuses(&rig.drain()).is_empty());
+}
+
+#[test]
+fn a_full_task_table_refuses_new_launches_and_keeps_every_pending_update() {
+    let mut rig = Rig::registered();
+    for i in 0..MAX_TASKS {
+        rig.run(&format!("t{i}"), 100, 10);
+    }
+    assert_eq!(rig.actions().len(), MAX_TASKS);
+    rig.run("one-too-many", 100, 10);
+    assert!(rig.actions().is_empty());
+    let u = statuses(&rig.drain());
+    assert_eq!(u.len(), MAX_TASKS + 1);
+    let refusal = u.iter().find(|u| u.task_id == "one-too-many").unwrap();
+    assert_eq!(
+        (refusal.state, refusal.reason),
+        (TaskState::Error, Reason::AgentFull)
+    );
+    // None of the 32 STARTING updates was dropped to make room: each is resent until acked.
+    let mut resent = std::collections::BTreeSet::new();
+    let until = rig.now + 1_250;
+    while rig.now < until {
+        rig.step();
+        for u in statuses(&rig.drain()) {
+            if u.state == TaskState::Starting {
+                resent.insert(u.task_id.to_string());
+            }
+        }
+    }
+    assert_eq!(resent.len(), MAX_TASKS);
+}
+
+#[test]
+fn the_agent_reregisters_with_its_tasks_when_a_new_master_appears() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    rig.master(MasterMsg::Hello { master_epoch: 1 });
+    assert!(rig.drain().is_empty(), "the same master: nothing to do");
+    rig.master(MasterMsg::Hello { master_epoch: 2 });
+    assert!(!rig.core.is_registered());
+    let sent = rig.drain();
+    let AgentMsg::ReRegister(re) = &sent[0].msg else {
+        panic!("expected a re-registration, got {sent:?}");
+    };
+    assert_eq!(sent[0].topic, "bramble/v1/agent/pi4/register");
+    assert_eq!(re.last_master_epoch, 1);
+    assert_eq!(re.info, info());
+    assert_eq!(re.tasks.len(), 1);
+    assert_eq!(re.tasks[0].task_id, "t1");
+    assert_eq!(re.tasks[0].state, TaskState::Running);
+    assert_eq!(re.tasks[0].resources, Resources::new(500, 64, 0));
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+        master_epoch: 2,
+    }));
+    assert!(rig.core.is_registered());
+    assert_eq!(rig.core.master_epoch(), 2);
+}
+
+#[test]
+fn the_agent_reregisters_when_the_master_asks() {
+    let mut rig = Rig::registered();
+    rig.master(MasterMsg::ReRegisterRequest);
+    let sent = rig.drain();
+    assert!(
+        matches!(
+            sent[..],
+            [Sent {
+                msg: AgentMsg::ReRegister(_),
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn status_updates_wait_for_registration_and_go_out_once_acknowledged() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    rig.master(MasterMsg::ReRegisterRequest);
+    rig.event(exit("t1", Exit::Code(0)));
+    let sent = rig.drain();
+    assert!(statuses(&sent).is_empty(), "{sent:?}");
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+        master_epoch: 1,
+    }));
+    assert_eq!(statuses(&rig.drain())[0].state, TaskState::Finished);
+}
+
+#[test]
+fn a_ping_is_answered_with_a_pong_carrying_its_sequence_number() {
+    let mut rig = Rig::registered();
+    rig.master(MasterMsg::Ping { seq: 77 });
+    let sent = rig.drain();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg, AgentMsg::Pong { seq: 77 });
+    assert_eq!(sent[0].qos, QoS::AtMostOnce);
+}
+
+fn sample(free_mem: u32, temp: Option<i16>) -> ResourceSample {
+    ResourceSample {
+        free: Resources::new(4000, free_mem, 20000),
+        soc_temp_decidegrees: temp,
+        throttled: 0,
+    }
+}
+
+fn reports(sent: &[Sent]) -> Vec<ResourceReport> {
+    sent.iter()
+        .filter_map(|s| match s.msg {
+            AgentMsg::Report(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reports_go_out_on_significant_change_at_most_once_a_second_and_on_a_slow_heartbeat() {
+    let mut rig = Rig::registered();
+    let t0 = rig.now;
+    rig.core
+        .handle_resource_sample(rig.now, sample(3000, Some(450)));
+    rig.advance_to(t0 + 1_000);
+    let r = reports(&rig.drain());
+    assert_eq!(r.len(), 1, "memory moved by 800 MiB");
+    assert_eq!(r[0].free.mem_mib, 3000);
+    assert_eq!(r[0].soc_temp_decidegrees, Some(450));
+
+    // Small wobbles below the thresholds send nothing.
+    rig.advance_to(t0 + 5_000);
+    rig.core
+        .handle_resource_sample(rig.now, sample(3010, Some(460)));
+    assert!(reports(&rig.drain()).is_empty());
+
+    // A temperature jump of 2.4 °C is significant and goes out at once (the last report was 4 s ago).
+    rig.core
+        .handle_resource_sample(rig.now, sample(3010, Some(700)));
+    let r = reports(&rig.drain());
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].soc_temp_decidegrees, Some(700));
+
+    // With nothing changing, the next report is the heartbeat, 30 s after the last one.
+    let last = rig.now;
+    let mut seen = Vec::new();
+    while rig.now < last + 70_000 {
+        rig.step();
+        if !reports(&rig.drain()).is_empty() {
+            seen.push(rig.now);
+        }
+    }
+    let gaps: Vec<u64> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|&g| g == 30_000), "{seen:?}");
+    assert!(seen.len() >= 2);
+}
+
+#[test]
+fn an_early_report_is_rate_limited_to_the_minimum_interval() {
+    let mut rig = Rig::registered();
+    let t0 = rig.now;
+    rig.advance_to(t0 + 200);
+    rig.core.handle_resource_sample(rig.now, sample(1000, None));
+    assert!(
+        reports(&rig.drain()).is_empty(),
+        "only 200 ms since the last report"
+    );
+    assert_eq!(rig.core.poll_timeout(), Some(t0 + 1_000));
+    rig.step();
+    assert_eq!(reports(&rig.drain())[0].free.mem_mib, 1000);
+}
+
+#[test]
+fn garbage_and_misrouted_payloads_are_counted_and_change_nothing() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    let before_tasks: Vec<_> = rig
+        .core
+        .tasks()
+        .map(|t| (t.task_id.to_owned(), t.state))
+        .collect();
+    let gen = rig.core.generation();
+    let now = rig.now;
+    let c = &mut rig.core;
+    assert!(c.handle_bytes(now, CMD, &[1, 250, 3]).is_err());
+    assert!(c.handle_bytes(now, CMD, &[]).is_err());
+    assert!(c.handle_bytes(now, CMD, &[7, 5, 1]).is_err());
+    // A hello on the command topic, a ping on the hello topic.
+    assert!(c.handle_bytes(now, CMD, &[1, 0, 5]).is_err());
+    assert!(c
+        .handle_bytes(now, topic::MASTER_HELLO, &[1, 5, 1])
+        .is_err());
+    // Another agent's commands, an unknown topic.
+    assert!(c
+        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[1, 5, 1])
+        .is_err());
+    assert!(c
+        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[1, 5, 1])
+        .is_err());
+    // An ack naming another agent.
+    let mut buf = [0u8; 64];
+    let n = MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi5").unwrap(),
+        master_epoch: 3,
+    })
+    .encode(&mut buf)
+    .unwrap();
+    assert!(c.handle_bytes(now, CMD, &buf[..n]).is_err());
+
+    let stats = rig.stats();
+    assert_eq!(stats.malformed, 2);
+    assert_eq!(stats.unsupported_version, 1);
+    assert_eq!(stats.misrouted, 5);
+    assert_eq!(rig.core.master_epoch(), 1);
+    assert_eq!(rig.core.generation(), gen);
+    let after: Vec<_> = rig
+        .core
+        .tasks()
+        .map(|t| (t.task_id.to_owned(), t.state))
+        .collect();
+    assert_eq!(after, before_tasks);
+    assert!(rig.drain().is_empty());
+}
+
+#[test]
+fn an_idle_agent_changes_no_checkpointed_state() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    let gen = rig.core.generation();
+    // Ten idle minutes of heartbeats and pings.
+    while rig.now < 600_000 {
+        rig.step();
+        rig.master(MasterMsg::Ping { seq: 1 });
+        rig.drain();
+    }
+    assert_eq!(rig.core.generation(), gen);
+    // A real change moves it.
+    rig.event(exit("t1", Exit::Code(0)));
+    assert_ne!(rig.core.generation(), gen);
+}
+
+#[test]
+fn an_adopted_task_is_reported_in_the_first_registration_and_can_end() {
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    core.adopt_task("fw-1", "t9", Resources::new(250, 32, 0), 0)
+        .unwrap();
+    assert_eq!(
+        core.adopt_task("fw-1", "t9", Resources::new(250, 32, 0), 0),
+        Err(agent_nostd_core::agent::TaskError::AlreadyKnown)
+    );
+    core.set_next_update_id(500);
+    core.handle_connected(0);
+    let mut rig = Rig {
+        core,
+        now: 0,
+        buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+    };
+    let sent = rig.drain();
+    let AgentMsg::ReRegister(re) = &sent[0].msg else {
+        panic!("expected ReRegister, got {sent:?}");
+    };
+    assert_eq!(re.tasks[0].task_id, "t9");
+    assert_eq!(re.last_master_epoch, 0);
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+        master_epoch: 4,
+    }));
+    rig.event(exit("t9", Exit::Code(1)));
+    let u = statuses(&rig.drain());
+    assert_eq!(u[0].update_id, 500, "ids continue from the checkpoint");
+    assert_eq!(u[0].state, TaskState::Failed);
+}
+
+#[test]
+fn events_that_do_not_fit_the_task_state_are_refused() {
+    use agent_nostd_core::agent::TaskError;
+    let mut rig = Rig::registered();
+    let now = rig.now;
+    assert_eq!(
+        rig.core.handle_event(now, exit("nope", Exit::Code(0))),
+        Err(TaskError::UnknownTask)
+    );
+    rig.run("t1", 500, 64);
+    // Not handed to the driver yet: it cannot have started.
+    assert_eq!(
+        rig.core.handle_event(
+            now,
+            LocalEvent::Started {
+                framework_id: "fw-1",
+                task_id: "t1"
+            }
+        ),
+        Err(TaskError::InvalidTransition)
+    );
+    rig.actions();
+    rig.event(exit("t1", Exit::Code(0)));
+    assert_eq!(
+        rig.core.handle_event(now, exit("t1", Exit::Code(0))),
+        Err(TaskError::InvalidTransition)
+    );
+}
+
+#[test]
+fn the_last_will_is_gone_on_the_will_topic() {
+    let rig = Rig::new();
+    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let will = rig.core.last_will(&mut buf);
+    assert_eq!(will.topic.as_str(), "bramble/v1/agent/pi4/will");
+    assert_eq!(will.qos, QoS::AtLeastOnce);
+    assert_eq!(AgentMsg::decode(&buf[..will.len]), Ok(AgentMsg::Gone));
+}
+
+#[test]
+fn a_bad_config_names_the_field() {
+    let mut config = Config::default();
+    config.status_backoff.initial_ms = 0;
+    let err = AgentCore::new(config, info(), 0).unwrap_err();
+    assert_eq!(err.field, "status_backoff.initial_ms");
+    let mut config = Config::default();
+    config.register_backoff.max_ms = 10;
+    assert_eq!(
+        AgentCore::new(config, info(), 0).unwrap_err().field,
+        "register_backoff.max_ms"
+    );
+    let mut bad = info();
+    bad.agent_id = s("a/b");
+    assert_eq!(
+        AgentCore::new(Config::default(), bad, 0).unwrap_err().field,
+        "agent_id"
+    );
+    assert_eq!(AgentTopic::Cmd.suffix(), "cmd");
+}
+
+mod random_sequences {
+    //! Random message and event sequences: the core never panics, never over-commits, emits only
+    //! valid payloads and coherent actions, keeps each task's updates in lifecycle order, and delivers
+    //! every update at least once when the master finally acknowledges.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance(u32),
+        Step,
+        Connect,
+        Disconnect,
+        RegisterAck(u64),
+        Hello(u64),
+        ReRegisterRequest,
+        Run { task: u8, cpu: u32, mem: u32 },
+        Kill { task: u8, grace: u32 },
+        Ack(prop::sample::Index),
+        Started(u8),
+        Exited(u8, i32),
+        Oom(u8),
+        LaunchFailed(u8),
+        Sample(u32),
+        Ping(u32),
+        Garbage(Vec<u8>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..40_000).prop_map(Op::Advance),
+            Just(Op::Step),
+            Just(Op::Connect),
+            Just(Op::Disconnect),
+            (1u64..4).prop_map(Op::RegisterAck),
+            (1u64..4).prop_map(Op::Hello),
+            Just(Op::ReRegisterRequest),
+            (0u8..40, 0u32..2500, 0u32..2000).prop_map(|(task, cpu, mem)| Op::Run {
+                task,
+                cpu,
+                mem
+            }),
+            (0u8..40, 0u32..3000).prop_map(|(task, grace)| Op::Kill { task, grace }),
+            any::<prop::sample::Index>().prop_map(Op::Ack),
+            any::<prop::sample::Index>().prop_map(Op::Ack),
+            (0u8..40).prop_map(Op::Started),
+            (0u8..40, -2i32..3).prop_map(|(t, c)| Op::Exited(t, c)),
+            (0u8..40).prop_map(Op::Oom),
+            (0u8..40).prop_map(Op::LaunchFailed),
+            (0u32..4000).prop_map(Op::Sample),
+            any::<u32>().prop_map(Op::Ping),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Op::Garbage),
+        ]
+    }
+
+    fn lifecycle_rank(state: TaskState) -> u8 {
+        match state {
+            TaskState::Starting => 1,
+            TaskState::Running => 2,
+            _ => 3,
+        }
+    }
+
+    #[derive(Default)]
+    struct Model {
+        /// Every status update seen, by id, until acknowledged.
+        unacked: BTreeMap<u32, StatusUpdate>,
+        /// The latest update id and state per task (cleared on Release).
+        last: BTreeMap<String, (u32, TaskState)>,
+        launched: BTreeSet<String>,
+    }
+
+    impl Model {
+        fn observe(&mut self, rig: &mut Rig) {
+            for sent in rig.drain() {
+                if let AgentMsg::Status(u) = sent.msg {
+                    self.unacked.insert(u.update_id, u.clone());
+                    if matches!(u.reason, Reason::UnknownTask | Reason::AgentFull) {
+                        continue; // about a task the agent does not hold: outside any lifecycle
+                    }
+                    let key = u.task_id.to_string();
+                    if let Some(&(id, state)) = self.last.get(&key) {
+                        assert!(u.update_id >= id, "update ids go backwards for {key}");
+                        if u.update_id > id {
+                            assert!(
+                                lifecycle_rank(u.state) > lifecycle_rank(state),
+                                "{key}: {state:?} then {:?}",
+                                u.state
+                            );
+                        }
+                    }
+                    let prev = self.last.entry(key).or_insert((u.update_id, u.state));
+                    if u.update_id > prev.0 {
+                        *prev = (u.update_id, u.state);
+                    }
+                }
+            }
+            for action in rig.actions() {
+                match action {
+                    Action::Launch { task_id, .. } => {
+                        assert!(self.launched.insert(task_id.to_string()), "launched twice");
+                    }
+                    Action::Signal { task_id, .. } => {
+                        assert!(
+                            self.launched.contains(task_id.as_str()),
+                            "signal before launch"
+                        );
+                    }
+                    Action::Release { task_id, .. } => {
+                        self.launched.remove(task_id.as_str());
+                        self.last.remove(task_id.as_str());
+                    }
+                }
+            }
+            let allocated = rig.core.allocated();
+            assert!(
+                allocated.fits_in(&rig.core.total()),
+                "over-committed: {allocated}"
+            );
+            assert!(rig.core.tasks().count() <= MAX_TASKS);
+        }
+
+        fn ack(&mut self, rig: &mut Rig, update_id: u32) {
+            if let Some(u) = self.unacked.remove(&update_id) {
+                rig.ack(&u);
+            }
+        }
+    }
+
+    fn apply(rig: &mut Rig, model: &mut Model, op: Op) {
+        let name = |t: u8| format!("t{t}");
+        let now = rig.now;
+        match op {
+            Op::Advance(ms) => rig.advance_to(now + u64::from(ms)),
+            Op::Step => {
+                if let Some(t) = rig.core.poll_timeout() {
+                    rig.advance_to(t.max(now));
+                }
+            }
+            Op::Connect => rig.core.handle_connected(now),
+            Op::Disconnect => rig.core.handle_disconnected(now),
+            Op::RegisterAck(epoch) => rig.master(MasterMsg::RegisterAck(RegisterAck {
+                agent_id: id("pi4").unwrap(),
+                master_epoch: epoch,
+            })),
+            Op::Hello(epoch) => rig.master(MasterMsg::Hello {
+                master_epoch: epoch,
+            }),
+            Op::ReRegisterRequest => rig.master(MasterMsg::ReRegisterRequest),
+            Op::Run { task, cpu, mem } => rig.run(&name(task), cpu, mem),
+            Op::Kill { task, grace } => rig.kill(&name(task), grace),
+            Op::Ack(i) => {
+                let ids: Vec<u32> = model.unacked.keys().copied().collect();
+                if !ids.is_empty() {
+                    model.ack(rig, ids[i.index(ids.len())]);
+                }
+            }
+            Op::Started(t) => {
+                let _ = rig.core.handle_event(
+                    now,
+                    LocalEvent::Started {
+                        framework_id: "fw-1",
+                        task_id: &name(t),
+                    },
+                );
+            }
+            Op::Exited(t, code) => {
+                let _ = rig.core.handle_event(now, exit(&name(t), Exit::Code(code)));
+            }
+            Op::Oom(t) => {
+                let _ = rig.core.handle_event(now, exit(&name(t), Exit::OomKilled));
+            }
+            Op::LaunchFailed(t) => {
+                let _ = rig.core.handle_event(
+                    now,
+                    LocalEvent::LaunchFailed {
+                        framework_id: "fw-1",
+                        task_id: &name(t),
+                        message: "nope",
+                    },
+                );
+            }
+            Op::Sample(mem) => rig.core.handle_resource_sample(now, sample(mem, Some(400))),
+            Op::Ping(seq) => rig.master(MasterMsg::Ping { seq }),
+            Op::Garbage(bytes) => {
+                let _ = rig.core.handle_bytes(now, CMD, &bytes);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn random_sequences_keep_the_core_consistent_and_lose_no_update(
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let mut rig = Rig::new();
+            let mut model = Model::default();
+            for op in ops {
+                apply(&mut rig, &mut model, op);
+                model.observe(&mut rig);
+            }
+
+            // Calm weather: connected, registered, every process ends, every update is acknowledged.
+            rig.core.handle_connected(rig.now);
+            rig.master(MasterMsg::RegisterAck(RegisterAck {
+                agent_id: id("pi4").unwrap(),
+                master_epoch: 99,
+            }));
+            for _ in 0..400 {
+                model.observe(&mut rig);
+                let launched: Vec<String> = model.launched.iter().cloned().collect();
+                for task in &launched {
+                    let now = rig.now;
+                    let _ = rig.core.handle_event(now, LocalEvent::Started { framework_id: "fw-1", task_id: task });
+                    let _ = rig.core.handle_event(now, exit(task, Exit::Code(0)));
+                }
+                model.observe(&mut rig);
+                let ids: Vec<u32> = model.unacked.keys().copied().collect();
+                for id in ids {
+                    model.ack(&mut rig, id);
+                }
+                model.observe(&mut rig);
+                if rig.core.tasks().count() == 0 && model.unacked.is_empty() {
+                    break;
+                }
+                if let Some(t) = rig.core.poll_timeout() {
+                    rig.advance_to(t.max(rig.now));
+                }
+            }
+            prop_assert!(model.unacked.is_empty(), "updates never acknowledged: {:?}", model.unacked);
+            prop_assert_eq!(rig.core.tasks().count(), 0);
+            prop_assert_eq!(rig.core.allocated(), Resources::ZERO);
+        }
+    }
+}
