@@ -366,6 +366,27 @@ pub struct TaskView<'a> {
     pub state: TaskState,
     /// How many of its updates await acknowledgement.
     pub unacked_updates: usize,
+    /// Why it ended, once it has.
+    pub end_reason: Option<Reason>,
+    /// The message of its terminal update, or empty.
+    pub message: &'a str,
+}
+
+/// A task that ended before an agent restart, as its checkpoint recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedTask<'a> {
+    /// The task's framework.
+    pub framework_id: &'a str,
+    /// The task.
+    pub task_id: &'a str,
+    /// Its limits.
+    pub resources: Resources,
+    /// Its terminal state.
+    pub state: TaskState,
+    /// Why it ended.
+    pub reason: Reason,
+    /// The terminal update's message.
+    pub message: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,7 +403,7 @@ struct Pending {
 enum Phase {
     Launching,
     Running,
-    Ended(TaskState),
+    Ended(TaskState, Reason),
 }
 
 const WANT_LAUNCH: u8 = 1;
@@ -413,14 +434,14 @@ impl Slot {
     }
 
     fn holds_resources(&self) -> bool {
-        !matches!(self.phase, Phase::Ended(_))
+        !matches!(self.phase, Phase::Ended(..))
     }
 
     fn state(&self) -> TaskState {
         match self.phase {
             Phase::Launching => TaskState::Starting,
             Phase::Running => TaskState::Running,
-            Phase::Ended(s) => s,
+            Phase::Ended(s, _) => s,
         }
     }
 }
@@ -553,6 +574,11 @@ impl AgentCore {
             resources: s.resources,
             state: s.state(),
             unacked_updates: s.updates.len(),
+            end_reason: match s.phase {
+                Phase::Ended(_, reason) => Some(reason),
+                _ => None,
+            },
+            message: &s.message,
         })
     }
 
@@ -594,6 +620,20 @@ impl AgentCore {
         Ok(())
     }
 
+    /// Restores, from the driver's checkpoint, a task that had ended but whose end the master had not
+    /// acknowledged: its terminal update is sent again (with a new update id) once registered.
+    pub fn restore_ended_task(&mut self, now: u64, task: EndedTask<'_>) -> Result<(), TaskError> {
+        if !task.state.is_terminal() {
+            return Err(TaskError::InvalidTransition);
+        }
+        self.adopt_task(task.framework_id, task.task_id, task.resources, 0)?;
+        let i = self.slots.len() - 1;
+        self.end_task(i, now, task.state, task.reason, |m| {
+            push_truncated(m, task.message)
+        });
+        Ok(())
+    }
+
     // ----- inputs -----
 
     /// The MQTT connection is up (after every reconnect). Registration and unacknowledged updates go
@@ -616,8 +656,15 @@ impl AgentCore {
 
     /// A payload arrived on `topic`. Decodes it, checks it belongs there, and handles it.
     ///
-    /// Errors are counted in [`stats`](Self::stats) and change nothing else.
-    pub fn handle_bytes(&mut self, now: u64, topic: &str, payload: &[u8]) -> Result<(), RecvError> {
+    /// Returns the message handled, so the driver can keep a [`RunTask`]'s command line for the
+    /// [`Action::Launch`] it may cause. Errors are counted in [`stats`](Self::stats) and change nothing
+    /// else.
+    pub fn handle_bytes(
+        &mut self,
+        now: u64,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<MasterMsg, RecvError> {
         let expect_hello = match topic::parse(topic) {
             Some(Topic::MasterHello) => true,
             Some(Topic::Agent {
@@ -643,7 +690,8 @@ impl AgentCore {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
         }
-        self.handle_message(now, &msg)
+        self.handle_message(now, &msg)?;
+        Ok(msg)
     }
 
     /// A decoded message from the master.
@@ -688,7 +736,7 @@ impl AgentCore {
         let slot = &self.slots[i];
         let launch_pending = slot.want & WANT_LAUNCH != 0;
         match (event, slot.phase) {
-            (_, Phase::Ended(_)) => Err(TaskError::InvalidTransition),
+            (_, Phase::Ended(..)) => Err(TaskError::InvalidTransition),
             (_, Phase::Launching) if launch_pending => Err(TaskError::InvalidTransition),
             (LocalEvent::Started { .. }, Phase::Launching) => {
                 let slot = &mut self.slots[i];
@@ -948,7 +996,7 @@ impl AgentCore {
                 self.stats.refused_launches += 1;
                 let slot = &mut self.slots[i];
                 slot.want = 0;
-                slot.phase = Phase::Ended(TaskState::Error);
+                slot.phase = Phase::Ended(TaskState::Error, reason);
                 self.push_update(i, now, TaskState::Error, reason);
             }
             None => self.push_update(i, now, TaskState::Starting, Reason::None),
@@ -963,7 +1011,7 @@ impl AgentCore {
             return;
         };
         let slot = &mut self.slots[i];
-        if slot.kill_grace_ms.is_some() || matches!(slot.phase, Phase::Ended(_)) {
+        if slot.kill_grace_ms.is_some() || matches!(slot.phase, Phase::Ended(..)) {
             return; // already being killed, or already over
         }
         slot.kill_grace_ms = Some(kill.grace_ms);
@@ -978,7 +1026,7 @@ impl AgentCore {
             // Being started by the driver: killed as soon as it reports Started.
             Phase::Launching => {}
             Phase::Running => Self::begin_kill(slot, now, kill.grace_ms),
-            Phase::Ended(_) => {}
+            Phase::Ended(..) => {}
         }
     }
 
@@ -989,7 +1037,7 @@ impl AgentCore {
                 slot.updates.pop_front();
                 if let Some(next) = slot.updates.front_mut() {
                     next.next_send = now;
-                } else if matches!(slot.phase, Phase::Ended(_)) {
+                } else if matches!(slot.phase, Phase::Ended(..)) {
                     slot.want |= WANT_RELEASE;
                 }
                 self.generation = self.generation.wrapping_add(1);
@@ -1088,7 +1136,7 @@ impl AgentCore {
         message: impl FnOnce(&mut String<MAX_MESSAGE_LEN, u8>),
     ) {
         let slot = &mut self.slots[i];
-        slot.phase = Phase::Ended(state);
+        slot.phase = Phase::Ended(state, reason);
         slot.kill_deadline = None;
         slot.want &= !(WANT_TERM | WANT_KILL);
         slot.message.clear();

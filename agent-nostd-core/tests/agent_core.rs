@@ -4,7 +4,8 @@
 mod samples;
 
 use agent_nostd_core::agent::{
-    Action, AgentCore, Config, Exit, LocalEvent, ResourceSample, Signal, Stats, TransmitBuf,
+    Action, AgentCore, Config, EndedTask, Exit, LocalEvent, ResourceSample, Signal, Stats,
+    TransmitBuf,
 };
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
@@ -1146,4 +1147,58 @@ mod random_sequences {
             prop_assert_eq!(rig.core.allocated(), Resources::ZERO);
         }
     }
+}
+
+#[test]
+fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered() {
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let ended = |task_id, state| EndedTask {
+        framework_id: "fw-1",
+        task_id,
+        resources: Resources::new(100, 10, 0),
+        state,
+        reason: Reason::Exited { code: 4 },
+        message: "exited with code 4",
+    };
+    core.restore_ended_task(0, ended("t3", TaskState::Failed))
+        .unwrap();
+    assert_eq!(
+        core.restore_ended_task(0, ended("t4", TaskState::Running)),
+        Err(agent_nostd_core::agent::TaskError::InvalidTransition)
+    );
+    let view = core.tasks().next().unwrap();
+    assert_eq!(view.end_reason, Some(Reason::Exited { code: 4 }));
+    assert_eq!(view.message, "exited with code 4");
+    assert_eq!(
+        core.allocated(),
+        Resources::ZERO,
+        "an ended task holds nothing"
+    );
+    core.handle_connected(0);
+    let mut rig = Rig {
+        core,
+        now: 0,
+        buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+    };
+    let sent = rig.drain();
+    let AgentMsg::ReRegister(re) = &sent[0].msg else {
+        panic!("expected ReRegister, got {sent:?}");
+    };
+    assert_eq!(re.tasks[0].state, TaskState::Failed);
+    assert!(
+        statuses(&sent).is_empty(),
+        "updates wait for the registration"
+    );
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+        master_epoch: 2,
+    }));
+    let u = statuses(&rig.drain());
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Failed, Reason::Exited { code: 4 })
+    );
+    assert_eq!(u[0].message, "exited with code 4");
+    rig.ack(&u[0]);
+    assert!(matches!(rig.actions()[..], [Action::Release { .. }]));
 }
