@@ -455,7 +455,11 @@ struct Orphan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Registration {
-    Registering { next_attempt: u64, delay_ms: u32 },
+    Registering {
+        next_attempt: u64,
+        delay_ms: u32,
+        last_sent: Option<u64>,
+    },
     Registered,
 }
 
@@ -498,6 +502,7 @@ impl AgentCore {
             registration: Registration::Registering {
                 next_attempt: now,
                 delay_ms: config.register_backoff.initial_ms,
+                last_sent: None,
             },
             config,
             info,
@@ -819,6 +824,7 @@ impl AgentCore {
             Registration::Registering {
                 next_attempt,
                 delay_ms,
+                ..
             } => {
                 if now < next_attempt {
                     return None;
@@ -827,6 +833,7 @@ impl AgentCore {
                 self.registration = Registration::Registering {
                     next_attempt: now + u64::from(self.jitter(delay_ms)),
                     delay_ms: next_delay,
+                    last_sent: Some(now),
                 };
                 self.stats.registrations_sent += 1;
                 let msg = self.registration_message();
@@ -918,10 +925,18 @@ impl AgentCore {
             Registration::Registered if epoch == self.master_epoch => {}
             // A new master: it knows nothing of us until we re-register.
             Registration::Registered => self.start_registering(now),
+            // A master appeared while we wait to retry: retry now, unless a registration just went
+            // out (the retained hello arrives right after every connect).
             Registration::Registering {
                 ref mut next_attempt,
+                last_sent,
                 ..
-            } => *next_attempt = now,
+            } => {
+                let initial = u64::from(self.config.register_backoff.initial_ms);
+                if last_sent.is_none_or(|t| now >= t + initial) {
+                    *next_attempt = now;
+                }
+            }
         }
     }
 
@@ -1070,6 +1085,7 @@ impl AgentCore {
         self.registration = Registration::Registering {
             next_attempt: now,
             delay_ms: self.config.register_backoff.initial_ms,
+            last_sent: None,
         };
     }
 

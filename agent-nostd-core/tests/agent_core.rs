@@ -636,6 +636,34 @@ fn the_agent_reregisters_with_its_tasks_when_a_new_master_appears() {
 }
 
 #[test]
+fn a_hello_cuts_a_registration_backoff_short_but_not_right_after_a_registration() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.drain().len(), 1);
+    // The retained hello arrives right after connecting: no second registration.
+    rig.master(MasterMsg::Hello { master_epoch: 5 });
+    assert!(rig.drain().is_empty());
+    // Three retries later the next one is seconds away; a master appearing makes it go now.
+    for _ in 0..3 {
+        rig.step();
+        rig.drain();
+    }
+    rig.advance_to(rig.now + 1_500);
+    assert!(rig.core.poll_timeout().unwrap() > rig.now);
+    rig.master(MasterMsg::Hello { master_epoch: 6 });
+    let sent = rig.drain();
+    assert!(
+        matches!(
+            sent[..],
+            [Sent {
+                msg: AgentMsg::Register(_),
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+}
+
+#[test]
 fn the_agent_reregisters_when_the_master_asks() {
     let mut rig = Rig::registered();
     rig.master(MasterMsg::ReRegisterRequest);
