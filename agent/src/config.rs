@@ -1,0 +1,447 @@
+//! The agent's configuration: a TOML file (default `/etc/bramble/agent.toml`) whose every field has a
+//! default, overridden by command-line flags. A bad value is refused with an error naming its field.
+//!
+//! ```toml
+//! agent_id = "pi4-kitchen"           # default: the hostname, made into a valid id
+//! broker = "mqtt://192.168.1.10:1883"
+//! work_dir = "/var/lib/bramble"
+//! run_as = "bramble"                 # the user tasks run as when the agent is root
+//! log_limit_kib = 1024               # cap of each task's stdout and stderr file
+//!
+//! [reserve]                          # kept for the OS, never offered
+//! cpu_millis = 0
+//! mem_mib = 256
+//! disk_mib = 1024
+//!
+//! [attributes]
+//! sensor = "bme280"
+//!
+//! [reports]
+//! sample_secs = 5                    # how often the board is measured
+//! heartbeat_secs = 30                # a report at least this often
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use agent_nostd_core::Resources;
+use serde::Deserialize;
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bramble/agent.toml";
+
+/// A config that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a field of the wrong type or an unknown field.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field and line.
+        message: String,
+    },
+    /// A field has a value that is not allowed.
+    #[error("config field `{field}`: {problem}")]
+    Invalid {
+        /// The field, e.g. `attributes.sensor` or `broker`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Resources kept for the OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reserve {
+    /// CPU kept back, in millicores.
+    pub cpu_millis: u32,
+    /// Memory kept back, in MiB.
+    pub mem_mib: u32,
+    /// Disk kept back, in MiB.
+    pub disk_mib: u32,
+}
+
+impl Default for Reserve {
+    fn default() -> Self {
+        Reserve {
+            cpu_millis: 0,
+            mem_mib: 256,
+            disk_mib: 1024,
+        }
+    }
+}
+
+impl Reserve {
+    /// As a resource amount.
+    pub fn resources(&self) -> Resources {
+        Resources::new(self.cpu_millis, self.mem_mib, self.disk_mib)
+    }
+}
+
+/// How the board is measured and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reports {
+    /// Seconds between measurements of the board.
+    pub sample_secs: u32,
+    /// A report goes out at least this often, in seconds.
+    pub heartbeat_secs: u32,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Reports {
+            sample_secs: 5,
+            heartbeat_secs: 30,
+        }
+    }
+}
+
+/// The file's contents; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    agent_id: Option<String>,
+    broker: Option<String>,
+    work_dir: Option<PathBuf>,
+    run_as: Option<String>,
+    log_limit_kib: Option<u64>,
+    #[serde(default)]
+    reserve: Reserve,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    reports: Reports,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--agent-id`.
+    pub agent_id: Option<String>,
+    /// `--broker`.
+    pub broker: Option<String>,
+    /// `--work-dir`.
+    pub work_dir: Option<PathBuf>,
+    /// `--run-as`.
+    pub run_as: Option<String>,
+    /// `--attribute key=value`, added to (or replacing in) the file's attributes.
+    pub attributes: Vec<(String, String)>,
+    /// `--reserve-mem` in MiB.
+    pub reserve_mem_mib: Option<u32>,
+}
+
+/// Where the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// The agent's validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The agent's id (names its topics and its MQTT client).
+    pub agent_id: String,
+    /// The MQTT broker.
+    pub broker: BrokerAddr,
+    /// Where sandboxes and the checkpoint live.
+    pub work_dir: PathBuf,
+    /// The user tasks run as when the agent is root (`None`: as the agent's own user).
+    pub run_as: Option<String>,
+    /// The cap of each task's stdout and stderr file, in bytes.
+    pub log_limit_bytes: u64,
+    /// Kept for the OS.
+    pub reserve: Reserve,
+    /// Advertised attributes, sorted by key.
+    pub attributes: Vec<(String, String)>,
+    /// Measuring and reporting.
+    pub reports: Reports,
+}
+
+impl Config {
+    /// Reads `path` (a missing file is an error only when `required`), applies `overrides`, and
+    /// validates. `hostname` is the default agent id.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        overrides: Overrides,
+        hostname: &str,
+    ) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::from_toml(&text, path, overrides, hostname)
+    }
+
+    /// Parses and validates config text (`path` is only for messages).
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        overrides: Overrides,
+        hostname: &str,
+    ) -> Result<Config, ConfigError> {
+        let mut file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let mut attributes = std::mem::take(&mut file.attributes);
+        for (k, v) in overrides.attributes {
+            attributes.insert(k, v);
+        }
+        if let Some(mem) = overrides.reserve_mem_mib {
+            file.reserve.mem_mib = mem;
+        }
+        let agent_id = match overrides.agent_id.or(file.agent_id) {
+            Some(id) => {
+                agent_nostd_core::ids::validate_id(&id)
+                    .map_err(|e| invalid("agent_id", e.to_string()))?;
+                id
+            }
+            None => id_from_hostname(hostname),
+        };
+        let broker = parse_broker(
+            overrides
+                .broker
+                .or(file.broker)
+                .as_deref()
+                .unwrap_or("mqtt://localhost:1883"),
+        )?;
+        let work_dir = overrides
+            .work_dir
+            .or(file.work_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/bramble"));
+        if !work_dir.is_absolute() {
+            return Err(invalid("work_dir", "must be an absolute path"));
+        }
+        let log_limit_bytes = file.log_limit_kib.unwrap_or(1024) * 1024;
+        if log_limit_bytes == 0 {
+            return Err(invalid("log_limit_kib", "must be above 0"));
+        }
+        if file.reports.sample_secs == 0 {
+            return Err(invalid("reports.sample_secs", "must be above 0"));
+        }
+        if file.reports.heartbeat_secs < file.reports.sample_secs {
+            return Err(invalid(
+                "reports.heartbeat_secs",
+                "must be at least reports.sample_secs",
+            ));
+        }
+        let limit = agent_nostd_core::wire::MAX_ATTRIBUTES - 1; // one is `isolation`
+        if attributes.len() > limit {
+            return Err(invalid(
+                "attributes",
+                format!("at most {limit} attributes (the agent adds `isolation`)"),
+            ));
+        }
+        for (k, v) in &attributes {
+            let field = format!("attributes.{k}");
+            if k.is_empty() || k.len() > 16 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(field, "keys are 1-16 printable ASCII bytes"));
+            }
+            if k == "isolation" {
+                return Err(invalid(field, "is set by the agent itself"));
+            }
+            if v.len() > 32 {
+                return Err(invalid(field, "values are at most 32 bytes"));
+            }
+        }
+        Ok(Config {
+            agent_id,
+            broker,
+            work_dir,
+            run_as: overrides.run_as.or(file.run_as),
+            log_limit_bytes,
+            reserve: file.reserve,
+            attributes: attributes.into_iter().collect(),
+            reports: file.reports,
+        })
+    }
+}
+
+/// `mqtt://host[:port]` (port 1883 by default).
+pub fn parse_broker(url: &str) -> Result<BrokerAddr, ConfigError> {
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+        invalid(
+            "broker",
+            format!("`{url}` is not an mqtt:// URL (e.g. mqtt://192.168.1.10:1883)"),
+        )
+    })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| invalid("broker", format!("bad port `{p}` in `{url}`")))?;
+            (h, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(invalid("broker", format!("no host in `{url}`")));
+    }
+    Ok(BrokerAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// A valid agent id from a hostname: invalid bytes become `-`, cut to 32 bytes.
+pub fn id_from_hostname(hostname: &str) -> String {
+    let mut id: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(agent_nostd_core::ids::MAX_ID_LEN)
+        .collect();
+    if agent_nostd_core::ids::validate_id(&id).is_err() {
+        id = "agent".to_owned();
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("agent.toml"), Overrides::default(), "pi4")
+    }
+
+    #[test]
+    fn an_empty_file_gives_working_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.agent_id, "pi4");
+        assert_eq!(
+            c.broker,
+            BrokerAddr {
+                host: "localhost".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(c.reserve.mem_mib, 256);
+        assert_eq!(c.log_limit_bytes, 1024 * 1024);
+        assert_eq!(c.work_dir, PathBuf::from("/var/lib/bramble"));
+    }
+
+    #[test]
+    fn a_full_file_is_read_and_flags_override_it() {
+        let text = r#"
+            agent_id = "kitchen"
+            broker = "mqtt://10.0.0.2:1884"
+            work_dir = "/srv/bramble"
+            run_as = "bramble"
+            [reserve]
+            mem_mib = 128
+            [attributes]
+            sensor = "bme280"
+            room = "kitchen"
+            [reports]
+            heartbeat_secs = 60
+        "#;
+        let overrides = Overrides {
+            broker: Some("mqtt://master.lan".into()),
+            attributes: vec![("room".into(), "attic".into())],
+            ..Default::default()
+        };
+        let c = Config::from_toml(text, Path::new("a.toml"), overrides, "pi4").unwrap();
+        assert_eq!(c.agent_id, "kitchen");
+        assert_eq!(c.broker.host, "master.lan");
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.run_as.as_deref(), Some("bramble"));
+        assert_eq!(c.reserve.mem_mib, 128);
+        assert_eq!(c.reserve.disk_mib, 1024, "unset fields keep their default");
+        assert_eq!(
+            c.attributes,
+            [
+                ("room".to_owned(), "attic".to_owned()),
+                ("sensor".to_owned(), "bme280".to_owned())
+            ]
+        );
+        assert_eq!(c.reports.heartbeat_secs, 60);
+    }
+
+    #[test]
+    fn a_bad_config_names_the_bad_field() {
+        let cases = [
+            ("agent_id = \"a/b\"", "agent_id"),
+            ("broker = \"http://x\"", "broker"),
+            ("broker = \"mqtt://x:99999\"", "broker"),
+            ("work_dir = \"relative\"", "work_dir"),
+            ("[reports]\nsample_secs = 0", "reports.sample_secs"),
+            (
+                "[attributes]\nisolation = \"cgroup2\"",
+                "attributes.isolation",
+            ),
+            (
+                "[attributes]\nx = \"0123456789abcdef0123456789abcdef0\"",
+                "attributes.x",
+            ),
+        ];
+        for (text, field) in cases {
+            match load(text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn type_errors_and_unknown_fields_name_the_field_and_line() {
+        let err = load("[reserve]\nmem_mib = \"lots\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mem_mib"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = load("brokr = \"mqtt://x\"").unwrap_err().to_string();
+        assert!(err.contains("brokr"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_fine_unless_it_was_asked_for() {
+        let missing = Path::new("/nonexistent/agent.toml");
+        assert!(Config::load(missing, false, Overrides::default(), "h").is_ok());
+        let err = Config::load(missing, true, Overrides::default(), "h").unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn hostnames_become_valid_ids() {
+        assert_eq!(id_from_hostname("raspberrypi"), "raspberrypi");
+        assert_eq!(id_from_hostname("pi 4/kitchen"), "pi-4-kitchen");
+        assert_eq!(id_from_hostname(""), "agent");
+        assert_eq!(id_from_hostname(&"x".repeat(40)).len(), 32);
+    }
+}

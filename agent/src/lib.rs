@@ -1,0 +1,15 @@
+//! The Bramble agent's std side: everything [`agent_nostd_core::AgentCore`] needs from the board.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML config file and its command-line overrides.
+//! - [`discovery`]: what the board has (CPU, memory, disk, arch, model, temperature, throttling).
+//! - [`cgroup`]: per-task cgroups, v1 and v2, and detection of what the board offers.
+//! - [`process`]: tasks as real processes: sandbox, session and process group, captured output, exit.
+//! - [`checkpoint`]: the agent's state on disk, written atomically and only when it changed.
+
+pub mod cgroup;
+pub mod checkpoint;
+pub mod config;
+pub mod discovery;
+pub mod process;

@@ -1,0 +1,611 @@
+//! The task supervisor, `bramble-agent __supervise`: one small process per task.
+//!
+//! # Protocol
+//!
+//! 1. The agent writes one JSON [`Request`] to the supervisor's stdin and closes it.
+//! 2. The supervisor answers one JSON line on stdout, a [`Reply`]: `{"started":{"task_pid":N}}`
+//!    once the task's `exec` succeeded, or `{"failed":{"message":"…"}}`, then points its stdin and
+//!    stdout at `/dev/null`, so the agent may go away.
+//! 3. When the task has ended it writes `.exit` in the sandbox and exits 0.
+//!
+//! # Between fork and exec
+//!
+//! Everything the task's process needs (C strings, pointer arrays, file descriptors) is prepared
+//! before `fork`; the child then only makes async-signal-safe system calls and never allocates.
+//! If a step fails, it writes the step and `errno` (8 bytes) to a close-on-exec pipe and exits
+//! 127; a successful `exec` closes the pipe, which the supervisor reads as success.
+//!
+//! The supervisor has no log subscriber and its stderr is `/dev/null`: what goes wrong after it
+//! answered is appended to the task's captured `stderr` in the sandbox.
+//!
+//! At start it closes every descriptor it inherited above stderr, so none leaks into the task.
+
+use std::ffi::{CString, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{dup2_stdin, dup2_stdout, fork, pipe2, setsid, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::{RawExit, EXIT_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::cgroup::open_procs_files;
+
+/// The most bytes of request the supervisor reads.
+const MAX_REQUEST: u64 = 4 << 20;
+/// The stack of each output-copying thread: it needs little more than its 8 KiB buffer.
+const COPIER_STACK: usize = 64 * 1024;
+/// How long the supervisor waits for the output pipes to drain after the task ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the agent asks the supervisor to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub argv: Vec<String>,
+    /// The complete environment of the task.
+    pub env: Vec<(String, String)>,
+    pub sandbox: PathBuf,
+    pub run_as: Option<(u32, u32)>,
+    pub log_limit_bytes: u64,
+    /// `cgroup.procs` of each hierarchy the task joins.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// The supervisor's one answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Reply {
+    Started { task_pid: i32 },
+    Failed { message: String },
+}
+
+// The steps of the child between fork and exec, as reported through the status pipe.
+const STEP_PGID: i32 = 1;
+const STEP_CGROUP: i32 = 2;
+const STEP_CHDIR: i32 = 3;
+const STEP_STDIO: i32 = 4;
+const STEP_CREDENTIALS: i32 = 5;
+const STEP_EXEC: i32 = 6;
+
+/// The supervisor's entry point: `bramble-agent __supervise`, with the request on stdin.
+pub fn supervise_main(_args: &[OsString]) -> ExitCode {
+    // Our own session (and process group): the agent's death, a terminal hangup or a signal to
+    // the agent's group does not reach us. Cannot fail: the agent spawned us in its own group.
+    let _ = setsid();
+    close_inherited_fds();
+    for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
+    }
+    let request = match read_request() {
+        Ok(r) => r,
+        Err(message) => {
+            let _ = reply(&Reply::Failed { message });
+            return ExitCode::from(1);
+        }
+    };
+    match supervise(&request) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            let _ = reply(&Reply::Failed { message });
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn read_request() -> Result<Request, String> {
+    let mut buf = Vec::new();
+    io::stdin()
+        .lock()
+        .take(MAX_REQUEST)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the task from stdin: {e}"))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("cannot decode the task: {e}"))
+}
+
+fn reply(r: &Reply) -> io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut out = io::stdout().lock();
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Records a problem the agent can no longer be told about at the end of the task's captured
+/// stderr (beyond its cap: these lines are few and short), where whoever reads the task's logs
+/// sees it. The supervisor's own stderr is `/dev/null`: holding the agent's would keep any pipe
+/// the agent's stderr is (a test harness, a log collector) open for as long as tasks run.
+fn note(sandbox: &Path, message: &str) {
+    let file = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(sandbox.join(STDERR_FILE));
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "bramble-agent supervisor: {message}");
+    }
+}
+
+/// Closes every file descriptor above stderr that the supervisor inherited without
+/// close-on-exec (a jobserver pipe, a socket of whoever started the agent): the task must not
+/// inherit them, and the supervisor needs none.
+fn close_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    // The directory's own descriptor is closed by now; closing it again is a harmless EBADF.
+    for fd in fds {
+        // SAFETY: nothing in this process owns these descriptors: it has opened none yet.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Everything the child needs, prepared before `fork`.
+struct ChildPlan {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    sandbox: CString,
+    run_as: Option<(u32, u32)>,
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString, String> {
+    CString::new(bytes).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+impl ChildPlan {
+    fn new(req: &Request) -> Result<(ChildPlan, PathBuf), String> {
+        let program = resolve_program(req)?;
+        let plan = ChildPlan {
+            program: cstring("the program path", program.as_os_str().as_bytes())?,
+            argv: req
+                .argv
+                .iter()
+                .map(|a| cstring("an argument", a.as_bytes()))
+                .collect::<Result<_, _>>()?,
+            env: req
+                .env
+                .iter()
+                .map(|(k, v)| cstring("an environment variable", format!("{k}={v}").as_bytes()))
+                .collect::<Result<_, _>>()?,
+            sandbox: cstring("the sandbox path", req.sandbox.as_os_str().as_bytes())?,
+            run_as: req.run_as,
+        };
+        Ok((plan, program))
+    }
+}
+
+/// The program to `exec`: `argv[0]` if it holds a `/` (relative ones start from the sandbox),
+/// else the first executable file of that name in the task's `PATH`.
+fn resolve_program(req: &Request) -> Result<PathBuf, String> {
+    let name = req.argv.first().ok_or("argv is empty")?;
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = req
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str());
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() {
+            req.sandbox.clone()
+        } else {
+            PathBuf::from(dir)
+        };
+        let candidate = dir.join(name);
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "{}: {name}",
+        io::Error::from_raw_os_error(libc::ENOENT)
+    ))
+}
+
+fn create_log(sandbox: &Path, name: &str) -> Result<File, String> {
+    let path = sandbox.join(name);
+    // No symlink is followed: the sandbox may belong to the task's user, we are root.
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+fn cloexec_pipe(what: &str) -> Result<(OwnedFd, OwnedFd), String> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create the {what} pipe: {e}"))
+}
+
+fn supervise(req: &Request) -> Result<(), String> {
+    let (plan, program) = ChildPlan::new(req)?;
+    // Pointer arrays for execve, NULL-terminated, built before fork.
+    let mut argv_ptrs: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+
+    let cgroup_files = open_procs_files(&req.cgroup_procs)
+        .map_err(|e| format!("cannot open the task's cgroup: {e}"))?;
+    let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let stdout_log = create_log(&req.sandbox, STDOUT_FILE)?;
+    let stderr_log = create_log(&req.sandbox, STDERR_FILE)?;
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let (out_r, out_w) = cloexec_pipe("stdout")?;
+    let (err_r, err_w) = cloexec_pipe("stderr")?;
+    let (status_r, status_w) = cloexec_pipe("status")?;
+
+    let fds = ChildFds {
+        devnull: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        status: status_w.as_raw_fd(),
+        cgroups: &cgroup_fds,
+    };
+    // SAFETY: this process has one thread (the supervisor starts none before this point), and the
+    // child only makes async-signal-safe calls on data prepared above, then execs or _exits.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe { child_exec(&plan, &argv_ptrs, &env_ptrs, &fds) },
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(format!("cannot fork the task: {e}")),
+    };
+    // The child's ends: ours must be closed so that EOF means what it should.
+    drop((out_w, err_w, status_w, cgroup_files));
+
+    let mut status = Vec::with_capacity(8);
+    let _ = File::from(status_r).read_to_end(&mut status);
+    if !status.is_empty() {
+        let _ = wait_for(child, &req.sandbox);
+        return Err(step_failure(&status, &req.sandbox, &program, req.run_as));
+    }
+
+    if let Err(e) = reply(&Reply::Started {
+        task_pid: child.as_raw(),
+    }) {
+        // The agent is gone before it learned of the task: nobody would ever watch it.
+        note(
+            &req.sandbox,
+            &format!("cannot answer the agent ({e}); killing the task"),
+        );
+        let _ = signal::killpg(child, Signal::SIGKILL);
+        let _ = wait_for(child, &req.sandbox);
+        return Ok(());
+    }
+    // Let go of the agent's pipes.
+    let _ = dup2_stdin(&devnull);
+    let _ = dup2_stdout(&devnull);
+    drop(devnull);
+
+    let (done_tx, done_rx) = mpsc::channel();
+    for (name, pipe, log_file) in [
+        (STDOUT_FILE, out_r, stdout_log),
+        (STDERR_FILE, err_r, stderr_log),
+    ] {
+        let tx = done_tx.clone();
+        let cap = req.log_limit_bytes;
+        let copier = std::thread::Builder::new()
+            .name(format!("copy-{name}"))
+            .stack_size(COPIER_STACK)
+            .spawn(move || {
+                copy_capped(File::from(pipe), log_file, cap);
+                let _ = tx.send(());
+            });
+        if let Err(e) = copier {
+            // The pipe's read end went with the failed closure: the task's writes there fail.
+            note(
+                &req.sandbox,
+                &format!("cannot start a thread to capture {name}: {e}"),
+            );
+        }
+    }
+    drop(done_tx);
+
+    let raw = wait_for(child, &req.sandbox);
+    // Processes the task left behind may hold the pipes open: drain for a bounded time only.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    if let Err(e) = write_exit(&req.sandbox, raw) {
+        note(&req.sandbox, &format!("cannot record the task's exit: {e}"));
+    }
+    Ok(())
+}
+
+/// The raw file descriptors the child uses.
+struct ChildFds<'a> {
+    devnull: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    status: RawFd,
+    cgroups: &'a [RawFd],
+}
+
+/// The task's side of the fork: never returns.
+///
+/// # Safety
+///
+/// Only to be called in the child of a `fork` of a single-threaded process, with pointer arrays
+/// that are NULL-terminated and point into `plan`.
+unsafe fn child_exec(
+    plan: &ChildPlan,
+    argv: &[*const libc::c_char],
+    env: &[*const libc::c_char],
+    fds: &ChildFds<'_>,
+) -> ! {
+    let fail = |step: i32| -> ! {
+        let errno = nix::errno::Errno::last_raw();
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&step.to_le_bytes());
+        msg[4..].copy_from_slice(&errno.to_le_bytes());
+        libc::write(fds.status, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    };
+    // Signals: the task starts with nothing blocked and default dispositions for those the
+    // supervisor ignores (ignored dispositions would survive exec).
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    if libc::setpgid(0, 0) != 0 {
+        fail(STEP_PGID);
+    }
+    for &fd in fds.cgroups {
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(STEP_CGROUP);
+        }
+    }
+    if libc::chdir(plan.sandbox.as_ptr()) != 0 {
+        fail(STEP_CHDIR);
+    }
+    if libc::dup2(fds.devnull, 0) < 0
+        || libc::dup2(fds.stdout, 1) < 0
+        || libc::dup2(fds.stderr, 2) < 0
+    {
+        fail(STEP_STDIO);
+    }
+    if let Some((uid, gid)) = plan.run_as {
+        let groups = [gid as libc::gid_t];
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setgid(gid as libc::gid_t) != 0
+            || libc::setuid(uid as libc::uid_t) != 0
+        {
+            fail(STEP_CREDENTIALS);
+        }
+    }
+    libc::execve(plan.program.as_ptr(), argv.as_ptr(), env.as_ptr());
+    fail(STEP_EXEC)
+}
+
+/// The message for a failed step reported by the child.
+fn step_failure(msg: &[u8], sandbox: &Path, program: &Path, run_as: Option<(u32, u32)>) -> String {
+    let (Ok(step), Ok(errno)) = (
+        msg.get(..4).map_or(Err(()), |b| {
+            Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }),
+        msg.get(4..8).map_or(Err(()), |b| {
+            Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }),
+    ) else {
+        return "the task's process failed before exec".to_owned();
+    };
+    let err = io::Error::from_raw_os_error(errno);
+    match step {
+        STEP_PGID => format!("cannot give the task its own process group: {err}"),
+        STEP_CGROUP => format!("cannot move the task into its cgroup: {err}"),
+        STEP_CHDIR => format!("cannot enter the sandbox {}: {err}", sandbox.display()),
+        STEP_STDIO => format!("cannot redirect the task's output: {err}"),
+        STEP_CREDENTIALS => {
+            let (uid, gid) = run_as.unwrap_or_default();
+            format!("cannot switch to uid {uid} gid {gid}: {err}")
+        }
+        _ => format!("{err}: {}", program.display()),
+    }
+}
+
+/// Waits for the task's first process and reaps it.
+fn wait_for(child: Pid, sandbox: &Path) -> RawExit {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return RawExit::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return RawExit::Signal(sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                note(sandbox, &format!("cannot wait for the task: {e}"));
+                return RawExit::Unknown;
+            }
+        }
+    }
+}
+
+/// Copies `from` into `to` up to `cap` bytes, then keeps reading and discards the rest until EOF.
+fn copy_capped(mut from: File, mut to: File, cap: u64) {
+    let mut buf = [0u8; 8192];
+    let mut written: u64 = 0;
+    let mut writable = true;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let room = usize::try_from(cap.saturating_sub(written)).unwrap_or(usize::MAX);
+        let take = n.min(room);
+        if writable && take > 0 {
+            // A full disk: stop writing, keep draining so the task never blocks.
+            writable = to.write_all(&buf[..take]).is_ok();
+            written += take as u64;
+        }
+    }
+}
+
+/// Writes `.exit` atomically: a temporary file, fsync, rename, fsync of the directory.
+///
+/// The task has been able to write its sandbox, so whatever it left at the temporary name
+/// (a symlink to `/etc/passwd`, say) is removed and the file is created anew, never followed.
+fn write_exit(sandbox: &Path, raw: RawExit) -> io::Result<()> {
+    let tmp = sandbox.join(".exit.tmp");
+    let body = serde_json::to_vec(&raw).map_err(io::Error::other)?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, sandbox.join(EXIT_FILE))?;
+    File::open(sandbox)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(argv0: &str, path: Option<&str>) -> Request {
+        Request {
+            argv: vec![argv0.into()],
+            env: path
+                .map(|p| vec![("PATH".to_owned(), p.to_owned())])
+                .unwrap_or_default(),
+            sandbox: "/tmp".into(),
+            run_as: None,
+            log_limit_bytes: 0,
+            cgroup_procs: vec![],
+        }
+    }
+
+    #[test]
+    fn program_names_are_looked_up_in_the_tasks_path() {
+        let found = resolve_program(&request("sh", Some("/nonexistent:/bin:/usr/bin"))).unwrap();
+        assert!(found.ends_with("sh"), "{found:?}");
+        assert_eq!(
+            resolve_program(&request("./run", None)).unwrap(),
+            PathBuf::from("./run")
+        );
+        assert_eq!(
+            resolve_program(&request("no-such-program-xyz", None)).unwrap_err(),
+            "No such file or directory (os error 2): no-such-program-xyz"
+        );
+    }
+
+    #[test]
+    fn step_failures_name_the_step_and_the_error() {
+        let msg = |step: i32, errno: i32| {
+            let mut m = step.to_le_bytes().to_vec();
+            m.extend(errno.to_le_bytes());
+            step_failure(
+                &m,
+                Path::new("/sb"),
+                Path::new("/usr/bin/nope"),
+                Some((65534, 65534)),
+            )
+        };
+        assert_eq!(
+            msg(STEP_EXEC, libc::ENOENT),
+            "No such file or directory (os error 2): /usr/bin/nope"
+        );
+        assert!(msg(STEP_CHDIR, libc::EACCES).starts_with("cannot enter the sandbox /sb"));
+        assert!(msg(STEP_CREDENTIALS, libc::EPERM).contains("uid 65534"));
+        assert_eq!(
+            step_failure(b"abc", Path::new("/"), Path::new("/x"), None),
+            "the task's process failed before exec"
+        );
+    }
+
+    #[test]
+    fn output_beyond_the_cap_is_read_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, vec![b'x'; 20_000]).unwrap();
+        let dst = dir.path().join("dst");
+        copy_capped(
+            File::open(&src).unwrap(),
+            File::create(&dst).unwrap(),
+            12_345,
+        );
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 12_345);
+    }
+
+    #[test]
+    fn the_exit_record_is_written_atomically_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        write_exit(dir.path(), RawExit::Code(4)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(EXIT_FILE)).unwrap(),
+            r#"{"code":4}"#
+        );
+        assert!(!dir.path().join(".exit.tmp").exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_by_the_task_is_not_followed_when_recording_the_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir(&sandbox).unwrap();
+        std::os::unix::fs::symlink(&victim, sandbox.join(".exit.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, sandbox.join(STDOUT_FILE)).unwrap();
+        write_exit(&sandbox, RawExit::Signal(9)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(sandbox.join(EXIT_FILE)).unwrap(),
+            r#"{"signal":9}"#
+        );
+        assert!(create_log(&sandbox, STDOUT_FILE).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+
+    #[test]
+    fn replies_have_the_documented_shape() {
+        assert_eq!(
+            serde_json::to_string(&Reply::Started { task_pid: 42 }).unwrap(),
+            r#"{"started":{"task_pid":42}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::Failed {
+                message: "x".into()
+            })
+            .unwrap(),
+            r#"{"failed":{"message":"x"}}"#
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! Real tasks in real cgroups on this machine (v1 or v2): memory, CPU and process limits, and
+//! killing. They need root and a writable cgroup filesystem, so they are ignored by default; CI
+//! runs them as root with `--include-ignored`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agent_nostd_core::agent::{Exit, Signal};
+use bramble_agent::cgroup::{CgroupPaths, Isolation, Limits, TaskCgroup};
+use bramble_agent::process::{self, launch, RawExit, TaskHandle, TaskSpec, STDOUT_FILE};
+
+/// Generous: only reached when something is broken.
+const TIMEOUT: Duration = Duration::from_secs(60);
+const FRAMEWORK: &str = "cgtest";
+
+fn supervisor() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bramble-agent"))
+}
+
+fn isolation() -> Isolation {
+    let iso = Isolation::from_system();
+    if let Isolation::None { reason } = &iso {
+        panic!("these tests need usable cgroups: {reason}");
+    }
+    iso
+}
+
+fn task_cgroup(iso: &Isolation, task_id: &str, limits: Limits) -> TaskCgroup {
+    iso.create_task(FRAMEWORK, task_id, limits)
+        .unwrap()
+        .expect("cgroups are in use")
+}
+
+fn sandbox() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = dir.path().join("sandbox");
+    process::create_sandbox(&sb, None).unwrap();
+    (dir, sb)
+}
+
+fn spec(sandbox: &Path, task_id: &str, script: &str) -> TaskSpec {
+    TaskSpec {
+        framework_id: FRAMEWORK.into(),
+        task_id: task_id.into(),
+        agent_id: "pi-test".into(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![],
+        sandbox: sandbox.to_path_buf(),
+        run_as: None,
+        log_limit_bytes: 64 * 1024,
+    }
+}
+
+async fn wait(handle: &mut TaskHandle) -> RawExit {
+    tokio::time::timeout(TIMEOUT, handle.wait())
+        .await
+        .expect("the task ends in time")
+}
+
+/// Polls `cond` until it holds, failing after [`TIMEOUT`].
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn dirs_of(cg: &TaskCgroup) -> Vec<PathBuf> {
+    cg.paths()
+        .dirs()
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes the cgroup and checks nothing of it is left.
+async fn remove_and_check(cg: &TaskCgroup) {
+    let dirs = dirs_of(cg);
+    cg.remove().await.unwrap();
+    for d in dirs {
+        assert!(!d.exists(), "{} was removed", d.display());
+    }
+}
+
+/// The `max` counter of `pids.events`: how often a fork failed at the limit.
+fn pids_limit_hits(cg: &TaskCgroup) -> u64 {
+    let dir = match cg.paths() {
+        CgroupPaths::V2 { dir } => dir,
+        CgroupPaths::V1 { pids, .. } => pids,
+    };
+    std::fs::read_to_string(dir.join("pids.events"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("max ").and_then(|n| n.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_task_over_its_memory_limit_is_oom_killed_and_reported_as_oom() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "oom",
+        Limits {
+            cpu_millis: 1000,
+            mem_mib: 32,
+            pids_max: 0,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    // `tail` keeps the whole line-less input in memory: 128 MiB against a 32 MiB limit.
+    let s = spec(&sb, "oom", "head -c 128M /dev/zero | tail");
+    let (_launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+    let raw = wait(&mut handle).await;
+    eprintln!("raw exit of the OOM task: {raw:?}");
+    assert_eq!(
+        process::task_exit(raw, Some(&cg)),
+        Exit::OomKilled,
+        "raw exit {raw:?}"
+    );
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_task_within_its_memory_limit_is_not_reported_as_oom() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "no-oom",
+        Limits {
+            cpu_millis: 1000,
+            mem_mib: 64,
+            pids_max: 0,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    let s = spec(
+        &sb,
+        "no-oom",
+        "head -c 1M /dev/zero | tail -c 10 >/dev/null; exit 4",
+    );
+    let (_launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+    let raw = wait(&mut handle).await;
+    assert_eq!(process::task_exit(raw, Some(&cg)), Exit::Code(4));
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_busy_loop_limited_to_half_a_core_uses_about_half_a_core() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "cpu-half",
+        Limits {
+            cpu_millis: 500,
+            mem_mib: 64,
+            pids_max: 0,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    let s = spec(&sb, "cpu-half", "while :; do :; done");
+    let (launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+    wait_until("the loop to use CPU", || {
+        cg.cpu_usage_ns().is_some_and(|ns| ns > 0)
+    })
+    .await;
+
+    let (u0, t0) = (cg.cpu_usage_ns().unwrap(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (u1, t1) = (cg.cpu_usage_ns().unwrap(), Instant::now());
+    let cores = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
+    eprintln!("the busy loop used {cores:.3} of a core");
+    assert!(
+        (0.3..=0.7).contains(&cores),
+        "used {cores:.2} of a core with a 0.5 core limit"
+    );
+
+    process::signal(&launched, Signal::Kill, Some(&cg)).unwrap();
+    assert_eq!(wait(&mut handle).await, RawExit::Signal(9));
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_fork_bomb_is_contained_by_its_pids_limit_and_killed_without_leftovers() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "fork-bomb",
+        Limits {
+            cpu_millis: 500,
+            mem_mib: 128,
+            pids_max: 32,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    let s = spec(&sb, "fork-bomb", "b() { b | b & }; b; exec sleep 600");
+    let (launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+
+    let mut most = 0;
+    wait_until("the bomb to hit its process limit", || {
+        let now = cg.pids_current().expect("pids.current is readable");
+        assert!(
+            now <= 32,
+            "the cgroup holds {now} processes, over its limit"
+        );
+        most = most.max(now);
+        pids_limit_hits(&cg) > 0
+    })
+    .await;
+    assert!(most > 1, "the bomb did fork");
+
+    // This process is unaffected: it can still start processes.
+    let status = std::process::Command::new("true").status().unwrap();
+    assert!(status.success());
+
+    process::signal(&launched, Signal::Kill, Some(&cg)).unwrap();
+    assert_eq!(wait(&mut handle).await, RawExit::Signal(9));
+    wait_until("the cgroup to empty", || cg.is_empty()).await;
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_task_that_ignores_sigterm_is_sigkilled_after_its_grace_and_leaves_nothing() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "stubborn",
+        Limits {
+            cpu_millis: 500,
+            mem_mib: 64,
+            pids_max: 0,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    let s = spec(
+        &sb,
+        "stubborn",
+        "trap '' TERM; echo ready; while :; do sleep 1; done",
+    );
+    let (launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+    wait_until("the trap to be set", || {
+        std::fs::read_to_string(sb.join(STDOUT_FILE)).is_ok_and(|s| s == "ready\n")
+    })
+    .await;
+
+    // The task is in its cgroup; its supervisor is not (an OOM kill there cannot reach it).
+    let pids = cg.pids().unwrap();
+    assert!(pids.contains(&launched.task_pgid), "{pids:?}");
+    assert!(!pids.contains(&launched.supervisor_pid), "{pids:?}");
+
+    process::signal(&launched, Signal::Term, Some(&cg)).unwrap();
+    let grace = tokio::time::timeout(Duration::from_secs(1), handle.wait()).await;
+    assert!(grace.is_err(), "the task ignores SIGTERM: {grace:?}");
+
+    process::signal(&launched, Signal::Kill, Some(&cg)).unwrap();
+    let raw = wait(&mut handle).await;
+    assert_eq!(raw, RawExit::Signal(9));
+    assert_eq!(process::task_exit(raw, Some(&cg)), Exit::Signal(9));
+    wait_until("the cgroup to empty", || cg.is_empty()).await;
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_checkpointed_cgroup_is_reopened_and_removing_it_twice_is_fine() {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "reopen",
+        Limits {
+            cpu_millis: 100,
+            mem_mib: 16,
+            pids_max: 4,
+        },
+    );
+    let json = serde_json::to_string(cg.paths()).unwrap();
+    let reopened = iso.open_task(serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(reopened, cg);
+    assert!(reopened.is_empty());
+    assert_eq!(reopened.pids().unwrap(), Vec::<i32>::new());
+    remove_and_check(&reopened).await;
+    cg.remove().await.unwrap();
+    assert!(cg.is_empty(), "a removed cgroup is empty");
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_leftover_empty_cgroup_is_reused_with_higher_or_lower_limits() {
+    let iso = isolation();
+    let small = Limits {
+        cpu_millis: 100,
+        mem_mib: 16,
+        pids_max: 4,
+    };
+    let big = Limits {
+        cpu_millis: 2000,
+        mem_mib: 96,
+        pids_max: 64,
+    };
+    let first = task_cgroup(&iso, "reuse", small);
+    // Same task again while the first cgroup is still there (say, its removal failed).
+    let again = task_cgroup(&iso, "reuse", big);
+    assert_eq!(again, first);
+    let limit_file = match again.paths() {
+        CgroupPaths::V2 { dir } => dir.join("memory.max"),
+        CgroupPaths::V1 { memory, .. } => memory.join("memory.limit_in_bytes"),
+    };
+    let read_limit = || std::fs::read_to_string(&limit_file).unwrap();
+    assert_eq!(read_limit().trim(), (96u64 << 20).to_string());
+    let back = task_cgroup(&iso, "reuse", small);
+    assert_eq!(read_limit().trim(), (16u64 << 20).to_string());
+    remove_and_check(&back).await;
+}
