@@ -7,9 +7,11 @@
 //! - [`cgroup`]: per-task cgroups, v1 and v2, and detection of what the board offers.
 //! - [`process`]: tasks as real processes: sandbox, session and process group, captured output, exit.
 //! - [`checkpoint`]: the agent's state on disk, written atomically and only when it changed.
+//! - [`driver`]: the tokio loop connecting the core to MQTT, the board and the tasks.
 
 pub mod cgroup;
 pub mod checkpoint;
 pub mod config;
 pub mod discovery;
+pub mod driver;
 pub mod process;

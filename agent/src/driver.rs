@@ -1,0 +1,708 @@
+//! The agent's driver: one current-thread tokio loop that feeds [`AgentCore`] its inputs (MQTT
+//! messages, timers, board samples, task exits) and carries out its outputs (publishes, launches,
+//! signals, checkpoints).
+//!
+//! MQTT: a fixed client id (`bramble-agent-{id}`) with a persistent session, the core's `Gone` as last
+//! will, resubscription on every ConnAck, and reconnection with exponential backoff (rumqttc itself
+//! retries at once). Publishes use `try_publish`, never awaiting inside the loop that polls the
+//! connection; a publish that does not fit the bounded request queue is dropped and the core resends
+//! it (status updates and registrations are retried until acknowledged).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_nostd_core::agent::{
+    Action, AgentCore, Config as CoreConfig, EndedTask, Exit, LocalEvent, TransmitBuf,
+};
+use agent_nostd_core::ids::Id;
+use agent_nostd_core::topic::{self, AgentTopic};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, RunTask, WireMessage};
+use agent_nostd_core::Resources;
+use heapless::String as HString;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::cgroup::{Isolation, Limits, TaskCgroup};
+use crate::checkpoint::{Checkpoint, CheckpointFile, Ended, TaskRecord, CHECKPOINT_VERSION};
+use crate::config::Config;
+use crate::discovery::{Board, Probe};
+use crate::process::{self, Launched, RawExit, TaskSpec};
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The work directory could not be created.
+    #[error("cannot create work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The board could not be measured.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+    /// The core refused the configuration.
+    #[error("invalid agent settings: {0}")]
+    Core(agent_nostd_core::agent::ConfigError),
+}
+
+type Key = (String, String);
+
+/// What the driver keeps about a task beside the core.
+struct TaskSlot {
+    resources: Resources,
+    pids_max: u32,
+    sandbox: PathBuf,
+    cgroup: Option<TaskCgroup>,
+    launched: Option<Launched>,
+}
+
+/// The running agent.
+struct Driver {
+    config: Config,
+    core: AgentCore,
+    started: Instant,
+    probe: Probe,
+    board: Board,
+    isolation: Isolation,
+    tasks: HashMap<Key, TaskSlot>,
+    checkpoint: CheckpointFile,
+    /// The core generation last checkpointed.
+    checkpointed_generation: Option<u32>,
+    /// A driver-side record (launch details, cgroup) changed since the last checkpoint.
+    records_dirty: bool,
+    exits: mpsc::Sender<(Key, RawExit)>,
+    supervisor: PathBuf,
+    client: AsyncClient,
+    buf: Box<TransmitBuf>,
+    /// The RunTask just handled, for the Launch action it causes.
+    last_run: Option<RunTask>,
+}
+
+/// Runs the agent until `shutdown` completes. Tasks keep running after the agent stops; the next
+/// agent re-adopts them from the checkpoint.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DriverError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(|source| DriverError::WorkDir {
+        path: config.work_dir.clone(),
+        source,
+    })?;
+    let probe = Probe::new("/", &config.work_dir);
+    let board = probe.board()?;
+    let isolation = Isolation::from_system();
+    let info = agent_info(&config, &board, isolation.isolation_attribute());
+    info!(
+        agent = %config.agent_id,
+        cpus = board.cpus,
+        mem_mib = board.mem_total_mib,
+        offers = %info.total,
+        isolation = isolation.isolation_attribute(),
+        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        "starting"
+    );
+    let core_config = CoreConfig {
+        report_heartbeat_ms: config.reports.heartbeat_secs.saturating_mul(1000),
+        jitter_seed: seed(&config.agent_id),
+        ..CoreConfig::default()
+    };
+    let core = AgentCore::new(core_config, info, 0).map_err(DriverError::Core)?;
+
+    let mut buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
+    let will = core.last_will(&mut buf);
+    let mut options = MqttOptions::new(
+        format!("bramble-agent-{}", config.agent_id),
+        config.broker.host.clone(),
+        config.broker.port,
+    );
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(15))
+        .set_inflight(16)
+        .set_request_channel_capacity(64)
+        .set_max_packet_size(
+            MasterMsg::MAX_ENCODED_LEN + 256,
+            AgentMsg::MAX_ENCODED_LEN + 256,
+        )
+        .set_last_will(LastWill::new(
+            will.topic.as_str(),
+            buf[..will.len].to_vec(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        ));
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (exits_tx, exits_rx) = mpsc::channel(agent_nostd_core::wire::MAX_TASKS * 2);
+    let mut driver = Driver {
+        checkpoint: CheckpointFile::new(config.work_dir.join("agent.json")),
+        config,
+        core,
+        started: Instant::now(),
+        probe,
+        board,
+        isolation,
+        tasks: HashMap::new(),
+        checkpointed_generation: None,
+        records_dirty: true,
+        exits: exits_tx,
+        supervisor: supervisor_exe(),
+        client,
+        buf,
+        last_run: None,
+    };
+    driver.recover();
+    driver.run(eventloop, exits_rx, shutdown).await;
+    Ok(())
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        &mut self,
+        mut eventloop: EventLoop,
+        mut exits: mpsc::Receiver<(Key, RawExit)>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut sampler = tokio::time::interval(Duration::from_secs(u64::from(
+            self.config.reports.sample_secs,
+        )));
+        sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::from_millis(500);
+        let mut reconnect_at: Option<Instant> = None;
+        loop {
+            self.flush().await;
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(|t| self.started + Duration::from_millis(t));
+            tokio::select! {
+                () = &mut shutdown => break,
+                event = eventloop.poll(), if reconnect_at.is_none() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        info!("connected to the broker");
+                        backoff = Duration::from_millis(500);
+                        let id = self.config.agent_id.clone();
+                        for t in [topic::agent(&id, AgentTopic::Cmd).as_str(), topic::MASTER_HELLO] {
+                            if let Err(e) = self.client.try_subscribe(t, rumqttc::QoS::AtLeastOnce) {
+                                warn!("cannot subscribe to {t}: {e}");
+                            }
+                        }
+                        let now = self.now();
+                        self.core.handle_connected(now);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, &p.payload),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let now = self.now();
+                        self.core.handle_disconnected(now);
+                        warn!("broker connection lost: {e}; retrying in {backoff:?}");
+                        reconnect_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                },
+                () = sleep_until(reconnect_at) => reconnect_at = None,
+                () = sleep_until(wake) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+                _ = sampler.tick() => self.sample(),
+                Some((key, raw)) = exits.recv() => self.on_exit(key, raw),
+            }
+        }
+        info!("stopping; tasks keep running and are re-adopted on the next start");
+        let will = self.core.last_will(&mut self.buf);
+        let _ = self.client.try_publish(
+            will.topic.as_str(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            self.buf[..will.len].to_vec(),
+        );
+        let _ = self.client.try_disconnect();
+        // Let the event loop send the notice and the disconnect, but not for long.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        let now = self.now();
+        match self.core.handle_bytes(now, topic, payload) {
+            Ok(MasterMsg::RunTask(run)) => self.last_run = Some(run),
+            Ok(_) => {}
+            Err(e) => {
+                let s = self.core.stats();
+                warn!(
+                    topic,
+                    len = payload.len(),
+                    malformed = s.malformed,
+                    unsupported_version = s.unsupported_version,
+                    misrouted = s.misrouted,
+                    "dropped a message: {e}"
+                );
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        match self
+            .probe
+            .sample(&self.board, &self.config.reserve.resources())
+        {
+            Ok(sample) => {
+                let now = self.now();
+                self.core.handle_resource_sample(now, sample);
+            }
+            Err(e) => debug!("cannot sample the board: {e}"),
+        }
+    }
+
+    /// Publishes what the core wants sent, carries out its actions, and checkpoints what changed.
+    async fn flush(&mut self) {
+        loop {
+            let now = self.now();
+            let mut progress = false;
+            while let Some(t) = self.core.poll_transmit(now, &mut self.buf) {
+                progress = true;
+                let qos = match t.qos {
+                    topic::QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                    topic::QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+                };
+                let payload = self.buf[..t.len].to_vec();
+                if let Err(e) = self
+                    .client
+                    .try_publish(t.topic.as_str(), qos, t.retain, payload)
+                {
+                    debug!("publish on {} deferred: {e}", t.topic);
+                }
+            }
+            while let Some(action) = self.core.poll_action() {
+                progress = true;
+                self.act(action).await;
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.last_run = None;
+        self.save_checkpoint();
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Launch {
+                framework_id,
+                task_id,
+                resources,
+                pids_max,
+            } => {
+                self.launch(&framework_id, &task_id, resources, pids_max)
+                    .await
+            }
+            Action::Signal {
+                framework_id,
+                task_id,
+                signal,
+            } => {
+                let key = (framework_id.to_string(), task_id.to_string());
+                if let Some(slot) = self.tasks.get(&key) {
+                    if let Some(launched) = &slot.launched {
+                        info!(framework = %key.0, task = %key.1, ?signal, "signalling task");
+                        if let Err(e) = process::signal(launched, signal, slot.cgroup.as_ref()) {
+                            warn!(framework = %key.0, task = %key.1, "cannot signal task: {e}");
+                        }
+                    }
+                }
+            }
+            Action::Release {
+                framework_id,
+                task_id,
+            } => {
+                let key = (framework_id.to_string(), task_id.to_string());
+                if let Some(slot) = self.tasks.remove(&key) {
+                    cleanup(slot);
+                    self.records_dirty = true;
+                }
+            }
+        }
+    }
+
+    async fn launch(&mut self, fw: &Id, task: &Id, resources: Resources, pids_max: u32) {
+        let key = (fw.to_string(), task.to_string());
+        let sandbox = self
+            .config
+            .work_dir
+            .join("sandboxes")
+            .join(fw.as_str())
+            .join(task.as_str());
+        let mut slot = TaskSlot {
+            resources,
+            pids_max,
+            sandbox: sandbox.clone(),
+            cgroup: None,
+            launched: None,
+        };
+        let result = self.start_process(&key, &mut slot).await;
+        let now = self.now();
+        let event = match &result {
+            Ok(()) => LocalEvent::Started {
+                framework_id: fw,
+                task_id: task,
+            },
+            Err(message) => {
+                warn!(framework = %fw, task = %task, "task failed to start: {message}");
+                LocalEvent::LaunchFailed {
+                    framework_id: fw,
+                    task_id: task,
+                    message,
+                }
+            }
+        };
+        if let Err(e) = self.core.handle_event(now, event) {
+            error!(framework = %fw, task = %task, "core refused the launch outcome: {e}");
+        }
+        if result.is_ok() {
+            info!(framework = %fw, task = %task, %resources, "task started");
+        } else if let Some(cg) = slot.cgroup.take() {
+            remove_cgroup(cg);
+        }
+        self.tasks.insert(key, slot);
+        self.records_dirty = true;
+    }
+
+    async fn start_process(&mut self, key: &Key, slot: &mut TaskSlot) -> Result<(), String> {
+        let run = match self.last_run.take() {
+            Some(run) if run.framework_id == key.0.as_str() && run.task_id == key.1.as_str() => run,
+            other => {
+                self.last_run = other;
+                return Err("the agent lost the task's command line".into());
+            }
+        };
+        if !run.artifacts.is_empty() {
+            return Err("this agent cannot fetch artifacts yet".into());
+        }
+        process::create_sandbox(&slot.sandbox, self.run_as_ids())
+            .map_err(|e| format!("cannot create sandbox {}: {e}", slot.sandbox.display()))?;
+        let limits = Limits {
+            cpu_millis: slot.resources.cpu_millis,
+            mem_mib: slot.resources.mem_mib,
+            pids_max: slot.pids_max,
+        };
+        slot.cgroup = self
+            .isolation
+            .create_task(&key.0, &key.1, limits)
+            .map_err(|e| format!("cannot create the task's cgroup: {e}"))?;
+        let spec = TaskSpec {
+            framework_id: key.0.clone(),
+            task_id: key.1.clone(),
+            agent_id: self.config.agent_id.clone(),
+            argv: run.argv.iter().map(|a| a.to_string()).collect(),
+            env: run
+                .env
+                .iter()
+                .map(|e| (e.key.to_string(), e.value.to_string()))
+                .chain([("BRAMBLE_BROKER".to_owned(), self.broker_url())])
+                .collect(),
+            sandbox: slot.sandbox.clone(),
+            run_as: self.run_as_ids(),
+            log_limit_bytes: self.config.log_limit_bytes,
+        };
+        let (launched, handle) = process::launch(&spec, slot.cgroup.as_ref(), &self.supervisor)
+            .await
+            .map_err(|e| e.to_string())?;
+        slot.launched = Some(launched);
+        self.watch(key.clone(), handle);
+        Ok(())
+    }
+
+    fn watch(&self, key: Key, handle: process::TaskHandle) {
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            let mut handle = handle;
+            let raw = handle.wait().await;
+            let _ = exits.send((key, raw)).await;
+        });
+    }
+
+    fn on_exit(&mut self, key: Key, raw: RawExit) {
+        let Some(slot) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        let exit = process::task_exit(raw, slot.cgroup.as_ref());
+        info!(framework = %key.0, task = %key.1, ?exit, "task ended");
+        if let Some(cg) = slot.cgroup.take() {
+            remove_cgroup(cg);
+        }
+        self.records_dirty = true;
+        let now = self.now();
+        let event = LocalEvent::Exited {
+            framework_id: &key.0,
+            task_id: &key.1,
+            exit,
+        };
+        if let Err(e) = self.core.handle_event(now, event) {
+            warn!(framework = %key.0, task = %key.1, "exit not taken: {e}");
+        }
+    }
+
+    fn broker_url(&self) -> String {
+        format!(
+            "mqtt://{}:{}",
+            self.config.broker.host, self.config.broker.port
+        )
+    }
+
+    fn run_as_ids(&self) -> Option<(u32, u32)> {
+        let name = self.config.run_as.as_deref()?;
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+            _ => {
+                warn!("run_as user `{name}` does not exist; tasks run as root");
+                None
+            }
+        }
+    }
+
+    /// Re-adopts the tasks of the previous run from the checkpoint.
+    fn recover(&mut self) {
+        let checkpoint = match self.checkpoint.load::<Launched>() {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                error!("{e}; starting without it");
+                match self.checkpoint.quarantine() {
+                    Ok(aside) => {
+                        warn!("the unreadable checkpoint was moved to {}", aside.display())
+                    }
+                    Err(e) => error!("cannot move the checkpoint aside: {e}"),
+                }
+                return;
+            }
+        };
+        if checkpoint.agent_id != self.config.agent_id {
+            warn!(
+                "the checkpoint belongs to agent `{}`, not `{}`: ignoring its tasks",
+                checkpoint.agent_id, self.config.agent_id
+            );
+            return;
+        }
+        self.core.set_next_update_id(checkpoint.next_update_id);
+        let now = self.now();
+        for rec in checkpoint.tasks {
+            let key = (rec.framework_id.clone(), rec.task_id.clone());
+            let cgroup = rec.cgroup.clone().and_then(|paths| {
+                self.isolation
+                    .open_task(paths)
+                    .map_err(|e| warn!(task = %rec.task_id, "cannot reopen the task's cgroup: {e}"))
+                    .ok()
+            });
+            let mut slot = TaskSlot {
+                resources: rec.resources,
+                pids_max: rec.pids_max,
+                sandbox: rec.sandbox.clone(),
+                cgroup,
+                launched: rec.launched,
+            };
+            if let Some(ended) = &rec.ended {
+                let restored = self.core.restore_ended_task(
+                    now,
+                    EndedTask {
+                        framework_id: &rec.framework_id,
+                        task_id: &rec.task_id,
+                        resources: rec.resources,
+                        state: ended.state,
+                        reason: ended.reason,
+                        message: &ended.message,
+                    },
+                );
+                if let Err(e) = restored {
+                    warn!(task = %rec.task_id, "cannot restore an ended task: {e}");
+                    continue;
+                }
+                self.tasks.insert(key, slot);
+                continue;
+            }
+            if let Err(e) =
+                self.core
+                    .adopt_task(&rec.framework_id, &rec.task_id, rec.resources, rec.pids_max)
+            {
+                warn!(task = %rec.task_id, "cannot re-adopt task: {e}");
+                continue;
+            }
+            let outcome = match &rec.launched {
+                Some(launched) => process::adopt(launched, &rec.sandbox),
+                None => process::Adopted::Unknown,
+            };
+            match outcome {
+                process::Adopted::Running(handle) => {
+                    info!(framework = %key.0, task = %key.1, "re-adopted a running task");
+                    self.watch(key.clone(), handle);
+                }
+                process::Adopted::Ended(raw) => {
+                    let exit = process::task_exit(raw, slot.cgroup.as_ref());
+                    info!(framework = %key.0, task = %key.1, ?exit, "task ended while the agent was down");
+                    self.end_adopted(&key, &mut slot, exit);
+                }
+                process::Adopted::Unknown => {
+                    warn!(framework = %key.0, task = %key.1, "task is gone and its end is unknown");
+                    self.end_adopted(&key, &mut slot, Exit::Unknown);
+                }
+            }
+            self.tasks.insert(key, slot);
+        }
+    }
+
+    fn end_adopted(&mut self, key: &Key, slot: &mut TaskSlot, exit: Exit) {
+        if let Some(cg) = slot.cgroup.take() {
+            remove_cgroup(cg);
+        }
+        let now = self.now();
+        let _ = self.core.handle_event(
+            now,
+            LocalEvent::Exited {
+                framework_id: &key.0,
+                task_id: &key.1,
+                exit,
+            },
+        );
+    }
+
+    /// Writes the checkpoint when the core's persistent state or a task record changed.
+    fn save_checkpoint(&mut self) {
+        let generation = self.core.generation();
+        if self.checkpointed_generation == Some(generation) && !self.records_dirty {
+            return;
+        }
+        let tasks = self
+            .core
+            .tasks()
+            .filter_map(|view| {
+                let key = (view.framework_id.to_owned(), view.task_id.to_owned());
+                let slot = self.tasks.get(&key);
+                let ended = view.end_reason.map(|reason| Ended {
+                    state: view.state,
+                    reason,
+                    message: view.message.to_owned(),
+                });
+                Some(TaskRecord {
+                    framework_id: key.0,
+                    task_id: key.1,
+                    resources: view.resources,
+                    pids_max: slot.map_or(0, |s| s.pids_max),
+                    sandbox: slot.map(|s| s.sandbox.clone())?,
+                    cgroup: slot
+                        .and_then(|s| s.cgroup.as_ref())
+                        .map(|c| c.paths().clone()),
+                    launched: slot.and_then(|s| s.launched),
+                    ended,
+                })
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            agent_id: self.config.agent_id.clone(),
+            master_epoch: self.core.master_epoch(),
+            next_update_id: self.core.next_update_id(),
+            tasks,
+        };
+        match self.checkpoint.save(&checkpoint) {
+            Ok(_) => {
+                self.checkpointed_generation = Some(generation);
+                self.records_dirty = false;
+            }
+            Err(e) => error!("{e}"),
+        }
+    }
+}
+
+fn cleanup(mut slot: TaskSlot) {
+    if let Some(cg) = slot.cgroup.take() {
+        remove_cgroup(cg);
+    }
+    if let Err(e) = std::fs::remove_dir_all(&slot.sandbox) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!("cannot remove sandbox {}: {e}", slot.sandbox.display());
+        }
+    }
+}
+
+/// Kills what is left in a task's cgroup and removes it, off the main loop (it may wait for the
+/// kernel to empty it).
+fn remove_cgroup(cg: TaskCgroup) {
+    tokio::spawn(async move {
+        if let Err(e) = cg.remove().await {
+            warn!("cannot remove a task cgroup: {e}");
+        }
+    });
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The agent's registration from its config and board.
+pub fn agent_info(config: &Config, board: &Board, isolation: &str) -> AgentInfo {
+    let mut attributes = heapless::Vec::new();
+    let attrs = config
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("isolation", isolation)]);
+    for (k, v) in attrs {
+        let attribute = Attribute {
+            key: truncated(k),
+            value: truncated(v),
+        };
+        if attributes.push(attribute).is_err() {
+            warn!("too many attributes: `{k}` is not advertised");
+        }
+    }
+    AgentInfo {
+        agent_id: truncated(&config.agent_id),
+        hostname: truncated(&board.hostname),
+        arch: truncated(board.arch),
+        board: truncated(board.model.as_deref().unwrap_or("")),
+        total: board.offerable(&config.reserve.resources()),
+        attributes,
+    }
+}
+
+fn truncated<const N: usize>(s: &str) -> HString<N, u8> {
+    let mut out = HString::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+fn seed(agent_id: &str) -> u32 {
+    // FNV-1a: a stable spread of retry jitter across boards.
+    agent_id.bytes().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The executable tasks are supervised by: this very binary.
+fn supervisor_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| Path::new("/proc/self/exe").to_owned())
+}

@@ -1,0 +1,310 @@
+//! Test support for the agent's end-to-end tests: an in-process MQTT broker, a scripted master that
+//! speaks the real wire protocol, and the real `bramble-agent` binary as a child process.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agent_nostd_core::ids::id;
+use agent_nostd_core::topic::{self, AgentTopic, Topic};
+use agent_nostd_core::wire::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// Starts rumqttd on a free loopback port, with the small memory settings an edge broker wants, and
+/// returns the port once it accepts connections.
+pub fn start_broker() -> u16 {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = rumqttd::ServerSettings {
+        name: "v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 5_000,
+            max_payload_size: 16 * 1024,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server)])),
+        ..Default::default()
+    };
+    std::thread::spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        let _ = broker.start();
+    });
+    for _ in 0..500 {
+        if TcpStream::connect(listen).is_ok() {
+            return port;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the broker did not start on {listen}");
+}
+
+/// A message an agent sent, with the agent's id.
+#[derive(Debug, Clone)]
+pub struct FromAgent {
+    pub agent: String,
+    pub msg: AgentMsg,
+}
+
+/// A scripted master: it sees every agent message and sends what the test says.
+pub struct Master {
+    client: AsyncClient,
+    rx: mpsc::Receiver<FromAgent>,
+    pub garbage: mpsc::Receiver<String>,
+}
+
+impl Master {
+    pub async fn connect(port: u16) -> Master {
+        let mut opts = MqttOptions::new("test-master", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(64 * 1024, 64 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::channel(1024);
+        let (gtx, garbage) = mpsc::channel(1024);
+        let (ready_tx, mut ready) = mpsc::channel(1);
+        let sub = client.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for kind in [
+                            AgentTopic::Register,
+                            AgentTopic::Report,
+                            AgentTopic::Status,
+                            AgentTopic::Pong,
+                            AgentTopic::Will,
+                        ] {
+                            sub.subscribe(kind.filter().as_str(), QoS::AtLeastOnce)
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let Some(Topic::Agent { id, .. }) = topic::parse(&p.topic) else {
+                            continue;
+                        };
+                        match AgentMsg::decode(&p.payload) {
+                            Ok(msg) => {
+                                let _ = tx
+                                    .send(FromAgent {
+                                        agent: id.to_owned(),
+                                        msg,
+                                    })
+                                    .await;
+                            }
+                            Err(e) => {
+                                let _ = gtx.send(format!("{}: {e}", p.topic)).await;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready.recv())
+            .await
+            .expect("the test master subscribed");
+        Master {
+            client,
+            rx,
+            garbage,
+        }
+    }
+
+    pub async fn send(&self, agent: &str, msg: &MasterMsg) {
+        let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
+        let n = msg.encode(&mut buf).unwrap();
+        self.client
+            .publish(
+                topic::agent(agent, AgentTopic::Cmd).as_str(),
+                QoS::AtLeastOnce,
+                false,
+                buf[..n].to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish_raw(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    /// The next agent message for which `pick` returns `Some`, skipping others, within `secs`.
+    pub async fn expect<T>(
+        &mut self,
+        secs: u64,
+        mut pick: impl FnMut(&FromAgent) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .expect("the expected agent message did not come in time")
+                .expect("the test master stopped");
+            if let Some(t) = pick(&msg) {
+                return t;
+            }
+        }
+    }
+
+    /// Waits for a (re)registration from `agent` and acknowledges it with `epoch`.
+    pub async fn accept_registration(&mut self, agent: &str, epoch: u64) -> AgentMsg {
+        let msg = self
+            .expect(20, |m| {
+                (m.agent == agent
+                    && matches!(m.msg, AgentMsg::Register(_) | AgentMsg::ReRegister(_)))
+                .then(|| m.msg.clone())
+            })
+            .await;
+        self.send(
+            agent,
+            &MasterMsg::RegisterAck(RegisterAck {
+                agent_id: id(agent).unwrap(),
+                master_epoch: epoch,
+            }),
+        )
+        .await;
+        msg
+    }
+
+    /// Waits for the next status update of `task` and acknowledges it.
+    pub async fn next_status(&mut self, agent: &str, task: &str, secs: u64) -> StatusUpdate {
+        let u = self
+            .expect(secs, |m| match &m.msg {
+                AgentMsg::Status(u) if m.agent == agent && u.task_id == task => Some(u.clone()),
+                _ => None,
+            })
+            .await;
+        self.send(
+            agent,
+            &MasterMsg::StatusAck(StatusAck {
+                framework_id: u.framework_id.clone(),
+                task_id: u.task_id.clone(),
+                update_id: u.update_id,
+            }),
+        )
+        .await;
+        u
+    }
+
+    /// Waits until `task` reaches `state`, acknowledging every update on the way.
+    pub async fn wait_state(
+        &mut self,
+        agent: &str,
+        task: &str,
+        state: TaskState,
+        secs: u64,
+    ) -> StatusUpdate {
+        loop {
+            let u = self.next_status(agent, task, secs).await;
+            if u.state == state {
+                return u;
+            }
+            assert!(
+                !u.state.is_terminal(),
+                "{task} ended {:?} ({}), not {state:?}",
+                u.state,
+                u.message
+            );
+        }
+    }
+}
+
+pub fn run_task(task: &str, argv: &[&str], cpu: u32, mem: u32) -> MasterMsg {
+    let mut args = heapless::Vec::new();
+    for a in argv {
+        args.push(heapless::String::try_from(*a).unwrap()).unwrap();
+    }
+    MasterMsg::RunTask(RunTask {
+        framework_id: id("fw-1").unwrap(),
+        task_id: id(task).unwrap(),
+        argv: args,
+        env: heapless::Vec::new(),
+        resources: agent_nostd_core::Resources::new(cpu, mem, 0),
+        pids_max: 0,
+        artifacts: heapless::Vec::new(),
+    })
+}
+
+/// The real agent binary, killed when dropped.
+pub struct AgentProcess {
+    pub child: Child,
+    pub work_dir: PathBuf,
+}
+
+impl AgentProcess {
+    pub fn start(agent_id: &str, port: u16, work_dir: &Path, extra: &[&str]) -> AgentProcess {
+        // Set for integration tests only: examples compile this module too and use `start_exe`.
+        #[allow(clippy::option_env_unwrap)]
+        let exe =
+            Path::new(option_env!("CARGO_BIN_EXE_bramble-agent").expect("built by cargo test"));
+        Self::start_exe(exe, agent_id, port, work_dir, extra)
+    }
+
+    pub fn start_exe(
+        exe: &Path,
+        agent_id: &str,
+        port: u16,
+        work_dir: &Path,
+        extra: &[&str],
+    ) -> AgentProcess {
+        let child = Command::new(exe)
+            .args(["--agent-id", agent_id])
+            .arg("--broker")
+            .arg(format!("mqtt://127.0.0.1:{port}"))
+            .arg("--work-dir")
+            .arg(work_dir)
+            .args(extra)
+            .env("BRAMBLE_LOG", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the agent binary starts");
+        AgentProcess {
+            child,
+            work_dir: work_dir.to_owned(),
+        }
+    }
+
+    /// SIGKILL: the agent dies without a word, as on a power cut of the agent alone.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
