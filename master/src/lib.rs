@@ -1,5 +1,35 @@
 //! The Bramble master.
 //!
-//! It will hold the sans-IO `MasterCore` (agent and framework registries, the DRF allocator and the
-//! offer cycle), the embedded rumqttd broker, the dashboard and the `bramble` CLI. The master speaks to
-//! agents with the messages of [`agent_nostd_core::wire`].
+//! The master keeps the agents, frameworks, offers and tasks of a cluster as soft state, decides with
+//! its DRF allocator which framework is offered which agent's free resources, and relays launches,
+//! kills and status updates between frameworks and agents. Its heart is [`MasterCore`], a sans-IO
+//! state machine in the quinn-proto style: it reads no clock and touches no socket; the driver (the
+//! MQTT event loop with the embedded broker, the dashboard and the `bramble` CLI) feeds it payloads and
+//! timer ticks and publishes what it polls out. It speaks to agents with the messages of
+//! [`agent_nostd_core::wire`] and to frameworks with those of [`bramble_sdk::protocol`].
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`] (intervals, timeouts, policy, revocation switch, limits) and its checks.
+//! - [`allocator`]: resource sums, dominant shares and the offer order ([`allocator::SortKey`]).
+//! - [`core`]: [`MasterCore`] itself, with its call order documented on the module: the state, the
+//!   outputs and the timers, with the inputs split by wire — agents (registrations, status relay,
+//!   health checks), frameworks (registration, failover, calls) and offers (the allocation round,
+//!   accepts, revocation).
+//!
+//! `benches/allocation.rs` times one allocation round at 1,000 × 100 and 10,000 × 1,000
+//! (agents × frameworks); the cluster-level tests on simulated time live in the `bramble-tests`
+//! package.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod allocator;
+pub mod config;
+pub mod core;
+
+pub use crate::config::{Config, ConfigError, Policy};
+pub use crate::core::{
+    AgentView, FrameworkState, FrameworkView, MasterCore, Outgoing, RecvError, Stats, TaskView,
+    Transmit,
+};

@@ -1,6 +1,17 @@
 //! The Bramble framework SDK.
 //!
-//! It will hold the framework↔master protocol and, in the spirit of Mesos's drivers, a scheduler trait
-//! with its driver (accept, decline with filters, revive, suppress, kill, reconcile) and the executor
-//! side that runs inside tasks. The frameworks themselves (`pi`, `wordcount`, `sensor`) live beside it
-//! under `frameworks/`.
+//! A framework's scheduler talks to the master over MQTT with the messages of [`protocol`]: it
+//! registers, receives offers, answers them with tasks or declines, and follows its tasks' status
+//! updates. The scheduler and executor drivers (in the spirit of Mesos's) will grow beside the
+//! protocol; the frameworks themselves (`pi`, `wordcount`, `sensor`) live beside this crate under
+//! `frameworks/`.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: framework topic names, [`protocol::Call`] and [`protocol::Event`], and their
+//!   version-byte + postcard codec. The "Framework ↔ master" section of `PROTOCOL.md` at the repository root is its written spec.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod protocol;

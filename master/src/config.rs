@@ -1,0 +1,106 @@
+//! The master core's settings and their validation.
+
+/// How the allocator orders frameworks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Weighted Dominant Resource Fairness: the lowest dominant share divided by weight goes first.
+    #[default]
+    Drf,
+    /// Strict priorities: a higher `priority` always goes first; DRF orders frameworks of equal priority.
+    StrictPriority,
+}
+
+/// The master core's settings. Times are in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How frameworks are ordered.
+    pub policy: Policy,
+    /// An allocation round runs this often, and also as soon as resources are freed.
+    pub allocation_interval_ms: u64,
+    /// An offer left unanswered this long is rescinded; its agent is then filtered from that
+    /// framework for `default_refuse_ms`, as if declined, so the others get it.
+    pub offer_timeout_ms: u64,
+    /// How long a decline keeps the agent from the framework when the decline names no time.
+    pub default_refuse_ms: u64,
+    /// Agents silent this long are pinged.
+    pub ping_interval_ms: u64,
+    /// Agents silent this long are unreachable.
+    pub agent_timeout_ms: u64,
+    /// Unreachable agents are forgotten (and their tasks reported LOST) after this long.
+    pub unreachable_gc_ms: u64,
+    /// A framework known only from agents' task lists (after a master restart) is removed, and its
+    /// tasks killed, if it does not re-register within this long.
+    pub framework_recovery_timeout_ms: u64,
+    /// The longest failover timeout a framework may ask for.
+    pub max_failover_timeout_ms: u64,
+    /// A task still STAGING this long after its launch makes the master ask its agent to re-register
+    /// (which settles whether the launch arrived); a kill not yet answered this long is sent again.
+    pub task_retry_ms: u64,
+    /// Kill tasks of frameworks over their fair share while another is below its guarantee.
+    pub revocation: bool,
+    /// The grace period of a revocation kill.
+    pub revocation_grace_ms: u32,
+    /// How many events a disconnected framework may have waiting; the oldest are dropped beyond.
+    pub max_held_events: usize,
+    /// The most agents the master keeps; registrations beyond are refused.
+    pub max_agents: usize,
+    /// The most frameworks the master keeps; registrations beyond are refused.
+    pub max_frameworks: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: Policy::Drf,
+            allocation_interval_ms: 1_000,
+            offer_timeout_ms: 30_000,
+            default_refuse_ms: 5_000,
+            ping_interval_ms: 5_000,
+            agent_timeout_ms: 15_000,
+            unreachable_gc_ms: 600_000,
+            framework_recovery_timeout_ms: 120_000,
+            max_failover_timeout_ms: 7 * 24 * 3_600_000,
+            task_retry_ms: 60_000,
+            revocation: false,
+            revocation_grace_ms: 5_000,
+            max_held_events: 1_024,
+            max_agents: 100_000,
+            max_frameworks: 10_000,
+        }
+    }
+}
+
+/// A setting that cannot work, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// The field, e.g. `allocation_interval_ms`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl Config {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem| Err(ConfigError { field, problem });
+        for (v, field) in [
+            (self.allocation_interval_ms, "allocation_interval_ms"),
+            (self.offer_timeout_ms, "offer_timeout_ms"),
+            (self.ping_interval_ms, "ping_interval_ms"),
+            (self.agent_timeout_ms, "agent_timeout_ms"),
+            (self.task_retry_ms, "task_retry_ms"),
+        ] {
+            if v == 0 {
+                return bad(field, "must be above 0");
+            }
+        }
+        if self.agent_timeout_ms < self.ping_interval_ms {
+            return bad("agent_timeout_ms", "must be at least ping_interval_ms");
+        }
+        if self.max_agents == 0 || self.max_frameworks == 0 {
+            return bad("max_agents", "limits must be above 0");
+        }
+        Ok(())
+    }
+}

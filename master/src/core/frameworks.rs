@@ -1,0 +1,404 @@
+//! Framework inputs: registrations, failover, teardown and the calls of registered frameworks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use agent_nostd_core::ids::validate_id;
+use agent_nostd_core::wire::{Reason, TaskState};
+use bramble_sdk::protocol::{
+    self as proto, Call, ErrorCode, Event, FrameworkTopic, OfferId, Register,
+};
+
+use super::{Framework, FrameworkState, MasterCore, RecvError, REMOVED_IDS_KEPT};
+use crate::allocator::Amount;
+
+impl MasterCore {
+    // ----- framework inputs -----
+
+    /// A payload arrived on a framework topic: decode it, check it belongs there, and handle it.
+    pub fn handle_framework_bytes(
+        &mut self,
+        now: u64,
+        topic_name: &str,
+        payload: &[u8],
+    ) -> Result<(), RecvError> {
+        let (kind, client) = match proto::parse_topic(topic_name) {
+            Some((kind, client)) if kind != FrameworkTopic::Event => (kind, client),
+            _ => {
+                self.stats.misrouted += 1;
+                return Err(RecvError::UnknownTopic);
+            }
+        };
+        let call = match Call::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                match e {
+                    proto::DecodeError::UnsupportedVersion { .. } => {
+                        self.stats.unsupported_version += 1
+                    }
+                    _ => self.stats.malformed += 1,
+                }
+                return Err(RecvError::FrameworkDecode(e));
+            }
+        };
+        let expected = match &call {
+            Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
+            Call::Gone => FrameworkTopic::Will,
+            _ => FrameworkTopic::Call,
+        };
+        if kind != expected {
+            self.stats.misrouted += 1;
+            return Err(RecvError::WrongTopic);
+        }
+        self.handle_framework_call(now, client, call);
+        Ok(())
+    }
+
+    /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
+    pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
+        match call {
+            Call::Register(info) => self.register_framework(now, client, None, info),
+            Call::ReRegister(r) => {
+                self.register_framework(now, client, Some(r.framework_id), r.info)
+            }
+            Call::Gone => {
+                if let Some(&fi) = self.clients.get(client) {
+                    self.disconnect_framework(now, fi);
+                }
+            }
+            call => {
+                let active = self.clients.get(client).copied().filter(|&fi| {
+                    self.frameworks[fi]
+                        .as_ref()
+                        .is_some_and(|f| f.state == FrameworkState::Active)
+                });
+                match active {
+                    Some(fi) => self.framework_call(now, fi, call),
+                    None => self.send_client(
+                        client,
+                        Event::Error {
+                            code: ErrorCode::NotRegistered,
+                            offer_id: None,
+                            message: format!("no framework is registered as {client}: register"),
+                        },
+                    ),
+                }
+            }
+        }
+    }
+
+    pub(super) fn framework_call(&mut self, now: u64, fi: usize, call: Call) {
+        match call {
+            Call::Accept(accept) => self.accept(now, fi, accept),
+            Call::Decline(d) => {
+                if d.offer_ids.len() > proto::MAX_OFFERS_PER_CALL {
+                    return self.call_error(fi, ErrorCode::InvalidCall, None, "too many offers");
+                }
+                let refuse = d
+                    .refuse_seconds
+                    .map_or(self.config.default_refuse_ms, |s| u64::from(s) * 1_000);
+                for id in d.offer_ids {
+                    let Some(rec) = self.offers.get(&id).copied() else {
+                        continue;
+                    };
+                    if rec.framework != fi {
+                        continue;
+                    }
+                    self.rescind(id, false);
+                    if refuse > 0 {
+                        if let Some(f) = self.frameworks[fi].as_mut() {
+                            f.filters.insert(rec.agent, now + refuse);
+                        }
+                    }
+                }
+                self.request_allocation(now);
+            }
+            Call::Revive => {
+                if let Some(f) = self.frameworks[fi].as_mut() {
+                    f.filters.clear();
+                    f.suppressed = false;
+                }
+                self.request_allocation(now);
+            }
+            Call::Suppress => {
+                if let Some(f) = self.frameworks[fi].as_mut() {
+                    f.suppressed = true;
+                }
+            }
+            Call::Kill(k) => {
+                let task = self.frameworks[fi]
+                    .as_mut()
+                    .and_then(|f| f.tasks.get_mut(&k.task_id));
+                match task {
+                    Some(t) => {
+                        t.kill_grace = Some(k.grace_ms);
+                        t.since = now;
+                        let agent = t.agent;
+                        self.send_kill(agent, fi, &k.task_id, k.grace_ms);
+                    }
+                    None => self.send_framework(fi, unknown_task_update(&k.task_id)),
+                }
+            }
+            Call::Reconcile { task_ids } => {
+                if task_ids.len() > proto::MAX_TASKS_PER_CALL {
+                    return self.call_error(fi, ErrorCode::InvalidCall, None, "too many tasks");
+                }
+                let ids: Vec<String> = if task_ids.is_empty() {
+                    self.frameworks[fi]
+                        .as_ref()
+                        .map(|f| f.tasks.keys().cloned().collect())
+                        .unwrap_or_default()
+                } else {
+                    task_ids
+                };
+                for tid in ids {
+                    let known = self.frameworks[fi]
+                        .as_ref()
+                        .and_then(|f| f.tasks.get(&tid))
+                        .map(|t| (t.agent, t.state));
+                    let event = match known {
+                        Some((agent, state)) => Event::Update(proto::StatusUpdate {
+                            agent_id: self.agents[agent].as_ref().map(|a| a.id.clone()),
+                            task_id: tid,
+                            state,
+                            reason: Reason::None,
+                            message: "reconciliation".into(),
+                        }),
+                        None => unknown_task_update(&tid),
+                    };
+                    self.send_framework(fi, event);
+                }
+            }
+            Call::Teardown => {
+                self.remove_framework(now, fi);
+                self.recompute_framework_deadline();
+            }
+            // Handled by `handle_framework_call` before a framework is looked up.
+            Call::Register(_) | Call::ReRegister(_) | Call::Gone => {}
+        }
+    }
+
+    pub(super) fn register_framework(
+        &mut self,
+        now: u64,
+        client: &str,
+        previous: Option<String>,
+        info: Register,
+    ) {
+        let refuse = |core: &mut Self, why: String| {
+            core.send_client(
+                client,
+                Event::Error {
+                    code: ErrorCode::RegistrationRefused,
+                    offer_id: None,
+                    message: why,
+                },
+            )
+        };
+        if let Err(why) = info.validate() {
+            return refuse(self, why);
+        }
+        if info.failover_timeout_ms > self.config.max_failover_timeout_ms {
+            let max = self.config.max_failover_timeout_ms;
+            return refuse(self, format!("failover_timeout_ms must be at most {max}"));
+        }
+        let existing = match &previous {
+            Some(fid) => {
+                if validate_id(fid).is_err() {
+                    return refuse(self, format!("{fid:?} is not a valid framework id"));
+                }
+                if self.removed_ids.iter().any(|r| r == fid) {
+                    return refuse(self, format!("framework {fid} was removed"));
+                }
+                self.framework_index.get(fid.as_str()).copied()
+            }
+            // A repeated registration from the same client (e.g. a QoS 1 duplicate) gets the same id.
+            None => self.clients.get(client).copied(),
+        };
+        let fi = match existing {
+            Some(fi) => fi,
+            None => {
+                if self.framework_index.len() >= self.config.max_frameworks {
+                    return refuse(self, "the master has too many frameworks".into());
+                }
+                let fid = match previous {
+                    Some(fid) => fid,
+                    None => loop {
+                        let seq = self.next_framework_seq;
+                        self.next_framework_seq += 1;
+                        let fid = format!("{:x}-{seq}", self.epoch);
+                        // A framework re-registering with a made-up id may hold this one already.
+                        if !self.framework_index.contains_key(&fid)
+                            && !self.removed_ids.contains(&fid)
+                        {
+                            break fid;
+                        }
+                    },
+                };
+                self.insert_framework(fid, info.clone(), FrameworkState::Active)
+            }
+        };
+        // The client name now points at this framework only.
+        if let Some(old) = self.frameworks[fi].as_ref().and_then(|f| f.client.clone()) {
+            if self.clients.get(&old) == Some(&fi) {
+                self.clients.remove(&old);
+            }
+        }
+        if let Some(&other) = self.clients.get(client) {
+            if other != fi {
+                self.disconnect_framework(now, other);
+            }
+        }
+        self.clients.insert(client.to_owned(), fi);
+        let Some(f) = self.frameworks[fi].as_mut() else {
+            return;
+        };
+        f.client = Some(client.to_owned());
+        f.info = info;
+        f.state = FrameworkState::Active;
+        let fid = f.id.clone();
+        let held: Vec<Event> = f.held.drain(..).collect();
+        self.send_client(
+            client,
+            Event::Registered {
+                framework_id: fid,
+                master_epoch: self.epoch,
+            },
+        );
+        for e in held {
+            self.send_framework(fi, e);
+        }
+        self.recompute_framework_deadline();
+        self.request_allocation(now);
+    }
+
+    pub(super) fn insert_framework(
+        &mut self,
+        fid: String,
+        info: Register,
+        state: FrameworkState,
+    ) -> usize {
+        let order = self.next_framework_seq;
+        self.next_framework_seq += 1;
+        let f = Framework {
+            id: fid.clone(),
+            client: None,
+            info,
+            state,
+            suppressed: false,
+            filters: HashMap::new(),
+            allocated: Amount::default(),
+            offered: Amount::default(),
+            tasks: BTreeMap::new(),
+            offers: BTreeSet::new(),
+            held: VecDeque::new(),
+            order,
+        };
+        let slot = match self.free_framework_slots.pop() {
+            Some(s) => {
+                self.frameworks[s] = Some(f);
+                s
+            }
+            None => {
+                self.frameworks.push(Some(f));
+                self.frameworks.len() - 1
+            }
+        };
+        self.framework_index.insert(fid, slot);
+        slot
+    }
+
+    /// A framework named in an agent's task list that this master does not know (it restarted).
+    pub(super) fn recover_framework(&mut self, now: u64, fid: &str) -> Option<usize> {
+        if self.removed_ids.iter().any(|r| r == fid)
+            || self.framework_index.len() >= self.config.max_frameworks
+        {
+            return None;
+        }
+        let mut info = Register::new(fid);
+        info.failover_timeout_ms = self.config.framework_recovery_timeout_ms;
+        let deadline = now + self.config.framework_recovery_timeout_ms;
+        let fi =
+            self.insert_framework(fid.to_owned(), info, FrameworkState::Recovered { deadline });
+        self.recompute_framework_deadline();
+        Some(fi)
+    }
+
+    pub(super) fn disconnect_framework(&mut self, now: u64, fi: usize) {
+        let Some(f) = self.frameworks[fi].as_mut() else {
+            return;
+        };
+        if f.state != FrameworkState::Active {
+            return;
+        }
+        f.state = FrameworkState::Disconnected {
+            deadline: now + f.info.failover_timeout_ms,
+        };
+        if let Some(c) = f.client.take() {
+            if self.clients.get(&c) == Some(&fi) {
+                self.clients.remove(&c);
+            }
+        }
+        let offers: Vec<OfferId> = f.offers.iter().copied().collect();
+        for o in offers {
+            self.rescind(o, false);
+        }
+        self.recompute_framework_deadline();
+        self.request_allocation(now);
+    }
+
+    pub(super) fn remove_framework(&mut self, now: u64, fi: usize) {
+        let offers: Vec<OfferId> = self.frameworks[fi]
+            .as_ref()
+            .map(|f| f.offers.iter().copied().collect())
+            .unwrap_or_default();
+        for o in offers {
+            self.rescind(o, false);
+        }
+        let tasks: Vec<(String, usize)> = self.frameworks[fi]
+            .as_ref()
+            .map(|f| f.tasks.iter().map(|(k, t)| (k.clone(), t.agent)).collect())
+            .unwrap_or_default();
+        for (tid, agent) in tasks {
+            self.send_kill(agent, fi, &tid, 0);
+            self.end_task(fi, &tid);
+        }
+        let Some(f) = self.frameworks[fi].take() else {
+            return;
+        };
+        if let Some(c) = &f.client {
+            if self.clients.get(c) == Some(&fi) {
+                self.clients.remove(c);
+            }
+        }
+        self.framework_index.remove(&f.id);
+        if self.removed_ids.len() >= REMOVED_IDS_KEPT {
+            self.removed_ids.pop_front();
+        }
+        self.removed_ids.push_back(f.id);
+        self.free_framework_slots.push(fi);
+        self.request_allocation(now);
+    }
+
+    pub(super) fn recompute_framework_deadline(&mut self) {
+        self.next_framework_deadline = self
+            .frameworks
+            .iter()
+            .flatten()
+            .filter_map(|f| match f.state {
+                FrameworkState::Disconnected { deadline }
+                | FrameworkState::Recovered { deadline } => Some(deadline),
+                FrameworkState::Active => None,
+            })
+            .min();
+    }
+}
+
+fn unknown_task_update(tid: &str) -> Event {
+    Event::Update(proto::StatusUpdate {
+        task_id: tid.to_owned(),
+        agent_id: None,
+        state: TaskState::Lost,
+        reason: Reason::UnknownTask,
+        message: "the master knows no such task".into(),
+    })
+}

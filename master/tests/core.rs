@@ -1,0 +1,445 @@
+//! `MasterCore` driven by hand, message by message: the order of its outputs, its answers to
+//! strangers, and what it does with bad input.
+
+use agent_nostd_core::ids::id;
+use agent_nostd_core::topic::{self, AgentTopic};
+use agent_nostd_core::wire::{
+    AgentInfo, AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage,
+};
+use agent_nostd_core::Resources;
+use bramble::{Config, MasterCore, Outgoing, RecvError, Transmit};
+use bramble_sdk::protocol::{self as proto, Accept, Call, ErrorCode, Event, Register, TaskInfo};
+use proptest::prelude::*;
+
+fn info(agent: &str) -> AgentInfo {
+    AgentInfo {
+        agent_id: id(agent).unwrap(),
+        hostname: heapless::String::try_from("pi.lan").unwrap(),
+        arch: heapless::String::try_from("aarch64").unwrap(),
+        board: heapless::String::new(),
+        total: Resources::new(4_000, 4_096, 0),
+        attributes: heapless::Vec::new(),
+    }
+}
+
+fn drain(core: &mut MasterCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+fn agent_msgs(out: &[Transmit]) -> Vec<(String, MasterMsg)> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Outgoing::Agent(m) => Some((t.topic.clone(), (**m).clone())),
+            Outgoing::Framework(_) => None,
+        })
+        .collect()
+}
+
+fn events(out: &[Transmit]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Outgoing::Framework(e) => Some(e.clone()),
+            Outgoing::Agent(_) => None,
+        })
+        .collect()
+}
+
+fn send_agent(
+    core: &mut MasterCore,
+    now: u64,
+    agent: &str,
+    msg: &AgentMsg,
+) -> Result<(), RecvError> {
+    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let len = msg.encode(&mut buf).unwrap();
+    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
+}
+
+/// A master with agent `pi` and framework client `fw` running task `t1` (STAGING).
+fn with_task() -> (MasterCore, String) {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    send_agent(&mut core, 0, "pi", &AgentMsg::Register(info("pi"))).unwrap();
+    core.handle_framework_bytes(
+        0,
+        &proto::register_topic("fw"),
+        &Call::Register(Register::new("fw")).encode(),
+    )
+    .unwrap();
+    core.handle_timeout(0);
+    let out = drain(&mut core);
+    let (fid, offer) = events(&out)
+        .into_iter()
+        .fold((None, None), |(f, o), e| match e {
+            Event::Registered { framework_id, .. } => (Some(framework_id), o),
+            Event::Offers(offers) => (f, Some(offers[0].clone())),
+            _ => (f, o),
+        });
+    let (fid, offer) = (fid.unwrap(), offer.unwrap());
+    let accept = Call::Accept(Accept {
+        offer_id: offer.offer_id,
+        tasks: vec![TaskInfo::new(
+            "t1",
+            &["/bin/true"],
+            Resources::new(1_000, 100, 0),
+        )],
+    });
+    core.handle_framework_bytes(1, &proto::call_topic("fw"), &accept.encode())
+        .unwrap();
+    let out = drain(&mut core);
+    assert!(matches!(agent_msgs(&out)[..], [(_, MasterMsg::RunTask(_))]));
+    (core, fid)
+}
+
+fn status(fid: &str, update_id: u32, state: TaskState) -> AgentMsg {
+    AgentMsg::Status(StatusUpdate {
+        framework_id: id(fid).unwrap(),
+        task_id: id("t1").unwrap(),
+        update_id,
+        state,
+        reason: Reason::None,
+        message: heapless::String::new(),
+    })
+}
+
+#[test]
+fn the_first_transmit_is_the_retained_hello_with_the_epoch() {
+    let mut core = MasterCore::new(Config::default(), 42, 0).unwrap();
+    let t = core.poll_transmit().unwrap();
+    assert_eq!(t.topic, topic::MASTER_HELLO);
+    assert!(t.retain);
+    assert_eq!(t.payload(), vec![1, 0, 42]);
+    assert!(core.poll_transmit().is_none());
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_field() {
+    let config = Config {
+        allocation_interval_ms: 0,
+        ..Config::default()
+    };
+    let err = MasterCore::new(config, 1, 0).unwrap_err();
+    assert_eq!(err.field, "allocation_interval_ms");
+    assert_eq!(
+        MasterCore::new(Config::default(), 0, 0).unwrap_err().field,
+        "epoch"
+    );
+}
+
+#[test]
+fn status_update_is_acked_only_after_it_is_queued_to_the_framework() {
+    let (mut core, fid) = with_task();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    let out = drain(&mut core);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].topic, proto::event_topic("fw"));
+    assert!(matches!(
+        &out[0].message,
+        Outgoing::Framework(Event::Update(u)) if u.task_id == "t1" && u.state == TaskState::Running
+    ));
+    assert_eq!(out[1].topic, topic::agent("pi", AgentTopic::Cmd).as_str());
+    assert!(matches!(
+        &out[1].message,
+        Outgoing::Agent(m) if matches!(**m, MasterMsg::StatusAck(ref a) if a.update_id == 1)
+    ));
+    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
+}
+
+#[test]
+fn a_duplicated_status_update_is_acked_again_but_forwarded_once() {
+    let (mut core, fid) = with_task();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    drain(&mut core);
+    send_agent(&mut core, 3, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    let out = drain(&mut core);
+    assert!(events(&out).is_empty());
+    assert!(matches!(
+        agent_msgs(&out)[..],
+        [(_, MasterMsg::StatusAck(_))]
+    ));
+    assert_eq!(core.stats().duplicate_status_updates, 1);
+}
+
+#[test]
+fn a_status_update_from_an_unknown_agent_is_not_acked_and_asks_it_to_reregister() {
+    let (mut core, fid) = with_task();
+    send_agent(
+        &mut core,
+        2,
+        "stranger",
+        &status(&fid, 1, TaskState::Running),
+    )
+    .unwrap();
+    let out = drain(&mut core);
+    assert_eq!(
+        agent_msgs(&out),
+        vec![(
+            topic::agent("stranger", AgentTopic::Cmd)
+                .as_str()
+                .to_owned(),
+            MasterMsg::ReRegisterRequest
+        )]
+    );
+    assert!(events(&out).is_empty());
+}
+
+#[test]
+fn a_running_task_nobody_knows_is_killed() {
+    let (mut core, fid) = with_task();
+    let mut msg = status(&fid, 7, TaskState::Running);
+    if let AgentMsg::Status(u) = &mut msg {
+        u.task_id = id("orphan").unwrap();
+    }
+    send_agent(&mut core, 2, "pi", &msg).unwrap();
+    let out = drain(&mut core);
+    let msgs = agent_msgs(&out);
+    assert!(
+        matches!(&msgs[0].1, MasterMsg::KillTask(k) if k.task_id == "orphan" && k.grace_ms == 0)
+    );
+    assert!(matches!(&msgs[1].1, MasterMsg::StatusAck(a) if a.update_id == 7));
+}
+
+#[test]
+fn garbage_payloads_on_every_topic_are_counted_and_dropped() {
+    let (mut core, fid) = with_task();
+    let before = core.check_invariants();
+    assert_eq!(before, Ok(()));
+    let status_topic = topic::agent("pi", AgentTopic::Status);
+    assert!(matches!(
+        core.handle_agent_bytes(5, &status_topic, &[1, 0xFF, 0xFF]),
+        Err(RecvError::AgentDecode(_))
+    ));
+    assert!(matches!(
+        core.handle_agent_bytes(5, &status_topic, &[9, 3]),
+        Err(RecvError::AgentDecode(_))
+    ));
+    assert_eq!(
+        core.handle_agent_bytes(5, "bramble/v1/agent/pi/cmd", &[1, 6]),
+        Err(RecvError::UnknownTopic)
+    );
+    // A valid report on the status topic is misrouted.
+    let mut buf = [0u8; 64];
+    let report = AgentMsg::Pong { seq: 1 };
+    let len = report.encode(&mut buf).unwrap();
+    assert_eq!(
+        core.handle_agent_bytes(5, &status_topic, &buf[..len]),
+        Err(RecvError::WrongTopic)
+    );
+    // A registration naming another agent than its topic.
+    let reg = AgentMsg::Register(info("other"));
+    let mut big = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let len = reg.encode(&mut big).unwrap();
+    assert_eq!(
+        core.handle_agent_bytes(5, &topic::agent("pi", AgentTopic::Register), &big[..len]),
+        Err(RecvError::WrongTopic)
+    );
+    assert!(matches!(
+        core.handle_framework_bytes(5, &proto::call_topic("fw"), &[]),
+        Err(RecvError::FrameworkDecode(proto::DecodeError::Empty))
+    ));
+    assert_eq!(
+        core.handle_framework_bytes(5, &proto::event_topic("fw"), &Call::Revive.encode()),
+        Err(RecvError::UnknownTopic)
+    );
+    // A teardown on the register topic.
+    assert_eq!(
+        core.handle_framework_bytes(5, &proto::register_topic("fw"), &Call::Teardown.encode()),
+        Err(RecvError::WrongTopic)
+    );
+    let stats = *core.stats();
+    assert_eq!(stats.malformed, 2);
+    assert_eq!(stats.unsupported_version, 1);
+    assert_eq!(stats.misrouted, 5);
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.check_invariants(), Ok(()));
+    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Staging);
+}
+
+#[test]
+fn a_registration_with_a_bad_weight_is_refused() {
+    let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
+    drain(&mut core);
+    let mut reg = Register::new("fw");
+    reg.weight = -1.0;
+    core.handle_framework_call(0, "fw", Call::Register(reg));
+    let out = drain(&mut core);
+    assert!(matches!(
+        &events(&out)[..],
+        [Event::Error { code: ErrorCode::RegistrationRefused, message, .. }] if message.contains("weight")
+    ));
+    assert!(core.framework_ids().is_empty());
+}
+
+#[test]
+fn a_repeated_registration_from_the_same_client_gets_the_same_id() {
+    let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
+    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
+    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
+    let ids: Vec<String> = events(&drain(&mut core))
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Registered { framework_id, .. } => Some(framework_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec!["1-1".to_owned(), "1-1".to_owned()]);
+    assert_eq!(core.framework_ids().len(), 1);
+}
+
+#[test]
+fn an_accept_with_a_bad_task_launches_none_of_its_tasks() {
+    let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
+    core.handle_agent_message(0, "pi", &AgentMsg::Register(info("pi")));
+    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
+    core.handle_timeout(0);
+    let offer = events(&drain(&mut core))
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Offers(o) => Some(o[0].clone()),
+            _ => None,
+        })
+        .unwrap();
+    let r = Resources::new(100, 100, 0);
+    let cases: Vec<(Vec<TaskInfo>, &str)> = vec![
+        (
+            vec![
+                TaskInfo::new("ok", &["/bin/true"], r),
+                TaskInfo::new("a/b", &["x"], r),
+            ],
+            "not a valid id",
+        ),
+        (vec![TaskInfo::new("t", &[], r)], "empty argv"),
+        (
+            vec![TaskInfo::new("t", &["x"], Resources::new(0, 10, 0))],
+            "some cpu and memory",
+        ),
+        (
+            vec![TaskInfo::new("t", &["x"], r), TaskInfo::new("t", &["x"], r)],
+            "already exists",
+        ),
+        (
+            vec![TaskInfo::new("t", &["x"; 17], r)],
+            "more than 16 arguments",
+        ),
+    ];
+    for (i, (tasks, why)) in cases.into_iter().enumerate() {
+        let now = 10 + i as u64;
+        core.handle_timeout(now);
+        drain(&mut core);
+        let offer_id = core.agent("pi").unwrap().offer_id.unwrap_or(offer.offer_id);
+        core.handle_framework_call(now, "fw", Call::Accept(Accept { offer_id, tasks }));
+        let out = drain(&mut core);
+        assert!(agent_msgs(&out).is_empty(), "{why}");
+        assert!(
+            matches!(&events(&out)[..], [Event::Error { code: ErrorCode::AcceptRefused, message, .. }] if message.contains(why)),
+            "{why}: {:?}",
+            events(&out)
+        );
+    }
+    assert_eq!(core.check_invariants(), Ok(()));
+}
+
+fn topics() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(topic::agent("pi", AgentTopic::Register).as_str().to_owned()),
+        Just(topic::agent("pi", AgentTopic::Report).as_str().to_owned()),
+        Just(topic::agent("pi", AgentTopic::Status).as_str().to_owned()),
+        Just(topic::agent("pi", AgentTopic::Pong).as_str().to_owned()),
+        Just(topic::agent("pi", AgentTopic::Will).as_str().to_owned()),
+        Just(proto::register_topic("fw")),
+        Just(proto::call_topic("fw")),
+        Just(proto::will_topic("fw")),
+        "[a-z/+#]{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_payloads_never_panic_and_keep_the_books(
+        inputs in proptest::collection::vec((topics(), proptest::collection::vec(any::<u8>(), 0..64)), 1..40)
+    ) {
+        let (mut core, _) = with_task();
+        for (i, (t, mut payload)) in inputs.into_iter().enumerate() {
+            // Mostly the right version byte, so the decoder gets past it.
+            if let Some(first) = payload.first_mut() {
+                if i % 4 != 0 {
+                    *first = 1;
+                }
+            }
+            let now = 10 + i as u64 * 500;
+            if t.starts_with(proto::FRAMEWORK_PREFIX) {
+                let _ = core.handle_framework_bytes(now, &t, &payload);
+            } else {
+                let _ = core.handle_agent_bytes(now, &t, &payload);
+            }
+            core.handle_timeout(now);
+            drain(&mut core);
+            prop_assert_eq!(core.check_invariants(), Ok(()));
+        }
+    }
+}
+
+fn report(running_tasks: u8) -> AgentMsg {
+    AgentMsg::Report(agent_nostd_core::wire::ResourceReport {
+        free: Resources::new(3_000, 3_996, 0),
+        running_tasks,
+        soc_temp_decidegrees: None,
+        throttled: 0,
+    })
+}
+
+#[test]
+fn an_agent_whose_reports_disagree_on_its_task_count_is_asked_to_reregister() {
+    let (mut core, _) = with_task();
+    // The RunTask never arrived: the agent keeps reporting no task.
+    send_agent(&mut core, 10, "pi", &report(0)).unwrap();
+    assert!(agent_msgs(&drain(&mut core)).is_empty());
+    send_agent(&mut core, 30_010, "pi", &report(0)).unwrap();
+    assert!(agent_msgs(&drain(&mut core)).is_empty());
+    send_agent(&mut core, 60_010, "pi", &report(0)).unwrap();
+    assert_eq!(
+        agent_msgs(&drain(&mut core)),
+        vec![(
+            topic::agent("pi", AgentTopic::Cmd).as_str().to_owned(),
+            MasterMsg::ReRegisterRequest
+        )]
+    );
+    // Agreeing again resets the clock.
+    send_agent(&mut core, 60_020, "pi", &report(1)).unwrap();
+    send_agent(&mut core, 90_020, "pi", &report(0)).unwrap();
+    assert!(agent_msgs(&drain(&mut core)).is_empty());
+}
+
+#[test]
+fn a_stale_duplicate_reregistration_does_not_revive_an_ended_task() {
+    let (mut core, fid) = with_task();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    // A re-registration listing t1 as running is published, then t1 finishes…
+    let stale = AgentMsg::ReRegister(agent_nostd_core::wire::ReRegister {
+        info: info("pi"),
+        last_master_epoch: 9,
+        tasks: heapless::Vec::from_slice(&[agent_nostd_core::wire::TaskReport {
+            framework_id: id(&fid).unwrap(),
+            task_id: id("t1").unwrap(),
+            resources: Resources::new(1_000, 100, 0),
+            state: TaskState::Running,
+        }])
+        .unwrap(),
+    });
+    send_agent(&mut core, 3, "pi", &status(&fid, 2, TaskState::Finished)).unwrap();
+    drain(&mut core);
+    assert_eq!(core.task(&fid, "t1"), None);
+    // …and a duplicate of the re-registration arrives late.
+    send_agent(&mut core, 4, "pi", &stale).unwrap();
+    let out = drain(&mut core);
+    assert_eq!(core.task(&fid, "t1"), None);
+    assert!(events(&out)
+        .iter()
+        .all(|e| !matches!(e, Event::Update(u) if u.task_id == "t1")));
+    assert!(matches!(
+        agent_msgs(&out)[..],
+        [(_, MasterMsg::RegisterAck(_))]
+    ));
+    assert_eq!(core.check_invariants(), Ok(()));
+}
