@@ -8,6 +8,9 @@
 //! run_as = "bramble"                 # the user tasks run as when the agent is root
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
 //!
+//! [capacity]                         # offer at most this much (default: the whole board)
+//! cpu_millis = 2000
+//!
 //! [reserve]                          # kept for the OS, never offered
 //! cpu_millis = 0
 //! mem_mib = 256
@@ -95,6 +98,32 @@ impl Reserve {
     }
 }
 
+/// The most the agent offers, whatever the board has (unset parts: no cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    /// CPU, in millicores.
+    pub cpu_millis: Option<u32>,
+    /// Memory, in MiB.
+    pub mem_mib: Option<u32>,
+    /// Disk, in MiB.
+    pub disk_mib: Option<u32>,
+}
+
+impl Capacity {
+    /// `offerable` capped by this capacity.
+    pub fn cap(&self, offerable: Resources) -> Resources {
+        Resources::new(
+            self.cpu_millis
+                .map_or(offerable.cpu_millis, |c| c.min(offerable.cpu_millis)),
+            self.mem_mib
+                .map_or(offerable.mem_mib, |c| c.min(offerable.mem_mib)),
+            self.disk_mib
+                .map_or(offerable.disk_mib, |c| c.min(offerable.disk_mib)),
+        )
+    }
+}
+
 /// How the board is measured and reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +155,8 @@ struct File {
     #[serde(default)]
     reserve: Reserve,
     #[serde(default)]
+    capacity: Capacity,
+    #[serde(default)]
     attributes: BTreeMap<String, String>,
     #[serde(default)]
     reports: Reports,
@@ -146,6 +177,8 @@ pub struct Overrides {
     pub attributes: Vec<(String, String)>,
     /// `--reserve-mem` in MiB.
     pub reserve_mem_mib: Option<u32>,
+    /// A cap on what is offered (used by `bramble up` to share one machine between agents).
+    pub capacity: Option<Capacity>,
 }
 
 /// Where the broker is.
@@ -172,6 +205,8 @@ pub struct Config {
     pub log_limit_bytes: u64,
     /// Kept for the OS.
     pub reserve: Reserve,
+    /// The most offered.
+    pub capacity: Capacity,
     /// Advertised attributes, sorted by key.
     pub attributes: Vec<(String, String)>,
     /// Measuring and reporting.
@@ -279,6 +314,7 @@ impl Config {
             run_as: overrides.run_as.or(file.run_as),
             log_limit_bytes,
             reserve: file.reserve,
+            capacity: overrides.capacity.unwrap_or(file.capacity),
             attributes: attributes.into_iter().collect(),
             reports: file.reports,
         })
@@ -365,6 +401,8 @@ mod tests {
             run_as = "bramble"
             [reserve]
             mem_mib = 128
+            [capacity]
+            cpu_millis = 1500
             [attributes]
             sensor = "bme280"
             room = "kitchen"
@@ -391,6 +429,10 @@ mod tests {
             ]
         );
         assert_eq!(c.reports.heartbeat_secs, 60);
+        assert_eq!(
+            c.capacity.cap(Resources::new(4000, 3000, 100)),
+            Resources::new(1500, 3000, 100)
+        );
     }
 
     #[test]

@@ -85,8 +85,12 @@ struct Driver {
 
 /// Runs the agent until `shutdown` completes. Tasks keep running after the agent stops; the next
 /// agent re-adopts them from the checkpoint.
+///
+/// Tasks run under `supervisor` (`bramble-agent` itself by default: any binary that dispatches
+/// [`process::SUPERVISE_ARG`] to [`process::supervise_main`]).
 pub async fn run(
     config: Config,
+    supervisor: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DriverError> {
     std::fs::create_dir_all(&config.work_dir).map_err(|source| DriverError::WorkDir {
@@ -149,7 +153,7 @@ pub async fn run(
         checkpointed_generation: None,
         records_dirty: true,
         exits: exits_tx,
-        supervisor: supervisor_exe(),
+        supervisor: supervisor.unwrap_or_else(supervisor_exe),
         client,
         buf,
         last_run: None,
@@ -261,7 +265,9 @@ impl Driver {
             .probe
             .sample(&self.board, &self.config.reserve.resources())
         {
-            Ok(sample) => {
+            Ok(mut sample) => {
+                // Never report more free than the agent offers (its capacity may cap the board).
+                sample.free = sample.free.min(&self.core.total());
                 let now = self.now();
                 self.core.handle_resource_sample(now, sample);
             }
@@ -680,7 +686,9 @@ pub fn agent_info(config: &Config, board: &Board, isolation: &str) -> AgentInfo 
         hostname: truncated(&board.hostname),
         arch: truncated(board.arch),
         board: truncated(board.model.as_deref().unwrap_or("")),
-        total: board.offerable(&config.reserve.resources()),
+        total: config
+            .capacity
+            .cap(board.offerable(&config.reserve.resources())),
         attributes,
     }
 }

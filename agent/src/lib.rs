@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line (flags, config, logging, runtime).
 //! - [`config`]: the TOML config file and its command-line overrides.
 //! - [`discovery`]: what the board has (CPU, memory, disk, arch, model, temperature, throttling).
 //! - [`cgroup`]: per-task cgroups, v1 and v2, and detection of what the board offers.
@@ -11,6 +12,7 @@
 
 pub mod cgroup;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod driver;

@@ -1,0 +1,194 @@
+//! The `bramble-agent` command line: flags, config loading, logging, and the driver on a
+//! current-thread runtime. `bramble __agent …` runs the same code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
+
+const USAGE: &str = "\
+The Bramble agent: reports this board's resources to the master and runs its tasks in cgroups.
+
+Usage: bramble-agent [OPTIONS]
+
+Options:
+  -c, --config <FILE>         The config file (TOML). Default: /etc/bramble/agent.toml, if it exists
+      --broker <URL>          The MQTT broker, e.g. mqtt://192.168.1.10:1883
+      --agent-id <ID>         The agent's id (default: the hostname)
+      --work-dir <DIR>        Where sandboxes and the checkpoint live
+      --run-as <USER>         The user tasks run as when the agent is root
+      --attribute <KEY=VALUE> An attribute to advertise, e.g. sensor=bme280 (repeatable)
+      --reserve-mem <MIB>     Memory kept for the OS, in MiB
+  -h, --help                  Print this help
+  -V, --version               Print the version
+
+Flags override the config file. Logs go to stderr; BRAMBLE_LOG=debug shows more.
+";
+
+/// What the command line asked for.
+enum Command {
+    Run {
+        config: Option<PathBuf>,
+        overrides: Overrides,
+    },
+    Help,
+    Version,
+}
+
+fn parse_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config = None;
+    let mut o = Overrides::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') | Long("config") => config = Some(parser.value()?.into()),
+            Long("broker") => o.broker = Some(parser.value()?.string()?),
+            Long("agent-id") => o.agent_id = Some(parser.value()?.string()?),
+            Long("work-dir") => o.work_dir = Some(parser.value()?.into()),
+            Long("run-as") => o.run_as = Some(parser.value()?.string()?),
+            Long("attribute") => {
+                let kv = parser.value()?.string()?;
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    lexopt::Error::from(format!("--attribute `{kv}` is not KEY=VALUE"))
+                })?;
+                o.attributes.push((k.to_owned(), v.to_owned()));
+            }
+            Long("reserve-mem") => o.reserve_mem_mib = Some(parser.value()?.parse()?),
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Command::Run {
+        config,
+        overrides: o,
+    })
+}
+
+/// Runs the agent's command line: `args` is the whole argv, program name first.
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::process::SUPERVISE_ARG)
+    {
+        return crate::process::supervise_main(&args[2..]);
+    }
+    let (config_path, overrides) = match parse_args(args.into_iter().skip(1)) {
+        Ok(Command::Run { config, overrides }) => (config, overrides),
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!(
+                "bramble-agent {} (wire protocol v{})",
+                env!("CARGO_PKG_VERSION"),
+                agent_nostd_core::PROTOCOL_VERSION
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("bramble-agent: {e}\n\n{USAGE}");
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    // BRAMBLE_LOG=error|warn|info|debug|trace (a plain level keeps regex out of the agent).
+    let level = std::env::var("BRAMBLE_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (path, required) = match config_path {
+        Some(p) => (p, true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = match Config::load(&path, required, overrides, &hostname) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bramble-agent: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bramble-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::driver::run(config, None, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, lexopt::Error> {
+        parse_args(args.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn flags_become_overrides() {
+        let Ok(Command::Run { config, overrides }) = parse(&[
+            "--config",
+            "/etc/x.toml",
+            "--broker",
+            "mqtt://m:1",
+            "--attribute",
+            "sensor=bme280",
+            "--attribute",
+            "room=attic",
+            "--reserve-mem",
+            "128",
+        ]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(config, Some(PathBuf::from("/etc/x.toml")));
+        assert_eq!(overrides.broker.as_deref(), Some("mqtt://m:1"));
+        assert_eq!(overrides.attributes.len(), 2);
+        assert_eq!(overrides.reserve_mem_mib, Some(128));
+    }
+
+    #[test]
+    fn bad_flags_are_errors_that_name_them() {
+        let err = parse(&["--attribute", "nokey"]).err().unwrap().to_string();
+        assert!(err.contains("nokey"), "{err}");
+        let err = parse(&["--frobnicate"]).err().unwrap().to_string();
+        assert!(err.contains("frobnicate"), "{err}");
+        let err = parse(&["--reserve-mem", "lots"]).err().unwrap().to_string();
+        assert!(err.contains("lots"), "{err}");
+        assert!(matches!(parse(&["-h"]), Ok(Command::Help)));
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the release bramble-agent for the board targets (and x86_64 with the same flags), strips it
+# with the target's own strip, and prints the sizes. Target: at most 1.5 MiB.
+#
+#   cross/agent-sizes.sh [TARGET...]      (default: x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu)
+board_flags="-C force-unwind-tables=no -C relocation-model=static"
+target_dir=${CARGO_TARGET_DIR:-target}
+limit=$((3 * 1024 * 1024 / 2))
+for t in "${targets[@]}"; do
+  case "$t" in
+    aarch64-*) strip=aarch64-linux-gnu-strip ;;
+    armv7-*) strip=arm-linux-gnueabihf-strip ;;
+    *) strip=strip ;;
+  esac
+  rustup target add "$t" >/dev/null 2>&1 || true
+  # The board targets get these flags from .cargo/config.toml; x86_64 gets them here.
+  if [ "$t" = x86_64-unknown-linux-gnu ]; then
+    RUSTFLAGS="$board_flags" cargo build --quiet --release -p bramble-agent --target "$t"
+  else
+    cargo build --quiet --release -p bramble-agent --target "$t"
+  fi
+  out="$target_dir/$t/release/bramble-agent"
+  stripped="$target_dir/$t/release/bramble-agent.stripped"
+  "$strip" -o "$stripped" "$out"
+  bytes=$(stat -c %s "$stripped")
+  verdict=ok; [ "$bytes" -le "$limit" ] || verdict="OVER 1.5 MiB"
+  awk -v t="$t" -v b="$bytes" -v v="$verdict" 'BEGIN { printf "%-32s %9d bytes  %5.2f MiB  %s\n", t, b, b / 1048576, v }'
+done
