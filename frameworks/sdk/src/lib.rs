@@ -1,17 +1,85 @@
-//! The Bramble framework SDK.
+//! The Bramble framework SDK, in the spirit of Mesos's scheduler and executor drivers.
 //!
-//! A framework's scheduler talks to the master over MQTT with the messages of [`protocol`]: it
-//! registers, receives offers, answers them with tasks or declines, and follows its tasks' status
-//! updates. The scheduler and executor drivers (in the spirit of Mesos's) will grow beside the
-//! protocol; the frameworks themselves (`pi`, `wordcount`, `sensor`) live beside this crate under
-//! `frameworks/`.
+//! A framework has two halves. Its *scheduler* implements [`scheduler::Scheduler`]: it registers
+//! with the master, receives offers, answers them with tasks or declines, and follows its tasks'
+//! status updates; [`scheduler::run`] connects it to the broker. Its *executor* runs inside each
+//! task on a board: [`executor::Executor`] connects from the environment the agent sets and
+//! exchanges framework messages with the scheduler straight through the broker. The frameworks
+//! built on this SDK (`pi`, `wordcount`, `sensor`) live beside this crate under `frameworks/`.
+//!
+//! # A new framework in one file
+//!
+//! ```no_run
+//! use bramble_sdk::protocol::{Offer, StatusUpdate, TaskInfo};
+//! use bramble_sdk::scheduler::{run, Scheduler, SchedulerConfig, SchedulerDriver};
+//! use bramble_sdk::{protocol::Register, Resources};
+//!
+//! /// Runs `echo hello` once, on the first offer big enough.
+//! struct Hello {
+//!     launched: bool,
+//! }
+//!
+//! impl Scheduler for Hello {
+//!     fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
+//!         let need = Resources::new(100, 16, 0);
+//!         for offer in offers {
+//!             if !self.launched && need.fits_in(&offer.resources) {
+//!                 let task = TaskInfo::new("hello-1", &["/bin/echo", "hello"], need);
+//!                 self.launched = driver.launch(offer.offer_id, vec![task]).is_ok();
+//!             } else {
+//!                 let _ = driver.decline(vec![offer.offer_id], Some(60));
+//!             }
+//!         }
+//!     }
+//!
+//!     fn status_update(&mut self, driver: &mut SchedulerDriver, update: StatusUpdate) {
+//!         println!("{} is {}", update.task_id, update.state.as_str());
+//!         if update.state.is_terminal() {
+//!             driver.stop();
+//!         }
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), bramble_sdk::SdkError> {
+//!     let config = SchedulerConfig {
+//!         broker_host: "127.0.0.1".into(),
+//!         broker_port: 1883,
+//!         client_name: "hello".into(),
+//!         registration: Register::new("hello"),
+//!     };
+//!     run(config, Hello { launched: false }).await?;
+//!     Ok(())
+//! }
+//! ```
 //!
 //! # Layout
 //!
 //! - [`protocol`]: framework topic names, [`protocol::Call`] and [`protocol::Event`], and their
-//!   version-byte + postcard codec. The "Framework ↔ master" section of `PROTOCOL.md` at the repository root is its written spec.
+//!   version-byte + postcard codec. The "Framework ↔ master" section of `PROTOCOL.md` at the
+//!   repository root is its written spec.
+//! - [`messages`]: framework messages between a scheduler and its executors (topics and
+//!   [`messages::FrameworkMessage`]); `PROTOCOL.md` at the repository root is their spec.
+//! - [`scheduler`]: the [`scheduler::Scheduler`] trait, the [`scheduler::SchedulerDriver`] its
+//!   callbacks answer through, and the [`scheduler::run`] loop over MQTT.
+//! - [`executor`]: [`executor::Executor`], the task side.
+//! - [`broker`]: `mqtt://host:port` addresses.
+//! - [`error`]: [`SdkError`] and [`CallError`].
+//! - [`batch`]: offer decisions and retries for a fixed set of work items run to completion.
+//! - [`rng`]: a tiny seeded generator (splitmix64) for frameworks that sample.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batch;
+pub mod broker;
+pub mod error;
+pub mod executor;
+pub mod messages;
 pub mod protocol;
+pub mod rng;
+pub mod scheduler;
+
+pub use agent_nostd_core::wire::{Reason, TaskState};
+pub use agent_nostd_core::Resources;
+pub use error::{CallError, SdkError};

@@ -1,0 +1,144 @@
+//! The `bramble-pi` binary: `scheduler` runs the job and prints the estimate; `executor` is what
+//! each task runs on a board.
+
+use std::process::ExitCode;
+
+use bramble_pi::{PiOptions, PiScheduler};
+use bramble_sdk::broker::BrokerAddr;
+use bramble_sdk::protocol::Register;
+use bramble_sdk::scheduler::{run_until, SchedulerConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bramble-pi",
+    version,
+    about = "Monte Carlo estimate of pi over a Bramble cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler: register with the master, place the tasks, print the estimate.
+    Scheduler {
+        /// The broker the master listens on.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// The client name the framework's topics are keyed by.
+        #[arg(long, default_value = "pi")]
+        client: String,
+        /// How many tasks.
+        #[arg(long, default_value_t = 8)]
+        tasks: u32,
+        /// Samples per task.
+        #[arg(long, default_value_t = 2_000_000)]
+        samples: u64,
+        /// The job's seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The command that runs the executor on a board, split on spaces (default: this binary
+        /// followed by `executor`).
+        #[arg(long)]
+        executor: Option<String>,
+    },
+    /// Run one task's executor (the agent starts this).
+    Executor {
+        /// The executor's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match Cli::parse().command {
+        Command::Executor { args } => bramble_pi::executor_main(&args),
+        Command::Scheduler {
+            broker,
+            client,
+            tasks,
+            samples,
+            seed,
+            executor,
+        } => {
+            let executor = match executor {
+                Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
+                None => default_executor(),
+            };
+            let mut opts = PiOptions::new(executor);
+            opts.tasks = tasks;
+            opts.samples = samples;
+            opts.seed = seed;
+            scheduler(&broker, &client, opts)
+        }
+    }
+}
+
+/// Logs to stderr at the level in `BRAMBLE_LOG` (error|warn|info|debug|trace; info by default).
+fn init_logging() {
+    let level = std::env::var("BRAMBLE_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn default_executor() -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "bramble-pi".to_owned());
+    vec![exe, "executor".to_owned()]
+}
+
+fn scheduler(broker: &str, client: &str, opts: PiOptions) -> ExitCode {
+    let result = (|| -> Result<PiScheduler, String> {
+        let addr = BrokerAddr::parse(broker).map_err(|e| e.to_string())?;
+        let pi = PiScheduler::new(opts).map_err(|e| e.to_string())?;
+        let config = SchedulerConfig {
+            broker_host: addr.host,
+            broker_port: addr.port,
+            client_name: client.to_owned(),
+            registration: Register::new("pi"),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime
+            .block_on(run_until(config, pi, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))
+            .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(pi) => {
+            let (done, total) = pi.progress();
+            let (inside, samples) = pi.samples();
+            println!("tasks done: {done}/{total}");
+            println!("samples: {inside} inside of {samples}");
+            match pi.estimate() {
+                Some(e) => println!("pi ≈ {e:.6} (error {:+.6})", e - std::f64::consts::PI),
+                None => println!("no estimate: no result came in"),
+            }
+            if let Some(why) = pi.failure() {
+                eprintln!("error: {why}");
+                return ExitCode::FAILURE;
+            }
+            if pi.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
