@@ -16,6 +16,10 @@
 //!   outputs and the timers, with the inputs split by wire — agents (registrations, status relay,
 //!   health checks), frameworks (registration, failover, calls) and offers (the allocation round,
 //!   accepts, revocation).
+//! - [`driver`]: the tokio driver connecting the core to an MQTT broker.
+//! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
+//! - [`cluster`]: a whole cluster in one process (broker, master, agents).
+//! - [`up`] and [`demo`]: `bramble up`, the local cluster with the pi and sensor frameworks.
 //!
 //! `benches/allocation.rs` times one allocation round at 1,000 × 100 and 10,000 × 1,000
 //! (agents × frameworks); the cluster-level tests on simulated time live in the `bramble-tests`
@@ -25,8 +29,13 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod demo;
+pub mod driver;
+pub mod up;
 
 pub use crate::config::{Config, ConfigError, Policy};
 pub use crate::core::{

@@ -1,0 +1,187 @@
+//! The embedded MQTT broker: rumqttd, started in the master's process on its own thread.
+//!
+//! rumqttd's sample configuration reserves about 1 GB per topic filter, and a zero in its router
+//! settings panics. Here every limit is set explicitly and kept small for a Pi: each filter's log holds
+//! about `segment_size × segment_count` bytes, payloads are capped at 1 MiB (agent messages are
+//! under 6 KiB; an offers event for thousands of agents is the largest payload), and connections are
+//! capped.
+//!
+//! rumqttd has no shutdown and no persistence: the broker lives as long as the process, and retained
+//! messages (the master's `Hello`, the dashboard's status topics) are re-published by the master when
+//! it starts.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Limits of the embedded broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Where it listens (MQTT 3.1.1).
+    pub listen: SocketAddr,
+    /// The most client connections.
+    pub max_connections: usize,
+    /// The largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// Bytes per log segment of a filter.
+    pub segment_size: usize,
+    /// Segments kept per filter.
+    pub segment_count: usize,
+}
+
+impl BrokerConfig {
+    /// Small settings for `listen`: 10,240 connections, 1 MiB payloads, 4 × 64 KiB per filter.
+    ///
+    /// rumqttd keeps a log per subscription filter (each agent's command topic is one) that grows
+    /// until its segments rotate, so the segments, not the payload cap, bound its memory: about
+    /// 256 KiB per filter (a segment can still take one larger message).
+    pub fn small(listen: SocketAddr) -> Self {
+        BrokerConfig {
+            listen,
+            max_connections: 10_240,
+            max_payload: crate::driver::MAX_PACKET,
+            segment_size: 64 * 1024,
+            segment_count: 4,
+        }
+    }
+}
+
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A limit is zero (rumqttd would panic on it).
+    #[error("broker setting `{0}` must be above 0")]
+    Zero(&'static str),
+    /// The broker thread ended at once, e.g. because the port is taken.
+    #[error("the embedded broker could not listen on {listen}: {reason}")]
+    Start {
+        /// The address.
+        listen: SocketAddr,
+        /// rumqttd's error, or what was seen.
+        reason: String,
+    },
+}
+
+/// Starts the broker on its own thread and returns once it accepts connections.
+pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
+    for (name, value) in [
+        ("max_connections", config.max_connections),
+        ("max_payload", config.max_payload),
+        ("segment_size", config.segment_size),
+        ("segment_count", config.segment_count),
+    ] {
+        if value == 0 {
+            return Err(BrokerError::Zero(name));
+        }
+    }
+    // Fail early and clearly when the port is taken: rumqttd would only log it on its thread.
+    if let Err(e) = std::net::TcpListener::bind(config.listen) {
+        return Err(BrokerError::Start {
+            listen: config.listen,
+            reason: e.to_string(),
+        });
+    }
+    let server = rumqttd::ServerSettings {
+        name: "mqtt-v4".into(),
+        listen: config.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: config.max_payload,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let rumqttd_config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: config.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: config.segment_size,
+            max_segment_count: config.segment_count,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("mqtt-v4".to_owned(), server)])),
+        ..Default::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(rumqttd_config);
+            let result = broker.start();
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        })
+        .map_err(|e| BrokerError::Start {
+            listen: config.listen,
+            reason: e.to_string(),
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(result) = rx.try_recv() {
+            return Err(BrokerError::Start {
+                listen: config.listen,
+                reason: result.err().unwrap_or_else(|| "it stopped".into()),
+            });
+        }
+        if TcpStream::connect_timeout(&connect_addr(config.listen), Duration::from_millis(100))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(BrokerError::Start {
+        listen: config.listen,
+        reason: "it did not accept connections within 10 s".into(),
+    })
+}
+
+/// Where a local client reaches a broker listening on `listen` (0.0.0.0 means loopback).
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_broker_starts_and_accepts_connections() {
+        let addr = free_port();
+        start(&BrokerConfig::small(addr)).unwrap();
+        assert!(TcpStream::connect(addr).is_ok());
+    }
+
+    #[test]
+    fn a_taken_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = start(&BrokerConfig::small(addr)).unwrap_err();
+        assert!(err.to_string().contains("could not listen"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_instead_of_panicking() {
+        let mut config = BrokerConfig::small(free_port());
+        config.segment_count = 0;
+        assert!(matches!(
+            start(&config),
+            Err(BrokerError::Zero("segment_count"))
+        ));
+    }
+}

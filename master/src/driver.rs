@@ -1,0 +1,233 @@
+//! The master's driver: connects [`MasterCore`] to an MQTT broker (the embedded one, or any external
+//! MQTT 3.1.1 broker) on tokio.
+//!
+//! Two tasks: one polls rumqttc's event loop (resubscribing on every ConnAck, backing off on errors,
+//! forwarding incoming publishes through a bounded channel), the other owns the core, feeds it those
+//! payloads and its timer, and awaits each publish. Publishing from a task other than the one polling
+//! the event loop cannot deadlock, and awaiting gives back-pressure instead of dropped launches.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_nostd_core::topic::QoS;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::{Config, ConfigError, FrameworkView, MasterCore, Stats};
+
+/// Where the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl BrokerAddr {
+    /// Parses `mqtt://host[:port]` (1883 by default).
+    pub fn parse(url: &str) -> Result<BrokerAddr, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("`{url}` is not an mqtt:// URL (e.g. mqtt://127.0.0.1:1883)"))?
+            .trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port `{p}` in `{url}`"))?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("no host in `{url}`"));
+        }
+        Ok(BrokerAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// Why the master stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The master configuration is invalid.
+    #[error("invalid master config: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// A snapshot of the cluster for people (`bramble up` prints it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Reachable agents.
+    pub agents: usize,
+    /// Tasks not yet ended on reachable agents, as the master knows.
+    pub running_tasks: usize,
+    /// Every framework.
+    pub frameworks: Vec<FrameworkView>,
+    /// The master's counters.
+    pub stats: Stats,
+}
+
+/// The largest MQTT packet the master sends or takes (an offers event for many agents is large).
+pub const MAX_PACKET: usize = 1024 * 1024;
+
+/// Runs the master against the broker at `broker` until `shutdown` completes. When `snapshots` is
+/// given, a [`Snapshot`] is sent to it about once a second.
+pub async fn run(
+    config: Config,
+    broker: BrokerAddr,
+    snapshots: Option<watch::Sender<Snapshot>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MasterError> {
+    // The epoch tells agents and frameworks that this is a new master: the start time in ms is
+    // unique per start (and never 0).
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1);
+    let started = Instant::now();
+    let now = || started.elapsed().as_millis() as u64;
+    let mut core = MasterCore::new(config, epoch, now())?;
+    info!(%broker, epoch, "master starting");
+
+    let mut options = MqttOptions::new("bramble-master", broker.host.clone(), broker.port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(15))
+        .set_inflight(100)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
+    let subscriber = client.clone();
+    let poller = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    info!("master connected to the broker");
+                    backoff = Duration::from_millis(500);
+                    for filter in MasterCore::subscriptions() {
+                        if let Err(e) =
+                            subscriber.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce)
+                        {
+                            warn!("cannot subscribe to {filter}: {e}");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if incoming_tx
+                        .send((p.topic, p.payload.to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("broker connection: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+
+    tokio::pin!(shutdown);
+    let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            let qos = match t.qos {
+                QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+            };
+            if let Err(e) = client
+                .publish(t.topic.clone(), qos, t.retain, t.payload())
+                .await
+            {
+                warn!("cannot publish on {}: {e}", t.topic);
+            }
+        }
+        let wake = core
+            .poll_timeout()
+            .map(|t| started + Duration::from_millis(t));
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some((topic, payload)) = incoming.recv() => {
+                let result = if topic.starts_with(bramble_sdk::protocol::FRAMEWORK_PREFIX) {
+                    core.handle_framework_bytes(now(), &topic, &payload)
+                } else {
+                    core.handle_agent_bytes(now(), &topic, &payload)
+                };
+                if let Err(e) = result {
+                    let s = core.stats();
+                    warn!(%topic, len = payload.len(), ?s, "dropped a message: {e}");
+                }
+            }
+            () = sleep_until(wake) => core.handle_timeout(now()),
+            _ = snapshot_tick.tick(), if snapshots.is_some() => {
+                if let Some(tx) = &snapshots {
+                    let frameworks = core
+                        .framework_ids()
+                        .iter()
+                        .filter_map(|id| core.framework(id))
+                        .collect();
+                    let reachable: Vec<_> = core
+                        .agent_ids()
+                        .iter()
+                        .filter_map(|id| core.agent(id))
+                        .filter(|a| a.reachable)
+                        .collect();
+                    let _ = tx.send(Snapshot {
+                        agents: reachable.len(),
+                        running_tasks: reachable.iter().map(|a| a.tasks).sum(),
+                        frameworks,
+                        stats: *core.stats(),
+                    });
+                }
+            }
+        }
+    }
+    info!("master stopping");
+    let _ = client.try_disconnect();
+    poller.abort();
+    debug!("master stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_parsed_with_a_default_port() {
+        assert_eq!(
+            BrokerAddr::parse("mqtt://10.0.0.2").unwrap(),
+            BrokerAddr {
+                host: "10.0.0.2".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(BrokerAddr::parse("mqtt://m.lan:1884/").unwrap().port, 1884);
+        assert!(BrokerAddr::parse("tcp://x").is_err());
+        assert!(BrokerAddr::parse("mqtt://x:notaport").is_err());
+        assert!(BrokerAddr::parse("mqtt://").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! `bramble up`: a local cluster in one command, and the demo.
+//!
+//! It starts the embedded broker, the master and three agents (one with a BME280 sensor), prints
+//! where everything is, and, unless `--no-demo`, runs the `pi` and `sensor` frameworks side by side,
+//! printing their results and the frameworks' dominant shares as they come, until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cluster::{ClusterBroker, ClusterOptions, LocalCluster};
+use crate::driver::Snapshot;
+use crate::Config;
+
+/// Runs `bramble up` until Ctrl-C.
+pub async fn run(listen: SocketAddr, demo: bool, work_dir: Option<PathBuf>) -> Result<(), String> {
+    let (work_dir, _temp) = match work_dir {
+        Some(dir) => (dir, None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("bramble-up-{}", std::process::id()));
+            (dir.clone(), Some(TempDir(dir)))
+        }
+    };
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let agents = ClusterOptions::demo_agents();
+    let options = ClusterOptions {
+        broker: ClusterBroker::Embedded(listen),
+        agents: agents.clone(),
+        work_dir: work_dir.clone(),
+        supervisor: exe.clone(),
+        master: Config::default(),
+    };
+    let mut cluster = LocalCluster::start(options).map_err(|e| e.to_string())?;
+    println!("Bramble local cluster");
+    println!(
+        "  MQTT broker   {}  (watch it: mosquitto_sub -h {} -p {} -t 'bramble/v1/#' -v)",
+        cluster.broker, cluster.broker.host, cluster.broker.port
+    );
+    println!("  work dirs     {}", work_dir.display());
+    for a in &agents {
+        let attrs: Vec<String> = a
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "  agent         {:<12} {}  {}",
+            a.id,
+            a.capacity,
+            attrs.join(" ")
+        );
+    }
+    tokio::select! {
+        () = cluster.wait_for_agents(agents.len()) => println!("  {} agents registered", agents.len()),
+        () = tokio::time::sleep(Duration::from_secs(30)) => return Err("the agents did not register within 30 s".into()),
+    }
+    let outcome = if demo {
+        let outcome = crate::demo::run(&cluster, &exe).await;
+        if !cluster.wait_for_no_tasks(Duration::from_secs(15)).await {
+            eprintln!("some tasks were still running after 15 s; they are left to the agents' checkpoints");
+        }
+        outcome
+    } else {
+        println!("Cluster up. Ctrl-C to stop.");
+        let mut snapshots = cluster.snapshots.clone();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = print_shares(&mut snapshots) => {}
+        }
+        Ok(())
+    };
+    println!("stopping the cluster");
+    cluster.stop().await;
+    outcome
+}
+
+/// Prints the frameworks' dominant shares whenever they change.
+pub async fn print_shares(snapshots: &mut tokio::sync::watch::Receiver<Snapshot>) {
+    let mut last = String::new();
+    while snapshots.changed().await.is_ok() {
+        let line = {
+            let s = snapshots.borrow();
+            s.frameworks
+                .iter()
+                .filter(|f| !f.name.is_empty())
+                .map(|f| {
+                    format!(
+                        "{} {:.0}% ({} tasks)",
+                        f.name,
+                        f.dominant_share * 100.0,
+                        f.tasks
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        if !line.is_empty() && line != last {
+            println!("  shares  {line}");
+            last = line;
+        }
+    }
+}
+
+/// Removes the temporary work directory when `bramble up` ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
