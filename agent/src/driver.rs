@@ -139,7 +139,11 @@ pub async fn run(
             rumqttc::QoS::AtLeastOnce,
             false,
         ));
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (exits_tx, exits_rx) = mpsc::channel(agent_nostd_core::wire::MAX_TASKS * 2);
     let mut driver = Driver {
         checkpoint: CheckpointFile::new(config.work_dir.join("agent.json")),

@@ -1,7 +1,8 @@
 //! Framework accept → RUNNING seen by the framework, for short tasks on loopback through the embedded
 //! broker: a local cluster (broker, master, 3 agents running real processes), and a scheduler that
-//! accepts every offer with as many `true` tasks as fit and times each task from its accept to its
-//! TASK_RUNNING update. Prints p50, p90, p99 and max.
+//! accepts offers with `true` tasks and times each task from its accept to its TASK_RUNNING update.
+//! It runs twice: with one task in flight at a time (the launch path alone) and with up to 8 (agents
+//! launch one process at a time, so queueing adds to the path). Prints p50, p90, p99 and max.
 //!
 //! ```sh
 //! cargo bench -p bramble --bench launch_latency            # 1,000 tasks
@@ -17,14 +18,20 @@ use agent_nostd_core::Resources;
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::demo::scheduler_config;
 use bramble::Config;
-use bramble_sdk::protocol::{Offer, StatusUpdate, TaskInfo};
+use bramble_sdk::protocol::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 
 const TASK: Resources = Resources::new(10, 4, 0);
 
 struct Timer {
     wanted: usize,
+    /// Tasks accepted but not yet RUNNING at most (1 measures the path alone; more adds queueing).
+    in_flight: usize,
+    /// Tasks accepted and not refused.
     launched: usize,
+    next_id: usize,
+    /// The tasks of each accept, until the master refuses it or they run.
+    by_offer: HashMap<OfferId, Vec<String>>,
     accepted_at: HashMap<String, Instant>,
     latencies: Vec<Duration>,
     ended: usize,
@@ -35,14 +42,19 @@ impl Scheduler for Timer {
         for offer in offers {
             let fit = (offer.resources.cpu_millis / TASK.cpu_millis)
                 .min(offer.resources.mem_mib / TASK.mem_mib) as usize;
-            let n = fit.min(8).min(self.wanted - self.launched);
+            let flying = self.accepted_at.len();
+            let n = fit
+                .min(self.in_flight.saturating_sub(flying))
+                .min(self.wanted - self.launched);
             if n == 0 {
                 let _ = driver.decline(vec![offer.offer_id], Some(1));
                 continue;
             }
-            let tasks: Vec<TaskInfo> = (0..n)
+            let first = self.next_id;
+            self.next_id += n;
+            let tasks: Vec<TaskInfo> = (first..first + n)
                 .map(|i| TaskInfo {
-                    task_id: format!("t{}", self.launched + i),
+                    task_id: format!("t{i}"),
                     argv: vec!["true".into()],
                     env: vec![],
                     resources: TASK,
@@ -53,7 +65,31 @@ impl Scheduler for Timer {
                 self.accepted_at.insert(t.task_id.clone(), now);
             }
             self.launched += n;
+            self.by_offer.insert(
+                offer.offer_id,
+                tasks.iter().map(|t| t.task_id.clone()).collect(),
+            );
             let _ = driver.launch(offer.offer_id, tasks);
+        }
+    }
+
+    /// A refused accept (e.g. the agent's task table would overflow): its tasks go back to the
+    /// pool and are launched on a later offer.
+    fn error(
+        &mut self,
+        _driver: &mut SchedulerDriver,
+        code: ErrorCode,
+        offer_id: Option<OfferId>,
+        _message: &str,
+    ) {
+        if code != ErrorCode::AcceptRefused {
+            return;
+        }
+        if let Some(tasks) = offer_id.and_then(|id| self.by_offer.remove(&id)) {
+            for t in &tasks {
+                self.accepted_at.remove(t);
+            }
+            self.launched -= tasks.len();
         }
     }
 
@@ -92,10 +128,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let wanted: usize = std::env::args()
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let numbers: Vec<usize> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let wanted = numbers.first().copied().unwrap_or(1000);
+    for in_flight in [1, 8] {
+        measure(wanted, in_flight);
+    }
+}
+
+fn measure(wanted: usize, in_flight: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let work = tempfile::tempdir().unwrap();
@@ -126,7 +176,10 @@ fn main() {
         cluster.wait_for_agents(3).await;
         let timer = Timer {
             wanted,
+            in_flight,
             launched: 0,
+            next_id: 0,
+            by_offer: HashMap::new(),
             accepted_at: HashMap::new(),
             latencies: Vec::with_capacity(wanted),
             ended: 0,
@@ -142,7 +195,7 @@ fn main() {
         let mut l = done.latencies;
         l.sort();
         println!(
-            "accept -> RUNNING for {} tasks (3 agents, loopback, embedded broker)",
+            "accept -> RUNNING for {} tasks, at most {in_flight} in flight (3 agents, loopback, embedded broker)",
             l.len()
         );
         for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {

@@ -106,6 +106,10 @@ pub async fn run(
         .set_inflight(100)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
     let subscriber = client.clone();
     let poller = tokio::spawn(async move {

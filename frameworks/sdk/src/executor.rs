@@ -137,7 +137,11 @@ impl Executor {
             .set_clean_session(true)
             .set_keep_alive(Duration::from_secs(15))
             .set_max_packet_size(64 * 1024, 64 * 1024);
-        let (client, eventloop) = AsyncClient::new(options, 64);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (commands, commands_rx) = mpsc::channel(64);
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -357,7 +357,11 @@ pub async fn run_until<S: Scheduler>(
             QoS::AtLeastOnce,
             false,
         ));
-    let (mqtt, eventloop) = AsyncClient::new(options, 256);
+    let (mqtt, mut eventloop) = AsyncClient::new(options, 256);
+    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let mut runner = Runner {
         scheduler,
         driver: SchedulerDriver::new(client),
