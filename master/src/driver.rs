@@ -16,45 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
-/// Where the broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl BrokerAddr {
-    /// Parses `mqtt://host[:port]` (1883 by default).
-    pub fn parse(url: &str) -> Result<BrokerAddr, String> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("`{url}` is not an mqtt:// URL (e.g. mqtt://127.0.0.1:1883)"))?
-            .trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("bad port `{p}` in `{url}`"))?,
-            ),
-            None => (rest, 1883),
-        };
-        if host.is_empty() {
-            return Err(format!("no host in `{url}`"));
-        }
-        Ok(BrokerAddr {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl std::fmt::Display for BrokerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
-    }
-}
+pub use bramble_sdk::broker::BrokerAddr;
 
 /// Why the master stopped.
 #[derive(Debug, thiserror::Error)]
@@ -213,25 +175,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broker_urls_are_parsed_with_a_default_port() {
-        assert_eq!(
-            BrokerAddr::parse("mqtt://10.0.0.2").unwrap(),
-            BrokerAddr {
-                host: "10.0.0.2".into(),
-                port: 1883
-            }
-        );
-        assert_eq!(BrokerAddr::parse("mqtt://m.lan:1884/").unwrap().port, 1884);
-        assert!(BrokerAddr::parse("tcp://x").is_err());
-        assert!(BrokerAddr::parse("mqtt://x:notaport").is_err());
-        assert!(BrokerAddr::parse("mqtt://").is_err());
     }
 }

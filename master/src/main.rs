@@ -133,7 +133,7 @@ async fn master(
     allocation_interval: f64,
 ) -> Result<(), String> {
     let addr = match broker {
-        Some(url) => BrokerAddr::parse(&url)?,
+        Some(url) => BrokerAddr::parse(&url).map_err(|e| e.to_string())?,
         None => {
             broker::start(&BrokerConfig::small(listen)).map_err(|e| e.to_string())?;
             let a = broker::connect_addr(listen);

@@ -47,25 +47,11 @@ pub fn sample(seed: u64, samples: u64) -> (u64, u64) {
 /// The executor side: parses `args`, samples, connects to the broker from the task's environment
 /// and sends the result. Builds its own current-thread runtime.
 pub fn executor_main(args: &[String]) -> ExitCode {
-    let args = match ExecutorArgs::try_parse_from(
-        std::iter::once("bramble-pi executor".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (args, runtime) =
+        match bramble_sdk::cli::executor_start::<ExecutorArgs>("bramble-pi executor", args) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     // Sample before connecting: the connection would sit idle while the CPU is busy.
     let (inside, total) = sample(task_seed(args.seed, args.index), args.samples);
     info!(index = args.index, inside, total, "sampled");

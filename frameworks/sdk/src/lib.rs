@@ -73,6 +73,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod cli;
 pub mod error;
 pub mod executor;
 pub mod messages;

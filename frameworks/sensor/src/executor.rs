@@ -59,25 +59,11 @@ pub enum ReaderError {
 /// The executor side: parses `args`, connects from the task's environment and reads until killed
 /// (or `--count` readings). Builds its own current-thread runtime.
 pub fn executor_main(args: &[String]) -> ExitCode {
-    let args = match ExecutorArgs::try_parse_from(
-        std::iter::once("bramble-sensor executor".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (args, runtime) =
+        match bramble_sdk::cli::executor_start::<ExecutorArgs>("bramble-sensor executor", args) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     runtime.block_on(async move {
         let result = async {
             let exec = Executor::connect_from_env().await?;

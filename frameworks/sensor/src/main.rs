@@ -3,9 +3,6 @@
 
 use std::process::ExitCode;
 
-use bramble_sdk::broker::BrokerAddr;
-use bramble_sdk::protocol::Register;
-use bramble_sdk::scheduler::{run_until, SchedulerConfig};
 use bramble_sensor::{SensorOptions, SensorScheduler};
 use clap::{Parser, Subcommand};
 
@@ -53,7 +50,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    bramble_sdk::cli::init_logging();
     match Cli::parse().command {
         Command::Executor { args } => bramble_sensor::executor_main(&args),
         Command::Scheduler {
@@ -64,10 +61,7 @@ fn main() -> ExitCode {
             interval_ms,
             executor,
         } => {
-            let executor = match executor {
-                Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
-                None => default_executor(),
-            };
+            let executor = bramble_sdk::cli::executor_command(executor, "bramble-sensor");
             let mut opts = SensorOptions::new(executor);
             opts.kind = kind;
             opts.source = source;
@@ -77,44 +71,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at the level in `BRAMBLE_LOG` (error|warn|info|debug|trace; info by default).
-fn init_logging() {
-    let level = std::env::var("BRAMBLE_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn default_executor() -> Vec<String> {
-    let exe = std::env::current_exe()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "bramble-sensor".to_owned());
-    vec![exe, "executor".to_owned()]
-}
-
 fn scheduler(broker: &str, client: &str, opts: SensorOptions) -> ExitCode {
     let result = (|| -> Result<SensorScheduler, String> {
-        let addr = BrokerAddr::parse(broker).map_err(|e| e.to_string())?;
         let sensor = SensorScheduler::new(opts).map_err(|e| e.to_string())?;
-        let config = SchedulerConfig {
-            broker_host: addr.host,
-            broker_port: addr.port,
-            client_name: client.to_owned(),
-            registration: Register::new("sensor"),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime
-            .block_on(run_until(config, sensor, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))
-            .map_err(|e| e.to_string())
+        bramble_sdk::cli::run_blocking(broker, client, "sensor", sensor)
     })();
     match result {
         Ok(sensor) => {

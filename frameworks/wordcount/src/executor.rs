@@ -37,24 +37,12 @@ pub enum MapError {
 /// The executor side: parses `args`, connects from the task's environment, counts its chunk.
 /// Builds its own current-thread runtime.
 pub fn executor_main(args: &[String]) -> ExitCode {
-    let args = match ExecutorArgs::try_parse_from(
-        std::iter::once("bramble-wordcount executor".to_owned()).chain(args.iter().cloned()),
+    let (args, runtime) = match bramble_sdk::cli::executor_start::<ExecutorArgs>(
+        "bramble-wordcount executor",
+        args,
     ) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Ok(started) => started,
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let result = async {

@@ -4,9 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bramble_sdk::broker::BrokerAddr;
-use bramble_sdk::protocol::Register;
-use bramble_sdk::scheduler::{run_until, SchedulerConfig};
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
 use clap::{Parser, Subcommand};
 
@@ -53,7 +50,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    bramble_sdk::cli::init_logging();
     match Cli::parse().command {
         Command::Executor { args } => bramble_wordcount::executor_main(&args),
         Command::Scheduler {
@@ -64,34 +61,12 @@ fn main() -> ExitCode {
             top,
             executor,
         } => {
-            let executor = match executor {
-                Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
-                None => default_executor(),
-            };
+            let executor = bramble_sdk::cli::executor_command(executor, "bramble-wordcount");
             let mut opts = WordcountOptions::new(executor);
             opts.chunk_bytes = chunk_bytes;
             scheduler(&broker, &client, &input, opts, top)
         }
     }
-}
-
-/// Logs to stderr at the level in `BRAMBLE_LOG` (error|warn|info|debug|trace; info by default).
-fn init_logging() {
-    let level = std::env::var("BRAMBLE_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn default_executor() -> Vec<String> {
-    let exe = std::env::current_exe()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "bramble-wordcount".to_owned());
-    vec![exe, "executor".to_owned()]
 }
 
 fn scheduler(
@@ -102,23 +77,8 @@ fn scheduler(
     top: usize,
 ) -> ExitCode {
     let result = (|| -> Result<WordcountScheduler, String> {
-        let addr = BrokerAddr::parse(broker).map_err(|e| e.to_string())?;
         let job = WordcountScheduler::from_file(opts, input).map_err(|e| e.to_string())?;
-        let config = SchedulerConfig {
-            broker_host: addr.host,
-            broker_port: addr.port,
-            client_name: client.to_owned(),
-            registration: Register::new("wordcount"),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime
-            .block_on(run_until(config, job, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))
-            .map_err(|e| e.to_string())
+        bramble_sdk::cli::run_blocking(broker, client, "wordcount", job)
     })();
     match result {
         Ok(job) => {
