@@ -223,3 +223,32 @@ fn tasks_survive_an_agent_restart_and_those_that_ended_meanwhile_report_their_re
             .await;
     });
 }
+
+#[test]
+fn a_corrupt_checkpoint_is_set_aside_and_the_agent_starts_afresh() {
+    runtime().block_on(async {
+        let port = start_broker();
+        let mut master = Master::connect(port).await;
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            work.path().join("agent.json"),
+            b"{\"version\": 1, \"agent_id\": tru",
+        )
+        .unwrap();
+        let _agent = AgentProcess::start("e2e-corrupt", port, work.path(), &[]);
+        let AgentMsg::Register(_) = master.accept_registration("e2e-corrupt", 1).await else {
+            panic!("an agent without a usable checkpoint registers afresh");
+        };
+        let aside = std::fs::read(work.path().join("agent.json.corrupt")).unwrap();
+        assert!(
+            aside.starts_with(b"{\"version\": 1"),
+            "kept for a person to look at"
+        );
+        master
+            .send("e2e-corrupt", &run_task("t1", &["true"], 100, 32))
+            .await;
+        master
+            .wait_state("e2e-corrupt", "t1", TaskState::Finished, 20)
+            .await;
+    });
+}
