@@ -152,7 +152,7 @@ async fn a_task_within_its_memory_limit_is_not_reported_as_oom() {
 
 #[tokio::test]
 #[ignore = "needs root and cgroups"]
-async fn a_busy_loop_limited_to_half_a_core_uses_about_half_a_core() {
+async fn a_busy_loop_limited_to_half_a_core_never_uses_more_than_about_half() {
     let iso = isolation();
     let cg = task_cgroup(
         &iso,
@@ -175,14 +175,16 @@ async fn a_busy_loop_limited_to_half_a_core_uses_about_half_a_core() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (u1, t1) = (cg.cpu_usage_ns().unwrap(), Instant::now());
     let cores = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
-    eprintln!("the busy loop used {cores:.3} of a core");
-    assert!(
-        (0.3..=0.7).contains(&cores),
-        "used {cores:.2} of a core with a 0.5 core limit"
-    );
-
+    // Stop the loop before asserting, so a failure leaves nothing running.
     process::signal(&launched, Signal::Kill, Some(&cg)).unwrap();
     assert_eq!(wait(&mut handle).await, RawExit::Signal(9));
+    eprintln!("the busy loop used {cores:.3} of a core");
+    // Unlimited, the loop takes a whole core; the quota holds it near 0.5 (0.49-0.51 measured on an
+    // idle machine). Other load on the machine can only push it lower, so the lower bound is loose.
+    assert!(
+        (0.15..=0.6).contains(&cores),
+        "used {cores:.2} of a core with a 0.5 core limit"
+    );
     remove_and_check(&cg).await;
 }
 

@@ -3,8 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,52 +14,17 @@ use agent_nostd_core::wire::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
-/// Starts rumqttd on a free loopback port, with the small memory settings an edge broker wants, and
-/// returns the port once it accepts connections.
+/// Starts the master's embedded broker (`bramble::broker`, the one `bramble master` runs) on a
+/// free loopback port and returns the port once it accepts connections.
 pub fn start_broker() -> u16 {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 5_000,
-            max_payload_size: 16 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 64,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("v4".to_owned(), server)])),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    for _ in 0..500 {
-        if TcpStream::connect(listen).is_ok() {
-            return port;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the broker did not start on {listen}");
+    let listen = format!("127.0.0.1:{port}").parse().unwrap();
+    bramble::broker::start(&bramble::broker::BrokerConfig::small(listen)).unwrap();
+    port
 }
 
 /// A message an agent sent, with the agent's id.
