@@ -474,7 +474,7 @@ pub struct AgentCore {
     master_epoch: u64,
     connected: bool,
     slots: Vec<Slot, MAX_TASKS>,
-    orphans: Deque<Orphan, MAX_ORPHAN_UPDATES>,
+    orphans: Vec<Orphan, MAX_ORPHAN_UPDATES>,
     next_update_id: u32,
     pong: Option<u32>,
     sample: Option<ResourceSample>,
@@ -509,7 +509,7 @@ impl AgentCore {
             master_epoch: 0,
             connected: false,
             slots: Vec::new(),
-            orphans: Deque::new(),
+            orphans: Vec::new(),
             next_update_id: 1,
             pong: None,
             sample: None,
@@ -1063,7 +1063,7 @@ impl AgentCore {
                 && o.framework_id == ack.framework_id
                 && o.task_id == ack.task_id
         }) {
-            self.remove_orphan(pos);
+            self.orphans.remove(pos);
             self.generation = self.generation.wrapping_add(1);
             return;
         }
@@ -1185,27 +1185,11 @@ impl AgentCore {
             return;
         }
         let pending = self.new_pending(now, state, reason);
-        let _ = self.orphans.push_back(Orphan {
+        let _ = self.orphans.push(Orphan {
             framework_id: framework_id.clone(),
             task_id: task_id.clone(),
             pending,
         });
-    }
-
-    fn remove_orphan(&mut self, pos: usize) {
-        // Rotate the deque so the element at `pos` comes off the front, keeping the others' order.
-        for _ in 0..pos {
-            if let Some(o) = self.orphans.pop_front() {
-                let _ = self.orphans.push_back(o);
-            }
-        }
-        self.orphans.pop_front();
-        let keep = self.orphans.len() - pos;
-        for _ in 0..keep {
-            if let Some(o) = self.orphans.pop_front() {
-                let _ = self.orphans.push_back(o);
-            }
-        }
     }
 
     fn make_updates_due(&mut self, now: u64) {
