@@ -14,7 +14,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     aarch64-*) strip=aarch64-linux-gnu-strip ;;
     armv7-*) strip=arm-linux-gnueabihf-strip ;;
-    *) strip=strip ;;
+    *) strip="strip" ;;
   esac
   rustup target add "$t" >/dev/null 2>&1 || true
   # The board targets get these flags from .cargo/config.toml; x86_64 gets them here.

@@ -21,7 +21,10 @@
 //!
 //! - Registration is retried with exponential backoff (with jitter) until acknowledged.
 //! - Each task's status updates are kept in order and resent with backoff until acknowledged: delivery
-//!   is at least once. They live in the task's slot, so the queue is bounded by [`MAX_TASKS`] × 3 and
+//!   is at least once. They are pipelined: RUNNING goes out right after STARTING, without waiting for
+//!   STARTING's acknowledgement (a round trip through the broker on every launch). Each is first sent
+//!   in order; an acknowledgement covers the update it names and every earlier one of that task, and
+//!   the master ignores an update older than the newest it has (`update_id` grows per agent). They live in the task's slot, so the queue is bounded by [`MAX_TASKS`] × 3 and
 //!   nothing is ever dropped to make room: when the table is full a new launch is refused instead.
 //! - A task that does not fit in what is free, or is malformed, is refused with `TASK_ERROR` and a reason.
 //! - A kill sends SIGTERM, then SIGKILL when the grace period ends.
@@ -48,6 +51,10 @@ const UPDATES_PER_TASK: usize = 4;
 /// How many updates about tasks the agent does not hold (refusals it has no slot for, kills of unknown
 /// tasks) wait for acknowledgement at once.
 pub const MAX_ORPHAN_UPDATES: usize = 8;
+/// Status update ids are reserved in blocks this long. A checkpoint records the end of the current
+/// block ([`AgentCore::update_id_checkpoint`]), so a restarted agent never reuses an id the master
+/// may hold, and only one update in a block needs a checkpoint before it is sent.
+pub const UPDATE_ID_BLOCK: u32 = 1024;
 
 /// Exponential backoff settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,6 +483,8 @@ pub struct AgentCore {
     slots: Vec<Slot, MAX_TASKS>,
     orphans: Vec<Orphan, MAX_ORPHAN_UPDATES>,
     next_update_id: u32,
+    /// Ids reserved from `next_update_id` on that a checkpoint already covers.
+    update_ids_left: u32,
     pong: Option<u32>,
     sample: Option<ResourceSample>,
     last_report: Option<ResourceReport>,
@@ -511,6 +520,7 @@ impl AgentCore {
             slots: Vec::new(),
             orphans: Vec::new(),
             next_update_id: 1,
+            update_ids_left: 0,
             pong: None,
             sample: None,
             last_report: None,
@@ -555,20 +565,32 @@ impl AgentCore {
         &self.stats
     }
 
-    /// Bumped whenever something a checkpoint holds changes (tasks, pending updates, the master
-    /// epoch): the driver writes a checkpoint only when this moved, so an idle agent writes nothing.
+    /// Bumped whenever something a checkpoint must hold changes (a task added or ended, the master
+    /// epoch, a new block of update ids; not a task released): the driver writes a checkpoint only when this
+    /// moved, so an idle agent writes nothing, and neither do acknowledgements or most updates.
     pub fn generation(&self) -> u32 {
         self.generation
     }
 
-    /// The next status update id to be used (for checkpoints).
+    /// The next status update id to be used.
     pub fn next_update_id(&self) -> u32 {
         self.next_update_id
     }
 
-    /// Continue update ids from a checkpoint, so ids are not reused after a restart.
+    /// The id a restarted agent continues from: past every id this block of
+    /// [`UPDATE_ID_BLOCK`] reserves (ids skip 0 when they wrap).
+    pub fn update_id_checkpoint(&self) -> u32 {
+        match self.next_update_id.overflowing_add(self.update_ids_left) {
+            (id, false) => id,
+            (id, true) => id + 1,
+        }
+    }
+
+    /// Continue update ids from a checkpoint's [`update_id_checkpoint`](Self::update_id_checkpoint),
+    /// so ids are not reused after a restart.
     pub fn set_next_update_id(&mut self, id: u32) {
         self.next_update_id = id.max(1);
+        self.update_ids_left = 0;
     }
 
     /// Every task in the table.
@@ -712,7 +734,7 @@ impl AgentCore {
             }
             MasterMsg::RunTask(run) => self.on_run_task(now, run),
             MasterMsg::KillTask(kill) => self.on_kill_task(now, kill),
-            MasterMsg::StatusAck(ack) => self.on_status_ack(now, ack),
+            MasterMsg::StatusAck(ack) => self.on_status_ack(ack),
             MasterMsg::Ping { seq } => self.pong = Some(*seq),
             MasterMsg::ReRegisterRequest => self.start_registering(now),
         }
@@ -755,8 +777,9 @@ impl AgentCore {
             }
             (LocalEvent::Started { .. }, _) => Err(TaskError::InvalidTransition),
             (LocalEvent::LaunchFailed { message, .. }, Phase::Launching) => {
+                // The reason says it failed to start; the 64 bytes of the message are all for why
+                // (e.g. `artifact run.sh: sha256 mismatch: expected 9f86d08, got e3b0c44`).
                 self.end_task(i, now, TaskState::Failed, Reason::LaunchFailed, |m| {
-                    let _ = write!(m, "failed to start: ");
                     push_truncated(m, message);
                 });
                 Ok(())
@@ -876,8 +899,9 @@ impl AgentCore {
                 signal,
             }
         } else {
+            // No checkpoint for this: until the next one drops it, a restart restores the ended
+            // task and resends its (acknowledged) terminal update, which the master ignores.
             self.slots.swap_remove(i);
-            self.generation = self.generation.wrapping_add(1);
             Action::Release {
                 framework_id,
                 task_id,
@@ -903,7 +927,7 @@ impl AgentCore {
             Registration::Registering { next_attempt, .. } => consider(Some(next_attempt)),
             Registration::Registered => {
                 for slot in &self.slots {
-                    consider(slot.updates.front().map(|p| p.next_send));
+                    consider(next_update(&slot.updates).map(|(_, t)| t));
                 }
                 for o in &self.orphans {
                     consider(Some(o.pending.next_send));
@@ -1005,6 +1029,7 @@ impl AgentCore {
         };
         // Cannot fail: is_full was checked above.
         let _ = self.slots.push(slot);
+        self.generation = self.generation.wrapping_add(1);
         let i = self.slots.len() - 1;
         match refusal {
             Some(reason) => {
@@ -1045,17 +1070,23 @@ impl AgentCore {
         }
     }
 
-    fn on_status_ack(&mut self, now: u64, ack: &StatusAck) {
+    fn on_status_ack(&mut self, ack: &StatusAck) {
         if let Some(i) = self.slot_index(&ack.framework_id, &ack.task_id) {
             let slot = &mut self.slots[i];
-            if slot.updates.front().map(|p| p.update_id) == Some(ack.update_id) {
-                slot.updates.pop_front();
-                if let Some(next) = slot.updates.front_mut() {
-                    next.next_send = now;
-                } else if matches!(slot.phase, Phase::Ended(..)) {
+            // Cumulative: the master has this update, so the earlier ones are superseded.
+            if let Some(k) = slot
+                .updates
+                .iter()
+                .position(|p| p.update_id == ack.update_id)
+            {
+                for _ in 0..=k {
+                    slot.updates.pop_front();
+                }
+                // Pending updates are not checkpointed (a restart resends from the task's state),
+                // so an acknowledgement changes nothing a checkpoint holds.
+                if slot.updates.is_empty() && matches!(slot.phase, Phase::Ended(..)) {
                     slot.want |= WANT_RELEASE;
                 }
-                self.generation = self.generation.wrapping_add(1);
                 return;
             }
         } else if let Some(pos) = self.orphans.iter().position(|o| {
@@ -1064,7 +1095,6 @@ impl AgentCore {
                 && o.task_id == ack.task_id
         }) {
             self.orphans.remove(pos);
-            self.generation = self.generation.wrapping_add(1);
             return;
         }
         self.stats.stale_acks += 1;
@@ -1115,13 +1145,18 @@ impl AgentCore {
     }
 
     fn take_update_id(&mut self) -> u32 {
+        if self.update_ids_left == 0 {
+            // A new block: checkpoint its end before any of its ids goes out.
+            self.update_ids_left = UPDATE_ID_BLOCK;
+            self.generation = self.generation.wrapping_add(1);
+        }
+        self.update_ids_left -= 1;
         let id = self.next_update_id;
         self.next_update_id = self.next_update_id.checked_add(1).unwrap_or(1);
         id
     }
 
     fn new_pending(&mut self, now: u64, state: TaskState, reason: Reason) -> Pending {
-        self.generation = self.generation.wrapping_add(1);
         Pending {
             update_id: self.take_update_id(),
             state,
@@ -1153,6 +1188,7 @@ impl AgentCore {
     ) {
         let slot = &mut self.slots[i];
         slot.phase = Phase::Ended(state, reason);
+        self.generation = self.generation.wrapping_add(1);
         slot.kill_deadline = None;
         slot.want &= !(WANT_TERM | WANT_KILL);
         slot.message.clear();
@@ -1194,31 +1230,31 @@ impl AgentCore {
 
     fn make_updates_due(&mut self, now: u64) {
         let initial = self.config.status_backoff.initial_ms;
-        let heads = self
+        let pending = self
             .slots
             .iter_mut()
-            .filter_map(|s| s.updates.front_mut())
+            .flat_map(|s| s.updates.iter_mut())
             .chain(self.orphans.iter_mut().map(|o| &mut o.pending));
-        for p in heads {
+        for p in pending {
             p.next_send = now;
             p.delay_ms = initial;
         }
     }
 
     fn poll_status(&mut self, now: u64, buf: &mut TransmitBuf) -> Option<Transmit> {
-        // The most overdue head of line among tasks, then orphans.
+        // The most overdue sendable update among tasks, then orphans.
         let slot = self
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.updates.front().map(|p| (i, p.next_send)))
-            .filter(|&(_, t)| t <= now)
-            .min_by_key(|&(_, t)| t)
-            .map(|(i, _)| i);
-        let (fw, task, pending, message) = if let Some(i) = slot {
+            .filter_map(|(i, s)| next_update(&s.updates).map(|(k, t)| (i, k, t)))
+            .filter(|&(_, _, t)| t <= now)
+            .min_by_key(|&(_, _, t)| t)
+            .map(|(i, k, _)| (i, k));
+        let (fw, task, pending, message) = if let Some((i, k)) = slot {
             let s = &mut self.slots[i];
             let terminal_msg = s.message.clone();
-            let p = s.updates.front_mut()?;
+            let p = s.updates.iter_mut().nth(k)?;
             let msg = if p.state.is_terminal() {
                 terminal_msg
             } else {
@@ -1330,6 +1366,21 @@ impl AgentCore {
             len,
         })
     }
+}
+
+/// The update of one task to send next and when: the earliest due among those already sent once
+/// (retries) and the first never sent (first transmissions go in order). Ties go to the older.
+fn next_update(updates: &Deque<Pending, UPDATES_PER_TASK>) -> Option<(usize, u64)> {
+    let mut best: Option<(usize, u64)> = None;
+    for (k, p) in updates.iter().enumerate() {
+        if best.is_none_or(|(_, t)| p.next_send < t) {
+            best = Some((k, p.next_send));
+        }
+        if p.attempts == 0 {
+            break;
+        }
+    }
+    best
 }
 
 impl Backoff {

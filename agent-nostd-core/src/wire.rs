@@ -31,6 +31,10 @@ pub const MAX_ARG_LEN: usize = 128;
 pub const MAX_ENV: usize = 16;
 /// How many artifacts a task may fetch.
 pub const MAX_ARTIFACTS: usize = 4;
+/// The longest artifact URL, in bytes.
+pub const MAX_ARTIFACT_URL_LEN: usize = 160;
+/// The longest artifact file name (in the task's sandbox), in bytes.
+pub const MAX_ARTIFACT_NAME_LEN: usize = 64;
 /// The longest human-readable status message, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 64;
 
@@ -241,14 +245,21 @@ pub struct EnvVar {
 }
 
 /// A file the agent fetches into the task's sandbox before launch.
+///
+/// `name` was appended after the first release of the wire. A `RunTask` with no artifacts encodes
+/// exactly as before; one with artifacts was never accepted by an agent of that release (it failed
+/// such tasks with "cannot fetch artifacts yet"), so the version byte stays 1 (see PROTOCOL.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
-    /// Where to fetch it (already resolved for the agent's architecture).
-    pub url: String<160, u8>,
+    /// Where to fetch it (already resolved for the agent's architecture). Only `http://`.
+    pub url: String<MAX_ARTIFACT_URL_LEN, u8>,
     /// Its SHA-256; a mismatch fails the task.
     pub sha256: [u8; 32],
     /// Whether to mark it executable.
     pub executable: bool,
+    /// The file's name in the sandbox: one path component, not `.` or `..`. Empty means the last
+    /// path segment of `url`.
+    pub name: String<MAX_ARTIFACT_NAME_LEN, u8>,
 }
 
 /// Launch a task.
@@ -410,8 +421,9 @@ impl WireMessage for AgentMsg {
 }
 
 impl WireMessage for MasterMsg {
-    /// A full RunTask: 1 + 1 + 33 + 33 + 2_081 (argv) + 2_609 (env) + 15 + 5 + 781 (artifacts).
-    const MAX_ENCODED_LEN: usize = 5_559;
+    /// A full RunTask: 1 + 1 + 33 + 33 + 2_081 (argv) + 2_609 (env) + 15 + 5 + 1_041 (artifacts:
+    /// 1 + 4 × (162 url + 32 sha256 + 1 executable + 65 name)).
+    const MAX_ENCODED_LEN: usize = 5_819;
 }
 
 /// The largest encoded [`AgentMsg::Report`], version byte included.

@@ -5,7 +5,7 @@ mod samples;
 
 use agent_nostd_core::agent::{
     Action, AgentCore, Config, EndedTask, Exit, LocalEvent, ResourceSample, Signal, Stats,
-    TransmitBuf,
+    TransmitBuf, UPDATE_ID_BLOCK,
 };
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
@@ -133,11 +133,17 @@ impl Rig {
             framework_id: "fw-1",
             task_id: task,
         });
-        for _ in 0..2 {
-            let sent = self.drain();
-            let u = statuses(&sent);
-            assert_eq!(u.len(), 1, "{sent:?}");
-            self.ack(&u[0]);
+        // STARTING and RUNNING go out together (pipelined); the master acks each.
+        let sent = self.drain();
+        let u = statuses(&sent);
+        let states: Vec<TaskState> = u.iter().map(|u| u.state).collect();
+        assert_eq!(
+            states,
+            [TaskState::Starting, TaskState::Running],
+            "{sent:?}"
+        );
+        for u in &u {
+            self.ack(u);
         }
     }
 
@@ -280,13 +286,53 @@ fn an_accepted_task_is_launched_and_reported_starting_then_running() {
         framework_id: "fw-1",
         task_id: "t1",
     });
-    // RUNNING waits until STARTING is acknowledged: updates of one task go in order.
-    assert!(statuses(&rig.drain()).is_empty());
-    rig.ack(&u[0]);
+    // RUNNING follows at once, without waiting for STARTING's acknowledgement (pipelined), and
+    // carries a newer update id so the master can tell it is the later one.
     let u2 = statuses(&rig.drain());
     assert_eq!(u2.len(), 1);
     assert_eq!(u2[0].state, TaskState::Running);
     assert!(u2[0].update_id > u[0].update_id);
+}
+
+#[test]
+fn acknowledging_running_also_settles_an_unacknowledged_starting() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.actions();
+    rig.event(LocalEvent::Started {
+        framework_id: "fw-1",
+        task_id: "t1",
+    });
+    let u = statuses(&rig.drain());
+    assert_eq!(u.len(), 2);
+    assert_eq!(rig.core.tasks().next().unwrap().unacked_updates, 2);
+    // Only RUNNING's acknowledgement arrives: STARTING is superseded and never resent.
+    rig.ack(&u[1]);
+    assert_eq!(rig.core.tasks().next().unwrap().unacked_updates, 0);
+    for _ in 0..5 {
+        rig.step();
+        assert!(statuses(&rig.drain()).is_empty());
+    }
+}
+
+#[test]
+fn unacknowledged_pipelined_updates_are_resent_oldest_first() {
+    let mut rig = Rig::registered();
+    rig.run("t1", 500, 64);
+    rig.actions();
+    rig.event(LocalEvent::Started {
+        framework_id: "fw-1",
+        task_id: "t1",
+    });
+    let first = statuses(&rig.drain());
+    assert_eq!(first.len(), 2);
+    // Nothing acknowledged: both come again, STARTING before RUNNING, with their own ids.
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        rig.step();
+        again.extend(statuses(&rig.drain()));
+    }
+    assert_eq!(again, first);
 }
 
 #[test]
@@ -455,16 +501,12 @@ fn a_task_that_fails_to_start_is_reported_failed_with_the_cause() {
         message: "No such file or directory: /usr/bin/nope",
     });
     let u = statuses(&rig.drain());
-    rig.ack(&u[0]);
-    let u = statuses(&rig.drain());
+    assert_eq!(u[0].state, TaskState::Starting);
     assert_eq!(
-        (u[0].state, u[0].reason),
+        (u[1].state, u[1].reason),
         (TaskState::Failed, Reason::LaunchFailed)
     );
-    assert_eq!(
-        u[0].message,
-        "failed to start: No such file or directory: /usr/bin/nope"
-    );
+    assert_eq!(u[1].message, "No such file or directory: /usr/bin/nope");
     assert_eq!(rig.core.allocated(), Resources::ZERO);
 }
 
@@ -527,13 +569,11 @@ fn a_kill_before_launch_cancels_the_launch() {
     rig.run("t1", 500, 64);
     rig.kill("t1", 1_000);
     assert!(rig.actions().is_empty(), "never launched, never signalled");
-    let mut u = statuses(&rig.drain());
-    assert_eq!(u.len(), 1);
-    assert_eq!(u[0].state, TaskState::Starting);
-    rig.ack(&u.remove(0));
     let u = statuses(&rig.drain());
+    assert_eq!(u.len(), 2);
+    assert_eq!(u[0].state, TaskState::Starting);
     assert_eq!(
-        (u[0].state, u[0].reason),
+        (u[1].state, u[1].reason),
         (TaskState::Killed, Reason::KilledByRequest)
     );
     assert_eq!(rig.core.allocated(), Resources::ZERO);
@@ -1015,13 +1055,20 @@ mod random_sequences {
         fn observe(&mut self, rig: &mut Rig) {
             for sent in rig.drain() {
                 if let AgentMsg::Status(u) = sent.msg {
+                    let resent = self.unacked.contains_key(&u.update_id);
                     self.unacked.insert(u.update_id, u.clone());
                     if matches!(u.reason, Reason::UnknownTask | Reason::AgentFull) {
                         continue; // about a task the agent does not hold: outside any lifecycle
                     }
                     let key = u.task_id.to_string();
                     if let Some(&(id, state)) = self.last.get(&key) {
-                        assert!(u.update_id >= id, "update ids go backwards for {key}");
+                        // Pipelined updates are resent oldest first, so an older id may follow a
+                        // newer one, but only for an update still awaiting acknowledgement.
+                        assert!(
+                            u.update_id >= id || resent,
+                            "{key}: update {} sent again after it was acknowledged or superseded",
+                            u.update_id
+                        );
                         if u.update_id > id {
                             assert!(
                                 lifecycle_rank(u.state) > lifecycle_rank(state),
@@ -1061,9 +1108,17 @@ mod random_sequences {
             assert!(rig.core.tasks().count() <= MAX_TASKS);
         }
 
+        /// Acknowledges one update; for a task's own updates that also settles its earlier ones.
         fn ack(&mut self, rig: &mut Rig, update_id: u32) {
             if let Some(u) = self.unacked.remove(&update_id) {
                 rig.ack(&u);
+                if !matches!(u.reason, Reason::UnknownTask | Reason::AgentFull) {
+                    self.unacked.retain(|&id, o| {
+                        id > update_id
+                            || o.task_id != u.task_id
+                            || matches!(o.reason, Reason::UnknownTask | Reason::AgentFull)
+                    });
+                }
             }
         }
     }
@@ -1229,4 +1284,96 @@ fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered(
     assert_eq!(u[0].message, "exited with code 4");
     rig.ack(&u[0]);
     assert!(matches!(rig.actions()[..], [Action::Release { .. }]));
+}
+
+/// What a driver does: after each input, write a checkpoint if the generation moved, then send.
+/// Returns the update ids sent.
+fn checkpoint_then_send(
+    rig: &mut Rig,
+    gen: &mut u32,
+    covered: &mut u32,
+    saves: &mut u32,
+) -> Vec<u32> {
+    if rig.core.generation() != *gen {
+        *gen = rig.core.generation();
+        *covered = rig.core.update_id_checkpoint();
+        *saves += 1;
+    }
+    let sent = statuses(&rig.drain());
+    sent.iter().map(|u| u.update_id).collect()
+}
+
+#[test]
+fn every_update_id_sent_is_below_the_checkpointed_one_and_most_updates_need_no_checkpoint() {
+    let mut rig = Rig::registered();
+    let (mut gen, mut covered, mut saves) = (rig.core.generation(), 0, 0);
+    let tasks = 1_200u32;
+    let mut sent_ids = 0u32;
+    for n in 0..tasks {
+        let task = format!("t{n}");
+        rig.run(&task, 100, 16);
+        assert!(matches!(rig.actions()[..], [Action::Launch { .. }]));
+        rig.event(LocalEvent::Started {
+            framework_id: "fw-1",
+            task_id: &task,
+        });
+        let mut ids = checkpoint_then_send(&mut rig, &mut gen, &mut covered, &mut saves);
+        let before_acks = rig.core.generation();
+        rig.master(MasterMsg::StatusAck(StatusAck {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id(&task).unwrap(),
+            update_id: *ids.last().unwrap(),
+        }));
+        assert_eq!(
+            rig.core.generation(),
+            before_acks,
+            "an ack needs no checkpoint"
+        );
+        rig.event(exit(&task, Exit::Code(0)));
+        let end = checkpoint_then_send(&mut rig, &mut gen, &mut covered, &mut saves);
+        rig.master(MasterMsg::StatusAck(StatusAck {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id(&task).unwrap(),
+            update_id: end[0],
+        }));
+        assert!(matches!(rig.actions()[..], [Action::Release { .. }]));
+        ids.extend(end);
+        for id in ids {
+            assert!(
+                id < covered,
+                "update {id} went out before a checkpoint covered it ({covered})"
+            );
+            sent_ids += 1;
+        }
+    }
+    assert_eq!(sent_ids, 3 * tasks);
+    // Adding a task (with its STARTING and RUNNING) and ending it need one checkpoint each, and a
+    // block of ids one more; releasing the task is checkpointed with the next change.
+    let blocks = sent_ids.div_ceil(UPDATE_ID_BLOCK);
+    assert!(
+        saves <= 2 * tasks + blocks + 1,
+        "{saves} checkpoints for {tasks} tasks"
+    );
+}
+
+#[test]
+fn reserved_update_ids_wrap_around_skipping_zero() {
+    let mut rig = Rig::registered();
+    rig.core.set_next_update_id(u32::MAX - 1);
+    assert_eq!(
+        rig.core.update_id_checkpoint(),
+        u32::MAX - 1,
+        "no block reserved yet"
+    );
+    rig.run("t1", 100, 16);
+    rig.actions();
+    rig.event(LocalEvent::Started {
+        framework_id: "fw-1",
+        task_id: "t1",
+    });
+    rig.event(exit("t1", Exit::Code(0)));
+    let ids: Vec<u32> = statuses(&rig.drain()).iter().map(|u| u.update_id).collect();
+    assert_eq!(ids, [u32::MAX - 1, u32::MAX, 1]);
+    // The block runs from u32::MAX - 1 through 1022, skipping 0: a restart continues at 1023.
+    assert_eq!(rig.core.update_id_checkpoint(), 1023);
 }

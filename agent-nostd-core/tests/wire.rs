@@ -253,3 +253,27 @@ proptest! {
         decode_is_total_and_stable(&bytes);
     }
 }
+
+#[test]
+fn an_artifact_encodes_its_sandbox_name_after_the_executable_flag() {
+    let mut run = samples::run_task();
+    run.artifacts
+        .push(Artifact {
+            url: samples::s("http://m:8080/a"),
+            sha256: [0xAB; 32],
+            executable: true,
+            name: samples::s("a"),
+        })
+        .unwrap();
+    let mut golden: std::vec::Vec<u8> = MASTER_GOLDEN[2].1.to_vec();
+    // The artifact count (was 0), the URL, the hash, the flag, then the appended name.
+    *golden.last_mut().unwrap() = 1;
+    golden.push(15);
+    golden.extend_from_slice(b"http://m:8080/a");
+    golden.extend_from_slice(&[0xAB; 32]);
+    golden.push(1);
+    golden.extend_from_slice(&[1, b'a']);
+    let msg = MasterMsg::RunTask(run);
+    assert_eq!(enc(&msg), golden);
+    assert_eq!(MasterMsg::decode(&golden), Ok(msg));
+}

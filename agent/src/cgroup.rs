@@ -14,7 +14,19 @@
 //! kill:     process::signal(&launched, Signal::Kill, cg.as_ref())
 //! exit:     exit = process::task_exit(raw, cg.as_ref()); then cg.remove().await
 //! restart:  cg = iso.open_task(checkpointed_paths)?
+//!           for cg in iso.stale_spare_cgroups(agent_id, &kept): cg.remove().await
+//! spare:    cg = iso.create_spare(agent_id)?           no limits; a warm stub joins it early
+//!           on launch: cg.set_limits(limits)?           then checkpoint cg.paths() as usual
 //! ```
+//!
+//! # Spare cgroups
+//!
+//! A warm spare ([`crate::warm`]) needs its cgroup before its task is known, so it is named
+//! `warm@<agent_id>@<n>` beside the task cgroups below (the agent's id keeps agents sharing a
+//! cgroup apart), and keeps that name once it holds a task: cgroup v2 cannot rename a cgroup
+//! (v1 could), so one rule serves both. Recovery uses the checkpointed paths, never names derived
+//! from ids; the driver logs which task each spare cgroup got. Spare cgroups not in the checkpoint
+//! are what an earlier run left, and are removed at start.
 //!
 //! # cgroup v2 (Raspberry Pi OS, systemd)
 //!
@@ -22,9 +34,9 @@
 //! `Delegate=yes`) cannot both hold processes and give controllers to children. So the agent first
 //! moves itself into the leaf `P/agent` (the supervisors it starts later are born there), then
 //! enables `+cpu +memory +pids` in `P/cgroup.subtree_control`, and creates each task's
-//! cgroup beside the leaf as `P/task@<framework>@<task>`. If the agent already runs in a cgroup named
-//! `agent` (e.g. systemd's `DelegateSubgroup=agent`), its parent is `P`. If the agent runs in the root
-//! cgroup, `P` is `/bramble`.
+//! cgroup beside the leaf as `P/task@<framework>@<task>` (or `P/warm@<agent>@<n>`, see below). If
+//! the agent already runs in a cgroup named `agent` (e.g. systemd's `DelegateSubgroup=agent`), its
+//! parent is `P`. If the agent runs in the root cgroup, `P` is `/bramble`.
 //!
 //! Limits: `cpu.max` = `"<cpu_millis × 100> 100000"`, `cpu.weight` = `cpu_millis / 10` (1..=10000),
 //! `memory.max`, `memory.swap.max` = 0 when present, `pids.max`. An OOM kill shows in
@@ -43,7 +55,8 @@
 //!
 //! # cgroup v1
 //!
-//! Each task gets `<hierarchy>/<agent's own cgroup>/bramble/<framework>@<task>` in the memory, cpu,
+//! Each task gets `<hierarchy>/<agent's own cgroup>/bramble/<framework>@<task>` (or
+//! `…/bramble/warm@<agent>@<n>`, see below) in the memory, cpu,
 //! cpuacct (optional; the same directory when co-mounted as `cpu,cpuacct`) and pids hierarchies.
 //! Limits: `memory.limit_in_bytes` and, when present, `memory.memsw.limit_in_bytes` with the same value
 //! (so swap cannot dodge the limit), `cpu.cfs_period_us` = 100000, `cpu.cfs_quota_us`, `cpu.shares` =
@@ -66,6 +79,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -76,8 +90,15 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 /// The process limit used when a task asks for 0 (no preference).
 pub const DEFAULT_PIDS_MAX: u32 = 256;
-/// The CFS period, in microseconds.
+/// The CFS period, in microseconds (a small CPU share gets a longer one, see [`MIN_CPU_QUOTA_US`]).
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota per period a task gets while its period can still grow (to the kernel's
+/// 1 s maximum): starting a process (`exec`, loading its libraries) takes 1–3 ms of CPU, and a
+/// task of 10 millicpus with 1 ms per 100 ms was throttled for up to a whole period before it
+/// could run. The share over time is unchanged.
+pub const MIN_CPU_QUOTA_US: u64 = 10_000;
+/// The kernel's longest CFS period.
+const MAX_CPU_PERIOD_US: u64 = 1_000_000;
 /// The leaf the agent moves itself into on cgroup v2.
 pub const AGENT_LEAF: &str = "agent";
 /// The directory that holds task cgroups on cgroup v1 (and on v2 when the agent is in the root).
@@ -90,6 +111,12 @@ pub const MEMORY_CONTROLLER_FIX: &str = "add `cgroup_enable=memory cgroup_memory
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many read-and-kill rounds [`TaskCgroup::kill_all`] does without `cgroup.kill`.
 const KILL_ROUNDS: usize = 64;
+/// The name prefix of spare cgroups: `warm@<agent>@<n>`.
+pub const SPARE_PREFIX: &str = "warm@";
+/// How many names [`Isolation::create_spare`] tries before it gives up.
+const SPARE_NAME_TRIES: usize = 64;
+/// The next spare number this process tries.
+static NEXT_SPARE: AtomicU64 = AtomicU64::new(1);
 /// The controllers every task cgroup needs.
 const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
@@ -166,17 +193,31 @@ impl Limits {
         (self.mem_mib > 0).then(|| u64::from(self.mem_mib) * 1024 * 1024)
     }
 
-    /// The CFS quota in microseconds per [`CPU_PERIOD_US`], `None` for no quota.
+    /// The CFS period in microseconds: [`CPU_PERIOD_US`], or longer (up to 1 s) so that the quota
+    /// per period reaches [`MIN_CPU_QUOTA_US`].
+    pub fn cpu_period_us(&self) -> u64 {
+        match u64::from(self.cpu_millis) {
+            0 => CPU_PERIOD_US,
+            m => (MIN_CPU_QUOTA_US * 1_000)
+                .div_ceil(m)
+                .clamp(CPU_PERIOD_US, MAX_CPU_PERIOD_US),
+        }
+    }
+
+    /// The CFS quota in microseconds per [`cpu_period_us`](Self::cpu_period_us), `None` for no
+    /// quota.
     fn cpu_quota_us(&self) -> Option<u64> {
         // The kernel refuses quotas under 1 ms.
-        (self.cpu_millis > 0).then(|| (u64::from(self.cpu_millis) * 100).max(1_000))
+        (self.cpu_millis > 0)
+            .then(|| (u64::from(self.cpu_millis) * self.cpu_period_us() / 1_000).max(1_000))
     }
 
     /// `cpu.max` for cgroup v2.
     pub fn cpu_max(&self) -> String {
+        let period = self.cpu_period_us();
         match self.cpu_quota_us() {
-            Some(q) => format!("{q} {CPU_PERIOD_US}"),
-            None => format!("max {CPU_PERIOD_US}"),
+            Some(q) => format!("{q} {period}"),
+            None => format!("max {period}"),
         }
     }
 
@@ -401,6 +442,105 @@ impl Isolation {
         let cg = TaskCgroup { paths };
         tracing::debug!(?cg.paths, ?limits, "task cgroup created");
         Ok(Some(cg))
+    }
+
+    /// Where the spare cgroup `warm@<agent_id>@<seq>` goes, `None` without isolation.
+    fn spare_paths(&self, agent_id: &str, seq: u64) -> Option<CgroupPaths> {
+        let name = format!("{SPARE_PREFIX}{agent_id}@{seq}");
+        match self {
+            Isolation::V2(l) => Some(CgroupPaths::V2 {
+                dir: l.parent.join(&name),
+            }),
+            Isolation::V1(l) => Some(CgroupPaths::V1 {
+                memory: l.memory.join(&name),
+                cpu: l.cpu.join(&name),
+                cpuacct: l.cpuacct.as_ref().map(|d| d.join(&name)),
+                pids: l.pids.join(&name),
+            }),
+            Isolation::None { .. } => None,
+        }
+    }
+
+    /// Creates a cgroup for a warm spare of agent `agent_id`, `warm@<agent_id>@<n>` beside the
+    /// other task cgroups, without limits (the kernel's defaults: none); `Ok(None)` without
+    /// isolation. Its name says nothing of the task it will hold (cgroup v2 cannot rename a
+    /// cgroup): the checkpoint records its paths, and the driver logs which task it got. The agent's
+    /// id in it keeps agents that share a cgroup (`bramble up`) off each other's spares. A name
+    /// already taken (a leftover) is skipped.
+    pub fn create_spare(&self, agent_id: &str) -> Result<Option<TaskCgroup>, CgroupError> {
+        check_id(agent_id)?;
+        for _ in 0..SPARE_NAME_TRIES {
+            let seq = NEXT_SPARE.fetch_add(1, Ordering::Relaxed);
+            let Some(paths) = self.spare_paths(agent_id, seq) else {
+                return Ok(None);
+            };
+            let mut created: Vec<&Path> = Vec::new();
+            let mut taken = false;
+            for dir in paths.dirs() {
+                if let Some(parent) = dir.parent() {
+                    let _ = fs::create_dir_all(parent);
+                }
+                match fs::create_dir(dir) {
+                    Ok(()) => created.push(dir),
+                    Err(e) => {
+                        for d in &created {
+                            let _ = fs::remove_dir(d);
+                        }
+                        if e.kind() != io::ErrorKind::AlreadyExists {
+                            return Err(io_err(dir)(e));
+                        }
+                        taken = true;
+                        break;
+                    }
+                }
+            }
+            if !taken {
+                tracing::debug!(?paths, "spare cgroup created");
+                return Ok(Some(TaskCgroup { paths }));
+            }
+        }
+        let dir = self
+            .spare_paths(agent_id, 0)
+            .map(|p| p.dirs()[0].to_path_buf())
+            .unwrap_or_default();
+        Err(io_err(&dir)(io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    /// Agent `agent_id`'s spare cgroups (`warm@<agent_id>@<n>`) that are not in `keep`: what a
+    /// previous run of the agent left behind (its unused spare). Remove them at start, once the
+    /// checkpointed tasks are known.
+    pub fn stale_spare_cgroups(&self, agent_id: &str, keep: &[&CgroupPaths]) -> Vec<TaskCgroup> {
+        let prefix = format!("{SPARE_PREFIX}{agent_id}@");
+        // On v1 every hierarchy is listed: a removal may have stopped half-way.
+        let listed: Vec<&PathBuf> = match self {
+            Isolation::V2(l) => vec![&l.parent],
+            Isolation::V1(l) => [
+                Some(&l.memory),
+                Some(&l.cpu),
+                l.cpuacct.as_ref(),
+                Some(&l.pids),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Isolation::None { .. } => return Vec::new(),
+        };
+        let mut seqs: Vec<u64> = listed
+            .into_iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name();
+                name.to_str()?.strip_prefix(&prefix)?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.into_iter()
+            .filter_map(|seq| self.spare_paths(agent_id, seq))
+            .filter(|paths| !keep.contains(&paths))
+            .map(|paths| TaskCgroup { paths })
+            .collect()
     }
 
     /// Re-opens a checkpointed task cgroup, checking it is of this board's kind.
@@ -715,7 +855,10 @@ fn apply_limits(paths: &CgroupPaths, limits: Limits) -> Result<(), CgroupError> 
                 }
                 Err(e) => return Err(e),
             }
-            write_value(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write_value(
+                &cpu.join("cpu.cfs_period_us"),
+                &limits.cpu_period_us().to_string(),
+            )?;
             let quota = limits
                 .cpu_quota_us()
                 .map_or_else(|| "-1".to_owned(), |q| q.to_string());
@@ -748,6 +891,11 @@ impl TaskCgroup {
     /// Where it lives: checkpoint this.
     pub fn paths(&self) -> &CgroupPaths {
         &self.paths
+    }
+
+    /// Sets a task's limits (a spare's cgroup when it gets its task); cheap writes.
+    pub fn set_limits(&self, limits: Limits) -> Result<(), CgroupError> {
+        apply_limits(&self.paths, limits)
     }
 
     /// The `cgroup.procs` file of each hierarchy. Writing `0` to each one moves the writer in.
@@ -936,13 +1084,45 @@ mod tests {
     }
 
     #[test]
+    fn small_cpu_shares_get_a_longer_period_so_a_start_is_not_throttled() {
+        let cpu = |cpu_millis| Limits {
+            cpu_millis,
+            mem_mib: 0,
+            pids_max: 0,
+        };
+        // 1% of a CPU: 10 ms per second rather than 1 ms per 100 ms.
+        assert_eq!(cpu(10).cpu_max(), "10000 1000000");
+        assert_eq!(cpu(50).cpu_max(), "10000 200000");
+        assert_eq!(cpu(100).cpu_max(), "10000 100000");
+        assert_eq!(cpu(2_000).cpu_max(), "200000 100000");
+        for m in [1, 7, 10, 33, 99, 100, 250, 1_000, 4_000] {
+            let (l, quota, period) = (
+                cpu(m),
+                cpu(m).cpu_quota_us().unwrap(),
+                cpu(m).cpu_period_us(),
+            );
+            assert!((100_000..=1_000_000).contains(&period), "{m}: {period}");
+            assert!(quota >= 1_000, "{m}: the kernel's minimum");
+            // The share is kept (to the microsecond), and the quota reaches 10 ms where it can.
+            assert!(
+                quota * 1_000 / period <= u64::from(m).max(1) + 1,
+                "{m}: {quota}/{period}"
+            );
+            if m >= 10 {
+                assert!(quota >= MIN_CPU_QUOTA_US, "{m}: {quota}");
+            }
+            assert_eq!(l.cpu_max(), format!("{quota} {period}"));
+        }
+    }
+
+    #[test]
     fn tiny_and_zero_cpu_limits_stay_within_kernel_bounds() {
         let tiny = Limits {
             cpu_millis: 1,
             mem_mib: 0,
             pids_max: 5,
         };
-        assert_eq!(tiny.cpu_max(), "1000 100000");
+        assert_eq!(tiny.cpu_max(), "1000 1000000");
         assert_eq!(tiny.cpu_weight(), 1);
         assert_eq!(tiny.cpu_shares(), 2);
         assert_eq!(tiny.mem_bytes(), None);

@@ -80,7 +80,8 @@ pub struct Checkpoint<L> {
     pub agent_id: String,
     /// The epoch of the master it last registered with.
     pub master_epoch: u64,
-    /// The next status update id, so ids are not reused.
+    /// The status update id a restarted agent continues from (the end of the block of ids the
+    /// agent reserved), so ids are not reused.
     pub next_update_id: u32,
     /// Every task held.
     pub tasks: Vec<TaskRecord<L>>,
@@ -163,20 +164,41 @@ impl CheckpointFile {
         &mut self,
         checkpoint: &Checkpoint<L>,
     ) -> Result<bool, CheckpointError> {
+        let Some(bytes) = self.encode(checkpoint)? else {
+            return Ok(false);
+        };
+        write_atomically(&self.path, &bytes).map_err(|source| {
+            self.forget_written();
+            CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// The bytes to write for `checkpoint`, or `None` when they are what was last written; for a
+    /// caller that writes them itself (with [`write_atomically`], e.g. in the background), and
+    /// calls [`forget_written`](Self::forget_written) if that fails.
+    pub fn encode<L: Serialize>(
+        &mut self,
+        checkpoint: &Checkpoint<L>,
+    ) -> Result<Option<Vec<u8>>, CheckpointError> {
         let bytes = serde_json::to_vec_pretty(checkpoint).map_err(|e| CheckpointError::Io {
             path: self.path.clone(),
             source: e.into(),
         })?;
         if self.last_written.as_deref() == Some(&bytes[..]) {
-            return Ok(false);
+            return Ok(None);
         }
-        write_atomically(&self.path, &bytes).map_err(|source| CheckpointError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        self.last_written = Some(bytes);
+        self.last_written = Some(bytes.clone());
         self.writes += 1;
-        Ok(true)
+        Ok(Some(bytes))
+    }
+
+    /// The last write failed: the next checkpoint is written whatever it holds.
+    pub fn forget_written(&mut self) {
+        self.last_written = None;
     }
 }
 

@@ -19,6 +19,8 @@ Options:
       --run-as <USER>         The user tasks run as when the agent is root
       --attribute <KEY=VALUE> An attribute to advertise, e.g. sensor=bme280 (repeatable)
       --reserve-mem <MIB>     Memory kept for the OS, in MiB
+      --supervisor <PROGRAM>  The program tasks are supervised by, run as `PROGRAM __supervise`
+                              (default: this binary; e.g. a wrapper that runs it under qemu-user)
   -h, --help                  Print this help
   -V, --version               Print the version
 
@@ -30,6 +32,7 @@ enum Command {
     Run {
         config: Option<PathBuf>,
         overrides: Overrides,
+        supervisor: Option<PathBuf>,
     },
     Help,
     Version,
@@ -42,6 +45,7 @@ fn parse_args(
     let mut parser = lexopt::Parser::from_args(args);
     let mut config = None;
     let mut o = Overrides::default();
+    let mut supervisor = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
@@ -57,6 +61,7 @@ fn parse_args(
                 o.attributes.push((k.to_owned(), v.to_owned()));
             }
             Long("reserve-mem") => o.reserve_mem_mib = Some(parser.value()?.parse()?),
+            Long("supervisor") => supervisor = Some(parser.value()?.into()),
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected()),
@@ -65,6 +70,7 @@ fn parse_args(
     Ok(Command::Run {
         config,
         overrides: o,
+        supervisor,
     })
 }
 
@@ -76,8 +82,12 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     {
         return crate::process::supervise_main(&args[2..]);
     }
-    let (config_path, overrides) = match parse_args(args.into_iter().skip(1)) {
-        Ok(Command::Run { config, overrides }) => (config, overrides),
+    let (config_path, overrides, supervisor) = match parse_args(args.into_iter().skip(1)) {
+        Ok(Command::Run {
+            config,
+            overrides,
+            supervisor,
+        }) => (config, overrides, supervisor),
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -129,7 +139,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::driver::run(config, None, shutdown_signal())) {
+    match runtime.block_on(crate::driver::run(config, supervisor, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -161,7 +171,11 @@ mod tests {
 
     #[test]
     fn flags_become_overrides() {
-        let Ok(Command::Run { config, overrides }) = parse(&[
+        let Ok(Command::Run {
+            config,
+            overrides,
+            supervisor,
+        }) = parse(&[
             "--config",
             "/etc/x.toml",
             "--broker",
@@ -172,13 +186,20 @@ mod tests {
             "room=attic",
             "--reserve-mem",
             "128",
-        ]) else {
+            "--supervisor",
+            "/usr/local/bin/supervise-under-qemu",
+        ])
+        else {
             panic!("expected a run");
         };
         assert_eq!(config, Some(PathBuf::from("/etc/x.toml")));
         assert_eq!(overrides.broker.as_deref(), Some("mqtt://m:1"));
         assert_eq!(overrides.attributes.len(), 2);
         assert_eq!(overrides.reserve_mem_mib, Some(128));
+        assert_eq!(
+            supervisor,
+            Some(PathBuf::from("/usr/local/bin/supervise-under-qemu"))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! work_dir = "/var/lib/bramble"
 //! run_as = "bramble"                 # the user tasks run as when the agent is root
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
+//! warm_spares = 2                    # task processes kept ready (~400 KiB each) for fast launches; 0: none
 //!
 //! [capacity]                         # offer at most this much (default: the whole board)
 //! cpu_millis = 2000
@@ -22,6 +23,10 @@
 //! [reports]
 //! sample_secs = 5                    # how often the board is measured
 //! heartbeat_secs = 30                # a report at least this often
+//!
+//! [fetcher]                          # task artifacts, cached in <work_dir>/cache/<sha256>
+//! cache_max_mib = 256                # above this, least recently used artifacts are evicted
+//! timeout_secs = 20                  # the most a task's downloads may take, all together
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,6 +37,11 @@ use serde::Deserialize;
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bramble/agent.toml";
+/// Warm spares kept by default: two, so that back-to-back launches on one board both go warm
+/// while the next spare is prepared.
+pub const DEFAULT_WARM_SPARES: u8 = 2;
+/// The most warm spares an agent keeps.
+pub const MAX_WARM_SPARES: u8 = 8;
 
 /// A config that could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +153,28 @@ impl Default for Reports {
     }
 }
 
+/// How task artifacts are fetched and cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fetcher {
+    /// The most the artifact cache (`<work_dir>/cache`) holds, in MiB; the least recently used
+    /// artifacts (by mtime, touched on every use) are evicted above it. An artifact in use by a
+    /// task's sandbox survives eviction as long as it is hard-linked there.
+    pub cache_max_mib: u64,
+    /// The most the downloads of one task's artifacts may take, together and each, in seconds. The
+    /// agent's event loop waits for launches, so keep it below the MQTT keep-alive grace (22 s).
+    pub timeout_secs: u32,
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Fetcher {
+            cache_max_mib: 256,
+            timeout_secs: 20,
+        }
+    }
+}
+
 /// The file's contents; every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +184,7 @@ struct File {
     work_dir: Option<PathBuf>,
     run_as: Option<String>,
     log_limit_kib: Option<u64>,
+    warm_spares: Option<u8>,
     #[serde(default)]
     reserve: Reserve,
     #[serde(default)]
@@ -160,6 +193,8 @@ struct File {
     attributes: BTreeMap<String, String>,
     #[serde(default)]
     reports: Reports,
+    #[serde(default)]
+    fetcher: Fetcher,
 }
 
 /// Command-line values that override the file.
@@ -203,6 +238,9 @@ pub struct Config {
     pub run_as: Option<String>,
     /// The cap of each task's stdout and stderr file, in bytes.
     pub log_limit_bytes: u64,
+    /// How many task processes to keep ready for the next launches (see [`crate::warm`]); 0 turns
+    /// warm launches off.
+    pub warm_spares: u8,
     /// Kept for the OS.
     pub reserve: Reserve,
     /// The most offered.
@@ -211,6 +249,8 @@ pub struct Config {
     pub attributes: Vec<(String, String)>,
     /// Measuring and reporting.
     pub reports: Reports,
+    /// Fetching task artifacts.
+    pub fetcher: Fetcher,
 }
 
 impl Config {
@@ -275,6 +315,13 @@ impl Config {
         if !work_dir.is_absolute() {
             return Err(invalid("work_dir", "must be an absolute path"));
         }
+        let warm_spares = file.warm_spares.unwrap_or(DEFAULT_WARM_SPARES);
+        if warm_spares > MAX_WARM_SPARES {
+            return Err(invalid(
+                "warm_spares",
+                format!("at most {MAX_WARM_SPARES} (each costs ~400 KiB)"),
+            ));
+        }
         let log_limit_bytes = file.log_limit_kib.unwrap_or(1024) * 1024;
         if log_limit_bytes == 0 {
             return Err(invalid("log_limit_kib", "must be above 0"));
@@ -287,6 +334,9 @@ impl Config {
                 "reports.heartbeat_secs",
                 "must be at least reports.sample_secs",
             ));
+        }
+        if file.fetcher.timeout_secs == 0 {
+            return Err(invalid("fetcher.timeout_secs", "must be above 0"));
         }
         let limit = agent_nostd_core::wire::MAX_ATTRIBUTES - 1; // one is `isolation`
         if attributes.len() > limit {
@@ -313,10 +363,12 @@ impl Config {
             work_dir,
             run_as: overrides.run_as.or(file.run_as),
             log_limit_bytes,
+            warm_spares,
             reserve: file.reserve,
             capacity: overrides.capacity.unwrap_or(file.capacity),
             attributes: attributes.into_iter().collect(),
             reports: file.reports,
+            fetcher: file.fetcher,
         })
     }
 }
@@ -390,6 +442,16 @@ mod tests {
         assert_eq!(c.reserve.mem_mib, 256);
         assert_eq!(c.log_limit_bytes, 1024 * 1024);
         assert_eq!(c.work_dir, PathBuf::from("/var/lib/bramble"));
+        assert_eq!(c.warm_spares, 2, "two warm spares are kept by default");
+    }
+
+    #[test]
+    fn warm_spares_can_be_turned_off_and_are_bounded() {
+        assert_eq!(load("warm_spares = 0").unwrap().warm_spares, 0);
+        assert_eq!(load("warm_spares = 8").unwrap().warm_spares, 8);
+        let e = load("warm_spares = 9").unwrap_err().to_string();
+        assert!(e.contains("`warm_spares`"), "{e}");
+        assert!(load("warm_spares = true").is_err());
     }
 
     #[test]
@@ -477,6 +539,23 @@ mod tests {
         assert!(Config::load(missing, false, Overrides::default(), "h").is_ok());
         let err = Config::load(missing, true, Overrides::default(), "h").unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_default_config_loads_with_the_defaults_it_documents() {
+        // The file the .deb and install.sh put in /etc/bramble/agent.toml.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/pkg/agent.toml");
+        let c = Config::load(&path, true, Overrides::default(), "raspberrypi").unwrap();
+        let defaults = load("").unwrap();
+        assert_eq!(c.agent_id, "raspberrypi");
+        assert_eq!(c.broker, defaults.broker);
+        assert_eq!(c.work_dir, PathBuf::from("/var/lib/bramble"));
+        assert_eq!(c.run_as, None);
+        assert_eq!(c.log_limit_bytes, defaults.log_limit_bytes);
+        assert_eq!(c.reserve, defaults.reserve);
+        assert_eq!(c.capacity, Capacity::default());
+        assert!(c.attributes.is_empty());
+        assert_eq!(c.reports, defaults.reports);
     }
 
     #[test]

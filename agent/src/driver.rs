@@ -23,13 +23,17 @@ use heapless::String as HString;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use crate::cgroup::{Isolation, Limits, TaskCgroup};
 use crate::checkpoint::{Checkpoint, CheckpointFile, Ended, TaskRecord, CHECKPOINT_VERSION};
 use crate::config::Config;
 use crate::discovery::{Board, Probe};
+use crate::durable::{Durable, Publish, Written};
+use crate::fetch::Fetcher;
+use crate::process::Spare;
 use crate::process::{self, Launched, RawExit, TaskSpec};
+use crate::warm::Launcher;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +75,21 @@ struct Driver {
     isolation: Isolation,
     tasks: HashMap<Key, TaskSlot>,
     checkpoint: CheckpointFile,
+    /// Checkpoint writes in the background, and the publishes waiting for them.
+    durable: Durable,
     /// The core generation last checkpointed.
     checkpointed_generation: Option<u32>,
     /// A driver-side record (launch details, cgroup) changed since the last checkpoint.
     records_dirty: bool,
     exits: mpsc::Sender<(Key, RawExit)>,
-    supervisor: PathBuf,
+    /// Starts tasks, through a warm spare when there is one.
+    launcher: Launcher,
     client: AsyncClient,
     buf: Box<TransmitBuf>,
     /// The RunTask just handled, for the Launch action it causes.
     last_run: Option<RunTask>,
+    /// Downloads and caches task artifacts.
+    fetcher: Fetcher,
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running after the agent stops; the next
@@ -144,9 +153,23 @@ pub async fn run(
     let mut net = eventloop.network_options();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
+    let fetcher = Fetcher::new(
+        config.work_dir.join("cache"),
+        config.fetcher.cache_max_mib.saturating_mul(1024 * 1024),
+        Duration::from_secs(u64::from(config.fetcher.timeout_secs)),
+    );
     let (exits_tx, exits_rx) = mpsc::channel(agent_nostd_core::wire::MAX_TASKS * 2);
+    let checkpoint_path = config.work_dir.join("agent.json");
+    let (durable, written_rx) = Durable::new(&checkpoint_path);
+    let (launcher, spares_rx) = Launcher::new(
+        &config.agent_id,
+        isolation.clone(),
+        supervisor.unwrap_or_else(supervisor_exe),
+        usize::from(config.warm_spares),
+    );
     let mut driver = Driver {
-        checkpoint: CheckpointFile::new(config.work_dir.join("agent.json")),
+        checkpoint: CheckpointFile::new(&checkpoint_path),
+        durable,
         config,
         core,
         started: Instant::now(),
@@ -157,13 +180,17 @@ pub async fn run(
         checkpointed_generation: None,
         records_dirty: true,
         exits: exits_tx,
-        supervisor: supervisor.unwrap_or_else(supervisor_exe),
+        launcher,
         client,
         buf,
         last_run: None,
+        fetcher,
     };
     driver.recover();
-    driver.run(eventloop, exits_rx, shutdown).await;
+    driver.remove_stale_spares();
+    driver
+        .run(eventloop, exits_rx, spares_rx, written_rx, shutdown)
+        .await;
     Ok(())
 }
 
@@ -176,6 +203,8 @@ impl Driver {
         &mut self,
         mut eventloop: EventLoop,
         mut exits: mpsc::Receiver<(Key, RawExit)>,
+        mut spares: mpsc::Receiver<Option<Spare>>,
+        mut written: mpsc::Receiver<Written>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -187,12 +216,21 @@ impl Driver {
         let mut reconnect_at: Option<Instant> = None;
         loop {
             self.flush().await;
+            // Replace used spares: the preparation runs once this task yields, so after the select
+            // below wrote the launch's updates.
+            if self.config.warm_spares > 0 && self.has_room() {
+                self.launcher.refill();
+            }
             let wake = self
                 .core
                 .poll_timeout()
                 .map(|t| self.started + Duration::from_millis(t));
+            // Biased: what flush queued is written before anything else can start another
+            // flush (and its checkpoint); the branches after it run whenever it is idle.
             tokio::select! {
+                biased;
                 () = &mut shutdown => break,
+                Some(w) = written.recv() => self.on_written(w),
                 event = eventloop.poll(), if reconnect_at.is_none() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         info!("connected to the broker");
@@ -207,6 +245,7 @@ impl Driver {
                         self.core.handle_connected(now);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, &p.payload),
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => trace!(pkid, "sent a publish"),
                     Ok(_) => {}
                     Err(e) => {
                         let now = self.now();
@@ -216,13 +255,22 @@ impl Driver {
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 },
+                Some((key, raw)) = exits.recv() => self.on_exit(key, raw),
+                Some(spare) = spares.recv() => self.launcher.on_ready(spare),
                 () = sleep_until(reconnect_at) => reconnect_at = None,
                 () = sleep_until(wake) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
                 _ = sampler.tick() => self.sample(),
-                Some((key, raw)) = exits.recv() => self.on_exit(key, raw),
+            }
+        }
+        self.launcher.shutdown().await;
+        // The last checkpoint lands before the agent goes (and what waited on it is sent).
+        while self.durable.is_writing() {
+            match written.recv().await {
+                Some(w) => self.on_written(w),
+                None => break,
             }
         }
         info!("stopping; tasks keep running and are re-adopted on the next start");
@@ -246,6 +294,7 @@ impl Driver {
     }
 
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        trace!(topic, len = payload.len(), "received a publish");
         let now = self.now();
         match self.core.handle_bytes(now, topic, payload) {
             Ok(MasterMsg::RunTask(run)) => self.last_run = Some(run),
@@ -279,35 +328,82 @@ impl Driver {
         }
     }
 
-    /// Publishes what the core wants sent, carries out its actions, and checkpoints what changed.
+    /// Publishes what the core wants sent, carries out its actions, and checkpoints what changed:
+    /// launches record their tasks first (with the warm spare's pids when it will be used), so one
+    /// checkpoint covers them and the messages before them, and is written while the tasks start.
     async fn flush(&mut self) {
         loop {
             let now = self.now();
-            let mut progress = false;
+            let mut publishes = Vec::new();
             while let Some(t) = self.core.poll_transmit(now, &mut self.buf) {
-                progress = true;
-                let qos = match t.qos {
-                    topic::QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-                    topic::QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-                };
-                let payload = self.buf[..t.len].to_vec();
-                if let Err(e) = self
-                    .client
-                    .try_publish(t.topic.as_str(), qos, t.retain, payload)
+                publishes.push(Publish {
+                    topic: t.topic.as_str().to_owned(),
+                    qos: match t.qos {
+                        topic::QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                        topic::QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+                    },
+                    retain: t.retain,
+                    payload: self.buf[..t.len].to_vec(),
+                });
+            }
+            let actions: Vec<Action> = std::iter::from_fn(|| self.core.poll_action()).collect();
+            if publishes.is_empty() && actions.is_empty() {
+                break;
+            }
+            // Only the first launch can use the spare the launcher holds first.
+            let mut spare_claimed = false;
+            for action in &actions {
+                if let Action::Launch {
+                    framework_id,
+                    task_id,
+                    resources,
+                    pids_max,
+                } = action
                 {
-                    debug!("publish on {} deferred: {e}", t.topic);
+                    let spare = match self.launcher.spare() {
+                        Some(s) if !spare_claimed => Some((s.cgroup().cloned(), s.launched())),
+                        _ => None,
+                    };
+                    spare_claimed = true;
+                    self.record_launch(framework_id, task_id, *resources, *pids_max, spare);
                 }
             }
-            while let Some(action) = self.core.poll_action() {
-                progress = true;
-                self.act(action).await;
+            self.request_checkpoint();
+            for p in publishes {
+                if let Some(p) = self.durable.publish(p) {
+                    self.send(p);
+                }
             }
-            if !progress {
-                break;
+            for action in actions {
+                self.act(action).await;
             }
         }
         self.last_run = None;
-        self.save_checkpoint();
+        self.request_checkpoint();
+    }
+
+    /// Queues `p` on the MQTT client (a full request queue defers it: the core resends).
+    fn send(&mut self, p: Publish) {
+        let len = p.payload.len();
+        match self
+            .client
+            .try_publish(p.topic.as_str(), p.qos, p.retain, p.payload)
+        {
+            Ok(()) => trace!(topic = %p.topic, len, "queued a publish"),
+            Err(e) => debug!("publish on {} deferred: {e}", p.topic),
+        }
+    }
+
+    /// A checkpoint write finished: sends what waited on it.
+    fn on_written(&mut self, written: Written) {
+        if self.durable.on_written(written) {
+            self.checkpoint.forget_written();
+        } else {
+            trace!("checkpoint saved");
+        }
+        while let Some(p) = self.durable.release() {
+            self.send(p);
+        }
     }
 
     async fn act(&mut self, action: Action) {
@@ -341,22 +437,51 @@ impl Driver {
                 task_id,
             } => {
                 let key = (framework_id.to_string(), task_id.to_string());
+                // Checkpointed with the next change (see the core's release).
                 if let Some(slot) = self.tasks.remove(&key) {
                     cleanup(slot);
-                    self.records_dirty = true;
                 }
             }
         }
     }
 
-    async fn launch(&mut self, fw: &Id, task: &Id, resources: Resources, pids_max: u32) {
-        let key = (fw.to_string(), task.to_string());
-        let sandbox = self
-            .config
+    /// Records a task about to be launched, for the checkpoint: with the pids and cgroup of the
+    /// warm spare its launch will use, when given (a launch that goes cold, or finds the spare
+    /// unusable, is checkpointed again once started).
+    fn record_launch(
+        &mut self,
+        fw: &Id,
+        task: &Id,
+        resources: Resources,
+        pids_max: u32,
+        spare: Option<(Option<TaskCgroup>, Launched)>,
+    ) {
+        let (cgroup, launched) = match spare {
+            Some((cgroup, launched)) => (cgroup, Some(launched)),
+            None => (None, None),
+        };
+        let slot = TaskSlot {
+            resources,
+            pids_max,
+            sandbox: self.sandbox(fw, task),
+            cgroup,
+            launched,
+        };
+        self.tasks.insert((fw.to_string(), task.to_string()), slot);
+        self.records_dirty = true;
+    }
+
+    fn sandbox(&self, fw: &Id, task: &Id) -> PathBuf {
+        self.config
             .work_dir
             .join("sandboxes")
             .join(fw.as_str())
-            .join(task.as_str());
+            .join(task.as_str())
+    }
+
+    async fn launch(&mut self, fw: &Id, task: &Id, resources: Resources, pids_max: u32) {
+        let key = (fw.to_string(), task.to_string());
+        let sandbox = self.sandbox(fw, task);
         let mut slot = TaskSlot {
             resources,
             pids_max,
@@ -384,12 +509,21 @@ impl Driver {
             error!(framework = %fw, task = %task, "core refused the launch outcome: {e}");
         }
         if result.is_ok() {
-            info!(framework = %fw, task = %task, %resources, "task started");
+            // Spare cgroups have neutral names (`warm@<agent>@<n>`): say which task each holds.
+            let cgroup = slot
+                .cgroup
+                .as_ref()
+                .and_then(|c| Some(c.paths().dirs().first()?.display().to_string()))
+                .unwrap_or_default();
+            info!(framework = %fw, task = %task, %resources, %cgroup, "task started");
         } else if let Some(cg) = slot.cgroup.take() {
             remove_cgroup(cg);
         }
+        let predicted = self.tasks.get(&key).and_then(|s| s.launched);
+        if predicted != slot.launched {
+            self.records_dirty = true;
+        }
         self.tasks.insert(key, slot);
-        self.records_dirty = true;
     }
 
     async fn start_process(&mut self, key: &Key, slot: &mut TaskSlot) -> Result<(), String> {
@@ -400,20 +534,37 @@ impl Driver {
                 return Err("the agent lost the task's command line".into());
             }
         };
-        if !run.artifacts.is_empty() {
-            return Err("this agent cannot fetch artifacts yet".into());
-        }
         process::create_sandbox(&slot.sandbox, self.run_as_ids())
             .map_err(|e| format!("cannot create sandbox {}: {e}", slot.sandbox.display()))?;
+        // Awaited inside the launch (the loop waits for launches), so all of a task's artifacts
+        // share one budget, `[fetcher] timeout_secs`, kept below the MQTT keep-alive grace.
+        let budget = Duration::from_secs(u64::from(self.config.fetcher.timeout_secs));
+        let run_as = self.run_as_ids();
+        let fetches = async {
+            for artifact in &run.artifacts {
+                let path = self
+                    .fetcher
+                    .fetch_into(artifact, &slot.sandbox, run_as)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                debug!(framework = %key.0, task = %key.1, path = %path.display(), "artifact in place");
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(budget, fetches).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(format!(
+                    "artifacts: not all fetched within {} s",
+                    budget.as_secs()
+                ))
+            }
+        }
         let limits = Limits {
             cpu_millis: slot.resources.cpu_millis,
             mem_mib: slot.resources.mem_mib,
             pids_max: slot.pids_max,
         };
-        slot.cgroup = self
-            .isolation
-            .create_task(&key.0, &key.1, limits)
-            .map_err(|e| format!("cannot create the task's cgroup: {e}"))?;
         let spec = TaskSpec {
             framework_id: key.0.clone(),
             task_id: key.1.clone(),
@@ -429,12 +580,48 @@ impl Driver {
             run_as: self.run_as_ids(),
             log_limit_bytes: self.config.log_limit_bytes,
         };
-        let (launched, handle) = process::launch(&spec, slot.cgroup.as_ref(), &self.supervisor)
+        let started = self
+            .launcher
+            .start(&spec, limits)
             .await
             .map_err(|e| e.to_string())?;
-        slot.launched = Some(launched);
-        self.watch(key.clone(), handle);
+        debug!(framework = %key.0, task = %key.1, warm = started.warm, launched = ?started.launched,
+            "task process started");
+        slot.cgroup = started.cgroup;
+        slot.launched = Some(started.launched);
+        self.watch(key.clone(), started.handle);
         Ok(())
+    }
+
+    /// Whether another task could still fit: then a warm spare is worth its memory.
+    fn has_room(&self) -> bool {
+        let (used, total) = (self.core.allocated(), self.core.total());
+        self.tasks.len() < agent_nostd_core::wire::MAX_TASKS
+            && (used.cpu_millis < total.cpu_millis || used.mem_mib < total.mem_mib)
+    }
+
+    /// Removes the spare cgroups a previous agent left behind (its unused spare; its supervisor
+    /// exited when that agent died). Cgroups of checkpointed tasks are kept, and so is any that
+    /// still holds a process: a spare's supervisor removes its own cgroup once it notices its agent
+    /// is gone, and a process this agent does not know of is not its to kill (another agent run
+    /// with the same id on this machine, as tests do, keeps its spare and its tasks).
+    fn remove_stale_spares(&self) {
+        let keep: Vec<&crate::cgroup::CgroupPaths> = self
+            .tasks
+            .values()
+            .filter_map(|s| s.cgroup.as_ref().map(TaskCgroup::paths))
+            .collect();
+        for cg in self
+            .isolation
+            .stale_spare_cgroups(&self.config.agent_id, &keep)
+        {
+            if cg.is_empty() {
+                info!(paths = ?cg.paths(), "removing a spare cgroup left by an earlier run");
+                remove_cgroup(cg);
+            } else {
+                debug!(paths = ?cg.paths(), "a spare cgroup of an earlier run still has processes");
+            }
+        }
     }
 
     fn watch(&self, key: Key, handle: process::TaskHandle) {
@@ -592,8 +779,9 @@ impl Driver {
         );
     }
 
-    /// Writes the checkpoint when the core's persistent state or a task record changed.
-    fn save_checkpoint(&mut self) {
+    /// Starts writing the checkpoint (in the background, see [`crate::durable`]) when the core's
+    /// persistent state or a task record changed.
+    fn request_checkpoint(&mut self) {
         let generation = self.core.generation();
         if self.checkpointed_generation == Some(generation) && !self.records_dirty {
             return;
@@ -627,11 +815,14 @@ impl Driver {
             version: CHECKPOINT_VERSION,
             agent_id: self.config.agent_id.clone(),
             master_epoch: self.core.master_epoch(),
-            next_update_id: self.core.next_update_id(),
+            next_update_id: self.core.update_id_checkpoint(),
             tasks,
         };
-        match self.checkpoint.save(&checkpoint) {
-            Ok(_) => {
+        match self.checkpoint.encode(&checkpoint) {
+            Ok(bytes) => {
+                if let Some(bytes) = bytes {
+                    self.durable.write(bytes);
+                }
                 self.checkpointed_generation = Some(generation);
                 self.records_dirty = false;
             }

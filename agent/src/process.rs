@@ -6,6 +6,7 @@
 //! ```text
 //! agent ──spawn──▶ supervisor (own session, stays in the agent's cgroup)
 //!                    └─fork──▶ task (own process group, in the task's cgroup, maybe another user)
+//!                              (warm spare: forked and in its cgroup before the task is known)
 //!                                  stdout/stderr ─pipes─▶ supervisor ─▶ <sandbox>/stdout, stderr
 //!                  supervisor: waits for the task, writes <sandbox>/.exit, exits
 //! ```
@@ -13,6 +14,13 @@
 //! - [`launch`] spawns the supervisor, hands it the task over its stdin (JSON) and reads one JSON
 //!   line back: the task's pid once `exec` succeeded, or why it failed (e.g. `No such file or
 //!   directory (os error 2): /usr/bin/nope`), which becomes a [`LaunchError`].
+//! - A [`Spare`] does the slow part before there is a task: [`Spare::prepare`] spawns
+//!   `__supervise --warm <cgroup.procs>…`, whose task process (the *stub*) is forked at once,
+//!   calls `setpgid(0, 0)`, joins the spare's cgroup and waits; the supervisor answers
+//!   `{"ready":{"stub_pid":N}}`. [`Spare::launch`] then sends the same request and reads the same
+//!   answer as [`launch`]; the stub enters the sandbox, sets up its stdio, drops to `run_as` and
+//!   `exec`s. EOF on the warm supervisor's stdin before a request (the agent died or retired it)
+//!   makes it kill the stub and exit. [`crate::warm`] keeps one and falls back to [`launch`].
 //! - The supervisor calls `setsid()`, so neither the agent's death nor signals to the agent's process
 //!   group reach it. It forks the task, which `setpgid(0, 0)` — its process group is the kill
 //!   target of [`signal`] — joins the task's cgroup by writing `0` to the pre-opened `cgroup.procs`
@@ -84,6 +92,7 @@ use nix::sys::signal::{self as nixsig, killpg};
 use nix::unistd::{chown, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
 
 use crate::cgroup::{CgroupError, TaskCgroup};
 
@@ -312,6 +321,33 @@ pub async fn launch(
     cgroup: Option<&TaskCgroup>,
     supervisor_exe: &Path,
 ) -> Result<(Launched, TaskHandle), LaunchError> {
+    let body = request_body(
+        spec,
+        cgroup.map(TaskCgroup::procs_paths).unwrap_or_default(),
+    )?;
+
+    let (mut child, supervisor_pid, start_time) =
+        spawn_supervisor(&mut supervisor_command(supervisor_exe), supervisor_exe)?;
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().map(BufReader::new);
+    let pipes = stdin.zip(stdout.as_mut());
+    handshake(spec, child, pipes, &body, supervisor_pid, start_time).await
+}
+
+fn supervisor_command(supervisor_exe: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(supervisor_exe);
+    command
+        .arg(SUPERVISE_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(false);
+    command
+}
+
+/// The supervisor's request for `spec` (checked first), joining the `cgroup_procs` files, as JSON.
+fn request_body(spec: &TaskSpec, cgroup_procs: Vec<PathBuf>) -> Result<Vec<u8>, LaunchError> {
     validate(spec)?;
     let request = Request {
         argv: spec.argv.clone(),
@@ -319,53 +355,63 @@ pub async fn launch(
         sandbox: spec.sandbox.clone(),
         run_as: spec.run_as,
         log_limit_bytes: spec.log_limit_bytes,
-        cgroup_procs: cgroup.map(TaskCgroup::procs_paths).unwrap_or_default(),
+        cgroup_procs,
     };
-    let body = serde_json::to_vec(&request)
-        .map_err(|e| LaunchError::InvalidSpec(format!("cannot encode the task: {e}")))?;
+    serde_json::to_vec(&request)
+        .map_err(|e| LaunchError::InvalidSpec(format!("cannot encode the task: {e}")))
+}
 
-    let mut child = tokio::process::Command::new(supervisor_exe)
-        .arg(SUPERVISE_ARG)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|source| LaunchError::Spawn {
-            path: supervisor_exe.to_path_buf(),
-            source,
-        })?;
-    // Our unreaped child: its pid cannot be reused until we wait for it.
+/// Spawns a supervisor; returns it with its pid and start time. It stays our unreaped child, so
+/// its pid cannot be reused until we wait for it.
+fn spawn_supervisor(
+    command: &mut tokio::process::Command,
+    supervisor_exe: &Path,
+) -> Result<(tokio::process::Child, i32, Option<u64>), LaunchError> {
+    let child = command.spawn().map_err(|source| LaunchError::Spawn {
+        path: supervisor_exe.to_path_buf(),
+        source,
+    })?;
     let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     let start_time = process_start_time(supervisor_pid);
+    Ok((child, supervisor_pid, start_time))
+}
 
+/// Reads one answer line of at most [`MAX_REPLY`] bytes.
+async fn read_reply(stdout: &mut BufReader<ChildStdout>) -> Result<Reply, &'static str> {
+    let mut line = String::new();
+    (&mut *stdout)
+        .take(MAX_REPLY)
+        .read_line(&mut line)
+        .await
+        .map_err(|_| "cannot read its answer")?;
+    serde_json::from_str::<Reply>(line.trim_end()).map_err(|_| {
+        if line.is_empty() {
+            "it ended without answering"
+        } else {
+            "it answered garbage"
+        }
+    })
+}
+
+/// Sends the request to a supervisor and turns its answer into a running task or an error.
+async fn handshake(
+    spec: &TaskSpec,
+    mut child: tokio::process::Child,
+    pipes: Option<(ChildStdin, &mut BufReader<ChildStdout>)>,
+    body: &[u8],
+    supervisor_pid: i32,
+    start_time: Option<u64>,
+) -> Result<(Launched, TaskHandle), LaunchError> {
     let answer = async {
-        let mut stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let (mut stdin, stdout) = pipes.ok_or("no stdin or stdout pipe")?;
         // If it stopped reading, its answer (or its end) below says why.
-        let _ = stdin.write_all(&body).await;
+        let _ = stdin.write_all(body).await;
         drop(stdin);
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let mut line = String::new();
-        BufReader::new(stdout.take(MAX_REPLY))
-            .read_line(&mut line)
-            .await
-            .map_err(|_| "cannot read its answer")?;
-        Ok::<String, &str>(line)
+        read_reply(stdout).await
     };
-    let answer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await {
+    let reply = match tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await {
         Ok(a) => a,
         Err(_) => Err("no answer within 30 s"),
-    };
-    let reply = match answer {
-        Ok(line) => serde_json::from_str::<Reply>(line.trim_end()).map_err(|_| {
-            if line.is_empty() {
-                "it ended without answering"
-            } else {
-                "it answered garbage"
-            }
-        }),
-        Err(e) => Err(e),
     };
     match (reply, start_time) {
         (Ok(Reply::Started { task_pid }), Some(start)) if supervisor_pid > 1 && task_pid > 1 => {
@@ -409,6 +455,138 @@ pub async fn launch(
             let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
             Err(LaunchError::Supervisor(format!("{problem} ({status})")))
         }
+    }
+}
+
+/// A warm spare: a supervisor already started in warm mode (`__supervise --warm`), whose task
+/// process (the *stub*) is already forked, in its own process group and in the spare's cgroup,
+/// waiting for its task. [`Spare::launch`] then costs one request and one `exec`: neither the
+/// supervisor's `exec` nor the first cgroup attach (an RCU grace period, 7–20 ms) is on the
+/// launch's path.
+///
+/// Dropping it (or the agent dying) closes the supervisor's stdin: it kills the stub and exits.
+/// Its cgroup is the caller's to remove.
+#[derive(Debug)]
+pub struct Spare {
+    child: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    supervisor_pid: i32,
+    start_time: u64,
+    stub_pid: i32,
+    cgroup: Option<TaskCgroup>,
+}
+
+impl Spare {
+    /// Starts a warm supervisor whose stub joins `cgroup` (when given), and waits until it is
+    /// ready.
+    pub async fn prepare(
+        cgroup: Option<&TaskCgroup>,
+        supervisor_exe: &Path,
+    ) -> Result<Spare, LaunchError> {
+        let procs = cgroup.map(TaskCgroup::procs_paths).unwrap_or_default();
+        let mut command = supervisor_command(supervisor_exe);
+        command.arg(supervisor::WARM_ARG).args(&procs);
+        let (mut child, supervisor_pid, start_time) =
+            spawn_supervisor(&mut command, supervisor_exe)?;
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().map(BufReader::new);
+        let ready = async {
+            let reply = match stdout.as_mut() {
+                Some(out) => read_reply(out).await.map_err(str::to_owned),
+                None => Err("no stdout pipe".to_owned()),
+            };
+            match reply {
+                Ok(Reply::Ready { stub_pid }) if stub_pid > 1 => Ok(stub_pid),
+                Ok(Reply::Failed { message }) => Err(message),
+                Ok(_) => Err("it answered out of turn".to_owned()),
+                Err(e) => Err(e),
+            }
+        };
+        let ready = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ready).await {
+            Ok(r) => r,
+            Err(_) => Err("no answer within 30 s".to_owned()),
+        };
+        match (ready, stdin, stdout, start_time) {
+            (Ok(stub_pid), Some(stdin), Some(stdout), Some(start_time)) if supervisor_pid > 1 => {
+                tracing::debug!(supervisor_pid, stub_pid, "warm spare ready");
+                Ok(Spare {
+                    child,
+                    stdin,
+                    stdout,
+                    supervisor_pid,
+                    start_time,
+                    stub_pid,
+                    cgroup: cgroup.cloned(),
+                })
+            }
+            (ready, ..) => {
+                let problem = ready
+                    .err()
+                    .unwrap_or_else(|| "its pid could not be read".into());
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(LaunchError::Supervisor(format!("warm spare: {problem}")))
+            }
+        }
+    }
+
+    /// The cgroup its stub is in: set the task's limits on it before [`launch`](Spare::launch).
+    pub fn cgroup(&self) -> Option<&TaskCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// The warm supervisor's pid.
+    pub fn supervisor_pid(&self) -> i32 {
+        self.supervisor_pid
+    }
+
+    /// The stub's pid: the task's pid and process group once launched.
+    pub fn stub_pid(&self) -> i32 {
+        self.stub_pid
+    }
+
+    /// The record a launch in this spare will have, known before it starts (so it can be
+    /// checkpointed while the task `exec`s).
+    pub fn launched(&self) -> Launched {
+        Launched {
+            supervisor_pid: self.supervisor_pid,
+            supervisor_start_time: self.start_time,
+            task_pgid: self.stub_pid,
+        }
+    }
+
+    /// Whether its supervisor still runs (it may have been killed meanwhile).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Runs `spec` in the stub. Like [`launch`], but with the spare's cgroup as the task's;
+    /// [`LaunchError::Supervisor`] means the spare was broken (the task did not run), and a cold
+    /// [`launch`] may be tried instead.
+    pub async fn launch(mut self, spec: &TaskSpec) -> Result<(Launched, TaskHandle), LaunchError> {
+        // The stub joined the cgroup already.
+        let body = request_body(spec, Vec::new())?;
+        let pipes = Some((self.stdin, &mut self.stdout));
+        handshake(
+            spec,
+            self.child,
+            pipes,
+            &body,
+            self.supervisor_pid,
+            Some(self.start_time),
+        )
+        .await
+    }
+
+    /// Tells the supervisor to go (EOF on its stdin: it kills the stub and exits) and waits for
+    /// it, for up to a second.
+    pub async fn retire(self) {
+        let Spare {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
     }
 }
 

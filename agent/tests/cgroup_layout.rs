@@ -470,3 +470,93 @@ fn v1_without_the_memory_controller_means_no_isolation_with_the_cmdline_fix() {
         "{reason}"
     );
 }
+
+#[test]
+fn v2_spare_cgroups_get_neutral_names_beside_the_leaf_and_no_limits_until_they_get_a_task() {
+    let (dir, service) = v2_tree(ALL, ALL);
+    let iso = Isolation::setup(dir.path(), &proc_self_v2(), AGENT_PID);
+    let spare = iso
+        .create_spare("pi-a")
+        .unwrap()
+        .expect("v2 gives a cgroup");
+    let CgroupPaths::V2 { dir: spare_dir } = spare.paths().clone() else {
+        panic!("a v2 spare has a v2 path");
+    };
+    assert_eq!(spare_dir.parent(), Some(service.as_path()));
+    let name = spare_dir.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.starts_with("warm@pi-a@"), "{name}");
+    assert!(
+        !spare_dir.join("memory.max").exists(),
+        "a spare is created without limits"
+    );
+    spare.set_limits(limits(500, 32, 0)).unwrap();
+    assert_eq!(read(&spare_dir.join("cpu.max")), "50000 100000");
+    assert_eq!(read(&spare_dir.join("cpu.weight")), "50");
+    assert_eq!(
+        read(&spare_dir.join("memory.max")),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read(&spare_dir.join("pids.max")), "256");
+    // The next spare gets another name, even past a leftover that holds the next one.
+    let next: u64 = name.rsplit('@').next().unwrap().parse::<u64>().unwrap() + 1;
+    fs::create_dir(service.join(format!("warm@pi-a@{next}"))).unwrap();
+    let other = iso.create_spare("pi-a").unwrap().unwrap();
+    assert_ne!(other.paths(), spare.paths());
+    assert!(iso.create_spare("../x").is_err(), "agent ids are checked");
+}
+
+#[test]
+fn v2_spare_cgroups_left_by_an_earlier_run_are_found_but_not_checkpointed_ones_or_other_agents() {
+    let (dir, service) = v2_tree(ALL, ALL);
+    let iso = Isolation::setup(dir.path(), &proc_self_v2(), AGENT_PID);
+    let left = iso.create_spare("pi-a").unwrap().unwrap();
+    let holds_a_task = iso.create_spare("pi-a").unwrap().unwrap();
+    let other_agents = iso.create_spare("pi-b").unwrap().unwrap();
+    let cold = iso
+        .create_task("fw", "t", limits(1, 1, 1))
+        .unwrap()
+        .unwrap();
+    let stale = iso.stale_spare_cgroups("pi-a", &[holds_a_task.paths(), cold.paths()]);
+    assert_eq!(stale, vec![left.clone()]);
+    for cg in [&left, &holds_a_task, &other_agents] {
+        let CgroupPaths::V2 { dir } = cg.paths() else {
+            panic!("v2");
+        };
+        assert!(dir.starts_with(&service));
+    }
+    let no_iso = Isolation::None {
+        reason: "test".into(),
+    };
+    assert!(no_iso.create_spare("pi-a").unwrap().is_none());
+    assert!(no_iso.stale_spare_cgroups("pi-a", &[]).is_empty());
+}
+
+#[test]
+fn v1_spare_cgroups_have_the_same_neutral_name_in_every_hierarchy() {
+    let (dir, proc_self) = v1_tree(true);
+    let root = dir.path();
+    let iso = Isolation::setup(root, &proc_self, AGENT_PID);
+    let spare = iso.create_spare("pi-a").unwrap().unwrap();
+    let CgroupPaths::V1 {
+        memory, cpu, pids, ..
+    } = spare.paths().clone()
+    else {
+        panic!("a v1 spare has v1 paths");
+    };
+    let name = memory.file_name().unwrap().to_owned();
+    assert_eq!(cpu.file_name().unwrap(), name);
+    assert_eq!(pids.file_name().unwrap(), name);
+    assert_eq!(
+        memory,
+        root.join("memory")
+            .join(SERVICE)
+            .join("bramble")
+            .join(&name)
+    );
+    assert_eq!(
+        iso.stale_spare_cgroups("pi-a", &[]),
+        vec![spare.clone()],
+        "an unreferenced spare is stale"
+    );
+    assert!(iso.stale_spare_cgroups("pi-a", &[spare.paths()]).is_empty());
+}

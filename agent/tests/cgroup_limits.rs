@@ -7,15 +7,13 @@ use std::time::{Duration, Instant};
 
 use agent_nostd_core::agent::{Exit, Signal};
 use bramble_agent::cgroup::{CgroupPaths, Isolation, Limits, TaskCgroup};
-use bramble_agent::process::{self, launch, RawExit, TaskHandle, TaskSpec, STDOUT_FILE};
+use bramble_agent::process::{self, launch, RawExit, Spare, TaskSpec, STDOUT_FILE};
+use bramble_agent::warm::Launcher;
 
-/// Generous: only reached when something is broken.
-const TIMEOUT: Duration = Duration::from_secs(60);
+mod tasks;
+use tasks::{sandbox_at, supervisor, take_prepared, task_spec, wait, wait_until};
+
 const FRAMEWORK: &str = "cgtest";
-
-fn supervisor() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bramble-agent"))
-}
 
 fn isolation() -> Isolation {
     let iso = Isolation::from_system();
@@ -31,39 +29,18 @@ fn task_cgroup(iso: &Isolation, task_id: &str, limits: Limits) -> TaskCgroup {
         .expect("cgroups are in use")
 }
 
-fn sandbox() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let sb = dir.path().join("sandbox");
-    process::create_sandbox(&sb, None).unwrap();
-    (dir, sb)
-}
-
 fn spec(sandbox: &Path, task_id: &str, script: &str) -> TaskSpec {
-    TaskSpec {
-        framework_id: FRAMEWORK.into(),
-        task_id: task_id.into(),
-        agent_id: "pi-test".into(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![],
-        sandbox: sandbox.to_path_buf(),
-        run_as: None,
-        log_limit_bytes: 64 * 1024,
-    }
+    task_spec(
+        FRAMEWORK,
+        sandbox,
+        task_id,
+        &["sh", "-c", script],
+        64 * 1024,
+    )
 }
 
-async fn wait(handle: &mut TaskHandle) -> RawExit {
-    tokio::time::timeout(TIMEOUT, handle.wait())
-        .await
-        .expect("the task ends in time")
-}
-
-/// Polls `cond` until it holds, failing after [`TIMEOUT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+fn sandbox() -> (tempfile::TempDir, PathBuf) {
+    sandbox_at("sandbox")
 }
 
 fn dirs_of(cg: &TaskCgroup) -> Vec<PathBuf> {
@@ -320,4 +297,155 @@ async fn a_leftover_empty_cgroup_is_reused_with_higher_or_lower_limits() {
     let back = task_cgroup(&iso, "reuse", small);
     assert_eq!(read_limit().trim(), (16u64 << 20).to_string());
     remove_and_check(&back).await;
+}
+
+/// The line of `/proc/<pid>/cgroup` for `controller` (v1), or the unified one (v2).
+fn proc_cgroup_of(pid: i32, controller: Option<&str>) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find(|l| {
+            let field = l.split(':').nth(1).unwrap_or("");
+            match controller {
+                Some(c) => field.split(',').any(|f| f == c),
+                None => field.is_empty(),
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller:?} line in {text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_launch_through_the_warm_spare_runs_the_task_in_its_cgroup_with_the_requested_limits() {
+    let (mut launcher, mut ready) = Launcher::new("cg-warm", isolation(), supervisor(), 1);
+    launcher.refill();
+    take_prepared(&mut launcher, &mut ready).await;
+    let spare = launcher.spare().expect("the spare could be prepared");
+    let spare_cg = spare.cgroup().expect("cgroups are in use").clone();
+    let stub = spare.stub_pid();
+    assert_eq!(
+        spare_cg.pids().unwrap(),
+        vec![stub],
+        "the stub joined its cgroup before any launch"
+    );
+
+    let limits = Limits {
+        cpu_millis: 500,
+        mem_mib: 48,
+        pids_max: 16,
+    };
+    let (_dir, sb) = sandbox();
+    let s = spec(&sb, "warm-limits", "while [ ! -e go ]; do sleep 0.01; done");
+    let mut started = launcher.start(&s, limits).await.unwrap();
+    assert!(started.warm, "the task ran in the spare");
+    let cg = started.cgroup.clone().unwrap();
+    assert_eq!(cg, spare_cg);
+    let pid = started.launched.task_pgid;
+    assert_eq!(pid, stub);
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap().trim().to_owned();
+    let name = dirs_of(&cg)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    match cg.paths() {
+        CgroupPaths::V1 {
+            memory, cpu, pids, ..
+        } => {
+            assert_eq!(
+                read(memory.join("memory.limit_in_bytes")),
+                (48u64 << 20).to_string()
+            );
+            assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+            assert_eq!(read(cpu.join("cpu.shares")), "512");
+            assert_eq!(read(pids.join("pids.max")), "16");
+            for controller in ["memory", "cpu", "pids"] {
+                let line = proc_cgroup_of(pid, Some(controller));
+                assert!(line.ends_with(&format!("/{name}")), "{line}");
+            }
+        }
+        CgroupPaths::V2 { dir } => {
+            assert_eq!(read(dir.join("memory.max")), (48u64 << 20).to_string());
+            assert_eq!(read(dir.join("cpu.max")), "50000 100000");
+            assert_eq!(read(dir.join("pids.max")), "16");
+            let line = proc_cgroup_of(pid, None);
+            assert!(line.ends_with(&format!("/{name}")), "{line}");
+        }
+    }
+    std::fs::write(sb.join("go"), "").unwrap();
+    assert_eq!(wait(&mut started.handle).await, RawExit::Code(0));
+    assert!(!cg.oom_killed(false));
+    remove_and_check(&cg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn an_agent_that_stops_leaves_no_spare_supervisor_or_spare_cgroup_behind() {
+    let iso = isolation();
+    let cg = iso
+        .create_spare("cg-stale")
+        .unwrap()
+        .expect("cgroups are in use");
+    let spare = Spare::prepare(Some(&cg), &supervisor()).await.unwrap();
+    let (sup, stub) = (spare.supervisor_pid(), spare.stub_pid());
+    assert_eq!(cg.pids().unwrap(), vec![stub]);
+    // The agent goes without retiring its spare: the spare sees EOF and goes too.
+    drop(spare);
+    wait_until("the spare's supervisor and stub to be gone", || {
+        process::process_start_time(sup).is_none() && process::process_start_time(stub).is_none()
+    })
+    .await;
+    // The spare removed its empty cgroup on its way out.
+    for d in dirs_of(&cg) {
+        assert!(!d.exists(), "{} was removed", d.display());
+    }
+    assert!(iso.stale_spare_cgroups("cg-stale", &[]).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_spare_cgroup_left_behind_is_found_and_removed_at_the_next_start() {
+    let iso = isolation();
+    // As if the spare's supervisor had been SIGKILLed with its agent: nobody removed it.
+    let cg = iso
+        .create_spare("cg-left")
+        .unwrap()
+        .expect("cgroups are in use");
+    let kept = iso.create_spare("cg-left").unwrap().unwrap();
+    let stale = iso.stale_spare_cgroups("cg-left", &[kept.paths()]);
+    assert_eq!(stale, vec![cg.clone()]);
+    for s in &stale {
+        remove_and_check(s).await;
+    }
+    assert!(iso
+        .stale_spare_cgroups("cg-left", &[kept.paths()])
+        .is_empty());
+    remove_and_check(&kept).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_warm_task_over_its_memory_limit_is_oom_killed_and_reported_as_oom() {
+    let (mut launcher, mut ready) = Launcher::new("cg-warm-oom", isolation(), supervisor(), 1);
+    launcher.refill();
+    take_prepared(&mut launcher, &mut ready).await;
+    let limits = Limits {
+        cpu_millis: 1000,
+        mem_mib: 32,
+        pids_max: 0,
+    };
+    let (_dir, sb) = sandbox();
+    // As the cold test: `tail` keeps the whole line-less input in memory.
+    let s = spec(&sb, "warm-oom", "head -c 128M /dev/zero | tail");
+    let mut started = launcher.start(&s, limits).await.unwrap();
+    assert!(started.warm);
+    let raw = wait(&mut started.handle).await;
+    let cg = started.cgroup.clone().unwrap();
+    assert_eq!(
+        process::task_exit(raw, Some(&cg)),
+        Exit::OomKilled,
+        "raw exit {raw:?}"
+    );
+    remove_and_check(&cg).await;
 }

@@ -2,45 +2,22 @@
 //! exec failures, signals, running as another user and re-adoption after an agent restart.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use agent_nostd_core::agent::{Exit, Signal};
 use bramble_agent::process::{
-    self, adopt, launch, Adopted, LaunchError, RawExit, TaskHandle, TaskSpec, EXIT_FILE,
-    STDERR_FILE, STDOUT_FILE,
+    self, adopt, launch, Adopted, LaunchError, RawExit, TaskSpec, EXIT_FILE, STDERR_FILE,
+    STDOUT_FILE,
 };
 
-/// Generous: only reached when something is broken.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn supervisor() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bramble-agent"))
-}
+mod tasks;
+use tasks::{sandbox_at, supervisor, task_spec, wait, TIMEOUT};
 
 fn spec(sandbox: &Path, task_id: &str, argv: &[&str]) -> TaskSpec {
-    TaskSpec {
-        framework_id: "fw-test".into(),
-        task_id: task_id.into(),
-        agent_id: "pi-test".into(),
-        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-        env: vec![],
-        sandbox: sandbox.to_path_buf(),
-        run_as: None,
-        log_limit_bytes: 1 << 20,
-    }
+    task_spec("fw-test", sandbox, task_id, argv, 1 << 20)
 }
 
 fn sandbox() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let sb = dir.path().join("sandboxes/fw-test/task");
-    process::create_sandbox(&sb, None).unwrap();
-    (dir, sb)
-}
-
-async fn wait(handle: &mut TaskHandle) -> RawExit {
-    tokio::time::timeout(TIMEOUT, handle.wait())
-        .await
-        .expect("the task ends in time")
+    sandbox_at("sandboxes/fw-test/task")
 }
 
 async fn run(spec: &TaskSpec) -> RawExit {

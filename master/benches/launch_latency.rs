@@ -4,9 +4,13 @@
 //! It runs twice: with one task in flight at a time (the launch path alone) and with up to 8 (agents
 //! launch one process at a time, so queueing adds to the path). Prints p50, p90, p99 and max.
 //!
+//! Agents keep a warm spare (a task process ready in its cgroup) unless `--cold` is given, which
+//! measures every launch on the cold path (a new supervisor, a new cgroup, the first attach).
+//!
 //! ```sh
 //! cargo bench -p bramble --bench launch_latency            # 1,000 tasks
 //! cargo bench -p bramble --bench launch_latency -- 5000    # another count
+//! cargo bench -p bramble --bench launch_latency -- 1000 --cold
 //! ```
 
 use std::collections::HashMap;
@@ -35,6 +39,8 @@ struct Timer {
     accepted_at: HashMap<String, Instant>,
     latencies: Vec<Duration>,
     ended: usize,
+    /// Offers are suppressed while at the in-flight limit.
+    suppressed: bool,
 }
 
 impl Scheduler for Timer {
@@ -47,7 +53,13 @@ impl Scheduler for Timer {
                 .min(self.in_flight.saturating_sub(flying))
                 .min(self.wanted - self.launched);
             if n == 0 {
-                let _ = driver.decline(vec![offer.offer_id], Some(1));
+                // At the in-flight limit: hand the offer back and ask for no more until a task
+                // runs (a decline filter would hold the next launch back by its whole period).
+                let _ = driver.decline(vec![offer.offer_id], Some(0));
+                if !self.suppressed {
+                    self.suppressed = true;
+                    let _ = driver.suppress();
+                }
                 continue;
             }
             let first = self.next_id;
@@ -58,6 +70,7 @@ impl Scheduler for Timer {
                     argv: vec!["true".into()],
                     env: vec![],
                     resources: TASK,
+                    artifacts: Vec::new(),
                 })
                 .collect();
             let now = Instant::now();
@@ -77,7 +90,7 @@ impl Scheduler for Timer {
     /// pool and are launched on a later offer.
     fn error(
         &mut self,
-        _driver: &mut SchedulerDriver,
+        driver: &mut SchedulerDriver,
         code: ErrorCode,
         offer_id: Option<OfferId>,
         _message: &str,
@@ -90,6 +103,10 @@ impl Scheduler for Timer {
                 self.accepted_at.remove(t);
             }
             self.launched -= tasks.len();
+            if self.suppressed {
+                self.suppressed = false;
+                let _ = driver.revive();
+            }
         }
     }
 
@@ -97,6 +114,10 @@ impl Scheduler for Timer {
         if update.state == TaskState::Running {
             if let Some(at) = self.accepted_at.remove(&update.task_id) {
                 self.latencies.push(at.elapsed());
+            }
+            if self.suppressed && self.launched < self.wanted {
+                self.suppressed = false;
+                let _ = driver.revive();
             }
         }
         if update.state.is_terminal() {
@@ -140,12 +161,13 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let wanted = numbers.first().copied().unwrap_or(1000);
+    let warm = !std::env::args().any(|a| a == "--cold");
     for in_flight in [1, 8] {
-        measure(wanted, in_flight);
+        measure(wanted, in_flight, warm);
     }
 }
 
-fn measure(wanted: usize, in_flight: usize) {
+fn measure(wanted: usize, in_flight: usize, warm: bool) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let work = tempfile::tempdir().unwrap();
@@ -171,6 +193,11 @@ fn measure(wanted: usize, in_flight: usize) {
                 allocation_interval_ms: 50,
                 ..Config::default()
             },
+            warm_spares: if warm {
+                bramble_agent::config::DEFAULT_WARM_SPARES
+            } else {
+                0
+            },
         };
         let mut cluster = LocalCluster::start(options).unwrap();
         cluster.wait_for_agents(3).await;
@@ -183,6 +210,7 @@ fn measure(wanted: usize, in_flight: usize) {
             accepted_at: HashMap::new(),
             latencies: Vec::with_capacity(wanted),
             ended: 0,
+            suppressed: false,
         };
         let started = Instant::now();
         let done = scheduler::run(
@@ -195,8 +223,9 @@ fn measure(wanted: usize, in_flight: usize) {
         let mut l = done.latencies;
         l.sort();
         println!(
-            "accept -> RUNNING for {} tasks, at most {in_flight} in flight (3 agents, loopback, embedded broker)",
-            l.len()
+            "accept -> RUNNING for {} tasks, at most {in_flight} in flight (3 agents, loopback, embedded broker, {})",
+            l.len(),
+            if warm { "warm spares" } else { "cold launches" }
         );
         for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
             println!("  {name}: {:.2} ms", percentile(&l, p).as_secs_f64() * 1e3);

@@ -6,6 +6,12 @@
 //! under 6 KiB; an offers event for thousands of agents is the largest payload), and connections are
 //! capped.
 //!
+//! rumqttd never sets `TCP_NODELAY` on the connections it accepts, so with Nagle's algorithm and
+//! the clients' delayed ACKs a forwarded message could wait ~40 ms at each hop (accept → RUNNING
+//! took ~130 ms). Linux copies `TCP_NODELAY` from a listening socket to the sockets it accepts, so
+//! once rumqttd listens, [`start`] finds its listening socket among this process's descriptors and
+//! sets the option there ([`set_listener_nodelay`]).
+//!
 //! rumqttd has no shutdown and no persistence: the broker lives as long as the process, and retained
 //! messages (the master's `Hello`, the dashboard's status topics) are re-published by the master when
 //! it starts.
@@ -130,6 +136,17 @@ pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
         if TcpStream::connect_timeout(&connect_addr(config.listen), Duration::from_millis(100))
             .is_ok()
         {
+            match set_listener_nodelay(config.listen) {
+                Ok(0) => tracing::warn!(
+                    listen = %config.listen,
+                    "cannot find the broker's listening socket: its connections keep Nagle's algorithm"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    listen = %config.listen,
+                    "cannot set TCP_NODELAY on the broker's listening socket: {e}"
+                ),
+            }
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -138,6 +155,52 @@ pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
         listen: config.listen,
         reason: "it did not accept connections within 10 s".into(),
     })
+}
+
+/// Sets `TCP_NODELAY` on this process's listening TCP sockets bound to `listen`, so that every
+/// connection they accept from now on inherits it (Linux copies the option on accept). Returns how
+/// many sockets it set.
+#[allow(unsafe_code)] // borrowing a descriptor by number; see the SAFETY note
+pub fn set_listener_nodelay(listen: SocketAddr) -> std::io::Result<usize> {
+    use nix::sys::socket::{getsockname, getsockopt, setsockopt, sockopt, SockaddrStorage};
+    use std::os::fd::{AsRawFd as _, BorrowedFd};
+
+    let mut set = 0;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+            continue; // closed since the directory was read
+        };
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        // SAFETY: `fd` was open a moment ago and is only borrowed for the calls below; if another
+        // thread closed and reused it meanwhile, the checks below fail or find another socket,
+        // whose options are only read unless it is a listener on `listen`.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(local) = getsockname::<SockaddrStorage>(fd.as_raw_fd()) else {
+            continue;
+        };
+        let local: Option<SocketAddr> = if let Some(v4) = local.as_sockaddr_in() {
+            Some(SocketAddr::from((v4.ip(), v4.port())))
+        } else {
+            local
+                .as_sockaddr_in6()
+                .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+        };
+        if local != Some(listen) || !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+            continue;
+        }
+        setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(std::io::Error::from)?;
+        set += 1;
+    }
+    Ok(set)
 }
 
 /// Where a local client reaches a broker listening on `listen` (0.0.0.0 means loopback).
@@ -165,6 +228,70 @@ mod tests {
         let addr = free_port();
         start(&BrokerConfig::small(addr)).unwrap();
         assert!(TcpStream::connect(addr).is_ok());
+    }
+
+    #[test]
+    fn a_listener_set_to_nodelay_passes_it_to_the_connections_it_accepts() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(set_listener_nodelay(addr).unwrap(), 1);
+        let _client = TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(getsockopt(&accepted, sockopt::TcpNoDelay).unwrap());
+    }
+
+    /// The embedded broker's side of a client connection (in this process) has `TCP_NODELAY`.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_embedded_broker_accepts_connections_without_nagle() {
+        use nix::sys::socket::{getpeername, getsockopt, sockopt, SockaddrStorage};
+        use std::os::fd::{AsRawFd as _, BorrowedFd};
+        let addr = free_port();
+        start(&BrokerConfig::small(addr)).unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut found = None;
+            for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+                let fd: i32 = entry
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                // SAFETY: only read from, while this test holds its own sockets open.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let Ok(peer) = getpeername::<SockaddrStorage>(fd.as_raw_fd()) else {
+                    continue;
+                };
+                let peer = peer
+                    .as_sockaddr_in()
+                    .map(|v4| SocketAddr::from((v4.ip(), v4.port())));
+                if peer == Some(client_addr) {
+                    found = Some(getsockopt(&fd, sockopt::TcpNoDelay).unwrap());
+                }
+            }
+            if let Some(nodelay) = found {
+                assert!(nodelay, "the broker's socket keeps Nagle's algorithm");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the broker never accepted the connection"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn only_the_listener_on_the_given_address_is_changed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = free_port();
+        assert_eq!(set_listener_nodelay(other).unwrap(), 0);
+        drop(listener);
     }
 
     #[test]

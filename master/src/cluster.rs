@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use crate::broker::{self, BrokerConfig, BrokerError};
 use crate::driver::{self, BrokerAddr, Snapshot};
+use crate::web::WebState;
 use crate::Config;
 
 /// One agent of a local cluster.
@@ -47,6 +48,9 @@ pub struct ClusterOptions {
     pub supervisor: PathBuf,
     /// The master's settings.
     pub master: Config,
+    /// How many warm spares each agent keeps (0: none; agents' default:
+    /// [`DEFAULT_WARM_SPARES`](bramble_agent::config::DEFAULT_WARM_SPARES)).
+    pub warm_spares: u8,
 }
 
 impl ClusterOptions {
@@ -105,6 +109,8 @@ pub struct LocalCluster {
     pub broker: BrokerAddr,
     /// The cluster's snapshots, about once a second.
     pub snapshots: watch::Receiver<Snapshot>,
+    /// What the master shows on the web dashboard (serve it with [`crate::web::serve`]).
+    pub web: WebState,
     master: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     agents: Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
 }
@@ -127,13 +133,20 @@ impl LocalCluster {
         let (snap_tx, snapshots) = watch::channel(Snapshot::default());
         let (stop_master, stopped) = oneshot::channel::<()>();
         let master_broker = broker.clone();
+        let web = WebState::new();
+        let master_web = web.clone();
         let master = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) =
-                driver::run(options.master, master_broker, Some(snap_tx), shutdown).await
-            {
+            let run = driver::run_with_web(
+                options.master,
+                master_broker,
+                Some(snap_tx),
+                Some(master_web),
+                shutdown,
+            );
+            if let Err(e) = run.await {
                 error!("master: {e}");
             }
         });
@@ -151,7 +164,7 @@ impl LocalCluster {
                 }),
                 ..Overrides::default()
             };
-            let config = AgentConfig::from_toml(
+            let mut config = AgentConfig::from_toml(
                 "",
                 std::path::Path::new("(bramble up)"),
                 overrides,
@@ -161,6 +174,7 @@ impl LocalCluster {
                 id: spec.id.clone(),
                 source,
             })?;
+            config.warm_spares = options.warm_spares;
             let (stop, stopped) = oneshot::channel::<()>();
             let supervisor = options.supervisor.clone();
             let id = spec.id.clone();
@@ -189,6 +203,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             broker,
             snapshots,
+            web,
             master: Some((stop_master, master)),
             agents,
         })

@@ -46,6 +46,11 @@ pub struct Config {
     pub max_agents: usize,
     /// The most frameworks the master keeps; registrations beyond are refused.
     pub max_frameworks: usize,
+    /// Publish Home Assistant MQTT discovery configs for the agents and the cluster (see
+    /// [`crate::status`]).
+    pub ha_discovery: bool,
+    /// The Home Assistant discovery prefix (Home Assistant's default is `homeassistant`).
+    pub ha_prefix: String,
 }
 
 impl Default for Config {
@@ -66,6 +71,8 @@ impl Default for Config {
             max_held_events: 1_024,
             max_agents: 100_000,
             max_frameworks: 10_000,
+            ha_discovery: false,
+            ha_prefix: "homeassistant".to_owned(),
         }
     }
 }
@@ -100,6 +107,17 @@ impl Config {
         }
         if self.max_agents == 0 || self.max_frameworks == 0 {
             return bad("max_agents", "limits must be above 0");
+        }
+        if self.ha_discovery
+            && (self.ha_prefix.is_empty()
+                || self.ha_prefix.contains(['#', '+'])
+                || self.ha_prefix.starts_with('/')
+                || self.ha_prefix.ends_with('/'))
+        {
+            return bad(
+                "ha_prefix",
+                "must be a non-empty MQTT topic without wildcards or outer slashes",
+            );
         }
         Ok(())
     }

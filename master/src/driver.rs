@@ -12,8 +12,10 @@ use agent_nostd_core::topic::QoS;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
+use crate::status::StatusPublisher;
+use crate::web::WebState;
 use crate::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use bramble_sdk::broker::BrokerAddr;
@@ -50,6 +52,19 @@ pub async fn run(
     snapshots: Option<watch::Sender<Snapshot>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
+    run_with_web(config, broker, snapshots, None, shutdown).await
+}
+
+/// [`run`], also feeding `web` (the dashboard and `/metrics`): every status message, the core's
+/// counters and the duration of the timer ticks that ran an allocation round. `web` is closed when
+/// the master stops.
+pub async fn run_with_web(
+    config: Config,
+    broker: BrokerAddr,
+    snapshots: Option<watch::Sender<Snapshot>>,
+    web: Option<WebState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MasterError> {
     // The epoch tells agents and frameworks that this is a new master: the start time in ms is
     // unique per start (and never 0).
     let epoch = SystemTime::now()
@@ -58,7 +73,9 @@ pub async fn run(
         .max(1);
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
+    let mut status = StatusPublisher::new(&config, epoch);
     let mut core = MasterCore::new(config, epoch, now())?;
+    StatusPublisher::attach(&mut core);
     info!(%broker, epoch, "master starting");
 
     let mut options = MqttOptions::new("bramble-master", broker.host.clone(), broker.port);
@@ -108,6 +125,9 @@ pub async fn run(
         }
     });
 
+    // Retained status a previous master left on the broker: cleared unless this one republishes it.
+    let stale = crate::query::retained_topics(&broker, &status.stale_filters()).await;
+    status.clear_stale_at(stale, now() + crate::status::STALE_GRACE_MS);
     tokio::pin!(shutdown);
     let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -117,12 +137,30 @@ pub async fn run(
                 QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
                 QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
             };
-            if let Err(e) = client
+            match client
                 .publish(t.topic.clone(), qos, t.retain, t.payload())
+                .await
+            {
+                Ok(()) => trace!(topic = %t.topic, "queued a publish"),
+                Err(e) => warn!("cannot publish on {}: {e}", t.topic),
+            }
+        }
+        // The dashboard's retained status topics, after the protocol's own messages.
+        status.update(&mut core, now());
+        while let Some(t) = status.poll_transmit() {
+            if let Some(w) = &web {
+                w.publish(&t.topic, &t.payload);
+            }
+            let (qos, retain) = (rumqttc::QoS::AtLeastOnce, true);
+            if let Err(e) = client
+                .publish(t.topic.clone(), qos, retain, t.payload)
                 .await
             {
                 warn!("cannot publish on {}: {e}", t.topic);
             }
+        }
+        if let Some(w) = &web {
+            w.set_stats(core.stats());
         }
         let wake = core
             .poll_timeout()
@@ -130,8 +168,11 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some((topic, payload)) = incoming.recv() => {
+                trace!(%topic, len = payload.len(), "received a publish");
                 let result = if topic.starts_with(bramble_sdk::protocol::FRAMEWORK_PREFIX) {
                     core.handle_framework_bytes(now(), &topic, &payload)
+                } else if topic.starts_with(crate::core::OPERATOR_PREFIX) {
+                    core.handle_operator_bytes(now(), &topic, &payload)
                 } else {
                     core.handle_agent_bytes(now(), &topic, &payload)
                 };
@@ -140,7 +181,14 @@ pub async fn run(
                     warn!(%topic, len = payload.len(), ?s, "dropped a message: {e}");
                 }
             }
-            () = sleep_until(wake) => core.handle_timeout(now()),
+            () = sleep_until(wake) => {
+                let rounds = core.stats().allocation_rounds;
+                let started_at = std::time::Instant::now();
+                core.handle_timeout(now());
+                if let Some(w) = web.as_ref().filter(|_| core.stats().allocation_rounds != rounds) {
+                    w.observe_round(started_at.elapsed());
+                }
+            }
             _ = snapshot_tick.tick(), if snapshots.is_some() => {
                 if let Some(tx) = &snapshots {
                     let frameworks = core
@@ -165,6 +213,9 @@ pub async fn run(
         }
     }
     info!("master stopping");
+    if let Some(w) = &web {
+        w.close();
+    }
     let _ = client.try_disconnect();
     poller.abort();
     debug!("master stopped");

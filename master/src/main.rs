@@ -1,7 +1,16 @@
 //! `bramble`: the master and the operator's command line.
 //!
 //! - `bramble up`: a whole local cluster (embedded broker, master, 3 agents) and the demo frameworks.
-//! - `bramble master`: the master, with its embedded broker or against an external one (`--broker`).
+//! - `bramble master`: the master, with its embedded broker or against an external one (`--broker`),
+//!   and its HTTP server (`--http`, default `0.0.0.0:8080`): the web dashboard, `/metrics`, and
+//!   the files of `--artifacts DIR` (default `/var/lib/bramble/artifacts`) at `/artifacts/NAME` for
+//!   agents to fetch.
+//! - `bramble status|agents|frameworks|tasks|offers`: what a running master publishes on its retained
+//!   status topics, as tables or `--json`.
+//! - `bramble run -- CMD ARGS…`: one task through a one-off framework, exiting with its exit code;
+//!   `bramble kill TASK`: the operator's kill.
+//! - `bramble deploy`: the agent pushed to the boards of an inventory over SSH (see
+//!   `bramble::deploy`).
 //!
 //! Hidden: `bramble __supervise …` supervises a task (as `bramble-agent` does), `bramble __agent …`
 //! runs an agent (the `bramble-agent` command line), and `bramble __exec FRAMEWORK …` runs a demo
@@ -13,6 +22,7 @@ use std::process::ExitCode;
 
 use bramble::broker::{self, BrokerConfig};
 use bramble::driver::{self, BrokerAddr};
+use bramble::web;
 use bramble::Config;
 use clap::{Parser, Subcommand};
 
@@ -37,6 +47,10 @@ enum Command {
         /// Where the agents keep their work directories (default: a new temporary directory).
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// Where the web dashboard and /metrics listen (default: 127.0.0.1:8080, or a free port
+        /// when that is taken).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
     /// Run the master.
     Master {
@@ -49,7 +63,131 @@ enum Command {
         /// Seconds between allocation rounds.
         #[arg(long, default_value_t = 1.0)]
         allocation_interval: f64,
+        /// Publish Home Assistant MQTT discovery configs for the agents and the cluster.
+        #[arg(long)]
+        ha_discovery: bool,
+        /// The Home Assistant discovery prefix.
+        #[arg(long, default_value = "homeassistant", value_name = "PREFIX")]
+        ha_prefix: String,
+        /// Where the HTTP server listens: the web dashboard, /metrics and /artifacts/NAME.
+        #[arg(long, value_name = "ADDR", default_value = bramble::http::DEFAULT_HTTP_LISTEN)]
+        http: SocketAddr,
+        /// Serve no HTTP at all.
+        #[arg(long, conflicts_with = "http")]
+        no_http: bool,
+        /// The directory whose regular files are served as GET /artifacts/NAME (put a file there
+        /// and name it in a task with its `sha256sum`).
+        #[arg(long, value_name = "DIR", default_value = bramble::http::DEFAULT_ARTIFACTS_DIR)]
+        artifacts: PathBuf,
     },
+    /// Show the cluster summary (from the master's retained status topics).
+    Status(QueryArgs),
+    /// List the agents.
+    Agents(QueryArgs),
+    /// List the frameworks.
+    Frameworks(QueryArgs),
+    /// List the tasks (running, and the latest ended ones of each framework).
+    Tasks(QueryArgs),
+    /// List the outstanding offers.
+    Offers(QueryArgs),
+    /// Run a command once as a task on an agent that fits, and exit with its exit code.
+    Run(RunArgs),
+    /// Kill a task (`TASK_ID`, or `FRAMEWORK_ID/TASK_ID` when several frameworks use the id) and
+    /// wait until it ended.
+    Kill {
+        /// The task.
+        task: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 5)]
+        grace: u32,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+    /// Push the agent to the boards of an inventory over SSH, install and start it, and wait until
+    /// each registers. Re-running it upgrades in place.
+    Deploy {
+        /// The inventory: a TOML file of `[[board]]`s (see cross/inventory.example.toml).
+        #[arg(long, value_name = "FILE")]
+        inventory: PathBuf,
+        /// The broker the agents use (default: this machine's address on the route to each board,
+        /// port 1883; registrations are then watched on 127.0.0.1:1883).
+        #[arg(long, value_name = "mqtt://HOST:PORT")]
+        master: Option<String>,
+        /// Where cross/build.sh left the tarballs (default: $CARGO_TARGET_DIR/dist or target/dist).
+        #[arg(long, value_name = "DIR")]
+        dist: Option<PathBuf>,
+        /// Boards deployed to at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// An extra ssh/scp option, as for `ssh -o` (repeatable), e.g.
+        /// StrictHostKeyChecking=accept-new.
+        #[arg(long = "ssh-option", value_name = "OPTION")]
+        ssh_options: Vec<String>,
+        /// ssh's ConnectTimeout, in seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+        connect_timeout: u64,
+        /// Seconds each agent has to register once installed.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        register_timeout: u64,
+        /// Start the agents without systemd (install.sh --no-systemd: setsid, a pid file).
+        #[arg(long)]
+        no_systemd: bool,
+    },
+}
+
+/// `bramble run [OPTIONS] -- CMD ARGS…`
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The cluster's broker.
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        value_name = "mqtt://HOST:PORT"
+    )]
+    broker: String,
+    /// CPU cores for the task (e.g. 0.5).
+    #[arg(long, default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory for the task, in MiB.
+    #[arg(long, default_value_t = 32)]
+    mem: u32,
+    /// Disk for the task, in MiB.
+    #[arg(long, default_value_t = 0)]
+    disk: u32,
+    /// Run only on an agent with this attribute (repeat for several).
+    #[arg(long = "constraint", value_name = "KEY=VALUE", value_parser = key_value)]
+    constraints: Vec<(String, String)>,
+    /// The framework's name.
+    #[arg(long, default_value = "bramble-run")]
+    name: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// How the queries reach a running master's status topics.
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// The broker the master publishes on.
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        value_name = "mqtt://HOST:PORT"
+    )]
+    broker: String,
+    /// Print JSON (the status topics' payloads) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +214,9 @@ fn main() -> ExitCode {
                 let default = match cli.command {
                     Command::Up { .. } => "warn,rumqttd=off",
                     Command::Master { .. } => "info,rumqttd::router::routing=off",
+                    // The CLI commands (deploy's progress bars and summary among them) say it
+                    // all; warnings name what failed.
+                    _ => "warn",
                 };
                 tracing_subscriber::EnvFilter::new(default)
             }),
@@ -94,12 +235,61 @@ fn main() -> ExitCode {
             listen,
             broker,
             allocation_interval,
-        } => runtime.block_on(master(listen, broker, allocation_interval)),
+            ha_discovery,
+            ha_prefix,
+            http,
+            no_http,
+            artifacts,
+        } => {
+            let config = Config {
+                ha_discovery,
+                ha_prefix,
+                ..Config::default()
+            };
+            let http = (!no_http).then_some((http, artifacts));
+            runtime.block_on(master(listen, broker, allocation_interval, config, http))
+        }
+        Command::Status(q) => runtime.block_on(query(Query::Status, q)),
+        Command::Agents(q) => runtime.block_on(query(Query::Agents, q)),
+        Command::Frameworks(q) => runtime.block_on(query(Query::Frameworks, q)),
+        Command::Tasks(q) => runtime.block_on(query(Query::Tasks, q)),
+        Command::Offers(q) => runtime.block_on(query(Query::Offers, q)),
+        Command::Run(args) => return runtime.block_on(run_once(args)),
+        Command::Kill { task, grace, query } => runtime.block_on(kill(&task, grace, query)),
         Command::Up {
             listen,
             no_demo,
             work_dir,
-        } => runtime.block_on(bramble::up::run(listen, !no_demo, work_dir)),
+            http,
+        } => runtime.block_on(bramble::up::run(listen, !no_demo, work_dir, http)),
+        Command::Deploy {
+            inventory,
+            master,
+            dist,
+            parallel,
+            ssh_options,
+            connect_timeout,
+            register_timeout,
+            no_systemd,
+        } => {
+            let dist = dist.unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+                    .join("dist")
+            });
+            let options = bramble::deploy::Options {
+                inventory,
+                master,
+                dist,
+                parallel: parallel.into(),
+                ssh_options,
+                connect_timeout: std::time::Duration::from_secs(connect_timeout),
+                register_timeout: std::time::Duration::from_secs(register_timeout),
+                no_systemd,
+                progress: true,
+            };
+            runtime.block_on(deploy(options))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +321,8 @@ async fn master(
     listen: SocketAddr,
     broker: Option<String>,
     allocation_interval: f64,
+    config: Config,
+    http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
     let addr = match broker {
         Some(url) => BrokerAddr::parse(&url).map_err(|e| e.to_string())?,
@@ -149,13 +341,214 @@ async fn master(
     }
     let config = Config {
         allocation_interval_ms: (allocation_interval * 1000.0) as u64,
-        ..Config::default()
+        ..config
     };
-    driver::run(config, addr, None, ctrl_c())
+    let web = http.as_ref().map(|_| web::WebState::new());
+    let server = match (http, &web) {
+        (Some((addr, dir)), Some(state)) => {
+            let listener = web::bind(addr).await.map_err(|e| e.to_string())?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            if !dir.is_dir() {
+                tracing::warn!(
+                    "the artifact directory {} does not exist: every artifact is a 404",
+                    dir.display()
+                );
+            }
+            println!(
+                "dashboard on {url}  (metrics: {url}metrics; artifacts from {} at {url}artifacts/NAME)",
+                dir.display(),
+                url = web::url(bound),
+            );
+            let router = bramble::http::Routes::new()
+                .artifacts(dir)
+                .merge(web::routes(state.clone()))
+                .build();
+            Some(tokio::spawn(web::serve(listener, router, ctrl_c())))
+        }
+        _ => None,
+    };
+    let outcome = driver::run_with_web(config, addr, None, web, ctrl_c()).await;
+    if let Some(server) = server {
+        match server.await {
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("the HTTP server: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    outcome.map_err(|e| e.to_string())
+}
+
+/// `bramble deploy`: the summary on stdout; an error when any board failed.
+async fn deploy(options: bramble::deploy::Options) -> Result<(), String> {
+    let outcomes = bramble::deploy::run(options)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    print!("{}", bramble::deploy::summary(&outcomes));
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} of {} boards failed", outcomes.len()))
+    }
 }
 
 async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Query {
+    Status,
+    Agents,
+    Frameworks,
+    Tasks,
+    Offers,
+}
+
+/// The broker of `args` and what its retained status topics hold, within `--timeout`.
+async fn collect(
+    args: &QueryArgs,
+) -> Result<
+    (
+        BrokerAddr,
+        std::time::Duration,
+        bramble::query::StatusSnapshot,
+    ),
+    String,
+> {
+    let addr = BrokerAddr::parse(&args.broker).map_err(|e| e.to_string())?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err("--timeout must be a positive number of seconds".into());
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    let snapshot = bramble::query::collect(&addr, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((addr, timeout, snapshot))
+}
+
+/// `bramble status|agents|frameworks|tasks|offers`: reads the retained status topics and prints them.
+async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
+    use bramble::query;
+    let (addr, _, snapshot) = collect(&args).await?;
+    let kind = match what {
+        Query::Status => {
+            let cluster = snapshot.cluster().ok_or_else(|| {
+                format!("no cluster status on {addr}: is a master running there?")
+            })?;
+            if args.json {
+                println!("{cluster:#}");
+            } else {
+                print!("{}", query::render_cluster(cluster));
+            }
+            return Ok(());
+        }
+        Query::Agents => "agent",
+        Query::Frameworks => "framework",
+        Query::Tasks => "task",
+        Query::Offers => "offer",
+    };
+    let items = snapshot.kind(kind);
+    if args.json {
+        let array = serde_json::Value::Array(items.into_iter().cloned().collect());
+        println!("{array:#}");
+        return Ok(());
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let table = match what {
+        Query::Agents => query::render_agents(&items),
+        Query::Frameworks => query::render_frameworks(&items),
+        Query::Tasks => query::render_tasks(&items),
+        Query::Offers | Query::Status => query::render_offers(&items, now_ms),
+    };
+    print!("{table}");
+    Ok(())
+}
+
+/// `bramble run`: one task through a one-off framework; the exit code is the task's.
+async fn run_once(args: RunArgs) -> ExitCode {
+    use bramble::run::{OneShot, RunSpec};
+    let fail = |msg: String| {
+        eprintln!("bramble run: {msg}");
+        ExitCode::from(2)
+    };
+    let addr = match BrokerAddr::parse(&args.broker) {
+        Ok(a) => a,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !(args.cpus.is_finite() && args.cpus > 0.0 && args.cpus <= 1_000.0) {
+        return fail("--cpus must be a number of cores above 0".into());
+    }
+    let cpu_millis = ((args.cpus * 1000.0).round() as u32).max(1);
+    let pid = std::process::id();
+    let spec = RunSpec {
+        task_id: format!("run-{pid}"),
+        argv: args.command,
+        resources: agent_nostd_core::Resources::new(cpu_millis, args.mem, args.disk),
+        constraints: args.constraints,
+    };
+    let mut registration = bramble_sdk::protocol::Register::new(&args.name);
+    // A short failover: a one-off task does not outlive its command line for long.
+    registration.failover_timeout_ms = 10_000;
+    let config = bramble_sdk::scheduler::SchedulerConfig {
+        broker_host: addr.host,
+        broker_port: addr.port,
+        client_name: format!("bramble-run-{pid}"),
+        registration,
+    };
+    match bramble_sdk::scheduler::run_until(config, OneShot::new(spec), ctrl_c()).await {
+        Ok(done) if done.ended.is_none() => ExitCode::from(130),
+        Ok(done) => ExitCode::from(done.exit_status()),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// `bramble kill TASK`: asks the master to kill the task, then waits for its status to show the end.
+async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
+    use bramble::query;
+    let (addr, timeout, snapshot) = collect(&args).await?;
+    let (fid, tid, task) = query::find_task(&snapshot, spec)?;
+    if query::task_ended(task) {
+        return Err(format!(
+            "task {fid}/{tid} already ended ({})",
+            task["state"]
+        ));
+    }
+    let grace_ms = grace_s.saturating_mul(1_000);
+    let command = serde_json::json!({"framework_id": fid, "task_id": tid, "grace_ms": grace_ms});
+    query::publish_once(
+        &addr,
+        bramble::core::OPERATOR_KILL_TOPIC,
+        command.to_string().into_bytes(),
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    eprintln!("bramble kill: asked the master to kill {fid}/{tid}");
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(u64::from(grace_ms))
+        + timeout
+        + std::time::Duration::from_secs(10);
+    loop {
+        let snapshot = query::collect(&addr, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let topic = bramble::status::task_topic(&fid, &tid);
+        match snapshot.entries.get(&topic) {
+            Some(t) if query::task_ended(t) => {
+                println!("{fid}/{tid}: {}", t["state"].as_str().unwrap_or("ended"));
+                return Ok(());
+            }
+            None => {
+                println!("{fid}/{tid}: gone");
+                return Ok(());
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{fid}/{tid} has not ended yet"));
+            }
+            Some(_) => {}
+        }
+    }
 }

@@ -10,10 +10,20 @@ use std::time::Duration;
 
 use crate::cluster::{ClusterBroker, ClusterOptions, LocalCluster};
 use crate::driver::Snapshot;
+use crate::web;
 use crate::Config;
 
-/// Runs `bramble up` until Ctrl-C.
-pub async fn run(listen: SocketAddr, demo: bool, work_dir: Option<PathBuf>) -> Result<(), String> {
+/// Where `bramble up` serves the dashboard unless told otherwise (a free port when it is taken).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// Runs `bramble up` until Ctrl-C. The dashboard listens on `http`, or on [`DEFAULT_HTTP`] (or a
+/// free port) when `None`.
+pub async fn run(
+    listen: SocketAddr,
+    demo: bool,
+    work_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+) -> Result<(), String> {
     let (work_dir, _temp) = match work_dir {
         Some(dir) => (dir, None),
         None => {
@@ -31,9 +41,36 @@ pub async fn run(listen: SocketAddr, demo: bool, work_dir: Option<PathBuf>) -> R
         work_dir: work_dir.clone(),
         supervisor: exe.clone(),
         master: Config::default(),
+        warm_spares: bramble_agent::config::DEFAULT_WARM_SPARES,
     };
+    let listener = match http {
+        Some(addr) => web::bind(addr).await.map_err(|e| e.to_string())?,
+        None => {
+            let default: SocketAddr = DEFAULT_HTTP.parse().map_err(|e| format!("{e}"))?;
+            match web::bind(default).await {
+                Ok(l) => l,
+                Err(_) => web::bind(SocketAddr::new(default.ip(), 0))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+    };
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut cluster = LocalCluster::start(options).map_err(|e| e.to_string())?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(web::serve(
+        listener,
+        web::routes(cluster.web.clone()),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     println!("Bramble local cluster");
+    println!(
+        "  dashboard     {}  (Prometheus metrics: {}metrics)",
+        web::url(http_addr),
+        web::url(http_addr)
+    );
     println!(
         "  MQTT broker   {}  (watch it: mosquitto_sub -h {} -p {} -t 'bramble/v1/#' -v)",
         cluster.broker, cluster.broker.host, cluster.broker.port
@@ -73,6 +110,8 @@ pub async fn run(listen: SocketAddr, demo: bool, work_dir: Option<PathBuf>) -> R
     };
     println!("stopping the cluster");
     cluster.stop().await;
+    let _ = stop_http.send(());
+    let _ = server.await;
     outcome
 }
 

@@ -160,6 +160,40 @@ fn a_duplicated_status_update_is_acked_again_but_forwarded_once() {
 }
 
 #[test]
+fn an_older_update_resent_after_a_newer_one_is_acked_but_does_not_roll_the_task_back() {
+    let (mut core, fid) = with_task();
+    // Pipelined: STARTING (1) and RUNNING (2) arrive in order; STARTING's resend comes late.
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Starting)).unwrap();
+    send_agent(&mut core, 2, "pi", &status(&fid, 2, TaskState::Running)).unwrap();
+    drain(&mut core);
+    send_agent(&mut core, 3, "pi", &status(&fid, 1, TaskState::Starting)).unwrap();
+    let out = drain(&mut core);
+    assert!(events(&out).is_empty(), "not forwarded again");
+    assert!(matches!(
+        agent_msgs(&out)[..],
+        [(_, MasterMsg::StatusAck(ref a))] if a.update_id == 1
+    ));
+    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
+    assert_eq!(core.stats().duplicate_status_updates, 1);
+}
+
+#[test]
+fn update_ids_compare_across_wrap_around() {
+    let (mut core, fid) = with_task();
+    send_agent(
+        &mut core,
+        2,
+        "pi",
+        &status(&fid, u32::MAX, TaskState::Starting),
+    )
+    .unwrap();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    drain(&mut core);
+    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
+    assert_eq!(core.stats().duplicate_status_updates, 0);
+}
+
+#[test]
 fn a_status_update_from_an_unknown_agent_is_not_acked_and_asks_it_to_reregister() {
     let (mut core, fid) = with_task();
     send_agent(
@@ -442,4 +476,60 @@ fn a_stale_duplicate_reregistration_does_not_revive_an_ended_task() {
         [(_, MasterMsg::RegisterAck(_))]
     ));
     assert_eq!(core.check_invariants(), Ok(()));
+}
+
+#[test]
+fn successive_allocation_rounds_start_at_successive_agents_so_first_offers_spread() {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    for agent in ["a", "b", "c"] {
+        send_agent(&mut core, 0, agent, &AgentMsg::Register(info(agent))).unwrap();
+    }
+    core.handle_framework_bytes(
+        0,
+        &proto::register_topic("fw"),
+        &Call::Register(Register::new("fw")).encode(),
+    )
+    .unwrap();
+    // A framework that launches on the first offer of each round and hands back the rest.
+    let mut firsts = Vec::new();
+    let mut now = 0;
+    for n in 0..6 {
+        core.handle_timeout(now);
+        let offers = events(&drain(&mut core))
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Offers(offers) => Some(offers),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("round {n} made offers"));
+        assert_eq!(offers.len(), 3, "every agent has room");
+        firsts.push(offers[0].agent.agent_id.clone());
+        let accept = Call::Accept(Accept {
+            offer_id: offers[0].offer_id,
+            tasks: vec![TaskInfo::new(
+                &format!("t{n}"),
+                &["/bin/true"],
+                Resources::new(100, 16, 0),
+            )],
+        });
+        let decline = Call::Decline(proto::Decline {
+            offer_ids: offers[1..].iter().map(|o| o.offer_id).collect(),
+            refuse_seconds: Some(0),
+        });
+        for call in [accept, decline] {
+            core.handle_framework_bytes(now, &proto::call_topic("fw"), &call.encode())
+                .unwrap();
+        }
+        drain(&mut core);
+        now = core.poll_timeout().expect("another round is due").max(now);
+    }
+    // Never the same agent twice in a row, and each one twice over six rounds.
+    assert!(firsts.windows(2).all(|w| w[0] != w[1]), "{firsts:?}");
+    for agent in ["a", "b", "c"] {
+        assert_eq!(
+            firsts.iter().filter(|f| *f == agent).count(),
+            2,
+            "{firsts:?}"
+        );
+    }
 }

@@ -2,50 +2,20 @@
 //! processes, and the pi, wordcount and sensor frameworks through the SDK.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::demo::{executor, scheduler_config, Watched};
 use bramble::driver::BrokerAddr;
-use bramble::Config;
 use bramble_pi::{PiOptions, PiScheduler};
 use bramble_sdk::scheduler;
 use bramble_sensor::{SensorOptions, SensorScheduler};
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
 
-const BRAMBLE: &str = env!("CARGO_BIN_EXE_bramble");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn options(broker: ClusterBroker, work: &Path, agents: Vec<AgentSpec>) -> ClusterOptions {
-    ClusterOptions {
-        broker,
-        agents,
-        work_dir: work.to_owned(),
-        supervisor: PathBuf::from(BRAMBLE),
-        master: Config {
-            allocation_interval_ms: 200,
-            ..Config::default()
-        },
-    }
-}
+mod support;
+use support::{cluster_options, free_port, kill_processes_below, runtime, AgentProcess, BRAMBLE};
 
 /// A text with a known word count: a few words repeated by known amounts, over several chunks.
 fn corpus() -> (String, BTreeMap<String, u64>) {
@@ -113,8 +83,12 @@ async fn pi_and_wordcount(broker: &BrokerAddr, work: &Path) {
 
 async fn cluster_runs_pi_and_wordcount(broker: ClusterBroker) {
     let work = tempfile::tempdir().unwrap();
-    let mut cluster =
-        LocalCluster::start(options(broker, work.path(), ClusterOptions::demo_agents())).unwrap();
+    let mut cluster = LocalCluster::start(cluster_options(
+        broker,
+        work.path(),
+        ClusterOptions::demo_agents(),
+    ))
+    .unwrap();
     tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
         .await
         .expect("3 agents register");
@@ -176,45 +150,6 @@ fn three_agents_run_pi_and_wordcount_at_once_through_mosquitto() {
     )));
 }
 
-/// An agent as its own process (`bramble __agent`), so it can be SIGKILLed.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(id: &str, broker: &BrokerAddr, work: &Path) -> AgentProcess {
-        let child = Command::new(BRAMBLE)
-            .args(["__agent", "--agent-id", id, "--attribute", "sensor=bme280"])
-            .arg("--broker")
-            .arg(broker.to_string())
-            .arg("--work-dir")
-            .arg(work.join(id))
-            .env("BRAMBLE_LOG", "warn")
-            .spawn()
-            .unwrap();
-        AgentProcess(child)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Kills every process whose working directory is below `dir` (tasks orphaned by a killed agent).
-fn kill_processes_below(dir: &Path) {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
-            if cwd.starts_with(dir) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_killed_agent_is_noticed_and_the_sensor_reader_is_replaced_on_another_board() {
     let work = tempfile::tempdir().unwrap();
@@ -225,14 +160,16 @@ fn a_killed_agent_is_noticed_and_the_sensor_reader_is_replaced_on_another_board(
             attributes: vec![],
             capacity: agent_nostd_core::Resources::new(1000, 512, 1024),
         }];
-        let mut cluster = LocalCluster::start(options(broker, work.path(), plain)).unwrap();
+        let mut cluster = LocalCluster::start(cluster_options(broker, work.path(), plain)).unwrap();
         let mut a = Some(AgentProcess::start(
             "sensor-a",
+            "sensor=bme280",
             &cluster.broker,
             work.path(),
         ));
         let mut b = Some(AgentProcess::start(
             "sensor-b",
+            "sensor=bme280",
             &cluster.broker,
             work.path(),
         ));
@@ -284,7 +221,7 @@ fn a_killed_agent_is_noticed_and_the_sensor_reader_is_replaced_on_another_board(
         );
 
         // A replacement board with the sensor comes up: the reader is placed there.
-        let _c = AgentProcess::start("sensor-c", &cluster.broker, work.path());
+        let _c = AgentProcess::start("sensor-c", "sensor=bme280", &cluster.broker, work.path());
         tokio::time::timeout(
             Duration::from_secs(30),
             placed.wait_for(|p| p.as_slice() == ["sensor-b", "sensor-c"]),
@@ -308,9 +245,12 @@ fn garbage_on_every_bramble_topic_is_counted_and_dropped_and_the_cluster_keeps_w
     runtime().block_on(async {
         let work = tempfile::tempdir().unwrap();
         let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let mut cluster =
-            LocalCluster::start(options(broker, work.path(), ClusterOptions::demo_agents()))
-                .unwrap();
+        let mut cluster = LocalCluster::start(cluster_options(
+            broker,
+            work.path(),
+            ClusterOptions::demo_agents(),
+        ))
+        .unwrap();
         tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
             .await
             .expect("3 agents register");

@@ -172,16 +172,6 @@ pub fn run_task() -> RunTask {
 }
 
 pub fn typical_master_msgs() -> [(&'static str, MasterMsg); 7] {
-    let mut with_artifact = run_task();
-    with_artifact
-        .artifacts
-        .push(Artifact {
-            url: s("http://m:8080/a"),
-            sha256: [0xAB; 32],
-            executable: true,
-        })
-        .unwrap();
-    let _ = with_artifact;
     [
         ("hello", MasterMsg::Hello { master_epoch: 1 }),
         (
@@ -230,6 +220,7 @@ pub fn max_master_msgs() -> [(&'static str, MasterMsg); 7] {
             url: full('u'),
             sha256: [0xFF; 32],
             executable: true,
+            name: full('n'),
         })
         .is_ok()
     {}

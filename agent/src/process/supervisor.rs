@@ -2,6 +2,12 @@
 //!
 //! # Protocol
 //!
+//! 0. Warm mode only (`__supervise --warm <cgroup.procs>…`, a *spare*): before any request, the
+//!    supervisor forks the task's process at once (the *stub*, see below) and answers
+//!    `{"ready":{"stub_pid":N}}` once the stub has its own process group and has joined the cgroup
+//!    files named on the command line (or `{"failed":…}` and exits). It then waits: EOF on stdin
+//!    without a request means the agent is gone or retired the spare, so it kills the stub,
+//!    removes the (now empty) cgroup directories and exits 0.
 //! 1. The agent writes one JSON [`Request`] to the supervisor's stdin and closes it.
 //! 2. The supervisor answers one JSON line on stdout, a [`Reply`]: `{"started":{"task_pid":N}}`
 //!    once the task's `exec` succeeded, or `{"failed":{"message":"…"}}`, then points its stdin and
@@ -14,6 +20,15 @@
 //! before `fork`; the child then only makes async-signal-safe system calls and never allocates.
 //! If a step fails, it writes the step and `errno` (8 bytes) to a close-on-exec pipe and exits
 //! 127; a successful `exec` closes the pipe, which the supervisor reads as success.
+//!
+//! In warm mode the stub is forked before the request exists, while the supervisor still has one
+//! thread, so the stub may allocate. It points its stdin and stdout at `/dev/null` (the agent's
+//! pipes must not outlive the supervisor through it), calls `setpgid(0, 0)`, writes `0` to each
+//! `cgroup.procs` (the costly first attach, paid before any launch), says so with one byte on a
+//! ready pipe, then blocks reading the request from a task pipe. The supervisor forwards the
+//! request there once it has checked it; the stub builds its `exec` arguments and goes on with the
+//! same steps (sandbox, stdio, credentials, `exec`) and the same status pipe as a cold task. EOF
+//! on the task pipe (the supervisor died) makes the stub exit.
 //!
 //! The supervisor has no log subscriber and its stderr is `/dev/null`: what goes wrong after it
 //! answered is appended to the task's captured `stderr` in the sandbox.
@@ -45,6 +60,8 @@ use crate::cgroup::open_procs_files;
 const MAX_REQUEST: u64 = 4 << 20;
 /// The stack of each output-copying thread: it needs little more than its 8 KiB buffer.
 const COPIER_STACK: usize = 64 * 1024;
+/// How often an unused spare's cgroup directory is tried again while the kernel says busy.
+const RMDIR_TRIES: usize = 100;
 /// How long the supervisor waits for the output pipes to drain after the task ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -65,9 +82,20 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Reply {
-    Started { task_pid: i32 },
-    Failed { message: String },
+    Started {
+        task_pid: i32,
+    },
+    Failed {
+        message: String,
+    },
+    /// Warm mode: the stub is forked, in its process group and cgroup, waiting for its task.
+    Ready {
+        stub_pid: i32,
+    },
 }
+
+/// The hidden option after `__supervise` that starts a warm spare.
+pub(crate) const WARM_ARG: &str = "--warm";
 
 // The steps of the child between fork and exec, as reported through the status pipe.
 const STEP_PGID: i32 = 1;
@@ -76,9 +104,11 @@ const STEP_CHDIR: i32 = 3;
 const STEP_STDIO: i32 = 4;
 const STEP_CREDENTIALS: i32 = 5;
 const STEP_EXEC: i32 = 6;
+const STEP_REQUEST: i32 = 7;
 
-/// The supervisor's entry point: `bramble-agent __supervise`, with the request on stdin.
-pub fn supervise_main(_args: &[OsString]) -> ExitCode {
+/// The supervisor's entry point: `bramble-agent __supervise`, with the request on stdin, or
+/// `bramble-agent __supervise --warm <cgroup.procs>…` for a warm spare.
+pub fn supervise_main(args: &[OsString]) -> ExitCode {
     // Our own session (and process group): the agent's death, a terminal hangup or a signal to
     // the agent's group does not reach us. Cannot fail: the agent spawned us in its own group.
     let _ = setsid();
@@ -87,7 +117,16 @@ pub fn supervise_main(_args: &[OsString]) -> ExitCode {
         // SAFETY: installing SIG_IGN runs no code of ours in signal context.
         let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
     }
+    if args.first().is_some_and(|a| a == WARM_ARG) {
+        let procs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
+        return supervise_warm(&procs);
+    }
     let request = match read_request() {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("the agent sent no task".to_owned()),
+        Err(message) => Err(message),
+    };
+    let request = match request {
         Ok(r) => r,
         Err(message) => {
             let _ = reply(&Reply::Failed { message });
@@ -103,14 +142,20 @@ pub fn supervise_main(_args: &[OsString]) -> ExitCode {
     }
 }
 
-fn read_request() -> Result<Request, String> {
+/// The request on stdin, `None` on EOF without one.
+fn read_request() -> Result<Option<Request>, String> {
     let mut buf = Vec::new();
     io::stdin()
         .lock()
         .take(MAX_REQUEST)
         .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read the task from stdin: {e}"))?;
-    serde_json::from_slice(&buf).map_err(|e| format!("cannot decode the task: {e}"))
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| format!("cannot decode the task: {e}"))
 }
 
 fn reply(r: &Reply) -> io::Result<()> {
@@ -237,34 +282,70 @@ fn cloexec_pipe(what: &str) -> Result<(OwnedFd, OwnedFd), String> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create the {what} pipe: {e}"))
 }
 
+impl ChildPlan {
+    /// NULL-terminated pointer arrays for `execve`, into `self`.
+    fn pointers(&self) -> (Vec<*const libc::c_char>, Vec<*const libc::c_char>) {
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut env: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).collect();
+        env.push(std::ptr::null());
+        (argv, env)
+    }
+}
+
+fn open_devnull() -> Result<File, String> {
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))
+}
+
+/// The supervisor's ends of a forked task process's pipes.
+struct Forked {
+    child: Pid,
+    status_r: OwnedFd,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+}
+
+/// What the task's output goes to, prepared before it runs.
+struct Outputs {
+    stdout_log: File,
+    stderr_log: File,
+    devnull: File,
+}
+
+impl Outputs {
+    fn new(sandbox: &Path) -> Result<Outputs, String> {
+        Ok(Outputs {
+            stdout_log: create_log(sandbox, STDOUT_FILE)?,
+            stderr_log: create_log(sandbox, STDERR_FILE)?,
+            devnull: open_devnull()?,
+        })
+    }
+}
+
 fn supervise(req: &Request) -> Result<(), String> {
     let (plan, program) = ChildPlan::new(req)?;
     // Pointer arrays for execve, NULL-terminated, built before fork.
-    let mut argv_ptrs: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
+    let (argv_ptrs, env_ptrs) = plan.pointers();
 
     let cgroup_files = open_procs_files(&req.cgroup_procs)
         .map_err(|e| format!("cannot open the task's cgroup: {e}"))?;
     let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
-    let stdout_log = create_log(&req.sandbox, STDOUT_FILE)?;
-    let stderr_log = create_log(&req.sandbox, STDERR_FILE)?;
-    let devnull = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let outputs = Outputs::new(&req.sandbox)?;
     let (out_r, out_w) = cloexec_pipe("stdout")?;
     let (err_r, err_w) = cloexec_pipe("stderr")?;
     let (status_r, status_w) = cloexec_pipe("status")?;
 
     let fds = ChildFds {
-        devnull: devnull.as_raw_fd(),
+        devnull: outputs.devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         status: status_w.as_raw_fd(),
         cgroups: &cgroup_fds,
+        setpgid: true,
     };
     // SAFETY: this process has one thread (the supervisor starts none before this point), and the
     // child only makes async-signal-safe calls on data prepared above, then execs or _exits.
@@ -275,12 +356,274 @@ fn supervise(req: &Request) -> Result<(), String> {
     };
     // The child's ends: ours must be closed so that EOF means what it should.
     drop((out_w, err_w, status_w, cgroup_files));
+    let forked = Forked {
+        child,
+        status_r,
+        out_r,
+        err_r,
+    };
+    run_task(req, &program, forked, outputs)
+}
 
+/// The warm supervisor's ends of its stub, besides [`Forked`].
+struct Stub {
+    forked: Forked,
+    ready_r: File,
+    task_w: OwnedFd,
+}
+
+impl Stub {
+    /// Kills the stub and reaps it.
+    fn kill(self) {
+        let _ = signal::kill(self.forked.child, Signal::SIGKILL);
+        drop(self.task_w);
+        let _ = waitpid(self.forked.child, None);
+    }
+}
+
+/// The raw descriptors a stub uses.
+struct StubFds<'a> {
+    /// The task's, as for a cold child.
+    task: ChildFds<'a>,
+    /// Where it says it is ready.
+    ready_w: RawFd,
+    /// Where its request comes from.
+    task_r: RawFd,
+    /// The supervisor's end of that pipe, which the stub must close.
+    task_w: RawFd,
+}
+
+/// A warm spare (`__supervise --warm <cgroup.procs>…`): forks the stub into its cgroup, says it is
+/// ready, then runs the task it is sent like a cold supervisor (see the module docs).
+fn supervise_warm(procs: &[PathBuf]) -> ExitCode {
+    let stub = match fork_stub(procs) {
+        Ok(stub) => stub,
+        Err(message) => {
+            let _ = reply(&Reply::Failed { message });
+            return ExitCode::from(1);
+        }
+    };
+    let mut byte = [0u8; 1];
+    let ready = (&stub.ready_r).read(&mut byte).is_ok_and(|n| n == 1);
+    if !ready {
+        // The stub failed a step and exited: its status pipe says which.
+        let mut status = Vec::with_capacity(8);
+        let _ = File::from(stub.forked.status_r).read_to_end(&mut status);
+        let _ = waitpid(stub.forked.child, None);
+        let message = step_failure(&status, Path::new("?"), Path::new("?"), None);
+        let _ = reply(&Reply::Failed { message });
+        return ExitCode::from(1);
+    }
+    if reply(&Reply::Ready {
+        stub_pid: stub.forked.child.as_raw(),
+    })
+    .is_err()
+    {
+        // The agent went while the spare was being prepared.
+        stub.kill();
+        remove_spare_cgroup(procs);
+        return ExitCode::from(1);
+    }
+    let req = match read_request() {
+        Ok(Some(req)) => req,
+        // The agent is gone, or retired its spare: the spare's cgroup goes with it.
+        Ok(None) => {
+            stub.kill();
+            remove_spare_cgroup(procs);
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            stub.kill();
+            let _ = reply(&Reply::Failed { message });
+            return ExitCode::from(1);
+        }
+    };
+    match run_in_stub(&req, stub) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            let _ = reply(&Reply::Failed { message });
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Removes the directories of an unused spare's cgroup (its stub is reaped, so it is empty). A
+/// directory that is not empty or already gone is left to the agent (which removes leftover spare
+/// cgroups at start).
+fn remove_spare_cgroup(procs: &[PathBuf]) {
+    for dir in procs.iter().filter_map(|p| p.parent()) {
+        // The kernel may still count the reaped stub for a moment (EBUSY): retry briefly.
+        for _ in 0..RMDIR_TRIES {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Checks the request as a cold supervisor would before its fork, hands it to the stub and
+/// supervises the task.
+fn run_in_stub(req: &Request, stub: Stub) -> Result<(), String> {
+    let prepared = ChildPlan::new(req).and_then(|(_, program)| {
+        let body = serde_json::to_vec(req).map_err(|e| format!("cannot encode the task: {e}"))?;
+        Ok((program, Outputs::new(&req.sandbox)?, body))
+    });
+    let (program, outputs, body) = match prepared {
+        Ok(p) => p,
+        Err(message) => {
+            stub.kill();
+            return Err(message);
+        }
+    };
+    let Stub {
+        forked,
+        ready_r,
+        task_w,
+    } = stub;
+    drop(ready_r);
+    let mut task_w = File::from(task_w);
+    if let Err(e) = task_w.write_all(&body) {
+        let _ = signal::kill(forked.child, Signal::SIGKILL);
+        let _ = waitpid(forked.child, None);
+        return Err(format!("the spare's task process is gone: {e}"));
+    }
+    drop(task_w);
+    run_task(req, &program, forked, outputs)
+}
+
+/// Forks the stub of a warm spare; see the module docs.
+fn fork_stub(procs: &[PathBuf]) -> Result<Stub, String> {
+    let cgroup_files =
+        open_procs_files(procs).map_err(|e| format!("cannot open the spare's cgroup: {e}"))?;
+    let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let devnull = open_devnull()?;
+    let (out_r, out_w) = cloexec_pipe("stdout")?;
+    let (err_r, err_w) = cloexec_pipe("stderr")?;
+    let (status_r, status_w) = cloexec_pipe("status")?;
+    let (ready_r, ready_w) = cloexec_pipe("ready")?;
+    let (task_r, task_w) = cloexec_pipe("task")?;
+    let fds = StubFds {
+        task: ChildFds {
+            devnull: devnull.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            status: status_w.as_raw_fd(),
+            cgroups: &cgroup_fds,
+            setpgid: true,
+        },
+        ready_w: ready_w.as_raw_fd(),
+        task_r: task_r.as_raw_fd(),
+        task_w: task_w.as_raw_fd(),
+    };
+    // SAFETY: this process has one thread (the supervisor starts none before this point), so the
+    // stub may allocate; it never returns.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe { stub_main(&fds) },
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(format!("cannot fork the spare's task process: {e}")),
+    };
+    drop((
+        out_w,
+        err_w,
+        status_w,
+        ready_w,
+        task_r,
+        cgroup_files,
+        devnull,
+    ));
+    Ok(Stub {
+        forked: Forked {
+            child,
+            status_r,
+            out_r,
+            err_r,
+        },
+        ready_r: File::from(ready_r),
+        task_w,
+    })
+}
+
+/// The stub's side of the fork: joins its group and cgroup, waits for its task and execs it.
+///
+/// # Safety
+///
+/// Only to be called in the child of a `fork` of a single-threaded process.
+unsafe fn stub_main(fds: &StubFds<'_>) -> ! {
+    use std::os::fd::FromRawFd as _;
+    // Let go of the supervisor's end of the task pipe (or EOF never comes) and of the agent's
+    // pipes (the agent must see EOF when the supervisor dies).
+    libc::close(fds.task_w);
+    libc::dup2(fds.task.devnull, 0);
+    libc::dup2(fds.task.devnull, 1);
+    if libc::setpgid(0, 0) != 0 {
+        report(fds.task.status, STEP_PGID, nix::errno::Errno::last_raw());
+    }
+    for &fd in fds.task.cgroups {
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            report(fds.task.status, STEP_CGROUP, nix::errno::Errno::last_raw());
+        }
+        libc::close(fd);
+    }
+    libc::write(fds.ready_w, b"R".as_ptr().cast(), 1);
+    libc::close(fds.ready_w);
+    let mut body = Vec::new();
+    let read = File::from_raw_fd(fds.task_r)
+        .take(MAX_REQUEST)
+        .read_to_end(&mut body);
+    if read.is_err() || body.is_empty() {
+        // The supervisor is gone, or retired us.
+        libc::_exit(0);
+    }
+    let Ok(req) = serde_json::from_slice::<Request>(&body) else {
+        report(fds.task.status, STEP_REQUEST, libc::EINVAL)
+    };
+    let Ok((plan, _)) = ChildPlan::new(&req) else {
+        report(fds.task.status, STEP_EXEC, libc::ENOENT)
+    };
+    let (argv, env) = plan.pointers();
+    let task = ChildFds {
+        cgroups: &[],
+        setpgid: false,
+        ..fds.task
+    };
+    child_exec(&plan, &argv, &env, &task)
+}
+
+/// Writes a failed step and its `errno` to the status pipe and exits 127.
+///
+/// # Safety
+///
+/// As for [`child_exec`].
+unsafe fn report(status: RawFd, step: i32, errno: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&step.to_le_bytes());
+    msg[4..].copy_from_slice(&errno.to_le_bytes());
+    libc::write(status, msg.as_ptr().cast(), msg.len());
+    libc::_exit(127)
+}
+
+/// Waits for the forked task's `exec`, answers the agent, captures the task's output and records
+/// its exit.
+fn run_task(req: &Request, program: &Path, task: Forked, outputs: Outputs) -> Result<(), String> {
+    let Forked {
+        child,
+        status_r,
+        out_r,
+        err_r,
+    } = task;
+    let Outputs {
+        stdout_log,
+        stderr_log,
+        devnull,
+    } = outputs;
     let mut status = Vec::with_capacity(8);
     let _ = File::from(status_r).read_to_end(&mut status);
     if !status.is_empty() {
         let _ = wait_for(child, &req.sandbox);
-        return Err(step_failure(&status, &req.sandbox, &program, req.run_as));
+        return Err(step_failure(&status, &req.sandbox, program, req.run_as));
     }
 
     if let Err(e) = reply(&Reply::Started {
@@ -340,12 +683,15 @@ fn supervise(req: &Request) -> Result<(), String> {
 }
 
 /// The raw file descriptors the child uses.
+#[derive(Clone, Copy)]
 struct ChildFds<'a> {
     devnull: RawFd,
     stdout: RawFd,
     stderr: RawFd,
     status: RawFd,
     cgroups: &'a [RawFd],
+    /// Whether to call `setpgid(0, 0)` (a warm stub has already).
+    setpgid: bool,
 }
 
 /// The task's side of the fork: never returns.
@@ -360,14 +706,7 @@ unsafe fn child_exec(
     env: &[*const libc::c_char],
     fds: &ChildFds<'_>,
 ) -> ! {
-    let fail = |step: i32| -> ! {
-        let errno = nix::errno::Errno::last_raw();
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&step.to_le_bytes());
-        msg[4..].copy_from_slice(&errno.to_le_bytes());
-        libc::write(fds.status, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
-    };
+    let fail = |step: i32| -> ! { report(fds.status, step, nix::errno::Errno::last_raw()) };
     // Signals: the task starts with nothing blocked and default dispositions for those the
     // supervisor ignores (ignored dispositions would survive exec).
     let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -376,7 +715,7 @@ unsafe fn child_exec(
     for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
         libc::signal(sig, libc::SIG_DFL);
     }
-    if libc::setpgid(0, 0) != 0 {
+    if fds.setpgid && libc::setpgid(0, 0) != 0 {
         fail(STEP_PGID);
     }
     for &fd in fds.cgroups {
@@ -422,6 +761,7 @@ fn step_failure(msg: &[u8], sandbox: &Path, program: &Path, run_as: Option<(u32,
     match step {
         STEP_PGID => format!("cannot give the task its own process group: {err}"),
         STEP_CGROUP => format!("cannot move the task into its cgroup: {err}"),
+        STEP_REQUEST => format!("the task's process could not read its task: {err}"),
         STEP_CHDIR => format!("cannot enter the sandbox {}: {err}", sandbox.display()),
         STEP_STDIO => format!("cannot redirect the task's output: {err}"),
         STEP_CREDENTIALS => {

@@ -161,6 +161,7 @@ fn task(opts: &PiOptions, index: u32, task_id: &str) -> TaskInfo {
         argv,
         env: Vec::new(),
         resources: opts.resources,
+        artifacts: Vec::new(),
     }
 }
 

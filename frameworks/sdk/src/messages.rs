@@ -6,13 +6,17 @@
 //! | `bramble/v1/framework/message/{client}` | executor → scheduler | 1 | no | [`FrameworkMessage`] |
 //! | `bramble/v1/framework/exec/{client}/{task_id}` | scheduler → executor | 1 | no | [`FrameworkMessage`] |
 //!
-//! The payload is the version byte ([`FRAMEWORK_PROTOCOL_VERSION`]) followed by the postcard encoding
+//! The payload is the version byte ([`MESSAGE_VERSION`]) followed by the postcard encoding
 //! of a [`FrameworkMessage`]: `task_id: String`, `data: Vec<u8>`. What `data` holds is the
 //! framework's own business. `PROTOCOL.md` at the repository root is the written spec.
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{DecodeError, FRAMEWORK_PREFIX, FRAMEWORK_PROTOCOL_VERSION};
+use crate::protocol::{DecodeError, FRAMEWORK_PREFIX};
+
+/// The version byte of framework messages. It is their own: the framework↔master protocol's
+/// version moved to 2 without a change here.
+pub const MESSAGE_VERSION: u8 = 1;
 
 /// The most bytes of `data` one framework message may carry. The embedded broker refuses packets
 /// above 16 KiB; this leaves room for the topic, the task id and the MQTT header.
@@ -40,7 +44,7 @@ pub struct FrameworkMessage {
 impl FrameworkMessage {
     /// The payload: version byte and postcard.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FRAMEWORK_PROTOCOL_VERSION];
+        let mut out = vec![MESSAGE_VERSION];
         // Serialising a string and a byte list to a Vec cannot fail.
         out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
         out
@@ -49,7 +53,7 @@ impl FrameworkMessage {
     /// Decodes a payload, checking its version byte first and refusing trailing bytes.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-        if version != FRAMEWORK_PROTOCOL_VERSION {
+        if version != MESSAGE_VERSION {
             return Err(DecodeError::UnsupportedVersion { got: version });
         }
         match postcard::take_from_bytes::<Self>(body) {

@@ -30,7 +30,9 @@ use agent_nostd_core::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The version byte at the start of every framework↔master payload.
-pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 1;
+///
+/// Version 2 appended `artifacts` to [`TaskInfo`] (postcard has no field-level compatibility).
+pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 2;
 
 /// The prefix of every framework topic.
 pub const FRAMEWORK_PREFIX: &str = "bramble/v1/framework/";
@@ -145,6 +147,97 @@ pub struct TaskInfo {
     pub env: Vec<(String, String)>,
     /// The task's limits; it must ask for some CPU and memory.
     pub resources: Resources,
+    /// Files the agent fetches into the task's sandbox before launch: at most 4.
+    pub artifacts: Vec<ArtifactInfo>,
+}
+
+/// A file a task needs in its sandbox, fetched by the agent over plain `http://` and checked against
+/// its SHA-256 (like the Mesos fetcher's URIs).
+///
+/// The master picks the variant whose `arch` is the agent's (as Rust names it: `aarch64`, `arm`,
+/// `x86_64`, …) and falls back to `url`/`sha256`; an artifact with no URL for the agent's arch
+/// makes the whole accept refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// The file's name in the sandbox: one path component (no `/`, not `.` or `..`), 1–64 bytes.
+    pub name: String,
+    /// Where to fetch it when no variant matches (may be empty when variants cover every board);
+    /// `http://` only, at most 160 bytes.
+    pub url: String,
+    /// The SHA-256 of the file at `url`.
+    pub sha256: [u8; 32],
+    /// Whether the file is made executable (mode 0755) in the sandbox.
+    pub executable: bool,
+    /// Per-architecture URLs, tried before `url`.
+    pub variants: Vec<ArtifactVariant>,
+}
+
+/// An artifact's URL and hash for one CPU architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactVariant {
+    /// The architecture, as agents report it (`aarch64`, `arm`, `x86_64`, …).
+    pub arch: String,
+    /// Where to fetch it.
+    pub url: String,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+}
+
+impl ArtifactInfo {
+    /// A plain (non-executable) artifact fetched from `url` into the sandbox as `name`.
+    pub fn new(name: &str, url: &str, sha256: [u8; 32]) -> Self {
+        ArtifactInfo {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            sha256,
+            executable: false,
+            variants: Vec::new(),
+        }
+    }
+
+    /// The same artifact, made executable in the sandbox.
+    pub fn executable(mut self) -> Self {
+        self.executable = true;
+        self
+    }
+
+    /// The same artifact with a URL and hash for boards of architecture `arch`.
+    pub fn variant(mut self, arch: &str, url: &str, sha256: [u8; 32]) -> Self {
+        self.variants.push(ArtifactVariant {
+            arch: arch.to_owned(),
+            url: url.to_owned(),
+            sha256,
+        });
+        self
+    }
+
+    /// The URL and hash for an agent of architecture `arch`, if there is one.
+    pub fn resolve(&self, arch: &str) -> Option<(&str, &[u8; 32])> {
+        match self.variants.iter().find(|v| v.arch == arch) {
+            Some(v) => Some((&v.url, &v.sha256)),
+            None if !self.url.is_empty() => Some((&self.url, &self.sha256)),
+            None => None,
+        }
+    }
+}
+
+/// Parses a SHA-256 written as 64 hex digits (as `sha256sum` prints it).
+pub fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(format!("a sha256 is 64 hex digits, not {hex:?}"));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("a sha256 is 64 hex digits, not {hex:?}"))?;
+    }
+    Ok(out)
+}
+
+/// A SHA-256 as 64 lowercase hex digits.
+pub fn sha256_hex(sha256: &[u8; 32]) -> String {
+    sha256.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Launch tasks on an offer.
@@ -414,7 +507,14 @@ impl TaskInfo {
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
             resources,
+            artifacts: Vec::new(),
         }
+    }
+
+    /// The same task with one more artifact to fetch.
+    pub fn with_artifact(mut self, artifact: ArtifactInfo) -> Self {
+        self.artifacts.push(artifact);
+        self
     }
 }
 
@@ -454,16 +554,28 @@ mod tests {
 
     #[test]
     fn payloads_start_with_the_version_byte_and_pin_their_bytes() {
-        assert_eq!(Call::Revive.encode(), vec![1, 4]);
+        assert_eq!(Call::Revive.encode(), vec![2, 4]);
         assert_eq!(
             Event::Rescind { offer_id: 300 }.encode(),
-            vec![1, 2, 0xAC, 0x02]
+            vec![2, 2, 0xAC, 0x02]
         );
         let kill = Call::Kill(Kill {
             task_id: "t1".into(),
             grace_ms: 5,
         });
-        assert_eq!(kill.encode(), vec![1, 6, 2, b't', b'1', 5]);
+        assert_eq!(kill.encode(), vec![2, 6, 2, b't', b'1', 5]);
+        // A task's artifacts follow its resources: name, url, sha256, executable, variants.
+        let accept = Call::Accept(Accept {
+            offer_id: 1,
+            tasks: vec![TaskInfo::new("t", &["./x"], Resources::new(1, 1, 0))
+                .with_artifact(ArtifactInfo::new("x", "http://m/x", [7; 32]).executable())],
+        });
+        let mut golden = vec![2, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
+        golden.extend_from_slice(&[1, b'x', 10]);
+        golden.extend_from_slice(b"http://m/x");
+        golden.extend_from_slice(&[7; 32]);
+        golden.extend_from_slice(&[1, 0]);
+        assert_eq!(accept.encode(), golden);
     }
 
     #[test]
@@ -533,12 +645,33 @@ mod tests {
     fn bad_payloads_are_refused_with_a_reason() {
         assert_eq!(Call::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(
-            Call::decode(&[2, 4]),
-            Err(DecodeError::UnsupportedVersion { got: 2 })
+            Call::decode(&[1, 4]),
+            Err(DecodeError::UnsupportedVersion { got: 1 })
         );
-        assert_eq!(Call::decode(&[1, 4, 0]), Err(DecodeError::TrailingBytes));
-        assert_eq!(Call::decode(&[1, 100]), Err(DecodeError::Malformed));
-        assert_eq!(Call::decode(&[1, 6, 5, b't']), Err(DecodeError::Truncated));
+        assert_eq!(Call::decode(&[2, 4, 0]), Err(DecodeError::TrailingBytes));
+        assert_eq!(Call::decode(&[2, 100]), Err(DecodeError::Malformed));
+        assert_eq!(Call::decode(&[2, 6, 5, b't']), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn an_artifact_resolves_to_the_agents_arch_variant_then_to_its_default_url() {
+        let a =
+            ArtifactInfo::new("x", "http://m/x", [1; 32]).variant("arm", "http://m/x-arm", [2; 32]);
+        assert_eq!(a.resolve("arm"), Some(("http://m/x-arm", &[2; 32])));
+        assert_eq!(a.resolve("aarch64"), Some(("http://m/x", &[1; 32])));
+        let only_arm =
+            ArtifactInfo::new("x", "", [0; 32]).variant("arm", "http://m/x-arm", [2; 32]);
+        assert_eq!(only_arm.resolve("x86_64"), None);
+    }
+
+    #[test]
+    fn a_sha256_parses_from_the_hex_sha256sum_prints_and_back() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let sha = parse_sha256(hex).unwrap();
+        assert_eq!(sha[0], 0xE3);
+        assert_eq!(sha256_hex(&sha), hex);
+        assert!(parse_sha256("e3b0").is_err());
+        assert!(parse_sha256(&"g".repeat(64)).is_err());
     }
 
     #[test]

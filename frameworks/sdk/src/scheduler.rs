@@ -24,7 +24,7 @@ use agent_nostd_core::topic::MASTER_HELLO;
 use agent_nostd_core::wire::{MasterMsg, WireMessage};
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::error::{CallError, SdkError};
 use crate::messages::{exec_topic, message_topic, FrameworkMessage, MAX_MESSAGE_DATA};
@@ -522,11 +522,13 @@ impl<S: Scheduler> Runner<S> {
                 Outgoing::Call(c) => (call_topic(&self.driver.client), c.encode()),
                 Outgoing::Message(m) => (exec_topic(&self.driver.client, &m.task_id), m.encode()),
             };
+            let len = payload.len();
             match self
                 .mqtt
-                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .try_publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
             {
                 Ok(()) => {
+                    trace!(%topic, len, "queued a publish");
                     self.driver.outbox.pop_front();
                 }
                 Err(e) => {
@@ -538,6 +540,7 @@ impl<S: Scheduler> Runner<S> {
     }
 
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        trace!(topic, len = payload.len(), "received a publish");
         if topic == self.event_topic {
             match Event::decode(payload) {
                 Ok(event) => {

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use bramble_sdk::protocol::{parse_sha256, ArtifactInfo};
 use bramble_sensor::{SensorOptions, SensorScheduler};
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,18 @@ enum Command {
         /// followed by `executor`).
         #[arg(long)]
         executor: Option<String>,
+        /// Fetch the executor from this http:// URL (e.g. the master's
+        /// `http://master:8080/artifacts/bramble-sensor`) into each reader's sandbox and run it as
+        /// `./bramble-sensor executor …`, instead of expecting it installed on the boards.
+        #[arg(long, value_name = "URL", requires = "executor_sha256")]
+        executor_url: Option<String>,
+        /// The SHA-256 of the file at --executor-url, as `sha256sum` prints it.
+        #[arg(long, value_name = "HEX", requires = "executor_url")]
+        executor_sha256: Option<String>,
+        /// A build of the executor for one architecture: `ARCH=URL,SHA256` (e.g.
+        /// `arm=http://master:8080/artifacts/bramble-sensor-armv7,9f86…`); repeatable.
+        #[arg(long, value_name = "ARCH=URL,SHA256", requires = "executor_url")]
+        executor_variant: Vec<String>,
     },
     /// Run one reader (the agent starts this).
     Executor {
@@ -60,15 +73,51 @@ fn main() -> ExitCode {
             source,
             interval_ms,
             executor,
+            executor_url,
+            executor_sha256,
+            executor_variant,
         } => {
-            let executor = bramble_sdk::cli::executor_command(executor, "bramble-sensor");
+            let artifact = match executor_artifact(executor_url, executor_sha256, &executor_variant)
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            let executor = match (&artifact, executor) {
+                (Some(a), None) => vec![format!("./{}", a.name), "executor".to_owned()],
+                (_, executor) => bramble_sdk::cli::executor_command(executor, "bramble-sensor"),
+            };
             let mut opts = SensorOptions::new(executor);
+            opts.executor_artifact = artifact;
             opts.kind = kind;
             opts.source = source;
             opts.interval_ms = interval_ms;
             scheduler(&broker, &client, opts)
         }
     }
+}
+
+/// The executor as an artifact, from `--executor-url`, `--executor-sha256` and `--executor-variant`.
+fn executor_artifact(
+    url: Option<String>,
+    sha256: Option<String>,
+    variants: &[String],
+) -> Result<Option<ArtifactInfo>, String> {
+    let (Some(url), Some(sha256)) = (url, sha256) else {
+        return Ok(None);
+    };
+    let sha256 = parse_sha256(&sha256).map_err(|e| format!("--executor-sha256: {e}"))?;
+    let mut artifact = ArtifactInfo::new("bramble-sensor", &url, sha256).executable();
+    for v in variants {
+        let bad = || format!("--executor-variant {v:?}: expected ARCH=URL,SHA256");
+        let (arch, rest) = v.split_once('=').ok_or_else(bad)?;
+        let (url, sha) = rest.rsplit_once(',').ok_or_else(bad)?;
+        let sha = parse_sha256(sha).map_err(|e| format!("--executor-variant {arch}: {e}"))?;
+        artifact = artifact.variant(arch, url, sha);
+    }
+    Ok(Some(artifact))
 }
 
 fn scheduler(broker: &str, client: &str, opts: SensorOptions) -> ExitCode {

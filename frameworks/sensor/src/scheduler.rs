@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use bramble_sdk::protocol::{Attribute, ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
+use bramble_sdk::protocol::{
+    ArtifactInfo, Attribute, ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo,
+};
 use bramble_sdk::scheduler::{Scheduler, SchedulerDriver};
 use bramble_sdk::{Resources, TaskState};
 use tracing::{info, warn};
@@ -37,6 +39,9 @@ pub struct SensorOptions {
     /// How long boards that already have a reader are refused, in seconds (default 600); a revive
     /// clears it when a reader needs placing again.
     pub placed_board_refuse_seconds: u32,
+    /// The executor binary as an artifact the agent fetches into the reader's sandbox (then
+    /// `executor` starts with `./<name>`), or `None` when the boards already have it.
+    pub executor_artifact: Option<ArtifactInfo>,
 }
 
 impl SensorOptions {
@@ -53,6 +58,7 @@ impl SensorOptions {
             resources: Resources::new(100, 16, 0),
             other_board_refuse_seconds: 3600,
             placed_board_refuse_seconds: 600,
+            executor_artifact: None,
         }
     }
 }
@@ -180,6 +186,7 @@ impl SensorScheduler {
             argv,
             env: Vec::new(),
             resources: o.resources,
+            artifacts: o.executor_artifact.iter().cloned().collect(),
         }
     }
 
@@ -443,6 +450,27 @@ mod tests {
             &a.tasks[0].argv[..4],
             ["/usr/bin/bramble-sensor", "executor", "--source", "auto"]
         );
+    }
+
+    #[test]
+    fn a_reader_names_the_executor_artifact_and_runs_it_from_its_sandbox() {
+        let mut opts = SensorOptions::new(vec!["./bramble-sensor".into(), "executor".into()]);
+        let artifact = ArtifactInfo::new(
+            "bramble-sensor",
+            "http://m:8080/artifacts/bramble-sensor",
+            [1; 32],
+        )
+        .executable();
+        opts.executor_artifact = Some(artifact.clone());
+        let mut s = SensorScheduler::new(opts).unwrap();
+        let mut d = SchedulerDriver::new("sensor");
+        s.offers(&mut d, vec![offer(1, "bme", Some("bme280"))]);
+        let calls = d.take_calls();
+        let Some(Call::Accept(a)) = calls.first() else {
+            panic!("the board gets a reader: {calls:?}");
+        };
+        assert_eq!(a.tasks[0].argv[..2], ["./bramble-sensor", "executor"]);
+        assert_eq!(a.tasks[0].artifacts, vec![artifact]);
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn task(opts: &WordcountOptions, task_id: &str) -> TaskInfo {
         argv: opts.executor.clone(),
         env: Vec::new(),
         resources: opts.resources,
+        artifacts: Vec::new(),
     }
 }
 

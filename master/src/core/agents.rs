@@ -61,6 +61,7 @@ impl MasterCore {
 
     /// A decoded message from agent `agent_id` (a valid id, taken from the topic).
     pub fn handle_agent_message(&mut self, now: u64, agent_id: &str, msg: &AgentMsg) {
+        self.touch_agent_id(agent_id);
         match msg {
             AgentMsg::Register(info) => self.register_agent(now, info, &[]),
             AgentMsg::ReRegister(r) => self.register_agent(now, &r.info, &r.tasks),
@@ -208,6 +209,7 @@ impl MasterCore {
                         }
                     }
                 }
+                self.touch_task(*fi, tid);
             }
         }
         self.reconcile_agent_tasks(now, slot, reported);
@@ -289,6 +291,7 @@ impl MasterCore {
                         {
                             t.state = r.state;
                         }
+                        self.touch_task(fi, &tid);
                         if state != TaskState::Staging || r.state != TaskState::Starting {
                             self.send_framework(
                                 fi,
@@ -396,7 +399,9 @@ impl MasterCore {
         });
         match (fi, known) {
             (Some(fi), Some((_, true, last))) => {
-                if last == Some(u.update_id) {
+                // A copy of the newest update, or an older one resent after a newer arrived
+                // (agents pipeline a task's updates): acknowledged, never applied.
+                if last.is_some_and(|last| !is_newer_update(u.update_id, last)) {
                     self.stats.duplicate_status_updates += 1;
                 } else {
                     self.stats.status_updates += 1;
@@ -522,6 +527,7 @@ impl MasterCore {
     }
 
     pub(super) fn mark_unreachable(&mut self, now: u64, slot: usize, why: &str) {
+        self.touch_agent(slot);
         self.stats.agents_lost += 1;
         let offer = self.agents[slot].as_ref().and_then(|a| a.offer);
         let mut told: BTreeSet<usize> = BTreeSet::new();
@@ -574,6 +580,7 @@ impl MasterCore {
     }
 
     pub(super) fn remove_agent(&mut self, slot: usize) {
+        self.touch_agent(slot);
         if let Some(o) = self.agents[slot].as_ref().and_then(|a| a.offer) {
             self.rescind(o, true);
         }
@@ -609,4 +616,10 @@ impl MasterCore {
         self.agent_index.remove(&a.id);
         self.free_agent_slots.push(slot);
     }
+}
+
+/// Whether update id `id` came after `last`: ids grow by one per update of an agent (skipping 0 on
+/// wrap-around), so they compare by serial-number arithmetic.
+fn is_newer_update(id: u32, last: u32) -> bool {
+    (id.wrapping_sub(last) as i32) > 0
 }

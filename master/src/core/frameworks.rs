@@ -55,6 +55,16 @@ impl MasterCore {
 
     /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
     pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
+        if let Some(&fi) = self.clients.get(client) {
+            self.touch_framework(fi);
+        }
+        self.framework_call_by_client(now, client, call);
+        if let Some(&fi) = self.clients.get(client) {
+            self.touch_framework(fi);
+        }
+    }
+
+    fn framework_call_by_client(&mut self, now: u64, client: &str, call: Call) {
         match call {
             Call::Register(info) => self.register_framework(now, client, None, info),
             Call::ReRegister(r) => {
@@ -103,6 +113,7 @@ impl MasterCore {
                     if rec.framework != fi {
                         continue;
                     }
+                    self.stats.offers_declined += 1;
                     self.rescind(id, false);
                     if refuse > 0 {
                         if let Some(f) = self.frameworks[fi].as_mut() {
@@ -304,6 +315,7 @@ impl MasterCore {
             }
         };
         self.framework_index.insert(fid, slot);
+        self.touch_framework(slot);
         slot
     }
 
@@ -324,6 +336,7 @@ impl MasterCore {
     }
 
     pub(super) fn disconnect_framework(&mut self, now: u64, fi: usize) {
+        self.touch_framework(fi);
         let Some(f) = self.frameworks[fi].as_mut() else {
             return;
         };
@@ -347,6 +360,7 @@ impl MasterCore {
     }
 
     pub(super) fn remove_framework(&mut self, now: u64, fi: usize) {
+        self.touch_framework(fi);
         let offers: Vec<OfferId> = self.frameworks[fi]
             .as_ref()
             .map(|f| f.offers.iter().copied().collect())

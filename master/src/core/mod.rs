@@ -37,7 +37,8 @@
 //! - Growth from the network is bounded: agents and frameworks by [`Config::max_agents`] and
 //!   [`Config::max_frameworks`], a disconnected framework's waiting events by
 //!   [`Config::max_held_events`], filters by the number of agents, tasks by agents × `MAX_TASKS`,
-//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024.
+//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024; the notes kept
+//!   for the status publisher (when on) by [`STATUS_CHANGES_CAP`] ids and 4,096 updates.
 //!   The transmit queue holds what one input produced and is emptied by the driver after each input.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -56,6 +57,9 @@ use crate::config::{Config, ConfigError};
 mod agents;
 mod frameworks;
 mod offers;
+mod operator;
+
+pub use operator::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
 
 /// What the master sends: to an agent or to a framework.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +115,9 @@ pub enum RecvError {
     /// A valid message arrived on a topic that does not carry it, or names another sender.
     #[error("message arrived on a topic that does not carry it")]
     WrongTopic,
+    /// An operator command is not the JSON it should be.
+    #[error("undecodable operator command")]
+    OperatorDecode,
 }
 
 /// Counters of what the master did and dropped.
@@ -138,6 +145,10 @@ pub struct Stats {
     pub offers_made: u64,
     /// Offers rescinded (timeout, agent lost, framework gone).
     pub offers_rescinded: u64,
+    /// Offers answered with an accept (refused accepts included: see `accepts_refused`).
+    pub offers_accepted: u64,
+    /// Offers answered with a decline.
+    pub offers_declined: u64,
     /// Tasks launched.
     pub tasks_launched: u64,
     /// Accepts refused.
@@ -189,6 +200,10 @@ pub struct AgentView {
     pub tasks: usize,
     /// Its latest resource report.
     pub last_report: Option<ResourceReport>,
+    /// Its CPU architecture, e.g. `aarch64`.
+    pub arch: String,
+    /// Its attributes, as (key, value), e.g. (`sensor`, `bme280`).
+    pub attributes: Vec<(String, String)>,
 }
 
 /// A read-only view of a framework.
@@ -212,6 +227,67 @@ pub struct FrameworkView {
     pub tasks: usize,
     /// Its outstanding offers.
     pub offers: usize,
+    /// Its role.
+    pub role: String,
+    /// Its DRF weight.
+    pub weight: f64,
+    /// Its strict priority.
+    pub priority: u32,
+}
+
+/// A read-only view of an outstanding offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferView {
+    /// The offer's id.
+    pub offer_id: OfferId,
+    /// The framework it is made to.
+    pub framework_id: String,
+    /// The agent whose resources it offers.
+    pub agent_id: String,
+    /// What it offers.
+    pub resources: Resources,
+}
+
+/// What changed since the status publisher last looked, recorded when
+/// [`MasterCore::record_task_updates`] is on: the ids of the agents, frameworks, tasks and offers
+/// whose state may differ (ids of things now gone included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusChanges {
+    /// Agents.
+    pub agents: BTreeSet<String>,
+    /// Frameworks.
+    pub frameworks: BTreeSet<String>,
+    /// Tasks, as (framework id, task id).
+    pub tasks: BTreeSet<(String, String)>,
+    /// Offers.
+    pub offers: BTreeSet<OfferId>,
+    /// More changed than the sets may hold ([`STATUS_CHANGES_CAP`]): look at everything.
+    pub overflow: bool,
+}
+
+/// The most ids [`StatusChanges`] holds before it gives up on details (`overflow`).
+pub const STATUS_CHANGES_CAP: usize = 65_536;
+
+impl StatusChanges {
+    fn bound(&mut self) {
+        let len = self.agents.len() + self.frameworks.len() + self.tasks.len() + self.offers.len();
+        if len > STATUS_CHANGES_CAP {
+            *self = StatusChanges {
+                overflow: true,
+                ..StatusChanges::default()
+            };
+        }
+    }
+}
+
+/// A status update the master sent (or held) for a framework, recorded for the dashboard when
+/// [`MasterCore::record_task_updates`] is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskUpdateRecord {
+    /// The task's framework.
+    pub framework_id: String,
+    /// The update, as the framework gets it.
+    pub update: proto::StatusUpdate,
 }
 
 /// A read-only view of a task.
@@ -341,6 +417,10 @@ pub struct MasterCore {
     next_health: u64,
     next_framework_deadline: Option<u64>,
     outbox: VecDeque<Transmit>,
+    /// Status updates for the dashboard, at most this many (0: not recorded).
+    task_log_cap: usize,
+    task_log: VecDeque<TaskUpdateRecord>,
+    changes: Option<StatusChanges>,
     stats: Stats,
 }
 
@@ -380,6 +460,9 @@ impl MasterCore {
             cluster_total: Amount::default(),
             next_framework_deadline: None,
             outbox: VecDeque::new(),
+            task_log_cap: 0,
+            task_log: VecDeque::new(),
+            changes: None,
             stats: Stats::default(),
         };
         core.outbox.push_back(Transmit {
@@ -406,6 +489,7 @@ impl MasterCore {
             .iter()
             .map(|k| k.filter().as_str().to_owned())
             .chain(proto::MASTER_FILTERS.iter().map(|f| (*f).to_owned()))
+            .chain(std::iter::once(OPERATOR_KILL_TOPIC.to_owned()))
             .collect()
     }
 
@@ -442,6 +526,13 @@ impl MasterCore {
             reachable: a.reachable,
             tasks: a.tasks.len(),
             last_report: a.last_report,
+            arch: a.desc.arch.clone(),
+            attributes: a
+                .desc
+                .attributes
+                .iter()
+                .map(|at| (at.key.clone(), at.value.clone()))
+                .collect(),
         })
     }
 
@@ -463,6 +554,9 @@ impl MasterCore {
             suppressed: f.suppressed,
             tasks: f.tasks.len(),
             offers: f.offers.len(),
+            role: f.info.role.clone(),
+            weight: f.info.weight,
+            priority: f.info.priority,
         })
     }
 
@@ -484,6 +578,157 @@ impl MasterCore {
             resources: t.resources,
             state: t.state,
         })
+    }
+
+    /// Every task not yet ended, as (framework id, task id, view), by framework then task id.
+    pub fn tasks(&self) -> Vec<(String, String, TaskView)> {
+        let mut out = Vec::new();
+        for f in self.frameworks.iter().flatten() {
+            for (tid, t) in &f.tasks {
+                let Some(a) = self.agents[t.agent].as_ref() else {
+                    continue;
+                };
+                out.push((
+                    f.id.clone(),
+                    tid.clone(),
+                    TaskView {
+                        agent_id: a.id.clone(),
+                        resources: t.resources,
+                        state: t.state,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every outstanding offer, by id.
+    pub fn offers(&self) -> Vec<OfferView> {
+        self.offers
+            .iter()
+            .filter_map(|(id, rec)| {
+                Some(OfferView {
+                    offer_id: *id,
+                    framework_id: self.frameworks[rec.framework].as_ref()?.id.clone(),
+                    agent_id: self.agents[rec.agent].as_ref()?.id.clone(),
+                    resources: rec.resources,
+                })
+            })
+            .collect()
+    }
+
+    /// Records, for the status publisher, every status update sent or held for a framework (but
+    /// answers about unknown tasks), keeping at most `cap` of them (the oldest are dropped), for
+    /// [`poll_task_update`](Self::poll_task_update), and what changed, for
+    /// [`take_status_changes`](Self::take_status_changes). 0 turns recording off.
+    pub fn record_task_updates(&mut self, cap: usize) {
+        self.task_log_cap = cap;
+        while self.task_log.len() > cap {
+            self.task_log.pop_front();
+        }
+        self.changes = (cap > 0).then(StatusChanges::default);
+    }
+
+    /// What changed since the last call (empty when recording is off).
+    pub fn take_status_changes(&mut self) -> StatusChanges {
+        match self.changes.as_mut() {
+            Some(c) => std::mem::take(c),
+            None => StatusChanges::default(),
+        }
+    }
+
+    /// One outstanding offer.
+    pub fn offer(&self, offer_id: OfferId) -> Option<OfferView> {
+        let rec = self.offers.get(&offer_id)?;
+        Some(OfferView {
+            offer_id,
+            framework_id: self.frameworks[rec.framework].as_ref()?.id.clone(),
+            agent_id: self.agents[rec.agent].as_ref()?.id.clone(),
+            resources: rec.resources,
+        })
+    }
+
+    /// How many offers are outstanding.
+    pub fn offer_count(&self) -> usize {
+        self.offers.len()
+    }
+
+    /// The tasks not yet ended on an agent, as `{framework_id}/{task_id}`, sorted.
+    pub fn agent_task_ids(&self, agent_id: &str) -> Vec<String> {
+        let Some(a) = self
+            .agent_index
+            .get(agent_id)
+            .and_then(|&i| self.agents[i].as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = a
+            .tasks
+            .iter()
+            .filter_map(|(fi, tid)| Some(format!("{}/{tid}", self.frameworks[*fi].as_ref()?.id)))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The states of a framework's tasks not yet ended.
+    pub fn framework_task_states(&self, framework_id: &str) -> Vec<TaskState> {
+        self.framework_index
+            .get(framework_id)
+            .and_then(|&i| self.frameworks[i].as_ref())
+            .map(|f| f.tasks.values().map(|t| t.state).collect())
+            .unwrap_or_default()
+    }
+
+    // ----- change notes for the status publisher -----
+
+    pub(super) fn touch_agent(&mut self, slot: usize) {
+        if let (Some(c), Some(Some(a))) = (self.changes.as_mut(), self.agents.get(slot)) {
+            c.agents.insert(a.id.clone());
+            c.bound();
+        }
+    }
+
+    pub(super) fn touch_agent_id(&mut self, agent_id: &str) {
+        if let Some(c) = self.changes.as_mut() {
+            c.agents.insert(agent_id.to_owned());
+            c.bound();
+        }
+    }
+
+    pub(super) fn touch_framework(&mut self, fi: usize) {
+        if let (Some(c), Some(Some(f))) = (self.changes.as_mut(), self.frameworks.get(fi)) {
+            c.frameworks.insert(f.id.clone());
+            c.bound();
+        }
+    }
+
+    /// A task changed: it, its framework and its agent.
+    pub(super) fn touch_task(&mut self, fi: usize, tid: &str) {
+        let Some(c) = self.changes.as_mut() else {
+            return;
+        };
+        let Some(Some(f)) = self.frameworks.get(fi) else {
+            return;
+        };
+        c.tasks.insert((f.id.clone(), tid.to_owned()));
+        c.frameworks.insert(f.id.clone());
+        if let Some(Some(a)) = f.tasks.get(tid).and_then(|t| self.agents.get(t.agent)) {
+            c.agents.insert(a.id.clone());
+        }
+        c.bound();
+    }
+
+    pub(super) fn touch_offer(&mut self, id: OfferId) {
+        if let Some(c) = self.changes.as_mut() {
+            c.offers.insert(id);
+            c.bound();
+        }
+    }
+
+    /// The next recorded status update, oldest first.
+    pub fn poll_task_update(&mut self) -> Option<TaskUpdateRecord> {
+        self.task_log.pop_front()
     }
 
     /// Checks the books: every agent's tasks and offer fit in its total, offers are consistent,
@@ -690,6 +935,7 @@ impl MasterCore {
             // A new launch may reuse the id of a task that ended here.
             a.ended.retain(|(f, t)| *f != fid || t != tid);
         }
+        self.touch_task(fi, tid);
     }
 
     /// Forgets a task that ended by the agent's own word, remembering it on its agent.
@@ -710,6 +956,7 @@ impl MasterCore {
 
     /// Forgets a task and gives its resources back.
     fn end_task(&mut self, fi: usize, tid: &str) {
+        self.touch_task(fi, tid);
         let Some(f) = self.frameworks[fi].as_mut() else {
             return;
         };
@@ -731,6 +978,9 @@ impl MasterCore {
         let Some(rec) = self.offers.remove(&id) else {
             return;
         };
+        self.touch_offer(id);
+        self.touch_agent(rec.agent);
+        self.touch_framework(rec.framework);
         if let Some(a) = self.agents[rec.agent].as_mut() {
             if a.offer == Some(id) {
                 a.offer = None;
@@ -768,6 +1018,11 @@ impl MasterCore {
     }
 
     fn send_agent(&mut self, agent_id: &str, msg: MasterMsg) {
+        self.touch_agent_id(agent_id);
+        if let (Some(c), MasterMsg::RunTask(r)) = (self.changes.as_mut(), &msg) {
+            c.tasks
+                .insert((r.framework_id.as_str().into(), r.task_id.as_str().into()));
+        }
         self.outbox.push_back(Transmit {
             topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
             qos: QoS::AtLeastOnce,
@@ -782,6 +1037,30 @@ impl MasterCore {
         let Some(f) = self.frameworks[fi].as_mut() else {
             return;
         };
+        if let (Some(c), Event::Update(u)) = (self.changes.as_mut(), &event) {
+            c.tasks.insert((f.id.clone(), u.task_id.clone()));
+            if let Some(a) = &u.agent_id {
+                c.agents.insert(a.clone());
+            }
+            c.bound();
+        }
+        if let (Some(c), Event::Rescind { offer_id }) = (self.changes.as_mut(), &event) {
+            c.offers.insert(*offer_id);
+        }
+        if let Some(c) = self.changes.as_mut() {
+            c.frameworks.insert(f.id.clone());
+        }
+        if let Event::Update(u) = &event {
+            if self.task_log_cap > 0 && u.reason != agent_nostd_core::wire::Reason::UnknownTask {
+                if self.task_log.len() >= self.task_log_cap {
+                    self.task_log.pop_front();
+                }
+                self.task_log.push_back(TaskUpdateRecord {
+                    framework_id: f.id.clone(),
+                    update: u.clone(),
+                });
+            }
+        }
         if let (FrameworkState::Active, Some(client)) = (f.state, &f.client) {
             let topic = proto::event_topic(client);
             self.outbox.push_back(Transmit {

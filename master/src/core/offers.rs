@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use agent_nostd_core::ids::validate_id;
-use agent_nostd_core::wire::{EnvVar, MasterMsg, RunTask, TaskState, MAX_ARGS, MAX_ENV, MAX_TASKS};
+use agent_nostd_core::wire::{
+    Artifact, EnvVar, MasterMsg, RunTask, TaskState, MAX_ARGS, MAX_ARTIFACTS,
+    MAX_ARTIFACT_NAME_LEN, MAX_ARTIFACT_URL_LEN, MAX_ENV, MAX_TASKS,
+};
 use agent_nostd_core::Resources;
 use bramble_sdk::protocol::{self as proto, Accept, ErrorCode, Event, Offer};
 
@@ -31,6 +34,7 @@ impl MasterCore {
             .map(|f| f.id.clone())
             .unwrap_or_default();
         // Whatever happens the offer is used up; its resources go back to the pool.
+        self.stats.offers_accepted += 1;
         self.rescind(offer_id, false);
         self.request_allocation(now);
         let held = self.agents[rec.agent].as_ref().map_or(0, |a| a.tasks.len());
@@ -40,7 +44,7 @@ impl MasterCore {
                 accept.tasks.len()
             ))
         } else {
-            self.check_accept(fi, &fid, &rec.resources, &accept)
+            self.check_accept(fi, &fid, rec.agent, &rec.resources, &accept)
         };
         let runs = match checked {
             Ok(runs) => runs,
@@ -66,6 +70,7 @@ impl MasterCore {
         &self,
         fi: usize,
         fid: &str,
+        agent: usize,
         offered: &Resources,
         accept: &Accept,
     ) -> Result<Vec<RunTask>, String> {
@@ -77,6 +82,9 @@ impl MasterCore {
             ));
         }
         let f = self.frameworks[fi].as_ref().ok_or("framework gone")?;
+        let arch = self.agents[agent]
+            .as_ref()
+            .map_or("", |a| a.desc.arch.as_str());
         let mut seen = BTreeSet::new();
         let mut sum = Amount::default();
         let mut runs = Vec::with_capacity(accept.tasks.len());
@@ -105,7 +113,7 @@ impl MasterCore {
                 }
             }
             sum.add(r);
-            runs.push(build_run_task(fid, t)?);
+            runs.push(build_run_task(fid, t, arch)?);
         }
         let mut has = Amount::default();
         has.add(*offered);
@@ -129,7 +137,9 @@ impl MasterCore {
     }
 
     /// One allocation round: every agent's unoffered free remainder goes to the framework first in
-    /// the policy's order that has no filter for it.
+    /// the policy's order that has no filter for it. Each round starts one agent further on (Mesos
+    /// shuffles its agents per round for the same reason): a framework that takes its first offer
+    /// spreads its tasks instead of piling them onto the first agent.
     pub(super) fn allocate(&mut self, now: u64) {
         self.stats.allocation_rounds += 1;
         let total = self.cluster_total;
@@ -148,7 +158,9 @@ impl MasterCore {
         let mut new_offers: BTreeMap<usize, Vec<Offer>> = BTreeMap::new();
         let mut skipped = Vec::new();
         if !heap.is_empty() && (total.cpu_millis > 0 || total.mem_mib > 0) {
-            for ai in 0..self.agents.len() {
+            let n = self.agents.len();
+            let start = (self.stats.allocation_rounds % n.max(1) as u64) as usize;
+            for ai in (start..n).chain(0..start) {
                 let Some(a) = self.agents[ai].as_ref() else {
                     continue;
                 };
@@ -230,6 +242,9 @@ impl MasterCore {
             f.offered.add(free);
             f.offers.insert(id);
         }
+        self.touch_offer(id);
+        self.touch_agent(ai);
+        self.touch_framework(fi);
         Some(offer)
     }
 
@@ -329,8 +344,9 @@ fn key_of(policy: crate::config::Policy, f: &Framework, total: Amount) -> SortKe
     )
 }
 
-/// Builds the agent-wire RunTask of a task, checking it fits the wire's limits.
-fn build_run_task(fid: &str, t: &proto::TaskInfo) -> Result<RunTask, String> {
+/// Builds the agent-wire RunTask of a task for an agent of architecture `arch`, checking it fits the
+/// wire's limits.
+fn build_run_task(fid: &str, t: &proto::TaskInfo, arch: &str) -> Result<RunTask, String> {
     let tid = &t.task_id;
     let framework_id =
         agent_nostd_core::ids::id(fid).map_err(|_| format!("framework id {fid} is not valid"))?;
@@ -364,6 +380,21 @@ fn build_run_task(fid: &str, t: &proto::TaskInfo) -> Result<RunTask, String> {
         env.push(EnvVar { key, value })
             .map_err(|_| format!("task {tid} sets too many variables"))?;
     }
+    if t.artifacts.len() > MAX_ARTIFACTS {
+        return Err(format!(
+            "task {tid} has more than {MAX_ARTIFACTS} artifacts"
+        ));
+    }
+    let mut artifacts = heapless::Vec::new();
+    for a in &t.artifacts {
+        let artifact = build_artifact(tid, a, arch)?;
+        if artifacts.iter().any(|b: &Artifact| b.name == artifact.name) {
+            return Err(format!("task {tid} has two artifacts named {}", a.name));
+        }
+        artifacts
+            .push(artifact)
+            .map_err(|_| format!("task {tid} has too many artifacts"))?;
+    }
     Ok(RunTask {
         framework_id,
         task_id,
@@ -371,6 +402,34 @@ fn build_run_task(fid: &str, t: &proto::TaskInfo) -> Result<RunTask, String> {
         env,
         resources: t.resources,
         pids_max: 0,
-        artifacts: heapless::Vec::new(),
+        artifacts,
+    })
+}
+
+/// Resolves an artifact for an agent of architecture `arch` and checks it fits the wire.
+fn build_artifact(tid: &str, a: &proto::ArtifactInfo, arch: &str) -> Result<Artifact, String> {
+    let name = a.name.as_str();
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(format!(
+            "task {tid}: artifact name {name:?} must be one file name"
+        ));
+    }
+    let (url, sha256) = a
+        .resolve(arch)
+        .ok_or_else(|| format!("task {tid}: artifact {name} has no URL for arch {arch:?}"))?;
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "task {tid}: artifact {name}: only http:// URLs are supported, not {url:?}"
+        ));
+    }
+    Ok(Artifact {
+        url: heapless::String::try_from(url).map_err(|_| {
+            format!("task {tid}: artifact {name}: URL over {MAX_ARTIFACT_URL_LEN} bytes")
+        })?,
+        sha256: *sha256,
+        executable: a.executable,
+        name: heapless::String::try_from(name).map_err(|_| {
+            format!("task {tid}: artifact name {name:?} is over {MAX_ARTIFACT_NAME_LEN} bytes")
+        })?,
     })
 }

@@ -1,0 +1,104 @@
+//! Helpers shared by the master's integration tests: free ports, the runtime, the target directory,
+//! agents as their own processes, and cleaning up the tasks a killed agent leaves behind.
+//!
+//! Each test binary uses only some of them.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions};
+use bramble::driver::BrokerAddr;
+use bramble::Config;
+
+/// The `bramble` binary under test.
+pub const BRAMBLE: &str = env!("CARGO_BIN_EXE_bramble");
+
+/// A local cluster of `agents` (in-process, supervising tasks with [`BRAMBLE`], default warm
+/// spares) on `broker`, working below `work`, with a master that allocates every 200 ms.
+pub fn cluster_options(
+    broker: ClusterBroker,
+    work: &Path,
+    agents: Vec<AgentSpec>,
+) -> ClusterOptions {
+    ClusterOptions {
+        broker,
+        agents,
+        work_dir: work.to_owned(),
+        supervisor: PathBuf::from(BRAMBLE),
+        master: Config {
+            allocation_interval_ms: 200,
+            ..Config::default()
+        },
+        warm_spares: bramble_agent::config::DEFAULT_WARM_SPARES,
+    }
+}
+
+/// A TCP port free on every interface right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A two-thread runtime, like a small board's master.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `$CARGO_TARGET_DIR`, or the `target` directory this test binary was built into.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test>-…
+    exe.ancestors().nth(3).unwrap().to_owned()
+}
+
+/// An agent as its own process (`bramble __agent`), so it can be SIGKILLed; killed when dropped.
+pub struct AgentProcess(pub Child);
+
+impl AgentProcess {
+    /// Starts agent `id` with one `attribute` (`key=value`), its work directory below `work`.
+    pub fn start(id: &str, attribute: &str, broker: &BrokerAddr, work: &Path) -> AgentProcess {
+        let child = Command::new(BRAMBLE)
+            .args(["__agent", "--agent-id", id, "--attribute", attribute])
+            .arg("--broker")
+            .arg(broker.to_string())
+            .arg("--work-dir")
+            .arg(work.join(id))
+            .env("BRAMBLE_LOG", "warn")
+            .spawn()
+            .unwrap();
+        AgentProcess(child)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills every process whose working directory is below `dir` (tasks orphaned by a killed agent).
+pub fn kill_processes_below(dir: &Path) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
