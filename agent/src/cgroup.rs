@@ -1015,10 +1015,18 @@ impl TaskCgroup {
         let deadline = tokio::time::Instant::now() + REMOVE_TIMEOUT;
         let mut delay = Duration::from_millis(5);
         loop {
-            if !self.is_empty() {
-                self.kill_all()?;
-            }
-            match self.try_rmdir() {
+            // On the blocking pool: `rmdir` (like `mkdir`) takes the kernel's cgroup mutex, which
+            // a concurrent attach holds through an RCU grace period (10–20 ms).
+            let cgroup = self.clone();
+            let round = tokio::task::spawn_blocking(move || {
+                if !cgroup.is_empty() {
+                    cgroup.kill_all()?;
+                }
+                cgroup.try_rmdir()
+            })
+            .await
+            .unwrap_or_else(|join| Err(self.join_error(join)));
+            match round {
                 Ok(()) => {
                     tracing::debug!(paths = ?self.paths, "task cgroup removed");
                     return Ok(());
@@ -1042,6 +1050,19 @@ impl TaskCgroup {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    fn join_error(&self, join: tokio::task::JoinError) -> CgroupError {
+        let path = self
+            .paths
+            .dirs()
+            .first()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default();
+        CgroupError::Io {
+            path,
+            source: io::Error::other(join),
         }
     }
 

@@ -327,7 +327,7 @@ pub async fn launch(
     )?;
 
     let (mut child, supervisor_pid, start_time) =
-        spawn_supervisor(&mut supervisor_command(supervisor_exe), supervisor_exe)?;
+        spawn_supervisor(supervisor_command(supervisor_exe), supervisor_exe).await?;
     let stdin = child.stdin.take();
     let mut stdout = child.stdout.take().map(BufReader::new);
     let pipes = stdin.zip(stdout.as_mut());
@@ -363,17 +363,32 @@ fn request_body(spec: &TaskSpec, cgroup_procs: Vec<PathBuf>) -> Result<Vec<u8>, 
 
 /// Spawns a supervisor; returns it with its pid and start time. It stays our unreaped child, so
 /// its pid cannot be reused until we wait for it.
-fn spawn_supervisor(
-    command: &mut tokio::process::Command,
+///
+/// The `fork` runs on tokio's blocking pool: it waits while any cgroup attach on the machine waits
+/// for its RCU grace period (the kernel's `cgroup_threadgroup_rwsem`; 10–20 ms on this project's
+/// test machine), which must not stall the agent's loop.
+async fn spawn_supervisor(
+    mut command: tokio::process::Command,
     supervisor_exe: &Path,
 ) -> Result<(tokio::process::Child, i32, Option<u64>), LaunchError> {
-    let child = command.spawn().map_err(|source| LaunchError::Spawn {
+    let spawn_error = |source| LaunchError::Spawn {
         path: supervisor_exe.to_path_buf(),
         source,
-    })?;
-    let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    let start_time = process_start_time(supervisor_pid);
-    Ok((child, supervisor_pid, start_time))
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = tokio::task::spawn_blocking(move || {
+        // The child is registered with the runtime's process driver.
+        let _context = runtime.enter();
+        let child = command.spawn()?;
+        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let start_time = process_start_time(supervisor_pid);
+        Ok((child, supervisor_pid, start_time))
+    })
+    .await;
+    match spawned {
+        Ok(result) => result.map_err(spawn_error),
+        Err(join) => Err(spawn_error(io::Error::other(join))),
+    }
 }
 
 /// Reads one answer line of at most [`MAX_REPLY`] bytes.
@@ -488,7 +503,7 @@ impl Spare {
         let mut command = supervisor_command(supervisor_exe);
         command.arg(supervisor::WARM_ARG).args(&procs);
         let (mut child, supervisor_pid, start_time) =
-            spawn_supervisor(&mut command, supervisor_exe)?;
+            spawn_supervisor(command, supervisor_exe).await?;
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().map(BufReader::new);
         let ready = async {
