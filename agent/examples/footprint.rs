@@ -89,9 +89,11 @@ fn main() {
         master.expect(10, |m| matches!(m.msg, AgentMsg::Report(_)).then_some(())).await;
         tokio::time::sleep(Duration::from_secs(2)).await; // settle after start-up
 
-        let checkpoint = work.join("agent.json");
+        // The checkpoint's two slot files (see bramble_agent::checkpoint).
+        let slots = [work.join("agent.0.json"), work.join("agent.1.json")];
         let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let ckpt_before = mtime(&checkpoint);
+        let mtimes = || slots.iter().map(mtime).collect::<Vec<_>>();
+        let ckpt_before = mtimes();
         let io_before = proc_kib(pid, "io", "write_bytes:");
         let ticks_before = cpu_ticks(pid);
         let t0 = Instant::now();
@@ -115,7 +117,7 @@ fn main() {
         println!("bytes written to storage while idle: {written}");
         println!(
             "checkpoint rewritten while idle: {}",
-            if mtime(&checkpoint) == ckpt_before { "no" } else { "YES" }
+            if mtimes() == ckpt_before { "no" } else { "YES" }
         );
 
         for i in 0..10 {

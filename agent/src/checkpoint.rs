@@ -1,11 +1,22 @@
 //! The agent's checkpoint: its id, the master epoch, the next status update id and every task it
 //! holds, so a restarted agent re-adopts its running tasks and resends what was never acknowledged.
 //!
-//! It is one JSON file (`<work_dir>/agent.json`; readable when someone has to look at a board). It is
-//! written atomically (temporary file, fsync, rename, fsync of the directory), and only when its
-//! contents change: an idle agent writes nothing to the SD card.
+//! It is JSON (readable when someone has to look at a board), kept in two slot files beside each
+//! other, `agent.0.json` and `agent.1.json` in the work dir, written in turn:
+//!
+//! ```text
+//! {"generation":7,"sha256":"<64 hex digits>","checkpoint":{…}}      ← then spaces, to the file's size
+//! ```
+//!
+//! A write overwrites the older slot in place and `fdatasync`s it: no new file, no rename, no
+//! directory flush, so on ext4 nothing but the data goes to the SD card (a file only grows, in
+//! 4 KiB steps, when the checkpoint outgrows it). A write torn by a power cut fails its SHA-256,
+//! and the other slot, one generation older, is read instead: the newer one was never reported as
+//! written. Reading takes the valid slot of the highest generation. A checkpoint is written only
+//! when its contents change: an idle agent writes nothing. The single-file `agent.json` of earlier
+//! releases is read when no slot exists yet.
 
-use std::io::Write;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use agent_nostd_core::wire::{Reason, TaskState};
@@ -87,25 +98,115 @@ pub struct Checkpoint<L> {
     pub tasks: Vec<TaskRecord<L>>,
 }
 
-/// The checkpoint file; remembers what it last wrote so unchanged state is not written again.
+/// The checkpoint's two slot files; remembers what it last wrote so unchanged state is not written
+/// again, and which generation is newest on disk.
 #[derive(Debug)]
 pub struct CheckpointFile {
     path: PathBuf,
     last_written: Option<Vec<u8>>,
     writes: u64,
+    generation: u64,
+}
+
+/// How much a slot file grows by when a checkpoint outgrows it.
+const SLOT_GROWTH: usize = 4096;
+
+/// The slot file generation `generation` goes to, for the checkpoint named `path`
+/// (`agent.json` → `agent.0.json`, `agent.1.json`).
+pub fn slot_path(path: &Path, generation: u64) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{}.{}", generation % 2, ext.to_string_lossy()),
+        None => format!("{stem}.{}", generation % 2),
+    };
+    path.with_file_name(name)
+}
+
+/// One slot's contents: `Ok((generation, checkpoint bytes))`, or why it is unusable.
+pub fn parse_slot(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
+    let rest = bytes
+        .strip_prefix(b"{\"generation\":")
+        .ok_or("no slot header")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let generation = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or("no generation")?;
+    let rest = rest[digits..]
+        .strip_prefix(b",\"sha256\":\"")
+        .ok_or("no sha256")?;
+    let (hex, rest) = rest.split_at_checked(64).ok_or("a short sha256")?;
+    let body = rest
+        .strip_prefix(b"\",\"checkpoint\":")
+        .ok_or("no checkpoint")?;
+    let body = body.trim_ascii_end();
+    let body = body.strip_suffix(b"}").ok_or("truncated")?;
+    if hex != sha256_hex(body).as_bytes() {
+        return Err("its SHA-256 does not match (a torn write)".into());
+    }
+    Ok((generation, body))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes checkpoint `body` as generation `generation` into its slot of the checkpoint named `path`:
+/// in place, padded with spaces to the file's size, then `fdatasync`. A slot file that did not
+/// exist is created and its directory flushed.
+pub fn write_slot(path: &Path, generation: u64, body: &[u8]) -> std::io::Result<()> {
+    let slot = slot_path(path, generation);
+    let dir = slot.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = format!(
+        "{{\"generation\":{generation},\"sha256\":\"{}\",\"checkpoint\":",
+        sha256_hex(body)
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    bytes.extend_from_slice(b"}\n");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&slot)?;
+    let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let created = size == 0;
+    // The same size as before: then only data blocks change, and fdatasync flushes only them.
+    let target = if bytes.len() <= size {
+        size
+    } else {
+        bytes.len().div_ceil(SLOT_GROWTH) * SLOT_GROWTH
+    };
+    bytes.resize(target, b' ');
+    if let Some(last) = bytes.last_mut() {
+        *last = b'\n';
+    }
+    file.write_all_at(&bytes, 0)?;
+    file.sync_data()?;
+    if created {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl CheckpointFile {
-    /// The checkpoint at `path`.
+    /// The checkpoint named `path` (its slots are beside it, see [`slot_path`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CheckpointFile {
             path: path.into(),
             last_written: None,
             writes: 0,
+            generation: 0,
         }
     }
 
-    /// The file's path.
+    /// The checkpoint's name (the single file of earlier releases).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -115,20 +216,52 @@ impl CheckpointFile {
         self.writes
     }
 
-    /// Reads the checkpoint: `Ok(None)` when there is none.
+    /// The newest generation on disk (0: none), as loaded or last saved. The next write is this
+    /// plus one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reads the checkpoint: the valid slot of the highest generation, else the single file of
+    /// earlier releases; `Ok(None)` when there is none.
     pub fn load<L: DeserializeOwned>(&mut self) -> Result<Option<Checkpoint<L>>, CheckpointError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(CheckpointError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
+        let mut best: Option<(u64, Vec<u8>)> = None;
+        let mut problem: Option<(PathBuf, String)> = None;
+        for slot in [slot_path(&self.path, 0), slot_path(&self.path, 1)] {
+            let Some(bytes) = self.read(&slot)? else {
+                continue;
+            };
+            match parse_slot(&bytes) {
+                Ok((generation, body)) => {
+                    if best.as_ref().is_none_or(|(g, _)| generation > *g) {
+                        best = Some((generation, body.to_vec()));
+                    }
+                }
+                Err(why) => problem = Some((slot, why)),
             }
+        }
+        let (generation, bytes, from) = match (best, problem) {
+            (Some((generation, body)), problem) => {
+                if let Some((slot, why)) = problem {
+                    tracing::warn!(
+                        "checkpoint slot {} is unusable ({why}); reading the other",
+                        slot.display()
+                    );
+                }
+                // The single file of an earlier release is stale once a slot exists.
+                let _ = std::fs::remove_file(&self.path);
+                (generation, body, slot_path(&self.path, generation))
+            }
+            (None, Some((path, problem))) => {
+                return Err(CheckpointError::Corrupt { path, problem })
+            }
+            (None, None) => match self.read(&self.path.clone())? {
+                Some(bytes) => (0, bytes, self.path.clone()),
+                None => return Ok(None),
+            },
         };
         let corrupt = |problem: String| CheckpointError::Corrupt {
-            path: self.path.clone(),
+            path: from.clone(),
             problem,
         };
         let value: serde_json::Value =
@@ -140,26 +273,50 @@ impl CheckpointFile {
             )));
         }
         let checkpoint = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        self.generation = generation;
         self.last_written = Some(bytes);
         Ok(Some(checkpoint))
     }
 
-    /// Moves an unreadable checkpoint aside (to `<name>.corrupt`) so the agent can start afresh and a
-    /// person can still look at it. Returns where it went.
-    pub fn quarantine(&mut self) -> Result<PathBuf, CheckpointError> {
-        let mut aside = self.path.clone().into_os_string();
-        aside.push(".corrupt");
-        let aside = PathBuf::from(aside);
-        std::fs::rename(&self.path, &aside).map_err(|source| CheckpointError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        self.last_written = None;
-        Ok(aside)
+    fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CheckpointError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 
-    /// Writes the checkpoint atomically if it differs from what was last written. Returns whether it
-    /// wrote.
+    /// Moves an unreadable checkpoint aside (each of its files to `<name>.corrupt`) so the agent
+    /// can start afresh and a person can still look at it. Returns where the first went.
+    pub fn quarantine(&mut self) -> Result<PathBuf, CheckpointError> {
+        let mut first = None;
+        for path in [
+            slot_path(&self.path, 0),
+            slot_path(&self.path, 1),
+            self.path.clone(),
+        ] {
+            if !path.exists() {
+                continue;
+            }
+            let mut aside = path.clone().into_os_string();
+            aside.push(".corrupt");
+            let aside = PathBuf::from(aside);
+            std::fs::rename(&path, &aside).map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            first.get_or_insert(aside);
+        }
+        self.last_written = None;
+        self.generation = 0;
+        Ok(first.unwrap_or_else(|| self.path.clone()))
+    }
+
+    /// Writes the checkpoint (the next generation, in its slot) if it differs from what was last
+    /// written. Returns whether it wrote.
     pub fn save<L: Serialize>(
         &mut self,
         checkpoint: &Checkpoint<L>,
@@ -167,19 +324,21 @@ impl CheckpointFile {
         let Some(bytes) = self.encode(checkpoint)? else {
             return Ok(false);
         };
-        write_atomically(&self.path, &bytes).map_err(|source| {
+        let generation = self.generation + 1;
+        write_slot(&self.path, generation, &bytes).map_err(|source| {
             self.forget_written();
             CheckpointError::Io {
-                path: self.path.clone(),
+                path: slot_path(&self.path, generation),
                 source,
             }
         })?;
+        self.generation = generation;
         Ok(true)
     }
 
     /// The bytes to write for `checkpoint`, or `None` when they are what was last written; for a
-    /// caller that writes them itself (with [`write_atomically`], e.g. in the background), and
-    /// calls [`forget_written`](Self::forget_written) if that fails.
+    /// caller that writes them itself (with [`write_slot`], e.g. in the background), and calls
+    /// [`forget_written`](Self::forget_written) if that fails.
     pub fn encode<L: Serialize>(
         &mut self,
         checkpoint: &Checkpoint<L>,
@@ -200,22 +359,6 @@ impl CheckpointFile {
     pub fn forget_written(&mut self) {
         self.last_written = None;
     }
-}
-
-/// Temporary file in the same directory, fsync, rename over `path`, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -264,14 +407,49 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_survives_a_round_trip_through_its_file() {
+    fn a_checkpoint_survives_a_round_trip_through_its_slot_files_which_stay_readable_json() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = CheckpointFile::new(dir.path().join("agent.json"));
+        let path = dir.path().join("agent.json");
+        let mut file = CheckpointFile::new(&path);
         assert_eq!(file.load::<Pid>().unwrap(), None);
         assert!(file.save(&sample()).unwrap());
-        let mut again = CheckpointFile::new(dir.path().join("agent.json"));
+        let mut again = CheckpointFile::new(&path);
         assert_eq!(again.load::<Pid>().unwrap(), Some(sample()));
-        assert!(!dir.path().join("agent.json.tmp").exists());
+        assert_eq!(again.generation(), 1);
+        let slot = dir.path().join("agent.1.json");
+        assert_eq!(slot_path(&path, 1), slot);
+        let whole: serde_json::Value = serde_json::from_slice(&std::fs::read(&slot).unwrap())
+            .expect("a slot file, padding and all, is one JSON document");
+        assert_eq!(whole["generation"], 1);
+        assert_eq!(whole["checkpoint"]["agent_id"], "pi4");
+        assert!(!path.exists() && !dir.path().join("agent.0.json").exists());
+    }
+
+    #[test]
+    fn writes_alternate_slots_and_keep_each_file_at_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        let mut file = CheckpointFile::new(&path);
+        let mut big = sample();
+        big.tasks = (0..20).map(|_| sample().tasks[0].clone()).collect();
+        assert!(file.save(&big).unwrap());
+        assert!(file.save(&sample()).unwrap());
+        let size = |g| std::fs::metadata(slot_path(&path, g)).unwrap().len();
+        let (one, zero) = (size(1), size(0));
+        assert_eq!(one % SLOT_GROWTH as u64, 0);
+        let mut smaller = sample();
+        smaller.tasks.truncate(1);
+        assert!(file.save(&smaller).unwrap());
+        assert_eq!(file.generation(), 3);
+        assert_eq!(
+            (size(1), size(0)),
+            (one, zero),
+            "overwritten in place, same size"
+        );
+        assert_eq!(
+            CheckpointFile::new(&path).load::<Pid>().unwrap(),
+            Some(smaller)
+        );
     }
 
     #[test]
@@ -280,15 +458,17 @@ mod tests {
         let path = dir.path().join("agent.json");
         let mut file = CheckpointFile::new(&path);
         assert!(file.save(&sample()).unwrap());
-        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let slot = slot_path(&path, 1);
+        let modified = std::fs::metadata(&slot).unwrap().modified().unwrap();
         for _ in 0..100 {
             assert!(!file.save(&sample()).unwrap());
         }
         assert_eq!(file.writes(), 1);
         assert_eq!(
-            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            std::fs::metadata(&slot).unwrap().modified().unwrap(),
             modified
         );
+        assert!(!slot_path(&path, 0).exists());
         let mut changed = sample();
         changed.next_update_id += 1;
         assert!(file.save(&changed).unwrap());
@@ -300,26 +480,72 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_or_corrupt_checkpoint_is_reported_clearly_and_can_be_set_aside() {
+    fn a_torn_newest_slot_is_passed_over_for_the_older_whole_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.json");
         let mut file = CheckpointFile::new(&path);
         file.save(&sample()).unwrap();
-        let full = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        let mut newer = sample();
+        newer.next_update_id = 99;
+        file.save(&newer).unwrap();
+        // Generation 2 went to slot 0; a power cut tears it half-way.
+        let slot = slot_path(&path, 0);
+        let mut torn = std::fs::read(&slot).unwrap();
+        let half = torn.trim_ascii_end().len() / 2;
+        torn[half..].fill(0);
+        std::fs::write(&slot, &torn).unwrap();
+        let mut reread = CheckpointFile::new(&path);
+        assert_eq!(reread.load::<Pid>().unwrap(), Some(sample()));
+        assert_eq!(reread.generation(), 1);
+        // The next write goes to the torn slot, never over the whole one.
+        reread.save(&newer).unwrap();
+        assert!(parse_slot(&std::fs::read(&slot).unwrap()).is_ok());
+        assert_eq!(
+            CheckpointFile::new(&path).load::<Pid>().unwrap(),
+            Some(newer)
+        );
+    }
+
+    #[test]
+    fn corrupt_slots_are_reported_clearly_and_can_be_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        let mut file = CheckpointFile::new(&path);
+        file.save(&sample()).unwrap();
+        let slot = slot_path(&path, 1);
+        let full = std::fs::read(&slot).unwrap();
+        let json = full.trim_ascii_end();
+        std::fs::write(&slot, &json[..json.len() / 2]).unwrap();
         let err = file.load::<Pid>().unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("agent.json is corrupt"), "{err}");
+        assert!(err.to_string().contains("agent.1.json is corrupt"), "{err}");
 
-        std::fs::write(&path, b"\x00\xff garbage").unwrap();
+        std::fs::write(&slot, b"\x00\xff garbage").unwrap();
         assert!(matches!(
             file.load::<Pid>().unwrap_err(),
             CheckpointError::Corrupt { .. }
         ));
         let aside = file.quarantine().unwrap();
-        assert!(aside.ends_with("agent.json.corrupt"));
-        assert!(!path.exists());
+        assert!(aside.ends_with("agent.1.json.corrupt"));
+        assert!(!slot.exists());
         assert_eq!(file.load::<Pid>().unwrap(), None);
+    }
+
+    #[test]
+    fn the_single_file_of_earlier_releases_is_read_until_a_slot_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&sample()).unwrap()).unwrap();
+        let mut file = CheckpointFile::new(&path);
+        assert_eq!(file.load::<Pid>().unwrap(), Some(sample()));
+        let mut newer = sample();
+        newer.master_epoch = 8;
+        assert!(file.save(&newer).unwrap());
+        assert_eq!(
+            CheckpointFile::new(&path).load::<Pid>().unwrap(),
+            Some(newer)
+        );
+        assert!(!path.exists(), "the stale single file is removed");
     }
 
     #[test]

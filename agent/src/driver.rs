@@ -678,7 +678,10 @@ impl Driver {
     /// Re-adopts the tasks of the previous run from the checkpoint.
     fn recover(&mut self) {
         let checkpoint = match self.checkpoint.load::<Launched>() {
-            Ok(Some(c)) => c,
+            Ok(Some(c)) => {
+                self.durable.resume_at(self.checkpoint.generation());
+                c
+            }
             Ok(None) => return,
             Err(e) => {
                 error!("{e}; starting without it");

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::checkpoint::write_atomically;
+use crate::checkpoint::write_slot;
 
 /// The most publishes held at once: every task's updates, and room for reports and the like.
 pub const HELD_CAP: usize = agent_nostd_core::wire::MAX_TASKS * 4 + 16;
@@ -56,6 +56,10 @@ pub struct Durable {
     /// The number of the newest write done.
     done: u64,
     in_flight: bool,
+    /// The checkpoint generation on disk; a write in flight is the next one. It advances only when
+    /// a write succeeds, so a failed write's slot (perhaps torn) is the one written next, never the
+    /// other, whole, one.
+    generation: u64,
     /// The newest snapshot asked for while a write was in flight.
     next: Option<(u64, Vec<u8>)>,
     held: VecDeque<(u64, Publish)>,
@@ -74,6 +78,7 @@ impl Durable {
             requested: 0,
             done: 0,
             in_flight: false,
+            generation: 0,
             next: None,
             held: VecDeque::new(),
             dropped: 0,
@@ -93,12 +98,19 @@ impl Durable {
         }
     }
 
+    /// Continues from the generation a checkpoint was loaded at
+    /// ([`CheckpointFile::generation`](crate::checkpoint::CheckpointFile::generation)).
+    pub fn resume_at(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
     fn spawn(&mut self, n: u64, bytes: Vec<u8>) {
         self.in_flight = true;
         let path = self.path.clone();
         let written = self.written.clone();
+        let generation = self.generation + 1;
         tokio::task::spawn_blocking(move || {
-            let result = write_atomically(&path, &bytes);
+            let result = write_slot(&path, generation, &bytes);
             let _ = written.blocking_send((n, result));
         });
     }
@@ -127,6 +139,9 @@ impl Durable {
     pub fn on_written(&mut self, (n, result): Written) -> bool {
         self.in_flight = false;
         self.done = self.done.max(n);
+        if result.is_ok() {
+            self.generation += 1;
+        }
         if let Some((next, bytes)) = self.next.take() {
             self.spawn(next, bytes);
         }
@@ -176,6 +191,22 @@ mod tests {
         }
     }
 
+    /// The checkpoint bytes of the newest whole slot.
+    fn newest(path: &std::path::Path) -> Vec<u8> {
+        let slots: Vec<Vec<u8>> = (0..2)
+            .filter_map(|g| std::fs::read(crate::checkpoint::slot_path(path, g)).ok())
+            .collect();
+        let mut parsed: Vec<(u64, &[u8])> = slots
+            .iter()
+            .filter_map(|b| crate::checkpoint::parse_slot(b).ok())
+            .collect();
+        parsed.sort();
+        parsed
+            .last()
+            .map(|(_, body)| body.to_vec())
+            .unwrap_or_default()
+    }
+
     fn release_all(d: &mut Durable) -> Vec<String> {
         std::iter::from_fn(|| d.release())
             .map(|p| p.topic)
@@ -213,7 +244,7 @@ mod tests {
         let second = rx.recv().await.unwrap();
         assert!(!d.on_written(second));
         assert_eq!(release_all(&mut d), ["running", "report"]);
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(newest(&path), b"two");
         assert_eq!(d.publish(p("later")), Some(p("later")));
     }
 
@@ -233,7 +264,7 @@ mod tests {
             d.on_written(w);
         }
         assert_eq!(writes, 2, "\"two\" was never written");
-        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        assert_eq!(newest(&path), b"three");
         assert_eq!(release_all(&mut d), ["x"]);
     }
 
