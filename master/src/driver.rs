@@ -55,6 +55,25 @@ pub async fn run(
     run_with_web(config, broker, snapshots, None, shutdown).await
 }
 
+/// The most incoming messages handled before the master's outputs are sent.
+const INCOMING_BATCH: usize = 32;
+
+/// Hands one incoming message to the core by its topic; a bad one is logged, counted and dropped.
+fn handle_incoming(core: &mut MasterCore, now: u64, topic: &str, payload: &[u8]) {
+    trace!(%topic, len = payload.len(), "received a publish");
+    let result = if topic.starts_with(bramble_sdk::protocol::FRAMEWORK_PREFIX) {
+        core.handle_framework_bytes(now, topic, payload)
+    } else if topic.starts_with(crate::core::OPERATOR_PREFIX) {
+        core.handle_operator_bytes(now, topic, payload)
+    } else {
+        core.handle_agent_bytes(now, topic, payload)
+    };
+    if let Err(e) = result {
+        let s = core.stats();
+        warn!(%topic, len = payload.len(), ?s, "dropped a message: {e}");
+    }
+}
+
 /// [`run`], also feeding `web` (the dashboard and `/metrics`): every status message, the core's
 /// counters and the duration of the timer ticks that ran an allocation round. `web` is closed when
 /// the master stops.
@@ -168,17 +187,15 @@ pub async fn run_with_web(
         tokio::select! {
             () = &mut shutdown => break,
             Some((topic, payload)) = incoming.recv() => {
-                trace!(%topic, len = payload.len(), "received a publish");
-                let result = if topic.starts_with(bramble_sdk::protocol::FRAMEWORK_PREFIX) {
-                    core.handle_framework_bytes(now(), &topic, &payload)
-                } else if topic.starts_with(crate::core::OPERATOR_PREFIX) {
-                    core.handle_operator_bytes(now(), &topic, &payload)
-                } else {
-                    core.handle_agent_bytes(now(), &topic, &payload)
-                };
-                if let Err(e) = result {
-                    let s = core.stats();
-                    warn!(%topic, len = payload.len(), ?s, "dropped a message: {e}");
+                handle_incoming(&mut core, now(), &topic, &payload);
+                // What has arrived meanwhile is handled before the outputs go: a STARTING and a
+                // RUNNING that came together leave together, ahead of the status topics, which
+                // are rendered once for both.
+                for _ in 1..INCOMING_BATCH {
+                    let Ok((topic, payload)) = incoming.try_recv() else {
+                        break;
+                    };
+                    handle_incoming(&mut core, now(), &topic, &payload);
                 }
             }
             () = sleep_until(wake) => {
