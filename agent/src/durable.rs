@@ -2,10 +2,11 @@
 //!
 //! A status update may leave only once the checkpoint that covers it (its task's record, its update
 //! id's block) is on disk. Writing that checkpoint inside the agent's loop would stall everything
-//! for its two fsyncs (1–2 ms on this project's test machine, more on an SD card), launches
-//! included. [`Durable`] writes on tokio's blocking pool instead, one write at a time (a newer
-//! snapshot replaces one still waiting), and holds what the core sends meanwhile, in order, until the
-//! write that covers it is done:
+//! for its flush ([`write_slot`]'s `fdatasync`: tens of µs on this project's test machine, up to
+//! milliseconds on an SD card or behind other I/O), launches included. [`Durable`] writes on
+//! tokio's blocking pool instead, each into the slot its generation names, one write at a time
+//! (a newer snapshot replaces one still waiting), and holds what the core sends meanwhile, in
+//! order, until the write that covers it is done:
 //!
 //! ```text
 //! checkpoint changed     ─▶ durable.write(bytes)      background write #n (or next after the current)
