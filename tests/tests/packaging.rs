@@ -2,6 +2,7 @@
 //! systemd, no root, no cross toolchain needed), and the `.deb`s that `cross/build.sh` writes to
 //! `target/dist/` (ignored unless they were built).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -102,36 +103,42 @@ fn fake_cgroup_root(dir: &Path, controllers: &str) -> PathBuf {
     root
 }
 
-fn install_sh(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new("sh")
-        .arg(repo().join("cross/install.sh"))
-        .args(args)
-        .output()
-        .unwrap()
+/// A staging root for `install.sh`, beside a fake release tarball.
+struct Staging {
+    dir: tempfile::TempDir,
+    tarball: PathBuf,
+    root: PathBuf,
+}
+
+impl Staging {
+    fn new() -> Staging {
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = fake_tarball(dir.path());
+        let root = dir.path().join("root");
+        Staging { dir, tarball, root }
+    }
+
+    /// `install.sh --root ROOT --arch ARCH [--cgroup-root CGROUP] EXTRA… TARBALL`.
+    fn install<S: AsRef<OsStr>>(&self, arch: &str, cgroup: Option<&Path>, extra: &[S]) -> Output {
+        let mut cmd = Command::new("sh");
+        cmd.arg(repo().join("cross/install.sh"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(["--arch", arch]);
+        if let Some(cgroup) = cgroup {
+            cmd.arg("--cgroup-root").arg(cgroup);
+        }
+        cmd.args(extra).arg(&self.tarball).output().unwrap()
+    }
 }
 
 #[test]
 fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = fake_tarball(dir.path());
-    let root = dir.path().join("root");
-    let cgroup = fake_cgroup_root(dir.path(), "cpuset cpu io memory pids");
-    let args = |extra: &[&str]| {
-        let mut a: Vec<std::ffi::OsString> = vec![
-            "--root".into(),
-            root.clone().into(),
-            "--arch".into(),
-            host_uname_arch().into(),
-            "--cgroup-root".into(),
-            cgroup.clone().into(),
-        ];
-        a.extend(extra.iter().map(Into::into));
-        a.push(tarball.clone().into());
-        a
-    };
-    let first = args(&["--broker", "mqtt://10.1.2.3:1884"]);
-    let refs: Vec<&std::ffi::OsStr> = first.iter().map(|a| a.as_os_str()).collect();
-    let out = install_sh(&refs);
+    let staging = Staging::new();
+    let root = &staging.root;
+    let cgroup = fake_cgroup_root(staging.dir.path(), "cpuset cpu io memory pids");
+    let install = |extra: &[&str]| staging.install(host_uname_arch(), Some(&cgroup), extra);
+    let out = install(&["--broker", "mqtt://10.1.2.3:1884"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -160,9 +167,7 @@ fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing
 
     // A second install keeps the config the user edited, and sets only the broker when asked.
     std::fs::write(&conf, "agent_id = \"kitchen\"\n").unwrap();
-    let again = args(&[]);
-    let refs: Vec<&std::ffi::OsStr> = again.iter().map(|a| a.as_os_str()).collect();
-    let out = install_sh(&refs);
+    let out = install(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("kept the existing"),
@@ -174,9 +179,7 @@ fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing
         "agent_id = \"kitchen\"\n"
     );
 
-    let broker = args(&["--broker", "mqtt://master.lan"]);
-    let refs: Vec<&std::ffi::OsStr> = broker.iter().map(|a| a.as_os_str()).collect();
-    assert!(install_sh(&refs).status.success());
+    assert!(install(&["--broker", "mqtt://master.lan"]).status.success());
     let config = Config::load(&conf, true, Overrides::default(), "pi").unwrap();
     assert_eq!(config.agent_id, "kitchen");
     assert_eq!(config.broker.host, "master.lan");
@@ -184,24 +187,10 @@ fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing
 
 #[test]
 fn install_sh_sets_the_agent_id_and_attributes_and_keeps_the_rest_of_an_edited_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = fake_tarball(dir.path());
-    let root = dir.path().join("root");
-    let cgroup = fake_cgroup_root(dir.path(), "cpu memory pids");
-    let install = |extra: &[&str]| {
-        let mut a: Vec<std::ffi::OsString> = vec![
-            "--root".into(),
-            root.clone().into(),
-            "--arch".into(),
-            host_uname_arch().into(),
-            "--cgroup-root".into(),
-            cgroup.clone().into(),
-        ];
-        a.extend(extra.iter().map(Into::into));
-        a.push(tarball.clone().into());
-        let refs: Vec<&std::ffi::OsStr> = a.iter().map(|a| a.as_os_str()).collect();
-        install_sh(&refs)
-    };
+    let staging = Staging::new();
+    let root = &staging.root;
+    let cgroup = fake_cgroup_root(staging.dir.path(), "cpu memory pids");
+    let install = |extra: &[&str]| staging.install(host_uname_arch(), Some(&cgroup), extra);
     let out = install(&[
         "--agent-id",
         "pi-1",
@@ -263,9 +252,8 @@ fn install_sh_sets_the_agent_id_and_attributes_and_keeps_the_rest_of_an_edited_c
 
 #[test]
 fn install_sh_reports_a_missing_memory_controller_with_the_kernel_command_line_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = fake_tarball(dir.path());
-    let root = dir.path().join("root");
+    let staging = Staging::new();
+    let (dir, root) = (staging.dir.path(), &staging.root);
     std::fs::create_dir_all(root.join("boot/firmware")).unwrap();
     std::fs::write(
         root.join("boot/firmware/cmdline.txt"),
@@ -274,16 +262,8 @@ fn install_sh_reports_a_missing_memory_controller_with_the_kernel_command_line_f
     .unwrap();
 
     // cgroup v2 without `memory` (Raspberry Pi OS's default).
-    let v2 = fake_cgroup_root(dir.path(), "cpuset cpu io pids");
-    let out = install_sh(&[
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--arch".as_ref(),
-        host_uname_arch().as_ref(),
-        "--cgroup-root".as_ref(),
-        v2.as_os_str(),
-        tarball.as_os_str(),
-    ]);
+    let v2 = fake_cgroup_root(dir, "cpuset cpu io pids");
+    let out = staging.install::<&str>(host_uname_arch(), Some(&v2), &[]);
     assert!(
         out.status.success(),
         "a warning, not a failure: {}",
@@ -303,23 +283,17 @@ fn install_sh_reports_a_missing_memory_controller_with_the_kernel_command_line_f
     // cgroup v1 with memory disabled in /proc/cgroups (and an older Pi OS's /boot/cmdline.txt).
     std::fs::remove_dir_all(root.join("boot/firmware")).unwrap();
     std::fs::write(root.join("boot/cmdline.txt"), "console=tty1\n").unwrap();
-    let proc_cgroups = dir.path().join("proc-cgroups");
+    let proc_cgroups = dir.join("proc-cgroups");
     std::fs::write(
         &proc_cgroups,
         "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t0\t1\t0\n",
     )
     .unwrap();
-    let out = install_sh(&[
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--arch".as_ref(),
-        host_uname_arch().as_ref(),
-        "--cgroup-root".as_ref(),
-        dir.path().join("no-v2").as_os_str(),
-        "--proc-cgroups".as_ref(),
-        proc_cgroups.as_os_str(),
-        tarball.as_os_str(),
-    ]);
+    let out = staging.install(
+        host_uname_arch(),
+        Some(&dir.join("no-v2")),
+        &[OsStr::new("--proc-cgroups"), proc_cgroups.as_os_str()],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
@@ -331,16 +305,8 @@ fn install_sh_reports_a_missing_memory_controller_with_the_kernel_command_line_f
 
 #[test]
 fn install_sh_refuses_armv6_boards_and_binaries_for_another_architecture() {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = fake_tarball(dir.path());
-    let root = dir.path().join("root");
-    let out = install_sh(&[
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--arch".as_ref(),
-        "armv6l".as_ref(),
-        tarball.as_os_str(),
-    ]);
+    let staging = Staging::new();
+    let out = staging.install::<&str>("armv6l", None, &[]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("Pi Zero W / Pi 1"), "{stderr}");
@@ -351,13 +317,7 @@ fn install_sh_refuses_armv6_boards_and_binaries_for_another_architecture() {
     } else {
         "aarch64"
     };
-    let out = install_sh(&[
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--arch".as_ref(),
-        other.as_ref(),
-        tarball.as_os_str(),
-    ]);
+    let out = staging.install::<&str>(other, None, &[]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("not built for"),
@@ -365,7 +325,7 @@ fn install_sh_refuses_armv6_boards_and_binaries_for_another_architecture() {
         text(&out.stderr)
     );
     assert!(
-        !root.join("usr/bin/bramble-agent").exists(),
+        !staging.root.join("usr/bin/bramble-agent").exists(),
         "nothing installed"
     );
 }
