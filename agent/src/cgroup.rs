@@ -160,6 +160,18 @@ pub enum CgroupError {
     /// A checkpointed cgroup is of another version than the board's.
     #[error("cgroup paths do not match this board's isolation ({0})")]
     Mismatch(&'static str),
+    /// Work run by [`off_loop`] panicked or was cancelled.
+    #[error("cgroup work on the blocking pool did not finish: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+}
+
+/// Runs cgroupfs work on tokio's blocking pool. `mkdir` and `rmdir` there wait for the kernel's
+/// cgroup mutex, which an attach anywhere on the machine holds through an RCU grace period
+/// (10–20 ms): done inline, they would stall the agent's loop for that long.
+pub async fn off_loop<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+) -> Result<T, CgroupError> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -373,15 +385,20 @@ impl Isolation {
     /// Where a task's cgroup goes (whether or not it exists), `None` without isolation.
     pub fn task_paths(&self, framework_id: &str, task_id: &str) -> Option<CgroupPaths> {
         let name = format!("{framework_id}@{task_id}");
+        self.paths_named(&format!("task@{name}"), &name)
+    }
+
+    /// The cgroup named `v2_name` under the v2 parent, or `v1_name` in every v1 hierarchy.
+    fn paths_named(&self, v2_name: &str, v1_name: &str) -> Option<CgroupPaths> {
         match self {
             Isolation::V2(l) => Some(CgroupPaths::V2 {
-                dir: l.parent.join(format!("task@{name}")),
+                dir: l.parent.join(v2_name),
             }),
             Isolation::V1(l) => Some(CgroupPaths::V1 {
-                memory: l.memory.join(&name),
-                cpu: l.cpu.join(&name),
-                cpuacct: l.cpuacct.as_ref().map(|d| d.join(&name)),
-                pids: l.pids.join(&name),
+                memory: l.memory.join(v1_name),
+                cpu: l.cpu.join(v1_name),
+                cpuacct: l.cpuacct.as_ref().map(|d| d.join(v1_name)),
+                pids: l.pids.join(v1_name),
             }),
             Isolation::None { .. } => None,
         }
@@ -447,18 +464,7 @@ impl Isolation {
     /// Where the spare cgroup `warm@<agent_id>@<seq>` goes, `None` without isolation.
     fn spare_paths(&self, agent_id: &str, seq: u64) -> Option<CgroupPaths> {
         let name = format!("{SPARE_PREFIX}{agent_id}@{seq}");
-        match self {
-            Isolation::V2(l) => Some(CgroupPaths::V2 {
-                dir: l.parent.join(&name),
-            }),
-            Isolation::V1(l) => Some(CgroupPaths::V1 {
-                memory: l.memory.join(&name),
-                cpu: l.cpu.join(&name),
-                cpuacct: l.cpuacct.as_ref().map(|d| d.join(&name)),
-                pids: l.pids.join(&name),
-            }),
-            Isolation::None { .. } => None,
-        }
+        self.paths_named(&name, &name)
     }
 
     /// Creates a cgroup for a warm spare of agent `agent_id`, `warm@<agent_id>@<n>` beside the
@@ -1015,17 +1021,14 @@ impl TaskCgroup {
         let deadline = tokio::time::Instant::now() + REMOVE_TIMEOUT;
         let mut delay = Duration::from_millis(5);
         loop {
-            // On the blocking pool: `rmdir` (like `mkdir`) takes the kernel's cgroup mutex, which
-            // a concurrent attach holds through an RCU grace period (10–20 ms).
             let cgroup = self.clone();
-            let round = tokio::task::spawn_blocking(move || {
+            let round = off_loop(move || {
                 if !cgroup.is_empty() {
                     cgroup.kill_all()?;
                 }
                 cgroup.try_rmdir()
             })
-            .await
-            .unwrap_or_else(|join| Err(self.join_error(join)));
+            .await;
             match round {
                 Ok(()) => {
                     tracing::debug!(paths = ?self.paths, "task cgroup removed");
@@ -1050,19 +1053,6 @@ impl TaskCgroup {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    fn join_error(&self, join: tokio::task::JoinError) -> CgroupError {
-        let path = self
-            .paths
-            .dirs()
-            .first()
-            .map(|d| d.to_path_buf())
-            .unwrap_or_default();
-        CgroupError::Io {
-            path,
-            source: io::Error::other(join),
         }
     }
 

@@ -149,10 +149,7 @@ pub fn parse_slot(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::fetch::to_hex(&sha2::Sha256::digest(bytes))
 }
 
 /// Writes checkpoint `body` as generation `generation` into its slot of the checkpoint named `path`:

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::cgroup::{CgroupError, Isolation, Limits, TaskCgroup};
+use crate::cgroup::{self, CgroupError, Isolation, Limits, TaskCgroup};
 use crate::process::{self, LaunchError, Launched, Spare, TaskHandle, TaskSpec};
 
 /// The first wait before another try after a spare could not be prepared.
@@ -170,7 +170,9 @@ impl Launcher {
                 Err(None) => {}
             }
         }
-        let cgroup = self.create_task(spec, limits).await?;
+        let isolation = self.isolation.clone();
+        let (fw, task) = (spec.framework_id.clone(), spec.task_id.clone());
+        let cgroup = cgroup::off_loop(move || isolation.create_task(&fw, &task, limits)).await?;
         match process::launch(spec, cgroup.as_ref(), &self.supervisor).await {
             Ok((launched, handle)) => Ok(Started {
                 launched,
@@ -185,25 +187,6 @@ impl Launcher {
                 Err(e.into())
             }
         }
-    }
-
-    /// Creates a cold launch's cgroup, on the blocking pool (`mkdir` in cgroupfs waits for the
-    /// kernel's cgroup mutex, which an attach elsewhere may hold for an RCU grace period).
-    async fn create_task(
-        &self,
-        spec: &TaskSpec,
-        limits: Limits,
-    ) -> Result<Option<TaskCgroup>, CgroupError> {
-        let isolation = self.isolation.clone();
-        let (fw, task) = (spec.framework_id.clone(), spec.task_id.clone());
-        tokio::task::spawn_blocking(move || isolation.create_task(&fw, &task, limits))
-            .await
-            .unwrap_or_else(|join| {
-                Err(CgroupError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(join),
-                })
-            })
     }
 
     /// Retires the spares and removes their cgroups.
@@ -262,19 +245,14 @@ async fn try_spare(
     }
 }
 
-/// A spare: its cgroup, then a warm supervisor in it. The `mkdir`s run on the blocking pool: they
-/// wait for the kernel's cgroup mutex, which another spare's attach may hold for an RCU grace period.
+/// A spare: its cgroup (made off the loop, see [`cgroup::off_loop`]), then a warm supervisor in it.
 async fn prepare(
     agent_id: &str,
     isolation: &Isolation,
     supervisor: &std::path::Path,
 ) -> Option<Spare> {
     let (isolation, id) = (isolation.clone(), agent_id.to_owned());
-    let created = tokio::task::spawn_blocking(move || isolation.create_spare(&id)).await;
-    let created = created
-        .map_err(|join| join.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let cgroup = match created {
+    let cgroup = match cgroup::off_loop(move || isolation.create_spare(&id)).await {
         Ok(cg) => cg,
         Err(e) => {
             warn!("cannot create a cgroup for the warm spare: {e}");
