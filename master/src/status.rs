@@ -865,18 +865,26 @@ pub mod ha {
         }
     }
 
-    const CPU_USED: &str = "{{ (value_json.cpu_millis_used / 1000) | round(2) }}";
+    /// CPU and memory used, the same fields in an agent's topic and the cluster's.
+    const CPU_USED: Sensor = sensor(
+        "cpu_used",
+        "CPU used",
+        "{{ (value_json.cpu_millis_used / 1000) | round(2) }}",
+        Some("cores"),
+        None,
+    );
+    const MEM_USED: Sensor = sensor(
+        "mem_used",
+        "Memory used",
+        "{{ value_json.mem_mib_used }}",
+        Some("MiB"),
+        None,
+    );
 
     /// Each agent's sensors, read from its status topic.
     pub const AGENT_SENSORS: [Sensor; 4] = [
-        sensor("cpu_used", "CPU used", CPU_USED, Some("cores"), None),
-        sensor(
-            "mem_used",
-            "Memory used",
-            "{{ value_json.mem_mib_used }}",
-            Some("MiB"),
-            None,
-        ),
+        CPU_USED,
+        MEM_USED,
         sensor(
             "running_tasks",
             "Running tasks",
@@ -909,14 +917,8 @@ pub mod ha {
             None,
             None,
         ),
-        sensor("cpu_used", "CPU used", CPU_USED, Some("cores"), None),
-        sensor(
-            "mem_used",
-            "Memory used",
-            "{{ value_json.mem_mib_used }}",
-            Some("MiB"),
-            None,
-        ),
+        CPU_USED,
+        MEM_USED,
         sensor(
             "offers_outstanding",
             "Offers outstanding",
