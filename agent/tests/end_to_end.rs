@@ -9,13 +9,6 @@ use agent_nostd_core::ids::id;
 use agent_nostd_core::wire::*;
 use support::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn the_agent_registers_with_its_board_and_runs_a_task_to_its_exit_code() {
     runtime().block_on(async {

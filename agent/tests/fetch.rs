@@ -87,13 +87,6 @@ fn with_artifact(mut msg: MasterMsg, a: Artifact) -> MasterMsg {
 
 const SCRIPT: &[u8] = b"#!/bin/sh\n[ -x ./run.sh ] && echo fetched > out.txt\n";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_task_runs_its_fetched_script_and_a_second_task_reuses_the_cached_copy() {
     runtime().block_on(async {

@@ -10,7 +10,7 @@ use bramble_agent::process::{
 };
 
 mod tasks;
-use tasks::{sandbox_at, supervisor, task_spec, wait, TIMEOUT};
+use tasks::{helper_says, sandbox_at, supervisor, task_spec, wait};
 
 fn spec(sandbox: &Path, task_id: &str, argv: &[&str]) -> TaskSpec {
     task_spec("fw-test", sandbox, task_id, argv, 1 << 20)
@@ -315,24 +315,8 @@ async fn an_agent_run_as_a_helper_launches_a_task_and_dies_without_cleaning_up()
 #[tokio::test]
 async fn a_task_outlives_the_agent_that_launched_it_and_is_adopted_by_the_next() {
     let (_dir, sb) = sandbox();
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([HELPER_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(HELPER_SANDBOX, &sb)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let out = tokio::time::timeout(TIMEOUT, out)
-        .await
-        .expect("the helper agent exits")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = stdout
-        .lines()
-        // libtest may print its own "test … ... " first on the same line.
-        .find_map(|l| l.split_once("LAUNCHED ").map(|(_, json)| json))
-        .unwrap_or_else(|| panic!("the helper printed no record: {stdout}"));
-    let launched: process::Launched = serde_json::from_str(json).unwrap();
+    let json = helper_says(HELPER_TEST, (HELPER_SANDBOX, sb.as_os_str()), "LAUNCHED ").await;
+    let launched: process::Launched = serde_json::from_str(&json).unwrap();
 
     // The agent is gone; its task and the task's supervisor are not.
     assert!(process::supervisor_alive(&launched));

@@ -10,7 +10,7 @@ use bramble_agent::warm::Launcher;
 use tokio::sync::mpsc;
 
 mod tasks;
-use tasks::{sandbox_at, supervisor, take_prepared, task_spec, wait, wait_until, TIMEOUT};
+use tasks::{helper_says, sandbox_at, supervisor, take_prepared, task_spec, wait, wait_until};
 
 const HELPER_TEST: &str = "an_agent_run_as_a_helper_prepares_a_spare_and_dies_without_cleaning_up";
 const HELPER_ENV: &str = "BRAMBLE_TEST_SPARE_HELPER";
@@ -178,22 +178,8 @@ async fn an_agent_run_as_a_helper_prepares_a_spare_and_dies_without_cleaning_up(
 
 #[tokio::test]
 async fn the_spare_of_an_agent_that_died_exits_by_itself() {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([HELPER_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let out = tokio::time::timeout(TIMEOUT, out)
+    let pids: Vec<i32> = helper_says(HELPER_TEST, (HELPER_ENV, "1".as_ref()), "SPARE ")
         .await
-        .expect("the helper agent exits")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let pids: Vec<i32> = stdout
-        .lines()
-        .find_map(|l| l.split_once("SPARE ").map(|(_, p)| p))
-        .unwrap_or_else(|| panic!("the helper printed no pids: {stdout}"))
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();

@@ -18,7 +18,7 @@ use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 use bramble_sdk::{Resources, TaskState};
 
 mod support;
-use support::{cluster_options, free_port, target_dir};
+use support::{cluster_options, free_port, runtime, target_dir};
 /// A board build and how to run it.
 struct Board {
     triple: &'static str,
@@ -146,11 +146,7 @@ impl Scheduler for RunOneTask {
 
 fn the_board_agent_registers_and_runs_a_task_to_finished(board: &Board) {
     let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         // No in-process agents: the board's agent runs under qemu.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bramble::cluster::{ClusterBroker, LocalCluster};
 
 mod support;
-use support::{cluster_options, free_port, target_dir};
+use support::{cluster_options, free_port, runtime, target_dir};
 /// Runs a setup command; panics with its stderr when it fails.
 fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -330,11 +330,7 @@ fn deploy_installs_and_starts_agents_on_two_namespace_boards_and_reports_the_unr
     )
     .unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let port = free_port();
         // No in-process agents: the boards' agents run in their namespaces.

@@ -2,7 +2,6 @@
 //! running real `sleep` processes in cgroups (when it can), and two greedy schedulers through the SDK.
 //! Their dominant shares converge: each ends holding the same share of its dominant resource.
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use bramble_sdk::protocol::{Offer, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 
 mod support;
-use support::cluster_options;
+use support::{cluster_options, free_port, runtime};
 
 /// Each agent: 1 GiB of memory and 1 GiB of disk (and a little CPU), so the cluster has 3 GiB of
 /// each. CPU stays out of the contest: what an agent offers of it follows the machine's measured
@@ -78,18 +77,10 @@ fn dominant_share(allocated: &Amount, total: &Amount) -> f64 {
 
 #[test]
 fn two_frameworks_with_different_dominant_resources_converge_to_equal_shares_over_mqtt() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let work = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let agents = ["drf-a", "drf-b", "drf-c"]
             .iter()
             .map(|id| AgentSpec {

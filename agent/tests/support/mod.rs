@@ -14,6 +14,14 @@ use agent_nostd_core::wire::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
+/// A one-thread runtime, like the agent's own.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Starts the master's embedded broker (`bramble::broker`, the one `bramble master` runs) on a
 /// free loopback port and returns the port once it accepts connections.
 pub fn start_broker() -> u16 {

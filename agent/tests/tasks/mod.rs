@@ -1,9 +1,11 @@
 //! Helpers shared by the tests that run real task processes (`process_tasks.rs`, `warm_spare.rs`,
-//! `cgroup_limits.rs`): the supervisor binary, sandboxes, task specs, warm spares and bounded waits.
+//! `cgroup_limits.rs`): the supervisor binary, sandboxes, task specs, warm spares, bounded waits and
+//! helper "agents" that die.
 //!
 //! Each test binary uses only some of them.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -70,4 +72,26 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Runs test `test` of this test binary as a helper process (an agent that does something, prints a
+/// line and dies), with `env` set, and returns what follows `marker` on the line it printed.
+pub async fn helper_says(test: &str, env: (&str, &OsStr), marker: &str) -> String {
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(TIMEOUT, out)
+        .await
+        .expect("the helper agent exits")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        // libtest may print its own "test … ... " first on the same line.
+        .find_map(|l| l.split_once(marker).map(|(_, said)| said.to_owned()))
+        .unwrap_or_else(|| panic!("the helper printed no {marker:?} line: {stdout}"))
 }
