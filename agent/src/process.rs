@@ -15,7 +15,7 @@
 //!   line back: the task's pid once `exec` succeeded, or why it failed (e.g. `No such file or
 //!   directory (os error 2): /usr/bin/nope`), which becomes a [`LaunchError`].
 //! - A [`Spare`] does the slow part before there is a task: [`Spare::prepare`] spawns
-//!   `__supervise --warm <cgroup.procs>…`, whose task process (the *stub*) is forked at once,
+//!   `__supervise --warm <join file>…`, whose task process (the *stub*) is forked at once,
 //!   calls `setpgid(0, 0)`, joins the spare's cgroup and waits; the supervisor answers
 //!   `{"ready":{"stub_pid":N}}`. [`Spare::launch`] then sends the same request and reads the same
 //!   answer as [`launch`]; the stub enters the sandbox, sets up its stdio, drops to `run_as` and
@@ -23,9 +23,10 @@
 //!   makes it kill the stub and exit. [`crate::warm`] keeps one and falls back to [`launch`].
 //! - The supervisor calls `setsid()`, so neither the agent's death nor signals to the agent's process
 //!   group reach it. It forks the task, which `setpgid(0, 0)` — its process group is the kill
-//!   target of [`signal`] — joins the task's cgroup by writing `0` to the pre-opened `cgroup.procs`
-//!   files, enters the sandbox, drops to `run_as` and `exec`s. The supervisor itself never joins the
-//!   task's cgroup, so the task's OOM kill or `cgroup.kill` cannot hit it.
+//!   target of [`signal`] — joins the task's cgroup by writing `0` to the pre-opened join files
+//!   (`tasks` on v1, `cgroup.procs` on v2: [`TaskCgroup::join_paths`]), enters the sandbox, drops
+//!   to `run_as` and `exec`s. The supervisor itself never joins the task's cgroup, so the task's
+//!   OOM kill or `cgroup.kill` cannot hit it.
 //! - The task's stdout and stderr are pipes the supervisor copies into `stdout` and `stderr` in the
 //!   sandbox, up to `log_limit_bytes` each; beyond that it keeps reading and discards, so the task
 //!   never blocks on a full pipe.
@@ -321,10 +322,7 @@ pub async fn launch(
     cgroup: Option<&TaskCgroup>,
     supervisor_exe: &Path,
 ) -> Result<(Launched, TaskHandle), LaunchError> {
-    let body = request_body(
-        spec,
-        cgroup.map(TaskCgroup::procs_paths).unwrap_or_default(),
-    )?;
+    let body = request_body(spec, cgroup.map(TaskCgroup::join_paths).unwrap_or_default())?;
 
     let (mut child, supervisor_pid, start_time) =
         spawn_supervisor(supervisor_command(supervisor_exe), supervisor_exe).await?;
@@ -346,8 +344,8 @@ fn supervisor_command(supervisor_exe: &Path) -> tokio::process::Command {
     command
 }
 
-/// The supervisor's request for `spec` (checked first), joining the `cgroup_procs` files, as JSON.
-fn request_body(spec: &TaskSpec, cgroup_procs: Vec<PathBuf>) -> Result<Vec<u8>, LaunchError> {
+/// The supervisor's request for `spec` (checked first), joining the `cgroup_join` files, as JSON.
+fn request_body(spec: &TaskSpec, cgroup_join: Vec<PathBuf>) -> Result<Vec<u8>, LaunchError> {
     validate(spec)?;
     let request = Request {
         argv: spec.argv.clone(),
@@ -355,7 +353,7 @@ fn request_body(spec: &TaskSpec, cgroup_procs: Vec<PathBuf>) -> Result<Vec<u8>, 
         sandbox: spec.sandbox.clone(),
         run_as: spec.run_as,
         log_limit_bytes: spec.log_limit_bytes,
-        cgroup_procs,
+        cgroup_join,
     };
     serde_json::to_vec(&request)
         .map_err(|e| LaunchError::InvalidSpec(format!("cannot encode the task: {e}")))
@@ -499,7 +497,7 @@ impl Spare {
         cgroup: Option<&TaskCgroup>,
         supervisor_exe: &Path,
     ) -> Result<Spare, LaunchError> {
-        let procs = cgroup.map(TaskCgroup::procs_paths).unwrap_or_default();
+        let procs = cgroup.map(TaskCgroup::join_paths).unwrap_or_default();
         let mut command = supervisor_command(supervisor_exe);
         command.arg(supervisor::WARM_ARG).args(&procs);
         let (mut child, supervisor_pid, start_time) =

@@ -99,7 +99,7 @@ fn v2_task_cgroups_sit_beside_the_leaf_with_their_limits_written() {
         !task_dir.join("memory.swap.max").exists(),
         "memory.swap.max is only written where the kernel has it"
     );
-    assert_eq!(cg.procs_paths(), vec![task_dir.join("cgroup.procs")]);
+    assert_eq!(cg.join_paths(), vec![task_dir.join("cgroup.procs")]);
 }
 
 #[test]
@@ -359,9 +359,9 @@ fn v1_task_cgroups_get_memory_cpu_and_pids_limits_in_each_hierarchy() {
         }
     );
     assert_eq!(
-        cg.procs_paths().len(),
-        3,
-        "co-mounted cpu,cpuacct is joined once"
+        cg.join_paths(),
+        vec![mem.join("tasks"), cpu.join("tasks"), pids.join("tasks")],
+        "v1 joins through `tasks` (no global lock), and co-mounted cpu,cpuacct once"
     );
     assert_eq!(read(&mem.join("memory.limit_in_bytes")), "33554432");
     assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), "33554432");

@@ -314,6 +314,68 @@ fn proc_cgroup_of(pid: i32, controller: Option<&str>) -> String {
         .to_owned()
 }
 
+/// Asserts that process `pid` is in `cg` in every hierarchy (v1) or in the unified one (v2).
+fn assert_in_cgroup(pid: i32, cg: &TaskCgroup) {
+    let name = dirs_of(cg)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let controllers: &[Option<&str>] = match cg.paths() {
+        CgroupPaths::V1 { .. } => &[Some("memory"), Some("cpu"), Some("pids")],
+        CgroupPaths::V2 { .. } => &[None],
+    };
+    for &controller in controllers {
+        let line = proc_cgroup_of(pid, controller);
+        assert!(line.ends_with(&format!("/{name}")), "pid {pid}: {line}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root and cgroups"]
+async fn a_cold_launch_puts_the_task_and_what_it_forks_in_its_cgroup_everywhere_but_not_the_supervisor(
+) {
+    let iso = isolation();
+    let cg = task_cgroup(
+        &iso,
+        "joins",
+        Limits {
+            cpu_millis: 500,
+            mem_mib: 32,
+            pids_max: 8,
+        },
+    );
+    let (_dir, sb) = sandbox();
+    let s = spec(
+        &sb,
+        "joins",
+        "sleep 30 & echo $! > child.tmp && mv child.tmp child; \
+         while [ ! -e go ]; do sleep 0.01; done; kill $!",
+    );
+    let (launched, mut handle) = launch(&s, Some(&cg), &supervisor()).await.unwrap();
+    wait_until("the task's child", || sb.join("child").exists()).await;
+    let child: i32 = std::fs::read_to_string(sb.join("child"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_in_cgroup(launched.task_pgid, &cg);
+    assert_in_cgroup(child, &cg);
+    let members = cg.pids().unwrap();
+    assert!(
+        members.contains(&launched.task_pgid) && members.contains(&child),
+        "{members:?}"
+    );
+    assert!(
+        !members.contains(&launched.supervisor_pid),
+        "the supervisor stays out of the task's cgroup: {members:?}"
+    );
+    std::fs::write(sb.join("go"), "").unwrap();
+    assert_eq!(wait(&mut handle).await, RawExit::Code(0));
+    remove_and_check(&cg).await;
+}
+
 #[tokio::test]
 #[ignore = "needs root and cgroups"]
 async fn a_launch_through_the_warm_spare_runs_the_task_in_its_cgroup_with_the_requested_limits() {
@@ -343,12 +405,6 @@ async fn a_launch_through_the_warm_spare_runs_the_task_in_its_cgroup_with_the_re
     let pid = started.launched.task_pgid;
     assert_eq!(pid, stub);
     let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap().trim().to_owned();
-    let name = dirs_of(&cg)[0]
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
     match cg.paths() {
         CgroupPaths::V1 {
             memory, cpu, pids, ..
@@ -360,19 +416,14 @@ async fn a_launch_through_the_warm_spare_runs_the_task_in_its_cgroup_with_the_re
             assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
             assert_eq!(read(cpu.join("cpu.shares")), "512");
             assert_eq!(read(pids.join("pids.max")), "16");
-            for controller in ["memory", "cpu", "pids"] {
-                let line = proc_cgroup_of(pid, Some(controller));
-                assert!(line.ends_with(&format!("/{name}")), "{line}");
-            }
         }
         CgroupPaths::V2 { dir } => {
             assert_eq!(read(dir.join("memory.max")), (48u64 << 20).to_string());
             assert_eq!(read(dir.join("cpu.max")), "50000 100000");
             assert_eq!(read(dir.join("pids.max")), "16");
-            let line = proc_cgroup_of(pid, None);
-            assert!(line.ends_with(&format!("/{name}")), "{line}");
         }
     }
+    assert_in_cgroup(pid, &cg);
     std::fs::write(sb.join("go"), "").unwrap();
     assert_eq!(wait(&mut started.handle).await, RawExit::Code(0));
     assert!(!cg.oom_killed(false));

@@ -2,7 +2,7 @@
 //!
 //! # Protocol
 //!
-//! 0. Warm mode only (`__supervise --warm <cgroup.procs>…`, a *spare*): before any request, the
+//! 0. Warm mode only (`__supervise --warm <join file>…`, a *spare*): before any request, the
 //!    supervisor forks the task's process at once (the *stub*, see below) and answers
 //!    `{"ready":{"stub_pid":N}}` once the stub has its own process group and has joined the cgroup
 //!    files named on the command line (or `{"failed":…}` and exits). It then waits: EOF on stdin
@@ -24,7 +24,8 @@
 //! In warm mode the stub is forked before the request exists, while the supervisor still has one
 //! thread, so the stub may allocate. It points its stdin and stdout at `/dev/null` (the agent's
 //! pipes must not outlive the supervisor through it), calls `setpgid(0, 0)`, writes `0` to each
-//! `cgroup.procs` (the costly first attach, paid before any launch), says so with one byte on a
+//! join file (`tasks` on v1, `cgroup.procs` on v2, see [`crate::cgroup::TaskCgroup::join_paths`];
+//! on v2 the costly first attach, paid before any launch), says so with one byte on a
 //! ready pipe, then blocks reading the request from a task pipe. The supervisor forwards the
 //! request there once it has checked it; the stub builds its `exec` arguments and goes on with the
 //! same steps (sandbox, stdio, credentials, `exec`) and the same status pipe as a cold task. EOF
@@ -54,7 +55,7 @@ use nix::unistd::{dup2_stdin, dup2_stdout, fork, pipe2, setsid, ForkResult, Pid}
 use serde::{Deserialize, Serialize};
 
 use super::{RawExit, EXIT_FILE, STDERR_FILE, STDOUT_FILE};
-use crate::cgroup::open_procs_files;
+use crate::cgroup::open_join_files;
 
 /// The most bytes of request the supervisor reads.
 const MAX_REQUEST: u64 = 4 << 20;
@@ -74,8 +75,9 @@ pub(crate) struct Request {
     pub sandbox: PathBuf,
     pub run_as: Option<(u32, u32)>,
     pub log_limit_bytes: u64,
-    /// `cgroup.procs` of each hierarchy the task joins.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The file of each hierarchy the task joins by writing `0` (`tasks` on v1, `cgroup.procs` on
+    /// v2).
+    pub cgroup_join: Vec<PathBuf>,
 }
 
 /// The supervisor's one answer.
@@ -107,7 +109,7 @@ const STEP_EXEC: i32 = 6;
 const STEP_REQUEST: i32 = 7;
 
 /// The supervisor's entry point: `bramble-agent __supervise`, with the request on stdin, or
-/// `bramble-agent __supervise --warm <cgroup.procs>…` for a warm spare.
+/// `bramble-agent __supervise --warm <join file>…` for a warm spare.
 pub fn supervise_main(args: &[OsString]) -> ExitCode {
     // Our own session (and process group): the agent's death, a terminal hangup or a signal to
     // the agent's group does not reach us. Cannot fail: the agent spawned us in its own group.
@@ -331,7 +333,7 @@ fn supervise(req: &Request) -> Result<(), String> {
     // Pointer arrays for execve, NULL-terminated, built before fork.
     let (argv_ptrs, env_ptrs) = plan.pointers();
 
-    let cgroup_files = open_procs_files(&req.cgroup_procs)
+    let cgroup_files = open_join_files(&req.cgroup_join)
         .map_err(|e| format!("cannot open the task's cgroup: {e}"))?;
     let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
     let outputs = Outputs::new(&req.sandbox)?;
@@ -393,7 +395,7 @@ struct StubFds<'a> {
     task_w: RawFd,
 }
 
-/// A warm spare (`__supervise --warm <cgroup.procs>…`): forks the stub into its cgroup, says it is
+/// A warm spare (`__supervise --warm <join file>…`): forks the stub into its cgroup, says it is
 /// ready, then runs the task it is sent like a cold supervisor (see the module docs).
 fn supervise_warm(procs: &[PathBuf]) -> ExitCode {
     let stub = match fork_stub(procs) {
@@ -497,7 +499,7 @@ fn run_in_stub(req: &Request, stub: Stub) -> Result<(), String> {
 /// Forks the stub of a warm spare; see the module docs.
 fn fork_stub(procs: &[PathBuf]) -> Result<Stub, String> {
     let cgroup_files =
-        open_procs_files(procs).map_err(|e| format!("cannot open the spare's cgroup: {e}"))?;
+        open_join_files(procs).map_err(|e| format!("cannot open the spare's cgroup: {e}"))?;
     let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
     let devnull = open_devnull()?;
     let (out_r, out_w) = cloexec_pipe("stdout")?;
@@ -851,7 +853,7 @@ mod tests {
             sandbox: "/tmp".into(),
             run_as: None,
             log_limit_bytes: 0,
-            cgroup_procs: vec![],
+            cgroup_join: vec![],
         }
     }
 
