@@ -46,6 +46,12 @@
 //! The memory controller is missing on Raspberry Pi OS unless the kernel command line has
 //! `cgroup_enable=memory`: that is reported as "no usable cgroups", with the fix, see below.
 //!
+//! A task's process joins by writing `0` to `cgroup.procs`, which takes the kernel's global
+//! `cgroup_threadgroup_rwsem` for writing: the first join after a quiet spell waits out an RCU
+//! grace period (10–30 ms) holding `cgroup_mutex`, unless the hierarchy is mounted with
+//! `favordynmods` (kernel command line `cgroup_favordynmods=true`, 6.1+). Warm spares join before
+//! their launch; without the option, the agent logs [`FAVOR_DYNMODS_TIP`] once at start.
+//!
 //! The unit this expects: `Delegate=yes` (the agent may manage its own subtree) and
 //! `KillMode=process` (stopping the agent leaves its tasks running, for re-adoption). On systemd
 //! 254 and later, `DelegateSubgroup=agent` also starts the agent straight in its leaf. Without it
@@ -61,6 +67,8 @@
 //! Limits: `memory.limit_in_bytes` and, when present, `memory.memsw.limit_in_bytes` with the same value
 //! (so swap cannot dodge the limit), `cpu.cfs_period_us` = 100000, `cpu.cfs_quota_us`, `cpu.shares` =
 //! `cpu_millis × 1024 / 1000` (at least 2), `pids.max`. CPU time comes from `cpuacct.usage`.
+//! A task's process joins through each hierarchy's `tasks` file, not `cgroup.procs`: see
+//! [`TaskCgroup::join_paths`].
 //!
 //! OOM detection on v1: kernels since 4.13 count kills in the `oom_kill` line of
 //! `memory.oom_control`, which is used when present. Older kernels have no such counter, so the
@@ -106,6 +114,11 @@ pub const BRAMBLE_DIR: &str = "bramble";
 /// The kernel command line fix for a missing memory controller on Raspberry Pi OS.
 pub const MEMORY_CONTROLLER_FIX: &str = "add `cgroup_enable=memory cgroup_memory=1` to \
      /boot/firmware/cmdline.txt (older releases: /boot/cmdline.txt) and reboot";
+
+/// The kernel command line setting that makes task launches faster on cgroup v2 (kernel 6.1+).
+pub const FAVOR_DYNMODS_TIP: &str = "add `cgroup_favordynmods=true` to /boot/firmware/cmdline.txt \
+     and reboot: then a process joining a cgroup no longer waits out an RCU grace period (10-30 ms, \
+     which holds up every other cgroup change on the board), at a small cost to every fork and exit";
 
 /// How long [`TaskCgroup::remove`] keeps killing and retrying before it gives up.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -166,8 +179,9 @@ pub enum CgroupError {
 }
 
 /// Runs cgroupfs work on tokio's blocking pool. `mkdir` and `rmdir` there wait for the kernel's
-/// cgroup mutex, which an attach anywhere on the machine holds through an RCU grace period
-/// (10–20 ms): done inline, they would stall the agent's loop for that long.
+/// cgroup mutex, which a process-wide move anywhere on the machine (a v2 join, another program
+/// writing `cgroup.procs`) can hold through an RCU grace period (10–30 ms): done inline, they
+/// would stall the agent's loop for that long.
 pub async fn off_loop<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
 ) -> Result<T, CgroupError> {
@@ -336,7 +350,14 @@ impl Isolation {
                 return Isolation::none(format!("cannot read /proc/self/cgroup: {e}"));
             }
         };
-        Isolation::setup(Path::new(DEFAULT_ROOT), &own, std::process::id())
+        let iso = Isolation::setup(Path::new(DEFAULT_ROOT), &own, std::process::id());
+        if matches!(iso, Isolation::V2(_)) {
+            let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            if !favors_dynmods(&mounts, Path::new(DEFAULT_ROOT)) {
+                tracing::info!("tip for faster task launches: {FAVOR_DYNMODS_TIP}");
+            }
+        }
+        iso
     }
 
     /// Detects what `root` (laid out like `/sys/fs/cgroup`) offers given the agent's
@@ -569,6 +590,23 @@ struct ProcCgroup<'a> {
     controllers: Vec<&'a str>,
     /// The cgroup path, starting with `/`.
     path: &'a str,
+}
+
+/// Whether the cgroup v2 filesystem mounted at `root` has `favordynmods` among its options, given
+/// `/proc/self/mounts`. Joining a cgroup through `cgroup.procs` (which v2 requires) takes the
+/// kernel's global `cgroup_threadgroup_rwsem` for writing; without `favordynmods` the first such
+/// write after a quiet spell waits for an RCU grace period. Warm spares take that wait before
+/// their launch, but cold launches and spare preparation still pay it.
+pub fn favors_dynmods(mounts: &str, root: &Path) -> bool {
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, Some(at), Some("cgroup2"), Some(options)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        Path::new(at) == root && options.split(',').any(|o| o == "favordynmods")
+    })
 }
 
 fn parse_proc_cgroup(s: &str) -> Vec<ProcCgroup<'_>> {
@@ -1086,6 +1124,21 @@ pub fn open_join_files(paths: &[PathBuf]) -> Result<Vec<File>, CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn favordynmods_is_found_only_among_the_options_of_the_cgroup2_mount_at_the_root() {
+        let root = Path::new("/sys/fs/cgroup");
+        let pi = "sysfs /sys sysfs rw,nosuid 0 0\n\
+                  cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0\n";
+        assert!(!favors_dynmods(pi, root));
+        let tuned = pi.replace("nsdelegate", "nsdelegate,favordynmods");
+        assert!(favors_dynmods(&tuned, root));
+        let elsewhere = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,favordynmods 0 0\n";
+        assert!(!favors_dynmods(elsewhere, root), "another mount point");
+        let v1 = "cgroup /sys/fs/cgroup cgroup rw,favordynmods,memory 0 0\n";
+        assert!(!favors_dynmods(v1, root), "not cgroup2");
+        assert!(!favors_dynmods("garbage\n\n", root));
+    }
 
     #[test]
     fn limits_map_millis_to_quota_weight_and_shares() {

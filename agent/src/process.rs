@@ -362,9 +362,9 @@ fn request_body(spec: &TaskSpec, cgroup_join: Vec<PathBuf>) -> Result<Vec<u8>, L
 /// Spawns a supervisor; returns it with its pid and start time. It stays our unreaped child, so
 /// its pid cannot be reused until we wait for it.
 ///
-/// The `fork` runs on tokio's blocking pool: it waits while any cgroup attach on the machine waits
-/// for its RCU grace period (the kernel's `cgroup_threadgroup_rwsem`; 10–20 ms on this project's
-/// test machine), which must not stall the agent's loop.
+/// The `fork` runs on tokio's blocking pool: it waits while a process-wide cgroup move anywhere on
+/// the machine holds the kernel's `cgroup_threadgroup_rwsem` (through an RCU grace period, 10–30
+/// ms, see [`crate::cgroup`]), which must not stall the agent's loop.
 async fn spawn_supervisor(
     mut command: tokio::process::Command,
     supervisor_exe: &Path,
@@ -474,8 +474,8 @@ async fn handshake(
 /// A warm spare: a supervisor already started in warm mode (`__supervise --warm`), whose task
 /// process (the *stub*) is already forked, in its own process group and in the spare's cgroup,
 /// waiting for its task. [`Spare::launch`] then costs one request and one `exec`: neither the
-/// supervisor's `exec` nor the first cgroup attach (an RCU grace period, 7–20 ms) is on the
-/// launch's path.
+/// supervisor's `exec` nor the cgroup join (on v2 an RCU grace period after a quiet spell, 10–30
+/// ms) is on the launch's path.
 ///
 /// Dropping it (or the agent dying) closes the supervisor's stdin: it kills the stub and exits.
 /// Its cgroup is the caller's to remove.

@@ -1,5 +1,6 @@
 //! Warm spares: task processes made ready before they are needed, so that a launch pays neither
-//! a supervisor's `exec` nor the first cgroup attach of a burst (one RCU grace period, 7–20 ms).
+//! a supervisor's `exec` nor the cgroup join (on v2, the first of a burst waits out an RCU grace
+//! period, 10–30 ms; see [`crate::cgroup`]).
 //!
 //! [`Launcher`] keeps up to `count` [`Spare`]s (`warm_spares` in the agent's config, 2 by default:
 //! a launch right after another on the same board finds the second while the first is replaced).
