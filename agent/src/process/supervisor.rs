@@ -12,7 +12,9 @@
 //! 2. The supervisor answers one JSON line on stdout, a [`Reply`]: `{"started":{"task_pid":N}}`
 //!    once the task's `exec` succeeded, or `{"failed":{"message":"…"}}`, then points its stdin and
 //!    stdout at `/dev/null`, so the agent may go away.
-//! 3. When the task has ended it writes `.exit` in the sandbox and exits 0.
+//! 3. While the task runs, it copies the task's stdout and stderr into the sandbox's logs, in its
+//!    one thread (`poll` on both pipes and a pidfd of the task). When the task has ended it writes
+//!    `.exit` in the sandbox and exits 0.
 //!
 //! # Between fork and exec
 //!
@@ -44,13 +46,12 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::signal::{self, SigHandler, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2_stdin, dup2_stdout, fork, pipe2, setsid, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +60,8 @@ use crate::cgroup::open_join_files;
 
 /// The most bytes of request the supervisor reads.
 const MAX_REQUEST: u64 = 4 << 20;
-/// The stack of each output-copying thread: it needs little more than its 8 KiB buffer.
-const COPIER_STACK: usize = 64 * 1024;
+/// How often the task's exit is checked on kernels without pidfds (before 5.3).
+const EXIT_CHECK: Duration = Duration::from_millis(50);
 /// How often an unused spare's cgroup directory is tried again while the kernel says busy.
 const RMDIR_TRIES: usize = 100;
 /// How long the supervisor waits for the output pipes to drain after the task ended.
@@ -645,39 +646,11 @@ fn run_task(req: &Request, program: &Path, task: Forked, outputs: Outputs) -> Re
     let _ = dup2_stdout(&devnull);
     drop(devnull);
 
-    let (done_tx, done_rx) = mpsc::channel();
-    for (name, pipe, log_file) in [
-        (STDOUT_FILE, out_r, stdout_log),
-        (STDERR_FILE, err_r, stderr_log),
-    ] {
-        let tx = done_tx.clone();
-        let cap = req.log_limit_bytes;
-        let copier = std::thread::Builder::new()
-            .name(format!("copy-{name}"))
-            .stack_size(COPIER_STACK)
-            .spawn(move || {
-                copy_capped(File::from(pipe), log_file, cap);
-                let _ = tx.send(());
-            });
-        if let Err(e) = copier {
-            // The pipe's read end went with the failed closure: the task's writes there fail.
-            note(
-                &req.sandbox,
-                &format!("cannot start a thread to capture {name}: {e}"),
-            );
-        }
-    }
-    drop(done_tx);
-
-    let raw = wait_for(child, &req.sandbox);
-    // Processes the task left behind may hold the pipes open: drain for a bounded time only.
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
-    }
+    let logs = [
+        Capture::new(out_r, stdout_log, req.log_limit_bytes),
+        Capture::new(err_r, stderr_log, req.log_limit_bytes),
+    ];
+    let raw = capture_until_exit(child, &req.sandbox, logs, pidfd_open(child));
     if let Err(e) = write_exit(&req.sandbox, raw) {
         note(&req.sandbox, &format!("cannot record the task's exit: {e}"));
     }
@@ -789,24 +762,154 @@ fn wait_for(child: Pid, sandbox: &Path) -> RawExit {
     }
 }
 
-/// Copies `from` into `to` up to `cap` bytes, then keeps reading and discards the rest until EOF.
-fn copy_capped(mut from: File, mut to: File, cap: u64) {
-    let mut buf = [0u8; 8192];
-    let mut written: u64 = 0;
-    let mut writable = true;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+/// One output pipe of the task and its log file: up to `cap` bytes are kept, the rest is read and
+/// discarded, so the task never blocks on a full pipe.
+struct Capture {
+    pipe: Option<File>,
+    log: File,
+    cap: u64,
+    written: u64,
+    /// Cleared when a write fails (a full disk): the pipe is still drained.
+    writable: bool,
+}
+
+impl Capture {
+    fn new(pipe: OwnedFd, log: File, cap: u64) -> Capture {
+        Capture {
+            pipe: Some(File::from(pipe)),
+            log,
+            cap,
+            written: 0,
+            writable: true,
+        }
+    }
+
+    /// Reads what the pipe has (it was reported readable, so this does not block) and keeps what
+    /// fits. EOF or an error closes the pipe.
+    fn pump(&mut self, buf: &mut [u8]) {
+        let Some(pipe) = &mut self.pipe else {
+            return;
         };
-        let room = usize::try_from(cap.saturating_sub(written)).unwrap_or(usize::MAX);
+        let n = match pipe.read(buf) {
+            Ok(0) => {
+                self.pipe = None;
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => {
+                self.pipe = None;
+                return;
+            }
+        };
+        let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
         let take = n.min(room);
-        if writable && take > 0 {
-            // A full disk: stop writing, keep draining so the task never blocks.
-            writable = to.write_all(&buf[..take]).is_ok();
-            written += take as u64;
+        if self.writable && take > 0 {
+            self.writable = self.log.write_all(&buf[..take]).is_ok();
+            self.written += take as u64;
+        }
+    }
+}
+
+/// A pidfd for `child`: readable once it has exited. `None` on kernels before 5.3.
+fn pidfd_open(child: Pid) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: a plain system call; on success the descriptor is new and ours alone.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: see above.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Copies the task's output into its logs and waits for its end, all in this one thread (no
+/// copier threads: a supervisor per task stays one small single-threaded process). It `poll`s
+/// both pipes and `pidfd`, the task's; without one (kernels before 5.3) it checks for the exit
+/// every [`EXIT_CHECK`] instead. Once the task has ended, processes it left behind may hold the
+/// pipes open, so they are drained for [`DRAIN_TIMEOUT`] at most.
+fn capture_until_exit(
+    child: Pid,
+    sandbox: &Path,
+    mut logs: [Capture; 2],
+    pidfd: Option<OwnedFd>,
+) -> RawExit {
+    let mut buf = [0u8; 8192];
+    let mut exit: Option<RawExit> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let open: Vec<usize> = (0..logs.len())
+            .filter(|&i| logs[i].pipe.is_some())
+            .collect();
+        if let Some(raw) = exit {
+            let late = drain_until.is_some_and(|d| Instant::now() >= d);
+            if open.is_empty() || late {
+                return raw;
+            }
+        } else if open.is_empty() && pidfd.is_none() {
+            // Nothing left to copy: just wait.
+            return wait_for(child, sandbox);
+        }
+        let mut fds: Vec<libc::pollfd> = open
+            .iter()
+            .filter_map(|&i| logs[i].pipe.as_ref())
+            .map(|p| libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let watch_exit = exit.is_none() && pidfd.is_some();
+        if let (true, Some(fd)) = (watch_exit, &pidfd) {
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout = match (exit.is_some(), drain_until, pidfd.is_some()) {
+            (true, Some(d), _) => d.saturating_duration_since(Instant::now()),
+            (false, _, false) => EXIT_CHECK,
+            _ => Duration::MAX,
+        };
+        let timeout_ms = i32::try_from(timeout.as_millis()).map_or(-1, |ms| ms.max(1));
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // Cannot happen with valid descriptors; fall back to plain waiting.
+            note(
+                sandbox,
+                &format!(
+                    "cannot poll the task's output: {}",
+                    io::Error::last_os_error()
+                ),
+            );
+            return exit.unwrap_or_else(|| wait_for(child, sandbox));
+        }
+        for (slot, pfd) in open.iter().zip(&fds) {
+            if pfd.revents != 0 {
+                logs[*slot].pump(&mut buf);
+            }
+        }
+        let ended = if watch_exit {
+            // The pidfd is readable: the task has exited, and this reaps it at once.
+            fds.last()
+                .is_some_and(|p| p.revents != 0)
+                .then(|| wait_for(child, sandbox))
+        } else if exit.is_none() {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some(RawExit::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(RawExit::Signal(sig as i32)),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+                Err(e) => {
+                    note(sandbox, &format!("cannot wait for the task: {e}"));
+                    Some(RawExit::Unknown)
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(raw) = ended {
+            exit = Some(raw);
+            drain_until = Some(Instant::now() + DRAIN_TIMEOUT);
         }
     }
 }
@@ -895,18 +998,70 @@ mod tests {
         );
     }
 
-    #[test]
-    fn output_beyond_the_cap_is_read_and_dropped() {
+    /// Runs `script` with piped output and captures it as the supervisor does, with a pidfd or
+    /// without (the fallback for old kernels); returns the exit and the two logs.
+    fn capture(script: &str, cap: u64, with_pidfd: bool) -> (RawExit, Vec<u8>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::write(&src, vec![b'x'; 20_000]).unwrap();
-        let dst = dir.path().join("dst");
-        copy_capped(
-            File::open(&src).unwrap(),
-            File::create(&dst).unwrap(),
-            12_345,
+        use std::os::unix::process::CommandExt as _;
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let mut child = child;
+        let out = OwnedFd::from(child.stdout.take().unwrap());
+        let err = OwnedFd::from(child.stderr.take().unwrap());
+        let (out_log, err_log) = (dir.path().join("out"), dir.path().join("err"));
+        let logs = [
+            Capture::new(out, File::create(&out_log).unwrap(), cap),
+            Capture::new(err, File::create(&err_log).unwrap(), cap),
+        ];
+        let pidfd = if with_pidfd { pidfd_open(pid) } else { None };
+        assert_eq!(pidfd.is_some(), with_pidfd, "this kernel has pidfds");
+        let raw = capture_until_exit(pid, dir.path(), logs, pidfd);
+        // What the script left behind goes too.
+        let _ = signal::killpg(pid, Signal::SIGKILL);
+        (
+            raw,
+            std::fs::read(out_log).unwrap(),
+            std::fs::read(err_log).unwrap(),
+        )
+    }
+
+    #[test]
+    fn output_beyond_the_cap_is_read_and_dropped_and_both_pipes_are_captured() {
+        for with_pidfd in [true, false] {
+            let script = "head -c 200000 /dev/zero; echo oops >&2; exit 3";
+            let (raw, out, err) = capture(script, 12_345, with_pidfd);
+            assert_eq!(raw, RawExit::Code(3));
+            assert_eq!(out.len(), 12_345, "capped (pidfd: {with_pidfd})");
+            assert_eq!(err, b"oops\n");
+        }
+    }
+
+    #[test]
+    fn a_task_killed_by_a_signal_is_recorded_as_that_signal() {
+        for with_pidfd in [true, false] {
+            let (raw, ..) = capture("echo start; kill -9 $$", 1024, with_pidfd);
+            assert_eq!(raw, RawExit::Signal(9), "pidfd: {with_pidfd}");
+        }
+    }
+
+    #[test]
+    fn a_process_left_holding_the_pipes_delays_the_record_by_the_drain_time_only() {
+        let started = Instant::now();
+        // The background `sleep` keeps both pipes open long after the task itself exits.
+        let (raw, out, _) = capture("sleep 30 & echo bye; exit 5", 1024, true);
+        assert_eq!(raw, RawExit::Code(5));
+        assert_eq!(out, b"bye\n");
+        let took = started.elapsed();
+        assert!(
+            took >= DRAIN_TIMEOUT && took < Duration::from_secs(10),
+            "{took:?}"
         );
-        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 12_345);
     }
 
     #[test]
