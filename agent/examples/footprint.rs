@@ -60,17 +60,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(60);
-    let exe = std::env::current_exe().unwrap();
-    let release = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("bramble-agent");
-    assert!(
-        release.exists(),
-        "build it first: cargo build --release -p bramble-agent"
-    );
+    let release = release_agent();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

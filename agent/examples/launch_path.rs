@@ -10,9 +10,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use bramble_agent::cgroup::{Isolation, Limits};
 use bramble_agent::process::{self, TaskSpec};
 use bramble_agent::warm::Launcher;
+use support::release_agent;
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
@@ -25,18 +29,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(300);
-    let exe = std::env::current_exe().unwrap();
-    let supervisor = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("bramble-agent");
-    assert!(
-        supervisor.is_file(),
-        "{} is missing: build it first (cargo build --release -p bramble-agent)",
-        supervisor.display()
-    );
+    let supervisor = release_agent();
     let iso = Isolation::from_system();
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits {

@@ -14,6 +14,23 @@ use agent_nostd_core::wire::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
+/// The release `bramble-agent` beside an example binary (`target/release/examples/<name>`), for the
+/// examples that measure it; panics with the command to build it when it is missing.
+pub fn release_agent() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let agent = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("bramble-agent");
+    assert!(
+        agent.is_file(),
+        "{} is missing: build it first (cargo build --release -p bramble-agent)",
+        agent.display()
+    );
+    agent
+}
+
 /// A one-thread runtime, like the agent's own.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
