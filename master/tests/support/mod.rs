@@ -89,16 +89,22 @@ impl Drop for AgentProcess {
     }
 }
 
+/// The processes whose working directory is below `dir` (tasks, in their sandboxes).
+pub fn processes_below(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            cwd.starts_with(dir).then_some(pid)
+        })
+        .collect()
+}
+
 /// Kills every process whose working directory is below `dir` (tasks orphaned by a killed agent).
 pub fn kill_processes_below(dir: &Path) {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
-            if cwd.starts_with(dir) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
+    for pid in processes_below(dir) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
