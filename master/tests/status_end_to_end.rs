@@ -18,19 +18,33 @@ use bramble_sdk::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use serde_json::Value;
 
 mod support;
-use support::{cluster_options, free_port, kill_processes_below, runtime, AgentProcess, BRAMBLE};
-fn start_cluster(work: &Path, master: Config) -> LocalCluster {
+use support::{
+    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, runtime,
+    AgentProcess, BRAMBLE,
+};
+/// One agent, `plain` (`room=attic`), with `master` (else the support's master config).
+fn start_cluster(work: &Path, master: Option<Config>) -> LocalCluster {
     let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
     let agents = vec![AgentSpec {
         id: "plain".into(),
         attributes: vec![("room".into(), "attic".into())],
         capacity: Resources::new(1000, 512, 1024),
     }];
+    let options = cluster_options(broker, work, agents);
     LocalCluster::start(ClusterOptions {
-        master,
-        ..cluster_options(broker, work, agents)
+        master: master.unwrap_or(options.master.clone()),
+        ..options
     })
     .unwrap()
+}
+
+/// [`start_cluster`] with the default master, once `plain` has registered.
+async fn cluster_with_its_agent(work: &Path) -> LocalCluster {
+    let mut cluster = start_cluster(work, None);
+    tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(1))
+        .await
+        .expect("the agent registers");
+    cluster
 }
 /// Launches `ok` (exits 0) and `bad` (exits 3) on `plain`, `long` (sleeps) on `doomed`, and
 /// declines everything else; remembers every offer it answered.
@@ -137,7 +151,7 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
         ..Config::default()
     };
     runtime().block_on(async {
-        let mut cluster = start_cluster(work.path(), master);
+        let mut cluster = start_cluster(work.path(), Some(master));
         let broker = cluster.broker.clone();
         let mut doomed = Some(AgentProcess::start(
             "doomed",
@@ -240,7 +254,7 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
         assert_eq!(c["offers_outstanding"], offers.len());
 
         // The CLI reads the same topics.
-        let url = format!("mqtt://{}:{}", broker.host, broker.port);
+        let url = broker_url(&broker);
         let out = tokio::task::spawn_blocking(move || {
             Command::new(BRAMBLE)
                 .args(["agents", "--json", "--broker", &url])
@@ -274,34 +288,25 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
 #[test]
 fn bramble_run_runs_a_command_on_a_matching_agent_and_exits_with_its_exit_code() {
     let work = tempfile::tempdir().unwrap();
-    let master = Config {
-        allocation_interval_ms: 200,
-        ..Config::default()
-    };
     runtime().block_on(async {
-        let mut cluster = start_cluster(work.path(), master);
-        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(1))
-            .await
-            .expect("the agent registers");
-        let url = format!("mqtt://{}:{}", cluster.broker.host, cluster.broker.port);
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(BRAMBLE)
-                .args(["run", "--broker", &url, "--cpus", "0.25", "--mem", "16"])
-                .args([
-                    "--constraint",
-                    "room=attic",
-                    "--",
-                    "/bin/sh",
-                    "-c",
-                    "exit 7",
-                ])
-                .output()
-                .unwrap()
-        });
-        let out = tokio::time::timeout(Duration::from_secs(60), out)
-            .await
-            .expect("bramble run ends")
-            .unwrap();
+        let mut cluster = cluster_with_its_agent(work.path()).await;
+        let url = broker_url(&cluster.broker);
+        let out = bramble_cli(&[
+            "run",
+            "--broker",
+            &url,
+            "--cpus",
+            "0.25",
+            "--mem",
+            "16",
+            "--constraint",
+            "room=attic",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exit 7",
+        ])
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(7), "{stderr}");
         assert!(stderr.contains("launching run-"), "{stderr}");
@@ -317,17 +322,10 @@ fn bramble_run_runs_a_command_on_a_matching_agent_and_exits_with_its_exit_code()
 #[test]
 fn bramble_kill_stops_a_task_started_by_bramble_run_which_then_exits_non_zero() {
     let work = tempfile::tempdir().unwrap();
-    let master = Config {
-        allocation_interval_ms: 200,
-        ..Config::default()
-    };
     runtime().block_on(async {
-        let mut cluster = start_cluster(work.path(), master);
-        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(1))
-            .await
-            .expect("the agent registers");
+        let mut cluster = cluster_with_its_agent(work.path()).await;
         let broker = cluster.broker.clone();
-        let url = format!("mqtt://{}:{}", broker.host, broker.port);
+        let url = broker_url(&broker);
         let mut run = Command::new(BRAMBLE)
             .args(["run", "--broker", &url, "--cpus", "0.1", "--mem", "8"])
             .args(["--", "/bin/sleep", "600"])
@@ -339,16 +337,7 @@ fn bramble_kill_stops_a_task_started_by_bramble_run_which_then_exits_non_zero() 
             state_of(s, &task_id).as_deref() == Some("running")
         })
         .await;
-        let kill_url = url.clone();
-        let kill_task = task_id.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(BRAMBLE)
-                .args(["kill", &kill_task, "--grace", "1", "--broker", &kill_url])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let out = bramble_cli(&["kill", &task_id, "--grace", "1", "--broker", &url]).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

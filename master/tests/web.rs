@@ -15,7 +15,9 @@ use bramble::web;
 use serde_json::Value;
 
 mod support;
-use support::{cluster_options, free_port, kill_processes_below, runtime, BRAMBLE};
+use support::{
+    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, runtime, BRAMBLE,
+};
 /// A cluster of agents `a` and `b`, and its dashboard on a free port (returned).
 async fn start(work: &Path) -> (LocalCluster, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
@@ -146,21 +148,11 @@ async fn metrics_until(
 
 /// `bramble run -- ARGS` against the cluster, to its end.
 async fn bramble_run(cluster: &LocalCluster, args: &[&str]) -> std::process::Output {
-    let url = format!("mqtt://{}:{}", cluster.broker.host, cluster.broker.port);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BRAMBLE)
-            .args([
-                "run", "--broker", &url, "--cpus", "0.25", "--mem", "16", "--",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    });
-    tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("bramble run ends")
-        .unwrap()
+    let url = broker_url(&cluster.broker);
+    let run = [
+        "run", "--broker", &url, "--cpus", "0.25", "--mem", "16", "--",
+    ];
+    bramble_cli(&[&run[..], args].concat()).await
 }
 
 #[test]
@@ -328,7 +320,7 @@ fn the_page_in_a_headless_browser_shows_the_agents_and_a_running_task() {
     let work = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let (mut cluster, addr, stop) = start(work.path()).await;
-        let url = format!("mqtt://{}:{}", cluster.broker.host, cluster.broker.port);
+        let url = broker_url(&cluster.broker);
         let mut run = Command::new(BRAMBLE)
             .args(["run", "--broker", &url, "--cpus", "0.5", "--mem", "64"])
             .args(["--", "/bin/sleep", "30"])

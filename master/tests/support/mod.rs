@@ -35,6 +35,22 @@ pub fn cluster_options(
     }
 }
 
+/// `bramble ARGS` (the CLI under test) run to its end, off the runtime's threads, within 60 s.
+pub async fn bramble_cli(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || Command::new(BRAMBLE).args(args).output());
+    tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .expect("the bramble command ends")
+        .unwrap()
+        .unwrap()
+}
+
+/// The `mqtt://HOST:PORT` URL of `broker`, as the CLI takes it.
+pub fn broker_url(broker: &BrokerAddr) -> String {
+    format!("mqtt://{}:{}", broker.host, broker.port)
+}
+
 /// A TCP port free on every interface right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("0.0.0.0:0")
