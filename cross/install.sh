@@ -211,26 +211,27 @@ else
   say "installed the default $conf"
 fi
 
-if [ -n "$broker" ]; then
-  # Replace the `broker = ...` line, or add one at the top (before any [table]).
-  if grep -q '^ *broker *=' "$conf"; then
-    sed "s|^ *broker *=.*|broker = \"$broker\"|" "$conf" >"$tmp/agent.toml"
-  else
-    { echo "broker = \"$broker\""; cat "$conf"; } >"$tmp/agent.toml"
-  fi
-  cat "$tmp/agent.toml" >"$conf"
-  say "broker set to $broker in $conf"
-fi
+# Puts $tmp/agent.toml in the place of $conf with one rename, keeping the config's mode.
+replace_conf() {
+  cp "$tmp/agent.toml" "$conf.new"
+  chmod --reference="$conf" "$conf.new"
+  mv -f "$conf.new" "$conf"
+}
 
-if [ -n "$agent_id" ]; then
-  if grep -q '^ *agent_id *=' "$conf"; then
-    sed "s|^ *agent_id *=.*|agent_id = \"$agent_id\"|" "$conf" >"$tmp/agent.toml"
+# Sets the top-level `$1 = "$2"` line of $conf: replaces it, or adds it at the top (before any
+# [table]).
+set_top_key() {
+  if grep -q "^ *$1 *=" "$conf"; then
+    sed "s|^ *$1 *=.*|$1 = \"$2\"|" "$conf" >"$tmp/agent.toml"
   else
-    { echo "agent_id = \"$agent_id\""; cat "$conf"; } >"$tmp/agent.toml"
+    { echo "$1 = \"$2\""; cat "$conf"; } >"$tmp/agent.toml"
   fi
-  cat "$tmp/agent.toml" >"$conf"
-  say "agent_id set to $agent_id in $conf"
-fi
+  replace_conf
+  say "$1 set to $2 in $conf"
+}
+
+[ -z "$broker" ] || set_top_key broker "$broker"
+[ -z "$agent_id" ] || set_top_key agent_id "$agent_id"
 
 if [ -n "$attr_lines" ]; then
   # The `key = "value"` lines go right below the [attributes] header (one is appended when there
@@ -252,7 +253,7 @@ if [ -n "$attr_lines" ]; then
     { print }
     END { if (!seen) { print ""; print "[attributes]"; put_all() } }
 ' "$conf" >"$tmp/agent.toml"
-  cat "$tmp/agent.toml" >"$conf"
+  replace_conf
   say "attributes set in $conf: $(printf '%s' "$attr_lines" | tr '\n' ' ')"
 fi
 
