@@ -121,8 +121,8 @@ impl Rig {
         self.master(MasterMsg::RunTask(run));
     }
 
-    /// Runs a task through launch and Started, acking its STARTING and RUNNING updates.
-    fn running(&mut self, task: &str, cpu: u32, mem: u32) {
+    /// Runs a task through launch and Started; its updates are not acknowledged yet.
+    fn started(&mut self, task: &str, cpu: u32, mem: u32) {
         self.run(task, cpu, mem);
         let actions = self.actions();
         assert!(
@@ -133,6 +133,11 @@ impl Rig {
             framework_id: "fw-1",
             task_id: task,
         });
+    }
+
+    /// Runs a task through launch and Started, acking its STARTING and RUNNING updates.
+    fn running(&mut self, task: &str, cpu: u32, mem: u32) {
+        self.started(task, cpu, mem);
         // STARTING and RUNNING go out together (pipelined); the master acks each.
         let sent = self.drain();
         let u = statuses(&sent);
@@ -297,12 +302,7 @@ fn an_accepted_task_is_launched_and_reported_starting_then_running() {
 #[test]
 fn acknowledging_running_also_settles_an_unacknowledged_starting() {
     let mut rig = Rig::registered();
-    rig.run("t1", 500, 64);
-    rig.actions();
-    rig.event(LocalEvent::Started {
-        framework_id: "fw-1",
-        task_id: "t1",
-    });
+    rig.started("t1", 500, 64);
     let u = statuses(&rig.drain());
     assert_eq!(u.len(), 2);
     assert_eq!(rig.core.tasks().next().unwrap().unacked_updates, 2);
@@ -318,12 +318,7 @@ fn acknowledging_running_also_settles_an_unacknowledged_starting() {
 #[test]
 fn unacknowledged_pipelined_updates_are_resent_oldest_first() {
     let mut rig = Rig::registered();
-    rig.run("t1", 500, 64);
-    rig.actions();
-    rig.event(LocalEvent::Started {
-        framework_id: "fw-1",
-        task_id: "t1",
-    });
+    rig.started("t1", 500, 64);
     let first = statuses(&rig.drain());
     assert_eq!(first.len(), 2);
     // Nothing acknowledged: both come again, STARTING before RUNNING, with their own ids.
@@ -1365,12 +1360,7 @@ fn reserved_update_ids_wrap_around_skipping_zero() {
         u32::MAX - 1,
         "no block reserved yet"
     );
-    rig.run("t1", 100, 16);
-    rig.actions();
-    rig.event(LocalEvent::Started {
-        framework_id: "fw-1",
-        task_id: "t1",
-    });
+    rig.started("t1", 100, 16);
     rig.event(exit("t1", Exit::Code(0)));
     let ids: Vec<u32> = statuses(&rig.drain()).iter().map(|u| u.update_id).collect();
     assert_eq!(ids, [u32::MAX - 1, u32::MAX, 1]);
