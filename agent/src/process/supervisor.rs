@@ -750,14 +750,27 @@ fn step_failure(msg: &[u8], sandbox: &Path, program: &Path, run_as: Option<(u32,
 /// Waits for the task's first process and reaps it.
 fn wait_for(child: Pid, sandbox: &Path) -> RawExit {
     loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => return RawExit::Code(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return RawExit::Signal(sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                note(sandbox, &format!("cannot wait for the task: {e}"));
-                return RawExit::Unknown;
-            }
+        if let Some(raw) = reap(child, sandbox, None) {
+            return raw;
+        }
+    }
+}
+
+/// The task's exit if it has ended (and reaps it), without blocking.
+fn try_wait(child: Pid, sandbox: &Path) -> Option<RawExit> {
+    reap(child, sandbox, Some(WaitPidFlag::WNOHANG))
+}
+
+/// One `waitpid` with `flags`: the exit, or `None` when the task has not ended (or the call was
+/// interrupted). An error is noted in the task's stderr and counts as an unknown exit.
+fn reap(child: Pid, sandbox: &Path, flags: Option<WaitPidFlag>) -> Option<RawExit> {
+    match waitpid(child, flags) {
+        Ok(WaitStatus::Exited(_, code)) => Some(RawExit::Code(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(RawExit::Signal(sig as i32)),
+        Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+        Err(e) => {
+            note(sandbox, &format!("cannot wait for the task: {e}"));
+            Some(RawExit::Unknown)
         }
     }
 }
@@ -833,83 +846,59 @@ fn capture_until_exit(
     pidfd: Option<OwnedFd>,
 ) -> RawExit {
     let mut buf = [0u8; 8192];
-    let mut exit: Option<RawExit> = None;
-    let mut drain_until: Option<Instant> = None;
+    // The task's exit once known, and until when the pipes are still drained after it.
+    let mut ended: Option<(RawExit, Instant)> = None;
+    // Both pipes, then the pidfd. A closed pipe, or the pidfd once the task is reaped, gets -1,
+    // which `poll` skips.
+    let mut fds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 3];
     loop {
-        let open: Vec<usize> = (0..logs.len())
-            .filter(|&i| logs[i].pipe.is_some())
-            .collect();
-        if let Some(raw) = exit {
-            let late = drain_until.is_some_and(|d| Instant::now() >= d);
-            if open.is_empty() || late {
-                return raw;
-            }
-        } else if open.is_empty() && pidfd.is_none() {
+        let open = logs.iter().any(|l| l.pipe.is_some());
+        match ended {
+            Some((raw, until)) if !open || Instant::now() >= until => return raw,
             // Nothing left to copy: just wait.
-            return wait_for(child, sandbox);
+            None if !open && pidfd.is_none() => return wait_for(child, sandbox),
+            _ => {}
         }
-        let mut fds: Vec<libc::pollfd> = open
-            .iter()
-            .filter_map(|&i| logs[i].pipe.as_ref())
-            .map(|p| libc::pollfd {
-                fd: p.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let watch_exit = exit.is_none() && pidfd.is_some();
-        if let (true, Some(fd)) = (watch_exit, &pidfd) {
-            fds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        for (pfd, log) in fds.iter_mut().zip(&logs) {
+            pfd.fd = log.pipe.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         }
-        let timeout = match (exit.is_some(), drain_until, pidfd.is_some()) {
-            (true, Some(d), _) => d.saturating_duration_since(Instant::now()),
-            (false, _, false) => EXIT_CHECK,
-            _ => Duration::MAX,
+        fds[2].fd = match (&pidfd, ended) {
+            (Some(fd), None) => fd.as_raw_fd(),
+            _ => -1,
+        };
+        let timeout = match (ended, &pidfd) {
+            (Some((_, until)), _) => until.saturating_duration_since(Instant::now()),
+            (None, None) => EXIT_CHECK,
+            (None, Some(_)) => Duration::MAX,
         };
         let timeout_ms = i32::try_from(timeout.as_millis()).map_or(-1, |ms| ms.max(1));
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
             // Cannot happen with valid descriptors; fall back to plain waiting.
-            note(
-                sandbox,
-                &format!(
-                    "cannot poll the task's output: {}",
-                    io::Error::last_os_error()
-                ),
-            );
-            return exit.unwrap_or_else(|| wait_for(child, sandbox));
+            note(sandbox, &format!("cannot poll the task's output: {e}"));
+            return ended.map_or_else(|| wait_for(child, sandbox), |(raw, _)| raw);
         }
-        for (slot, pfd) in open.iter().zip(&fds) {
+        for (pfd, log) in fds.iter().zip(&mut logs) {
             if pfd.revents != 0 {
-                logs[*slot].pump(&mut buf);
+                log.pump(&mut buf);
             }
         }
-        let ended = if watch_exit {
-            // The pidfd is readable: the task has exited, and this reaps it at once.
-            fds.last()
-                .is_some_and(|p| p.revents != 0)
-                .then(|| wait_for(child, sandbox))
-        } else if exit.is_none() {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => Some(RawExit::Code(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => Some(RawExit::Signal(sig as i32)),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => None,
-                Err(e) => {
-                    note(sandbox, &format!("cannot wait for the task: {e}"));
-                    Some(RawExit::Unknown)
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(raw) = ended {
-            exit = Some(raw);
-            drain_until = Some(Instant::now() + DRAIN_TIMEOUT);
+        if ended.is_none() {
+            let raw = match &pidfd {
+                // Readable: the task has exited, and this reaps it at once.
+                Some(_) => (fds[2].revents != 0).then(|| wait_for(child, sandbox)),
+                None => try_wait(child, sandbox),
+            };
+            ended = raw.map(|raw| (raw, Instant::now() + DRAIN_TIMEOUT));
         }
     }
 }
