@@ -55,11 +55,11 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: framework topic names, [`protocol::Call`] and [`protocol::Event`], and their
-//!   version-byte + postcard codec. The "Framework ↔ master" section of `PROTOCOL.md` at the
-//!   repository root is its written spec.
+//! - [`protocol`]: the framework↔master wire, re-exported from the `bramble-proto` crate: topic
+//!   names, [`protocol::Call`] and [`protocol::Event`], their codec and the task validator. The
+//!   "Framework ↔ master" section of `PROTOCOL.md` at the repository root is its written spec.
 //! - [`messages`]: framework messages between a scheduler and its executors (topics and
-//!   [`messages::FrameworkMessage`]); `PROTOCOL.md` at the repository root is their spec.
+//!   [`messages::FrameworkMessage`]), also from `bramble-proto`.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait, the [`scheduler::SchedulerDriver`] its
 //!   callbacks answer through, and the [`scheduler::run`] loop over MQTT.
 //! - [`executor`]: [`executor::Executor`], the task side.
@@ -76,10 +76,13 @@ pub mod broker;
 pub mod cli;
 pub mod error;
 pub mod executor;
-pub mod messages;
-pub mod protocol;
 pub mod rng;
 pub mod scheduler;
+
+/// The framework↔master wire (the `bramble-proto` crate).
+pub use bramble_proto as protocol;
+/// Framework messages between a scheduler and its executors.
+pub use bramble_proto::message as messages;
 
 pub use agent_nostd_core::wire::{Reason, TaskState};
 pub use agent_nostd_core::Resources;

@@ -4,11 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use agent_nostd_core::ids::validate_id;
-use agent_nostd_core::wire::{
-    Artifact, EnvVar, MasterMsg, RunTask, TaskState, MAX_ARGS, MAX_ARTIFACTS,
-    MAX_ARTIFACT_NAME_LEN, MAX_ARTIFACT_URL_LEN, MAX_ENV, MAX_TASKS,
-};
+use agent_nostd_core::wire::{MasterMsg, RunTask, TaskState, MAX_TASKS};
 use agent_nostd_core::Resources;
 use bramble_sdk::protocol::{self as proto, Accept, ErrorCode, Event, Offer};
 
@@ -90,16 +86,11 @@ impl MasterCore {
         let mut runs = Vec::with_capacity(accept.tasks.len());
         for t in &accept.tasks {
             let tid = &t.task_id;
-            if validate_id(tid).is_err() {
-                return Err(format!("task id {tid:?} is not a valid id"));
-            }
+            let run = t.to_run_task(fid, arch).map_err(|e| e.to_string())?;
             if !seen.insert(tid.as_str()) || f.tasks.contains_key(tid) {
                 return Err(format!("task {tid} already exists"));
             }
             let r = t.resources;
-            if r.cpu_millis == 0 || r.mem_mib == 0 {
-                return Err(format!("task {tid} must ask for some cpu and memory"));
-            }
             for (name, asks, has) in [
                 ("cpu", r.cpu_millis, offered.cpu_millis),
                 ("mem", r.mem_mib, offered.mem_mib),
@@ -113,7 +104,7 @@ impl MasterCore {
                 }
             }
             sum.add(r);
-            runs.push(build_run_task(fid, t, arch)?);
+            runs.push(run);
         }
         let mut has = Amount::default();
         has.add(*offered);
@@ -342,94 +333,4 @@ fn key_of(policy: crate::config::Policy, f: &Framework, total: Amount) -> SortKe
         f.info.guarantee.as_ref(),
         f.order,
     )
-}
-
-/// Builds the agent-wire RunTask of a task for an agent of architecture `arch`, checking it fits the
-/// wire's limits.
-fn build_run_task(fid: &str, t: &proto::TaskInfo, arch: &str) -> Result<RunTask, String> {
-    let tid = &t.task_id;
-    let framework_id =
-        agent_nostd_core::ids::id(fid).map_err(|_| format!("framework id {fid} is not valid"))?;
-    let task_id =
-        agent_nostd_core::ids::id(tid).map_err(|_| format!("task id {tid:?} is not valid"))?;
-    if t.argv.is_empty() {
-        return Err(format!("task {tid} has an empty argv"));
-    }
-    if t.argv.len() > MAX_ARGS {
-        return Err(format!("task {tid} has more than {MAX_ARGS} arguments"));
-    }
-    let mut argv = heapless::Vec::new();
-    for a in &t.argv {
-        let arg = heapless::String::try_from(a.as_str())
-            .map_err(|_| format!("task {tid} has an argument longer than 128 bytes"))?;
-        argv.push(arg)
-            .map_err(|_| format!("task {tid} has too many arguments"))?;
-    }
-    if t.env.len() > MAX_ENV {
-        return Err(format!("task {tid} sets more than {MAX_ENV} variables"));
-    }
-    let mut env = heapless::Vec::new();
-    for (k, v) in &t.env {
-        if k.is_empty() || k.contains('=') {
-            return Err(format!("task {tid} has a bad variable name {k:?}"));
-        }
-        let key = heapless::String::try_from(k.as_str())
-            .map_err(|_| format!("task {tid}: variable name {k:?} is over 32 bytes"))?;
-        let value = heapless::String::try_from(v.as_str())
-            .map_err(|_| format!("task {tid}: the value of {k} is over 128 bytes"))?;
-        env.push(EnvVar { key, value })
-            .map_err(|_| format!("task {tid} sets too many variables"))?;
-    }
-    if t.artifacts.len() > MAX_ARTIFACTS {
-        return Err(format!(
-            "task {tid} has more than {MAX_ARTIFACTS} artifacts"
-        ));
-    }
-    let mut artifacts = heapless::Vec::new();
-    for a in &t.artifacts {
-        let artifact = build_artifact(tid, a, arch)?;
-        if artifacts.iter().any(|b: &Artifact| b.name == artifact.name) {
-            return Err(format!("task {tid} has two artifacts named {}", a.name));
-        }
-        artifacts
-            .push(artifact)
-            .map_err(|_| format!("task {tid} has too many artifacts"))?;
-    }
-    Ok(RunTask {
-        framework_id,
-        task_id,
-        argv,
-        env,
-        resources: t.resources,
-        pids_max: 0,
-        artifacts,
-    })
-}
-
-/// Resolves an artifact for an agent of architecture `arch` and checks it fits the wire.
-fn build_artifact(tid: &str, a: &proto::ArtifactInfo, arch: &str) -> Result<Artifact, String> {
-    let name = a.name.as_str();
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(format!(
-            "task {tid}: artifact name {name:?} must be one file name"
-        ));
-    }
-    let (url, sha256) = a
-        .resolve(arch)
-        .ok_or_else(|| format!("task {tid}: artifact {name} has no URL for arch {arch:?}"))?;
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "task {tid}: artifact {name}: only http:// URLs are supported, not {url:?}"
-        ));
-    }
-    Ok(Artifact {
-        url: heapless::String::try_from(url).map_err(|_| {
-            format!("task {tid}: artifact {name}: URL over {MAX_ARTIFACT_URL_LEN} bytes")
-        })?,
-        sha256: *sha256,
-        executable: a.executable,
-        name: heapless::String::try_from(name).map_err(|_| {
-            format!("task {tid}: artifact name {name:?} is over {MAX_ARTIFACT_NAME_LEN} bytes")
-        })?,
-    })
 }

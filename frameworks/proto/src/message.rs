@@ -10,9 +10,14 @@
 //! of a [`FrameworkMessage`]: `task_id: String`, `data: Vec<u8>`. What `data` holds is the
 //! framework's own business. `PROTOCOL.md` at the repository root is the written spec.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{DecodeError, FRAMEWORK_PREFIX};
+use crate::codec::{decode_versioned, encode_versioned, DecodeError};
+use crate::topic::FRAMEWORK_PREFIX;
 
 /// The version byte of framework messages. It is their own: the framework↔master protocol's
 /// version moved to 2 without a change here.
@@ -44,29 +49,19 @@ pub struct FrameworkMessage {
 impl FrameworkMessage {
     /// The payload: version byte and postcard.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![MESSAGE_VERSION];
-        // Serialising a string and a byte list to a Vec cannot fail.
-        out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
-        out
+        encode_versioned(MESSAGE_VERSION, self)
     }
 
     /// Decodes a payload, checking its version byte first and refusing trailing bytes.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
-        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-        if version != MESSAGE_VERSION {
-            return Err(DecodeError::UnsupportedVersion { got: version });
-        }
-        match postcard::take_from_bytes::<Self>(body) {
-            Ok((msg, [])) => Ok(msg),
-            Ok(_) => Err(DecodeError::TrailingBytes),
-            Err(postcard::Error::DeserializeUnexpectedEnd) => Err(DecodeError::Truncated),
-            Err(_) => Err(DecodeError::Malformed),
-        }
+        decode_versioned(MESSAGE_VERSION, payload)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec;
+
     use super::*;
 
     #[test]
