@@ -21,8 +21,8 @@ use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::demo::scheduler_config;
-use bramble::Config;
-use bramble_sdk::protocol::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
+use bramble_master_core::Config;
+use bramble_proto::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 
 const TASK: Resources = Resources::new(10, 4, 0);

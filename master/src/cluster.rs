@@ -13,7 +13,7 @@ use tracing::{error, info};
 use crate::broker::{self, BrokerConfig, BrokerError};
 use crate::driver::{self, BrokerAddr, Snapshot};
 use crate::web::WebState;
-use crate::Config;
+use bramble_master_core::Config;
 
 /// One agent of a local cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bramble_pi::{PiOptions, PiScheduler};
-use bramble_sdk::protocol::{ErrorCode, Offer, OfferId, Register, StatusUpdate};
+use bramble_proto::{ErrorCode, Offer, OfferId, Register, StatusUpdate};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use bramble_sensor::{SensorOptions, SensorScheduler};
 

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use crate::status::StatusPublisher;
 use crate::web::WebState;
-use crate::{Config, ConfigError, FrameworkView, MasterCore, Stats};
+use bramble_master_core::status::StatusPublisher;
+use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use bramble_sdk::broker::BrokerAddr;
 
@@ -61,9 +61,9 @@ const INCOMING_BATCH: usize = 32;
 /// Hands one incoming message to the core by its topic; a bad one is logged, counted and dropped.
 fn handle_incoming(core: &mut MasterCore, now: u64, topic: &str, payload: &[u8]) {
     trace!(%topic, len = payload.len(), "received a publish");
-    let result = if topic.starts_with(bramble_sdk::protocol::FRAMEWORK_PREFIX) {
+    let result = if topic.starts_with(bramble_proto::FRAMEWORK_PREFIX) {
         core.handle_framework_bytes(now, topic, payload)
-    } else if topic.starts_with(crate::core::OPERATOR_PREFIX) {
+    } else if topic.starts_with(bramble_master_core::master::OPERATOR_PREFIX) {
         core.handle_operator_bytes(now, topic, payload)
     } else {
         core.handle_agent_bytes(now, topic, payload)
@@ -146,7 +146,7 @@ pub async fn run_with_web(
 
     // Retained status a previous master left on the broker: cleared unless this one republishes it.
     let stale = crate::query::retained_topics(&broker, &status.stale_filters()).await;
-    status.clear_stale_at(stale, now() + crate::status::STALE_GRACE_MS);
+    status.clear_stale_at(stale, now() + bramble_master_core::status::STALE_GRACE_MS);
     tokio::pin!(shutdown);
     let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

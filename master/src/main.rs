@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use bramble::broker::{self, BrokerConfig};
 use bramble::driver::{self, BrokerAddr};
 use bramble::web;
-use bramble::Config;
+use bramble_master_core::Config;
 use clap::{Parser, Subcommand};
 
 /// Bramble: a cluster manager for Raspberry Pi-class boards.
@@ -489,7 +489,7 @@ async fn run_once(args: RunArgs) -> ExitCode {
         resources: agent_nostd_core::Resources::new(cpu_millis, args.mem, args.disk),
         constraints: args.constraints,
     };
-    let mut registration = bramble_sdk::protocol::Register::new(&args.name);
+    let mut registration = bramble_proto::Register::new(&args.name);
     // A short failover: a one-off task does not outlive its command line for long.
     registration.failover_timeout_ms = 10_000;
     let config = bramble_sdk::scheduler::SchedulerConfig {
@@ -520,7 +520,7 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
     let command = serde_json::json!({"framework_id": fid, "task_id": tid, "grace_ms": grace_ms});
     query::publish_once(
         &addr,
-        bramble::core::OPERATOR_KILL_TOPIC,
+        bramble_master_core::master::OPERATOR_KILL_TOPIC,
         command.to_string().into_bytes(),
         timeout,
     )
@@ -535,7 +535,7 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
         let snapshot = query::collect(&addr, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let topic = bramble::status::task_topic(&fid, &tid);
+        let topic = bramble_master_core::status::task_topic(&fid, &tid);
         match snapshot.entries.get(&topic) {
             Some(t) if query::task_ended(t) => {
                 println!("{fid}/{tid}: {}", t["state"].as_str().unwrap_or("ended"));

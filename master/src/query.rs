@@ -1,5 +1,5 @@
 //! The operator's queries (`bramble status`, `agents`, `frameworks`, `tasks`, `offers`): read the
-//! retained status topics a running master publishes (see [`crate::status`]) and render them as
+//! retained status topics a running master publishes (see [`bramble_master_core::status`]) and render them as
 //! aligned tables or JSON.
 //!
 //! [`collect`] subscribes to `bramble/v1/status/#` and gathers the retained messages until the
@@ -13,7 +13,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 
 use crate::driver::BrokerAddr;
-use crate::status::{CLUSTER_TOPIC, STATUS_FILTER, STATUS_PREFIX};
+use bramble_master_core::status::{CLUSTER_TOPIC, STATUS_FILTER, STATUS_PREFIX};
 
 /// How long the broker must be quiet after the SUBACK before the retained messages count as all
 /// delivered.
@@ -152,12 +152,12 @@ pub async fn retained(
 }
 
 /// The topics of the non-empty retained messages under `filters` (at most
-/// [`status::MAX_STALE`](crate::status::MAX_STALE)), or none if the broker cannot be reached
+/// [`status::MAX_STALE`](bramble_master_core::status::MAX_STALE)), or none if the broker cannot be reached
 /// within 2 s. The master uses it at start to find what a previous master left.
 pub async fn retained_topics(broker: &BrokerAddr, filters: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     let sweep = retained(broker, filters, Duration::from_secs(2), |t, p| {
-        if !p.is_empty() && found.len() < crate::status::MAX_STALE {
+        if !p.is_empty() && found.len() < bramble_master_core::status::MAX_STALE {
             found.push(t.to_owned());
         }
     });

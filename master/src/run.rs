@@ -8,7 +8,7 @@
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
-use bramble_sdk::protocol::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
+use bramble_proto::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{Scheduler, SchedulerDriver};
 
 /// How long an agent that does not fit is not offered again, in seconds.
@@ -168,7 +168,7 @@ impl Scheduler for OneShot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_sdk::protocol::{AgentDescription, Attribute};
+    use bramble_proto::{AgentDescription, Attribute};
     use std::sync::Arc;
 
     fn offer(cpu: u32, attrs: &[(&str, &str)]) -> Offer {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::cluster::{ClusterBroker, ClusterOptions, LocalCluster};
 use crate::driver::Snapshot;
 use crate::web;
-use crate::Config;
+use bramble_master_core::Config;
 
 /// Where `bramble up` serves the dashboard unless told otherwise (a free port when it is taken).
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";

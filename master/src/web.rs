@@ -41,13 +41,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
-use crate::status::{CLUSTER_TOPIC, STATUS_PREFIX};
-use crate::Stats;
+use bramble_master_core::status::{CLUSTER_TOPIC, STATUS_PREFIX};
+use bramble_master_core::Stats;
 
 /// How many status messages the broadcast channel holds for a slow page before it lags.
 pub const EVENTS_CAPACITY: usize = 1_024;
 /// The most status topics kept for snapshots (more than the status publisher ever holds for a
-/// cluster within [`Config::max_agents`](crate::Config::max_agents)).
+/// cluster within [`Config::max_agents`](bramble_master_core::Config::max_agents)).
 pub const MAX_TOPICS: usize = 200_000;
 /// The upper bounds (seconds) of the allocation round duration histogram's buckets.
 pub const ROUND_BUCKETS: [f64; 12] = [

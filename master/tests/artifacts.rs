@@ -8,7 +8,7 @@ use std::time::Duration;
 use bramble::cluster::{AgentSpec, ClusterBroker, LocalCluster};
 use bramble::demo::scheduler_config;
 use bramble::http::Routes;
-use bramble_sdk::protocol::{ArtifactInfo, Offer, StatusUpdate, TaskInfo};
+use bramble_proto::{ArtifactInfo, Offer, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 use bramble_sdk::{Resources, TaskState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

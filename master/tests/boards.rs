@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bramble::cluster::{ClusterBroker, LocalCluster};
 use bramble::demo::scheduler_config;
-use bramble_sdk::protocol::{Offer, StatusUpdate, TaskInfo};
+use bramble_proto::{Offer, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 use bramble_sdk::{Resources, TaskState};
 

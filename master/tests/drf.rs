@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_nostd_core::Resources;
-use bramble::allocator::Amount;
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::demo::scheduler_config;
-use bramble::Config;
-use bramble_sdk::protocol::{Offer, StatusUpdate, TaskInfo};
+use bramble_master_core::allocator::Amount;
+use bramble_master_core::Config;
+use bramble_proto::{Offer, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 
 mod support;

@@ -12,8 +12,8 @@ use agent_nostd_core::Resources;
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::driver::BrokerAddr;
 use bramble::query::{self, StatusSnapshot};
-use bramble::Config;
-use bramble_sdk::protocol::{Offer, OfferId, Register, StatusUpdate, TaskInfo};
+use bramble_master_core::Config;
+use bramble_proto::{Offer, OfferId, Register, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use serde_json::Value;
 

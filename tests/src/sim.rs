@@ -21,8 +21,8 @@ use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
 use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute, MasterMsg, TaskState};
 use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
-use bramble::{Config as MasterConfig, MasterCore};
-use bramble_sdk::protocol::{
+use bramble_master_core::{Config as MasterConfig, MasterCore};
+use bramble_proto::{
     self as proto, Call, Decline, Event, FrameworkTopic, Offer, ReRegister, Register, StatusUpdate,
     TaskInfo,
 };

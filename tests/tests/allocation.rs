@@ -3,8 +3,8 @@
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
-use bramble::{Config, Policy};
-use bramble_sdk::protocol::Register;
+use bramble_master_core::{Config, Policy};
+use bramble_proto::Register;
 use bramble_tests::sim::{PackTasks, Sim, SimConfig};
 
 const GIB: u32 = 1024;
@@ -110,12 +110,13 @@ fn a_framework_below_its_guarantee_is_offered_first() {
     let first_offer_to_g = sim.frameworks[1]
         .events
         .iter()
-        .find_map(|(t, e)| matches!(e, bramble_sdk::protocol::Event::Offers(_)).then_some(*t));
+        .find_map(|(t, e)| matches!(e, bramble_proto::Event::Offers(_)).then_some(*t));
     assert!(
         sim.frameworks[0].offers().is_empty() || {
-            let first_to_plain = sim.frameworks[0].events.iter().find_map(|(t, e)| {
-                matches!(e, bramble_sdk::protocol::Event::Offers(_)).then_some(*t)
-            });
+            let first_to_plain = sim.frameworks[0]
+                .events
+                .iter()
+                .find_map(|(t, e)| matches!(e, bramble_proto::Event::Offers(_)).then_some(*t));
             first_to_plain > first_offer_to_g
         }
     );
@@ -154,11 +155,11 @@ fn strict_priority_offers_the_higher_priority_first_whatever_its_share() {
     let first_low = sim.frameworks[0]
         .events
         .iter()
-        .find_map(|(t, e)| matches!(e, bramble_sdk::protocol::Event::Offers(_)).then_some(*t));
+        .find_map(|(t, e)| matches!(e, bramble_proto::Event::Offers(_)).then_some(*t));
     let sixth_high = sim.frameworks[1]
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, bramble_sdk::protocol::Event::Offers(_)))
+        .filter(|(_, e)| matches!(e, bramble_proto::Event::Offers(_)))
         .nth(5)
         .map(|(t, _)| *t);
     assert!(first_low > sixth_high, "{launched:?}");

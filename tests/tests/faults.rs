@@ -4,8 +4,8 @@
 use agent_nostd_core::agent::Exit;
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
-use bramble::{Config, FrameworkState};
-use bramble_sdk::protocol::{Accept, Call, Event, Register, TaskInfo};
+use bramble_master_core::{Config, FrameworkState};
+use bramble_proto::{Accept, Call, Event, Register, TaskInfo};
 use bramble_tests::sim::{Manual, PackTasks, Sim, SimConfig};
 
 fn res(cpus: u32, gib: u32) -> Resources {

@@ -4,8 +4,8 @@
 use agent_nostd_core::agent::Exit;
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
-use bramble::Config;
-use bramble_sdk::protocol::{Accept, Call, Decline, ErrorCode, Event, Kill, Register, TaskInfo};
+use bramble_master_core::Config;
+use bramble_proto::{Accept, Call, Decline, ErrorCode, Event, Kill, Register, TaskInfo};
 use bramble_tests::sim::{Manual, Sim, SimConfig};
 
 const GIB: u32 = 1024;
@@ -440,7 +440,7 @@ fn teardown_kills_every_task_and_frees_the_agent() {
 
 #[test]
 fn calls_from_an_unregistered_client_are_answered_with_not_registered() {
-    let mut master = bramble::MasterCore::new(Config::default(), 5, 0).unwrap();
+    let mut master = bramble_master_core::MasterCore::new(Config::default(), 5, 0).unwrap();
     while master.poll_transmit().is_some() {}
     master
         .handle_framework_bytes(
@@ -453,7 +453,7 @@ fn calls_from_an_unregistered_client_are_answered_with_not_registered() {
     assert_eq!(t.topic, "bramble/v1/framework/event/stranger");
     assert!(matches!(
         t.message,
-        bramble::Outgoing::Framework(Event::Error {
+        bramble_master_core::Outgoing::Framework(Event::Error {
             code: ErrorCode::NotRegistered,
             ..
         })

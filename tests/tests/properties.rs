@@ -10,12 +10,12 @@
 use agent_nostd_core::agent::Exit;
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
-use bramble::Config;
+use bramble_master_core::Config;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use bramble_sdk::protocol::{Accept, Call, Decline, Event, Kill, Register, TaskInfo};
+use bramble_proto::{Accept, Call, Decline, Event, Kill, Register, TaskInfo};
 use bramble_tests::sim::{PackTasks, Rng, Script, Sim, SimConfig};
 use proptest::prelude::*;
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions};
 use bramble::driver::BrokerAddr;
-use bramble::Config;
+use bramble_master_core::Config;
 
 /// The `bramble` binary under test.
 pub const BRAMBLE: &str = env!("CARGO_BIN_EXE_bramble");

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
-use bramble_sdk::protocol::OfferId;
+use bramble_proto::OfferId;
 use serde::Serialize;
 
 use crate::allocator::Amount;

@@ -1,7 +1,7 @@
 //! The operator's commands (`bramble kill`): JSON on `bramble/v1/operator/…`, handled like the
 //! owning framework's own call.
 
-use bramble_sdk::protocol::{Call, Kill};
+use bramble_proto::{Call, Kill};
 use serde::Deserialize;
 
 use super::{MasterCore, RecvError};

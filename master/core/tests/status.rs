@@ -8,9 +8,9 @@ use agent_nostd_core::wire::{
     AgentInfo, AgentMsg, Attribute, Reason, ResourceReport, StatusUpdate, TaskState, WireMessage,
 };
 use agent_nostd_core::Resources;
-use bramble::status::{self, StatusPublisher, CLUSTER_TOPIC, ENDED_TASKS_KEPT};
-use bramble::{Config, MasterCore};
-use bramble_sdk::protocol::{self as proto, Accept, Call, Event, Offer, Register, TaskInfo};
+use bramble_master_core::status::{self, StatusPublisher, CLUSTER_TOPIC, ENDED_TASKS_KEPT};
+use bramble_master_core::{Config, MasterCore};
+use bramble_proto::{self as proto, Accept, Call, Event, Offer, Register, TaskInfo};
 use serde_json::Value;
 
 const WALL: u64 = 1_700_000_000_000;
@@ -54,10 +54,10 @@ fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
     let mut fid = None;
     while let Some(t) = core.poll_transmit() {
         match t.message {
-            bramble::Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
-            bramble::Outgoing::Framework(Event::Registered { framework_id, .. }) => {
-                fid = Some(framework_id)
-            }
+            bramble_master_core::Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
+            bramble_master_core::Outgoing::Framework(Event::Registered {
+                framework_id, ..
+            }) => fid = Some(framework_id),
             _ => {}
         }
     }
@@ -469,7 +469,7 @@ fn retained_topics_a_previous_master_left_are_cleared_after_the_grace_unless_pub
 
 #[test]
 fn protocol_md_lists_every_status_topic_retained_at_qos_1() {
-    let doc = include_str!("../../PROTOCOL.md");
+    let doc = include_str!("../../../PROTOCOL.md");
     let patterns = [
         "bramble/v1/status/cluster",
         "bramble/v1/status/agent/{agent_id}",
@@ -507,7 +507,7 @@ fn protocol_md_lists_every_status_topic_retained_at_qos_1() {
 
 #[test]
 fn the_json_examples_in_protocol_md_have_exactly_the_fields_the_master_publishes() {
-    let doc = include_str!("../../PROTOCOL.md");
+    let doc = include_str!("../../../PROTOCOL.md");
     let section = &doc[doc.find("## Status topics").unwrap()..];
     let examples: Vec<Value> = section
         .split("```json\n")
@@ -642,11 +642,15 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
     let (mut core, _, fid, offer) = cluster(Config::default());
     launch(&mut core, 1_500, &offer, &["t1"]);
     let kill = format!(r#"{{"framework_id":"{fid}","task_id":"t1","grace_ms":2000}}"#);
-    core.handle_operator_bytes(1_600, bramble::core::OPERATOR_KILL_TOPIC, kill.as_bytes())
-        .unwrap();
+    core.handle_operator_bytes(
+        1_600,
+        bramble_master_core::master::OPERATOR_KILL_TOPIC,
+        kill.as_bytes(),
+    )
+    .unwrap();
     let kills: Vec<_> = std::iter::from_fn(|| core.poll_transmit())
         .filter_map(|t| match t.message {
-            bramble::Outgoing::Agent(m) => match *m {
+            bramble_master_core::Outgoing::Agent(m) => match *m {
                 agent_nostd_core::wire::MasterMsg::KillTask(k) => Some((t.topic, k)),
                 _ => None,
             },
@@ -662,20 +666,24 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
 
     let malformed = core.stats().malformed;
     assert_eq!(
-        core.handle_operator_bytes(1_700, bramble::core::OPERATOR_KILL_TOPIC, b"{nope"),
-        Err(bramble::RecvError::OperatorDecode)
+        core.handle_operator_bytes(
+            1_700,
+            bramble_master_core::master::OPERATOR_KILL_TOPIC,
+            b"{nope"
+        ),
+        Err(bramble_master_core::RecvError::OperatorDecode)
     );
     assert_eq!(core.stats().malformed, malformed + 1);
     let unknown = format!(r#"{{"framework_id":"{fid}","task_id":"nope"}}"#);
     core.handle_operator_bytes(
         1_800,
-        bramble::core::OPERATOR_KILL_TOPIC,
+        bramble_master_core::master::OPERATOR_KILL_TOPIC,
         unknown.as_bytes(),
     )
     .unwrap();
     assert!(core.poll_transmit().is_none(), "nothing to kill");
     assert_eq!(
         core.handle_operator_bytes(1_900, "bramble/v1/operator/reboot", b"{}"),
-        Err(bramble::RecvError::UnknownTopic)
+        Err(bramble_master_core::RecvError::UnknownTopic)
     );
 }

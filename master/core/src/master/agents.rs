@@ -12,7 +12,7 @@ use agent_nostd_core::wire::{
 use agent_nostd_core::Resources;
 use std::sync::Arc;
 
-use bramble_sdk::protocol::{self as proto, AgentDescription, Attribute, Event};
+use bramble_proto::{self as proto, AgentDescription, Attribute, Event};
 
 use super::{Agent, MasterCore, RecvError};
 use crate::allocator::Amount;

@@ -3,7 +3,7 @@
 //! offers. The target is ≤ 10 ms per round at the larger size on a 2-core machine.
 //!
 //! A plain bench binary (`harness = false`) that prints its figures:
-//! `cargo bench -p bramble --bench allocation`. Each sample clones a prepared master (untimed),
+//! `cargo bench -p bramble-master-core --bench allocation`. Each sample clones a prepared master (untimed),
 //! then times `handle_timeout` running the round, which builds every offer event; draining those
 //! events is timed apart. A last figure is the placement rate of the core alone: accepts of four
 //! tasks on every offer of a 10,000-agent round.
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use agent_nostd_core::ids::id;
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute};
 use agent_nostd_core::Resources;
-use bramble::{Config, MasterCore, Outgoing};
-use bramble_sdk::protocol::{Accept, Call, Event, Register, TaskInfo};
+use bramble_master_core::{Config, MasterCore, Outgoing};
+use bramble_proto::{Accept, Call, Event, Register, TaskInfo};
 
 fn prepared(agents: usize, frameworks: usize) -> MasterCore {
     let mut core = MasterCore::new(Config::default(), 1, 0).expect("default config is valid");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agent_nostd_core::wire::{MasterMsg, RunTask, TaskState, MAX_TASKS};
 use agent_nostd_core::Resources;
-use bramble_sdk::protocol::{self as proto, Accept, ErrorCode, Event, Offer};
+use bramble_proto::{self as proto, Accept, ErrorCode, Event, Offer};
 
 use super::{Framework, FrameworkState, MasterCore, OfferRec};
 use crate::allocator::{dominant_share, Amount, Candidate, SortKey};

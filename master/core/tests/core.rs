@@ -7,8 +7,8 @@ use agent_nostd_core::wire::{
     AgentInfo, AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage,
 };
 use agent_nostd_core::Resources;
-use bramble::{Config, MasterCore, Outgoing, RecvError, Transmit};
-use bramble_sdk::protocol::{self as proto, Accept, Call, ErrorCode, Event, Register, TaskInfo};
+use bramble_master_core::{Config, MasterCore, Outgoing, RecvError, Transmit};
+use bramble_proto::{self as proto, Accept, Call, ErrorCode, Event, Register, TaskInfo};
 use proptest::prelude::*;
 
 fn info(agent: &str) -> AgentInfo {

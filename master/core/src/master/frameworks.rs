@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
-use bramble_sdk::protocol::{
-    self as proto, Call, ErrorCode, Event, FrameworkTopic, OfferId, Register,
-};
+use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, OfferId, Register};
 
 use super::{Framework, FrameworkState, MasterCore, RecvError, REMOVED_IDS_KEPT};
 use crate::allocator::Amount;

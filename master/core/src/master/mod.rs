@@ -2,7 +2,7 @@
 //!
 //! It keeps the agents, frameworks, offers and tasks (all soft state, rebuilt from re-registrations
 //! after a restart), runs the allocator and the offer cycle, and speaks both wires: the agent wire of
-//! [`agent_nostd_core::wire`] and the framework protocol of [`bramble_sdk::protocol`].
+//! [`agent_nostd_core::wire`] and the framework protocol of [`bramble_proto`].
 //!
 //! The inputs are handled in `agents.rs` (the agent wire and health checks), `frameworks.rs` (the
 //! framework protocol) and `offers.rs` (the allocation round, accepts and revocation); this module
@@ -49,7 +49,7 @@ use agent_nostd_core::wire::{
     DecodeError as AgentDecodeError, KillTask, MasterMsg, ResourceReport, TaskState, WireMessage,
 };
 use agent_nostd_core::Resources;
-use bramble_sdk::protocol::{self as proto, AgentDescription, ErrorCode, Event, OfferId, Register};
+use bramble_proto::{self as proto, AgentDescription, ErrorCode, Event, OfferId, Register};
 
 use crate::allocator::{dominant_share, Amount};
 use crate::config::{Config, ConfigError};
