@@ -45,7 +45,7 @@ impl BrokerConfig {
         BrokerConfig {
             listen,
             max_connections: 10_240,
-            max_payload: crate::driver::MAX_PACKET,
+            max_payload: crate::mqtt::MAX_PACKET,
             segment_size: 64 * 1024,
             segment_count: 4,
         }

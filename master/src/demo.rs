@@ -13,7 +13,8 @@ use bramble_sdk::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use bramble_sensor::{SensorOptions, SensorScheduler};
 
 use crate::cluster::LocalCluster;
-use crate::driver::BrokerAddr;
+use crate::driver::Snapshot;
+use crate::mqtt::BrokerAddr;
 
 /// A scheduler wrapped so that `watch` sees it after every change.
 pub struct Watched<S, F: FnMut(&S)> {
@@ -168,7 +169,7 @@ pub async fn run(cluster: &LocalCluster, exe: &Path) -> Result<(), String> {
     let mut snapshots = cluster.snapshots.clone();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        () = crate::up::print_shares(&mut snapshots) => {}
+        () = print_shares(&mut snapshots) => {}
     }
     println!("stopping the frameworks (their tasks are killed)");
     let _ = stop_tx.send(true);
@@ -181,4 +182,31 @@ pub async fn run(cluster: &LocalCluster, exe: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Prints the frameworks' dominant shares whenever they change.
+pub async fn print_shares(snapshots: &mut tokio::sync::watch::Receiver<Snapshot>) {
+    let mut last = String::new();
+    while snapshots.changed().await.is_ok() {
+        let line = {
+            let s = snapshots.borrow();
+            s.frameworks
+                .iter()
+                .filter(|f| !f.name.is_empty())
+                .map(|f| {
+                    format!(
+                        "{} {:.0}% ({} tasks)",
+                        f.name,
+                        f.dominant_share * 100.0,
+                        f.tasks
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        if !line.is_empty() && line != last {
+            println!("  shares  {line}");
+            last = line;
+        }
+    }
 }

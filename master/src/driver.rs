@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_nostd_core::topic::QoS;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use bramble_mqtt::{Session, SessionEvent};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
@@ -18,7 +18,7 @@ use crate::web::WebState;
 use bramble_master_core::status::StatusPublisher;
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
-pub use bramble_sdk::broker::BrokerAddr;
+pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
 
 /// Why the master stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +40,6 @@ pub struct Snapshot {
     /// The master's counters.
     pub stats: Stats,
 }
-
-/// The largest MQTT packet the master sends or takes (an offers event for many agents is large).
-pub const MAX_PACKET: usize = 1024 * 1024;
 
 /// Runs the master against the broker at `broker` until `shutdown` completes. When `snapshots` is
 /// given, a [`Snapshot`] is sent to it about once a second.
@@ -97,55 +94,33 @@ pub async fn run_with_web(
     StatusPublisher::attach(&mut core);
     info!(%broker, epoch, "master starting");
 
-    let mut options = MqttOptions::new("bramble-master", broker.host.clone(), broker.port);
-    options
-        .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(15))
-        .set_inflight(100)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
-    let mut net = eventloop.network_options();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
+    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+        max_packet: (MAX_PACKET, MAX_PACKET),
+        ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
+    });
     let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
-    let subscriber = client.clone();
+    let mut session = Session::new(
+        "master",
+        client.clone(),
+        eventloop,
+        MasterCore::subscriptions(),
+    );
     let poller = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(500);
         loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    info!("master connected to the broker");
-                    backoff = Duration::from_millis(500);
-                    for filter in MasterCore::subscriptions() {
-                        if let Err(e) =
-                            subscriber.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce)
-                        {
-                            warn!("cannot subscribe to {filter}: {e}");
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if incoming_tx
-                        .send((p.topic, p.payload.to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!("broker connection: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+            if let SessionEvent::Publish(p) = session.poll().await {
+                if incoming_tx
+                    .send((p.topic, p.payload.to_vec()))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         }
     });
 
     // Retained status a previous master left on the broker: cleared unless this one republishes it.
-    let stale = crate::query::retained_topics(&broker, &status.stale_filters()).await;
+    let stale = crate::mqtt::retained_topics(&broker, &status.stale_filters()).await;
     status.clear_stale_at(stale, now() + bramble_master_core::status::STALE_GRACE_MS);
     tokio::pin!(shutdown);
     let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));

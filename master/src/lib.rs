@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //!
+//! - [`mqtt`]: the leaf every other module uses: the broker address, the largest packet, and the
+//!   one-shot clients (read retained messages, publish once).
 //! - [`driver`]: the tokio driver connecting the core to an MQTT broker.
 //! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
 //! - [`query`]: the CLI's queries of the status topics and their tables.
@@ -32,6 +34,7 @@ pub mod demo;
 pub mod deploy;
 pub mod driver;
 pub mod http;
+pub mod mqtt;
 pub mod query;
 pub mod run;
 pub mod up;

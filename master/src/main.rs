@@ -518,7 +518,7 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
     }
     let grace_ms = grace_s.saturating_mul(1_000);
     let command = serde_json::json!({"framework_id": fid, "task_id": tid, "grace_ms": grace_ms});
-    query::publish_once(
+    bramble::mqtt::publish_once(
         &addr,
         bramble_master_core::master::OPERATOR_KILL_TOPIC,
         command.to_string().into_bytes(),

@@ -3,40 +3,20 @@
 //! aligned tables or JSON.
 //!
 //! [`collect`] subscribes to `bramble/v1/status/#` and gathers the retained messages until the
-//! broker has been quiet for [`QUIET`] after the SUBACK (or until a timeout). The rendering
+//! broker has been quiet for [`QUIET`](crate::mqtt::QUIET) after the SUBACK (or until a timeout). The rendering
 //! functions work on parsed JSON only, so they are tested without a broker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 
-use crate::driver::BrokerAddr;
+pub use crate::mqtt::QueryError;
+use crate::mqtt::{retained, BrokerAddr};
 use bramble_master_core::status::{CLUSTER_TOPIC, STATUS_FILTER, STATUS_PREFIX};
-
-/// How long the broker must be quiet after the SUBACK before the retained messages count as all
-/// delivered.
-pub const QUIET: Duration = Duration::from_millis(300);
 
 /// The most status topics a query keeps (beyond, the rest are ignored).
 pub const MAX_ENTRIES: usize = 100_000;
-
-/// Why a query failed.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// The broker could not be reached or dropped the connection.
-    #[error("cannot reach the broker at {broker}: {message}")]
-    Connection {
-        /// The broker.
-        broker: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The broker did not acknowledge the subscription in time.
-    #[error("the broker at {0} did not answer in time")]
-    Timeout(String),
-}
 
 /// The retained status topics, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,110 +78,6 @@ pub async fn collect(broker: &BrokerAddr, timeout: Duration) -> Result<StatusSna
     )
     .await?;
     Ok(snapshot)
-}
-
-/// Subscribes to `filters` and hands every message to `on_publish` until the broker has been
-/// quiet for [`QUIET`] after the SUBACK (so, at first, the retained messages), or until `timeout`.
-pub async fn retained(
-    broker: &BrokerAddr,
-    filters: &[String],
-    timeout: Duration,
-    mut on_publish: impl FnMut(&str, &[u8]),
-) -> Result<(), QueryError> {
-    static QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = format!("bramble-query-{}-{n}", std::process::id());
-    let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
-    options
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(crate::driver::MAX_PACKET, crate::driver::MAX_PACKET);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
-        broker: broker.to_string(),
-        message: e.to_string(),
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut subacked = false;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let wait = if subacked { QUIET.min(left) } else { left };
-        match tokio::time::timeout(wait, eventloop.poll()).await {
-            Err(_) if subacked => break,
-            Err(_) => return Err(QueryError::Timeout(broker.to_string())),
-            Ok(Err(e)) => return Err(connection(&e)),
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                let subs = filters
-                    .iter()
-                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                client
-                    .subscribe_many(subs)
-                    .await
-                    .map_err(|e| connection(&e))?;
-            }
-            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subacked = true,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => on_publish(&p.topic, &p.payload),
-            Ok(Ok(_)) => {}
-        }
-        if subacked && tokio::time::Instant::now() >= deadline {
-            break;
-        }
-    }
-    let _ = client.try_disconnect();
-    Ok(())
-}
-
-/// The topics of the non-empty retained messages under `filters` (at most
-/// [`status::MAX_STALE`](bramble_master_core::status::MAX_STALE)), or none if the broker cannot be reached
-/// within 2 s. The master uses it at start to find what a previous master left.
-pub async fn retained_topics(broker: &BrokerAddr, filters: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    let sweep = retained(broker, filters, Duration::from_secs(2), |t, p| {
-        if !p.is_empty() && found.len() < bramble_master_core::status::MAX_STALE {
-            found.push(t.to_owned());
-        }
-    });
-    if let Err(e) = sweep.await {
-        tracing::debug!("no retained topics read: {e}");
-    }
-    found
-}
-
-/// Publishes one message at QoS 1 (not retained) and waits for the broker's acknowledgement.
-pub async fn publish_once(
-    broker: &BrokerAddr,
-    topic: &str,
-    payload: Vec<u8>,
-    timeout: Duration,
-) -> Result<(), QueryError> {
-    static PUBLISHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PUBLISHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = format!("bramble-cmd-{}-{n}", std::process::id());
-    let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
-    options.set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::new(options, 4);
-    let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
-        broker: broker.to_string(),
-        message: e.to_string(),
-    };
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .map_err(|e| connection(&e))?;
-    let acked = async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(connection(&e)),
-            }
-        }
-    };
-    let result = tokio::time::timeout(timeout, acked)
-        .await
-        .map_err(|_| QueryError::Timeout(broker.to_string()))?;
-    let _ = client.try_disconnect();
-    result
 }
 
 /// Finds the task `spec` names among the retained status: `FRAMEWORK_ID/TASK_ID`, or a task id

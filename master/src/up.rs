@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cluster::{ClusterBroker, ClusterOptions, LocalCluster};
-use crate::driver::Snapshot;
 use crate::web;
 use bramble_master_core::Config;
 
@@ -104,7 +103,7 @@ pub async fn run(
         let mut snapshots = cluster.snapshots.clone();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
-            () = print_shares(&mut snapshots) => {}
+            () = crate::demo::print_shares(&mut snapshots) => {}
         }
         Ok(())
     };
@@ -113,33 +112,6 @@ pub async fn run(
     let _ = stop_http.send(());
     let _ = server.await;
     outcome
-}
-
-/// Prints the frameworks' dominant shares whenever they change.
-pub async fn print_shares(snapshots: &mut tokio::sync::watch::Receiver<Snapshot>) {
-    let mut last = String::new();
-    while snapshots.changed().await.is_ok() {
-        let line = {
-            let s = snapshots.borrow();
-            s.frameworks
-                .iter()
-                .filter(|f| !f.name.is_empty())
-                .map(|f| {
-                    format!(
-                        "{} {:.0}% ({} tasks)",
-                        f.name,
-                        f.dominant_share * 100.0,
-                        f.tasks
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
-        if !line.is_empty() && line != last {
-            println!("  shares  {line}");
-            last = line;
-        }
-    }
 }
 
 /// Removes the temporary work directory when `bramble up` ends.

@@ -124,7 +124,7 @@ fn state_of(s: &StatusSnapshot, tid: &str) -> Option<String> {
 /// Every non-empty retained message under `filter`, read with a plain MQTT client.
 async fn retained(broker: &BrokerAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    query::retained(
+    bramble::mqtt::retained(
         broker,
         &[filter.to_owned()],
         Duration::from_secs(5),

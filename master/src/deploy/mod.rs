@@ -32,14 +32,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
+use bramble_mqtt::{Session, SessionEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::driver::BrokerAddr;
+use crate::mqtt::BrokerAddr;
 pub use inventory::{Arch, Board, InventoryError, UnameError};
 
 /// The most boards deployed to at once.
@@ -329,34 +329,26 @@ async fn watch_registrations(
     broker: BrokerAddr,
     timeout: Duration,
 ) -> Result<(watch::Receiver<Seen>, tokio::task::JoinHandle<()>), String> {
-    let mut options = MqttOptions::new(
-        format!("bramble-deploy-{}", std::process::id()),
-        broker.host,
-        broker.port,
-    );
-    options
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(15));
-    let (client, mut events) = AsyncClient::new(options, 16);
+    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+        clean_session: true,
+        request_capacity: 16,
+        ..bramble_mqtt::ClientConfig::new(
+            format!("bramble-deploy-{}", std::process::id()),
+            broker.host,
+            broker.port,
+        )
+    });
+    let filter = AgentTopic::Register.filter().as_str().to_owned();
+    let mut session = Session::new("deploy", client, eventloop, vec![filter]);
     let (seen_tx, seen_rx) = watch::channel(Seen::new());
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let filter = AgentTopic::Register.filter();
-        let mut backoff = Duration::from_millis(200);
         loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    // rumqttc does not resubscribe after a reconnect.
-                    backoff = Duration::from_millis(200);
-                    if let Err(e) = client.try_subscribe(filter.as_str(), rumqttc::QoS::AtLeastOnce)
-                    {
-                        warn!("cannot subscribe to {filter}: {e}");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
+            match session.poll().await {
+                SessionEvent::SubAck => {
                     let _ = ready_tx.send(true);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                SessionEvent::Publish(p) => {
                     if let Some(Topic::Agent {
                         id,
                         kind: AgentTopic::Register,
@@ -370,12 +362,7 @@ async fn watch_registrations(
                         });
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    debug!("registration watch: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                _ => {}
             }
         }
     });

@@ -1,0 +1,260 @@
+//! The MQTT client set-up every Bramble client shares: the agent, the master, the SDK's scheduler
+//! and executor, and the CLI's one-shot queries.
+//!
+//! rumqttc leaves three things to its user, and each Bramble client once did them on its own:
+//! - **TCP_NODELAY**: small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per
+//!   hop). [`connect`] sets it on every client.
+//! - **Reconnect backoff**: polling an `EventLoop` again after an error reconnects at once, with no
+//!   pause. [`Session::poll`] waits out a [`Backoff`] (500 ms doubling to 30 s, reset on ConnAck)
+//!   first.
+//! - **Resubscription**: rumqttc does not resubscribe after a reconnect. [`Session`] subscribes to
+//!   its filters on every ConnAck.
+//!
+//! The crate lives beside the agent because the agent is its most constrained user (it is built
+//! for size); it has no dependency but rumqttc, tokio's timer and tracing.
+//!
+//! # Layout
+//!
+//! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
+//! - [`Backoff`]: the reconnect delay.
+//! - [`Session`] and [`SessionEvent`]: an event loop that backs off, resubscribes and says what
+//!   happened.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How a Bramble client connects: its identity, its broker and its limits.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The MQTT client id (`bramble-agent-{id}`, `bramble-master`, `bramble-fw-{client}`, …).
+    pub client_id: String,
+    /// The broker's host name or address.
+    pub host: String,
+    /// The broker's TCP port.
+    pub port: u16,
+    /// Whether the broker forgets the session (subscriptions, queued QoS 1 messages) on
+    /// disconnect. Long-lived clients keep it (`false`); one-shot queries do not.
+    pub clean_session: bool,
+    /// The MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// The most QoS 1 publishes in flight at once.
+    pub inflight: u16,
+    /// The capacity of the request channel between the client handle and the event loop.
+    pub request_capacity: usize,
+    /// The largest packet taken in and sent out, in bytes.
+    pub max_packet: (usize, usize),
+    /// The last will the broker publishes when the connection drops.
+    pub last_will: Option<LastWill>,
+}
+
+impl ClientConfig {
+    /// A long-lived client's config: a persistent session, 15 s keep-alive, 100 in flight, a
+    /// request channel of 1,024 and 64 KiB packets.
+    pub fn new(client_id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
+        ClientConfig {
+            client_id: client_id.into(),
+            host: host.into(),
+            port,
+            clean_session: false,
+            keep_alive: Duration::from_secs(15),
+            inflight: 100,
+            request_capacity: 1024,
+            max_packet: (64 * 1024, 64 * 1024),
+            last_will: None,
+        }
+    }
+}
+
+/// Builds the client and its event loop from `config`, with TCP_NODELAY on.
+pub fn connect(config: ClientConfig) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(config.client_id, config.host, config.port);
+    options
+        .set_clean_session(config.clean_session)
+        .set_keep_alive(config.keep_alive)
+        .set_inflight(config.inflight)
+        .set_request_channel_capacity(config.request_capacity)
+        .set_max_packet_size(config.max_packet.0, config.max_packet.1);
+    if let Some(will) = config.last_will {
+        options.set_last_will(will);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, config.request_capacity);
+    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    (client, eventloop)
+}
+
+/// The delay before the next reconnection: 500 ms, doubling to 30 s, back to 500 ms on ConnAck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first delay.
+    pub const MIN: Duration = Duration::from_millis(500);
+    /// The longest delay.
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    /// A backoff at its first delay.
+    pub const fn new() -> Self {
+        Backoff { next: Self::MIN }
+    }
+
+    /// The delay to wait now; the one after it is twice as long, up to [`Backoff::MAX`].
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    /// Back to the first delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one [`Session::poll`] saw.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The broker accepted the connection; the session's filters have been subscribed to again.
+    Connected,
+    /// A message arrived.
+    Publish(Publish),
+    /// The broker acknowledged a subscription.
+    SubAck,
+    /// This client's disconnect went out: the session is over.
+    Disconnected,
+    /// The connection failed or dropped; the next poll reconnects after `retry_in`.
+    Lost {
+        /// Why, for the log.
+        error: String,
+        /// How long the next poll waits before reconnecting.
+        retry_in: Duration,
+    },
+    /// Anything else (acks, pings, outgoing packets).
+    Other,
+}
+
+/// An MQTT event loop that reconnects with [`Backoff`] and resubscribes to its filters on every
+/// ConnAck.
+///
+/// [`Session::poll`] is cancel-safe (the reconnect deadline is kept in the session), so it can sit
+/// in a `tokio::select!` beside the caller's own timers.
+pub struct Session {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    filters: Vec<String>,
+    backoff: Backoff,
+    reconnect_at: Option<Instant>,
+    name: &'static str,
+}
+
+impl Session {
+    /// A session over a client from [`connect`], subscribing at QoS 1 to `filters` on each
+    /// ConnAck. `name` says who it is in the log (`master`, `agent`, `scheduler`, …).
+    pub fn new(
+        name: &'static str,
+        client: AsyncClient,
+        eventloop: EventLoop,
+        filters: Vec<String>,
+    ) -> Self {
+        Session {
+            client,
+            eventloop,
+            filters,
+            backoff: Backoff::new(),
+            reconnect_at: None,
+            name,
+        }
+    }
+
+    /// The client handle, for publishing.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    /// Waits for the next event: first out any reconnect delay, then the event loop's next
+    /// event. On a ConnAck it subscribes to the filters before returning
+    /// [`SessionEvent::Connected`].
+    pub async fn poll(&mut self) -> SessionEvent {
+        if let Some(at) = self.reconnect_at {
+            tokio::time::sleep_until(at).await;
+            self.reconnect_at = None;
+        }
+        match self.eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                info!("{} connected to the broker", self.name);
+                self.backoff.reset();
+                for filter in &self.filters {
+                    if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        warn!("{} cannot subscribe to {filter}: {e}", self.name);
+                    }
+                }
+                SessionEvent::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Publish(p),
+            Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::SubAck,
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => SessionEvent::Disconnected,
+            Ok(_) => SessionEvent::Other,
+            Err(e) => {
+                let retry_in = self.backoff.next_delay();
+                warn!(
+                    "{} broker connection: {e}; retrying in {retry_in:?}",
+                    self.name
+                );
+                self.reconnect_at = Some(Instant::now() + retry_in);
+                SessionEvent::Lost {
+                    error: e.to_string(),
+                    retry_in,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_thirty_seconds_and_resets_on_connect() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Backoff::MIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_retried_after_the_backoff_not_at_once() {
+        // A port nothing listens on: every connection attempt fails at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (client, eventloop) = connect(ClientConfig::new("t", "127.0.0.1", port));
+        let mut session = Session::new("test", client, eventloop, vec![]);
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            match session.poll().await {
+                SessionEvent::Lost { retry_in, .. } => waits.push(retry_in.as_millis()),
+                other => panic!("expected a lost connection, got {other:?}"),
+            }
+        }
+        assert_eq!(waits, [500, 1000, 2000]);
+    }
+}
