@@ -1,7 +1,8 @@
 //! The scheduler's handle on the master: [`SchedulerDriver`] checks every call a callback makes and
-//! queues it in a bounded outbox, which the run loop publishes after the callback returns. It does
-//! no networking: tests build one with [`SchedulerDriver::new`], feed a scheduler its callbacks and
-//! read [`SchedulerDriver::take_outgoing`].
+//! queues it in a bounded outbox, which [`SchedulerCore::poll_transmit`](super::SchedulerCore::poll_transmit)
+//! hands out after the callback returns. It does no networking: tests build one with
+//! [`SchedulerDriver::new`], feed a scheduler its callbacks and read
+//! [`SchedulerDriver::take_outgoing`].
 
 use std::collections::VecDeque;
 
@@ -40,8 +41,9 @@ pub struct SchedulerDriver {
 }
 
 impl SchedulerDriver {
-    /// A driver for the scheduler behind `client`, not connected to anything: [`run`] makes its own,
-    /// tests use this one and read [`take_outgoing`](Self::take_outgoing).
+    /// A driver for the scheduler behind `client`, not connected to anything:
+    /// [`SchedulerCore`](super::SchedulerCore) makes its own, tests use this one and read
+    /// [`take_outgoing`](Self::take_outgoing).
     pub fn new(client: &str) -> Self {
         SchedulerDriver {
             client: client.to_owned(),
@@ -174,7 +176,7 @@ impl SchedulerDriver {
         }))
     }
 
-    /// Tears the framework down (its tasks are killed) and leaves [`run`], which returns the
+    /// Tears the framework down (its tasks are killed) and leaves [`run`](super::run), which returns the
     /// scheduler. Calls queued before are still sent; later ones are refused.
     pub fn stop(&mut self) {
         if self.stopping {
@@ -208,7 +210,7 @@ impl SchedulerDriver {
             .collect()
     }
 
-    /// Records the registration, as the run loop does on `Registered` (tests use it to set an id).
+    /// Records the registration, as the core does on `Registered` (tests use it to set an id).
     pub fn set_registered(&mut self, framework_id: &str, master_epoch: u64) {
         self.framework_id = Some(framework_id.to_owned());
         self.master_epoch = Some(master_epoch);

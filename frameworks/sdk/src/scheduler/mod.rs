@@ -1,32 +1,38 @@
 //! The scheduler driver: a framework's [`Scheduler`] gets the master's events as callbacks and
 //! answers through a [`SchedulerDriver`]; [`run`] connects both to the broker.
 //!
-//! The driver itself does no networking (in the spirit of quinn-proto): every call a callback makes
-//! is checked and queued in a bounded outbox, which [`run`] publishes after the callback returns
-//! (with `try_publish`, never awaiting inside the loop that polls the connection). Tests build a
-//! [`SchedulerDriver::new`] on its own, feed a scheduler its callbacks, and inspect
+//! The protocol logic does no networking and reads no clock (in the spirit of quinn-proto).
+//! [`SchedulerCore`] holds the registration, its backoff and the master's epoch, decodes what
+//! arrives and dispatches it to the [`Scheduler`]; time comes in as a parameter. Every call a
+//! callback makes is checked and queued in the driver's bounded outbox, which the core hands out
+//! through [`SchedulerCore::poll_transmit`] after the callback returns. [`run`] is a thin tokio
+//! loop around the core; a simulation drives the same core on simulated time. Tests of a scheduler
+//! alone build a [`SchedulerDriver::new`], feed the scheduler its callbacks, and inspect
 //! [`SchedulerDriver::take_outgoing`].
 //!
-//! MQTT: client id `bramble-fw-{client}`, persistent session, last will [`Call::Gone`] on the will
-//! topic. On every ConnAck it subscribes to its event topic, its framework-message topic and the
-//! master's hello, and once the subscription is acknowledged it sends [`Call::Register`] (or
-//! [`Call::ReRegister`] with the id it holds), repeating with backoff until `Registered` comes. A
-//! new master epoch in the retained hello also triggers a `ReRegister`. Reconnection backs off from
-//! 500 ms to 30 s (rumqttc itself would retry at once). A payload that does not decode is logged,
-//! counted in [`DriverStats`] and dropped.
-
+//! MQTT: client id `bramble-fw-{client}`, persistent session, last will
+//! [`Call::Gone`](crate::protocol::Call::Gone) on the will topic. On every ConnAck it subscribes to
+//! its event topic, its framework-message topic and the master's hello, and once the subscription
+//! is acknowledged it sends [`Call::Register`](crate::protocol::Call::Register) (or
+//! [`Call::ReRegister`](crate::protocol::Call::ReRegister) with the id it holds), repeating with
+//! backoff until `Registered` comes. A new master epoch in the retained hello also triggers a
+//! `ReRegister`. Reconnection backs off from 500 ms to 30 s (rumqttc itself would retry at once). A
+//! payload that does not decode is logged, counted in [`DriverStats`] and dropped.
 //!
 //! # Layout
 //!
 //! - `mod.rs`: the [`Scheduler`] trait.
+//! - `core.rs`: [`SchedulerCore`], the sans-IO state machine (registration, epochs, dispatch).
 //! - `driver.rs`: [`SchedulerDriver`], the outbox callbacks answer through.
-//! - `runner.rs`: [`run`] and [`run_until`], the MQTT loop.
+//! - `runner.rs`: [`run`] and [`run_until`], the thin MQTT loop on tokio.
 
+mod core;
 mod driver;
 mod runner;
 
+pub use self::core::{DriverStats, PublishError, SchedulerCore, Transmit};
 pub use driver::{Outgoing, SchedulerDriver, FRAMEWORK_CLIENT_ENV, OUTBOX_CAPACITY};
-pub use runner::{run, run_until, DriverStats, SchedulerConfig};
+pub use runner::{run, run_until, SchedulerConfig};
 
 use crate::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
 

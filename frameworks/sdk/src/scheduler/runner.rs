@@ -1,23 +1,23 @@
-//! The run loop: [`run`] connects a [`Scheduler`] and its [`SchedulerDriver`] to the broker over
-//! MQTT (rumqttc on tokio).
+//! The run loop: [`run`] connects a [`SchedulerCore`] to the broker over MQTT (rumqttc on tokio).
+//!
+//! It is a thin loop: it turns MQTT packets and timer wake-ups into the core's `handle_*` calls,
+//! publishes what [`SchedulerCore::poll_transmit`] hands out (with `try_publish`, never awaiting
+//! inside the loop that polls the connection), and sleeps until [`SchedulerCore::poll_timeout`].
+//! What stays here is the connection's own: reconnecting with backoff from 500 ms to 30 s (rumqttc
+//! itself would retry at once), the clock (milliseconds since the loop started), and the grace
+//! period a stopping scheduler gets to send its last calls.
 
 use std::future::Future;
 use std::time::Duration;
 
-use agent_nostd_core::ids::validate_id;
-use agent_nostd_core::topic::MASTER_HELLO;
-use agent_nostd_core::wire::{MasterMsg, WireMessage};
+use agent_nostd_core::topic;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use super::{Outgoing, Scheduler, SchedulerDriver};
+use super::{Scheduler, SchedulerCore};
 use crate::error::SdkError;
-use crate::messages::{exec_topic, message_topic, FrameworkMessage};
-use crate::protocol::{
-    call_topic, event_topic, register_topic, will_topic, Call, ErrorCode, Event, ReRegister,
-    Register,
-};
+use crate::protocol::{will_topic, Call, Register};
 
 /// Everything [`run`] needs.
 #[derive(Debug, Clone)]
@@ -33,20 +33,8 @@ pub struct SchedulerConfig {
     pub registration: Register,
 }
 
-/// Counters of what the run loop dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DriverStats {
-    /// Payloads that did not decode.
-    pub malformed: u64,
-    /// Publishes on a topic the driver does not read.
-    pub misrouted: u64,
-    /// Events handled.
-    pub events: u64,
-    /// Framework messages handled.
-    pub messages: u64,
-}
-
-/// Runs `scheduler` until it calls [`SchedulerDriver::stop`], then returns it.
+/// Runs `scheduler` until it calls [`SchedulerDriver::stop`](super::SchedulerDriver::stop), then
+/// returns it.
 pub async fn run<S: Scheduler>(config: SchedulerConfig, scheduler: S) -> Result<S, SdkError> {
     run_until(config, scheduler, std::future::pending()).await
 }
@@ -57,12 +45,7 @@ pub async fn run_until<S: Scheduler>(
     scheduler: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<S, SdkError> {
-    validate_id(&config.client_name)
-        .map_err(|_| SdkError::BadClientName(config.client_name.clone()))?;
-    config
-        .registration
-        .validate()
-        .map_err(SdkError::BadRegistration)?;
+    let core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
     let client = &config.client_name;
     let mut options = MqttOptions::new(
         format!("bramble-fw-{client}"),
@@ -88,46 +71,25 @@ pub async fn run_until<S: Scheduler>(
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
     let mut runner = Runner {
-        scheduler,
-        driver: SchedulerDriver::new(client),
-        registration: config.registration.clone(),
+        core,
         mqtt,
-        event_topic: event_topic(client),
-        message_topic: message_topic(client),
-        stats: DriverStats::default(),
-        awaiting_suback: false,
-        registered: false,
-        sent_reregister: false,
-        register_at: None,
-        register_backoff: REGISTER_BACKOFF_START,
+        started: Instant::now(),
     };
     info!(client = %client, broker = %format!("{}:{}", config.broker_host, config.broker_port), "scheduler starting");
     runner.run(eventloop, shutdown).await;
-    info!(client = %client, stats = ?runner.stats, "scheduler stopped");
-    Ok(runner.scheduler)
+    info!(client = %client, stats = ?runner.core.stats(), "scheduler stopped");
+    Ok(runner.core.into_scheduler())
 }
 
-const REGISTER_BACKOFF_START: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a stopping driver waits to get its last calls out.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Runner<S> {
-    scheduler: S,
-    driver: SchedulerDriver,
-    registration: Register,
+    core: SchedulerCore<S>,
     mqtt: AsyncClient,
-    event_topic: String,
-    message_topic: String,
-    stats: DriverStats,
-    /// Subscribed after a ConnAck; the registration goes out on the SubAck.
-    awaiting_suback: bool,
-    registered: bool,
-    /// The last registration sent was a `ReRegister`.
-    sent_reregister: bool,
-    /// When to (re)send the registration, while unregistered.
-    register_at: Option<Instant>,
-    register_backoff: Duration,
+    /// The core's clock starts here.
+    started: Instant,
 }
 
 impl<S: Scheduler> Runner<S> {
@@ -139,29 +101,37 @@ impl<S: Scheduler> Runner<S> {
         let mut disconnect_sent = false;
         loop {
             self.flush();
-            if self.driver.stopping && stop_deadline.is_none() {
+            let stopping = self.core.is_stopping();
+            if stopping && stop_deadline.is_none() {
                 stop_deadline = Some(Instant::now() + STOP_GRACE);
             }
-            if self.driver.stopping && self.driver.outbox.is_empty() && !disconnect_sent {
+            if self.core.is_done() && !disconnect_sent {
                 // Requests are handled in order: the disconnect follows every call queued before.
                 disconnect_sent = self.mqtt.try_disconnect().is_ok();
             }
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(|ms| self.started + Duration::from_millis(ms));
             tokio::select! {
-                () = &mut shutdown, if !self.driver.stopping => {
+                () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: tearing the framework down");
-                    self.driver.stop();
+                    self.core.stop();
                 }
                 event = eventloop.poll(), if reconnect_at.is_none() => match event {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         info!("connected to the broker");
                         backoff = Duration::from_millis(500);
-                        self.on_connected();
+                        self.core.handle_connected(self.now());
+                        self.subscribe();
                     }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) if self.awaiting_suback => {
-                        self.awaiting_suback = false;
-                        self.send_registration();
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        self.core.handle_subscribed(self.now());
                     }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, &p.payload),
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        // A publish that does not decode is counted and logged by the core.
+                        let _ = self.core.handle_publish(self.now(), &p.topic, &p.payload);
+                    }
                     Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(e) => {
@@ -169,18 +139,13 @@ impl<S: Scheduler> Runner<S> {
                             break;
                         }
                         warn!("broker connection lost: {e}; retrying in {backoff:?}");
-                        self.awaiting_suback = false;
+                        self.core.handle_disconnected(self.now());
                         reconnect_at = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 },
                 () = sleep_until(reconnect_at) => reconnect_at = None,
-                () = sleep_until(self.register_at) => {
-                    self.register_at = None;
-                    if !self.registered {
-                        self.send_registration();
-                    }
-                }
+                () = sleep_until(wake) => self.core.handle_timeout(self.now()),
                 () = sleep_until(stop_deadline) => {
                     warn!("could not send the last calls in {STOP_GRACE:?}; leaving anyway");
                     break;
@@ -189,198 +154,44 @@ impl<S: Scheduler> Runner<S> {
         }
     }
 
-    fn on_connected(&mut self) {
-        let filters = [
-            self.event_topic.clone(),
-            self.message_topic.clone(),
-            MASTER_HELLO.to_owned(),
-        ];
-        let subscribe = self.mqtt.try_subscribe_many(
-            filters
-                .into_iter()
-                .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce)),
-        );
-        match subscribe {
-            Ok(()) => self.awaiting_suback = true,
-            Err(e) => {
+    /// Milliseconds since the loop started: the core's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn subscribe(&mut self) {
+        while let Some(filters) = self.core.poll_subscribe() {
+            let subscribe = self.mqtt.try_subscribe_many(
+                filters
+                    .into_iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce)),
+            );
+            if let Err(e) = subscribe {
                 warn!("cannot subscribe: {e}; registering anyway");
-                self.send_registration();
+                self.core.handle_subscribe_failed(self.now());
             }
         }
-        // A reconnect may have cost the master our session (its last will fired): register again.
-        self.registered = false;
     }
 
-    /// Queues `Register`, or `ReRegister` when the framework holds an id, at the front of the
-    /// outbox, and arms the retry timer.
-    fn send_registration(&mut self) {
-        let call = match &self.driver.framework_id {
-            Some(id) => {
-                self.sent_reregister = true;
-                Call::ReRegister(ReRegister {
-                    framework_id: id.clone(),
-                    info: self.registration.clone(),
-                })
-            }
-            None => {
-                self.sent_reregister = false;
-                Call::Register(self.registration.clone())
-            }
-        };
-        debug!(reregister = self.sent_reregister, "registering");
-        // One registration waiting is enough: retries replace it rather than pile up.
-        self.driver
-            .outbox
-            .retain(|o| !matches!(o, Outgoing::Call(Call::Register(_) | Call::ReRegister(_))));
-        self.driver.outbox.push_front(Outgoing::Call(call));
-        self.register_at = Some(Instant::now() + self.register_backoff);
-        self.register_backoff = (self.register_backoff * 2).min(MAX_BACKOFF);
-    }
-
-    /// Publishes what the outbox holds, oldest first, until the client's request queue is full.
+    /// Publishes what the core hands out, oldest first, until the client's request queue is full.
     fn flush(&mut self) {
-        while let Some(out) = self.driver.outbox.front() {
-            let (topic, payload) = match out {
-                Outgoing::Call(c @ (Call::Register(_) | Call::ReRegister(_))) => {
-                    (register_topic(&self.driver.client), c.encode())
-                }
-                Outgoing::Call(c) => (call_topic(&self.driver.client), c.encode()),
-                Outgoing::Message(m) => (exec_topic(&self.driver.client, &m.task_id), m.encode()),
-            };
+        while let Some(mut t) = self.core.poll_transmit() {
+            let payload = std::mem::take(&mut t.payload);
             let len = payload.len();
+            let qos = match t.qos {
+                topic::QoS::AtMostOnce => QoS::AtMostOnce,
+                topic::QoS::AtLeastOnce => QoS::AtLeastOnce,
+            };
             match self
                 .mqtt
-                .try_publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                .try_publish(t.topic.as_str(), qos, t.retain, payload)
             {
-                Ok(()) => {
-                    trace!(%topic, len, "queued a publish");
-                    self.driver.outbox.pop_front();
-                }
+                Ok(()) => trace!(topic = %t.topic, len, "queued a publish"),
                 Err(e) => {
                     debug!("publish deferred: {e}");
+                    self.core.requeue_transmit(t);
                     break;
                 }
-            }
-        }
-    }
-
-    fn on_publish(&mut self, topic: &str, payload: &[u8]) {
-        trace!(topic, len = payload.len(), "received a publish");
-        if topic == self.event_topic {
-            match Event::decode(payload) {
-                Ok(event) => {
-                    self.stats.events += 1;
-                    self.on_event(event);
-                }
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped an event: {e}"
-                    );
-                }
-            }
-        } else if topic == self.message_topic {
-            match FrameworkMessage::decode(payload) {
-                Ok(m) => {
-                    self.stats.messages += 1;
-                    self.scheduler
-                        .framework_message(&mut self.driver, &m.task_id, m.data);
-                }
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped a framework message: {e}"
-                    );
-                }
-            }
-        } else if topic == MASTER_HELLO {
-            match MasterMsg::decode(payload) {
-                Ok(MasterMsg::Hello { master_epoch }) => self.on_hello(master_epoch),
-                Ok(_) | Err(_) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped a master hello that is not a Hello"
-                    );
-                }
-            }
-        } else {
-            self.stats.misrouted += 1;
-            warn!(
-                topic,
-                misrouted = self.stats.misrouted,
-                "dropped a message on a topic this scheduler does not read"
-            );
-        }
-    }
-
-    fn on_hello(&mut self, epoch: u64) {
-        if self.registered && self.driver.master_epoch != Some(epoch) {
-            info!(epoch, "a new master is up: re-registering");
-            self.registered = false;
-            self.register_backoff = REGISTER_BACKOFF_START;
-            self.send_registration();
-        }
-    }
-
-    fn on_event(&mut self, event: Event) {
-        let d = &mut self.driver;
-        match event {
-            Event::Registered {
-                framework_id,
-                master_epoch,
-            } => {
-                self.registered = true;
-                self.register_at = None;
-                self.register_backoff = REGISTER_BACKOFF_START;
-                let same = d.framework_id.as_deref() == Some(framework_id.as_str())
-                    && d.master_epoch == Some(master_epoch);
-                if same {
-                    debug!(%framework_id, "registration confirmed again");
-                    return;
-                }
-                info!(%framework_id, master_epoch, "registered");
-                d.set_registered(&framework_id, master_epoch);
-                self.scheduler.registered(d, &framework_id, master_epoch);
-            }
-            Event::Offers(offers) => self.scheduler.offers(d, offers),
-            Event::Rescind { offer_id } => self.scheduler.offer_rescinded(d, offer_id),
-            Event::Update(update) => self.scheduler.status_update(d, update),
-            Event::AgentLost { agent_id } => self.scheduler.agent_lost(d, &agent_id),
-            Event::Error {
-                code,
-                offer_id,
-                message,
-            } => {
-                warn!(?code, ?offer_id, "master error: {message}");
-                match code {
-                    ErrorCode::RegistrationRefused if self.sent_reregister => {
-                        info!("the master refused our old id: registering as a new framework");
-                        d.framework_id = None;
-                        d.master_epoch = None;
-                        self.send_registration();
-                    }
-                    ErrorCode::RegistrationRefused => {
-                        self.register_at = None;
-                    }
-                    ErrorCode::NotRegistered => {
-                        self.registered = false;
-                        if self.register_at.is_none() {
-                            self.send_registration();
-                        }
-                    }
-                    _ => {}
-                }
-                self.scheduler
-                    .error(&mut self.driver, code, offer_id, &message);
             }
         }
     }
