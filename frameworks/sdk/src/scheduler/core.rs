@@ -454,3 +454,6 @@ impl<S: Scheduler> SchedulerCore<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,8 @@
 //! # Layout
 //!
 //! - `mod.rs`: the [`Scheduler`] trait.
-//! - `core.rs`: [`SchedulerCore`], the sans-IO state machine (registration, epochs, dispatch).
+//! - `core.rs`: [`SchedulerCore`], the sans-IO state machine (registration, epochs, dispatch);
+//!   `core/tests.rs` drives it on simulated time.
 //! - `driver.rs`: [`SchedulerDriver`], the outbox callbacks answer through.
 //! - `runner.rs`: [`run`] and [`run_until`], the thin MQTT loop on tokio.
 
