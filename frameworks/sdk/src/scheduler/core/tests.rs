@@ -1,0 +1,442 @@
+//! [`SchedulerCore`] driven on simulated time: no broker, no clock, no sleeping.
+
+use std::sync::Arc;
+
+use agent_nostd_core::wire::{MasterMsg, WireMessage};
+use agent_nostd_core::Resources;
+
+use super::*;
+use crate::protocol::{AgentDescription, Offer, OfferId, StatusUpdate, TaskInfo};
+use crate::{Reason, TaskState};
+
+/// Records its callbacks; launches one task on every offer, echoes framework messages and stops
+/// when a task ends.
+#[derive(Debug, Default)]
+struct Recorder {
+    registered: Vec<(String, u64)>,
+    errors: Vec<ErrorCode>,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+impl Scheduler for Recorder {
+    fn registered(&mut self, _: &mut SchedulerDriver, framework_id: &str, master_epoch: u64) {
+        self.registered
+            .push((framework_id.to_owned(), master_epoch));
+    }
+
+    fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
+        for o in offers {
+            let task = TaskInfo::new("t1", &["/bin/true"], Resources::new(500, 64, 0));
+            driver.launch(o.offer_id, vec![task]).unwrap();
+        }
+    }
+
+    fn status_update(&mut self, driver: &mut SchedulerDriver, update: StatusUpdate) {
+        if update.state.is_terminal() {
+            driver.stop();
+        }
+    }
+
+    fn framework_message(&mut self, driver: &mut SchedulerDriver, task_id: &str, data: Vec<u8>) {
+        let mut reply = b"echo:".to_vec();
+        reply.extend_from_slice(&data);
+        self.messages.push((task_id.to_owned(), data));
+        driver.send_message(task_id, reply).unwrap();
+    }
+
+    fn error(&mut self, _: &mut SchedulerDriver, code: ErrorCode, _: Option<OfferId>, _: &str) {
+        self.errors.push(code);
+    }
+}
+
+const CLIENT: &str = "sim";
+
+fn core() -> SchedulerCore<Recorder> {
+    SchedulerCore::new(CLIENT, Register::new(CLIENT), Recorder::default()).unwrap()
+}
+
+/// Connects and acknowledges the subscription at `now`.
+fn connect(core: &mut SchedulerCore<Recorder>, now: u64) {
+    core.handle_connected(now);
+    assert!(core.poll_subscribe().is_some());
+    core.handle_subscribed(now);
+}
+
+/// Everything the core hands out now.
+fn transmits(core: &mut SchedulerCore<Recorder>) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+/// The calls the core hands out now, decoded from their payloads.
+fn calls(core: &mut SchedulerCore<Recorder>) -> Vec<Call> {
+    transmits(core)
+        .iter()
+        .map(|t| Call::decode(&t.payload).unwrap())
+        .collect()
+}
+
+fn event(core: &mut SchedulerCore<Recorder>, now: u64, event: &Event) {
+    core.handle_publish(now, &event_topic(CLIENT), &event.encode())
+        .unwrap();
+}
+
+fn registered(core: &mut SchedulerCore<Recorder>, now: u64, framework_id: &str, epoch: u64) {
+    let e = Event::Registered {
+        framework_id: framework_id.into(),
+        master_epoch: epoch,
+    };
+    event(core, now, &e);
+}
+
+fn hello(core: &mut SchedulerCore<Recorder>, now: u64, master_epoch: u64) {
+    let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
+    let n = MasterMsg::Hello { master_epoch }.encode(&mut buf).unwrap();
+    core.handle_publish(now, MASTER_HELLO, &buf[..n]).unwrap();
+}
+
+fn offer(offer_id: OfferId) -> Offer {
+    Offer {
+        offer_id,
+        agent: Arc::new(AgentDescription {
+            agent_id: "pi4".into(),
+            hostname: "pi4.lan".into(),
+            arch: "aarch64".into(),
+            attributes: vec![],
+        }),
+        resources: Resources::new(4000, 4096, 0),
+    }
+}
+
+/// Jumps to the core's next wake-up, as a simulation would, and returns that time.
+fn advance(core: &mut SchedulerCore<Recorder>) -> u64 {
+    let now = core.poll_timeout().expect("a timer is armed");
+    core.handle_timeout(now);
+    now
+}
+
+#[test]
+fn new_refuses_a_client_name_that_is_not_an_id() {
+    let err = SchedulerCore::new("a b", Register::new("x"), Recorder::default()).unwrap_err();
+    assert!(matches!(err, SdkError::BadClientName(_)), "{err}");
+}
+
+#[test]
+fn connecting_subscribes_to_events_messages_and_the_master_hello_and_registers_on_the_suback() {
+    let mut core = core();
+    core.handle_connected(0);
+    let filters = core.poll_subscribe().unwrap();
+    assert_eq!(
+        filters,
+        [
+            event_topic(CLIENT),
+            message_topic(CLIENT),
+            MASTER_HELLO.to_owned()
+        ]
+    );
+    assert_eq!(core.poll_subscribe(), None);
+    assert!(core.poll_transmit().is_none(), "nothing before the SubAck");
+    assert_eq!(core.poll_timeout(), None);
+
+    core.handle_subscribed(10);
+    let sent = transmits(&mut core);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].topic, register_topic(CLIENT));
+    assert_eq!(sent[0].qos, QoS::AtLeastOnce);
+    assert!(!sent[0].retain);
+    assert_eq!(
+        sent[0].outgoing(),
+        &Outgoing::Call(Call::Register(Register::new(CLIENT)))
+    );
+    assert_eq!(core.poll_timeout(), Some(10 + 2_000));
+}
+
+#[test]
+fn registration_is_retried_with_doubling_backoff_capped_at_thirty_seconds_until_registered() {
+    let mut core = core();
+    connect(&mut core, 0);
+    assert_eq!(calls(&mut core).len(), 1);
+
+    // Too early: nothing happens.
+    core.handle_timeout(1_999);
+    assert!(core.poll_transmit().is_none());
+
+    let mut attempts = vec![0];
+    while attempts.len() < 8 {
+        let now = advance(&mut core);
+        let sent = calls(&mut core);
+        assert!(matches!(sent[..], [Call::Register(_)]), "{sent:?}");
+        attempts.push(now);
+    }
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, [2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+
+    let now = *attempts.last().unwrap() + 5;
+    registered(&mut core, now, "1-1", 7);
+    assert!(core.is_registered());
+    assert_eq!(core.poll_timeout(), None, "no retry once registered");
+    assert_eq!(core.scheduler().registered, [("1-1".to_owned(), 7)]);
+    assert_eq!(core.driver().framework_id(), Some("1-1"));
+    assert_eq!(core.driver().master_epoch(), Some(7));
+}
+
+#[test]
+fn retries_replace_a_registration_still_waiting_instead_of_piling_up() {
+    let mut core = core();
+    connect(&mut core, 0);
+    // The transport took nothing; the retry comes due.
+    advance(&mut core);
+    advance(&mut core);
+    assert_eq!(calls(&mut core).len(), 1);
+}
+
+#[test]
+fn a_new_master_epoch_in_the_hello_makes_the_core_re_register_with_its_id() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 100, "1-7", 1);
+
+    // The same master saying hello again changes nothing.
+    hello(&mut core, 200, 1);
+    assert!(core.poll_transmit().is_none());
+    assert!(core.is_registered());
+
+    hello(&mut core, 300, 2);
+    assert!(!core.is_registered());
+    let sent = transmits(&mut core);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].topic, register_topic(CLIENT));
+    let Call::ReRegister(rr) = Call::decode(&sent[0].payload).unwrap() else {
+        panic!("expected a re-registration, got {sent:?}")
+    };
+    assert_eq!(rr.framework_id, "1-7");
+    assert_eq!(rr.info, Register::new(CLIENT));
+    // The backoff starts over for the new master.
+    assert_eq!(core.poll_timeout(), Some(300 + 2_000));
+
+    registered(&mut core, 400, "1-7", 2);
+    assert_eq!(
+        core.scheduler().registered,
+        [("1-7".to_owned(), 1), ("1-7".to_owned(), 2)]
+    );
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn a_registration_confirmed_again_does_not_call_the_scheduler_twice() {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    registered(&mut core, 20, "1-1", 1);
+    assert_eq!(core.scheduler().registered.len(), 1);
+}
+
+#[test]
+fn a_reconnect_registers_again_with_the_id_after_the_suback() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+
+    core.handle_disconnected(1_000);
+    core.handle_connected(2_000);
+    assert!(!core.is_registered());
+    assert!(core.poll_subscribe().is_some());
+    assert!(core.poll_transmit().is_none());
+    core.handle_subscribed(2_010);
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::ReRegister(rr)] if rr.framework_id == "1-1"),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_lost_connection_forgets_the_suback_it_was_waiting_for() {
+    let mut core = core();
+    core.handle_connected(0);
+    core.poll_subscribe().unwrap();
+    core.handle_disconnected(5);
+    core.handle_subscribed(6);
+    assert!(core.poll_transmit().is_none());
+}
+
+#[test]
+fn a_refused_subscription_registers_anyway() {
+    let mut core = core();
+    core.handle_connected(0);
+    core.poll_subscribe().unwrap();
+    core.handle_subscribe_failed(0);
+    assert!(matches!(calls(&mut core)[..], [Call::Register(_)]));
+}
+
+#[test]
+fn a_refused_re_registration_registers_as_a_new_framework() {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    hello(&mut core, 20, 2);
+    assert!(matches!(calls(&mut core)[..], [Call::ReRegister(_)]));
+
+    let refused = Event::Error {
+        code: ErrorCode::RegistrationRefused,
+        offer_id: None,
+        message: "unknown framework".into(),
+    };
+    event(&mut core, 30, &refused);
+    assert!(matches!(calls(&mut core)[..], [Call::Register(_)]));
+    assert_eq!(core.driver().framework_id(), None);
+    assert_eq!(core.scheduler().errors, [ErrorCode::RegistrationRefused]);
+}
+
+#[test]
+fn not_registered_from_the_master_makes_the_core_register_again() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+    let e = Event::Error {
+        code: ErrorCode::NotRegistered,
+        offer_id: None,
+        message: String::new(),
+    };
+    event(&mut core, 20, &e);
+    assert!(!core.is_registered());
+    assert!(matches!(calls(&mut core)[..], [Call::ReRegister(_)]));
+    assert_eq!(core.poll_timeout(), Some(20 + 2_000));
+}
+
+#[test]
+fn payloads_that_do_not_decode_are_counted_and_dropped() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+
+    let bad_event = core.handle_publish(1, &event_topic(CLIENT), &[1, 200, 3]);
+    assert!(
+        matches!(bad_event, Err(PublishError::BadEvent(_))),
+        "{bad_event:?}"
+    );
+    let empty = core.handle_publish(2, &event_topic(CLIENT), &[]);
+    assert_eq!(empty, Err(PublishError::BadEvent(DecodeError::Empty)));
+    let bad_message = core.handle_publish(3, &message_topic(CLIENT), &[9]);
+    assert!(matches!(bad_message, Err(PublishError::BadMessage(_))));
+    let bad_hello = core.handle_publish(4, MASTER_HELLO, &[0xFF]);
+    assert_eq!(bad_hello, Err(PublishError::BadHello));
+    let elsewhere = core.handle_publish(5, "bramble/v1/else", &[1]);
+    assert_eq!(elsewhere, Err(PublishError::UnknownTopic));
+
+    let stats = core.stats();
+    assert_eq!((stats.malformed, stats.misrouted), (4, 1));
+    assert_eq!((stats.events, stats.messages), (0, 0));
+    assert!(core.poll_transmit().is_none());
+
+    // The core carries on.
+    registered(&mut core, 6, "1-1", 1);
+    assert!(core.is_registered());
+    assert_eq!(core.stats().events, 1);
+}
+
+#[test]
+fn calls_made_in_callbacks_come_out_of_poll_transmit_in_order_on_their_topics() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+
+    event(&mut core, 20, &Event::Offers(vec![offer(41), offer(42)]));
+    let sent = transmits(&mut core);
+    assert_eq!(sent.len(), 2);
+    for (t, id) in sent.iter().zip([41, 42]) {
+        assert_eq!(t.topic, call_topic(CLIENT));
+        let Call::Accept(accept) = Call::decode(&t.payload).unwrap() else {
+            panic!("expected an accept, got {t:?}")
+        };
+        assert_eq!(accept.offer_id, id);
+        assert_eq!(Outgoing::Call(Call::Accept(accept)), *t.outgoing());
+    }
+
+    let ping = FrameworkMessage {
+        task_id: "t1".into(),
+        data: b"ping".to_vec(),
+    };
+    core.handle_publish(30, &message_topic(CLIENT), &ping.encode())
+        .unwrap();
+    let sent = transmits(&mut core);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].topic, exec_topic(CLIENT, "t1"));
+    let reply = FrameworkMessage::decode(&sent[0].payload).unwrap();
+    assert_eq!(reply.data, b"echo:ping");
+    assert_eq!(
+        core.scheduler().messages,
+        [("t1".to_owned(), b"ping".to_vec())]
+    );
+    assert_eq!(core.stats().messages, 1);
+}
+
+#[test]
+fn a_registration_goes_out_ahead_of_calls_already_queued() {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    // The Register and the Accept wait in the outbox when a new master says hello.
+    event(&mut core, 20, &Event::Offers(vec![offer(1)]));
+    hello(&mut core, 30, 2);
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::ReRegister(_), Call::Accept(_)]),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_transmit_handed_back_comes_out_first_again() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+    event(&mut core, 20, &Event::Offers(vec![offer(1), offer(2)]));
+
+    let mut first = core.poll_transmit().unwrap();
+    let payload = std::mem::take(&mut first.payload);
+    core.requeue_transmit(first);
+    let again = core.poll_transmit().unwrap();
+    assert_eq!(again.payload, payload, "encoded again");
+    assert!(matches!(again.outgoing(), Outgoing::Call(Call::Accept(a)) if a.offer_id == 1));
+    assert_eq!(calls(&mut core).len(), 1);
+}
+
+#[test]
+fn a_stopping_scheduler_tears_down_and_the_core_is_done_once_the_teardown_is_handed_out() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+    assert!(!core.is_stopping());
+
+    let ended = Event::Update(StatusUpdate {
+        task_id: "t1".into(),
+        agent_id: Some("pi4".into()),
+        state: TaskState::Finished,
+        reason: Reason::Exited { code: 0 },
+        message: String::new(),
+    });
+    event(&mut core, 20, &ended);
+    assert!(core.is_stopping());
+    assert!(!core.is_done(), "the teardown is still queued");
+    assert_eq!(calls(&mut core), [Call::Teardown]);
+    assert!(core.is_done());
+}
+
+#[test]
+fn stop_from_outside_tears_the_framework_down_once() {
+    let mut core = core();
+    connect(&mut core, 0);
+    calls(&mut core);
+    registered(&mut core, 10, "1-1", 1);
+    core.stop();
+    core.stop();
+    assert_eq!(calls(&mut core), [Call::Teardown]);
+    assert!(core.is_done());
+    assert_eq!(core.into_scheduler().registered.len(), 1);
+}
