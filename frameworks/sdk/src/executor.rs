@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing as MqttOutgoing, Packet};
+use rumqttc::{AsyncClient, Event as MqttEvent, Outgoing as MqttOutgoing, Packet};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -128,20 +128,15 @@ impl Executor {
     /// Connects, subscribes to this task's exec topic and waits for the broker to acknowledge
     /// (at most [`CONNECT_TIMEOUT`]).
     pub async fn connect(env: ExecutorEnv) -> Result<Self, SdkError> {
-        let mut options = MqttOptions::new(
-            format!("bramble-exec-{}-{}", env.client, env.task_id),
-            env.broker.host.clone(),
-            env.broker.port,
-        );
-        options
-            .set_clean_session(true)
-            .set_keep_alive(Duration::from_secs(15))
-            .set_max_packet_size(64 * 1024, 64 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
-        let mut net = eventloop.network_options();
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
+        let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+            clean_session: true,
+            request_capacity: 64,
+            ..bramble_mqtt::ClientConfig::new(
+                format!("bramble-exec-{}-{}", env.client, env.task_id),
+                env.broker.host.clone(),
+                env.broker.port,
+            )
+        });
         let (commands, commands_rx) = mpsc::channel(64);
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();

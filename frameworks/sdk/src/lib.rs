@@ -61,7 +61,9 @@
 //! - [`messages`]: framework messages between a scheduler and its executors (topics and
 //!   [`messages::FrameworkMessage`]), also from `bramble-proto`.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait, the [`scheduler::SchedulerDriver`] its
-//!   callbacks answer through, and the [`scheduler::run`] loop over MQTT.
+//!   callbacks answer through, the sans-IO [`scheduler::SchedulerCore`] (registration, backoff,
+//!   master epochs, dispatch; time passed in, so the simulation runs real schedulers) and the thin
+//!   [`scheduler::run`] loop over MQTT.
 //! - [`executor`]: [`executor::Executor`], the task side.
 //! - [`broker`]: `mqtt://host:port` addresses.
 //! - [`error`]: [`SdkError`] and [`CallError`].

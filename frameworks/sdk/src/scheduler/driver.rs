@@ -7,11 +7,13 @@
 use std::collections::VecDeque;
 
 use agent_nostd_core::ids::validate_id;
+use agent_nostd_core::wire::MAX_ENV;
 
 use crate::error::CallError;
 use crate::messages::{FrameworkMessage, MAX_MESSAGE_DATA};
 use crate::protocol::{
-    Accept, Call, Decline, Kill, OfferId, TaskInfo, MAX_OFFERS_PER_CALL, MAX_TASKS_PER_CALL,
+    Accept, Call, Decline, Kill, OfferId, TaskError, TaskInfo, MAX_OFFERS_PER_CALL,
+    MAX_TASKS_PER_CALL,
 };
 
 /// The environment variable the driver adds to every task it launches: the scheduler's client
@@ -80,26 +82,17 @@ impl SchedulerDriver {
         }
         let mut out = Vec::with_capacity(tasks.len());
         for mut task in tasks {
-            validate_id(&task.task_id)
-                .map_err(|e| CallError::Invalid(format!("task id `{}`: {e:?}", task.task_id)))?;
-            if task.argv.is_empty()
-                || task.argv.len() > 16
-                || task.argv.iter().any(|a| a.len() > 128)
-            {
-                return Err(CallError::Invalid(format!(
-                    "task {}: argv must be 1 to 16 elements of at most 128 bytes",
-                    task.task_id
-                )));
-            }
             task.env.retain(|(k, _)| k != FRAMEWORK_CLIENT_ENV);
-            if task.env.len() >= 16 {
-                return Err(CallError::Invalid(format!(
-                    "task {}: at most 15 environment variables (the driver adds {FRAMEWORK_CLIENT_ENV})",
-                    task.task_id
-                )));
-            }
             task.env
                 .push((FRAMEWORK_CLIENT_ENV.to_owned(), self.client.clone()));
+            // The one validator the master also runs: what passes here, the master takes.
+            task.validate().map_err(|e| match e {
+                TaskError::TooManyVars(tid) => CallError::Invalid(format!(
+                    "task {tid}: at most {} environment variables (the driver adds {FRAMEWORK_CLIENT_ENV})",
+                    MAX_ENV - 1
+                )),
+                e => CallError::Invalid(e.to_string()),
+            })?;
             out.push(task);
         }
         self.push(Outgoing::Call(Call::Accept(Accept {

@@ -3,15 +3,16 @@
 //! It is a thin loop: it turns MQTT packets and timer wake-ups into the core's `handle_*` calls,
 //! publishes what [`SchedulerCore::poll_transmit`] hands out (with `try_publish`, never awaiting
 //! inside the loop that polls the connection), and sleeps until [`SchedulerCore::poll_timeout`].
-//! What stays here is the connection's own: reconnecting with backoff from 500 ms to 30 s (rumqttc
-//! itself would retry at once), the clock (milliseconds since the loop started), and the grace
+//! What stays here is the connection's own: the [`bramble_mqtt::Session`] (reconnecting with
+//! backoff from 500 ms to 30 s, where rumqttc itself would retry at once), the clock (milliseconds since the loop started), and the grace
 //! period a stopping scheduler gets to send its last calls.
 
 use std::future::Future;
 use std::time::Duration;
 
 use agent_nostd_core::topic;
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use bramble_mqtt::{ClientConfig, Session, SessionEvent};
+use rumqttc::{AsyncClient, LastWill, QoS};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
@@ -47,41 +48,36 @@ pub async fn run_until<S: Scheduler>(
 ) -> Result<S, SdkError> {
     let core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
     let client = &config.client_name;
-    let mut options = MqttOptions::new(
-        format!("bramble-fw-{client}"),
-        config.broker_host.clone(),
-        config.broker_port,
-    );
-    options
-        .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(15))
-        .set_inflight(64)
-        .set_request_channel_capacity(256)
+    let (mqtt, eventloop) = bramble_mqtt::connect(ClientConfig {
+        inflight: 64,
+        request_capacity: 256,
         // Offers of a large cluster come in one event; calls stay small.
-        .set_max_packet_size(4 * 1024 * 1024, 64 * 1024)
-        .set_last_will(LastWill::new(
+        max_packet: (4 * 1024 * 1024, 64 * 1024),
+        last_will: Some(LastWill::new(
             will_topic(client),
             Call::Gone.encode(),
             QoS::AtLeastOnce,
             false,
-        ));
-    let (mqtt, mut eventloop) = AsyncClient::new(options, 256);
-    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
-    let mut net = eventloop.network_options();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
+        )),
+        ..ClientConfig::new(
+            format!("bramble-fw-{client}"),
+            config.broker_host.clone(),
+            config.broker_port,
+        )
+    });
+    // No filters of its own: the core says what to subscribe to after each ConnAck.
+    let session = Session::new("scheduler", mqtt.clone(), eventloop, Vec::new());
     let mut runner = Runner {
         core,
         mqtt,
         started: Instant::now(),
     };
     info!(client = %client, broker = %format!("{}:{}", config.broker_host, config.broker_port), "scheduler starting");
-    runner.run(eventloop, shutdown).await;
+    runner.run(session, shutdown).await;
     info!(client = %client, stats = ?runner.core.stats(), "scheduler stopped");
     Ok(runner.core.into_scheduler())
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a stopping driver waits to get its last calls out.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -93,10 +89,8 @@ struct Runner<S> {
 }
 
 impl<S: Scheduler> Runner<S> {
-    async fn run(&mut self, mut eventloop: EventLoop, shutdown: impl Future<Output = ()>) {
+    async fn run(&mut self, mut session: Session, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(500);
-        let mut reconnect_at: Option<Instant> = None;
         let mut stop_deadline: Option<Instant> = None;
         let mut disconnect_sent = false;
         loop {
@@ -118,33 +112,22 @@ impl<S: Scheduler> Runner<S> {
                     info!("shutdown requested: tearing the framework down");
                     self.core.stop();
                 }
-                event = eventloop.poll(), if reconnect_at.is_none() => match event {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        info!("connected to the broker");
-                        backoff = Duration::from_millis(500);
+                event = session.poll() => match event {
+                    SessionEvent::Connected => {
                         self.core.handle_connected(self.now());
                         self.subscribe();
                     }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        self.core.handle_subscribed(self.now());
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    SessionEvent::SubAck => self.core.handle_subscribed(self.now()),
+                    SessionEvent::Publish(p) => {
                         // A publish that does not decode is counted and logged by the core.
                         let _ = self.core.handle_publish(self.now(), &p.topic, &p.payload);
                     }
-                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        if disconnect_sent {
-                            break;
-                        }
-                        warn!("broker connection lost: {e}; retrying in {backoff:?}");
-                        self.core.handle_disconnected(self.now());
-                        reconnect_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
+                    SessionEvent::Disconnected => break,
+                    SessionEvent::Lost { .. } if disconnect_sent => break,
+                    // The session waits out its backoff before the next attempt.
+                    SessionEvent::Lost { .. } => self.core.handle_disconnected(self.now()),
+                    SessionEvent::Other => {}
                 },
-                () = sleep_until(reconnect_at) => reconnect_at = None,
                 () = sleep_until(wake) => self.core.handle_timeout(self.now()),
                 () = sleep_until(stop_deadline) => {
                     warn!("could not send the last calls in {STOP_GRACE:?}; leaving anyway");
