@@ -117,28 +117,28 @@ impl SortKey {
 
 /// A heap entry: the framework's slot and its key. Ordered so that `BinaryHeap` pops the smallest key.
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate {
+pub struct Candidate<S = usize> {
     /// The key.
     pub key: SortKey,
-    /// The framework's slot in the master.
-    pub slot: usize,
+    /// Which framework it is (the master's framework index).
+    pub slot: S,
 }
 
-impl PartialEq for Candidate {
+impl<S> PartialEq for Candidate<S> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Candidate {}
+impl<S> Eq for Candidate<S> {}
 
-impl PartialOrd for Candidate {
+impl<S> PartialOrd for Candidate<S> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Candidate {
+impl<S> Ord for Candidate<S> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and the smallest key goes first.
         other.key.cmp_key(&self.key)

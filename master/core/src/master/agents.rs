@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bramble_proto::{self as proto, AgentDescription, Attribute, Event};
 
-use super::{Agent, MasterCore, RecvError};
+use super::{Agent, AgentIdx, FrameworkIdx, Idx, MasterCore, RecvError};
 use crate::allocator::Amount;
 
 impl MasterCore {
@@ -71,8 +71,8 @@ impl MasterCore {
             }
             AgentMsg::Status(update) => self.on_status(now, agent_id, update),
             AgentMsg::Gone => {
-                if let Some(&slot) = self.agent_index.get(agent_id) {
-                    if self.agents[slot].as_ref().is_some_and(|a| a.reachable) {
+                if let Some(slot) = self.agents.lookup(agent_id) {
+                    if self.agents.get(slot).is_some_and(|a| a.reachable) {
                         self.mark_unreachable(now, slot, "its connection dropped (last will)");
                     }
                 }
@@ -105,8 +105,8 @@ impl MasterCore {
 
     /// The agent, if known and reachable, with `last_seen` bumped; otherwise asks it to re-register.
     pub(super) fn live_agent(&mut self, now: u64, agent_id: &str) -> Option<&mut Agent> {
-        let slot = self.agent_index.get(agent_id).copied();
-        match slot.and_then(|s| self.agents[s].as_ref()) {
+        let slot = self.agents.lookup(agent_id);
+        match slot.and_then(|s| self.agents.get(s)) {
             Some(a) if a.reachable => {}
             _ => {
                 self.stats.unknown_agent_messages += 1;
@@ -114,7 +114,7 @@ impl MasterCore {
                 return None;
             }
         }
-        let a = self.agents[slot?].as_mut()?;
+        let a = self.agents.get_mut(slot?)?;
         a.last_seen = now;
         Some(a)
     }
@@ -125,10 +125,10 @@ impl MasterCore {
             return;
         }
         let id = info.agent_id.as_str().to_owned();
-        let slot = match self.agent_index.get(&id) {
-            Some(&s) => s,
+        let slot = match self.agents.lookup(&id) {
+            Some(s) => s,
             None => {
-                if self.agent_index.len() >= self.config.max_agents {
+                if self.agents.len() >= self.config.max_agents {
                     self.stats.agents_refused += 1;
                     return;
                 }
@@ -151,22 +151,11 @@ impl MasterCore {
                     ended: VecDeque::new(),
                     tasks: BTreeSet::new(),
                 };
-                let s = match self.free_agent_slots.pop() {
-                    Some(s) => {
-                        self.agents[s] = Some(agent);
-                        s
-                    }
-                    None => {
-                        self.agents.push(Some(agent));
-                        self.agents.len() - 1
-                    }
-                };
-                self.agent_index.insert(id.clone(), s);
-                s
+                self.agents.insert(id.clone(), agent)
             }
         };
         self.stats.agent_registrations += 1;
-        let Some(a) = self.agents[slot].as_mut() else {
+        let Some(a) = self.agents.get_mut(slot) else {
             return;
         };
         let was_reachable = a.reachable;
@@ -194,17 +183,18 @@ impl MasterCore {
         self.cluster_total.add(info.total);
         if !was_reachable {
             // Its tasks count for their frameworks again, whatever they turn out to be.
-            let keys: Vec<(usize, String)> = a.tasks.iter().cloned().collect();
+            let keys: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
             for (fi, tid) in &keys {
-                if let Some(t) = self.frameworks[*fi]
-                    .as_mut()
+                if let Some(t) = self
+                    .frameworks
+                    .get_mut(*fi)
                     .and_then(|f| f.tasks.get_mut(tid))
                 {
                     if t.state == TaskState::Unreachable {
                         // Counted again below once its state is known.
                         t.state = TaskState::Staging;
                         let r = t.resources;
-                        if let Some(f) = self.frameworks[*fi].as_mut() {
+                        if let Some(f) = self.frameworks.get_mut(*fi) {
                             f.allocated.add(r);
                         }
                     }
@@ -214,7 +204,7 @@ impl MasterCore {
         }
         self.reconcile_agent_tasks(now, slot, reported);
         // An outstanding offer stays valid unless the agent's size changed or its tasks grew into it.
-        let stale_offer = self.agents[slot].as_ref().and_then(|a| {
+        let stale_offer = self.agents.get(slot).and_then(|a| {
             let o = a.offer?;
             let fits = self
                 .offers
@@ -236,19 +226,25 @@ impl MasterCore {
     }
 
     /// Makes the master's view of an agent's tasks match what the agent reported.
-    pub(super) fn reconcile_agent_tasks(&mut self, now: u64, slot: usize, reported: &[TaskReport]) {
-        let agent_id = self.agents[slot]
-            .as_ref()
+    pub(super) fn reconcile_agent_tasks(
+        &mut self,
+        now: u64,
+        slot: AgentIdx,
+        reported: &[TaskReport],
+    ) {
+        let agent_id = self
+            .agents
+            .get(slot)
             .map(|a| a.id.clone())
             .unwrap_or_default();
-        let mut listed: BTreeSet<(usize, String)> = BTreeSet::new();
+        let mut listed: BTreeSet<(FrameworkIdx, String)> = BTreeSet::new();
         for r in reported {
             if validate_id(&r.framework_id).is_err() || validate_id(&r.task_id).is_err() {
                 self.stats.malformed += 1;
                 continue;
             }
-            let fi = match self.framework_index.get(r.framework_id.as_str()) {
-                Some(&fi) => fi,
+            let fi = match self.frameworks.lookup(r.framework_id.as_str()) {
+                Some(fi) => fi,
                 None => match self.recover_framework(now, r.framework_id.as_str()) {
                     Some(fi) => fi,
                     None => {
@@ -276,8 +272,9 @@ impl MasterCore {
                 continue;
             }
             listed.insert((fi, tid.clone()));
-            let known = self.frameworks[fi]
-                .as_ref()
+            let known = self
+                .frameworks
+                .get(fi)
                 .and_then(|f| f.tasks.get(&tid))
                 .map(|t| (t.agent, t.state, t.kill_grace));
             match known {
@@ -285,8 +282,9 @@ impl MasterCore {
                     // A running task listed as still starting is from a stale (duplicated) list.
                     let stale = state == TaskState::Running && r.state < TaskState::Running;
                     if state != r.state && !stale {
-                        if let Some(t) = self.frameworks[fi]
-                            .as_mut()
+                        if let Some(t) = self
+                            .frameworks
+                            .get_mut(fi)
                             .and_then(|f| f.tasks.get_mut(&tid))
                         {
                             t.state = r.state;
@@ -337,14 +335,16 @@ impl MasterCore {
         // Tasks the master had there that the agent no longer holds are lost, but for launches
         // younger than `task_retry_ms`: their RunTask may still be on its way.
         let retry = self.config.task_retry_ms;
-        let missing: Vec<(usize, String)> = self.agents[slot]
-            .as_ref()
+        let missing: Vec<(FrameworkIdx, String)> = self
+            .agents
+            .get(slot)
             .map(|a| a.tasks.difference(&listed).cloned().collect::<Vec<_>>())
             .unwrap_or_default()
             .into_iter()
             .filter(|(fi, tid)| {
-                let young = self.frameworks[*fi]
-                    .as_ref()
+                let young = self
+                    .frameworks
+                    .get(*fi)
                     .and_then(|f| f.tasks.get(tid))
                     .is_some_and(|t| {
                         t.state == TaskState::Staging && now.saturating_sub(t.since) < retry
@@ -368,18 +368,18 @@ impl MasterCore {
     }
 
     /// Whether the agent in `slot` reported task `tid` of framework `fi` ended.
-    pub(super) fn ended_here(&self, slot: usize, fi: usize, tid: &str) -> bool {
-        let Some(fid) = self.frameworks[fi].as_ref().map(|f| f.id.as_str()) else {
+    pub(super) fn ended_here(&self, slot: AgentIdx, fi: FrameworkIdx, tid: &str) -> bool {
+        let Some(fid) = self.frameworks.get(fi).map(|f| f.id.as_str()) else {
             return false;
         };
-        self.agents[slot]
-            .as_ref()
+        self.agents
+            .get(slot)
             .is_some_and(|a| a.ended.iter().any(|(f, t)| f == fid && t == tid))
     }
 
-    pub(super) fn task_slot_is(&self, fi: usize, tid: &str, agent: usize) -> bool {
-        self.frameworks[fi]
-            .as_ref()
+    pub(super) fn task_slot_is(&self, fi: FrameworkIdx, tid: &str, agent: AgentIdx) -> bool {
+        self.frameworks
+            .get(fi)
             .and_then(|f| f.tasks.get(tid))
             .is_some_and(|t| t.agent == agent)
     }
@@ -388,13 +388,13 @@ impl MasterCore {
         if self.live_agent(now, agent_id).is_none() {
             return; // asked to re-register; the agent resends the update afterwards
         }
-        let Some(&slot) = self.agent_index.get(agent_id) else {
+        let Some(slot) = self.agents.lookup(agent_id) else {
             return;
         };
         let tid = u.task_id.as_str().to_owned();
-        let fi = self.framework_index.get(u.framework_id.as_str()).copied();
+        let fi = self.frameworks.lookup(u.framework_id.as_str());
         let known = fi.and_then(|fi| {
-            let t = self.frameworks[fi].as_ref()?.tasks.get(&tid)?;
+            let t = self.frameworks.get(fi)?.tasks.get(&tid)?;
             Some((fi, t.agent == slot, t.last_update_id))
         });
         match (fi, known) {
@@ -405,8 +405,9 @@ impl MasterCore {
                     self.stats.duplicate_status_updates += 1;
                 } else {
                     self.stats.status_updates += 1;
-                    if let Some(t) = self.frameworks[fi]
-                        .as_mut()
+                    if let Some(t) = self
+                        .frameworks
+                        .get_mut(fi)
                         .and_then(|f| f.tasks.get_mut(&tid))
                     {
                         t.last_update_id = Some(u.update_id);
@@ -458,7 +459,13 @@ impl MasterCore {
         );
     }
 
-    pub(super) fn forward_update(&mut self, fi: usize, tid: &str, agent_id: &str, u: &AgentStatus) {
+    pub(super) fn forward_update(
+        &mut self,
+        fi: FrameworkIdx,
+        tid: &str,
+        agent_id: &str,
+        u: &AgentStatus,
+    ) {
         self.send_framework(
             fi,
             Event::Update(proto::StatusUpdate {
@@ -473,8 +480,8 @@ impl MasterCore {
 
     pub(super) fn health_check(&mut self, now: u64) {
         self.retry_tasks(now);
-        for slot in 0..self.agents.len() {
-            let Some(a) = self.agents[slot].as_ref() else {
+        for slot in (0..self.agents.slot_count()).map(AgentIdx::from_slot) {
+            let Some(a) = self.agents.get(slot) else {
                 continue;
             };
             if a.reachable {
@@ -500,8 +507,7 @@ impl MasterCore {
         let retry = self.config.task_retry_ms;
         let mut kills = Vec::new();
         let mut ask = BTreeSet::new();
-        for (fi, f) in self.frameworks.iter_mut().enumerate() {
-            let Some(f) = f else { continue };
+        for (fi, f) in self.frameworks.iter_mut() {
             for (tid, t) in f.tasks.iter_mut() {
                 if now.saturating_sub(t.since) < retry || t.state == TaskState::Unreachable {
                     continue;
@@ -520,34 +526,34 @@ impl MasterCore {
             self.send_kill(agent, fi, &tid, grace);
         }
         for agent in ask {
-            if let Some(id) = self.agents[agent].as_ref().map(|a| a.id.clone()) {
+            if let Some(id) = self.agents.get(agent).map(|a| a.id.clone()) {
                 self.send_agent(&id, MasterMsg::ReRegisterRequest);
             }
         }
     }
 
-    pub(super) fn mark_unreachable(&mut self, now: u64, slot: usize, why: &str) {
+    pub(super) fn mark_unreachable(&mut self, now: u64, slot: AgentIdx, why: &str) {
         self.touch_agent(slot);
         self.stats.agents_lost += 1;
-        let offer = self.agents[slot].as_ref().and_then(|a| a.offer);
-        let mut told: BTreeSet<usize> = BTreeSet::new();
+        let offer = self.agents.get(slot).and_then(|a| a.offer);
+        let mut told: BTreeSet<FrameworkIdx> = BTreeSet::new();
         if let Some(o) = offer {
             if let Some(rec) = self.offers.get(&o) {
                 told.insert(rec.framework);
             }
             self.rescind(o, true);
         }
-        let Some(a) = self.agents[slot].as_mut() else {
+        let Some(a) = self.agents.get_mut(slot) else {
             return;
         };
         a.reachable = false;
         a.unreachable_since = now;
         let total = a.total;
         let id = a.id.clone();
-        let tasks: Vec<(usize, String)> = a.tasks.iter().cloned().collect();
+        let tasks: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
         self.cluster_total.sub(total);
         for (fi, tid) in tasks {
-            let Some(f) = self.frameworks[fi].as_mut() else {
+            let Some(f) = self.frameworks.get_mut(fi) else {
                 continue;
             };
             let Some(t) = f.tasks.get_mut(&tid) else {
@@ -579,19 +585,22 @@ impl MasterCore {
         }
     }
 
-    pub(super) fn remove_agent(&mut self, slot: usize) {
+    pub(super) fn remove_agent(&mut self, slot: AgentIdx) {
         self.touch_agent(slot);
-        if let Some(o) = self.agents[slot].as_ref().and_then(|a| a.offer) {
+        if let Some(o) = self.agents.get(slot).and_then(|a| a.offer) {
             self.rescind(o, true);
         }
-        let Some(a) = self.agents[slot].take() else {
+        let Some(id) = self.agents.get(slot).map(|a| a.id.clone()) else {
+            return;
+        };
+        let Some(a) = self.agents.remove(slot, &id) else {
             return;
         };
         if a.reachable {
             self.cluster_total.sub(a.total);
         }
         for (fi, tid) in &a.tasks {
-            let Some(f) = self.frameworks[*fi].as_mut() else {
+            let Some(f) = self.frameworks.get_mut(*fi) else {
                 continue;
             };
             if let Some(t) = f.tasks.remove(tid) {
@@ -610,11 +619,9 @@ impl MasterCore {
                 );
             }
         }
-        for f in self.frameworks.iter_mut().flatten() {
+        for f in self.frameworks.values_mut() {
             f.filters.remove(&slot);
         }
-        self.agent_index.remove(&a.id);
-        self.free_agent_slots.push(slot);
     }
 }
 

@@ -6,7 +6,9 @@ use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, OfferId, Register};
 
-use super::{Framework, FrameworkState, MasterCore, RecvError, REMOVED_IDS_KEPT};
+use super::{
+    AgentIdx, Framework, FrameworkIdx, FrameworkState, MasterCore, RecvError, REMOVED_IDS_KEPT,
+};
 use crate::allocator::Amount;
 
 impl MasterCore {
@@ -75,8 +77,8 @@ impl MasterCore {
             }
             call => {
                 let active = self.clients.get(client).copied().filter(|&fi| {
-                    self.frameworks[fi]
-                        .as_ref()
+                    self.frameworks
+                        .get(fi)
                         .is_some_and(|f| f.state == FrameworkState::Active)
                 });
                 match active {
@@ -94,7 +96,7 @@ impl MasterCore {
         }
     }
 
-    pub(super) fn framework_call(&mut self, now: u64, fi: usize, call: Call) {
+    pub(super) fn framework_call(&mut self, now: u64, fi: FrameworkIdx, call: Call) {
         match call {
             Call::Accept(accept) => self.accept(now, fi, accept),
             Call::Decline(d) => {
@@ -114,7 +116,7 @@ impl MasterCore {
                     self.stats.offers_declined += 1;
                     self.rescind(id, false);
                     if refuse > 0 {
-                        if let Some(f) = self.frameworks[fi].as_mut() {
+                        if let Some(f) = self.frameworks.get_mut(fi) {
                             f.filters.insert(rec.agent, now + refuse);
                         }
                     }
@@ -122,20 +124,21 @@ impl MasterCore {
                 self.request_allocation(now);
             }
             Call::Revive => {
-                if let Some(f) = self.frameworks[fi].as_mut() {
+                if let Some(f) = self.frameworks.get_mut(fi) {
                     f.filters.clear();
                     f.suppressed = false;
                 }
                 self.request_allocation(now);
             }
             Call::Suppress => {
-                if let Some(f) = self.frameworks[fi].as_mut() {
+                if let Some(f) = self.frameworks.get_mut(fi) {
                     f.suppressed = true;
                 }
             }
             Call::Kill(k) => {
-                let task = self.frameworks[fi]
-                    .as_mut()
+                let task = self
+                    .frameworks
+                    .get_mut(fi)
                     .and_then(|f| f.tasks.get_mut(&k.task_id));
                 match task {
                     Some(t) => {
@@ -152,21 +155,22 @@ impl MasterCore {
                     return self.call_error(fi, ErrorCode::InvalidCall, None, "too many tasks");
                 }
                 let ids: Vec<String> = if task_ids.is_empty() {
-                    self.frameworks[fi]
-                        .as_ref()
+                    self.frameworks
+                        .get(fi)
                         .map(|f| f.tasks.keys().cloned().collect())
                         .unwrap_or_default()
                 } else {
                     task_ids
                 };
                 for tid in ids {
-                    let known = self.frameworks[fi]
-                        .as_ref()
+                    let known = self
+                        .frameworks
+                        .get(fi)
                         .and_then(|f| f.tasks.get(&tid))
                         .map(|t| (t.agent, t.state));
                     let event = match known {
                         Some((agent, state)) => Event::Update(proto::StatusUpdate {
-                            agent_id: self.agents[agent].as_ref().map(|a| a.id.clone()),
+                            agent_id: self.agents.get(agent).map(|a| a.id.clone()),
                             task_id: tid,
                             state,
                             reason: Reason::None,
@@ -218,7 +222,7 @@ impl MasterCore {
                 if self.removed_ids.iter().any(|r| r == fid) {
                     return refuse(self, format!("framework {fid} was removed"));
                 }
-                self.framework_index.get(fid.as_str()).copied()
+                self.frameworks.lookup(fid.as_str())
             }
             // A repeated registration from the same client (e.g. a QoS 1 duplicate) gets the same id.
             None => self.clients.get(client).copied(),
@@ -226,7 +230,7 @@ impl MasterCore {
         let fi = match existing {
             Some(fi) => fi,
             None => {
-                if self.framework_index.len() >= self.config.max_frameworks {
+                if self.frameworks.len() >= self.config.max_frameworks {
                     return refuse(self, "the master has too many frameworks".into());
                 }
                 let fid = match previous {
@@ -236,7 +240,7 @@ impl MasterCore {
                         self.next_framework_seq += 1;
                         let fid = format!("{:x}-{seq}", self.epoch);
                         // A framework re-registering with a made-up id may hold this one already.
-                        if !self.framework_index.contains_key(&fid)
+                        if self.frameworks.lookup(&fid).is_none()
                             && !self.removed_ids.contains(&fid)
                         {
                             break fid;
@@ -247,7 +251,7 @@ impl MasterCore {
             }
         };
         // The client name now points at this framework only.
-        if let Some(old) = self.frameworks[fi].as_ref().and_then(|f| f.client.clone()) {
+        if let Some(old) = self.frameworks.get(fi).and_then(|f| f.client.clone()) {
             if self.clients.get(&old) == Some(&fi) {
                 self.clients.remove(&old);
             }
@@ -258,7 +262,7 @@ impl MasterCore {
             }
         }
         self.clients.insert(client.to_owned(), fi);
-        let Some(f) = self.frameworks[fi].as_mut() else {
+        let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         f.client = Some(client.to_owned());
@@ -285,7 +289,7 @@ impl MasterCore {
         fid: String,
         info: Register,
         state: FrameworkState,
-    ) -> usize {
+    ) -> FrameworkIdx {
         let order = self.next_framework_seq;
         self.next_framework_seq += 1;
         let f = Framework {
@@ -302,25 +306,15 @@ impl MasterCore {
             held: VecDeque::new(),
             order,
         };
-        let slot = match self.free_framework_slots.pop() {
-            Some(s) => {
-                self.frameworks[s] = Some(f);
-                s
-            }
-            None => {
-                self.frameworks.push(Some(f));
-                self.frameworks.len() - 1
-            }
-        };
-        self.framework_index.insert(fid, slot);
+        let slot = self.frameworks.insert(fid, f);
         self.touch_framework(slot);
         slot
     }
 
     /// A framework named in an agent's task list that this master does not know (it restarted).
-    pub(super) fn recover_framework(&mut self, now: u64, fid: &str) -> Option<usize> {
+    pub(super) fn recover_framework(&mut self, now: u64, fid: &str) -> Option<FrameworkIdx> {
         if self.removed_ids.iter().any(|r| r == fid)
-            || self.framework_index.len() >= self.config.max_frameworks
+            || self.frameworks.len() >= self.config.max_frameworks
         {
             return None;
         }
@@ -333,9 +327,9 @@ impl MasterCore {
         Some(fi)
     }
 
-    pub(super) fn disconnect_framework(&mut self, now: u64, fi: usize) {
+    pub(super) fn disconnect_framework(&mut self, now: u64, fi: FrameworkIdx) {
         self.touch_framework(fi);
-        let Some(f) = self.frameworks[fi].as_mut() else {
+        let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         if f.state != FrameworkState::Active {
@@ -357,24 +351,29 @@ impl MasterCore {
         self.request_allocation(now);
     }
 
-    pub(super) fn remove_framework(&mut self, now: u64, fi: usize) {
+    pub(super) fn remove_framework(&mut self, now: u64, fi: FrameworkIdx) {
         self.touch_framework(fi);
-        let offers: Vec<OfferId> = self.frameworks[fi]
-            .as_ref()
+        let offers: Vec<OfferId> = self
+            .frameworks
+            .get(fi)
             .map(|f| f.offers.iter().copied().collect())
             .unwrap_or_default();
         for o in offers {
             self.rescind(o, false);
         }
-        let tasks: Vec<(String, usize)> = self.frameworks[fi]
-            .as_ref()
+        let tasks: Vec<(String, AgentIdx)> = self
+            .frameworks
+            .get(fi)
             .map(|f| f.tasks.iter().map(|(k, t)| (k.clone(), t.agent)).collect())
             .unwrap_or_default();
         for (tid, agent) in tasks {
             self.send_kill(agent, fi, &tid, 0);
             self.end_task(fi, &tid);
         }
-        let Some(f) = self.frameworks[fi].take() else {
+        let Some(id) = self.frameworks.get(fi).map(|f| f.id.clone()) else {
+            return;
+        };
+        let Some(f) = self.frameworks.remove(fi, &id) else {
             return;
         };
         if let Some(c) = &f.client {
@@ -382,20 +381,17 @@ impl MasterCore {
                 self.clients.remove(c);
             }
         }
-        self.framework_index.remove(&f.id);
         if self.removed_ids.len() >= REMOVED_IDS_KEPT {
             self.removed_ids.pop_front();
         }
         self.removed_ids.push_back(f.id);
-        self.free_framework_slots.push(fi);
         self.request_allocation(now);
     }
 
     pub(super) fn recompute_framework_deadline(&mut self) {
         self.next_framework_deadline = self
             .frameworks
-            .iter()
-            .flatten()
+            .values()
             .filter_map(|f| match f.state {
                 FrameworkState::Disconnected { deadline }
                 | FrameworkState::Recovered { deadline } => Some(deadline),

@@ -58,6 +58,9 @@ mod agents;
 mod frameworks;
 mod offers;
 mod operator;
+mod registry;
+
+use registry::{AgentIdx, FrameworkIdx, Idx, Registry};
 
 pub use operator::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
 
@@ -314,8 +317,8 @@ struct Agent {
     last_seen: u64,
     unreachable_since: u64,
     last_report: Option<ResourceReport>,
-    /// (framework slot, task id).
-    tasks: BTreeSet<(usize, String)>,
+    /// (framework, task id).
+    tasks: BTreeSet<(FrameworkIdx, String)>,
     /// Since when its reports count another number of tasks than the master holds there.
     mismatch_since: Option<u64>,
     /// The latest tasks that ended here by the agent's own word, as (framework id, task id): a
@@ -341,7 +344,7 @@ impl Agent {
 
 #[derive(Debug, Clone)]
 struct Task {
-    agent: usize,
+    agent: AgentIdx,
     resources: Resources,
     state: TaskState,
     last_update_id: Option<u32>,
@@ -359,8 +362,8 @@ struct Framework {
     info: Register,
     state: FrameworkState,
     suppressed: bool,
-    /// Agent slot → until when it is not offered to this framework.
-    filters: HashMap<usize, u64>,
+    /// Agent → until when it is not offered to this framework.
+    filters: HashMap<AgentIdx, u64>,
     /// Resources of its tasks on reachable agents.
     allocated: Amount,
     offered: Amount,
@@ -385,8 +388,8 @@ impl Framework {
 
 #[derive(Debug, Clone, Copy)]
 struct OfferRec {
-    framework: usize,
-    agent: usize,
+    framework: FrameworkIdx,
+    agent: AgentIdx,
     resources: Resources,
 }
 
@@ -398,13 +401,10 @@ const REMOVED_IDS_KEPT: usize = 1_024;
 pub struct MasterCore {
     config: Config,
     epoch: u64,
-    agents: Vec<Option<Agent>>,
-    free_agent_slots: Vec<usize>,
-    agent_index: HashMap<String, usize>,
-    frameworks: Vec<Option<Framework>>,
-    free_framework_slots: Vec<usize>,
-    framework_index: HashMap<String, usize>,
-    clients: HashMap<String, usize>,
+    agents: Registry<AgentIdx, Agent>,
+    frameworks: Registry<FrameworkIdx, Framework>,
+    /// MQTT client name → the framework connected under it.
+    clients: HashMap<String, FrameworkIdx>,
     removed_ids: VecDeque<String>,
     offers: BTreeMap<OfferId, OfferRec>,
     offer_expiry: BinaryHeap<std::cmp::Reverse<(u64, OfferId)>>,
@@ -443,12 +443,8 @@ impl MasterCore {
             next_health: now + config.ping_interval_ms,
             config,
             epoch,
-            agents: Vec::new(),
-            free_agent_slots: Vec::new(),
-            agent_index: HashMap::new(),
-            frameworks: Vec::new(),
-            free_framework_slots: Vec::new(),
-            framework_index: HashMap::new(),
+            agents: Registry::new(),
+            frameworks: Registry::new(),
             clients: HashMap::new(),
             removed_ids: VecDeque::new(),
             offers: BTreeMap::new(),
@@ -512,7 +508,7 @@ impl MasterCore {
 
     /// One agent.
     pub fn agent(&self, agent_id: &str) -> Option<AgentView> {
-        let a = self.agents[*self.agent_index.get(agent_id)?].as_ref()?;
+        let a = self.agents.get(self.agents.lookup(agent_id)?)?;
         Some(AgentView {
             agent_id: a.id.clone(),
             hostname: a.desc.hostname.clone(),
@@ -538,12 +534,12 @@ impl MasterCore {
 
     /// Every agent's id.
     pub fn agent_ids(&self) -> Vec<String> {
-        self.agents.iter().flatten().map(|a| a.id.clone()).collect()
+        self.agents.values().map(|a| a.id.clone()).collect()
     }
 
     /// One framework.
     pub fn framework(&self, framework_id: &str) -> Option<FrameworkView> {
-        let f = self.frameworks[*self.framework_index.get(framework_id)?].as_ref()?;
+        let f = self.frameworks.get(self.frameworks.lookup(framework_id)?)?;
         Some(FrameworkView {
             framework_id: f.id.clone(),
             name: f.info.name.clone(),
@@ -562,19 +558,15 @@ impl MasterCore {
 
     /// Every framework's id.
     pub fn framework_ids(&self) -> Vec<String> {
-        self.frameworks
-            .iter()
-            .flatten()
-            .map(|f| f.id.clone())
-            .collect()
+        self.frameworks.values().map(|f| f.id.clone()).collect()
     }
 
     /// One task, as the master knows it.
     pub fn task(&self, framework_id: &str, task_id: &str) -> Option<TaskView> {
-        let f = self.frameworks[*self.framework_index.get(framework_id)?].as_ref()?;
+        let f = self.frameworks.get(self.frameworks.lookup(framework_id)?)?;
         let t = f.tasks.get(task_id)?;
         Some(TaskView {
-            agent_id: self.agents[t.agent].as_ref()?.id.clone(),
+            agent_id: self.agents.get(t.agent)?.id.clone(),
             resources: t.resources,
             state: t.state,
         })
@@ -583,9 +575,9 @@ impl MasterCore {
     /// Every task not yet ended, as (framework id, task id, view), by framework then task id.
     pub fn tasks(&self) -> Vec<(String, String, TaskView)> {
         let mut out = Vec::new();
-        for f in self.frameworks.iter().flatten() {
+        for f in self.frameworks.values() {
             for (tid, t) in &f.tasks {
-                let Some(a) = self.agents[t.agent].as_ref() else {
+                let Some(a) = self.agents.get(t.agent) else {
                     continue;
                 };
                 out.push((
@@ -609,8 +601,8 @@ impl MasterCore {
             .filter_map(|(id, rec)| {
                 Some(OfferView {
                     offer_id: *id,
-                    framework_id: self.frameworks[rec.framework].as_ref()?.id.clone(),
-                    agent_id: self.agents[rec.agent].as_ref()?.id.clone(),
+                    framework_id: self.frameworks.get(rec.framework)?.id.clone(),
+                    agent_id: self.agents.get(rec.agent)?.id.clone(),
                     resources: rec.resources,
                 })
             })
@@ -642,8 +634,8 @@ impl MasterCore {
         let rec = self.offers.get(&offer_id)?;
         Some(OfferView {
             offer_id,
-            framework_id: self.frameworks[rec.framework].as_ref()?.id.clone(),
-            agent_id: self.agents[rec.agent].as_ref()?.id.clone(),
+            framework_id: self.frameworks.get(rec.framework)?.id.clone(),
+            agent_id: self.agents.get(rec.agent)?.id.clone(),
             resources: rec.resources,
         })
     }
@@ -655,17 +647,13 @@ impl MasterCore {
 
     /// The tasks not yet ended on an agent, as `{framework_id}/{task_id}`, sorted.
     pub fn agent_task_ids(&self, agent_id: &str) -> Vec<String> {
-        let Some(a) = self
-            .agent_index
-            .get(agent_id)
-            .and_then(|&i| self.agents[i].as_ref())
-        else {
+        let Some(a) = self.agents.by_id(agent_id) else {
             return Vec::new();
         };
         let mut ids: Vec<String> = a
             .tasks
             .iter()
-            .filter_map(|(fi, tid)| Some(format!("{}/{tid}", self.frameworks[*fi].as_ref()?.id)))
+            .filter_map(|(fi, tid)| Some(format!("{}/{tid}", self.frameworks.get(*fi)?.id)))
             .collect();
         ids.sort();
         ids
@@ -673,17 +661,16 @@ impl MasterCore {
 
     /// The states of a framework's tasks not yet ended.
     pub fn framework_task_states(&self, framework_id: &str) -> Vec<TaskState> {
-        self.framework_index
-            .get(framework_id)
-            .and_then(|&i| self.frameworks[i].as_ref())
+        self.frameworks
+            .by_id(framework_id)
             .map(|f| f.tasks.values().map(|t| t.state).collect())
             .unwrap_or_default()
     }
 
     // ----- change notes for the status publisher -----
 
-    pub(super) fn touch_agent(&mut self, slot: usize) {
-        if let (Some(c), Some(Some(a))) = (self.changes.as_mut(), self.agents.get(slot)) {
+    pub(super) fn touch_agent(&mut self, slot: AgentIdx) {
+        if let (Some(c), Some(a)) = (self.changes.as_mut(), self.agents.get(slot)) {
             c.agents.insert(a.id.clone());
             c.bound();
         }
@@ -696,24 +683,24 @@ impl MasterCore {
         }
     }
 
-    pub(super) fn touch_framework(&mut self, fi: usize) {
-        if let (Some(c), Some(Some(f))) = (self.changes.as_mut(), self.frameworks.get(fi)) {
+    pub(super) fn touch_framework(&mut self, fi: FrameworkIdx) {
+        if let (Some(c), Some(f)) = (self.changes.as_mut(), self.frameworks.get(fi)) {
             c.frameworks.insert(f.id.clone());
             c.bound();
         }
     }
 
     /// A task changed: it, its framework and its agent.
-    pub(super) fn touch_task(&mut self, fi: usize, tid: &str) {
+    pub(super) fn touch_task(&mut self, fi: FrameworkIdx, tid: &str) {
         let Some(c) = self.changes.as_mut() else {
             return;
         };
-        let Some(Some(f)) = self.frameworks.get(fi) else {
+        let Some(f) = self.frameworks.get(fi) else {
             return;
         };
         c.tasks.insert((f.id.clone(), tid.to_owned()));
         c.frameworks.insert(f.id.clone());
-        if let Some(Some(a)) = f.tasks.get(tid).and_then(|t| self.agents.get(t.agent)) {
+        if let Some(a) = f.tasks.get(tid).and_then(|t| self.agents.get(t.agent)) {
             c.agents.insert(a.id.clone());
         }
         c.bound();
@@ -734,15 +721,15 @@ impl MasterCore {
     /// Checks the books: every agent's tasks and offer fit in its total, offers are consistent,
     /// framework sums match their tasks. Returns the first inconsistency found.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut fw_alloc: HashMap<usize, Amount> = HashMap::new();
-        let mut fw_offered: HashMap<usize, Amount> = HashMap::new();
+        let mut fw_alloc: HashMap<FrameworkIdx, Amount> = HashMap::new();
+        let mut fw_offered: HashMap<FrameworkIdx, Amount> = HashMap::new();
         let mut cluster = Amount::default();
-        for (ai, a) in self.agents.iter().enumerate() {
-            let Some(a) = a else { continue };
+        for (ai, a) in self.agents.iter() {
             let mut sum = Amount::default();
             for (fi, tid) in &a.tasks {
-                let f = self.frameworks[*fi]
-                    .as_ref()
+                let f = self
+                    .frameworks
+                    .get(*fi)
                     .ok_or_else(|| format!("agent {} lists a task of a removed framework", a.id))?;
                 let t = f
                     .tasks
@@ -786,14 +773,16 @@ impl MasterCore {
             }
         }
         for (id, rec) in &self.offers {
-            let a = self.agents[rec.agent]
-                .as_ref()
+            let a = self
+                .agents
+                .get(rec.agent)
                 .ok_or_else(|| format!("offer {id} is on a removed agent"))?;
             if a.offer != Some(*id) || !a.reachable {
                 return Err(format!("offer {id} is not the offer of its agent"));
             }
-            let f = self.frameworks[rec.framework]
-                .as_ref()
+            let f = self
+                .frameworks
+                .get(rec.framework)
                 .ok_or_else(|| format!("offer {id} belongs to a removed framework"))?;
             if !f.offers.contains(id) || f.state != FrameworkState::Active {
                 return Err(format!("offer {id} is not listed by an active framework"));
@@ -803,8 +792,7 @@ impl MasterCore {
                 .or_default()
                 .add(rec.resources);
         }
-        for (fi, f) in self.frameworks.iter().enumerate() {
-            let Some(f) = f else { continue };
+        for (fi, f) in self.frameworks.iter() {
             if fw_alloc.get(&fi).copied().unwrap_or_default() != f.allocated {
                 return Err(format!("framework {} allocation is off", f.id));
             }
@@ -812,8 +800,9 @@ impl MasterCore {
                 return Err(format!("framework {} offered sum is off", f.id));
             }
             for (tid, t) in &f.tasks {
-                let ok = self.agents[t.agent]
-                    .as_ref()
+                let ok = self
+                    .agents
+                    .get(t.agent)
                     .is_some_and(|a| a.tasks.contains(&(fi, tid.clone())));
                 if !ok || t.state.is_terminal() {
                     return Err(format!("task {tid} of {} is not on its agent", f.id));
@@ -859,28 +848,24 @@ impl MasterCore {
                 self.rescind(id, true);
                 // Unanswered counts as declined: the agent goes to the others first.
                 let until = now + self.config.default_refuse_ms;
-                if let Some(f) = self.frameworks[rec.framework].as_mut() {
+                if let Some(f) = self.frameworks.get_mut(rec.framework) {
                     f.filters.insert(rec.agent, until);
                 }
                 self.request_allocation(now);
             }
         }
         if self.next_framework_deadline.is_some_and(|d| d <= now) {
-            let due: Vec<usize> = self
+            let due: Vec<FrameworkIdx> = self
                 .frameworks
                 .iter()
-                .enumerate()
-                .filter_map(|(i, f)| {
-                    let f = f.as_ref()?;
-                    match f.state {
-                        FrameworkState::Disconnected { deadline }
-                        | FrameworkState::Recovered { deadline }
-                            if deadline <= now =>
-                        {
-                            Some(i)
-                        }
-                        _ => None,
+                .filter_map(|(i, f)| match f.state {
+                    FrameworkState::Disconnected { deadline }
+                    | FrameworkState::Recovered { deadline }
+                        if deadline <= now =>
+                    {
+                        Some(i)
                     }
+                    _ => None,
                 })
                 .collect();
             for slot in due {
@@ -903,15 +888,15 @@ impl MasterCore {
     fn add_task(
         &mut self,
         now: u64,
-        fi: usize,
+        fi: FrameworkIdx,
         tid: &str,
-        agent: usize,
+        agent: AgentIdx,
         r: Resources,
         state: TaskState,
     ) {
         let launched = self.next_launch_seq;
         self.next_launch_seq += 1;
-        let Some(f) = self.frameworks[fi].as_mut() else {
+        let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         f.tasks.insert(
@@ -929,7 +914,7 @@ impl MasterCore {
         );
         f.allocated.add(r);
         let fid = f.id.clone();
-        if let Some(a) = self.agents[agent].as_mut() {
+        if let Some(a) = self.agents.get_mut(agent) {
             a.allocated.add(r);
             a.tasks.insert((fi, tid.to_owned()));
             // A new launch may reuse the id of a task that ended here.
@@ -939,13 +924,14 @@ impl MasterCore {
     }
 
     /// Forgets a task that ended by the agent's own word, remembering it on its agent.
-    fn end_reported_task(&mut self, fi: usize, tid: &str) {
-        let fid = self.frameworks[fi].as_ref().map(|f| f.id.clone());
-        let agent = self.frameworks[fi]
-            .as_ref()
+    fn end_reported_task(&mut self, fi: FrameworkIdx, tid: &str) {
+        let fid = self.frameworks.get(fi).map(|f| f.id.clone());
+        let agent = self
+            .frameworks
+            .get(fi)
             .and_then(|f| f.tasks.get(tid))
             .map(|t| t.agent);
-        if let (Some(fid), Some(a)) = (fid, agent.and_then(|ai| self.agents[ai].as_mut())) {
+        if let (Some(fid), Some(a)) = (fid, agent.and_then(|ai| self.agents.get_mut(ai))) {
             if a.ended.len() >= ENDED_KEPT {
                 a.ended.pop_front();
             }
@@ -955,19 +941,19 @@ impl MasterCore {
     }
 
     /// Forgets a task and gives its resources back.
-    fn end_task(&mut self, fi: usize, tid: &str) {
+    fn end_task(&mut self, fi: FrameworkIdx, tid: &str) {
         self.touch_task(fi, tid);
-        let Some(f) = self.frameworks[fi].as_mut() else {
+        let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         let Some(t) = f.tasks.remove(tid) else {
             return;
         };
-        let agent_reachable = self.agents[t.agent].as_ref().is_some_and(|a| a.reachable);
+        let agent_reachable = self.agents.get(t.agent).is_some_and(|a| a.reachable);
         if t.state != TaskState::Unreachable && agent_reachable {
             f.allocated.sub(t.resources);
         }
-        if let Some(a) = self.agents[t.agent].as_mut() {
+        if let Some(a) = self.agents.get_mut(t.agent) {
             a.allocated.sub(t.resources);
             a.tasks.remove(&(fi, tid.to_owned()));
         }
@@ -981,12 +967,12 @@ impl MasterCore {
         self.touch_offer(id);
         self.touch_agent(rec.agent);
         self.touch_framework(rec.framework);
-        if let Some(a) = self.agents[rec.agent].as_mut() {
+        if let Some(a) = self.agents.get_mut(rec.agent) {
             if a.offer == Some(id) {
                 a.offer = None;
             }
         }
-        if let Some(f) = self.frameworks[rec.framework].as_mut() {
+        if let Some(f) = self.frameworks.get_mut(rec.framework) {
             f.offered.sub(rec.resources);
             f.offers.remove(&id);
         }
@@ -996,8 +982,8 @@ impl MasterCore {
         }
     }
 
-    fn send_kill(&mut self, agent: usize, fi: usize, tid: &str, grace_ms: u32) {
-        let (Some(a), Some(f)) = (self.agents[agent].as_ref(), self.frameworks[fi].as_ref()) else {
+    fn send_kill(&mut self, agent: AgentIdx, fi: FrameworkIdx, tid: &str, grace_ms: u32) {
+        let (Some(a), Some(f)) = (self.agents.get(agent), self.frameworks.get(fi)) else {
             return;
         };
         let (Ok(framework_id), Ok(task_id)) = (
@@ -1032,9 +1018,9 @@ impl MasterCore {
     }
 
     /// Sends an event to a framework, or holds it while the framework is not connected.
-    fn send_framework(&mut self, fi: usize, event: Event) {
+    fn send_framework(&mut self, fi: FrameworkIdx, event: Event) {
         let max = self.config.max_held_events;
-        let Some(f) = self.frameworks[fi].as_mut() else {
+        let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         if let (Some(c), Event::Update(u)) = (self.changes.as_mut(), &event) {
@@ -1090,7 +1076,13 @@ impl MasterCore {
         });
     }
 
-    fn call_error(&mut self, fi: usize, code: ErrorCode, offer_id: Option<OfferId>, message: &str) {
+    fn call_error(
+        &mut self,
+        fi: FrameworkIdx,
+        code: ErrorCode,
+        offer_id: Option<OfferId>,
+        message: &str,
+    ) {
         self.send_framework(
             fi,
             Event::Error {

@@ -8,11 +8,11 @@ use agent_nostd_core::wire::{MasterMsg, RunTask, TaskState, MAX_TASKS};
 use agent_nostd_core::Resources;
 use bramble_proto::{self as proto, Accept, ErrorCode, Event, Offer};
 
-use super::{Framework, FrameworkState, MasterCore, OfferRec};
+use super::{AgentIdx, Framework, FrameworkIdx, FrameworkState, Idx, MasterCore, OfferRec};
 use crate::allocator::{dominant_share, Amount, Candidate, SortKey};
 
 impl MasterCore {
-    pub(super) fn accept(&mut self, now: u64, fi: usize, accept: Accept) {
+    pub(super) fn accept(&mut self, now: u64, fi: FrameworkIdx, accept: Accept) {
         let offer_id = accept.offer_id;
         let rec = match self.offers.get(&offer_id) {
             Some(rec) if rec.framework == fi => *rec,
@@ -25,15 +25,16 @@ impl MasterCore {
                 )
             }
         };
-        let fid = self.frameworks[fi]
-            .as_ref()
+        let fid = self
+            .frameworks
+            .get(fi)
             .map(|f| f.id.clone())
             .unwrap_or_default();
         // Whatever happens the offer is used up; its resources go back to the pool.
         self.stats.offers_accepted += 1;
         self.rescind(offer_id, false);
         self.request_allocation(now);
-        let held = self.agents[rec.agent].as_ref().map_or(0, |a| a.tasks.len());
+        let held = self.agents.get(rec.agent).map_or(0, |a| a.tasks.len());
         let checked = if held + accept.tasks.len() > MAX_TASKS {
             Err(format!(
                 "the agent holds {held} tasks and takes at most {MAX_TASKS}; {} more do not fit",
@@ -49,8 +50,9 @@ impl MasterCore {
                 return self.call_error(fi, ErrorCode::AcceptRefused, Some(offer_id), &why);
             }
         };
-        let agent_id = self.agents[rec.agent]
-            .as_ref()
+        let agent_id = self
+            .agents
+            .get(rec.agent)
             .map(|a| a.id.clone())
             .unwrap_or_default();
         for run in runs {
@@ -64,9 +66,9 @@ impl MasterCore {
     /// Checks an accept's tasks against the offer and builds their RunTask messages.
     pub(super) fn check_accept(
         &self,
-        fi: usize,
+        fi: FrameworkIdx,
         fid: &str,
-        agent: usize,
+        agent: AgentIdx,
         offered: &Resources,
         accept: &Accept,
     ) -> Result<Vec<RunTask>, String> {
@@ -77,10 +79,8 @@ impl MasterCore {
                 proto::MAX_TASKS_PER_CALL
             ));
         }
-        let f = self.frameworks[fi].as_ref().ok_or("framework gone")?;
-        let arch = self.agents[agent]
-            .as_ref()
-            .map_or("", |a| a.desc.arch.as_str());
+        let f = self.frameworks.get(fi).ok_or("framework gone")?;
+        let arch = self.agents.get(agent).map_or("", |a| a.desc.arch.as_str());
         let mut seen = BTreeSet::new();
         let mut sum = Amount::default();
         let mut runs = Vec::with_capacity(accept.tasks.len());
@@ -136,8 +136,7 @@ impl MasterCore {
         let total = self.cluster_total;
         let policy = self.config.policy;
         let mut heap = BinaryHeap::new();
-        for (slot, f) in self.frameworks.iter().enumerate() {
-            let Some(f) = f else { continue };
+        for (slot, f) in self.frameworks.iter() {
             if f.state != FrameworkState::Active || f.suppressed {
                 continue;
             }
@@ -146,13 +145,13 @@ impl MasterCore {
                 slot,
             });
         }
-        let mut new_offers: BTreeMap<usize, Vec<Offer>> = BTreeMap::new();
+        let mut new_offers: BTreeMap<FrameworkIdx, Vec<Offer>> = BTreeMap::new();
         let mut skipped = Vec::new();
         if !heap.is_empty() && (total.cpu_millis > 0 || total.mem_mib > 0) {
-            let n = self.agents.len();
+            let n = self.agents.slot_count();
             let start = (self.stats.allocation_rounds % n.max(1) as u64) as usize;
-            for ai in (start..n).chain(0..start) {
-                let Some(a) = self.agents[ai].as_ref() else {
+            for ai in (start..n).chain(0..start).map(AgentIdx::from_slot) {
+                let Some(a) = self.agents.get(ai) else {
                     continue;
                 };
                 if !a.reachable || a.offer.is_some() || a.tasks.len() >= MAX_TASKS {
@@ -164,8 +163,9 @@ impl MasterCore {
                 }
                 let mut chosen = None;
                 while let Some(c) = heap.pop() {
-                    let filtered = self.frameworks[c.slot]
-                        .as_ref()
+                    let filtered = self
+                        .frameworks
+                        .get(c.slot)
                         .and_then(|f| f.filters.get(&ai))
                         .is_some_and(|&until| until > now);
                     if filtered {
@@ -180,7 +180,7 @@ impl MasterCore {
                 if let Some(offer) = self.make_offer(now, c.slot, ai, free) {
                     new_offers.entry(c.slot).or_default().push(offer);
                 }
-                if let Some(f) = self.frameworks[c.slot].as_ref() {
+                if let Some(f) = self.frameworks.get(c.slot) {
                     heap.push(Candidate {
                         key: key_of(policy, f, total),
                         slot: c.slot,
@@ -196,7 +196,7 @@ impl MasterCore {
         }
         // Forget expired filters so they do not pile up.
         if self.stats.allocation_rounds % 64 == 0 {
-            for f in self.frameworks.iter_mut().flatten() {
+            for f in self.frameworks.values_mut() {
                 f.filters.retain(|_, until| *until > now);
             }
         }
@@ -205,11 +205,11 @@ impl MasterCore {
     pub(super) fn make_offer(
         &mut self,
         now: u64,
-        fi: usize,
-        ai: usize,
+        fi: FrameworkIdx,
+        ai: AgentIdx,
         free: Resources,
     ) -> Option<Offer> {
-        let a = self.agents[ai].as_mut()?;
+        let a = self.agents.get_mut(ai)?;
         let id = self.next_offer_id;
         a.offer = Some(id);
         let offer = Offer {
@@ -229,7 +229,7 @@ impl MasterCore {
         );
         self.offer_expiry
             .push(std::cmp::Reverse((now + self.config.offer_timeout_ms, id)));
-        if let Some(f) = self.frameworks[fi].as_mut() {
+        if let Some(f) = self.frameworks.get_mut(fi) {
             f.offered.add(free);
             f.offers.insert(id);
         }
@@ -241,34 +241,29 @@ impl MasterCore {
 
     /// Kills a task of a framework over its fair share for each framework below its guarantee that
     /// got nothing this round, one wave at a time.
-    pub(super) fn revoke(&mut self, now: u64, new_offers: &BTreeMap<usize, Vec<Offer>>) {
+    pub(super) fn revoke(&mut self, now: u64, new_offers: &BTreeMap<FrameworkIdx, Vec<Offer>>) {
         let in_flight = self
             .frameworks
-            .iter()
-            .flatten()
+            .values()
             .flat_map(|f| f.tasks.values())
             .any(|t| t.revoking);
         if in_flight {
             return;
         }
-        let active: Vec<usize> = self
+        let active: Vec<FrameworkIdx> = self
             .frameworks
             .iter()
-            .enumerate()
-            .filter(|(_, f)| {
-                f.as_ref()
-                    .is_some_and(|f| f.state == FrameworkState::Active)
-            })
+            .filter(|(_, f)| f.state == FrameworkState::Active)
             .map(|(i, _)| i)
             .collect();
         let weights: f64 = active
             .iter()
-            .filter_map(|&i| self.frameworks[i].as_ref())
+            .filter_map(|&i| self.frameworks.get(i))
             .map(|f| f.info.weight)
             .sum();
         let total = self.cluster_total;
         for &starving in &active {
-            let Some(f) = self.frameworks[starving].as_ref() else {
+            let Some(f) = self.frameworks.get(starving) else {
                 continue;
             };
             if f.suppressed
@@ -284,7 +279,7 @@ impl MasterCore {
                 .iter()
                 .filter(|&&i| i != starving)
                 .filter_map(|&i| {
-                    let v = self.frameworks[i].as_ref()?;
+                    let v = self.frameworks.get(i)?;
                     if v.below_guarantee() {
                         return None;
                     }
@@ -294,7 +289,7 @@ impl MasterCore {
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .and_then(|(vi, _)| {
-                    let v = self.frameworks[vi].as_ref()?;
+                    let v = self.frameworks.get(vi)?;
                     let (tid, t) = v
                         .tasks
                         .iter()
@@ -308,8 +303,9 @@ impl MasterCore {
                 continue;
             };
             let grace = self.config.revocation_grace_ms;
-            if let Some(t) = self.frameworks[vi]
-                .as_mut()
+            if let Some(t) = self
+                .frameworks
+                .get_mut(vi)
                 .and_then(|v| v.tasks.get_mut(&tid))
             {
                 t.revoking = true;

@@ -39,11 +39,12 @@ impl MasterCore {
             self.stats.malformed += 1;
             RecvError::OperatorDecode
         })?;
-        let Some(&fi) = self.framework_index.get(&kill.framework_id) else {
+        let Some(fi) = self.frameworks.lookup(&kill.framework_id) else {
             return Ok(());
         };
-        let held = self.frameworks[fi]
-            .as_ref()
+        let held = self
+            .frameworks
+            .get(fi)
             .is_some_and(|f| f.tasks.contains_key(&kill.task_id));
         if held {
             self.touch_framework(fi);
