@@ -1,101 +1,76 @@
-//! Framework inputs: registrations, failover, teardown and the calls of registered frameworks.
+//! A framework's lifecycle: registration and failover, its calls, disconnection, recovery from
+//! agents' task lists after a master restart, and removal.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
-use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, OfferId, Register};
+use bramble_proto::{self as proto, Call, ErrorCode, Event, OfferId, Register};
 
-use super::{
-    AgentIdx, Framework, FrameworkIdx, FrameworkState, MasterCore, RecvError, REMOVED_IDS_KEPT,
-};
+use super::registry::{AgentIdx, FrameworkIdx};
+use super::*;
 use crate::allocator::Amount;
 
+/// The lifecycle of a framework, as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameworkState {
+    /// Registered and connected: it gets offers.
+    Active,
+    /// Its connection dropped; its tasks are killed at `deadline` unless it re-registers.
+    Disconnected {
+        /// When it is removed.
+        deadline: u64,
+    },
+    /// Known only from agents' task lists (after a master restart); removed at `deadline` unless it
+    /// re-registers.
+    Recovered {
+        /// When it is removed.
+        deadline: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Framework {
+    pub(super) id: String,
+    pub(super) client: Option<String>,
+    pub(super) info: Register,
+    pub(super) state: FrameworkState,
+    pub(super) suppressed: bool,
+    /// Agent → until when it is not offered to this framework.
+    pub(super) filters: HashMap<AgentIdx, u64>,
+    /// Resources of its tasks on reachable agents.
+    pub(super) allocated: Amount,
+    pub(super) offered: Amount,
+    pub(super) tasks: BTreeMap<String, Task>,
+    pub(super) offers: BTreeSet<OfferId>,
+    pub(super) held: VecDeque<Event>,
+    pub(super) order: u64,
+}
+
+impl Framework {
+    pub(super) fn used(&self) -> Amount {
+        self.allocated.plus(self.offered)
+    }
+
+    pub(super) fn below_guarantee(&self) -> bool {
+        self.info
+            .guarantee
+            .as_ref()
+            .is_some_and(|g| !self.used().covers(g))
+    }
+}
+
+pub(super) fn unknown_task_update(tid: &str) -> Event {
+    Event::Update(proto::StatusUpdate {
+        task_id: tid.to_owned(),
+        agent_id: None,
+        state: TaskState::Lost,
+        reason: Reason::UnknownTask,
+        message: "the master knows no such task".into(),
+    })
+}
+
 impl MasterCore {
-    // ----- framework inputs -----
-
-    /// A payload arrived on a framework topic: decode it, check it belongs there, and handle it.
-    pub fn handle_framework_bytes(
-        &mut self,
-        now: u64,
-        topic_name: &str,
-        payload: &[u8],
-    ) -> Result<(), RecvError> {
-        let (kind, client) = match proto::parse_topic(topic_name) {
-            Some((kind, client)) if kind != FrameworkTopic::Event => (kind, client),
-            _ => {
-                self.stats.misrouted += 1;
-                return Err(RecvError::UnknownTopic);
-            }
-        };
-        let call = match Call::decode(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                match e {
-                    proto::DecodeError::UnsupportedVersion { .. } => {
-                        self.stats.unsupported_version += 1
-                    }
-                    _ => self.stats.malformed += 1,
-                }
-                return Err(RecvError::FrameworkDecode(e));
-            }
-        };
-        let expected = match &call {
-            Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
-            Call::Gone => FrameworkTopic::Will,
-            _ => FrameworkTopic::Call,
-        };
-        if kind != expected {
-            self.stats.misrouted += 1;
-            return Err(RecvError::WrongTopic);
-        }
-        self.handle_framework_call(now, client, call);
-        Ok(())
-    }
-
-    /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
-    pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
-        if let Some(&fi) = self.clients.get(client) {
-            self.touch_framework(fi);
-        }
-        self.framework_call_by_client(now, client, call);
-        if let Some(&fi) = self.clients.get(client) {
-            self.touch_framework(fi);
-        }
-    }
-
-    fn framework_call_by_client(&mut self, now: u64, client: &str, call: Call) {
-        match call {
-            Call::Register(info) => self.register_framework(now, client, None, info),
-            Call::ReRegister(r) => {
-                self.register_framework(now, client, Some(r.framework_id), r.info)
-            }
-            Call::Gone => {
-                if let Some(&fi) = self.clients.get(client) {
-                    self.disconnect_framework(now, fi);
-                }
-            }
-            call => {
-                let active = self.clients.get(client).copied().filter(|&fi| {
-                    self.frameworks
-                        .get(fi)
-                        .is_some_and(|f| f.state == FrameworkState::Active)
-                });
-                match active {
-                    Some(fi) => self.framework_call(now, fi, call),
-                    None => self.send_client(
-                        client,
-                        Event::Error {
-                            code: ErrorCode::NotRegistered,
-                            offer_id: None,
-                            message: format!("no framework is registered as {client}: register"),
-                        },
-                    ),
-                }
-            }
-        }
-    }
-
     pub(super) fn framework_call(&mut self, now: u64, fi: FrameworkIdx, call: Call) {
         match call {
             Call::Accept(accept) => self.accept(now, fi, accept),
@@ -399,14 +374,4 @@ impl MasterCore {
             })
             .min();
     }
-}
-
-fn unknown_task_update(tid: &str) -> Event {
-    Event::Update(proto::StatusUpdate {
-        task_id: tid.to_owned(),
-        agent_id: None,
-        state: TaskState::Lost,
-        reason: Reason::UnknownTask,
-        message: "the master knows no such task".into(),
-    })
 }

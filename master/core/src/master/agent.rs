@@ -1,0 +1,316 @@
+//! An agent's lifecycle: registration (its task list settled by `task.rs`), reports, health checks,
+//! becoming unreachable and being removed.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use agent_nostd_core::ids::validate_id;
+use agent_nostd_core::wire::{
+    AgentInfo, MasterMsg, Reason, RegisterAck, ResourceReport, TaskReport, TaskState,
+};
+use agent_nostd_core::Resources;
+use bramble_proto::{self as proto, AgentDescription, Attribute, Event, OfferId};
+
+use super::registry::{AgentIdx, FrameworkIdx, Idx};
+use super::*;
+use crate::allocator::Amount;
+
+#[derive(Debug, Clone)]
+pub(super) struct Agent {
+    pub(super) id: String,
+    /// What its offers say about it.
+    pub(super) desc: Arc<AgentDescription>,
+    pub(super) total: Resources,
+    /// Sum of the resources of its tasks that have not ended (reachable or not).
+    pub(super) allocated: Amount,
+    pub(super) offer: Option<OfferId>,
+    pub(super) reachable: bool,
+    pub(super) last_seen: u64,
+    pub(super) unreachable_since: u64,
+    pub(super) last_report: Option<ResourceReport>,
+    /// (framework, task id).
+    pub(super) tasks: BTreeSet<(FrameworkIdx, String)>,
+    /// Since when its reports count another number of tasks than the master holds there.
+    pub(super) mismatch_since: Option<u64>,
+    /// The latest tasks that ended here by the agent's own word, as (framework id, task id): a
+    /// re-registration still listing one of them as running is a stale duplicate.
+    pub(super) ended: VecDeque<(String, String)>,
+}
+
+/// How many ended tasks each agent remembers (see `Agent::ended`).
+pub(super) const ENDED_KEPT: usize = 64;
+
+impl Agent {
+    pub(super) fn free(&self) -> Resources {
+        let sat = |total: u32, used: u64| {
+            u32::try_from(u64::from(total).saturating_sub(used)).unwrap_or(0)
+        };
+        Resources::new(
+            sat(self.total.cpu_millis, self.allocated.cpu_millis),
+            sat(self.total.mem_mib, self.allocated.mem_mib),
+            sat(self.total.disk_mib, self.allocated.disk_mib),
+        )
+    }
+}
+
+impl MasterCore {
+    /// A resource report. It also counts the agent's tasks: when that count and the master's differ
+    /// for `task_retry_ms` (a lost launch or kill, a stale duplicate registration), the agent is asked
+    /// to re-register, which settles every task.
+    pub(super) fn on_report(&mut self, now: u64, agent_id: &str, report: &ResourceReport) {
+        let retry = self.config.task_retry_ms;
+        let Some(a) = self.live_agent(now, agent_id) else {
+            return;
+        };
+        a.last_report = Some(*report);
+        if usize::from(report.running_tasks) == a.tasks.len() {
+            a.mismatch_since = None;
+            return;
+        }
+        match a.mismatch_since {
+            None => a.mismatch_since = Some(now),
+            Some(since) if now.saturating_sub(since) >= retry => {
+                a.mismatch_since = Some(now);
+                self.send_agent(agent_id, MasterMsg::ReRegisterRequest);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The agent, if known and reachable, with `last_seen` bumped; otherwise asks it to re-register.
+    pub(super) fn live_agent(&mut self, now: u64, agent_id: &str) -> Option<&mut Agent> {
+        let slot = self.agents.lookup(agent_id);
+        match slot.and_then(|s| self.agents.get(s)) {
+            Some(a) if a.reachable => {}
+            _ => {
+                self.stats.unknown_agent_messages += 1;
+                self.send_agent(agent_id, MasterMsg::ReRegisterRequest);
+                return None;
+            }
+        }
+        let a = self.agents.get_mut(slot?)?;
+        a.last_seen = now;
+        Some(a)
+    }
+
+    pub(super) fn register_agent(&mut self, now: u64, info: &AgentInfo, reported: &[TaskReport]) {
+        if validate_id(&info.agent_id).is_err() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let id = info.agent_id.as_str().to_owned();
+        let slot = match self.agents.lookup(&id) {
+            Some(s) => s,
+            None => {
+                if self.agents.len() >= self.config.max_agents {
+                    self.stats.agents_refused += 1;
+                    return;
+                }
+                let agent = Agent {
+                    id: id.clone(),
+                    desc: Arc::new(AgentDescription {
+                        agent_id: id.clone(),
+                        hostname: String::new(),
+                        arch: String::new(),
+                        attributes: Vec::new(),
+                    }),
+                    total: Resources::ZERO,
+                    allocated: Amount::default(),
+                    offer: None,
+                    reachable: false,
+                    last_seen: now,
+                    unreachable_since: now,
+                    last_report: None,
+                    mismatch_since: None,
+                    ended: VecDeque::new(),
+                    tasks: BTreeSet::new(),
+                };
+                self.agents.insert(id.clone(), agent)
+            }
+        };
+        self.stats.agent_registrations += 1;
+        let Some(a) = self.agents.get_mut(slot) else {
+            return;
+        };
+        let was_reachable = a.reachable;
+        let old_total = a.total;
+        if was_reachable {
+            self.cluster_total.sub(a.total);
+        }
+        a.desc = Arc::new(AgentDescription {
+            agent_id: id.clone(),
+            hostname: info.hostname.as_str().to_owned(),
+            arch: info.arch.as_str().to_owned(),
+            attributes: info
+                .attributes
+                .iter()
+                .map(|at| Attribute {
+                    key: at.key.as_str().to_owned(),
+                    value: at.value.as_str().to_owned(),
+                })
+                .collect(),
+        });
+        a.total = info.total;
+        a.reachable = true;
+        a.last_seen = now;
+        a.mismatch_since = None;
+        self.cluster_total.add(info.total);
+        if !was_reachable {
+            // Its tasks count for their frameworks again, whatever they turn out to be.
+            let keys: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
+            for (fi, tid) in &keys {
+                if let Some(t) = self
+                    .frameworks
+                    .get_mut(*fi)
+                    .and_then(|f| f.tasks.get_mut(tid))
+                {
+                    if t.state == TaskState::Unreachable {
+                        // Counted again below once its state is known.
+                        t.state = TaskState::Staging;
+                        let r = t.resources;
+                        if let Some(f) = self.frameworks.get_mut(*fi) {
+                            f.allocated.add(r);
+                        }
+                    }
+                }
+                self.touch_task(*fi, tid);
+            }
+        }
+        self.reconcile_agent_tasks(now, slot, reported);
+        // An outstanding offer stays valid unless the agent's size changed or its tasks grew into it.
+        let stale_offer = self.agents.get(slot).and_then(|a| {
+            let o = a.offer?;
+            let fits = self
+                .offers
+                .get(&o)
+                .is_some_and(|rec| rec.resources.fits_in(&a.free()));
+            (!fits || a.total != old_total).then_some(o)
+        });
+        if let Some(o) = stale_offer {
+            self.rescind(o, true);
+        }
+        self.send_agent(
+            &id,
+            MasterMsg::RegisterAck(RegisterAck {
+                agent_id: info.agent_id.clone(),
+                master_epoch: self.epoch,
+            }),
+        );
+        self.request_allocation(now);
+    }
+
+    pub(super) fn health_check(&mut self, now: u64) {
+        self.retry_tasks(now);
+        for slot in (0..self.agents.slot_count()).map(AgentIdx::from_slot) {
+            let Some(a) = self.agents.get(slot) else {
+                continue;
+            };
+            if a.reachable {
+                let silent = now.saturating_sub(a.last_seen);
+                if silent >= self.config.agent_timeout_ms {
+                    let why = format!("it was silent for {} s", silent / 1_000);
+                    self.mark_unreachable(now, slot, &why);
+                } else if silent >= self.config.ping_interval_ms {
+                    let seq = self.next_ping_seq;
+                    self.next_ping_seq = self.next_ping_seq.wrapping_add(1);
+                    let id = a.id.clone();
+                    self.send_agent(&id, MasterMsg::Ping { seq });
+                }
+            } else if now.saturating_sub(a.unreachable_since) >= self.config.unreachable_gc_ms {
+                self.remove_agent(slot);
+            }
+        }
+    }
+
+    pub(super) fn mark_unreachable(&mut self, now: u64, slot: AgentIdx, why: &str) {
+        self.touch_agent(slot);
+        self.stats.agents_lost += 1;
+        let offer = self.agents.get(slot).and_then(|a| a.offer);
+        let mut told: BTreeSet<FrameworkIdx> = BTreeSet::new();
+        if let Some(o) = offer {
+            if let Some(rec) = self.offers.get(&o) {
+                told.insert(rec.framework);
+            }
+            self.rescind(o, true);
+        }
+        let Some(a) = self.agents.get_mut(slot) else {
+            return;
+        };
+        a.reachable = false;
+        a.unreachable_since = now;
+        let total = a.total;
+        let id = a.id.clone();
+        let tasks: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
+        self.cluster_total.sub(total);
+        for (fi, tid) in tasks {
+            let Some(f) = self.frameworks.get_mut(fi) else {
+                continue;
+            };
+            let Some(t) = f.tasks.get_mut(&tid) else {
+                continue;
+            };
+            if t.state != TaskState::Unreachable {
+                t.state = TaskState::Unreachable;
+                f.allocated.sub(t.resources);
+            }
+            told.insert(fi);
+            self.send_framework(
+                fi,
+                Event::Update(proto::StatusUpdate {
+                    task_id: tid,
+                    agent_id: Some(id.clone()),
+                    state: TaskState::Unreachable,
+                    reason: Reason::None,
+                    message: format!("agent {id} is unreachable: {why}"),
+                }),
+            );
+        }
+        for fi in told {
+            self.send_framework(
+                fi,
+                Event::AgentLost {
+                    agent_id: id.clone(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn remove_agent(&mut self, slot: AgentIdx) {
+        self.touch_agent(slot);
+        if let Some(o) = self.agents.get(slot).and_then(|a| a.offer) {
+            self.rescind(o, true);
+        }
+        let Some(id) = self.agents.get(slot).map(|a| a.id.clone()) else {
+            return;
+        };
+        let Some(a) = self.agents.remove(slot, &id) else {
+            return;
+        };
+        if a.reachable {
+            self.cluster_total.sub(a.total);
+        }
+        for (fi, tid) in &a.tasks {
+            let Some(f) = self.frameworks.get_mut(*fi) else {
+                continue;
+            };
+            if let Some(t) = f.tasks.remove(tid) {
+                if t.state != TaskState::Unreachable && a.reachable {
+                    f.allocated.sub(t.resources);
+                }
+                self.send_framework(
+                    *fi,
+                    Event::Update(proto::StatusUpdate {
+                        task_id: tid.clone(),
+                        agent_id: Some(a.id.clone()),
+                        state: TaskState::Lost,
+                        reason: Reason::None,
+                        message: format!("agent {} was unreachable too long", a.id),
+                    }),
+                );
+            }
+        }
+        for f in self.frameworks.values_mut() {
+            f.filters.remove(&slot);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The inputs as they arrive on the wire: agent, framework and operator payloads decoded, checked
+//! against their topic and handed to the entity they concern. Bad input is counted and dropped here.
+
+use agent_nostd_core::topic::{self, AgentTopic, Topic};
+use agent_nostd_core::wire::{AgentMsg, DecodeError as AgentDecodeError, WireMessage};
+use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, Kill};
+use serde::Deserialize;
+
+use super::*;
+
+/// Kills a task on behalf of the operator: JSON `{"framework_id": …, "task_id": …, "grace_ms": …}`
+/// (`grace_ms` optional, 0 by default).
+pub const OPERATOR_KILL_TOPIC: &str = "bramble/v1/operator/kill";
+
+/// The prefix of every operator topic.
+pub const OPERATOR_PREFIX: &str = "bramble/v1/operator/";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorKill {
+    framework_id: String,
+    task_id: String,
+    #[serde(default)]
+    grace_ms: u32,
+}
+
+impl MasterCore {
+    /// A payload arrived on an agent topic: decode it, check it belongs there, handle it.
+    pub fn handle_agent_bytes(
+        &mut self,
+        now: u64,
+        topic_name: &str,
+        payload: &[u8],
+    ) -> Result<(), RecvError> {
+        let (id, kind) = match topic::parse(topic_name) {
+            Some(Topic::Agent { id, kind }) if kind != AgentTopic::Cmd => (id, kind),
+            _ => {
+                self.stats.misrouted += 1;
+                return Err(RecvError::UnknownTopic);
+            }
+        };
+        let msg = match AgentMsg::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                match e {
+                    AgentDecodeError::UnsupportedVersion { .. } => {
+                        self.stats.unsupported_version += 1
+                    }
+                    _ => self.stats.malformed += 1,
+                }
+                return Err(RecvError::AgentDecode(e));
+            }
+        };
+        let names_other = match &msg {
+            AgentMsg::Register(info) => info.agent_id != id,
+            AgentMsg::ReRegister(r) => r.info.agent_id != id,
+            _ => false,
+        };
+        if msg.kind() != kind || names_other {
+            self.stats.misrouted += 1;
+            return Err(RecvError::WrongTopic);
+        }
+        self.handle_agent_message(now, id, &msg);
+        Ok(())
+    }
+
+    /// A decoded message from agent `agent_id` (a valid id, taken from the topic).
+    pub fn handle_agent_message(&mut self, now: u64, agent_id: &str, msg: &AgentMsg) {
+        self.touch_agent_id(agent_id);
+        match msg {
+            AgentMsg::Register(info) => self.register_agent(now, info, &[]),
+            AgentMsg::ReRegister(r) => self.register_agent(now, &r.info, &r.tasks),
+            AgentMsg::Report(report) => self.on_report(now, agent_id, report),
+            AgentMsg::Pong { .. } => {
+                self.live_agent(now, agent_id);
+            }
+            AgentMsg::Status(update) => self.on_status(now, agent_id, update),
+            AgentMsg::Gone => {
+                if let Some(slot) = self.agents.lookup(agent_id) {
+                    if self.agents.get(slot).is_some_and(|a| a.reachable) {
+                        self.mark_unreachable(now, slot, "its connection dropped (last will)");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A payload arrived on a framework topic: decode it, check it belongs there, and handle it.
+    pub fn handle_framework_bytes(
+        &mut self,
+        now: u64,
+        topic_name: &str,
+        payload: &[u8],
+    ) -> Result<(), RecvError> {
+        let (kind, client) = match proto::parse_topic(topic_name) {
+            Some((kind, client)) if kind != FrameworkTopic::Event => (kind, client),
+            _ => {
+                self.stats.misrouted += 1;
+                return Err(RecvError::UnknownTopic);
+            }
+        };
+        let call = match Call::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                match e {
+                    proto::DecodeError::UnsupportedVersion { .. } => {
+                        self.stats.unsupported_version += 1
+                    }
+                    _ => self.stats.malformed += 1,
+                }
+                return Err(RecvError::FrameworkDecode(e));
+            }
+        };
+        let expected = match &call {
+            Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
+            Call::Gone => FrameworkTopic::Will,
+            _ => FrameworkTopic::Call,
+        };
+        if kind != expected {
+            self.stats.misrouted += 1;
+            return Err(RecvError::WrongTopic);
+        }
+        self.handle_framework_call(now, client, call);
+        Ok(())
+    }
+
+    /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
+    pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
+        if let Some(&fi) = self.clients.get(client) {
+            self.touch_framework(fi);
+        }
+        self.framework_call_by_client(now, client, call);
+        if let Some(&fi) = self.clients.get(client) {
+            self.touch_framework(fi);
+        }
+    }
+
+    pub(super) fn framework_call_by_client(&mut self, now: u64, client: &str, call: Call) {
+        match call {
+            Call::Register(info) => self.register_framework(now, client, None, info),
+            Call::ReRegister(r) => {
+                self.register_framework(now, client, Some(r.framework_id), r.info)
+            }
+            Call::Gone => {
+                if let Some(&fi) = self.clients.get(client) {
+                    self.disconnect_framework(now, fi);
+                }
+            }
+            call => {
+                let active = self.clients.get(client).copied().filter(|&fi| {
+                    self.frameworks
+                        .get(fi)
+                        .is_some_and(|f| f.state == FrameworkState::Active)
+                });
+                match active {
+                    Some(fi) => self.framework_call(now, fi, call),
+                    None => self.send_client(
+                        client,
+                        Event::Error {
+                            code: ErrorCode::NotRegistered,
+                            offer_id: None,
+                            message: format!("no framework is registered as {client}: register"),
+                        },
+                    ),
+                }
+            }
+        }
+    }
+
+    /// A payload arrived on an operator topic. A kill of a task the master does not hold does
+    /// nothing; the task's end shows on its status topic like any other.
+    pub fn handle_operator_bytes(
+        &mut self,
+        now: u64,
+        topic_name: &str,
+        payload: &[u8],
+    ) -> Result<(), RecvError> {
+        if topic_name != OPERATOR_KILL_TOPIC {
+            self.stats.misrouted += 1;
+            return Err(RecvError::UnknownTopic);
+        }
+        let kill: OperatorKill = serde_json::from_slice(payload).map_err(|_| {
+            self.stats.malformed += 1;
+            RecvError::OperatorDecode
+        })?;
+        let Some(fi) = self.frameworks.lookup(&kill.framework_id) else {
+            return Ok(());
+        };
+        let held = self
+            .frameworks
+            .get(fi)
+            .is_some_and(|f| f.tasks.contains_key(&kill.task_id));
+        if held {
+            self.touch_framework(fi);
+            let call = Call::Kill(Kill {
+                task_id: kill.task_id,
+                grace_ms: kill.grace_ms,
+            });
+            self.framework_call(now, fi, call);
+        }
+        Ok(())
+    }
+}

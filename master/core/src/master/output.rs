@@ -1,0 +1,166 @@
+//! What the core sends ([`Outgoing`], [`Transmit`]) and the helpers that queue it: to an agent, to a
+//! framework (held while it is disconnected), to a client, and the kill and error messages.
+
+use agent_nostd_core::topic::{self, AgentTopic, QoS};
+use agent_nostd_core::wire::{KillTask, MasterMsg, WireMessage};
+use bramble_proto::{self as proto, ErrorCode, Event, OfferId};
+
+use super::registry::{AgentIdx, FrameworkIdx};
+use super::*;
+
+/// What the master sends: to an agent or to a framework.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A message on the agent wire (boxed: a RunTask is over 5 KiB).
+    Agent(Box<MasterMsg>),
+    /// An event on the framework protocol.
+    Framework(Event),
+}
+
+/// Something to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// The topic.
+    pub topic: String,
+    /// The MQTT QoS.
+    pub qos: QoS,
+    /// Whether the broker retains it.
+    pub retain: bool,
+    /// The message.
+    pub message: Outgoing,
+}
+
+impl Transmit {
+    /// The encoded payload (version byte + postcard).
+    pub fn payload(&self) -> Vec<u8> {
+        match &self.message {
+            Outgoing::Agent(msg) => {
+                let mut buf = vec![0u8; MasterMsg::MAX_ENCODED_LEN];
+                // Cannot fail: the buffer holds the largest MasterMsg.
+                let len = msg.encode(&mut buf).unwrap_or(0);
+                buf.truncate(len);
+                buf
+            }
+            Outgoing::Framework(event) => event.encode(),
+        }
+    }
+}
+
+impl MasterCore {
+    pub(super) fn send_kill(
+        &mut self,
+        agent: AgentIdx,
+        fi: FrameworkIdx,
+        tid: &str,
+        grace_ms: u32,
+    ) {
+        let (Some(a), Some(f)) = (self.agents.get(agent), self.frameworks.get(fi)) else {
+            return;
+        };
+        let (Ok(framework_id), Ok(task_id)) = (
+            agent_nostd_core::ids::id(&f.id),
+            agent_nostd_core::ids::id(tid),
+        ) else {
+            return;
+        };
+        let agent_id = a.id.clone();
+        self.send_agent(
+            &agent_id,
+            MasterMsg::KillTask(KillTask {
+                framework_id,
+                task_id,
+                grace_ms,
+            }),
+        );
+    }
+
+    pub(super) fn send_agent(&mut self, agent_id: &str, msg: MasterMsg) {
+        self.touch_agent_id(agent_id);
+        if let (Some(c), MasterMsg::RunTask(r)) = (self.changes.as_mut(), &msg) {
+            c.tasks
+                .insert((r.framework_id.as_str().into(), r.task_id.as_str().into()));
+        }
+        self.outbox.push_back(Transmit {
+            topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            message: Outgoing::Agent(Box::new(msg)),
+        });
+    }
+
+    /// Sends an event to a framework, or holds it while the framework is not connected.
+    pub(super) fn send_framework(&mut self, fi: FrameworkIdx, event: Event) {
+        let max = self.config.max_held_events;
+        let Some(f) = self.frameworks.get_mut(fi) else {
+            return;
+        };
+        if let (Some(c), Event::Update(u)) = (self.changes.as_mut(), &event) {
+            c.tasks.insert((f.id.clone(), u.task_id.clone()));
+            if let Some(a) = &u.agent_id {
+                c.agents.insert(a.clone());
+            }
+            c.bound();
+        }
+        if let (Some(c), Event::Rescind { offer_id }) = (self.changes.as_mut(), &event) {
+            c.offers.insert(*offer_id);
+        }
+        if let Some(c) = self.changes.as_mut() {
+            c.frameworks.insert(f.id.clone());
+        }
+        if let Event::Update(u) = &event {
+            if self.task_log_cap > 0 && u.reason != agent_nostd_core::wire::Reason::UnknownTask {
+                if self.task_log.len() >= self.task_log_cap {
+                    self.task_log.pop_front();
+                }
+                self.task_log.push_back(TaskUpdateRecord {
+                    framework_id: f.id.clone(),
+                    update: u.clone(),
+                });
+            }
+        }
+        if let (FrameworkState::Active, Some(client)) = (f.state, &f.client) {
+            let topic = proto::event_topic(client);
+            self.outbox.push_back(Transmit {
+                topic,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                message: Outgoing::Framework(event),
+            });
+        } else {
+            if matches!(event, Event::Offers(_) | Event::Rescind { .. }) {
+                return; // a disconnected framework holds no offers
+            }
+            if f.held.len() >= max {
+                f.held.pop_front();
+                self.stats.held_events_dropped += 1;
+            }
+            f.held.push_back(event);
+        }
+    }
+
+    pub(super) fn send_client(&mut self, client: &str, event: Event) {
+        self.outbox.push_back(Transmit {
+            topic: proto::event_topic(client),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            message: Outgoing::Framework(event),
+        });
+    }
+
+    pub(super) fn call_error(
+        &mut self,
+        fi: FrameworkIdx,
+        code: ErrorCode,
+        offer_id: Option<OfferId>,
+        message: &str,
+    ) {
+        self.send_framework(
+            fi,
+            Event::Error {
+                code,
+                offer_id,
+                message: message.to_owned(),
+            },
+        );
+    }
+}

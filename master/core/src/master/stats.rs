@@ -1,0 +1,66 @@
+//! Why an input was dropped ([`RecvError`]) and what the master counts ([`Stats`]).
+
+use agent_nostd_core::wire::DecodeError as AgentDecodeError;
+use bramble_proto as proto;
+
+/// Why an input was not used. Each is also counted in [`Stats`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The topic is not one the master listens on.
+    #[error("not a topic the master listens on")]
+    UnknownTopic,
+    /// An agent payload could not be decoded.
+    #[error("undecodable agent payload: {0}")]
+    AgentDecode(AgentDecodeError),
+    /// A framework payload could not be decoded.
+    #[error("undecodable framework payload: {0}")]
+    FrameworkDecode(proto::DecodeError),
+    /// A valid message arrived on a topic that does not carry it, or names another sender.
+    #[error("message arrived on a topic that does not carry it")]
+    WrongTopic,
+    /// An operator command is not the JSON it should be.
+    #[error("undecodable operator command")]
+    OperatorDecode,
+}
+
+/// Counters of what the master did and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Payloads that failed to decode (any reason but version).
+    pub malformed: u64,
+    /// Payloads from another protocol version.
+    pub unsupported_version: u64,
+    /// Payloads on a topic that does not carry them.
+    pub misrouted: u64,
+    /// Agent registrations and re-registrations handled.
+    pub agent_registrations: u64,
+    /// Registrations refused because [`Config::max_agents`] was reached.
+    pub agents_refused: u64,
+    /// Status updates recorded and forwarded.
+    pub status_updates: u64,
+    /// Status updates received again (already recorded), acknowledged again.
+    pub duplicate_status_updates: u64,
+    /// Messages from agents the master does not know, answered with a re-registration request.
+    pub unknown_agent_messages: u64,
+    /// Allocation rounds run.
+    pub allocation_rounds: u64,
+    /// Offers made.
+    pub offers_made: u64,
+    /// Offers rescinded (timeout, agent lost, framework gone).
+    pub offers_rescinded: u64,
+    /// Offers answered with an accept (refused accepts included: see `accepts_refused`).
+    pub offers_accepted: u64,
+    /// Offers answered with a decline.
+    pub offers_declined: u64,
+    /// Tasks launched.
+    pub tasks_launched: u64,
+    /// Accepts refused.
+    pub accepts_refused: u64,
+    /// Tasks killed by revocation.
+    pub revocations: u64,
+    /// Events for disconnected frameworks dropped because their queue was full.
+    pub held_events_dropped: u64,
+    /// Agents that became unreachable.
+    pub agents_lost: u64,
+}
