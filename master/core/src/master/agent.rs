@@ -182,12 +182,12 @@ impl MasterCore {
             let o = a.offer?;
             let fits = self
                 .offers
-                .get(&o)
+                .get(o)
                 .is_some_and(|rec| rec.resources.fits_in(&a.free()));
             (!fits || a.total != old_total).then_some(o)
         });
         if let Some(o) = stale_offer {
-            self.rescind(o, true);
+            self.rescind_offer(o);
         }
         self.send_agent(
             &id,
@@ -228,10 +228,10 @@ impl MasterCore {
         let offer = self.agents.get(slot).and_then(|a| a.offer);
         let mut told: BTreeSet<FrameworkIdx> = BTreeSet::new();
         if let Some(o) = offer {
-            if let Some(rec) = self.offers.get(&o) {
+            if let Some(rec) = self.offers.get(o) {
                 told.insert(rec.framework);
             }
-            self.rescind(o, true);
+            self.rescind_offer(o);
         }
         let Some(a) = self.agents.get_mut(slot) else {
             return;
@@ -278,7 +278,7 @@ impl MasterCore {
     pub(super) fn remove_agent(&mut self, slot: AgentIdx) {
         self.touch_agent(slot);
         if let Some(o) = self.agents.get(slot).and_then(|a| a.offer) {
-            self.rescind(o, true);
+            self.rescind_offer(o);
         }
         let Some(id) = self.agents.get(slot).map(|a| a.id.clone()) else {
             return;

@@ -24,7 +24,7 @@ pub(super) fn key_of(policy: crate::config::Policy, f: &Framework, total: Amount
 impl MasterCore {
     /// Makes the next allocation round run now.
     pub(super) fn request_allocation(&mut self, now: u64) {
-        self.next_allocation = self.next_allocation.min(now);
+        self.timers.set_earlier(Timer::Allocation, now);
     }
 
     /// One allocation round: every agent's unoffered free remainder goes to the framework first in

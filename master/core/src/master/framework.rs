@@ -82,14 +82,14 @@ impl MasterCore {
                     .refuse_seconds
                     .map_or(self.config.default_refuse_ms, |s| u64::from(s) * 1_000);
                 for id in d.offer_ids {
-                    let Some(rec) = self.offers.get(&id).copied() else {
+                    let Some(rec) = self.offers.get(id).copied() else {
                         continue;
                     };
                     if rec.framework != fi {
                         continue;
                     }
                     self.stats.offers_declined += 1;
-                    self.rescind(id, false);
+                    self.settle_offer(id);
                     if refuse > 0 {
                         if let Some(f) = self.frameworks.get_mut(fi) {
                             f.filters.insert(rec.agent, now + refuse);
@@ -320,7 +320,7 @@ impl MasterCore {
         }
         let offers: Vec<OfferId> = f.offers.iter().copied().collect();
         for o in offers {
-            self.rescind(o, false);
+            self.settle_offer(o);
         }
         self.recompute_framework_deadline();
         self.request_allocation(now);
@@ -334,7 +334,7 @@ impl MasterCore {
             .map(|f| f.offers.iter().copied().collect())
             .unwrap_or_default();
         for o in offers {
-            self.rescind(o, false);
+            self.settle_offer(o);
         }
         let tasks: Vec<(String, AgentIdx)> = self
             .frameworks
@@ -364,7 +364,7 @@ impl MasterCore {
     }
 
     pub(super) fn recompute_framework_deadline(&mut self) {
-        self.next_framework_deadline = self
+        let deadline = self
             .frameworks
             .values()
             .filter_map(|f| match f.state {
@@ -373,5 +373,6 @@ impl MasterCore {
                 FrameworkState::Active => None,
             })
             .min();
+        self.timers.set(Timer::FrameworkDeadline, deadline);
     }
 }

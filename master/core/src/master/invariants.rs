@@ -44,7 +44,7 @@ impl MasterCore {
             if let Some(o) = a.offer {
                 let rec = self
                     .offers
-                    .get(&o)
+                    .get(o)
                     .ok_or_else(|| format!("agent {} points at a missing offer", a.id))?;
                 if rec.agent != ai {
                     return Err(format!("offer {o} is on another agent"));
@@ -63,19 +63,19 @@ impl MasterCore {
                 cluster.add(a.total);
             }
         }
-        for (id, rec) in &self.offers {
+        for (id, rec) in self.offers.iter() {
             let a = self
                 .agents
                 .get(rec.agent)
                 .ok_or_else(|| format!("offer {id} is on a removed agent"))?;
-            if a.offer != Some(*id) || !a.reachable {
+            if a.offer != Some(id) || !a.reachable {
                 return Err(format!("offer {id} is not the offer of its agent"));
             }
             let f = self
                 .frameworks
                 .get(rec.framework)
                 .ok_or_else(|| format!("offer {id} belongs to a removed framework"))?;
-            if !f.offers.contains(id) || f.state != FrameworkState::Active {
+            if !f.offers.contains(&id) || f.state != FrameworkState::Active {
                 return Err(format!("offer {id} is not listed by an active framework"));
             }
             fw_offered

@@ -63,21 +63,23 @@ mod output;
 mod registry;
 mod stats;
 mod task;
+mod timers;
 mod views;
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
 use agent_nostd_core::wire::MasterMsg;
-use bramble_proto::{self as proto, OfferId};
+use bramble_proto as proto;
 
 use crate::allocator::Amount;
 use crate::config::{Config, ConfigError};
 use agent::{Agent, ENDED_KEPT};
 use framework::Framework;
-use offer::OfferRec;
+use offer::OfferBook;
 use registry::{AgentIdx, FrameworkIdx, Registry};
 use task::Task;
+use timers::{Timer, Timers};
 
 pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
@@ -99,16 +101,12 @@ pub struct MasterCore {
     /// MQTT client name → the framework connected under it.
     clients: HashMap<String, FrameworkIdx>,
     removed_ids: VecDeque<String>,
-    offers: BTreeMap<OfferId, OfferRec>,
-    offer_expiry: BinaryHeap<std::cmp::Reverse<(u64, OfferId)>>,
-    next_offer_id: OfferId,
+    offers: OfferBook,
     next_framework_seq: u64,
     next_launch_seq: u64,
     next_ping_seq: u32,
     cluster_total: Amount,
-    next_allocation: u64,
-    next_health: u64,
-    next_framework_deadline: Option<u64>,
+    timers: Timers,
     outbox: VecDeque<Transmit>,
     /// Status updates for the dashboard, at most this many (0: not recorded).
     task_log_cap: usize,
@@ -132,28 +130,30 @@ impl MasterCore {
             });
         }
         let mut core = MasterCore {
-            next_allocation: now + config.allocation_interval_ms,
-            next_health: now + config.ping_interval_ms,
+            timers: Timers::default(),
             config,
             epoch,
             agents: Registry::new(),
             frameworks: Registry::new(),
             clients: HashMap::new(),
             removed_ids: VecDeque::new(),
-            offers: BTreeMap::new(),
-            offer_expiry: BinaryHeap::new(),
-            next_offer_id: 1,
+            offers: OfferBook::new(),
             next_framework_seq: 1,
             next_launch_seq: 0,
             next_ping_seq: 1,
             cluster_total: Amount::default(),
-            next_framework_deadline: None,
             outbox: VecDeque::new(),
             task_log_cap: 0,
             task_log: VecDeque::new(),
             changes: None,
             stats: Stats::default(),
         };
+        core.timers.set(
+            Timer::Allocation,
+            Some(now + core.config.allocation_interval_ms),
+        );
+        core.timers
+            .set(Timer::Health, Some(now + core.config.ping_interval_ms));
         core.outbox.push_back(Transmit {
             topic: topic::MASTER_HELLO.to_owned(),
             qos: QoS::AtLeastOnce,
@@ -204,35 +204,17 @@ impl MasterCore {
 
     /// When the driver should call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut t = self.next_allocation.min(self.next_health);
-        if let Some(std::cmp::Reverse((at, _))) = self.offer_expiry.peek() {
-            t = t.min(*at);
-        }
-        if let Some(d) = self.next_framework_deadline {
-            t = t.min(d);
-        }
-        Some(t)
+        [self.timers.next(), self.offers.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The timer fired: expire offers, remove frameworks past their failover timeout, check agents'
     /// health and run the allocation round when due.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some(std::cmp::Reverse((at, id))) = self.offer_expiry.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.offer_expiry.pop();
-            if let Some(rec) = self.offers.get(&id).copied() {
-                self.rescind(id, true);
-                // Unanswered counts as declined: the agent goes to the others first.
-                let until = now + self.config.default_refuse_ms;
-                if let Some(f) = self.frameworks.get_mut(rec.framework) {
-                    f.filters.insert(rec.agent, until);
-                }
-                self.request_allocation(now);
-            }
-        }
-        if self.next_framework_deadline.is_some_and(|d| d <= now) {
+        self.expire_offers(now);
+        if self.timers.is_due(Timer::FrameworkDeadline, now) {
             let due: Vec<FrameworkIdx> = self
                 .frameworks
                 .iter()
@@ -251,13 +233,15 @@ impl MasterCore {
             }
             self.recompute_framework_deadline();
         }
-        if now >= self.next_health {
+        if self.timers.is_due(Timer::Health, now) {
             self.health_check(now);
-            self.next_health = now + self.config.ping_interval_ms;
+            let next = now + self.config.ping_interval_ms;
+            self.timers.set(Timer::Health, Some(next));
         }
-        if now >= self.next_allocation {
+        if self.timers.is_due(Timer::Allocation, now) {
             self.allocate(now);
-            self.next_allocation = now + self.config.allocation_interval_ms;
+            let next = now + self.config.allocation_interval_ms;
+            self.timers.set(Timer::Allocation, Some(next));
         }
     }
 }

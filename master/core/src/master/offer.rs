@@ -1,7 +1,9 @@
 //! An offer's lifecycle: made to a framework, then accepted (its tasks checked and launched),
 //! declined, or rescinded.
 
+use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -20,6 +22,75 @@ pub(super) struct OfferRec {
     pub(super) resources: Resources,
 }
 
+/// The outstanding offers, their expiry times and the next offer id.
+///
+/// Expiry entries of offers answered early stay in the heap until their time comes (lazy
+/// deletion) and are skipped then.
+#[derive(Debug, Clone)]
+pub(super) struct OfferBook {
+    offers: BTreeMap<OfferId, OfferRec>,
+    expiry: BinaryHeap<Reverse<(u64, OfferId)>>,
+    next_id: OfferId,
+}
+
+impl OfferBook {
+    pub(super) fn new() -> Self {
+        OfferBook {
+            offers: BTreeMap::new(),
+            expiry: BinaryHeap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Records a new offer that expires at `expires_at`, returning its id.
+    pub(super) fn make(&mut self, rec: OfferRec, expires_at: u64) -> OfferId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.offers.insert(id, rec);
+        self.expiry.push(Reverse((expires_at, id)));
+        id
+    }
+
+    /// The outstanding offer `id`.
+    pub(super) fn get(&self, id: OfferId) -> Option<&OfferRec> {
+        self.offers.get(&id)
+    }
+
+    /// Takes offer `id` off the book (answered, rescinded or expired).
+    pub(super) fn settle(&mut self, id: OfferId) -> Option<OfferRec> {
+        self.offers.remove(&id)
+    }
+
+    /// The next offer due to expire by `now` that is still outstanding.
+    pub(super) fn pop_expired(&mut self, now: u64) -> Option<(OfferId, OfferRec)> {
+        while let Some(Reverse((at, id))) = self.expiry.peek().copied() {
+            if at > now {
+                return None;
+            }
+            self.expiry.pop();
+            if let Some(rec) = self.offers.get(&id) {
+                return Some((id, *rec));
+            }
+        }
+        None
+    }
+
+    /// When the next expiry entry comes due (possibly of an offer already answered).
+    pub(super) fn next_expiry(&self) -> Option<u64> {
+        self.expiry.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Every outstanding offer, by id.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (OfferId, &OfferRec)> {
+        self.offers.iter().map(|(id, rec)| (*id, rec))
+    }
+
+    /// How many offers are outstanding.
+    pub(super) fn len(&self) -> usize {
+        self.offers.len()
+    }
+}
+
 impl MasterCore {
     pub(super) fn make_offer(
         &mut self,
@@ -28,26 +99,21 @@ impl MasterCore {
         ai: AgentIdx,
         free: Resources,
     ) -> Option<Offer> {
+        let expires_at = now + self.config.offer_timeout_ms;
         let a = self.agents.get_mut(ai)?;
-        let id = self.next_offer_id;
+        let rec = OfferRec {
+            framework: fi,
+            agent: ai,
+            resources: free,
+        };
+        let id = self.offers.make(rec, expires_at);
         a.offer = Some(id);
         let offer = Offer {
             offer_id: id,
             agent: Arc::clone(&a.desc),
             resources: free,
         };
-        self.next_offer_id += 1;
         self.stats.offers_made += 1;
-        self.offers.insert(
-            id,
-            OfferRec {
-                framework: fi,
-                agent: ai,
-                resources: free,
-            },
-        );
-        self.offer_expiry
-            .push(std::cmp::Reverse((now + self.config.offer_timeout_ms, id)));
         if let Some(f) = self.frameworks.get_mut(fi) {
             f.offered.add(free);
             f.offers.insert(id);
@@ -60,7 +126,7 @@ impl MasterCore {
 
     pub(super) fn accept(&mut self, now: u64, fi: FrameworkIdx, accept: Accept) {
         let offer_id = accept.offer_id;
-        let rec = match self.offers.get(&offer_id) {
+        let rec = match self.offers.get(offer_id) {
             Some(rec) if rec.framework == fi => *rec,
             _ => {
                 return self.call_error(
@@ -78,7 +144,7 @@ impl MasterCore {
             .unwrap_or_default();
         // Whatever happens the offer is used up; its resources go back to the pool.
         self.stats.offers_accepted += 1;
-        self.rescind(offer_id, false);
+        self.settle_offer(offer_id);
         self.request_allocation(now);
         let held = self.agents.get(rec.agent).map_or(0, |a| a.tasks.len());
         let checked = if held + accept.tasks.len() > MAX_TASKS {
@@ -166,11 +232,10 @@ impl MasterCore {
         Ok(runs)
     }
 
-    /// Withdraws an offer, giving its resources back; tells the framework when `notify`.
-    pub(super) fn rescind(&mut self, id: OfferId, notify: bool) {
-        let Some(rec) = self.offers.remove(&id) else {
-            return;
-        };
+    /// Takes an answered offer (accepted or declined) or one whose framework left off the book,
+    /// giving its resources back.
+    pub(super) fn settle_offer(&mut self, id: OfferId) -> Option<OfferRec> {
+        let rec = self.offers.settle(id)?;
         self.touch_offer(id);
         self.touch_agent(rec.agent);
         self.touch_framework(rec.framework);
@@ -183,9 +248,28 @@ impl MasterCore {
             f.offered.sub(rec.resources);
             f.offers.remove(&id);
         }
-        if notify {
+        Some(rec)
+    }
+
+    /// Withdraws an offer the framework has not answered (its agent changed or went away, or it
+    /// expired) and tells the framework.
+    pub(super) fn rescind_offer(&mut self, id: OfferId) {
+        if let Some(rec) = self.settle_offer(id) {
             self.stats.offers_rescinded += 1;
             self.send_framework(rec.framework, Event::Rescind { offer_id: id });
+        }
+    }
+
+    /// Rescinds the offers unanswered by `now`. Unanswered counts as declined: the agent is
+    /// filtered for the framework for the default refusal time, so it goes to the others first.
+    pub(super) fn expire_offers(&mut self, now: u64) {
+        while let Some((id, rec)) = self.offers.pop_expired(now) {
+            self.rescind_offer(id);
+            let until = now + self.config.default_refuse_ms;
+            if let Some(f) = self.frameworks.get_mut(rec.framework) {
+                f.filters.insert(rec.agent, until);
+            }
+            self.request_allocation(now);
         }
     }
 }

@@ -35,7 +35,7 @@ pub struct Stats {
     pub misrouted: u64,
     /// Agent registrations and re-registrations handled.
     pub agent_registrations: u64,
-    /// Registrations refused because [`Config::max_agents`] was reached.
+    /// Registrations refused because [`Config::max_agents`](crate::Config::max_agents) was reached.
     pub agents_refused: u64,
     /// Status updates recorded and forwarded.
     pub status_updates: u64,

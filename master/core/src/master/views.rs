@@ -98,7 +98,7 @@ impl MasterCore {
             allocated: a.allocated,
             offered: a
                 .offer
-                .and_then(|o| self.offers.get(&o))
+                .and_then(|o| self.offers.get(o))
                 .map_or(Resources::ZERO, |o| o.resources),
             offer_id: a.offer,
             reachable: a.reachable,
@@ -182,7 +182,7 @@ impl MasterCore {
             .iter()
             .filter_map(|(id, rec)| {
                 Some(OfferView {
-                    offer_id: *id,
+                    offer_id: id,
                     framework_id: self.frameworks.get(rec.framework)?.id.clone(),
                     agent_id: self.agents.get(rec.agent)?.id.clone(),
                     resources: rec.resources,
@@ -193,7 +193,7 @@ impl MasterCore {
 
     /// One outstanding offer.
     pub fn offer(&self, offer_id: OfferId) -> Option<OfferView> {
-        let rec = self.offers.get(&offer_id)?;
+        let rec = self.offers.get(offer_id)?;
         Some(OfferView {
             offer_id,
             framework_id: self.frameworks.get(rec.framework)?.id.clone(),
