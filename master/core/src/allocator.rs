@@ -1,13 +1,16 @@
 //! The allocator's arithmetic: resource sums, dominant shares and the order in which frameworks are
 //! offered resources.
 //!
-//! A round (run by [`crate::MasterCore`]) puts every framework that wants offers in a binary heap keyed
-//! by [`SortKey`], then walks the free agents once: each agent's whole free remainder goes to the
-//! framework at the top of the heap that has no decline filter for it, whose key is then recomputed and
-//! pushed back. A round costs O(A log F) for A agents and F frameworks, plus the filtered frameworks
-//! skipped.
+//! A round is a pure function, [`plan`] (Nomad's idea: decide on a read-only view, then apply the
+//! plan): it puts every framework that wants offers ([`Bidder`]) in a binary heap keyed by
+//! [`SortKey`], then walks the free agents ([`FreeAgent`]) once: each agent's whole free remainder
+//! goes to the framework at the top of the heap that has no decline filter for it, whose key is then
+//! recomputed and pushed back. [`crate::MasterCore`] builds the view, and turns each [`Placement`]
+//! into an offer. A round costs O(A log F) for A agents and F frameworks, plus the filtered
+//! frameworks skipped.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use agent_nostd_core::Resources;
 
@@ -145,6 +148,107 @@ impl<S> Ord for Candidate<S> {
     }
 }
 
+/// A framework that wants offers, as [`plan`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bidder<F> {
+    /// Which framework (the master's index).
+    pub id: F,
+    /// What it holds: allocated plus offered.
+    pub used: Amount,
+    /// Its DRF weight.
+    pub weight: f64,
+    /// Its strict priority.
+    pub priority: u32,
+    /// Its guaranteed minimum.
+    pub guarantee: Option<Resources>,
+    /// Its registration order (the tie-breaker).
+    pub order: u64,
+}
+
+impl<F> Bidder<F> {
+    fn key(&self, policy: Policy, total: Amount) -> SortKey {
+        SortKey::new(
+            policy,
+            self.used,
+            total,
+            self.weight,
+            self.priority,
+            self.guarantee.as_ref(),
+            self.order,
+        )
+    }
+}
+
+/// An agent with resources to offer, as [`plan`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeAgent<A> {
+    /// Which agent (the master's index).
+    pub id: A,
+    /// What it has free and not on offer.
+    pub free: Resources,
+}
+
+/// One decision of a round: offer `resources` of `agent` to `framework`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement<F, A> {
+    /// The framework.
+    pub framework: F,
+    /// The agent.
+    pub agent: A,
+    /// What is offered: the agent's whole free remainder.
+    pub resources: Resources,
+}
+
+/// One allocation round over a read-only view: `agents` in the order they are walked, each given
+/// whole to the first bidder in `policy`'s order for which `filtered(framework, agent)` is false.
+/// Nothing is placed when no bidder wants offers or the cluster has no CPU and no memory.
+pub fn plan<F: Copy, A: Copy>(
+    policy: Policy,
+    total: Amount,
+    mut bidders: Vec<Bidder<F>>,
+    agents: impl IntoIterator<Item = FreeAgent<A>>,
+    filtered: impl Fn(F, A) -> bool,
+) -> Vec<Placement<F, A>> {
+    let mut placements = Vec::new();
+    if bidders.is_empty() || (total.cpu_millis == 0 && total.mem_mib == 0) {
+        return placements;
+    }
+    let mut heap: BinaryHeap<Candidate> = bidders
+        .iter()
+        .enumerate()
+        .map(|(slot, b)| Candidate {
+            key: b.key(policy, total),
+            slot,
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    for agent in agents {
+        let mut chosen = None;
+        while let Some(c) = heap.pop() {
+            if filtered(bidders[c.slot].id, agent.id) {
+                skipped.push(c);
+            } else {
+                chosen = Some(c);
+                break;
+            }
+        }
+        heap.extend(skipped.drain(..));
+        let Some(c) = chosen else { continue };
+        let bidder = &mut bidders[c.slot];
+        placements.push(Placement {
+            framework: bidder.id,
+            agent: agent.id,
+            resources: agent.free,
+        });
+        bidder.used.add(agent.free);
+        heap.push(Candidate {
+            key: bidder.key(policy, total),
+            slot: c.slot,
+        });
+    }
+    placements
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +338,55 @@ mod tests {
                 last = Some(share);
             }
         }
+    }
+
+    fn bidder(id: u8, order: u64) -> Bidder<u8> {
+        Bidder {
+            id,
+            used: Amount::default(),
+            weight: 1.0,
+            priority: 0,
+            guarantee: None,
+            order,
+        }
+    }
+
+    #[test]
+    fn a_round_gives_each_agent_to_the_lowest_share_and_skips_filtered_pairs() {
+        let mut total = Amount::default();
+        total.add(Resources::new(4000, 4096, 0));
+        let agents = (0..4u8).map(|id| FreeAgent {
+            id,
+            free: Resources::new(1000, 1024, 0),
+        });
+        // Framework 1 may not have agent 0: it goes to framework 2, then they alternate.
+        let placed = plan(
+            Policy::Drf,
+            total,
+            vec![bidder(1, 0), bidder(2, 1)],
+            agents,
+            |f, a| f == 1 && a == 0,
+        );
+        let pairs: Vec<(u8, u8)> = placed.iter().map(|p| (p.framework, p.agent)).collect();
+        assert_eq!(pairs, [(2, 0), (1, 1), (1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn nothing_is_placed_without_bidders_or_without_cluster_resources() {
+        let agent = [FreeAgent {
+            id: 0u8,
+            free: Resources::new(1, 1, 0),
+        }];
+        let none = plan::<u8, u8>(
+            Policy::Drf,
+            Amount::default(),
+            vec![bidder(1, 0)],
+            agent,
+            |_, _| false,
+        );
+        assert!(none.is_empty());
+        let mut total = Amount::default();
+        total.add(Resources::new(1, 1, 0));
+        assert!(plan::<u8, u8>(Policy::Drf, total, vec![], agent, |_, _| false).is_empty());
     }
 }

@@ -1,25 +1,13 @@
 //! The allocation round (DRF or strict priorities, with filters) and revocation for guarantees.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use agent_nostd_core::wire::{TaskState, MAX_TASKS};
 use bramble_proto::{Event, Offer};
 
 use super::registry::{AgentIdx, FrameworkIdx, Idx};
 use super::*;
-use crate::allocator::{dominant_share, Amount, Candidate, SortKey};
-
-pub(super) fn key_of(policy: crate::config::Policy, f: &Framework, total: Amount) -> SortKey {
-    SortKey::new(
-        policy,
-        f.used(),
-        total,
-        f.info.weight,
-        f.info.priority,
-        f.info.guarantee.as_ref(),
-        f.order,
-    )
-}
+use crate::allocator::{dominant_share, plan, Bidder, FreeAgent, Placement};
 
 impl MasterCore {
     /// Makes the next allocation round run now.
@@ -33,59 +21,11 @@ impl MasterCore {
     /// spreads its tasks instead of piling them onto the first agent.
     pub(super) fn allocate(&mut self, now: u64) {
         self.stats.allocation_rounds += 1;
-        let total = self.cluster_total;
-        let policy = self.config.policy;
-        let mut heap = BinaryHeap::new();
-        for (slot, f) in self.frameworks.iter() {
-            if f.state != FrameworkState::Active || f.suppressed {
-                continue;
-            }
-            heap.push(Candidate {
-                key: key_of(policy, f, total),
-                slot,
-            });
-        }
+        let placements = self.plan_round(now);
         let mut new_offers: BTreeMap<FrameworkIdx, Vec<Offer>> = BTreeMap::new();
-        let mut skipped = Vec::new();
-        if !heap.is_empty() && (total.cpu_millis > 0 || total.mem_mib > 0) {
-            let n = self.agents.slot_count();
-            let start = (self.stats.allocation_rounds % n.max(1) as u64) as usize;
-            for ai in (start..n).chain(0..start).map(AgentIdx::from_slot) {
-                let Some(a) = self.agents.get(ai) else {
-                    continue;
-                };
-                if !a.reachable || a.offer.is_some() || a.tasks.len() >= MAX_TASKS {
-                    continue;
-                }
-                let free = a.free();
-                if free.cpu_millis == 0 || free.mem_mib == 0 {
-                    continue;
-                }
-                let mut chosen = None;
-                while let Some(c) = heap.pop() {
-                    let filtered = self
-                        .frameworks
-                        .get(c.slot)
-                        .and_then(|f| f.filters.get(&ai))
-                        .is_some_and(|&until| until > now);
-                    if filtered {
-                        skipped.push(c);
-                    } else {
-                        chosen = Some(c);
-                        break;
-                    }
-                }
-                heap.extend(skipped.drain(..));
-                let Some(c) = chosen else { continue };
-                if let Some(offer) = self.make_offer(now, c.slot, ai, free) {
-                    new_offers.entry(c.slot).or_default().push(offer);
-                }
-                if let Some(f) = self.frameworks.get(c.slot) {
-                    heap.push(Candidate {
-                        key: key_of(policy, f, total),
-                        slot: c.slot,
-                    });
-                }
+        for p in placements {
+            if let Some(offer) = self.make_offer(now, p.framework, p.agent, p.resources) {
+                new_offers.entry(p.framework).or_default().push(offer);
             }
         }
         if self.config.revocation {
@@ -100,6 +40,51 @@ impl MasterCore {
                 f.filters.retain(|_, until| *until > now);
             }
         }
+    }
+
+    /// Decides this round's offers without changing anything: the frameworks that want offers, the
+    /// agents with an unoffered free remainder (starting one agent further on each round), and the
+    /// decline filters still in force at `now`.
+    fn plan_round(&self, now: u64) -> Vec<Placement<FrameworkIdx, AgentIdx>> {
+        let bidders: Vec<Bidder<FrameworkIdx>> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| f.state == FrameworkState::Active && !f.suppressed)
+            .map(|(id, f)| Bidder {
+                id,
+                used: f.used(),
+                weight: f.info.weight,
+                priority: f.info.priority,
+                guarantee: f.info.guarantee,
+                order: f.order,
+            })
+            .collect();
+        let n = self.agents.slot_count();
+        let start = (self.stats.allocation_rounds % n.max(1) as u64) as usize;
+        let agents = (start..n)
+            .chain(0..start)
+            .map(AgentIdx::from_slot)
+            .filter_map(|id| {
+                let a = self.agents.get(id)?;
+                if !a.reachable || a.offer.is_some() || a.tasks.len() >= MAX_TASKS {
+                    return None;
+                }
+                let free = a.free();
+                (free.cpu_millis > 0 && free.mem_mib > 0).then_some(FreeAgent { id, free })
+            });
+        let filtered = |f: FrameworkIdx, a: AgentIdx| {
+            self.frameworks
+                .get(f)
+                .and_then(|f| f.filters.get(&a))
+                .is_some_and(|&until| until > now)
+        };
+        plan(
+            self.config.policy,
+            self.cluster_total,
+            bidders,
+            agents,
+            filtered,
+        )
     }
 
     /// Kills a task of a framework over its fair share for each framework below its guarantee that
