@@ -9,7 +9,7 @@ use agent_nostd_core::wire::{
     AgentInfo, MasterMsg, Reason, RegisterAck, ResourceReport, TaskReport, TaskState,
 };
 use agent_nostd_core::Resources;
-use bramble_proto::{self as proto, AgentDescription, Attribute, Event, OfferId};
+use bramble_proto::{AgentDescription, Attribute, Event, OfferId};
 
 use super::registry::{AgentIdx, FrameworkIdx, Idx};
 use super::*;
@@ -256,13 +256,13 @@ impl MasterCore {
             told.insert(fi);
             self.send_framework(
                 fi,
-                Event::Update(proto::StatusUpdate {
-                    task_id: tid,
-                    agent_id: Some(id.clone()),
-                    state: TaskState::Unreachable,
-                    reason: Reason::None,
-                    message: format!("agent {id} is unreachable: {why}"),
-                }),
+                update_event(
+                    tid,
+                    Some(id.clone()),
+                    TaskState::Unreachable,
+                    Reason::None,
+                    format!("agent {id} is unreachable: {why}"),
+                ),
             );
         }
         for fi in told {
@@ -299,13 +299,13 @@ impl MasterCore {
                 }
                 self.send_framework(
                     *fi,
-                    Event::Update(proto::StatusUpdate {
-                        task_id: tid.clone(),
-                        agent_id: Some(a.id.clone()),
-                        state: TaskState::Lost,
-                        reason: Reason::None,
-                        message: format!("agent {} was unreachable too long", a.id),
-                    }),
+                    update_event(
+                        tid.clone(),
+                        Some(a.id.clone()),
+                        TaskState::Lost,
+                        Reason::None,
+                        format!("agent {} was unreachable too long", a.id),
+                    ),
                 );
             }
         }

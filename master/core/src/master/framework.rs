@@ -61,13 +61,13 @@ impl Framework {
 }
 
 pub(super) fn unknown_task_update(tid: &str) -> Event {
-    Event::Update(proto::StatusUpdate {
-        task_id: tid.to_owned(),
-        agent_id: None,
-        state: TaskState::Lost,
-        reason: Reason::UnknownTask,
-        message: "the master knows no such task".into(),
-    })
+    update_event(
+        tid.to_owned(),
+        None,
+        TaskState::Lost,
+        Reason::UnknownTask,
+        "the master knows no such task",
+    )
 }
 
 impl MasterCore {
@@ -144,13 +144,13 @@ impl MasterCore {
                         .and_then(|f| f.tasks.get(&tid))
                         .map(|t| (t.agent, t.state));
                     let event = match known {
-                        Some((agent, state)) => Event::Update(proto::StatusUpdate {
-                            agent_id: self.agents.get(agent).map(|a| a.id.clone()),
-                            task_id: tid,
+                        Some((agent, state)) => update_event(
+                            tid,
+                            self.agents.get(agent).map(|a| a.id.clone()),
                             state,
-                            reason: Reason::None,
-                            message: "reconciliation".into(),
-                        }),
+                            Reason::None,
+                            "reconciliation",
+                        ),
                         None => unknown_task_update(&tid),
                     };
                     self.send_framework(fi, event);

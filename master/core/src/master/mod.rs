@@ -78,7 +78,7 @@ use agent::{Agent, ENDED_KEPT};
 use framework::Framework;
 use offer::OfferBook;
 use registry::{AgentIdx, FrameworkIdx, Registry};
-use task::Task;
+use task::{update_event, Task};
 use timers::{Timer, Timers};
 
 pub use framework::FrameworkState;

@@ -33,6 +33,23 @@ pub(super) fn is_newer_update(id: u32, last: u32) -> bool {
     (id.wrapping_sub(last) as i32) > 0
 }
 
+/// The one builder of the status update a framework gets about task `task_id`.
+pub(super) fn update_event(
+    task_id: impl Into<String>,
+    agent_id: Option<String>,
+    state: TaskState,
+    reason: Reason,
+    message: impl Into<String>,
+) -> Event {
+    Event::Update(proto::StatusUpdate {
+        task_id: task_id.into(),
+        agent_id,
+        state,
+        reason,
+        message: message.into(),
+    })
+}
+
 impl MasterCore {
     pub(super) fn add_task(
         &mut self,
@@ -176,13 +193,13 @@ impl MasterCore {
                         if state != TaskState::Staging || r.state != TaskState::Starting {
                             self.send_framework(
                                 fi,
-                                Event::Update(proto::StatusUpdate {
-                                    task_id: tid.clone(),
-                                    agent_id: Some(agent_id.clone()),
-                                    state: r.state,
-                                    reason: Reason::None,
-                                    message: "agent re-registered".into(),
-                                }),
+                                update_event(
+                                    tid.clone(),
+                                    Some(agent_id.clone()),
+                                    r.state,
+                                    Reason::None,
+                                    "agent re-registered",
+                                ),
                             );
                         }
                     }
@@ -204,13 +221,13 @@ impl MasterCore {
                     self.add_task(now, fi, &tid, slot, r.resources, r.state);
                     self.send_framework(
                         fi,
-                        Event::Update(proto::StatusUpdate {
-                            task_id: tid.clone(),
-                            agent_id: Some(agent_id.clone()),
-                            state: r.state,
-                            reason: Reason::None,
-                            message: "agent re-registered".into(),
-                        }),
+                        update_event(
+                            tid.clone(),
+                            Some(agent_id.clone()),
+                            r.state,
+                            Reason::None,
+                            "agent re-registered",
+                        ),
                     );
                 }
             }
@@ -239,13 +256,13 @@ impl MasterCore {
             self.end_task(fi, &tid);
             self.send_framework(
                 fi,
-                Event::Update(proto::StatusUpdate {
-                    task_id: tid,
-                    agent_id: Some(agent_id.clone()),
-                    state: TaskState::Lost,
-                    reason: Reason::AgentRestarted,
-                    message: "the agent re-registered without this task".into(),
-                }),
+                update_event(
+                    tid,
+                    Some(agent_id.clone()),
+                    TaskState::Lost,
+                    Reason::AgentRestarted,
+                    "the agent re-registered without this task",
+                ),
             );
         }
     }
@@ -351,13 +368,13 @@ impl MasterCore {
     ) {
         self.send_framework(
             fi,
-            Event::Update(proto::StatusUpdate {
-                task_id: tid.to_owned(),
-                agent_id: Some(agent_id.to_owned()),
-                state: u.state,
-                reason: u.reason,
-                message: u.message.as_str().to_owned(),
-            }),
+            update_event(
+                tid.to_owned(),
+                Some(agent_id.to_owned()),
+                u.state,
+                u.reason,
+                u.message.as_str(),
+            ),
         );
     }
 
