@@ -24,33 +24,25 @@
 //! table on stdout. [`run`] returns every board's [`Outcome`].
 
 pub mod inventory;
+mod registrations;
+mod ssh;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use bramble_mqtt::{Session, SessionEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::mqtt::BrokerAddr;
 pub use inventory::{Arch, Board, InventoryError, UnameError};
+use registrations::*;
+use ssh::*;
 
 /// The most boards deployed to at once.
 pub const MAX_PARALLEL: usize = 64;
-/// The most distinct agent ids the registration watcher remembers.
-const MAX_WATCHED_IDS: usize = 4096;
-/// The most output kept from each ssh/scp stream.
-const OUTPUT_LIMIT: u64 = 64 * 1024;
-/// How much of a failed command's stderr goes into its error.
-const ERROR_TAIL: usize = 400;
-
 /// What `bramble deploy` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -218,9 +210,6 @@ pub struct Outcome {
     pub result: Result<(), BoardError>,
 }
 
-/// Registrations seen since the watch began: agent id → how many.
-type Seen = BTreeMap<String, u64>;
-
 /// Deploys to every board of the inventory and returns how each went (in inventory order).
 pub async fn run(options: Options) -> Result<Vec<Outcome>, DeployError> {
     if !(1..=MAX_PARALLEL).contains(&options.parallel) {
@@ -321,60 +310,6 @@ struct Ctx {
     seen: watch::Receiver<Seen>,
     claimed: Mutex<BTreeMap<String, String>>,
     version: &'static str,
-}
-
-/// Subscribes to every agent's register topic and counts registrations per id. Returns once the
-/// subscription is acknowledged (within `timeout`), so no later registration is missed.
-async fn watch_registrations(
-    broker: BrokerAddr,
-    timeout: Duration,
-) -> Result<(watch::Receiver<Seen>, tokio::task::JoinHandle<()>), String> {
-    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
-        clean_session: true,
-        request_capacity: 16,
-        ..bramble_mqtt::ClientConfig::new(
-            format!("bramble-deploy-{}", std::process::id()),
-            broker.host,
-            broker.port,
-        )
-    });
-    let filter = AgentTopic::Register.filter().as_str().to_owned();
-    let mut session = Session::new("deploy", client, eventloop, vec![filter]);
-    let (seen_tx, seen_rx) = watch::channel(Seen::new());
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        loop {
-            match session.poll().await {
-                SessionEvent::SubAck => {
-                    let _ = ready_tx.send(true);
-                }
-                SessionEvent::Publish(p) => {
-                    if let Some(Topic::Agent {
-                        id,
-                        kind: AgentTopic::Register,
-                    }) = topic::parse(&p.topic)
-                    {
-                        debug!(id, "registration seen");
-                        seen_tx.send_modify(|seen| {
-                            if seen.len() < MAX_WATCHED_IDS || seen.contains_key(id) {
-                                *seen.entry(id.to_owned()).or_default() += 1;
-                            }
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    let ready = tokio::time::timeout(timeout, ready_rx.wait_for(|ready| *ready))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    if ready {
-        Ok((seen_rx, task))
-    } else {
-        task.abort();
-        Err(format!("no subscription within {} s", timeout.as_secs()))
-    }
 }
 
 /// One board, start to end. Never panics on the board's behalf: every failure is in the outcome.
@@ -507,215 +442,6 @@ async fn deploy_steps(
     }
     bar.inc(1);
     Ok(())
-}
-
-/// The remote command that unpacks the tarball in `dir`, runs its install.sh and removes `dir`.
-#[allow(clippy::too_many_arguments)]
-fn install_command(
-    dir: &str,
-    tarball: &str,
-    unpacked: &str,
-    sudo: &str,
-    broker: &str,
-    id: &str,
-    attributes: &BTreeMap<String, String>,
-    no_systemd: bool,
-) -> String {
-    let mut install = format!(
-        "{sudo}./{}/install.sh --broker {} --agent-id {}",
-        quote(unpacked),
-        quote(broker),
-        quote(id)
-    );
-    for (k, v) in attributes {
-        install.push_str(" --attribute ");
-        install.push_str(&quote(&format!("{k}={v}")));
-    }
-    if no_systemd {
-        install.push_str(" --no-systemd");
-    }
-    let dir = quote(dir);
-    format!(
-        "cd {dir} && tar -xzf {} && {install}; rc=$?; cd / && rm -rf {dir}; exit $rc",
-        quote(tarball)
-    )
-}
-
-/// `s` as one word of a POSIX shell command line.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// The options every ssh and scp gets.
-fn common_options(ctx: &Ctx, board: &Board, cmd: &mut Command) {
-    cmd.arg("-o").arg("BatchMode=yes").arg("-o").arg(format!(
-        "ConnectTimeout={}",
-        ctx.options.connect_timeout.as_secs().max(1)
-    ));
-    for option in &ctx.options.ssh_options {
-        cmd.arg("-o").arg(option);
-    }
-    if let Some(identity) = &board.identity {
-        cmd.arg("-i").arg(identity);
-    }
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-}
-
-/// `ssh … HOST COMMAND`.
-fn ssh(ctx: &Ctx, board: &Board, command: &str) -> Command {
-    let mut cmd = Command::new("ssh");
-    common_options(ctx, board, &mut cmd);
-    if let Some(port) = board.port {
-        cmd.arg("-p").arg(port.to_string());
-    }
-    if let Some(user) = &board.user {
-        cmd.arg("-l").arg(user);
-    }
-    cmd.arg("--").arg(&board.host).arg(command);
-    cmd
-}
-
-/// `scp … FILE [USER@]HOST:DIR/`.
-fn scp(ctx: &Ctx, board: &Board, file: &Path, dir: &str) -> Command {
-    let mut cmd = Command::new("scp");
-    cmd.arg("-q");
-    common_options(ctx, board, &mut cmd);
-    if let Some(port) = board.port {
-        cmd.arg("-P").arg(port.to_string());
-    }
-    let host = if board.host.contains(':') {
-        format!("[{}]", board.host)
-    } else {
-        board.host.clone()
-    };
-    let user = board
-        .user
-        .as_ref()
-        .map(|u| format!("{u}@"))
-        .unwrap_or_default();
-    cmd.arg("--").arg(file).arg(format!("{user}{host}:{dir}/"));
-    cmd
-}
-
-/// Runs `cmd` with a deadline, keeping at most [`OUTPUT_LIMIT`] bytes of each stream. Returns its
-/// stdout when it exits 0.
-async fn run_bounded(
-    mut cmd: Command,
-    step: Step,
-    program: &'static str,
-    deadline: Duration,
-) -> Result<String, BoardError> {
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    debug!(?cmd, "running");
-    let mut child = cmd.spawn().map_err(|source| BoardError::Spawn {
-        step,
-        program,
-        source,
-    })?;
-    let mut stdout = child.stdout.take().expect("piped").take(OUTPUT_LIMIT);
-    let mut stderr = child.stderr.take().expect("piped").take(OUTPUT_LIMIT);
-    let run = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (_, _, status) = tokio::join!(
-            stdout.read_to_end(&mut out),
-            stderr.read_to_end(&mut err),
-            child.wait()
-        );
-        (status, out, err)
-    };
-    let (status, out, err) =
-        tokio::time::timeout(deadline, run)
-            .await
-            .map_err(|_| BoardError::Timeout {
-                step,
-                secs: deadline.as_secs(),
-            })?;
-    // `child` is dropped here (killed if still running: kill_on_drop).
-    let status = status.map_err(|source| BoardError::Spawn {
-        step,
-        program,
-        source,
-    })?;
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&err);
-        let status = match status.code() {
-            Some(255) if program == "ssh" => "ssh error".to_owned(),
-            Some(code) => format!("exit {code}"),
-            None => "killed".to_owned(),
-        };
-        Err(BoardError::Failed {
-            step,
-            program,
-            status,
-            stderr: tail(&err),
-        })
-    }
-}
-
-/// The last lines of `text`, at most [`ERROR_TAIL`] bytes, on one line.
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
-        .collect();
-    let mut out = String::new();
-    for line in lines.iter().rev() {
-        if out.len() + line.len() > ERROR_TAIL {
-            break;
-        }
-        out = if out.is_empty() {
-            (*line).to_owned()
-        } else {
-            format!("{line} / {out}")
-        };
-    }
-    if out.is_empty() {
-        cut(text.trim())
-    } else {
-        out
-    }
-}
-
-/// `text` cut to [`ERROR_TAIL`] bytes (at a character boundary).
-fn cut(text: &str) -> String {
-    let mut end = text.len().min(ERROR_TAIL);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-/// This machine's address on the route to `board`, with port 1883 (no packet is sent).
-async fn local_address_towards(board: &Board) -> Result<SocketAddr, BoardError> {
-    let fail = |reason: String| BoardError::NoMasterAddress {
-        host: board.host.clone(),
-        reason,
-    };
-    let target = tokio::net::lookup_host((board.host.as_str(), board.port.unwrap_or(22)))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .next()
-        .ok_or_else(|| fail("no address".into()))?;
-    let bind: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0".parse().expect("an address")
-    } else {
-        "[::]:0".parse().expect("an address")
-    };
-    let socket = std::net::UdpSocket::bind(bind).map_err(|e| fail(e.to_string()))?;
-    socket.connect(target).map_err(|e| fail(e.to_string()))?;
-    let mut local = socket.local_addr().map_err(|e| fail(e.to_string()))?;
-    local.set_port(1883);
-    Ok(local)
 }
 
 /// The summary table: one row per board, then a count.
