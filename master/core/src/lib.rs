@@ -33,6 +33,6 @@ pub mod status;
 
 pub use crate::config::{Config, ConfigError, Policy};
 pub use crate::master::{
-    AgentView, FrameworkState, FrameworkView, MasterCore, OfferView, Outgoing, RecvError, Stats,
-    StatusChanges, TaskUpdateRecord, TaskView, Transmit,
+    AgentView, CoreEvent, FrameworkState, FrameworkView, MasterCore, OfferView, Outgoing,
+    RecvError, Stats, TaskView, Transmit,
 };

@@ -1,8 +1,8 @@
 //! The dashboard's JSON status topics and Home Assistant discovery, sans-IO.
 //!
 //! [`StatusPublisher`] runs after each input the core handled. The core notes which agents,
-//! frameworks, tasks and offers it touched ([`MasterCore::take_status_changes`]) and the status
-//! updates it sent ([`MasterCore::poll_task_update`]); the publisher renders the JSON of those only,
+//! frameworks, tasks and offers that changed and the status updates it sent, as [`CoreEvent`]s
+//! ([`MasterCore::poll_event`]); the publisher renders the JSON of those only,
 //! and queues a [`StatusTransmit`] for the topics whose bytes differ from what it published last.
 //! Things that are gone (an answered or rescinded offer, a removed agent or framework) get an empty
 //! retained payload, which deletes the retained message. Everything is published retained at QoS 1,
@@ -25,15 +25,15 @@
 //!   and the cluster's totals on `{prefix}/sensor/bramble/{object}/config`. Agent ids become node ids
 //!   with `.` replaced by `_`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
-use bramble_proto::OfferId;
+use bramble_proto::{OfferId, StatusUpdate};
 use serde::Serialize;
 
 use crate::allocator::Amount;
-use crate::{Config, FrameworkState, MasterCore};
+use crate::{Config, CoreEvent, FrameworkState, MasterCore};
 
 /// The prefix of every status topic.
 pub const STATUS_PREFIX: &str = "bramble/v1/status/";
@@ -333,9 +333,10 @@ impl StatusPublisher {
         }
     }
 
-    /// Makes `core` record the status updates this publisher reads (bounded by [`TASK_LOG_CAP`]).
+    /// Makes `core` record the events this publisher reads (status updates bounded by
+    /// [`TASK_LOG_CAP`]).
     pub fn attach(core: &mut MasterCore) {
-        core.record_task_updates(TASK_LOG_CAP);
+        core.record_events(TASK_LOG_CAP);
     }
 
     /// The topic filters under which a previous master may have left retained messages: the status
@@ -387,8 +388,8 @@ impl StatusPublisher {
     /// everything.
     pub fn update(&mut self, core: &mut MasterCore, now: u64) {
         let wall = self.wall_base_ms.saturating_add(now);
-        let mut dirty = core.take_status_changes();
-        let ended = self.take_updates(core, wall);
+        let (mut dirty, updates) = drain_events(core);
+        let ended = self.take_updates(updates, wall);
         dirty.tasks.extend(ended);
         let full = !self.started || dirty.overflow;
         if full {
@@ -705,11 +706,14 @@ impl StatusPublisher {
 
     /// Records the updates the core sent since the last call: reasons and messages of live tasks,
     /// and the tasks that ended. Returns the tasks whose ended record changed or was dropped.
-    fn take_updates(&mut self, core: &mut MasterCore, wall: u64) -> Vec<(String, String)> {
+    fn take_updates(
+        &mut self,
+        updates: Vec<(String, StatusUpdate)>,
+        wall: u64,
+    ) -> Vec<(String, String)> {
         let mut touched = Vec::new();
-        while let Some(rec) = core.poll_task_update() {
-            let u = rec.update;
-            let key = (rec.framework_id, u.task_id);
+        for (framework_id, u) in updates {
+            let key = (framework_id, u.task_id);
             if u.state.is_terminal() {
                 let ended = self.ended.entry(key.0.clone()).or_default();
                 // At least once: the same ending may come again.
@@ -776,6 +780,48 @@ impl StatusPublisher {
 
 /// The JSON of `value`; `None` (the topic is then cleared) only if it cannot be serialized, which
 /// the shapes here never are (string keys, finite numbers or null).
+/// What changed since the last update: the ids to render again.
+#[derive(Debug, Default)]
+struct Dirty {
+    agents: BTreeSet<String>,
+    frameworks: BTreeSet<String>,
+    tasks: BTreeSet<(String, String)>,
+    offers: BTreeSet<OfferId>,
+    /// The core noted more than it could: render everything.
+    overflow: bool,
+}
+
+/// Takes every event the core has: the ids that changed, and the status updates in order.
+fn drain_events(core: &mut MasterCore) -> (Dirty, Vec<(String, StatusUpdate)>) {
+    let mut dirty = Dirty::default();
+    let mut updates = Vec::new();
+    while let Some(event) = core.poll_event() {
+        match event {
+            CoreEvent::Overflow => dirty.overflow = true,
+            CoreEvent::AgentChanged { agent_id } => {
+                dirty.agents.insert(agent_id);
+            }
+            CoreEvent::FrameworkChanged { framework_id } => {
+                dirty.frameworks.insert(framework_id);
+            }
+            CoreEvent::TaskChanged {
+                framework_id,
+                task_id,
+            } => {
+                dirty.tasks.insert((framework_id, task_id));
+            }
+            CoreEvent::OfferChanged { offer_id } => {
+                dirty.offers.insert(offer_id);
+            }
+            CoreEvent::TaskUpdated {
+                framework_id,
+                update,
+            } => updates.push((framework_id, update)),
+        }
+    }
+    (dirty, updates)
+}
+
 fn json_bytes<T: Serialize>(value: &T) -> Option<Vec<u8>> {
     serde_json::to_vec(value).ok()
 }

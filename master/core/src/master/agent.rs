@@ -173,7 +173,7 @@ impl MasterCore {
                         }
                     }
                 }
-                self.touch_task(*fi, tid);
+                self.task_changed(*fi, tid);
             }
         }
         self.reconcile_agent_tasks(now, slot, reported);
@@ -223,7 +223,7 @@ impl MasterCore {
     }
 
     pub(super) fn mark_unreachable(&mut self, now: u64, slot: AgentIdx, why: &str) {
-        self.touch_agent(slot);
+        self.agent_changed(slot);
         self.stats.agents_lost += 1;
         let offer = self.agents.get(slot).and_then(|a| a.offer);
         let mut told: BTreeSet<FrameworkIdx> = BTreeSet::new();
@@ -276,7 +276,7 @@ impl MasterCore {
     }
 
     pub(super) fn remove_agent(&mut self, slot: AgentIdx) {
-        self.touch_agent(slot);
+        self.agent_changed(slot);
         if let Some(o) = self.agents.get(slot).and_then(|a| a.offer) {
             self.rescind_offer(o);
         }

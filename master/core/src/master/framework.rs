@@ -282,7 +282,7 @@ impl MasterCore {
             order,
         };
         let slot = self.frameworks.insert(fid, f);
-        self.touch_framework(slot);
+        self.framework_changed(slot);
         slot
     }
 
@@ -303,7 +303,7 @@ impl MasterCore {
     }
 
     pub(super) fn disconnect_framework(&mut self, now: u64, fi: FrameworkIdx) {
-        self.touch_framework(fi);
+        self.framework_changed(fi);
         let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
@@ -327,7 +327,7 @@ impl MasterCore {
     }
 
     pub(super) fn remove_framework(&mut self, now: u64, fi: FrameworkIdx) {
-        self.touch_framework(fi);
+        self.framework_changed(fi);
         let offers: Vec<OfferId> = self
             .frameworks
             .get(fi)

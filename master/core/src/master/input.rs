@@ -66,7 +66,7 @@ impl MasterCore {
 
     /// A decoded message from agent `agent_id` (a valid id, taken from the topic).
     pub fn handle_agent_message(&mut self, now: u64, agent_id: &str, msg: &AgentMsg) {
-        self.touch_agent_id(agent_id);
+        self.agent_id_changed(agent_id);
         match msg {
             AgentMsg::Register(info) => self.register_agent(now, info, &[]),
             AgentMsg::ReRegister(r) => self.register_agent(now, &r.info, &r.tasks),
@@ -127,11 +127,11 @@ impl MasterCore {
     /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
     pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
         if let Some(&fi) = self.clients.get(client) {
-            self.touch_framework(fi);
+            self.framework_changed(fi);
         }
         self.framework_call_by_client(now, client, call);
         if let Some(&fi) = self.clients.get(client) {
-            self.touch_framework(fi);
+            self.framework_changed(fi);
         }
     }
 
@@ -191,7 +191,7 @@ impl MasterCore {
             .get(fi)
             .is_some_and(|f| f.tasks.contains_key(&kill.task_id));
         if held {
-            self.touch_framework(fi);
+            self.framework_changed(fi);
             let call = Call::Kill(Kill {
                 task_id: kill.task_id,
                 grace_ms: kill.grace_ms,

@@ -14,8 +14,8 @@
 //! - `allocation.rs`: the allocation round and revocation.
 //! - `registry.rs`: the slot arena agents and frameworks live in (`Registry`, indexed by
 //!   `AgentIdx` and `FrameworkIdx`).
-//! - `output.rs`: what the core sends and the outbox; `notes.rs`: change notes for the status
-//!   publisher; `views.rs`: read-only views; `stats.rs`: counters and [`RecvError`];
+//! - `output.rs`: what the core sends and the outbox; `events.rs`: the [`CoreEvent`]s the status
+//!   publisher polls; `views.rs`: read-only views; `stats.rs`: counters and [`RecvError`];
 //!   `invariants.rs`: [`MasterCore::check_invariants`].
 //! - This module: [`MasterCore`] itself, its construction, outputs and timers.
 //!
@@ -29,7 +29,9 @@
 //!    from `poll_timeout` fires;
 //! 2. after any of those, call [`MasterCore::poll_transmit`] until it returns `None`, publishing each
 //!    [`Transmit`] (its topic, QoS, retain flag and [`Transmit::payload`]);
-//! 3. arm its timer at [`MasterCore::poll_timeout`].
+//! 3. when events are recorded ([`MasterCore::record_events`]), hand each [`CoreEvent`] from
+//!    [`MasterCore::poll_event`] to whoever shows the cluster (the status publisher);
+//! 4. arm its timer at [`MasterCore::poll_timeout`].
 //!
 //! The first transmits, right after [`MasterCore::new`], are the retained `Hello` with the master's
 //! epoch. The driver subscribes to [`MasterCore::subscriptions`] before feeding anything.
@@ -48,16 +50,16 @@
 //! - Growth from the network is bounded: agents and frameworks by [`Config::max_agents`] and
 //!   [`Config::max_frameworks`], a disconnected framework's waiting events by
 //!   [`Config::max_held_events`], filters by the number of agents, tasks by agents × `MAX_TASKS`,
-//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024; the notes kept
-//!   for the status publisher (when on) by [`STATUS_CHANGES_CAP`] ids and 4,096 updates.
+//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024; the events kept
+//!   for [`MasterCore::poll_event`] (when recorded) by [`EVENT_IDS_CAP`] ids and the update cap.
 //!   The transmit queue holds what one input produced and is emptied by the driver after each input.
 
 mod agent;
 mod allocation;
+mod events;
 mod framework;
 mod input;
 mod invariants;
-mod notes;
 mod offer;
 mod output;
 mod registry;
@@ -75,15 +77,16 @@ use bramble_proto as proto;
 use crate::allocator::Amount;
 use crate::config::{Config, ConfigError};
 use agent::{Agent, ENDED_KEPT};
+use events::EventLog;
 use framework::Framework;
 use offer::OfferBook;
 use registry::{AgentIdx, FrameworkIdx, Registry};
 use task::{update_event, Task};
 use timers::{Timer, Timers};
 
+pub use events::{CoreEvent, EVENT_IDS_CAP};
 pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
-pub use notes::{StatusChanges, TaskUpdateRecord, STATUS_CHANGES_CAP};
 pub use output::{Outgoing, Transmit};
 pub use stats::{RecvError, Stats};
 pub use views::{AgentView, FrameworkView, OfferView, TaskView};
@@ -108,10 +111,8 @@ pub struct MasterCore {
     cluster_total: Amount,
     timers: Timers,
     outbox: VecDeque<Transmit>,
-    /// Status updates for the dashboard, at most this many (0: not recorded).
-    task_log_cap: usize,
-    task_log: VecDeque<TaskUpdateRecord>,
-    changes: Option<StatusChanges>,
+    /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
+    events: Option<EventLog>,
     stats: Stats,
 }
 
@@ -143,9 +144,7 @@ impl MasterCore {
             next_ping_seq: 1,
             cluster_total: Amount::default(),
             outbox: VecDeque::new(),
-            task_log_cap: 0,
-            task_log: VecDeque::new(),
-            changes: None,
+            events: None,
             stats: Stats::default(),
         };
         core.timers.set(

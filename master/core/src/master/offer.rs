@@ -118,9 +118,9 @@ impl MasterCore {
             f.offered.add(free);
             f.offers.insert(id);
         }
-        self.touch_offer(id);
-        self.touch_agent(ai);
-        self.touch_framework(fi);
+        self.offer_changed(id);
+        self.agent_changed(ai);
+        self.framework_changed(fi);
         Some(offer)
     }
 
@@ -236,9 +236,9 @@ impl MasterCore {
     /// giving its resources back.
     pub(super) fn settle_offer(&mut self, id: OfferId) -> Option<OfferRec> {
         let rec = self.offers.settle(id)?;
-        self.touch_offer(id);
-        self.touch_agent(rec.agent);
-        self.touch_framework(rec.framework);
+        self.offer_changed(id);
+        self.agent_changed(rec.agent);
+        self.framework_changed(rec.framework);
         if let Some(a) = self.agents.get_mut(rec.agent) {
             if a.offer == Some(id) {
                 a.offer = None;

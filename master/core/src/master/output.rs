@@ -75,10 +75,9 @@ impl MasterCore {
     }
 
     pub(super) fn send_agent(&mut self, agent_id: &str, msg: MasterMsg) {
-        self.touch_agent_id(agent_id);
-        if let (Some(c), MasterMsg::RunTask(r)) = (self.changes.as_mut(), &msg) {
-            c.tasks
-                .insert((r.framework_id.as_str().into(), r.task_id.as_str().into()));
+        self.agent_id_changed(agent_id);
+        if let (Some(ev), MasterMsg::RunTask(r)) = (self.events.as_mut(), &msg) {
+            ev.task(&r.framework_id, &r.task_id);
         }
         self.outbox.push_back(Transmit {
             topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
@@ -94,29 +93,19 @@ impl MasterCore {
         let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
-        if let (Some(c), Event::Update(u)) = (self.changes.as_mut(), &event) {
-            c.tasks.insert((f.id.clone(), u.task_id.clone()));
-            if let Some(a) = &u.agent_id {
-                c.agents.insert(a.clone());
-            }
-            c.bound();
-        }
-        if let (Some(c), Event::Rescind { offer_id }) = (self.changes.as_mut(), &event) {
-            c.offers.insert(*offer_id);
-        }
-        if let Some(c) = self.changes.as_mut() {
-            c.frameworks.insert(f.id.clone());
-        }
-        if let Event::Update(u) = &event {
-            if self.task_log_cap > 0 && u.reason != agent_nostd_core::wire::Reason::UnknownTask {
-                if self.task_log.len() >= self.task_log_cap {
-                    self.task_log.pop_front();
+        if let Some(ev) = self.events.as_mut() {
+            match &event {
+                Event::Update(u) => {
+                    ev.task(&f.id, &u.task_id);
+                    if let Some(a) = &u.agent_id {
+                        ev.agent(a);
+                    }
+                    ev.update(&f.id, u);
                 }
-                self.task_log.push_back(TaskUpdateRecord {
-                    framework_id: f.id.clone(),
-                    update: u.clone(),
-                });
+                Event::Rescind { offer_id } => ev.offer(*offer_id),
+                _ => {}
             }
+            ev.framework(&f.id);
         }
         if let (FrameworkState::Active, Some(client)) = (f.state, &f.client) {
             let topic = proto::event_topic(client);

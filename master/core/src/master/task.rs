@@ -86,7 +86,7 @@ impl MasterCore {
             // A new launch may reuse the id of a task that ended here.
             a.ended.retain(|(f, t)| *f != fid || t != tid);
         }
-        self.touch_task(fi, tid);
+        self.task_changed(fi, tid);
     }
 
     /// Forgets a task that ended by the agent's own word, remembering it on its agent.
@@ -108,7 +108,7 @@ impl MasterCore {
 
     /// Forgets a task and gives its resources back.
     pub(super) fn end_task(&mut self, fi: FrameworkIdx, tid: &str) {
-        self.touch_task(fi, tid);
+        self.task_changed(fi, tid);
         let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
@@ -189,7 +189,7 @@ impl MasterCore {
                         {
                             t.state = r.state;
                         }
-                        self.touch_task(fi, &tid);
+                        self.task_changed(fi, &tid);
                         if state != TaskState::Staging || r.state != TaskState::Starting {
                             self.send_framework(
                                 fi,
