@@ -50,16 +50,24 @@ mod task_state {
 
 /// Task counts by state, every state present (zeros included), in the JSON's (alphabetical) order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct TaskCounts {
+    /// Refused: invalid, or did not fit.
     pub error: u64,
+    /// Exited non-zero, killed by a signal it did not ask for, or could not start.
     pub failed: u64,
+    /// Exited with code 0.
     pub finished: u64,
+    /// Killed on request.
     pub killed: u64,
+    /// Gone, its end unknown.
     pub lost: u64,
+    /// Running.
     pub running: u64,
+    /// Sent to the agent.
     pub staging: u64,
+    /// Accepted by the agent, starting.
     pub starting: u64,
+    /// On an agent that cannot be reached.
     pub unreachable: u64,
 }
 
@@ -182,18 +190,28 @@ impl Connection {
 /// fields of [`TaskStatus`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
 pub enum ReasonKind {
+    /// No particular reason.
     None,
+    /// The process exited (`exit_code`).
     Exited,
+    /// The process was killed by a signal (`signal`).
     Signaled,
+    /// It used more memory than its limit and was OOM-killed.
     MemoryLimit,
+    /// A kill was asked for.
     KilledByRequest,
+    /// It could not be started.
     LaunchFailed,
+    /// It asks for more than the agent has, or has free.
     ExceedsResources,
+    /// It was not a valid task.
     InvalidTask,
+    /// The agent's task table is full.
     AgentFull,
+    /// The agent does not know it.
     UnknownTask,
+    /// It ended while the agent was down, and its end could not be learnt.
     AgentRestarted,
 }
 
@@ -236,23 +254,38 @@ impl From<Reason> for ReasonKind {
 
 /// `bramble/v1/status/agent/{agent_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct AgentStatus {
+    /// Its id.
     pub agent_id: String,
+    /// Its hostname, as it registered.
     pub hostname: String,
+    /// Its CPU architecture, e.g. `aarch64`.
     pub arch: String,
+    /// Whether it is reachable.
     pub state: Liveness,
+    /// Its CPU, in thousandths of a core.
     pub cpu_millis_total: u64,
+    /// What its tasks hold.
     pub cpu_millis_used: u64,
+    /// Total less used.
     pub cpu_millis_free: u64,
+    /// What is on offer now.
     pub cpu_millis_offered: u64,
+    /// Its memory, in MiB.
     pub mem_mib_total: u64,
+    /// What its tasks hold.
     pub mem_mib_used: u64,
+    /// Total less used.
     pub mem_mib_free: u64,
+    /// What is on offer now.
     pub mem_mib_offered: u64,
+    /// Its disk, in MiB.
     pub disk_mib_total: u64,
+    /// What its tasks hold.
     pub disk_mib_used: u64,
+    /// Total less used.
     pub disk_mib_free: u64,
+    /// What is on offer now.
     pub disk_mib_offered: u64,
     /// The agent's attributes, by key.
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -260,31 +293,48 @@ pub struct AgentStatus {
     pub soc_temp_c: Option<f64>,
     /// The firmware's throttling bits from the last report, if one came.
     pub throttled: Option<u8>,
+    /// How many of its tasks have not ended.
     pub running_tasks: usize,
+    /// `{framework_id}/{task_id}` of its tasks not yet ended.
     pub task_ids: Vec<String>,
 }
 
 /// `bramble/v1/status/framework/{framework_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct FrameworkStatus {
+    /// Its id.
     pub framework_id: String,
+    /// The name it registered with.
     pub name: String,
+    /// Its role.
     pub role: String,
+    /// Its DRF weight.
     pub weight: f64,
+    /// Its priority (under the strict-priority policy, higher comes first).
     pub priority: u32,
+    /// Its connection.
     pub state: Connection,
+    /// Whether `state` is `connected`.
     pub connected: bool,
     /// Epoch ms at which a disconnected or recovered framework is removed.
     pub failover_deadline: Option<u64>,
+    /// DRF's dominant share, allocated plus offered, unweighted.
     pub dominant_share: f64,
+    /// Whether it suppressed offers (until it revives).
     pub suppressed: bool,
+    /// Its outstanding offers.
     pub offers: usize,
+    /// CPU its tasks hold, in thousandths of a core.
     pub cpu_millis_allocated: u64,
+    /// Memory its tasks hold, in MiB.
     pub mem_mib_allocated: u64,
+    /// Disk its tasks hold, in MiB.
     pub disk_mib_allocated: u64,
+    /// CPU on offer to it.
     pub cpu_millis_offered: u64,
+    /// Memory on offer to it.
     pub mem_mib_offered: u64,
+    /// Disk on offer to it.
     pub disk_mib_offered: u64,
     /// Its live tasks and those that ended since the master started.
     pub tasks: TaskCounts,
@@ -292,21 +342,29 @@ pub struct FrameworkStatus {
 
 /// `bramble/v1/status/task/{framework_id}/{task_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct TaskStatus {
+    /// Its framework.
     pub framework_id: String,
+    /// Its id within the framework.
     pub task_id: String,
+    /// The agent it runs on.
     pub agent_id: String,
+    /// Its state, by [`state_name`].
     #[serde(with = "task_state")]
     pub state: TaskState,
+    /// CPU it holds, in thousandths of a core.
     pub cpu_millis: u32,
+    /// Memory it holds, in MiB.
     pub mem_mib: u32,
+    /// Disk it holds, in MiB.
     pub disk_mib: u32,
+    /// Why it is in its state.
     pub reason: ReasonKind,
     /// The exit code, when the reason is `exited`.
     pub exit_code: Option<i32>,
     /// The signal, when the reason is `signaled`.
     pub signal: Option<i32>,
+    /// The latest status message.
     pub message: String,
     /// Epoch ms of the last change.
     pub updated: u64,
@@ -321,13 +379,18 @@ impl TaskStatus {
 
 /// `bramble/v1/status/offer/{offer_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct OfferStatus {
+    /// Its id.
     pub offer_id: OfferId,
+    /// The framework it is made to.
     pub framework_id: String,
+    /// The agent whose resources it offers.
     pub agent_id: String,
+    /// CPU offered, in thousandths of a core.
     pub cpu_millis: u32,
+    /// Memory offered, in MiB.
     pub mem_mib: u32,
+    /// Disk offered, in MiB.
     pub disk_mib: u32,
     /// Epoch ms at which the publisher first saw it.
     pub since: u64,
@@ -335,23 +398,37 @@ pub struct OfferStatus {
 
 /// `bramble/v1/status/cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct ClusterStatus {
+    /// The master's epoch (new at each start; ids and offers are unique within one).
     pub master_epoch: u64,
+    /// Agents reachable.
     pub agents_online: usize,
+    /// Agents not reachable.
     pub agents_offline: usize,
+    /// Frameworks registered.
     pub frameworks: usize,
+    /// Frameworks whose scheduler is connected.
     pub frameworks_connected: usize,
     /// Live tasks, and those that ended since the master started.
     pub tasks: TaskCounts,
+    /// CPU of the online agents, in thousandths of a core.
     pub cpu_millis_total: u64,
+    /// What their tasks hold.
     pub cpu_millis_used: u64,
+    /// Total less used.
     pub cpu_millis_free: u64,
+    /// Memory of the online agents, in MiB.
     pub mem_mib_total: u64,
+    /// What their tasks hold.
     pub mem_mib_used: u64,
+    /// Total less used.
     pub mem_mib_free: u64,
+    /// Disk of the online agents, in MiB.
     pub disk_mib_total: u64,
+    /// What their tasks hold.
     pub disk_mib_used: u64,
+    /// Total less used.
     pub disk_mib_free: u64,
+    /// Offers made and not yet answered or rescinded.
     pub offers_outstanding: usize,
 }
