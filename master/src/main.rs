@@ -433,11 +433,14 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
     let (addr, _, snapshot) = collect(&args).await?;
     let kind = match what {
         Query::Status => {
-            let cluster = snapshot.cluster().ok_or_else(|| {
-                format!("no cluster status on {addr}: is a master running there?")
-            })?;
+            let (Some(json), Some(cluster)) = (snapshot.cluster(), snapshot.cluster_status())
+            else {
+                return Err(format!(
+                    "no cluster status on {addr}: is a master running there?"
+                ));
+            };
             if args.json {
-                println!("{cluster:#}");
+                println!("{json:#}");
             } else {
                 print!("{}", query::render_cluster(cluster));
             }
@@ -448,8 +451,8 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         Query::Tasks => "task",
         Query::Offers => "offer",
     };
-    let items = snapshot.kind(kind);
     if args.json {
+        let items = snapshot.kind(kind);
         let array = serde_json::Value::Array(items.into_iter().cloned().collect());
         println!("{array:#}");
         return Ok(());
@@ -458,10 +461,10 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let table = match what {
-        Query::Agents => query::render_agents(&items),
-        Query::Frameworks => query::render_frameworks(&items),
-        Query::Tasks => query::render_tasks(&items),
-        Query::Offers | Query::Status => query::render_offers(&items, now_ms),
+        Query::Agents => query::render_agents(&snapshot.agents()),
+        Query::Frameworks => query::render_frameworks(&snapshot.frameworks()),
+        Query::Tasks => query::render_tasks(&snapshot.tasks()),
+        Query::Offers | Query::Status => query::render_offers(&snapshot.offers(), now_ms),
     };
     print!("{table}");
     Ok(())
@@ -508,13 +511,13 @@ async fn run_once(args: RunArgs) -> ExitCode {
 /// `bramble kill TASK`: asks the master to kill the task, then waits for its status to show the end.
 async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
     use bramble::query;
+    use bramble_master_core::status::state_name;
     let (addr, timeout, snapshot) = collect(&args).await?;
     let (fid, tid, task) = query::find_task(&snapshot, spec)?;
     if query::task_ended(task) {
-        return Err(format!(
-            "task {fid}/{tid} already ended ({})",
-            task["state"]
-        ));
+        // The state as a JSON string, quotes included.
+        let state = serde_json::Value::from(state_name(task.state));
+        return Err(format!("task {fid}/{tid} already ended ({state})"));
     }
     let grace_ms = grace_s.saturating_mul(1_000);
     let command = serde_json::json!({"framework_id": fid, "task_id": tid, "grace_ms": grace_ms});
@@ -535,10 +538,9 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
         let snapshot = query::collect(&addr, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let topic = bramble_master_core::status::task_topic(&fid, &tid);
-        match snapshot.entries.get(&topic) {
+        match snapshot.task(&fid, &tid) {
             Some(t) if query::task_ended(t) => {
-                println!("{fid}/{tid}: {}", t["state"].as_str().unwrap_or("ended"));
+                println!("{fid}/{tid}: {}", state_name(t.state));
                 return Ok(());
             }
             None => {

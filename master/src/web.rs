@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
-use bramble_master_core::status::{CLUSTER_TOPIC, STATUS_PREFIX};
+use bramble_master_core::status::{ClusterStatus, CLUSTER_TOPIC, STATUS_PREFIX};
 use bramble_master_core::Stats;
 
 /// How many status messages the broadcast channel holds for a slow page before it lags.
@@ -214,18 +214,23 @@ impl WebState {
 
     /// `/metrics`: the Prometheus text exposition format.
     pub fn render_metrics(&self) -> String {
+        /// A status event's payload, typed.
+        #[derive(serde::Deserialize)]
+        struct Published<T> {
+            payload: T,
+        }
         let cluster = lock(&self.hub.topics)
             .current
             .get(CLUSTER_TOPIC)
-            .and_then(|e| serde_json::from_str::<Value>(e).ok())
-            .map(|mut v| v["payload"].take())
-            .unwrap_or(Value::Null);
+            .and_then(|e| serde_json::from_str::<Published<ClusterStatus>>(e).ok())
+            .map(|e| e.payload);
         let (stats, buckets, sum, count) = {
             let m = lock(&self.hub.metrics);
             (m.stats, m.buckets, m.sum, m.count)
         };
         let mut out = String::with_capacity(4_096);
-        let num = |key: &str| cluster[key].as_u64().unwrap_or(0);
+        let c = cluster.as_ref();
+        let num = |field: fn(&ClusterStatus) -> u64| c.map_or(0, field);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP bramble_{name} {help}");
             let _ = writeln!(out, "# TYPE bramble_{name} {kind}");
@@ -238,28 +243,27 @@ impl WebState {
             "gauge",
             "Agents known to the master, by state.",
             &[
-                ("{state=\"online\"}", num("agents_online")),
-                ("{state=\"offline\"}", num("agents_offline")),
+                ("{state=\"online\"}", num(|c| c.agents_online as u64)),
+                ("{state=\"offline\"}", num(|c| c.agents_offline as u64)),
             ],
         );
         family(
             "frameworks",
             "gauge",
             "Frameworks registered with the master.",
-            &[("", num("frameworks"))],
+            &[("", num(|c| c.frameworks as u64))],
         );
         family(
             "frameworks_connected",
             "gauge",
             "Frameworks whose scheduler is connected.",
-            &[("", num("frameworks_connected"))],
+            &[("", num(|c| c.frameworks_connected as u64))],
         );
-        let task_labels: Vec<(String, u64)> = cluster["tasks"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-                    .map(|(k, v)| (format!("{{state=\"{k}\"}}"), v.as_u64().unwrap_or(0)))
+        let task_labels: Vec<(String, u64)> = c
+            .map(|c| {
+                c.tasks
+                    .iter()
+                    .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n))
                     .collect()
             })
             .unwrap_or_default();
@@ -274,15 +278,15 @@ impl WebState {
             "offers_outstanding",
             "gauge",
             "Offers made and not yet answered or rescinded.",
-            &[("", num("offers_outstanding"))],
+            &[("", num(|c| c.offers_outstanding as u64))],
         );
         family(
             "cpu_millis",
             "gauge",
             "CPU of the online agents, in thousandths of a core.",
             &[
-                ("{kind=\"total\"}", num("cpu_millis_total")),
-                ("{kind=\"used\"}", num("cpu_millis_used")),
+                ("{kind=\"total\"}", num(|c| c.cpu_millis_total)),
+                ("{kind=\"used\"}", num(|c| c.cpu_millis_used)),
             ],
         );
         family(
@@ -290,8 +294,8 @@ impl WebState {
             "gauge",
             "Memory of the online agents, in MiB.",
             &[
-                ("{kind=\"total\"}", num("mem_mib_total")),
-                ("{kind=\"used\"}", num("mem_mib_used")),
+                ("{kind=\"total\"}", num(|c| c.mem_mib_total)),
+                ("{kind=\"used\"}", num(|c| c.mem_mib_used)),
             ],
         );
         for (name, help, v) in [
@@ -620,5 +624,31 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
         assert_eq!(helps, types);
         assert!(helps >= 20);
+    }
+
+    #[test]
+    fn metrics_read_the_gauges_from_the_cluster_summary_and_none_before_it() {
+        let web = WebState::new();
+        assert!(!web.render_metrics().contains("bramble_tasks{"));
+        let json = r#"{"master_epoch":1,"agents_online":3,"agents_offline":1,"frameworks":2,
+            "frameworks_connected":1,"tasks":{"error":0,"failed":1,"finished":12,"killed":0,
+            "lost":0,"running":3,"staging":0,"starting":0,"unreachable":0},
+            "cpu_millis_total":3000,"cpu_millis_used":1500,"cpu_millis_free":1500,
+            "mem_mib_total":1536,"mem_mib_used":192,"mem_mib_free":1344,"disk_mib_total":0,
+            "disk_mib_used":0,"disk_mib_free":0,"offers_outstanding":4}"#;
+        web.publish(CLUSTER_TOPIC, json.as_bytes());
+        let text = web.render_metrics();
+        for line in [
+            "bramble_agents{state=\"online\"} 3\n",
+            "bramble_agents{state=\"offline\"} 1\n",
+            "bramble_frameworks_connected 1\n",
+            "bramble_tasks{state=\"finished\"} 12\n",
+            "bramble_tasks{state=\"unreachable\"} 0\n",
+            "bramble_offers_outstanding 4\n",
+            "bramble_cpu_millis{kind=\"used\"} 1500\n",
+            "bramble_mem_mib{kind=\"total\"} 1536\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

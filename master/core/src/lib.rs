@@ -18,7 +18,10 @@
 //!   the outputs and the timers, with the inputs split by wire — agents (registrations, status
 //!   relay, health checks), frameworks (registration, failover, calls), offers (the allocation
 //!   round, accepts, revocation) and the operator's kill topic.
-//! - [`status`]: the dashboard's retained JSON status topics and Home Assistant discovery.
+//! - [`status`]: the dashboard's retained JSON status topics: [`status::StatusPublisher`] (what
+//!   changed → what to publish) in `mod.rs`, the JSON types the CLI and the web page parse back in
+//!   [`status::shapes`], the topic names in [`status::topics`] and Home Assistant discovery in
+//!   [`status::discovery`].
 //!
 //! `benches/allocation.rs` times one allocation round at 1,000 × 100 and 10,000 × 1,000
 //! (agents × frameworks).

@@ -485,8 +485,8 @@ fn protocol_md_lists_every_status_topic_retained_at_qos_1() {
         status::framework_topic("{framework_id}"),
         format!("{}offer/{{offer_id}}", status::STATUS_PREFIX),
         status::task_topic("{framework_id}", "{task_id}"),
-        status::ha::config_topic("{prefix}", "bramble_{agent}", "{object}"),
-        status::ha::config_topic("{prefix}", "bramble", "{object}"),
+        status::discovery::config_topic("{prefix}", "bramble_{agent}", "{object}"),
+        status::discovery::config_topic("{prefix}", "bramble", "{object}"),
     ];
     for (pattern, from_code) in patterns.iter().zip(&samples) {
         assert_eq!(pattern, from_code, "the code's topic");

@@ -20,12 +20,17 @@
 //!   core's notes overflowed, render everything); the cluster summary is summed from what the
 //!   publisher keeps per agent and framework. Memory is bounded by the entities the core holds plus
 //!   [`ENDED_TASKS_KEPT`] per framework.
-//! - **Home Assistant** discovery (when [`Config::ha_discovery`]): per agent, sensors for CPU used,
-//!   memory used, running tasks and SoC temperature on `{prefix}/sensor/bramble_{agent}/{object}/config`,
-//!   and the cluster's totals on `{prefix}/sensor/bramble/{object}/config`. Agent ids become node ids
-//!   with `.` replaced by `_`.
+//! - **Home Assistant** discovery (when [`Config::ha_discovery`]): see [`discovery`].
+//!
+//! # Layout
+//!
+//! - this file: [`StatusPublisher`], what changed in the core → what to publish or clear.
+//! - [`shapes`]: the JSON of each topic ([`ClusterStatus`], [`AgentStatus`], [`FrameworkStatus`],
+//!   [`TaskStatus`], [`OfferStatus`], [`TaskCounts`]), serialized here and parsed by the readers.
+//! - [`topics`]: the topic names and builders.
+//! - [`discovery`]: the Home Assistant discovery configs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
@@ -35,12 +40,20 @@ use serde::Serialize;
 use crate::allocator::Amount;
 use crate::{Config, CoreEvent, FrameworkState, MasterCore};
 
-/// The prefix of every status topic.
-pub const STATUS_PREFIX: &str = "bramble/v1/status/";
-/// The filter a dashboard subscribes to.
-pub const STATUS_FILTER: &str = "bramble/v1/status/#";
-/// The cluster summary's topic.
-pub const CLUSTER_TOPIC: &str = "bramble/v1/status/cluster";
+pub mod discovery;
+pub mod shapes;
+pub mod topics;
+
+pub use self::discovery::ha_node_id;
+pub use self::shapes::{
+    parse_state, state_name, AgentStatus, ClusterStatus, Connection, FrameworkStatus, Liveness,
+    OfferStatus, ReasonKind, TaskCounts, TaskStatus,
+};
+pub use self::topics::{
+    agent_topic, framework_topic, offer_topic, task_topic, CLUSTER_TOPIC, STATUS_FILTER,
+    STATUS_PREFIX,
+};
+
 /// How many ended tasks each framework keeps on its status topics.
 pub const ENDED_TASKS_KEPT: usize = 16;
 /// How many status updates the core holds for the publisher between two updates.
@@ -51,41 +64,6 @@ pub const STALE_GRACE_MS: u64 = 15_000;
 /// The most stale topics remembered for clearing.
 pub const MAX_STALE: usize = 100_000;
 
-/// The topic of an agent's status.
-pub fn agent_topic(agent_id: &str) -> String {
-    format!("{STATUS_PREFIX}agent/{agent_id}")
-}
-
-/// The topic of a framework's status.
-pub fn framework_topic(framework_id: &str) -> String {
-    format!("{STATUS_PREFIX}framework/{framework_id}")
-}
-
-/// The topic of an outstanding offer.
-pub fn offer_topic(offer_id: OfferId) -> String {
-    format!("{STATUS_PREFIX}offer/{offer_id}")
-}
-
-/// The topic of a task's status.
-pub fn task_topic(framework_id: &str, task_id: &str) -> String {
-    format!("{STATUS_PREFIX}task/{framework_id}/{task_id}")
-}
-
-/// The Home Assistant node id of an agent (`bramble_` and the id with `.` as `_`).
-pub fn ha_node_id(agent_id: &str) -> String {
-    let safe: String = agent_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("bramble_{safe}")
-}
-
 /// A retained QoS 1 publish; an empty payload deletes the retained message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusTransmit {
@@ -93,155 +71,6 @@ pub struct StatusTransmit {
     pub topic: String,
     /// The JSON, or empty to clear the topic.
     pub payload: Vec<u8>,
-}
-
-/// A task state's name in the status JSON: `running`, `finished`, …
-pub fn state_name(s: TaskState) -> &'static str {
-    match s {
-        TaskState::Staging => "staging",
-        TaskState::Starting => "starting",
-        TaskState::Running => "running",
-        TaskState::Finished => "finished",
-        TaskState::Failed => "failed",
-        TaskState::Killed => "killed",
-        TaskState::Lost => "lost",
-        TaskState::Error => "error",
-        TaskState::Unreachable => "unreachable",
-    }
-}
-
-const ALL_STATES: [TaskState; 9] = [
-    TaskState::Staging,
-    TaskState::Starting,
-    TaskState::Running,
-    TaskState::Finished,
-    TaskState::Failed,
-    TaskState::Killed,
-    TaskState::Lost,
-    TaskState::Error,
-    TaskState::Unreachable,
-];
-
-/// Counts of tasks by state, every state present (zeros included).
-type StateCounts = BTreeMap<&'static str, u64>;
-
-fn zero_counts() -> StateCounts {
-    ALL_STATES.iter().map(|s| (state_name(*s), 0)).collect()
-}
-
-fn reason_name(r: Reason) -> &'static str {
-    match r {
-        Reason::None => "none",
-        Reason::Exited { .. } => "exited",
-        Reason::Signaled { .. } => "signaled",
-        Reason::MemoryLimit => "memory_limit",
-        Reason::KilledByRequest => "killed_by_request",
-        Reason::LaunchFailed => "launch_failed",
-        Reason::ExceedsResources => "exceeds_resources",
-        Reason::InvalidTask => "invalid_task",
-        Reason::AgentFull => "agent_full",
-        Reason::UnknownTask => "unknown_task",
-        Reason::AgentRestarted => "agent_restarted",
-    }
-}
-
-/// `bramble/v1/status/agent/{agent_id}`.
-#[derive(Debug, Serialize)]
-struct AgentJson<'a> {
-    agent_id: &'a str,
-    hostname: &'a str,
-    arch: &'a str,
-    state: &'static str,
-    cpu_millis_total: u64,
-    cpu_millis_used: u64,
-    cpu_millis_free: u64,
-    cpu_millis_offered: u64,
-    mem_mib_total: u64,
-    mem_mib_used: u64,
-    mem_mib_free: u64,
-    mem_mib_offered: u64,
-    disk_mib_total: u64,
-    disk_mib_used: u64,
-    disk_mib_free: u64,
-    disk_mib_offered: u64,
-    attributes: BTreeMap<&'a str, &'a str>,
-    soc_temp_c: Option<f64>,
-    throttled: Option<u8>,
-    running_tasks: usize,
-    task_ids: Vec<String>,
-}
-
-/// `bramble/v1/status/framework/{framework_id}`.
-#[derive(Debug, Serialize)]
-struct FrameworkJson<'a> {
-    framework_id: &'a str,
-    name: &'a str,
-    role: &'a str,
-    weight: f64,
-    priority: u32,
-    state: &'static str,
-    connected: bool,
-    failover_deadline: Option<u64>,
-    dominant_share: f64,
-    suppressed: bool,
-    offers: usize,
-    cpu_millis_allocated: u64,
-    mem_mib_allocated: u64,
-    disk_mib_allocated: u64,
-    cpu_millis_offered: u64,
-    mem_mib_offered: u64,
-    disk_mib_offered: u64,
-    tasks: StateCounts,
-}
-
-/// `bramble/v1/status/task/{framework_id}/{task_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct TaskJson {
-    framework_id: String,
-    task_id: String,
-    agent_id: String,
-    state: &'static str,
-    cpu_millis: u32,
-    mem_mib: u32,
-    disk_mib: u32,
-    reason: &'static str,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    message: String,
-    updated: u64,
-}
-
-/// `bramble/v1/status/offer/{offer_id}`.
-#[derive(Debug, Serialize)]
-struct OfferJson<'a> {
-    offer_id: OfferId,
-    framework_id: &'a str,
-    agent_id: &'a str,
-    cpu_millis: u32,
-    mem_mib: u32,
-    disk_mib: u32,
-    since: u64,
-}
-
-/// `bramble/v1/status/cluster`.
-#[derive(Debug, Serialize)]
-struct ClusterJson {
-    master_epoch: u64,
-    agents_online: usize,
-    agents_offline: usize,
-    frameworks: usize,
-    frameworks_connected: usize,
-    tasks: StateCounts,
-    cpu_millis_total: u64,
-    cpu_millis_used: u64,
-    cpu_millis_free: u64,
-    mem_mib_total: u64,
-    mem_mib_used: u64,
-    mem_mib_free: u64,
-    disk_mib_total: u64,
-    disk_mib_used: u64,
-    disk_mib_free: u64,
-    offers_outstanding: usize,
 }
 
 /// What the publisher remembers of a task beyond what the core holds.
@@ -255,21 +84,21 @@ struct TaskNote {
     resources: Resources,
 }
 
-fn task_json(fid: &str, tid: &str, n: &TaskNote) -> TaskJson {
+fn task_status(fid: &str, tid: &str, n: &TaskNote) -> TaskStatus {
     let (exit_code, signal) = match n.reason {
         Reason::Exited { code } => (Some(code), None),
         Reason::Signaled { signal } => (None, Some(signal)),
         _ => (None, None),
     };
-    TaskJson {
+    TaskStatus {
         framework_id: fid.to_owned(),
         task_id: tid.to_owned(),
         agent_id: n.agent_id.clone(),
-        state: state_name(n.state),
+        state: n.state,
         cpu_millis: n.resources.cpu_millis,
         mem_mib: n.resources.mem_mib,
         disk_mib: n.resources.disk_mib,
-        reason: reason_name(n.reason),
+        reason: n.reason.into(),
         exit_code,
         signal,
         message: n.message.clone(),
@@ -292,9 +121,9 @@ pub struct StatusPublisher {
     /// The latest ended tasks of each framework, oldest first, at most [`ENDED_TASKS_KEPT`].
     ended: HashMap<String, VecDeque<(String, TaskNote)>>,
     /// Tasks ended since the master started, per framework.
-    ended_counts: HashMap<String, StateCounts>,
+    ended_counts: HashMap<String, TaskCounts>,
     /// Tasks ended since the master started, of every framework.
-    ended_total: StateCounts,
+    ended_total: TaskCounts,
     /// Retained topics found at start, cleared at `stale_at` unless published by then.
     stale: Vec<String>,
     stale_at: u64,
@@ -305,7 +134,7 @@ pub struct StatusPublisher {
     /// Per agent: reachable, and (cpu, mem, disk) used, for the cluster summary.
     agent_agg: HashMap<String, (bool, [u64; 3])>,
     /// Per framework: its live tasks by state, and whether connected, for the cluster summary.
-    fw_agg: HashMap<String, (StateCounts, bool)>,
+    fw_agg: HashMap<String, (TaskCounts, bool)>,
     queue: VecDeque<StatusTransmit>,
 }
 
@@ -322,7 +151,7 @@ impl StatusPublisher {
             live: HashMap::new(),
             ended: HashMap::new(),
             ended_counts: HashMap::new(),
-            ended_total: zero_counts(),
+            ended_total: TaskCounts::default(),
             stale: Vec::new(),
             stale_at: 0,
             started: false,
@@ -427,7 +256,7 @@ impl StatusPublisher {
                 }
             }
             if let Some(prefix) = self.ha_prefix.clone() {
-                for (topic, config) in ha::cluster_configs(&prefix) {
+                for (topic, config) in discovery::cluster_configs(&prefix) {
                     self.set(topic, json_bytes(&config));
                 }
             }
@@ -496,7 +325,7 @@ impl StatusPublisher {
                 .ended
                 .get(fid)
                 .and_then(|e| e.iter().find(|(t, _)| t == tid))
-                .map(|(_, n)| json_bytes(&task_json(fid, tid, n)));
+                .map(|(_, n)| json_bytes(&task_status(fid, tid, n)));
             return self.set(topic, ended.flatten());
         };
         let note = self.live.entry(key).or_insert_with(|| TaskNote {
@@ -513,7 +342,7 @@ impl StatusPublisher {
         }
         note.agent_id = view.agent_id;
         note.resources = view.resources;
-        let json = json_bytes(&task_json(fid, tid, note));
+        let json = json_bytes(&task_status(fid, tid, note));
         self.set(topic, json);
     }
 
@@ -538,27 +367,25 @@ impl StatusPublisher {
             self.live.retain(|(f, _), _| f != fid);
             return;
         };
-        let mut live = zero_counts();
+        let mut live = TaskCounts::default();
         for s in core.framework_task_states(fid) {
-            *live.entry(state_name(s)).or_default() += 1;
+            *live.get_mut(s) += 1;
         }
         let connected = f.state == FrameworkState::Active;
-        let mut tasks = live.clone();
+        let mut tasks = live;
         self.fw_agg.insert(fid.to_owned(), (live, connected));
         if let Some(ended) = self.ended_counts.get(fid) {
-            for (s, n) in ended {
-                *tasks.entry(s).or_default() += n;
-            }
+            tasks.add(ended);
         }
         let (state, deadline) = match f.state {
-            FrameworkState::Active => ("connected", None),
-            FrameworkState::Disconnected { deadline } => ("disconnected", Some(deadline)),
-            FrameworkState::Recovered { deadline } => ("recovered", Some(deadline)),
+            FrameworkState::Active => (Connection::Connected, None),
+            FrameworkState::Disconnected { deadline } => (Connection::Disconnected, Some(deadline)),
+            FrameworkState::Recovered { deadline } => (Connection::Recovered, Some(deadline)),
         };
-        let json = json_bytes(&FrameworkJson {
-            framework_id: fid,
-            name: &f.name,
-            role: &f.role,
+        let json = json_bytes(&FrameworkStatus {
+            framework_id: fid.to_owned(),
+            name: f.name.clone(),
+            role: f.role.clone(),
             weight: f.weight,
             priority: f.priority,
             state,
@@ -585,8 +412,8 @@ impl StatusPublisher {
             self.agent_agg.remove(aid);
             if let Some(prefix) = self.ha_prefix.clone() {
                 let node = ha_node_id(aid);
-                for s in ha::AGENT_SENSORS {
-                    self.set(ha::config_topic(&prefix, &node, s.object), None);
+                for s in discovery::AGENT_SENSORS {
+                    self.set(discovery::config_topic(&prefix, &node, s.object), None);
                 }
             }
             return;
@@ -598,11 +425,15 @@ impl StatusPublisher {
         );
         let total = a.total;
         let free = |t: u32, u: u64| u64::from(t).saturating_sub(u);
-        let json = json_bytes(&AgentJson {
-            agent_id: aid,
-            hostname: &a.hostname,
-            arch: &a.arch,
-            state: if a.reachable { "online" } else { "offline" },
+        let json = json_bytes(&AgentStatus {
+            agent_id: aid.to_owned(),
+            hostname: a.hostname.clone(),
+            arch: a.arch.clone(),
+            state: if a.reachable {
+                Liveness::Online
+            } else {
+                Liveness::Offline
+            },
             cpu_millis_total: total.cpu_millis.into(),
             cpu_millis_used: used.cpu_millis,
             cpu_millis_free: free(total.cpu_millis, used.cpu_millis),
@@ -618,7 +449,7 @@ impl StatusPublisher {
             attributes: a
                 .attributes
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             soc_temp_c: a
                 .last_report
@@ -635,7 +466,7 @@ impl StatusPublisher {
                 .iter()
                 .find(|(k, _)| k == "model")
                 .map_or("Raspberry Pi-class board", |(_, v)| v.as_str());
-            for (topic, config) in ha::agent_configs(&prefix, aid, &a.hostname, model) {
+            for (topic, config) in discovery::agent_configs(&prefix, aid, &a.hostname, model) {
                 self.set(topic, json_bytes(&config));
             }
         }
@@ -648,10 +479,10 @@ impl StatusPublisher {
             return self.set(topic, None);
         };
         let since = *self.offer_since.entry(id).or_insert(wall);
-        let json = json_bytes(&OfferJson {
+        let json = json_bytes(&OfferStatus {
             offer_id: id,
-            framework_id: &o.framework_id,
-            agent_id: &o.agent_id,
+            framework_id: o.framework_id.clone(),
+            agent_id: o.agent_id.clone(),
             cpu_millis: o.resources.cpu_millis,
             mem_mib: o.resources.mem_mib,
             disk_mib: o.resources.disk_mib,
@@ -674,16 +505,14 @@ impl StatusPublisher {
                 offline += 1;
             }
         }
-        let mut tasks = self.ended_total.clone();
+        let mut tasks = self.ended_total;
         let mut connected = 0;
         for (live, is_connected) in self.fw_agg.values() {
             connected += usize::from(*is_connected);
-            for (s, n) in live {
-                *tasks.entry(s).or_default() += n;
-            }
+            tasks.add(live);
         }
         let total = core.cluster_total();
-        let json = json_bytes(&ClusterJson {
+        let json = json_bytes(&ClusterStatus {
             master_epoch: core.epoch(),
             agents_online: online,
             agents_offline: offline,
@@ -746,10 +575,9 @@ impl StatusPublisher {
                 *self
                     .ended_counts
                     .entry(key.0.clone())
-                    .or_insert_with(zero_counts)
-                    .entry(state_name(u.state))
-                    .or_default() += 1;
-                *self.ended_total.entry(state_name(u.state)).or_default() += 1;
+                    .or_default()
+                    .get_mut(u.state) += 1;
+                *self.ended_total.get_mut(u.state) += 1;
                 touched.push(key);
             } else {
                 // A relaunch under the same id starts afresh.
@@ -824,230 +652,4 @@ fn drain_events(core: &mut MasterCore) -> (Dirty, Vec<(String, StatusUpdate)>) {
 
 fn json_bytes<T: Serialize>(value: &T) -> Option<Vec<u8>> {
     serde_json::to_vec(value).ok()
-}
-
-/// Home Assistant MQTT discovery configs (`<prefix>/<component>/<node_id>/<object_id>/config`).
-pub mod ha {
-    use serde::Serialize;
-
-    use super::{agent_topic, ha_node_id, CLUSTER_TOPIC};
-
-    /// The device an entity belongs to.
-    #[derive(Debug, Serialize)]
-    pub struct Device {
-        /// Stable ids of the device.
-        pub identifiers: Vec<String>,
-        /// Its name in Home Assistant.
-        pub name: String,
-        /// Its model.
-        pub model: String,
-        /// Always `Bramble`.
-        pub manufacturer: &'static str,
-    }
-
-    /// One sensor's discovery config.
-    #[derive(Debug, Serialize)]
-    pub struct SensorConfig {
-        /// The entity's name (Home Assistant shows it after the device's name).
-        pub name: &'static str,
-        /// Unique across Home Assistant.
-        pub unique_id: String,
-        /// The status topic the value is read from.
-        pub state_topic: String,
-        /// Extracts the value from the status JSON.
-        pub value_template: &'static str,
-        /// The unit, if any.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub unit_of_measurement: Option<&'static str>,
-        /// The device class, where one applies.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub device_class: Option<&'static str>,
-        /// Always `measurement`.
-        pub state_class: &'static str,
-        /// Where availability is read from (the agent's status topic), if anywhere.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub availability_topic: Option<String>,
-        /// Turns the status JSON into `online` or `offline`.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub availability_template: Option<&'static str>,
-        /// `online`.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub payload_available: Option<&'static str>,
-        /// `offline`.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub payload_not_available: Option<&'static str>,
-        /// The device.
-        pub device: Device,
-    }
-
-    /// One sensor: its object id, name, value template, unit and device class.
-    #[derive(Debug, Clone, Copy)]
-    pub struct Sensor {
-        /// The object id (the topic's `{object}`).
-        pub object: &'static str,
-        /// The entity's name.
-        pub name: &'static str,
-        /// Extracts the value from the status JSON.
-        pub template: &'static str,
-        /// The unit, if any.
-        pub unit: Option<&'static str>,
-        /// The device class, if one applies.
-        pub class: Option<&'static str>,
-    }
-
-    const fn sensor(
-        object: &'static str,
-        name: &'static str,
-        template: &'static str,
-        unit: Option<&'static str>,
-        class: Option<&'static str>,
-    ) -> Sensor {
-        Sensor {
-            object,
-            name,
-            template,
-            unit,
-            class,
-        }
-    }
-
-    /// CPU and memory used, the same fields in an agent's topic and the cluster's.
-    const CPU_USED: Sensor = sensor(
-        "cpu_used",
-        "CPU used",
-        "{{ (value_json.cpu_millis_used / 1000) | round(2) }}",
-        Some("cores"),
-        None,
-    );
-    const MEM_USED: Sensor = sensor(
-        "mem_used",
-        "Memory used",
-        "{{ value_json.mem_mib_used }}",
-        Some("MiB"),
-        None,
-    );
-
-    /// Each agent's sensors, read from its status topic.
-    pub const AGENT_SENSORS: [Sensor; 4] = [
-        CPU_USED,
-        MEM_USED,
-        sensor(
-            "running_tasks",
-            "Running tasks",
-            "{{ value_json.running_tasks }}",
-            None,
-            None,
-        ),
-        sensor(
-            "soc_temp",
-            "SoC temperature",
-            "{{ value_json.soc_temp_c }}",
-            Some("°C"),
-            Some("temperature"),
-        ),
-    ];
-
-    /// The cluster's sensors, read from `bramble/v1/status/cluster`.
-    pub const CLUSTER_SENSORS: [Sensor; 5] = [
-        sensor(
-            "agents_online",
-            "Agents online",
-            "{{ value_json.agents_online }}",
-            None,
-            None,
-        ),
-        sensor(
-            "running_tasks",
-            "Running tasks",
-            "{{ value_json.tasks.running }}",
-            None,
-            None,
-        ),
-        CPU_USED,
-        MEM_USED,
-        sensor(
-            "offers_outstanding",
-            "Offers outstanding",
-            "{{ value_json.offers_outstanding }}",
-            None,
-            None,
-        ),
-    ];
-
-    /// The config topic of one sensor.
-    pub fn config_topic(prefix: &str, node_id: &str, object_id: &str) -> String {
-        format!("{prefix}/sensor/{node_id}/{object_id}/config")
-    }
-
-    /// The discovery configs of an agent's sensors, as (topic, config).
-    pub fn agent_configs(
-        prefix: &str,
-        agent_id: &str,
-        hostname: &str,
-        model: &str,
-    ) -> Vec<(String, SensorConfig)> {
-        let node = ha_node_id(agent_id);
-        AGENT_SENSORS
-            .iter()
-            .map(|s| {
-                (
-                    config_topic(prefix, &node, s.object),
-                    SensorConfig {
-                        name: s.name,
-                        unique_id: format!("{node}_{}", s.object),
-                        state_topic: agent_topic(agent_id),
-                        value_template: s.template,
-                        unit_of_measurement: s.unit,
-                        device_class: s.class,
-                        state_class: "measurement",
-                        availability_topic: Some(agent_topic(agent_id)),
-                        availability_template: Some("{{ value_json.state }}"),
-                        payload_available: Some("online"),
-                        payload_not_available: Some("offline"),
-                        device: Device {
-                            identifiers: vec![node.clone()],
-                            name: if hostname.is_empty() || hostname == agent_id {
-                                format!("Bramble {agent_id}")
-                            } else {
-                                format!("Bramble {agent_id} ({hostname})")
-                            },
-                            model: model.to_owned(),
-                            manufacturer: "Bramble",
-                        },
-                    },
-                )
-            })
-            .collect()
-    }
-
-    /// The discovery configs of the cluster's sensors (node id `bramble`), as (topic, config).
-    pub fn cluster_configs(prefix: &str) -> Vec<(String, SensorConfig)> {
-        CLUSTER_SENSORS
-            .iter()
-            .map(|s| {
-                (
-                    config_topic(prefix, "bramble", s.object),
-                    SensorConfig {
-                        name: s.name,
-                        unique_id: format!("bramble_cluster_{}", s.object),
-                        state_topic: CLUSTER_TOPIC.to_owned(),
-                        value_template: s.template,
-                        unit_of_measurement: s.unit,
-                        device_class: s.class,
-                        state_class: "measurement",
-                        availability_topic: None,
-                        availability_template: None,
-                        payload_available: None,
-                        payload_not_available: None,
-                        device: Device {
-                            identifiers: vec!["bramble_cluster".to_owned()],
-                            name: "Bramble cluster".to_owned(),
-                            model: "Bramble master".to_owned(),
-                            manufacturer: "Bramble",
-                        },
-                    },
-                )
-            })
-            .collect()
-    }
 }

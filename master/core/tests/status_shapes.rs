@@ -1,0 +1,242 @@
+//! The status shapes read back what the publisher writes: every payload it publishes parses as
+//! its topic's shape and serializes again to the same bytes, and the examples in PROTOCOL.md are
+//! those shapes, byte for byte once their line breaks are taken out.
+
+use agent_nostd_core::ids::id;
+use agent_nostd_core::wire::{
+    AgentInfo, AgentMsg, Reason, ResourceReport, StatusUpdate, TaskState, WireMessage,
+};
+use agent_nostd_core::Resources;
+use bramble_master_core::status::{
+    AgentStatus, ClusterStatus, Connection, FrameworkStatus, OfferStatus, StatusPublisher,
+    TaskStatus, CLUSTER_TOPIC, STATUS_PREFIX,
+};
+use bramble_master_core::{Config, MasterCore, Outgoing};
+use bramble_proto::{self as proto, Accept, Call, Event, Offer, Register, TaskInfo};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+const WALL: u64 = 1_700_000_000_000;
+
+fn send_agent(core: &mut MasterCore, now: u64, msg: &AgentMsg) {
+    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let len = msg.encode(&mut buf).unwrap();
+    core.handle_agent_bytes(now, &msg.topic("pi"), &buf[..len])
+        .unwrap();
+}
+
+fn call(core: &mut MasterCore, now: u64, call: Call) {
+    let topic = match call {
+        Call::Register(_) => proto::register_topic("fw"),
+        Call::Gone => proto::will_topic("fw"),
+        _ => proto::call_topic("fw"),
+    };
+    core.handle_framework_bytes(now, &topic, &call.encode())
+        .unwrap();
+}
+
+/// Drains the core's transmits: the offers made, and the framework id if it was registered.
+fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
+    let mut offers = Vec::new();
+    let mut fid = None;
+    while let Some(t) = core.poll_transmit() {
+        match t.message {
+            Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
+            Outgoing::Framework(Event::Registered { framework_id, .. }) => fid = Some(framework_id),
+            _ => {}
+        }
+    }
+    (offers, fid)
+}
+
+fn ended(fid: &str, tid: &str, update_id: u32, state: TaskState, reason: Reason) -> AgentMsg {
+    AgentMsg::Status(StatusUpdate {
+        framework_id: id(fid).unwrap(),
+        task_id: id(tid).unwrap(),
+        update_id,
+        state,
+        reason,
+        message: heapless::String::try_from("done").unwrap(),
+    })
+}
+
+/// Parses `payload` as `T` and serializes it again: the same bytes.
+fn round_trip<T: Serialize + DeserializeOwned>(topic: &str, payload: &[u8]) -> T {
+    let typed: T = serde_json::from_slice(payload)
+        .unwrap_or_else(|e| panic!("{topic}: {e}: {}", String::from_utf8_lossy(payload)));
+    assert_eq!(
+        String::from_utf8(serde_json::to_vec(&typed).unwrap()).unwrap(),
+        String::from_utf8_lossy(payload),
+        "{topic} serializes back to the bytes published"
+    );
+    typed
+}
+
+/// What the round trips saw: one flag per case that must come up at least once.
+#[derive(Debug, Default)]
+struct Seen {
+    cluster: bool,
+    agent_with_temperature: bool,
+    framework_failing_over: bool,
+    offer: bool,
+    task_exited: bool,
+    task_signaled: bool,
+    task_live: bool,
+}
+
+impl Seen {
+    fn check(&mut self, topic: &str, payload: &[u8]) {
+        let rest = topic.strip_prefix(STATUS_PREFIX).expect("a status topic");
+        match rest.split('/').next() {
+            _ if topic == CLUSTER_TOPIC => {
+                round_trip::<ClusterStatus>(topic, payload);
+                self.cluster = true;
+            }
+            Some("agent") => {
+                let a: AgentStatus = round_trip(topic, payload);
+                self.agent_with_temperature |= a.soc_temp_c.is_some();
+            }
+            Some("framework") => {
+                let f: FrameworkStatus = round_trip(topic, payload);
+                self.framework_failing_over |=
+                    f.state == Connection::Disconnected && f.failover_deadline.is_some();
+            }
+            Some("offer") => {
+                round_trip::<OfferStatus>(topic, payload);
+                self.offer = true;
+            }
+            Some("task") => {
+                let t: TaskStatus = round_trip(topic, payload);
+                self.task_exited |= t.exit_code.is_some();
+                self.task_signaled |= t.signal.is_some();
+                self.task_live |= !t.ended();
+            }
+            other => panic!("a topic of no known kind: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_the_same_bytes() {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL);
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    let mut seen = Seen::default();
+    let mut publish = |p: &mut StatusPublisher, core: &mut MasterCore, now: u64| {
+        p.update(core, now);
+        while let Some(t) = p.poll_transmit() {
+            if !t.payload.is_empty() {
+                seen.check(&t.topic, &t.payload);
+            }
+        }
+    };
+
+    let mut info = AgentInfo {
+        agent_id: id("pi").unwrap(),
+        hostname: heapless::String::try_from("pi.lan").unwrap(),
+        arch: heapless::String::try_from("aarch64").unwrap(),
+        board: heapless::String::new(),
+        total: Resources::new(4_000, 4_096, 64),
+        attributes: heapless::Vec::new(),
+    };
+    let _ = info.attributes.push(agent_nostd_core::wire::Attribute {
+        key: heapless::String::try_from("room").unwrap(),
+        value: heapless::String::try_from("attic").unwrap(),
+    });
+    send_agent(&mut core, 0, &AgentMsg::Register(info));
+    let mut register = Register::new("fw");
+    register.failover_timeout_ms = 60_000;
+    call(&mut core, 0, Call::Register(register));
+    let (_, fid) = drain(&mut core);
+    let fid = fid.expect("registered");
+    core.handle_timeout(1_000);
+    let (offers, _) = drain(&mut core);
+    publish(&mut p, &mut core, 1_000);
+
+    let tasks = ["ok", "bad", "long"]
+        .iter()
+        .map(|t| TaskInfo::new(t, &["/bin/true"], Resources::new(500, 64, 1)))
+        .collect();
+    let accept = Accept {
+        offer_id: offers[0].offer_id,
+        tasks,
+    };
+    call(&mut core, 1_500, Call::Accept(accept));
+    drain(&mut core);
+    let report = ResourceReport {
+        free: Resources::new(2_500, 3_900, 60),
+        running_tasks: 3,
+        soc_temp_decidegrees: Some(481),
+        throttled: 0,
+    };
+    send_agent(&mut core, 1_600, &AgentMsg::Report(report));
+    let exited = Reason::Exited { code: 3 };
+    send_agent(
+        &mut core,
+        1_600,
+        &ended(&fid, "ok", 1, TaskState::Failed, exited),
+    );
+    let signaled = Reason::Signaled { signal: 9 };
+    send_agent(
+        &mut core,
+        1_600,
+        &ended(&fid, "bad", 1, TaskState::Killed, signaled),
+    );
+    let running = ended(&fid, "long", 1, TaskState::Running, Reason::None);
+    send_agent(&mut core, 1_600, &running);
+    drain(&mut core);
+    publish(&mut p, &mut core, 1_600);
+    core.handle_timeout(3_000);
+    drain(&mut core);
+    publish(&mut p, &mut core, 3_000);
+
+    call(&mut core, 4_000, Call::Gone);
+    drain(&mut core);
+    publish(&mut p, &mut core, 4_000);
+
+    assert!(
+        seen.cluster
+            && seen.agent_with_temperature
+            && seen.framework_failing_over
+            && seen.offer
+            && seen.task_exited
+            && seen.task_signaled
+            && seen.task_live,
+        "every case came up: {seen:?}"
+    );
+}
+
+#[test]
+fn the_json_examples_in_protocol_md_are_the_shapes_byte_for_byte() {
+    let doc = include_str!("../../../PROTOCOL.md");
+    let section = &doc[doc.find("## Status topics").unwrap()..];
+    let examples: Vec<String> = section
+        .split("```json\n")
+        .skip(1)
+        .map(|b| {
+            b[..b.find("```").unwrap()]
+                .replace("\n ", "")
+                .replace('\n', "")
+        })
+        .collect();
+    let [cluster, agent, framework, offer, task, _discovery] = examples.as_slice() else {
+        panic!("six examples: cluster, agent, framework, offer, task, discovery");
+    };
+    round_trip::<ClusterStatus>("cluster", cluster.as_bytes());
+    round_trip::<AgentStatus>("agent", agent.as_bytes());
+    round_trip::<FrameworkStatus>("framework", framework.as_bytes());
+    round_trip::<OfferStatus>("offer", offer.as_bytes());
+    round_trip::<TaskStatus>("task", task.as_bytes());
+}
+
+#[test]
+fn a_payload_with_an_unknown_task_state_or_a_missing_field_does_not_parse() {
+    let task = r#"{"framework_id":"f","task_id":"t","agent_id":"a","state":"sleeping",
+        "cpu_millis":1,"mem_mib":1,"disk_mib":0,"reason":"none","exit_code":null,"signal":null,
+        "message":"","updated":0}"#;
+    let err = serde_json::from_str::<TaskStatus>(task).unwrap_err();
+    assert!(err.to_string().contains("sleeping"), "{err}");
+    let offer = r#"{"offer_id":1,"framework_id":"f","agent_id":"a"}"#;
+    assert!(serde_json::from_str::<OfferStatus>(offer).is_err());
+}
