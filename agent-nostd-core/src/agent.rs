@@ -34,7 +34,7 @@ use core::fmt::Write as _;
 
 use heapless::{Deque, String, Vec};
 
-use crate::ids::{validate_id, FrameworkId, TaskId};
+use crate::ids::{validate_id, FrameworkId, TaskId, TaskKey};
 use crate::resources::Resources;
 use crate::topic::{self, AgentTopic, QoS, Topic, TopicBuf};
 use crate::wire::{
@@ -265,6 +265,30 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The key of the task this action is about.
+    pub fn key(&self) -> TaskKey {
+        let (Action::Launch {
+            framework_id,
+            task_id,
+            ..
+        }
+        | Action::Signal {
+            framework_id,
+            task_id,
+            ..
+        }
+        | Action::Release {
+            framework_id,
+            task_id,
+        }) = self;
+        TaskKey {
+            framework_id: framework_id.clone(),
+            task_id: task_id.clone(),
+        }
+    }
+}
+
 /// A payload [`AgentCore::poll_transmit`] wrote, and where to publish it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -363,12 +387,16 @@ pub struct Stats {
 /// A task as the core sees it, for inspection and checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskView<'a> {
+    /// The task's key: its framework and id.
+    pub key: &'a TaskKey,
     /// The task's framework.
     pub framework_id: &'a str,
     /// The task.
     pub task_id: &'a str,
     /// Its limits.
     pub resources: Resources,
+    /// Its process limit, 0 for the driver's default.
+    pub pids_max: u32,
     /// Its latest state.
     pub state: TaskState,
     /// How many of its updates await acknowledgement.
@@ -420,8 +448,7 @@ const WANT_RELEASE: u8 = 8;
 
 #[derive(Debug, Clone)]
 struct Slot {
-    framework_id: FrameworkId,
-    task_id: TaskId,
+    key: TaskKey,
     resources: Resources,
     pids_max: u32,
     phase: Phase,
@@ -437,7 +464,24 @@ struct Slot {
 
 impl Slot {
     fn is(&self, framework_id: &str, task_id: &str) -> bool {
-        self.framework_id == framework_id && self.task_id == task_id
+        self.key.is(framework_id, task_id)
+    }
+
+    fn view(&self) -> TaskView<'_> {
+        TaskView {
+            key: &self.key,
+            framework_id: &self.key.framework_id,
+            task_id: &self.key.task_id,
+            resources: self.resources,
+            pids_max: self.pids_max,
+            state: self.state(),
+            unacked_updates: self.updates.len(),
+            end_reason: match self.phase {
+                Phase::Ended(_, reason) => Some(reason),
+                _ => None,
+            },
+            message: &self.message,
+        }
     }
 
     fn holds_resources(&self) -> bool {
@@ -455,8 +499,7 @@ impl Slot {
 
 #[derive(Debug, Clone)]
 struct Orphan {
-    framework_id: FrameworkId,
-    task_id: TaskId,
+    key: TaskKey,
     pending: Pending,
 }
 
@@ -595,18 +638,12 @@ impl AgentCore {
 
     /// Every task in the table.
     pub fn tasks(&self) -> impl Iterator<Item = TaskView<'_>> {
-        self.slots.iter().map(|s| TaskView {
-            framework_id: &s.framework_id,
-            task_id: &s.task_id,
-            resources: s.resources,
-            state: s.state(),
-            unacked_updates: s.updates.len(),
-            end_reason: match s.phase {
-                Phase::Ended(_, reason) => Some(reason),
-                _ => None,
-            },
-            message: &s.message,
-        })
+        self.slots.iter().map(Slot::view)
+    }
+
+    /// The task named `key`, if the table holds it.
+    pub fn task(&self, key: &TaskKey) -> Option<TaskView<'_>> {
+        self.slots.iter().find(|s| s.key == *key).map(Slot::view)
     }
 
     /// The MQTT last will to set when connecting: [`AgentMsg::Gone`] on this agent's `will` topic.
@@ -623,7 +660,7 @@ impl AgentCore {
         resources: Resources,
         pids_max: u32,
     ) -> Result<(), TaskError> {
-        let (Ok(fw), Ok(task)) = (crate::ids::id(framework_id), crate::ids::id(task_id)) else {
+        let Ok(key) = TaskKey::new(framework_id, task_id) else {
             return Err(TaskError::InvalidId);
         };
         if self.slot_index(framework_id, task_id).is_some() {
@@ -631,8 +668,7 @@ impl AgentCore {
         }
         self.slots
             .push(Slot {
-                framework_id: fw,
-                task_id: task,
+                key,
                 resources,
                 pids_max,
                 phase: Phase::Running,
@@ -877,7 +913,10 @@ impl AgentCore {
             .iter_mut()
             .enumerate()
             .find(|(_, s)| s.want != 0)?;
-        let (framework_id, task_id) = (slot.framework_id.clone(), slot.task_id.clone());
+        let TaskKey {
+            framework_id,
+            task_id,
+        } = slot.key.clone();
         let action = if slot.want & WANT_LAUNCH != 0 {
             slot.want &= !WANT_LAUNCH;
             Action::Launch {
@@ -1016,8 +1055,10 @@ impl AgentCore {
             None
         };
         let slot = Slot {
-            framework_id: run.framework_id.clone(),
-            task_id: run.task_id.clone(),
+            key: TaskKey {
+                framework_id: run.framework_id.clone(),
+                task_id: run.task_id.clone(),
+            },
             resources: asks,
             pids_max: run.pids_max,
             phase: Phase::Launching,
@@ -1090,9 +1131,7 @@ impl AgentCore {
                 return;
             }
         } else if let Some(pos) = self.orphans.iter().position(|o| {
-            o.pending.update_id == ack.update_id
-                && o.framework_id == ack.framework_id
-                && o.task_id == ack.task_id
+            o.pending.update_id == ack.update_id && o.key.is(&ack.framework_id, &ack.task_id)
         }) {
             self.orphans.remove(pos);
             return;
@@ -1127,8 +1166,8 @@ impl AgentCore {
         for s in &self.slots {
             // Cannot overflow: both hold MAX_TASKS.
             let _ = tasks.push(TaskReport {
-                framework_id: s.framework_id.clone(),
-                task_id: s.task_id.clone(),
+                framework_id: s.key.framework_id.clone(),
+                task_id: s.key.task_id.clone(),
                 resources: s.resources,
                 state: s.state(),
             });
@@ -1208,8 +1247,7 @@ impl AgentCore {
         reason: Reason,
     ) {
         let already = self.orphans.iter().any(|o| {
-            o.framework_id == *framework_id
-                && o.task_id == *task_id
+            o.key.is(framework_id, task_id)
                 && o.pending.state == state
                 && o.pending.reason == reason
         });
@@ -1222,8 +1260,10 @@ impl AgentCore {
         }
         let pending = self.new_pending(now, state, reason);
         let _ = self.orphans.push(Orphan {
-            framework_id: framework_id.clone(),
-            task_id: task_id.clone(),
+            key: TaskKey {
+                framework_id: framework_id.clone(),
+                task_id: task_id.clone(),
+            },
             pending,
         });
     }
@@ -1260,7 +1300,7 @@ impl AgentCore {
             } else {
                 String::new()
             };
-            (s.framework_id.clone(), s.task_id.clone(), p, msg)
+            (s.key.framework_id.clone(), s.key.task_id.clone(), p, msg)
         } else {
             let o = self
                 .orphans
@@ -1274,8 +1314,8 @@ impl AgentCore {
                 _ => "no such task on this agent",
             });
             (
-                o.framework_id.clone(),
-                o.task_id.clone(),
+                o.key.framework_id.clone(),
+                o.key.task_id.clone(),
                 &mut o.pending,
                 msg,
             )

@@ -15,7 +15,7 @@ use std::time::Duration;
 use agent_nostd_core::agent::{
     Action, AgentCore, Config as CoreConfig, EndedTask, Exit, LocalEvent, TransmitBuf,
 };
-use agent_nostd_core::ids::Id;
+use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::topic::{self, AgentTopic};
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, RunTask, WireMessage};
 use agent_nostd_core::Resources;
@@ -54,8 +54,6 @@ pub enum DriverError {
     Core(agent_nostd_core::agent::ConfigError),
 }
 
-type Key = (String, String);
-
 /// What the driver keeps about a task beside the core.
 struct TaskSlot {
     resources: Resources,
@@ -73,7 +71,7 @@ struct Driver {
     probe: Probe,
     board: Board,
     isolation: Isolation,
-    tasks: HashMap<Key, TaskSlot>,
+    tasks: HashMap<TaskKey, TaskSlot>,
     checkpoint: CheckpointFile,
     /// Checkpoint writes in the background, and the publishes waiting for them.
     durable: Durable,
@@ -81,7 +79,7 @@ struct Driver {
     checkpointed_generation: Option<u32>,
     /// A driver-side record (launch details, cgroup) changed since the last checkpoint.
     records_dirty: bool,
-    exits: mpsc::Sender<(Key, RawExit)>,
+    exits: mpsc::Sender<(TaskKey, RawExit)>,
     /// Starts tasks, through a warm spare when there is one.
     launcher: Launcher,
     client: AsyncClient,
@@ -202,7 +200,7 @@ impl Driver {
     async fn run(
         &mut self,
         mut eventloop: EventLoop,
-        mut exits: mpsc::Receiver<(Key, RawExit)>,
+        mut exits: mpsc::Receiver<(TaskKey, RawExit)>,
         mut spares: mpsc::Receiver<Option<Spare>>,
         mut written: mpsc::Receiver<Written>,
         shutdown: impl std::future::Future<Output = ()>,
@@ -354,10 +352,9 @@ impl Driver {
             let mut spare_claimed = false;
             for action in &actions {
                 if let Action::Launch {
-                    framework_id,
-                    task_id,
                     resources,
                     pids_max,
+                    ..
                 } = action
                 {
                     let spare = match self.launcher.spare() {
@@ -365,7 +362,7 @@ impl Driver {
                         _ => None,
                     };
                     spare_claimed = true;
-                    self.record_launch(framework_id, task_id, *resources, *pids_max, spare);
+                    self.record_launch(action.key(), *resources, *pids_max, spare);
                 }
             }
             self.request_checkpoint();
@@ -407,36 +404,24 @@ impl Driver {
     }
 
     async fn act(&mut self, action: Action) {
+        let key = action.key();
         match action {
             Action::Launch {
-                framework_id,
-                task_id,
                 resources,
                 pids_max,
-            } => {
-                self.launch(&framework_id, &task_id, resources, pids_max)
-                    .await
-            }
-            Action::Signal {
-                framework_id,
-                task_id,
-                signal,
-            } => {
-                let key = (framework_id.to_string(), task_id.to_string());
+                ..
+            } => self.launch(key, resources, pids_max).await,
+            Action::Signal { signal, .. } => {
                 if let Some(slot) = self.tasks.get(&key) {
                     if let Some(launched) = &slot.launched {
-                        info!(framework = %key.0, task = %key.1, ?signal, "signalling task");
+                        info!(framework = %key.framework_id, task = %key.task_id, ?signal, "signalling task");
                         if let Err(e) = process::signal(launched, signal, slot.cgroup.as_ref()) {
-                            warn!(framework = %key.0, task = %key.1, "cannot signal task: {e}");
+                            warn!(framework = %key.framework_id, task = %key.task_id, "cannot signal task: {e}");
                         }
                     }
                 }
             }
-            Action::Release {
-                framework_id,
-                task_id,
-            } => {
-                let key = (framework_id.to_string(), task_id.to_string());
+            Action::Release { .. } => {
                 // Checkpointed with the next change (see the core's release).
                 if let Some(slot) = self.tasks.remove(&key) {
                     cleanup(slot);
@@ -450,8 +435,7 @@ impl Driver {
     /// unusable, is checkpointed again once started).
     fn record_launch(
         &mut self,
-        fw: &Id,
-        task: &Id,
+        key: TaskKey,
         resources: Resources,
         pids_max: u32,
         spare: Option<(Option<TaskCgroup>, Launched)>,
@@ -463,25 +447,25 @@ impl Driver {
         let slot = TaskSlot {
             resources,
             pids_max,
-            sandbox: self.sandbox(fw, task),
+            sandbox: self.sandbox(&key),
             cgroup,
             launched,
         };
-        self.tasks.insert((fw.to_string(), task.to_string()), slot);
+        self.tasks.insert(key, slot);
         self.records_dirty = true;
     }
 
-    fn sandbox(&self, fw: &Id, task: &Id) -> PathBuf {
+    fn sandbox(&self, key: &TaskKey) -> PathBuf {
         self.config
             .work_dir
             .join("sandboxes")
-            .join(fw.as_str())
-            .join(task.as_str())
+            .join(key.framework_id.as_str())
+            .join(key.task_id.as_str())
     }
 
-    async fn launch(&mut self, fw: &Id, task: &Id, resources: Resources, pids_max: u32) {
-        let key = (fw.to_string(), task.to_string());
-        let sandbox = self.sandbox(fw, task);
+    async fn launch(&mut self, key: TaskKey, resources: Resources, pids_max: u32) {
+        let (fw, task) = (&key.framework_id, &key.task_id);
+        let sandbox = self.sandbox(&key);
         let mut slot = TaskSlot {
             resources,
             pids_max,
@@ -526,9 +510,9 @@ impl Driver {
         self.tasks.insert(key, slot);
     }
 
-    async fn start_process(&mut self, key: &Key, slot: &mut TaskSlot) -> Result<(), String> {
+    async fn start_process(&mut self, key: &TaskKey, slot: &mut TaskSlot) -> Result<(), String> {
         let run = match self.last_run.take() {
-            Some(run) if run.framework_id == key.0.as_str() && run.task_id == key.1.as_str() => run,
+            Some(run) if key.is(&run.framework_id, &run.task_id) => run,
             other => {
                 self.last_run = other;
                 return Err("the agent lost the task's command line".into());
@@ -547,7 +531,7 @@ impl Driver {
                     .fetch_into(artifact, &slot.sandbox, run_as)
                     .await
                     .map_err(|e| e.to_string())?;
-                debug!(framework = %key.0, task = %key.1, path = %path.display(), "artifact in place");
+                debug!(framework = %key.framework_id, task = %key.task_id, path = %path.display(), "artifact in place");
             }
             Ok::<(), String>(())
         };
@@ -566,8 +550,8 @@ impl Driver {
             pids_max: slot.pids_max,
         };
         let spec = TaskSpec {
-            framework_id: key.0.clone(),
-            task_id: key.1.clone(),
+            framework_id: key.framework_id.to_string(),
+            task_id: key.task_id.to_string(),
             agent_id: self.config.agent_id.clone(),
             argv: run.argv.iter().map(|a| a.to_string()).collect(),
             env: run
@@ -585,7 +569,7 @@ impl Driver {
             .start(&spec, limits)
             .await
             .map_err(|e| e.to_string())?;
-        debug!(framework = %key.0, task = %key.1, warm = started.warm, launched = ?started.launched,
+        debug!(framework = %key.framework_id, task = %key.task_id, warm = started.warm, launched = ?started.launched,
             "task process started");
         slot.cgroup = started.cgroup;
         slot.launched = Some(started.launched);
@@ -624,7 +608,7 @@ impl Driver {
         }
     }
 
-    fn watch(&self, key: Key, handle: process::TaskHandle) {
+    fn watch(&self, key: TaskKey, handle: process::TaskHandle) {
         let exits = self.exits.clone();
         tokio::spawn(async move {
             let mut handle = handle;
@@ -633,24 +617,24 @@ impl Driver {
         });
     }
 
-    fn on_exit(&mut self, key: Key, raw: RawExit) {
+    fn on_exit(&mut self, key: TaskKey, raw: RawExit) {
         let Some(slot) = self.tasks.get_mut(&key) else {
             return;
         };
         let exit = process::task_exit(raw, slot.cgroup.as_ref());
-        info!(framework = %key.0, task = %key.1, ?exit, "task ended");
+        info!(framework = %key.framework_id, task = %key.task_id, ?exit, "task ended");
         if let Some(cg) = slot.cgroup.take() {
             remove_cgroup(cg);
         }
         self.records_dirty = true;
         let now = self.now();
         let event = LocalEvent::Exited {
-            framework_id: &key.0,
-            task_id: &key.1,
+            framework_id: &key.framework_id,
+            task_id: &key.task_id,
             exit,
         };
         if let Err(e) = self.core.handle_event(now, event) {
-            warn!(framework = %key.0, task = %key.1, "exit not taken: {e}");
+            warn!(framework = %key.framework_id, task = %key.task_id, "exit not taken: {e}");
         }
     }
 
@@ -704,7 +688,13 @@ impl Driver {
         self.core.set_next_update_id(checkpoint.next_update_id);
         let now = self.now();
         for rec in checkpoint.tasks {
-            let key = (rec.framework_id.clone(), rec.task_id.clone());
+            let key = match rec.key() {
+                Ok(key) => key,
+                Err(e) => {
+                    warn!(task = %rec.task_id, "cannot re-adopt task: {e}");
+                    continue;
+                }
+            };
             let cgroup = rec.cgroup.clone().and_then(|paths| {
                 self.isolation
                     .open_task(paths)
@@ -750,16 +740,16 @@ impl Driver {
             };
             match outcome {
                 process::Adopted::Running(handle) => {
-                    info!(framework = %key.0, task = %key.1, "re-adopted a running task");
+                    info!(framework = %key.framework_id, task = %key.task_id, "re-adopted a running task");
                     self.watch(key.clone(), handle);
                 }
                 process::Adopted::Ended(raw) => {
                     let exit = process::task_exit(raw, slot.cgroup.as_ref());
-                    info!(framework = %key.0, task = %key.1, ?exit, "task ended while the agent was down");
+                    info!(framework = %key.framework_id, task = %key.task_id, ?exit, "task ended while the agent was down");
                     self.end_adopted(&key, &mut slot, exit);
                 }
                 process::Adopted::Unknown => {
-                    warn!(framework = %key.0, task = %key.1, "task is gone and its end is unknown");
+                    warn!(framework = %key.framework_id, task = %key.task_id, "task is gone and its end is unknown");
                     self.end_adopted(&key, &mut slot, Exit::Unknown);
                 }
             }
@@ -767,7 +757,7 @@ impl Driver {
         }
     }
 
-    fn end_adopted(&mut self, key: &Key, slot: &mut TaskSlot, exit: Exit) {
+    fn end_adopted(&mut self, key: &TaskKey, slot: &mut TaskSlot, exit: Exit) {
         if let Some(cg) = slot.cgroup.take() {
             remove_cgroup(cg);
         }
@@ -775,8 +765,8 @@ impl Driver {
         let _ = self.core.handle_event(
             now,
             LocalEvent::Exited {
-                framework_id: &key.0,
-                task_id: &key.1,
+                framework_id: &key.framework_id,
+                task_id: &key.task_id,
                 exit,
             },
         );
@@ -793,16 +783,15 @@ impl Driver {
             .core
             .tasks()
             .filter_map(|view| {
-                let key = (view.framework_id.to_owned(), view.task_id.to_owned());
-                let slot = self.tasks.get(&key);
+                let slot = self.tasks.get(view.key);
                 let ended = view.end_reason.map(|reason| Ended {
                     state: view.state,
                     reason,
                     message: view.message.to_owned(),
                 });
                 Some(TaskRecord {
-                    framework_id: key.0,
-                    task_id: key.1,
+                    framework_id: view.framework_id.to_owned(),
+                    task_id: view.task_id.to_owned(),
                     resources: view.resources,
                     pids_max: slot.map_or(0, |s| s.pids_max),
                     sandbox: slot.map(|s| s.sandbox.clone())?,
