@@ -424,6 +424,19 @@ pub struct EndedTask<'a> {
     pub message: &'a str,
 }
 
+/// A task as the driver's checkpoint recorded it, for [`AgentCore::restore_task`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoredTask<'a> {
+    /// The task.
+    pub key: &'a TaskKey,
+    /// Its limits.
+    pub resources: Resources,
+    /// Its process limit, 0 for the driver's default.
+    pub pids_max: u32,
+    /// How it ended, if it had: its terminal state, why, and the terminal update's message.
+    pub ended: Option<(TaskState, Reason, &'a str)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
     update_id: u32,
@@ -663,7 +676,32 @@ impl AgentCore {
         let Ok(key) = TaskKey::new(framework_id, task_id) else {
             return Err(TaskError::InvalidId);
         };
-        if self.slot_index(framework_id, task_id).is_some() {
+        self.adopt_slot(key, resources, pids_max)
+    }
+
+    /// Takes back a task the driver's checkpoint recorded after an agent restart: one still running,
+    /// or one that had ended without the master acknowledging it (its terminal update is sent again,
+    /// with a new update id, once registered). [`adopt_task`](Self::adopt_task) and
+    /// [`restore_ended_task`](Self::restore_ended_task) are this for one kind each.
+    pub fn restore_task(&mut self, now: u64, task: RestoredTask<'_>) -> Result<(), TaskError> {
+        if task.ended.is_some_and(|(state, ..)| !state.is_terminal()) {
+            return Err(TaskError::InvalidTransition);
+        }
+        self.adopt_slot(task.key.clone(), task.resources, task.pids_max)?;
+        if let Some((state, reason, message)) = task.ended {
+            let i = self.slots.len() - 1;
+            self.end_task(i, now, state, reason, |m| push_truncated(m, message));
+        }
+        Ok(())
+    }
+
+    fn adopt_slot(
+        &mut self,
+        key: TaskKey,
+        resources: Resources,
+        pids_max: u32,
+    ) -> Result<(), TaskError> {
+        if self.slot_index(&key.framework_id, &key.task_id).is_some() {
             return Err(TaskError::AlreadyKnown);
         }
         self.slots
@@ -689,12 +727,16 @@ impl AgentCore {
         if !task.state.is_terminal() {
             return Err(TaskError::InvalidTransition);
         }
-        self.adopt_task(task.framework_id, task.task_id, task.resources, 0)?;
-        let i = self.slots.len() - 1;
-        self.end_task(i, now, task.state, task.reason, |m| {
-            push_truncated(m, task.message)
-        });
-        Ok(())
+        let Ok(key) = TaskKey::new(task.framework_id, task.task_id) else {
+            return Err(TaskError::InvalidId);
+        };
+        let restored = RestoredTask {
+            key: &key,
+            resources: task.resources,
+            pids_max: 0,
+            ended: Some((task.state, task.reason, task.message)),
+        };
+        self.restore_task(now, restored)
     }
 
     // ----- inputs -----

@@ -1,0 +1,209 @@
+//! [`Tasks`]: what the agent keeps about its tasks beside the core, keyed by [`TaskKey`]. State
+//! only: no I/O.
+//!
+//! The core holds each task's limits (resources and `pids_max`) and state; this table holds where
+//! the task lives on the board (sandbox, cgroup, processes) and the [`RunTask`]s waiting for the
+//! launch they cause. A checkpoint joins the two ([`Tasks::checkpoint`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use agent_nostd_core::ids::TaskKey;
+use agent_nostd_core::wire::RunTask;
+use agent_nostd_core::AgentCore;
+
+use crate::cgroup::{CgroupPaths, TaskCgroup};
+use crate::checkpoint::{Checkpoint, Ended, TaskRecord, CHECKPOINT_VERSION};
+use crate::process::Launched;
+
+/// Where one task lives on the board.
+#[derive(Debug)]
+pub struct TaskSlot {
+    /// Its sandbox directory.
+    pub sandbox: PathBuf,
+    /// Its cgroup, when the board has cgroups and it has one now.
+    pub cgroup: Option<TaskCgroup>,
+    /// How to find its processes, once launched (or predicted from the warm spare it will use).
+    pub launched: Option<Launched>,
+}
+
+/// The agent's tasks beside the core, and the RunTasks waiting for their launch.
+#[derive(Debug)]
+pub struct Tasks {
+    sandboxes: PathBuf,
+    slots: HashMap<TaskKey, TaskSlot>,
+    /// RunTasks handled by the core whose launch has not started: their command lines.
+    pending: HashMap<TaskKey, RunTask>,
+    /// A record (launch details, cgroup) changed since the last checkpoint.
+    dirty: bool,
+}
+
+impl Tasks {
+    /// An empty table whose sandboxes go under `work_dir/sandboxes`. It counts as changed, so the
+    /// first checkpoint is written.
+    pub fn new(work_dir: &Path) -> Tasks {
+        Tasks {
+            sandboxes: work_dir.join("sandboxes"),
+            slots: HashMap::new(),
+            pending: HashMap::new(),
+            dirty: true,
+        }
+    }
+
+    /// The sandbox of the task `key`: `<work_dir>/sandboxes/<framework>/<task>`.
+    pub fn sandbox(&self, key: &TaskKey) -> PathBuf {
+        self.sandboxes
+            .join(key.framework_id.as_str())
+            .join(key.task_id.as_str())
+    }
+
+    /// Keeps a RunTask the core has handled, for the launch it may cause.
+    pub fn hold_run(&mut self, run: RunTask) {
+        let key = TaskKey {
+            framework_id: run.framework_id.clone(),
+            task_id: run.task_id.clone(),
+        };
+        self.pending.insert(key, run);
+    }
+
+    /// The RunTask held for `key`, taken for its launch.
+    pub fn take_run(&mut self, key: &TaskKey) -> Option<RunTask> {
+        self.pending.remove(key)
+    }
+
+    /// Forgets the RunTasks that caused no launch (duplicates, refusals).
+    pub fn drop_unlaunched_runs(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Records a task about to be launched, for the checkpoint: with the cgroup and pids of the
+    /// warm spare its launch will use, when given. [`started`](Self::started) or
+    /// [`launch_failed`](Self::launch_failed) completes the same record.
+    pub fn record_launch(&mut self, key: TaskKey, spare: Option<(Option<TaskCgroup>, Launched)>) {
+        let (cgroup, launched) = match spare {
+            Some((cgroup, launched)) => (cgroup, Some(launched)),
+            None => (None, None),
+        };
+        let slot = TaskSlot {
+            sandbox: self.sandbox(&key),
+            cgroup,
+            launched,
+        };
+        self.slots.insert(key, slot);
+        self.dirty = true;
+    }
+
+    /// The task's process started: its record gets the actual cgroup and pids (checkpointed again
+    /// when they are not the ones predicted).
+    pub fn started(&mut self, key: &TaskKey, cgroup: Option<TaskCgroup>, launched: Launched) {
+        self.complete_launch(key, cgroup, Some(launched));
+    }
+
+    /// The task's process did not start: its record has no cgroup and no pids.
+    pub fn launch_failed(&mut self, key: &TaskKey) {
+        self.complete_launch(key, None, None);
+    }
+
+    fn complete_launch(
+        &mut self,
+        key: &TaskKey,
+        cgroup: Option<TaskCgroup>,
+        launched: Option<Launched>,
+    ) {
+        let sandbox = self.sandbox(key);
+        let slot = self.slots.entry(key.clone()).or_insert(TaskSlot {
+            sandbox,
+            cgroup: None,
+            launched: None,
+        });
+        if slot.launched != launched {
+            self.dirty = true;
+        }
+        slot.cgroup = cgroup;
+        slot.launched = launched;
+    }
+
+    /// Adds a task taken back from the checkpoint.
+    pub fn restore(&mut self, key: TaskKey, slot: TaskSlot) {
+        self.slots.insert(key, slot);
+    }
+
+    /// The task's record.
+    pub fn get(&self, key: &TaskKey) -> Option<&TaskSlot> {
+        self.slots.get(key)
+    }
+
+    /// The task's process ended: takes its cgroup (to remove) out of its record. `None` when the
+    /// task is not in the table.
+    pub fn ended(&mut self, key: &TaskKey) -> Option<Option<TaskCgroup>> {
+        let slot = self.slots.get_mut(key)?;
+        self.dirty = true;
+        Some(slot.cgroup.take())
+    }
+
+    /// Forgets the task (its end is acknowledged), returning its record to clean up. Checkpointed
+    /// with the next change (see the core's release).
+    pub fn release(&mut self, key: &TaskKey) -> Option<TaskSlot> {
+        self.slots.remove(key)
+    }
+
+    /// How many tasks the table holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The cgroups of the tasks held.
+    pub fn cgroup_paths(&self) -> impl Iterator<Item = &CgroupPaths> {
+        self.slots
+            .values()
+            .filter_map(|s| s.cgroup.as_ref().map(TaskCgroup::paths))
+    }
+
+    /// Whether a record changed since [`checkpoint`](Self::checkpoint) was last taken.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The checkpoint of the core's tasks with their records: limits and states from the core,
+    /// where they live from the table. Call [`mark_saved`](Self::mark_saved) once it is written.
+    pub fn checkpoint(&mut self, core: &AgentCore, agent_id: &str) -> Checkpoint<Launched> {
+        let tasks = core
+            .tasks()
+            .filter_map(|view| {
+                let slot = self.slots.get(view.key)?;
+                let ended = view.end_reason.map(|reason| Ended {
+                    state: view.state,
+                    reason,
+                    message: view.message.to_owned(),
+                });
+                Some(TaskRecord {
+                    framework_id: view.framework_id.to_owned(),
+                    task_id: view.task_id.to_owned(),
+                    resources: view.resources,
+                    pids_max: view.pids_max,
+                    sandbox: slot.sandbox.clone(),
+                    cgroup: slot.cgroup.as_ref().map(|c| c.paths().clone()),
+                    launched: slot.launched,
+                    ended,
+                })
+            })
+            .collect();
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            agent_id: agent_id.to_owned(),
+            master_epoch: core.master_epoch(),
+            next_update_id: core.update_id_checkpoint(),
+            tasks,
+        }
+    }
+
+    /// The last [`checkpoint`](Self::checkpoint) taken is on its way to disk.
+    pub fn mark_saved(&mut self) {
+        self.dirty = false;
+    }
+}
