@@ -7,6 +7,8 @@
 //!   [`AgentCore::handle_event`] (a task started, failed to start or exited),
 //!   [`AgentCore::handle_resource_sample`], [`AgentCore::handle_connected`] /
 //!   [`AgentCore::handle_disconnected`] and [`AgentCore::handle_timeout`];
+//! - restarts: [`AgentCore::snapshot`] is what a checkpoint holds, and [`AgentCore::restore`]
+//!   takes it back in a new core (see [`snapshot`]);
 //! - outputs: [`AgentCore::poll_transmit`] (a payload to publish, and where),
 //!   [`AgentCore::poll_action`] (launch a task, signal its process group, forget it) and
 //!   [`AgentCore::poll_timeout`] (when to call `handle_timeout` next).
@@ -30,9 +32,13 @@
 //! - A kill sends SIGTERM, then SIGKILL when the grace period ends.
 //! - Nothing in here allocates or panics on input from the network.
 
+mod snapshot;
+
 use core::fmt::Write as _;
 
 use heapless::{Deque, String, Vec};
+
+pub use snapshot::{EndedSnapshot, Snapshot, TaskSnapshot};
 
 use crate::ids::{validate_id, FrameworkId, TaskId, TaskKey};
 use crate::resources::Resources;
@@ -424,17 +430,15 @@ pub struct EndedTask<'a> {
     pub message: &'a str,
 }
 
-/// A task as the driver's checkpoint recorded it, for [`AgentCore::restore_task`].
+/// A task as a checkpoint recorded it, for [`AgentCore::restore_task`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestoredTask<'a> {
-    /// The task.
-    pub key: &'a TaskKey,
-    /// Its limits.
-    pub resources: Resources,
-    /// Its process limit, 0 for the driver's default.
-    pub pids_max: u32,
+struct RestoredTask<'a> {
+    key: &'a TaskKey,
+    resources: Resources,
+    /// 0 for the driver's default.
+    pids_max: u32,
     /// How it ended, if it had: its terminal state, why, and the terminal update's message.
-    pub ended: Option<(TaskState, Reason, &'a str)>,
+    ended: Option<(TaskState, Reason, &'a str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -666,6 +670,7 @@ impl AgentCore {
     }
 
     /// Takes back a task that is still running after an agent restart (from the driver's checkpoint).
+    /// [`restore`](Self::restore) does this for every task of a snapshot.
     pub fn adopt_task(
         &mut self,
         framework_id: &str,
@@ -679,11 +684,11 @@ impl AgentCore {
         self.adopt_slot(key, resources, pids_max)
     }
 
-    /// Takes back a task the driver's checkpoint recorded after an agent restart: one still running,
-    /// or one that had ended without the master acknowledging it (its terminal update is sent again,
-    /// with a new update id, once registered). [`adopt_task`](Self::adopt_task) and
-    /// [`restore_ended_task`](Self::restore_ended_task) are this for one kind each.
-    pub fn restore_task(&mut self, now: u64, task: RestoredTask<'_>) -> Result<(), TaskError> {
+    /// Takes back one task a checkpoint recorded: one still running, or one that had ended without
+    /// the master acknowledging it (its terminal update is sent again, with a new update id, once
+    /// registered). [`restore`](Self::restore), [`adopt_task`](Self::adopt_task) and
+    /// [`restore_ended_task`](Self::restore_ended_task) all come here.
+    fn restore_task(&mut self, now: u64, task: RestoredTask<'_>) -> Result<(), TaskError> {
         if task.ended.is_some_and(|(state, ..)| !state.is_terminal()) {
             return Err(TaskError::InvalidTransition);
         }

@@ -1,8 +1,12 @@
 //! Taking tasks back after an agent restart: the checkpoint is read, and each task recorded in it
-//! is restored in the core and the table, and its processes looked for on the board.
+//! is restored in the core (one [`Snapshot`] through [`AgentCore::restore`]) and the table, and
+//! its processes looked for on the board.
 
-use agent_nostd_core::agent::{Exit, LocalEvent, RestoredTask};
+use std::collections::HashMap;
+
+use agent_nostd_core::agent::{EndedSnapshot, Exit, Snapshot, TaskError, TaskSnapshot};
 use agent_nostd_core::ids::TaskKey;
+use agent_nostd_core::wire::MAX_MESSAGE_LEN;
 use agent_nostd_core::AgentCore;
 use tracing::{error, info, warn};
 
@@ -47,9 +51,10 @@ pub fn load(
     Some(checkpoint)
 }
 
-/// Restores every task of `checkpoint` in `core` and `tasks`, in the checkpoint's order. A task
-/// whose process ended while the agent was down is reported ended at once; the handles of the
-/// ones still running are returned, to be watched.
+/// Restores every task of `checkpoint` in `core` (through [`AgentCore::restore`], in the
+/// checkpoint's order) and in `tasks`. The processes of the tasks that were running are looked for
+/// first: one that ended while the agent was down is reported ended at once, and the handles of
+/// the ones still running are returned, to be watched.
 pub fn restore(
     core: &mut AgentCore,
     tasks: &mut Tasks,
@@ -57,8 +62,14 @@ pub fn restore(
     checkpoint: Checkpoint<Launched>,
     now: u64,
 ) -> Vec<(TaskKey, TaskHandle)> {
-    core.set_next_update_id(checkpoint.next_update_id);
-    let mut running = Vec::new();
+    let mut snapshot = Snapshot {
+        master_epoch: checkpoint.master_epoch,
+        next_update_id: checkpoint.next_update_id,
+        tasks: heapless::Vec::new(),
+    };
+    // Beside each task of the snapshot: its record, and what was found of its processes.
+    let mut found: Vec<(TaskSlot, Option<process::Adopted>)> = Vec::new();
+    let mut exits: HashMap<TaskKey, Exit> = HashMap::new();
     for rec in checkpoint.tasks {
         let key = match rec.key() {
             Ok(key) => key,
@@ -67,71 +78,93 @@ pub fn restore(
                 continue;
             }
         };
+        let task = TaskSnapshot {
+            key: key.clone(),
+            resources: rec.resources,
+            pids_max: rec.pids_max,
+            ended: rec.ended.as_ref().map(|e| EndedSnapshot {
+                state: e.state,
+                reason: e.reason,
+                message: truncated(&e.message),
+            }),
+        };
+        if snapshot.tasks.push(task).is_err() {
+            warn!(task = %rec.task_id, "cannot re-adopt task: {}", TaskError::TableFull);
+            continue;
+        }
         let cgroup = rec.cgroup.clone().and_then(|paths| {
             isolation
                 .open_task(paths)
                 .map_err(|e| warn!(task = %rec.task_id, "cannot reopen the task's cgroup: {e}"))
                 .ok()
         });
-        let mut slot = TaskSlot {
+        let slot = TaskSlot {
             sandbox: rec.sandbox.clone(),
             cgroup,
             launched: rec.launched,
         };
-        let restored = RestoredTask {
-            key: &key,
-            resources: rec.resources,
-            pids_max: rec.pids_max,
-            ended: rec
-                .ended
-                .as_ref()
-                .map(|e| (e.state, e.reason, e.message.as_str())),
+        let adopted = rec.ended.is_none().then(|| match &rec.launched {
+            Some(launched) => process::adopt(launched, &rec.sandbox),
+            None => process::Adopted::Unknown,
+        });
+        let exit = match &adopted {
+            Some(process::Adopted::Ended(raw)) => {
+                Some(process::task_exit(*raw, slot.cgroup.as_ref()))
+            }
+            Some(process::Adopted::Unknown) => Some(Exit::Unknown),
+            _ => None,
         };
-        if let Err(e) = core.restore_task(now, restored) {
-            match rec.ended {
-                Some(_) => warn!(task = %rec.task_id, "cannot restore an ended task: {e}"),
-                None => warn!(task = %rec.task_id, "cannot re-adopt task: {e}"),
+        if let Some(exit) = exit {
+            // A second record of the same task is refused by the core: the first one's counts.
+            exits.entry(key).or_insert(exit);
+        }
+        found.push((slot, adopted));
+    }
+    let results = core.restore(now, &snapshot, |key| exits.get(key).copied());
+    let mut running = Vec::new();
+    for ((task, (mut slot, adopted)), result) in snapshot.tasks.iter().zip(found).zip(results) {
+        let key = &task.key;
+        if let Err(e) = result {
+            match task.ended {
+                Some(_) => warn!(task = %key.task_id, "cannot restore an ended task: {e}"),
+                None => warn!(task = %key.task_id, "cannot re-adopt task: {e}"),
             }
             continue;
         }
-        if rec.ended.is_some() {
-            tasks.restore(key, slot);
-            continue;
-        }
-        let outcome = match &rec.launched {
-            Some(launched) => process::adopt(launched, &rec.sandbox),
-            None => process::Adopted::Unknown,
-        };
-        match outcome {
-            process::Adopted::Running(handle) => {
+        match adopted {
+            None => {}
+            Some(process::Adopted::Running(handle)) => {
                 info!(framework = %key.framework_id, task = %key.task_id, "re-adopted a running task");
                 running.push((key.clone(), handle));
             }
-            process::Adopted::Ended(raw) => {
-                let exit = process::task_exit(raw, slot.cgroup.as_ref());
+            Some(process::Adopted::Ended(_)) => {
+                let exit = exits.get(key).copied().unwrap_or(Exit::Unknown);
                 info!(framework = %key.framework_id, task = %key.task_id, ?exit, "task ended while the agent was down");
-                end_adopted(core, &key, &mut slot, exit, now);
+                remove_cgroup_of(&mut slot);
             }
-            process::Adopted::Unknown => {
+            Some(process::Adopted::Unknown) => {
                 warn!(framework = %key.framework_id, task = %key.task_id, "task is gone and its end is unknown");
-                end_adopted(core, &key, &mut slot, Exit::Unknown, now);
+                remove_cgroup_of(&mut slot);
             }
         }
-        tasks.restore(key, slot);
+        tasks.restore(key.clone(), slot);
     }
     running
 }
 
-fn end_adopted(core: &mut AgentCore, key: &TaskKey, slot: &mut TaskSlot, exit: Exit, now: u64) {
+fn remove_cgroup_of(slot: &mut TaskSlot) {
     if let Some(cg) = slot.cgroup.take() {
         remove_cgroup(cg);
     }
-    let _ = core.handle_event(
-        now,
-        LocalEvent::Exited {
-            framework_id: &key.framework_id,
-            task_id: &key.task_id,
-            exit,
-        },
-    );
+}
+
+/// `message` cut to what a status update carries, at a character boundary.
+fn truncated(message: &str) -> heapless::String<MAX_MESSAGE_LEN, u8> {
+    let mut out = heapless::String::new();
+    for c in message.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
 }

@@ -3,7 +3,8 @@
 //!
 //! The core holds each task's limits (resources and `pids_max`) and state; this table holds where
 //! the task lives on the board (sandbox, cgroup, processes) and the [`RunTask`]s waiting for the
-//! launch they cause. A checkpoint joins the two ([`Tasks::checkpoint`]).
+//! launch they cause. A checkpoint joins the two ([`Tasks::checkpoint`]), and
+//! [`recover`](super::recover) splits one back into a core snapshot and records.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -169,35 +170,37 @@ impl Tasks {
         self.dirty
     }
 
-    /// The checkpoint of the core's tasks with their records: limits and states from the core,
-    /// where they live from the table. Call [`mark_saved`](Self::mark_saved) once it is written.
-    pub fn checkpoint(&mut self, core: &AgentCore, agent_id: &str) -> Checkpoint<Launched> {
-        let tasks = core
-            .tasks()
-            .filter_map(|view| {
-                let slot = self.slots.get(view.key)?;
-                let ended = view.end_reason.map(|reason| Ended {
-                    state: view.state,
-                    reason,
-                    message: view.message.to_owned(),
-                });
+    /// The checkpoint: the core's [`snapshot`](AgentCore::snapshot) (limits and states) with
+    /// the records of its tasks (where they live). Call [`mark_saved`](Self::mark_saved) once it
+    /// is on its way to disk.
+    pub fn checkpoint(&self, core: &AgentCore, agent_id: &str) -> Checkpoint<Launched> {
+        let snapshot = core.snapshot();
+        let tasks = snapshot
+            .tasks
+            .into_iter()
+            .filter_map(|task| {
+                let slot = self.slots.get(&task.key)?;
                 Some(TaskRecord {
-                    framework_id: view.framework_id.to_owned(),
-                    task_id: view.task_id.to_owned(),
-                    resources: view.resources,
-                    pids_max: view.pids_max,
+                    framework_id: task.key.framework_id.to_string(),
+                    task_id: task.key.task_id.to_string(),
+                    resources: task.resources,
+                    pids_max: task.pids_max,
                     sandbox: slot.sandbox.clone(),
                     cgroup: slot.cgroup.as_ref().map(|c| c.paths().clone()),
                     launched: slot.launched,
-                    ended,
+                    ended: task.ended.map(|e| Ended {
+                        state: e.state,
+                        reason: e.reason,
+                        message: e.message.to_string(),
+                    }),
                 })
             })
             .collect();
         Checkpoint {
             version: CHECKPOINT_VERSION,
             agent_id: agent_id.to_owned(),
-            master_epoch: core.master_epoch(),
-            next_update_id: core.update_id_checkpoint(),
+            master_epoch: snapshot.master_epoch,
+            next_update_id: snapshot.next_update_id,
             tasks,
         }
     }
@@ -207,3 +210,4 @@ impl Tasks {
         self.dirty = false;
     }
 }
+
