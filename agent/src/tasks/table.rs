@@ -211,3 +211,89 @@ impl Tasks {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_nostd_core::Resources;
+
+    fn key(task: &str) -> TaskKey {
+        TaskKey::new("fw-1", task).unwrap()
+    }
+
+    fn run(task: &str) -> RunTask {
+        RunTask {
+            framework_id: key(task).framework_id,
+            task_id: key(task).task_id,
+            argv: heapless::Vec::new(),
+            env: heapless::Vec::new(),
+            resources: Resources::new(100, 16, 0),
+            pids_max: 0,
+            artifacts: heapless::Vec::new(),
+        }
+    }
+
+    fn launched(pid: i32) -> Launched {
+        Launched {
+            supervisor_pid: pid,
+            supervisor_start_time: 1,
+            task_pgid: pid + 1,
+        }
+    }
+
+    #[test]
+    fn a_run_task_is_held_by_its_key_until_its_launch_takes_it() {
+        let mut tasks = Tasks::new(Path::new("/work"));
+        tasks.hold_run(run("t1"));
+        tasks.hold_run(run("t2"));
+        assert_eq!(tasks.take_run(&key("t2")).unwrap().task_id, "t2");
+        assert!(tasks.take_run(&key("t2")).is_none(), "taken once");
+        tasks.drop_unlaunched_runs();
+        assert!(
+            tasks.take_run(&key("t1")).is_none(),
+            "dropped after the flush"
+        );
+    }
+
+    #[test]
+    fn a_launch_that_starts_as_the_spare_predicted_changes_no_record() {
+        let mut tasks = Tasks::new(Path::new("/work"));
+        tasks.mark_saved();
+        tasks.record_launch(key("t1"), Some((None, launched(10))));
+        assert!(tasks.is_dirty(), "a new record is checkpointed");
+        tasks.mark_saved();
+        tasks.started(&key("t1"), None, launched(10));
+        assert!(!tasks.is_dirty());
+        let slot = tasks.get(&key("t1")).unwrap();
+        assert_eq!(slot.launched, Some(launched(10)));
+        assert_eq!(slot.sandbox, Path::new("/work/sandboxes/fw-1/t1"));
+    }
+
+    #[test]
+    fn a_launch_that_went_cold_or_failed_completes_the_same_record_and_marks_it_changed() {
+        let mut tasks = Tasks::new(Path::new("/work"));
+        tasks.record_launch(key("t1"), Some((None, launched(10))));
+        tasks.record_launch(key("t2"), None);
+        tasks.mark_saved();
+        tasks.started(&key("t1"), None, launched(20));
+        assert!(tasks.is_dirty(), "not the spare's pids");
+        tasks.mark_saved();
+        tasks.launch_failed(&key("t2"));
+        assert!(!tasks.is_dirty(), "no pids were recorded for it");
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks.get(&key("t1")).unwrap().launched, Some(launched(20)));
+        assert_eq!(tasks.get(&key("t2")).unwrap().launched, None);
+    }
+
+    #[test]
+    fn an_exit_marks_the_record_changed_and_a_release_forgets_it() {
+        let mut tasks = Tasks::new(Path::new("/work"));
+        tasks.record_launch(key("t1"), None);
+        tasks.mark_saved();
+        assert!(tasks.ended(&key("nope")).is_none());
+        assert!(!tasks.is_dirty());
+        assert!(matches!(tasks.ended(&key("t1")), Some(None)));
+        assert!(tasks.is_dirty());
+        assert!(tasks.release(&key("t1")).is_some());
+        assert!(tasks.is_empty());
+    }
+}
