@@ -1,5 +1,7 @@
 //! Identifiers for agents, frameworks and tasks.
 //!
+//! A task is named by a [`TaskKey`], its framework's id and its own.
+//!
 //! An id is 1 to 32 bytes of `[A-Za-z0-9._-]` and is neither `.` nor `..`: it appears as an MQTT topic
 //! level and as a directory name in the agent's sandbox, so `/`, `+`, `#` and NUL can never occur in one.
 
@@ -66,6 +68,37 @@ pub fn id(s: &str) -> Result<Id, IdError> {
     Id::try_from(s).map_err(|_| IdError::TooLong)
 }
 
+/// What names a task on an agent: its framework and its id within that framework. The core's task
+/// table, the std agent's task records and its checkpoint are all keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    /// The task's framework.
+    pub framework_id: FrameworkId,
+    /// The task, unique within its framework.
+    pub task_id: TaskId,
+}
+
+impl TaskKey {
+    /// The key of task `task_id` of framework `framework_id`, checking both ids.
+    pub fn new(framework_id: &str, task_id: &str) -> Result<TaskKey, IdError> {
+        Ok(TaskKey {
+            framework_id: id(framework_id)?,
+            task_id: id(task_id)?,
+        })
+    }
+
+    /// Whether this is the key of task `task_id` of framework `framework_id`.
+    pub fn is(&self, framework_id: &str, task_id: &str) -> bool {
+        self.framework_id == framework_id && self.task_id == task_id
+    }
+}
+
+impl core::fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.framework_id, self.task_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +120,15 @@ mod tests {
             validate_id("0123456789abcdef0123456789abcdef0"),
             Err(IdError::TooLong)
         );
+    }
+
+    #[test]
+    fn task_keys_check_both_ids_and_match_their_framework_and_task() {
+        let key = TaskKey::new("fw-1", "task.7").unwrap();
+        assert!(key.is("fw-1", "task.7"));
+        assert!(!key.is("fw-1", "task.8"));
+        assert!(!key.is("fw-2", "task.7"));
+        assert_eq!(TaskKey::new("fw/1", "t"), Err(IdError::BadChar));
+        assert_eq!(TaskKey::new("fw", ""), Err(IdError::Empty));
     }
 }

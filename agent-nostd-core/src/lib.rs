@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! - [`ids`]: agent, framework and task ids, and their validation.
+//! - [`ids`]: agent, framework and task ids, their validation, and [`TaskKey`], which names a task.
 //! - [`resources`]: CPU, memory and disk amounts.
 //! - [`wire`]: every agent↔master message, the version byte and the postcard codec.
 //! - [`topic`]: the `bramble/v1/…` topic names and their parser.
@@ -27,5 +27,6 @@ pub mod topic;
 pub mod wire;
 
 pub use agent::{Action, AgentCore, Config, Exit, LocalEvent, ResourceSample, Signal, Transmit};
+pub use ids::TaskKey;
 pub use resources::Resources;
 pub use wire::{AgentMsg, MasterMsg, WireMessage, PROTOCOL_VERSION};

@@ -1367,3 +1367,71 @@ fn reserved_update_ids_wrap_around_skipping_zero() {
     // The block runs from u32::MAX - 1 through 1022, skipping 0: a restart continues at 1023.
     assert_eq!(rig.core.update_id_checkpoint(), 1023);
 }
+
+#[test]
+fn a_restored_snapshot_takes_back_every_task_with_its_limits_and_continues_update_ids() {
+    use agent_nostd_core::ids::TaskKey;
+    let mut rig = Rig::registered();
+    rig.started("t1", 500, 64);
+    rig.started("t2", 250, 32);
+    rig.event(exit("t2", Exit::Code(4)));
+    let before = rig.core.snapshot();
+    assert_eq!(before.tasks.len(), 2);
+    assert_eq!(before.master_epoch, 1);
+    assert_eq!(before.next_update_id, rig.core.update_id_checkpoint());
+    let ended = before.tasks[1].ended.as_ref().expect("t2 has ended");
+    assert_eq!(ended.state, TaskState::Failed);
+    assert_eq!(ended.message, "exited with code 4");
+
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let results = core.restore(0, &before, |_| None);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let after = core.snapshot();
+    assert_eq!(after.tasks, before.tasks, "same tasks, limits and ends");
+    assert_eq!(after.master_epoch, 0, "the epoch is not taken back");
+    let t1 = TaskKey::new("fw-1", "t1").unwrap();
+    assert_eq!(core.task(&t1).unwrap().state, TaskState::Running);
+    assert!(
+        core.next_update_id() >= before.next_update_id,
+        "ids continue past the snapshot's block"
+    );
+}
+
+#[test]
+fn a_task_whose_process_ended_while_the_agent_was_down_ends_as_it_is_restored() {
+    use agent_nostd_core::ids::TaskKey;
+    let mut rig = Rig::registered();
+    rig.started("t1", 500, 64);
+    rig.started("t2", 250, 32);
+    let snapshot = rig.core.snapshot();
+    let t2 = TaskKey::new("fw-1", "t2").unwrap();
+
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let results = core.restore(0, &snapshot, |key| (*key == t2).then_some(Exit::Unknown));
+    assert_eq!(results.len(), 2);
+    let view = core.task(&t2).unwrap();
+    assert_eq!(
+        (view.state, view.end_reason),
+        (TaskState::Lost, Some(Reason::AgentRestarted))
+    );
+    assert_eq!(
+        core.allocated(),
+        Resources::new(500, 64, 0),
+        "t1 still holds its limits"
+    );
+}
+
+#[test]
+fn a_second_record_of_a_task_in_a_snapshot_is_refused_as_already_known() {
+    use agent_nostd_core::agent::TaskError;
+    let mut rig = Rig::registered();
+    rig.started("t1", 500, 64);
+    let mut snapshot = rig.core.snapshot();
+    let twin = snapshot.tasks[0].clone();
+    snapshot.tasks.push(twin).unwrap();
+
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let results = core.restore(0, &snapshot, |_| None);
+    assert_eq!(results[..], [Ok(()), Err(TaskError::AlreadyKnown)]);
+    assert_eq!(core.tasks().count(), 1);
+}

@@ -19,6 +19,7 @@
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+use agent_nostd_core::ids::{IdError, TaskKey};
 use agent_nostd_core::wire::{Reason, TaskState};
 
 use crate::cgroup::CgroupPaths;
@@ -80,6 +81,13 @@ pub struct TaskRecord<L> {
     pub launched: Option<L>,
     /// Set once it has ended.
     pub ended: Option<Ended>,
+}
+
+impl<L> TaskRecord<L> {
+    /// The task's key, if its ids are valid.
+    pub fn key(&self) -> Result<TaskKey, IdError> {
+        TaskKey::new(&self.framework_id, &self.task_id)
+    }
 }
 
 /// Everything the agent checkpoints.

@@ -8,16 +8,13 @@
 //! connection; a publish that does not fit the bounded request queue is dropped and the core resends
 //! it (status updates and registrations are retried until acknowledged).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_nostd_core::agent::{
-    Action, AgentCore, Config as CoreConfig, EndedTask, Exit, LocalEvent, TransmitBuf,
-};
-use agent_nostd_core::ids::Id;
+use agent_nostd_core::agent::{Action, AgentCore, Config as CoreConfig, LocalEvent, TransmitBuf};
+use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, RunTask, WireMessage};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, WireMessage};
 use agent_nostd_core::Resources;
 use heapless::String as HString;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet};
@@ -25,14 +22,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, trace, warn};
 
-use crate::cgroup::{Isolation, Limits, TaskCgroup};
-use crate::checkpoint::{Checkpoint, CheckpointFile, Ended, TaskRecord, CHECKPOINT_VERSION};
+use crate::cgroup::Isolation;
+use crate::checkpoint::CheckpointFile;
 use crate::config::Config;
 use crate::discovery::{Board, Probe};
 use crate::durable::{Durable, Publish, Written};
 use crate::fetch::Fetcher;
 use crate::process::Spare;
-use crate::process::{self, Launched, RawExit, TaskSpec};
+use crate::process::{self, RawExit};
+use crate::tasks::cleanup::{cleanup, remove_cgroup};
+use crate::tasks::{launch, recover, LaunchEnv, LaunchFailure, Tasks};
 use crate::warm::Launcher;
 
 /// Why the agent stopped.
@@ -54,17 +53,6 @@ pub enum DriverError {
     Core(agent_nostd_core::agent::ConfigError),
 }
 
-type Key = (String, String);
-
-/// What the driver keeps about a task beside the core.
-struct TaskSlot {
-    resources: Resources,
-    pids_max: u32,
-    sandbox: PathBuf,
-    cgroup: Option<TaskCgroup>,
-    launched: Option<Launched>,
-}
-
 /// The running agent.
 struct Driver {
     config: Config,
@@ -73,21 +61,18 @@ struct Driver {
     probe: Probe,
     board: Board,
     isolation: Isolation,
-    tasks: HashMap<Key, TaskSlot>,
+    /// The tasks' records beside the core, and the RunTasks waiting for their launch.
+    tasks: Tasks,
     checkpoint: CheckpointFile,
     /// Checkpoint writes in the background, and the publishes waiting for them.
     durable: Durable,
     /// The core generation last checkpointed.
     checkpointed_generation: Option<u32>,
-    /// A driver-side record (launch details, cgroup) changed since the last checkpoint.
-    records_dirty: bool,
-    exits: mpsc::Sender<(Key, RawExit)>,
+    exits: mpsc::Sender<(TaskKey, RawExit)>,
     /// Starts tasks, through a warm spare when there is one.
     launcher: Launcher,
     client: AsyncClient,
     buf: Box<TransmitBuf>,
-    /// The RunTask just handled, for the Launch action it causes.
-    last_run: Option<RunTask>,
     /// Downloads and caches task artifacts.
     fetcher: Fetcher,
 }
@@ -167,6 +152,7 @@ pub async fn run(
         supervisor.unwrap_or_else(supervisor_exe),
         usize::from(config.warm_spares),
     );
+    let tasks = Tasks::new(&config.work_dir);
     let mut driver = Driver {
         checkpoint: CheckpointFile::new(&checkpoint_path),
         durable,
@@ -176,14 +162,12 @@ pub async fn run(
         probe,
         board,
         isolation,
-        tasks: HashMap::new(),
+        tasks,
         checkpointed_generation: None,
-        records_dirty: true,
         exits: exits_tx,
         launcher,
         client,
         buf,
-        last_run: None,
         fetcher,
     };
     driver.recover();
@@ -202,7 +186,7 @@ impl Driver {
     async fn run(
         &mut self,
         mut eventloop: EventLoop,
-        mut exits: mpsc::Receiver<(Key, RawExit)>,
+        mut exits: mpsc::Receiver<(TaskKey, RawExit)>,
         mut spares: mpsc::Receiver<Option<Spare>>,
         mut written: mpsc::Receiver<Written>,
         shutdown: impl std::future::Future<Output = ()>,
@@ -297,7 +281,7 @@ impl Driver {
         trace!(topic, len = payload.len(), "received a publish");
         let now = self.now();
         match self.core.handle_bytes(now, topic, payload) {
-            Ok(MasterMsg::RunTask(run)) => self.last_run = Some(run),
+            Ok(MasterMsg::RunTask(run)) => self.tasks.hold_run(run),
             Ok(_) => {}
             Err(e) => {
                 let s = self.core.stats();
@@ -353,19 +337,13 @@ impl Driver {
             // Only the first launch can use the spare the launcher holds first.
             let mut spare_claimed = false;
             for action in &actions {
-                if let Action::Launch {
-                    framework_id,
-                    task_id,
-                    resources,
-                    pids_max,
-                } = action
-                {
+                if let Action::Launch { .. } = action {
                     let spare = match self.launcher.spare() {
                         Some(s) if !spare_claimed => Some((s.cgroup().cloned(), s.launched())),
                         _ => None,
                     };
                     spare_claimed = true;
-                    self.record_launch(framework_id, task_id, *resources, *pids_max, spare);
+                    self.tasks.record_launch(action.key(), spare);
                 }
             }
             self.request_checkpoint();
@@ -378,7 +356,7 @@ impl Driver {
                 self.act(action).await;
             }
         }
-        self.last_run = None;
+        self.tasks.drop_unlaunched_runs();
         self.request_checkpoint();
     }
 
@@ -407,96 +385,67 @@ impl Driver {
     }
 
     async fn act(&mut self, action: Action) {
+        let key = action.key();
         match action {
             Action::Launch {
-                framework_id,
-                task_id,
                 resources,
                 pids_max,
-            } => {
-                self.launch(&framework_id, &task_id, resources, pids_max)
-                    .await
-            }
-            Action::Signal {
-                framework_id,
-                task_id,
-                signal,
-            } => {
-                let key = (framework_id.to_string(), task_id.to_string());
+                ..
+            } => self.launch(key, resources, pids_max).await,
+            Action::Signal { signal, .. } => {
                 if let Some(slot) = self.tasks.get(&key) {
                     if let Some(launched) = &slot.launched {
-                        info!(framework = %key.0, task = %key.1, ?signal, "signalling task");
+                        info!(framework = %key.framework_id, task = %key.task_id, ?signal, "signalling task");
                         if let Err(e) = process::signal(launched, signal, slot.cgroup.as_ref()) {
-                            warn!(framework = %key.0, task = %key.1, "cannot signal task: {e}");
+                            warn!(framework = %key.framework_id, task = %key.task_id, "cannot signal task: {e}");
                         }
                     }
                 }
             }
-            Action::Release {
-                framework_id,
-                task_id,
-            } => {
-                let key = (framework_id.to_string(), task_id.to_string());
+            Action::Release { .. } => {
                 // Checkpointed with the next change (see the core's release).
-                if let Some(slot) = self.tasks.remove(&key) {
+                if let Some(slot) = self.tasks.release(&key) {
                     cleanup(slot);
                 }
             }
         }
     }
 
-    /// Records a task about to be launched, for the checkpoint: with the pids and cgroup of the
-    /// warm spare its launch will use, when given (a launch that goes cold, or finds the spare
-    /// unusable, is checkpointed again once started).
-    fn record_launch(
-        &mut self,
-        fw: &Id,
-        task: &Id,
-        resources: Resources,
-        pids_max: u32,
-        spare: Option<(Option<TaskCgroup>, Launched)>,
-    ) {
-        let (cgroup, launched) = match spare {
-            Some((cgroup, launched)) => (cgroup, Some(launched)),
-            None => (None, None),
+    /// Starts the task (recorded by [`flush`](Self::flush)) and tells the core how that went.
+    async fn launch(&mut self, key: TaskKey, resources: Resources, pids_max: u32) {
+        let result = match self.tasks.take_run(&key) {
+            Some(run) => {
+                let env = LaunchEnv {
+                    agent_id: &self.config.agent_id,
+                    broker_url: self.broker_url(),
+                    run_as: self.run_as_ids(),
+                    log_limit_bytes: self.config.log_limit_bytes,
+                    fetcher: &self.fetcher,
+                    fetch_budget: Duration::from_secs(u64::from(self.config.fetcher.timeout_secs)),
+                };
+                let sandbox = self.tasks.sandbox(&key);
+                launch::start(
+                    &env,
+                    &mut self.launcher,
+                    &key,
+                    &run,
+                    &sandbox,
+                    resources,
+                    pids_max,
+                )
+                .await
+            }
+            None => Err(LaunchFailure::NoRunTask),
         };
-        let slot = TaskSlot {
-            resources,
-            pids_max,
-            sandbox: self.sandbox(fw, task),
-            cgroup,
-            launched,
-        };
-        self.tasks.insert((fw.to_string(), task.to_string()), slot);
-        self.records_dirty = true;
-    }
-
-    fn sandbox(&self, fw: &Id, task: &Id) -> PathBuf {
-        self.config
-            .work_dir
-            .join("sandboxes")
-            .join(fw.as_str())
-            .join(task.as_str())
-    }
-
-    async fn launch(&mut self, fw: &Id, task: &Id, resources: Resources, pids_max: u32) {
-        let key = (fw.to_string(), task.to_string());
-        let sandbox = self.sandbox(fw, task);
-        let mut slot = TaskSlot {
-            resources,
-            pids_max,
-            sandbox: sandbox.clone(),
-            cgroup: None,
-            launched: None,
-        };
-        let result = self.start_process(&key, &mut slot).await;
+        let (fw, task) = (&key.framework_id, &key.task_id);
         let now = self.now();
-        let event = match &result {
-            Ok(()) => LocalEvent::Started {
+        let message = result.as_ref().err().map(ToString::to_string);
+        let event = match &message {
+            None => LocalEvent::Started {
                 framework_id: fw,
                 task_id: task,
             },
-            Err(message) => {
+            Some(message) => {
                 warn!(framework = %fw, task = %task, "task failed to start: {message}");
                 LocalEvent::LaunchFailed {
                     framework_id: fw,
@@ -508,89 +457,20 @@ impl Driver {
         if let Err(e) = self.core.handle_event(now, event) {
             error!(framework = %fw, task = %task, "core refused the launch outcome: {e}");
         }
-        if result.is_ok() {
-            // Spare cgroups have neutral names (`warm@<agent>@<n>`): say which task each holds.
-            let cgroup = slot
-                .cgroup
-                .as_ref()
-                .and_then(|c| Some(c.paths().dirs().first()?.display().to_string()))
-                .unwrap_or_default();
-            info!(framework = %fw, task = %task, %resources, %cgroup, "task started");
-        } else if let Some(cg) = slot.cgroup.take() {
-            remove_cgroup(cg);
-        }
-        let predicted = self.tasks.get(&key).and_then(|s| s.launched);
-        if predicted != slot.launched {
-            self.records_dirty = true;
-        }
-        self.tasks.insert(key, slot);
-    }
-
-    async fn start_process(&mut self, key: &Key, slot: &mut TaskSlot) -> Result<(), String> {
-        let run = match self.last_run.take() {
-            Some(run) if run.framework_id == key.0.as_str() && run.task_id == key.1.as_str() => run,
-            other => {
-                self.last_run = other;
-                return Err("the agent lost the task's command line".into());
+        match result {
+            Ok(started) => {
+                // Spare cgroups have neutral names (`warm@<agent>@<n>`): say which task each holds.
+                let cgroup = started
+                    .cgroup
+                    .as_ref()
+                    .and_then(|c| Some(c.paths().dirs().first()?.display().to_string()))
+                    .unwrap_or_default();
+                info!(framework = %fw, task = %task, %resources, %cgroup, "task started");
+                self.tasks.started(&key, started.cgroup, started.launched);
+                self.watch(key, started.handle);
             }
-        };
-        process::create_sandbox(&slot.sandbox, self.run_as_ids())
-            .map_err(|e| format!("cannot create sandbox {}: {e}", slot.sandbox.display()))?;
-        // Awaited inside the launch (the loop waits for launches), so all of a task's artifacts
-        // share one budget, `[fetcher] timeout_secs`, kept below the MQTT keep-alive grace.
-        let budget = Duration::from_secs(u64::from(self.config.fetcher.timeout_secs));
-        let run_as = self.run_as_ids();
-        let fetches = async {
-            for artifact in &run.artifacts {
-                let path = self
-                    .fetcher
-                    .fetch_into(artifact, &slot.sandbox, run_as)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                debug!(framework = %key.0, task = %key.1, path = %path.display(), "artifact in place");
-            }
-            Ok::<(), String>(())
-        };
-        match tokio::time::timeout(budget, fetches).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(format!(
-                    "artifacts: not all fetched within {} s",
-                    budget.as_secs()
-                ))
-            }
+            Err(_) => self.tasks.launch_failed(&key),
         }
-        let limits = Limits {
-            cpu_millis: slot.resources.cpu_millis,
-            mem_mib: slot.resources.mem_mib,
-            pids_max: slot.pids_max,
-        };
-        let spec = TaskSpec {
-            framework_id: key.0.clone(),
-            task_id: key.1.clone(),
-            agent_id: self.config.agent_id.clone(),
-            argv: run.argv.iter().map(|a| a.to_string()).collect(),
-            env: run
-                .env
-                .iter()
-                .map(|e| (e.key.to_string(), e.value.to_string()))
-                .chain([("BRAMBLE_BROKER".to_owned(), self.broker_url())])
-                .collect(),
-            sandbox: slot.sandbox.clone(),
-            run_as: self.run_as_ids(),
-            log_limit_bytes: self.config.log_limit_bytes,
-        };
-        let started = self
-            .launcher
-            .start(&spec, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        debug!(framework = %key.0, task = %key.1, warm = started.warm, launched = ?started.launched,
-            "task process started");
-        slot.cgroup = started.cgroup;
-        slot.launched = Some(started.launched);
-        self.watch(key.clone(), started.handle);
-        Ok(())
     }
 
     /// Whether another task could still fit: then a warm spare is worth its memory.
@@ -606,11 +486,7 @@ impl Driver {
     /// is gone, and a process this agent does not know of is not its to kill (another agent run
     /// with the same id on this machine, as tests do, keeps its spare and its tasks).
     fn remove_stale_spares(&self) {
-        let keep: Vec<&crate::cgroup::CgroupPaths> = self
-            .tasks
-            .values()
-            .filter_map(|s| s.cgroup.as_ref().map(TaskCgroup::paths))
-            .collect();
+        let keep: Vec<&crate::cgroup::CgroupPaths> = self.tasks.cgroup_paths().collect();
         for cg in self
             .isolation
             .stale_spare_cgroups(&self.config.agent_id, &keep)
@@ -624,7 +500,7 @@ impl Driver {
         }
     }
 
-    fn watch(&self, key: Key, handle: process::TaskHandle) {
+    fn watch(&self, key: TaskKey, handle: process::TaskHandle) {
         let exits = self.exits.clone();
         tokio::spawn(async move {
             let mut handle = handle;
@@ -633,24 +509,23 @@ impl Driver {
         });
     }
 
-    fn on_exit(&mut self, key: Key, raw: RawExit) {
-        let Some(slot) = self.tasks.get_mut(&key) else {
+    fn on_exit(&mut self, key: TaskKey, raw: RawExit) {
+        let Some(slot) = self.tasks.get(&key) else {
             return;
         };
         let exit = process::task_exit(raw, slot.cgroup.as_ref());
-        info!(framework = %key.0, task = %key.1, ?exit, "task ended");
-        if let Some(cg) = slot.cgroup.take() {
+        info!(framework = %key.framework_id, task = %key.task_id, ?exit, "task ended");
+        if let Some(Some(cg)) = self.tasks.ended(&key) {
             remove_cgroup(cg);
         }
-        self.records_dirty = true;
         let now = self.now();
         let event = LocalEvent::Exited {
-            framework_id: &key.0,
-            task_id: &key.1,
+            framework_id: &key.framework_id,
+            task_id: &key.task_id,
             exit,
         };
         if let Err(e) = self.core.handle_event(now, event) {
-            warn!(framework = %key.0, task = %key.1, "exit not taken: {e}");
+            warn!(framework = %key.framework_id, task = %key.task_id, "exit not taken: {e}");
         }
     }
 
@@ -677,182 +552,45 @@ impl Driver {
 
     /// Re-adopts the tasks of the previous run from the checkpoint.
     fn recover(&mut self) {
-        let checkpoint = match self.checkpoint.load::<Launched>() {
-            Ok(Some(c)) => {
-                self.durable.resume_at(self.checkpoint.generation());
-                c
-            }
-            Ok(None) => return,
-            Err(e) => {
-                error!("{e}; starting without it");
-                match self.checkpoint.quarantine() {
-                    Ok(aside) => {
-                        warn!("the unreadable checkpoint was moved to {}", aside.display())
-                    }
-                    Err(e) => error!("cannot move the checkpoint aside: {e}"),
-                }
-                return;
-            }
-        };
-        if checkpoint.agent_id != self.config.agent_id {
-            warn!(
-                "the checkpoint belongs to agent `{}`, not `{}`: ignoring its tasks",
-                checkpoint.agent_id, self.config.agent_id
-            );
+        let Some(checkpoint) = recover::load(
+            &mut self.checkpoint,
+            &mut self.durable,
+            &self.config.agent_id,
+        ) else {
             return;
-        }
-        self.core.set_next_update_id(checkpoint.next_update_id);
+        };
         let now = self.now();
-        for rec in checkpoint.tasks {
-            let key = (rec.framework_id.clone(), rec.task_id.clone());
-            let cgroup = rec.cgroup.clone().and_then(|paths| {
-                self.isolation
-                    .open_task(paths)
-                    .map_err(|e| warn!(task = %rec.task_id, "cannot reopen the task's cgroup: {e}"))
-                    .ok()
-            });
-            let mut slot = TaskSlot {
-                resources: rec.resources,
-                pids_max: rec.pids_max,
-                sandbox: rec.sandbox.clone(),
-                cgroup,
-                launched: rec.launched,
-            };
-            if let Some(ended) = &rec.ended {
-                let restored = self.core.restore_ended_task(
-                    now,
-                    EndedTask {
-                        framework_id: &rec.framework_id,
-                        task_id: &rec.task_id,
-                        resources: rec.resources,
-                        state: ended.state,
-                        reason: ended.reason,
-                        message: &ended.message,
-                    },
-                );
-                if let Err(e) = restored {
-                    warn!(task = %rec.task_id, "cannot restore an ended task: {e}");
-                    continue;
-                }
-                self.tasks.insert(key, slot);
-                continue;
-            }
-            if let Err(e) =
-                self.core
-                    .adopt_task(&rec.framework_id, &rec.task_id, rec.resources, rec.pids_max)
-            {
-                warn!(task = %rec.task_id, "cannot re-adopt task: {e}");
-                continue;
-            }
-            let outcome = match &rec.launched {
-                Some(launched) => process::adopt(launched, &rec.sandbox),
-                None => process::Adopted::Unknown,
-            };
-            match outcome {
-                process::Adopted::Running(handle) => {
-                    info!(framework = %key.0, task = %key.1, "re-adopted a running task");
-                    self.watch(key.clone(), handle);
-                }
-                process::Adopted::Ended(raw) => {
-                    let exit = process::task_exit(raw, slot.cgroup.as_ref());
-                    info!(framework = %key.0, task = %key.1, ?exit, "task ended while the agent was down");
-                    self.end_adopted(&key, &mut slot, exit);
-                }
-                process::Adopted::Unknown => {
-                    warn!(framework = %key.0, task = %key.1, "task is gone and its end is unknown");
-                    self.end_adopted(&key, &mut slot, Exit::Unknown);
-                }
-            }
-            self.tasks.insert(key, slot);
-        }
-    }
-
-    fn end_adopted(&mut self, key: &Key, slot: &mut TaskSlot, exit: Exit) {
-        if let Some(cg) = slot.cgroup.take() {
-            remove_cgroup(cg);
-        }
-        let now = self.now();
-        let _ = self.core.handle_event(
+        let running = recover::restore(
+            &mut self.core,
+            &mut self.tasks,
+            &self.isolation,
+            checkpoint,
             now,
-            LocalEvent::Exited {
-                framework_id: &key.0,
-                task_id: &key.1,
-                exit,
-            },
         );
+        for (key, handle) in running {
+            self.watch(key, handle);
+        }
     }
 
     /// Starts writing the checkpoint (in the background, see [`crate::durable`]) when the core's
     /// persistent state or a task record changed.
     fn request_checkpoint(&mut self) {
         let generation = self.core.generation();
-        if self.checkpointed_generation == Some(generation) && !self.records_dirty {
+        if self.checkpointed_generation == Some(generation) && !self.tasks.is_dirty() {
             return;
         }
-        let tasks = self
-            .core
-            .tasks()
-            .filter_map(|view| {
-                let key = (view.framework_id.to_owned(), view.task_id.to_owned());
-                let slot = self.tasks.get(&key);
-                let ended = view.end_reason.map(|reason| Ended {
-                    state: view.state,
-                    reason,
-                    message: view.message.to_owned(),
-                });
-                Some(TaskRecord {
-                    framework_id: key.0,
-                    task_id: key.1,
-                    resources: view.resources,
-                    pids_max: slot.map_or(0, |s| s.pids_max),
-                    sandbox: slot.map(|s| s.sandbox.clone())?,
-                    cgroup: slot
-                        .and_then(|s| s.cgroup.as_ref())
-                        .map(|c| c.paths().clone()),
-                    launched: slot.and_then(|s| s.launched),
-                    ended,
-                })
-            })
-            .collect();
-        let checkpoint = Checkpoint {
-            version: CHECKPOINT_VERSION,
-            agent_id: self.config.agent_id.clone(),
-            master_epoch: self.core.master_epoch(),
-            next_update_id: self.core.update_id_checkpoint(),
-            tasks,
-        };
+        let checkpoint = self.tasks.checkpoint(&self.core, &self.config.agent_id);
         match self.checkpoint.encode(&checkpoint) {
             Ok(bytes) => {
                 if let Some(bytes) = bytes {
                     self.durable.write(bytes);
                 }
                 self.checkpointed_generation = Some(generation);
-                self.records_dirty = false;
+                self.tasks.mark_saved();
             }
             Err(e) => error!("{e}"),
         }
     }
-}
-
-fn cleanup(mut slot: TaskSlot) {
-    if let Some(cg) = slot.cgroup.take() {
-        remove_cgroup(cg);
-    }
-    if let Err(e) = std::fs::remove_dir_all(&slot.sandbox) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("cannot remove sandbox {}: {e}", slot.sandbox.display());
-        }
-    }
-}
-
-/// Kills what is left in a task's cgroup and removes it, off the main loop (it may wait for the
-/// kernel to empty it).
-fn remove_cgroup(cg: TaskCgroup) {
-    tokio::spawn(async move {
-        if let Err(e) = cg.remove().await {
-            warn!("cannot remove a task cgroup: {e}");
-        }
-    });
 }
 
 async fn sleep_until(at: Option<Instant>) {

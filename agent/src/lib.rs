@@ -10,6 +10,8 @@
 //! - [`fetch`]: task artifacts: download over http://, SHA-256 check, cache, sandbox.
 //! - [`warm`]: warm spares (task processes made ready before they are needed) and the launcher
 //!   that uses them, or starts a task cold.
+//! - [`tasks`]: the tasks' lifecycle on the board: records beside the core, launch, recovery,
+//!   cleanup.
 //! - [`checkpoint`]: the agent's state on disk, written atomically and only when it changed.
 //! - [`durable`]: checkpoint writes off the agent's loop, and the publishes held until they land.
 //! - [`driver`]: the tokio loop connecting the core to MQTT, the board and the tasks.
@@ -23,4 +25,5 @@ pub mod driver;
 pub mod durable;
 pub mod fetch;
 pub mod process;
+pub mod tasks;
 pub mod warm;
