@@ -24,6 +24,8 @@ impl Sim {
             consider(a.core.poll_timeout());
         }
         consider(self.net.peek().map(|Reverse(d)| d.at));
+        consider(self.scheduler_timeouts().min());
+        consider(self.executor_timeouts());
         next
     }
 
@@ -47,6 +49,8 @@ impl Sim {
                 self.drain_agent(i);
             }
         }
+        self.scheduler_due();
+        self.executor_due();
     }
 
     pub(super) fn maybe_check(&self) {
@@ -72,9 +76,12 @@ impl Sim {
                 if !self.agents[i].connected || self.agents[i].partitioned {
                     return;
                 }
+                self.note_command(i, &d.payload);
                 let _ = self.agents[i].core.handle_bytes(now, &d.topic, &d.payload);
                 self.drain_agent(i);
             }
+            Dest::Scheduler(k) => self.deliver_to_scheduler(k, d.topic, d.payload),
+            Dest::Executor => self.deliver_to_executor(&d.topic, &d.payload),
             Dest::Framework(j) => {
                 if !self.frameworks[j].connected {
                     // A persistent session: the broker keeps it until the framework is back.
@@ -127,6 +134,11 @@ impl Sim {
                 for j in 0..self.frameworks.len() {
                     self.send(Dest::Framework(j), &t.topic, payload.clone());
                 }
+                for k in 0..self.schedulers.len() {
+                    if self.schedulers[k].connected {
+                        self.send(Dest::Scheduler(k), &t.topic, payload.clone());
+                    }
+                }
                 continue;
             }
             if let Some(Topic::Agent {
@@ -140,13 +152,16 @@ impl Sim {
                 continue;
             }
             let dest = match proto::parse_topic(&t.topic) {
-                Some((FrameworkTopic::Event, client)) => {
-                    self.frameworks.iter().position(|f| f.client == client)
-                }
+                Some((FrameworkTopic::Event, client)) => self
+                    .frameworks
+                    .iter()
+                    .position(|f| f.client == client)
+                    .map(Dest::Framework)
+                    .or_else(|| self.scheduler_by_client(client).map(Dest::Scheduler)),
                 _ => None,
             };
-            if let Some(j) = dest {
-                self.send(Dest::Framework(j), &t.topic, payload);
+            if let Some(dest) = dest {
+                self.send(dest, &t.topic, payload);
             }
         }
     }
@@ -166,8 +181,11 @@ impl Sim {
 
     pub(super) fn send(&mut self, dest: Dest, topic: &str, payload: Vec<u8>) {
         // Framework traffic is never lost: schedulers keep a persistent QoS 1 session.
-        let framework =
-            topic.starts_with(proto::FRAMEWORK_PREFIX) || matches!(dest, Dest::Framework(_));
+        let framework = topic.starts_with(proto::FRAMEWORK_PREFIX)
+            || matches!(
+                dest,
+                Dest::Framework(_) | Dest::Scheduler(_) | Dest::Executor
+            );
         let copies = if !framework && self.rng.unit() < self.config.loss {
             self.lost += 1;
             0

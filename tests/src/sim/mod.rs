@@ -1,5 +1,6 @@
-//! A deterministic simulation of a whole cluster: one [`MasterCore`], several [`AgentCore`]s and
-//! scripted frameworks, joined by an in-memory broker on simulated time.
+//! A deterministic simulation of a whole cluster: one [`MasterCore`], several [`AgentCore`]s,
+//! scripted stand-in frameworks and real ones (their own `Scheduler` behind the SDK's
+//! `SchedulerCore`, [`Sim::add_scheduler`]), joined by an in-memory broker on simulated time.
 //!
 //! Every message goes through its real encoding and topic, as over MQTT. The broker can lose, delay
 //! and duplicate messages from a seeded generator, so a run is reproducible from its seed; like MQTT,
@@ -8,13 +9,17 @@
 //!
 //! The simulated agent host plays "the OS": a launch starts at once, SIGKILL ends a task at once,
 //! SIGTERM ends it at once unless the host is told to ignore it, and the test decides when tasks exit
-//! ([`Sim::finish_task`]).
+//! ([`Sim::finish_task`]) — except for the tasks of real frameworks whose command is a `pi` or
+//! `wordcount` executor: the host runs a simulated executor ([`executors`]) that computes the real
+//! result, sends the framework messages the real one sends, and exits.
 //!
 //! # Layout
 //!
 //! - `mod.rs`: [`Sim`], its settings and the operations a test applies (add, restart, disconnect).
 //! - `engine.rs`: the next wake-up, due deliveries and timers, and routing through the broker.
 //! - `host.rs`: [`SimAgent`], the boards and how their host carries out the agent core's actions.
+//! - `schedulers.rs`: real frameworks: [`Sim::add_scheduler`], [`SimScheduler`], [`SchedulerId`].
+//! - [`executors`]: the simulated `pi` and `wordcount` executor processes.
 //! - `scripts.rs`: the scripted stand-in frameworks ([`Script`], [`PackTasks`], [`SimFramework`]).
 //! - `rng.rs`: [`Rng`], the seeded generator behind every fault.
 //!
@@ -22,8 +27,10 @@
 //! table are checked after every step, and a violation panics with an explanation.
 
 mod engine;
+pub mod executors;
 mod host;
 mod rng;
+mod schedulers;
 mod scripts;
 
 use std::cmp::Reverse;
@@ -37,8 +44,9 @@ use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
 use bramble_master_core::{Config as MasterConfig, MasterCore};
 use bramble_proto::{self as proto, Call, ReRegister, Register};
 
-pub use host::SimAgent;
+pub use host::{Command, SimAgent, SimExecutor};
 pub use rng::Rng;
+pub use schedulers::{SchedulerId, SimScheduler};
 pub use scripts::{Manual, PackTasks, Script, SimFramework};
 
 /// The broker's behaviour and the run's seed.
@@ -77,6 +85,10 @@ enum Dest {
     Master,
     Agent(usize),
     Framework(usize),
+    /// A real framework's scheduler ([`Sim::add_scheduler`]).
+    Scheduler(usize),
+    /// Whichever executor reads the delivery's exec topic.
+    Executor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,8 +110,12 @@ pub struct Sim {
     pub master_config: MasterConfig,
     /// The boards.
     pub agents: Vec<SimAgent>,
-    /// The frameworks.
+    /// The scripted stand-in frameworks.
     pub frameworks: Vec<SimFramework>,
+    /// The real frameworks' schedulers.
+    pub schedulers: Vec<SimScheduler>,
+    /// The simulated executor processes running on the boards.
+    pub executors: Vec<SimExecutor>,
     /// The broker's settings.
     pub config: SimConfig,
     /// Messages the broker lost.
@@ -123,6 +139,8 @@ impl Sim {
             master_config,
             agents: Vec::new(),
             frameworks: Vec::new(),
+            schedulers: Vec::new(),
+            executors: Vec::new(),
             rng: Rng::new(config.seed),
             config,
             lost: 0,
@@ -175,6 +193,7 @@ impl Sim {
             launched: Vec::new(),
             signals: Vec::new(),
             ended: Vec::new(),
+            commands: BTreeMap::new(),
             info,
         });
         let i = self.agents.len() - 1;
@@ -271,6 +290,7 @@ impl Sim {
         let key = (fid.clone(), task_id.to_owned());
         self.agents[i].running.remove(&key);
         self.agents[i].ended.push(key);
+        self.end_executor(i, &fid, task_id);
         let now = self.now;
         self.agents[i]
             .core
