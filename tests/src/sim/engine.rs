@@ -11,6 +11,48 @@ use bramble_proto::{self as proto, Call, Event, FrameworkTopic};
 use super::{Delivery, Dest, Sim};
 
 impl Sim {
+    /// True while a framework's call (registration, call, last will) or an event for one is on
+    /// its way through the broker. Framework messages between schedulers and executors do not
+    /// count: they do not involve the master.
+    pub fn framework_traffic_in_flight(&self) -> bool {
+        self.net.iter().any(|Reverse(d)| {
+            matches!(
+                proto::parse_topic(&d.topic),
+                Some((
+                    FrameworkTopic::Register
+                        | FrameworkTopic::Call
+                        | FrameworkTopic::Will
+                        | FrameworkTopic::Event,
+                    _
+                ))
+            )
+        })
+    }
+
+    /// True when every task the master holds as not ended is in its board's agent core: no
+    /// `RunTask` is on its way or was lost unnoticed.
+    pub fn boards_hold_the_masters_tasks(&self) -> bool {
+        self.master.tasks().iter().all(|(fid, tid, view)| {
+            view.state.is_terminal()
+                || self.agents.iter().any(|a| {
+                    a.core.agent_id() == view.agent_id
+                        && a.core
+                            .tasks()
+                            .any(|t| t.framework_id == fid && t.task_id == tid)
+                })
+        })
+    }
+
+    /// Runs until the master holds nothing only it knows: no framework traffic is in flight
+    /// ([`Sim::framework_traffic_in_flight`]) and the boards hold every task it has
+    /// ([`Sim::boards_hold_the_masters_tasks`]), for at most `limit_ms`. Returns whether it got
+    /// there. A master restart from there loses nothing the frameworks cannot get back.
+    pub fn run_until_master_is_replaceable(&mut self, limit_ms: u64) -> bool {
+        self.run_until_cond(limit_ms, |s| {
+            !s.framework_traffic_in_flight() && s.boards_hold_the_masters_tasks()
+        })
+    }
+
     // ----- engine -----
 
     pub(super) fn next_wakeup(&self) -> Option<u64> {

@@ -8,8 +8,11 @@
 //! the scheduler, and the process's exit — which the host carries out through the broker and the
 //! agent core.
 //!
+//! Every executor first takes [`START_MS`] to start and connect. Then:
+//!
 //! - `pi`: samples with the real [`bramble_pi::executor::sample`] and seed, sends the
-//!   [`PiResult`] after a compute time of 1 ms per 10,000 samples, then exits 0.
+//!   [`PiResult`] after a compute time of [`PI_MS_PER_10K_SAMPLES`] per 10,000 samples, then
+//!   exits 0.
 //! - `wordcount`: sends `Ready`, and again every `--ready-timeout-ms` up to `--ready-attempts`
 //!   times (then exits 1); on its `Chunk` it counts the words with the real
 //!   [`count_words`], sends the real [`parts`] and `Done`, then exits 0.
@@ -30,8 +33,11 @@ pub const PI_PROGRAM: &str = "bramble-pi";
 /// The program name of the `wordcount` binary.
 pub const WORDCOUNT_PROGRAM: &str = "bramble-wordcount";
 
+/// Simulated milliseconds from a launch to the executor's first action: the process starts and
+/// connects to the broker.
+pub const START_MS: u64 = 100;
 /// Simulated milliseconds a pi executor spends per 10,000 samples.
-const PI_MS_PER_10K_SAMPLES: u64 = 1;
+pub const PI_MS_PER_10K_SAMPLES: u64 = 1;
 
 /// What an executor does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +91,19 @@ impl Executor {
                 inside,
                 total,
             };
-            let at = now + (a.samples / 10_000).max(1) * PI_MS_PER_10K_SAMPLES;
+            let at = now + START_MS + (a.samples / 10_000).max(1) * PI_MS_PER_10K_SAMPLES;
             Some((Executor::Pi { at, result }, Vec::new()))
         } else if name == WORDCOUNT_PROGRAM {
             let Ok(a) = parse::<WcArgs>("bramble-wordcount executor", args) else {
                 return Some(parse_failed());
             };
-            if a.ready_attempts == 0 {
-                return Some((Executor::Exited, vec![ExecOutput::Exit(Exit::Code(1))]));
-            }
+            // The first request goes out once started, like a retry with nothing before it.
             let exec = Executor::Wordcount {
-                retry_at: now + a.ready_timeout_ms,
-                attempts_left: a.ready_attempts - 1,
+                retry_at: now + START_MS,
+                attempts_left: a.ready_attempts,
                 args: a,
             };
-            Some((exec, vec![ExecOutput::Send(WcMsg::Ready.encode())]))
+            Some((exec, Vec::new()))
         } else {
             None
         }
@@ -185,8 +189,8 @@ mod tests {
         ]);
         let (mut e, out) = Executor::spawn(100, &cmd).expect("a pi executor");
         assert!(out.is_empty());
-        assert_eq!(e.poll_timeout(), Some(105));
-        assert!(e.handle_timeout(104).is_empty());
+        assert_eq!(e.poll_timeout(), Some(100 + START_MS + 5));
+        assert!(e.handle_timeout(104 + START_MS).is_empty());
         let (inside, total) = sample(task_seed(7, 2), 50_000);
         let data = PiResult {
             index: 2,
@@ -195,7 +199,7 @@ mod tests {
         }
         .encode();
         assert_eq!(
-            e.handle_timeout(105),
+            e.handle_timeout(105 + START_MS),
             vec![ExecOutput::Send(data), ExecOutput::Exit(Exit::Code(0))]
         );
         assert_eq!(e.poll_timeout(), None);
@@ -205,9 +209,13 @@ mod tests {
     fn a_wordcount_executor_asks_for_its_chunk_until_it_comes_then_sends_the_counts() {
         let cmd = argv(&["bramble-wordcount", "executor", "--ready-attempts", "2"]);
         let (mut e, out) = Executor::spawn(0, &cmd).expect("a wordcount executor");
-        assert_eq!(out, vec![ExecOutput::Send(WcMsg::Ready.encode())]);
+        assert!(out.is_empty());
         assert_eq!(
-            e.handle_timeout(5_000),
+            e.handle_timeout(START_MS),
+            vec![ExecOutput::Send(WcMsg::Ready.encode())]
+        );
+        assert_eq!(
+            e.handle_timeout(START_MS + 5_000),
             vec![ExecOutput::Send(WcMsg::Ready.encode())]
         );
         let chunk = WcMsg::Chunk {
@@ -233,7 +241,11 @@ mod tests {
         let cmd = argv(&["bramble-wordcount", "executor", "--ready-attempts", "1"]);
         let (mut e, _) = Executor::spawn(0, &cmd).expect("a wordcount executor");
         assert_eq!(
-            e.handle_timeout(5_000),
+            e.handle_timeout(START_MS),
+            vec![ExecOutput::Send(WcMsg::Ready.encode())]
+        );
+        assert_eq!(
+            e.handle_timeout(START_MS + 5_000),
             vec![ExecOutput::Exit(Exit::Code(1))]
         );
     }

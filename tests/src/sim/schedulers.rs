@@ -13,8 +13,8 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use bramble_proto::{self as proto, Call, FrameworkTopic, Register};
-use bramble_sdk::scheduler::{PublishError, Scheduler, SchedulerCore, Transmit};
+use bramble_proto::{self as proto, Call, Event, FrameworkTopic, Register};
+use bramble_sdk::scheduler::{Outgoing, PublishError, Scheduler, SchedulerCore, Transmit};
 
 use super::{Dest, Sim};
 
@@ -99,6 +99,10 @@ pub struct SimScheduler {
     pub left_at: Option<u64>,
     /// Publishes its core refused (they do not decode, or came on a topic it does not read).
     pub refused: Vec<PublishError>,
+    /// Every event it received, with the time it arrived.
+    pub events: Vec<(u64, Event)>,
+    /// Every call and framework message it sent, with the time it left.
+    pub sent: Vec<(u64, Outgoing)>,
     core: Box<dyn Driven>,
     /// What the broker keeps for its persistent session while it is disconnected.
     parked: Vec<(String, Vec<u8>)>,
@@ -121,6 +125,8 @@ impl Sim {
             left: false,
             left_at: None,
             refused: Vec::new(),
+            events: Vec::new(),
+            sent: Vec::new(),
             core: Box::new(core),
             parked: Vec::new(),
         });
@@ -223,6 +229,11 @@ impl Sim {
             s.parked.push((topic, payload));
             return;
         }
+        if proto::parse_topic(&topic).is_some_and(|(t, _)| t == FrameworkTopic::Event) {
+            if let Ok(event) = Event::decode(&payload) {
+                s.events.push((now, event));
+            }
+        }
         if let Err(e) = s.core.handle_publish(now, &topic, &payload) {
             s.refused.push(e);
         }
@@ -243,6 +254,9 @@ impl Sim {
                 // The executor's exec topic: the host finds the executor when it arrives.
                 _ => Dest::Executor,
             };
+            self.schedulers[k]
+                .sent
+                .push((self.now, t.outgoing().clone()));
             self.send(dest, &t.topic, t.payload);
         }
         let s = &mut self.schedulers[k];
