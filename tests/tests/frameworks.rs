@@ -1,20 +1,44 @@
 //! Real frameworks in the simulation: the `pi` and `wordcount` schedulers, driven by the SDK's
 //! `SchedulerCore`, run to their results on simulated boards whose executors compute for real.
+//!
+//! The property covers seeded agent↔master message loss (up to 30 %), duplication of every
+//! message (up to 30 %, framework traffic included), delays, and one master restart at a random
+//! time. What it leaves out, because the system does not recover from it today (the delivery
+//! issues that follow are to fix it):
+//!
+//! - **Framework calls or events that cross a master restart.** Calls made against the old master
+//!   (e.g. an accept of its offer) reach the new one before the framework re-registers and are
+//!   answered `NotRegistered` without their offer id, so the SDK's `Batch` keeps those items
+//!   "launched" forever.
+//! - **A restart while the master holds a task no board has** (its `RunTask` is in flight, or was
+//!   lost and not yet noticed). The new master never hears of it and the `Batch` never
+//!   reconciles, so that item waits forever.
+//!
+//! So the master restarts at the first moment from the drawn time on when neither holds
+//! ([`Sim::run_until_master_is_replaceable`]). Framework traffic itself is never lost, as the
+//! simulation models schedulers' persistent QoS 1 sessions. Lost `RunTask`s and updates cost
+//! attempts, so the jobs get [`MAX_RETRIES`] relaunches per task instead of the default 3.
 
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
 use bramble_pi::executor::{sample, task_seed};
 use bramble_pi::{PiOptions, PiScheduler};
 use bramble_proto::Register;
-use bramble_tests::sim::{SchedulerId, Sim, SimConfig};
+use bramble_tests::sim::{Rng, SchedulerId, Sim, SimConfig};
 use bramble_wordcount::count::count_words;
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
+use proptest::prelude::*;
 
 const PI_TASKS: u32 = 8;
 const PI_SAMPLES: u64 = 20_000;
 
+/// Relaunches per task: a lost `RunTask` or status update costs an attempt, and at 30 % loss a
+/// task may lose several in a row.
+const MAX_RETRIES: u32 = 20;
+
 fn pi_job(seed: u64) -> PiScheduler {
     let mut o = PiOptions::new(vec!["/usr/bin/bramble-pi".into(), "executor".into()]);
+    o.max_retries = MAX_RETRIES;
     o.tasks = PI_TASKS;
     o.samples = PI_SAMPLES;
     o.seed = seed;
@@ -35,6 +59,7 @@ const TEXT: &str = "the quick brown fox jumps over the lazy dog\n\
 fn wordcount_job(text: &str) -> WordcountScheduler {
     let mut o = WordcountOptions::new(vec!["/usr/bin/bramble-wordcount".into(), "executor".into()]);
     o.chunk_bytes = 128;
+    o.max_retries = MAX_RETRIES;
     WordcountScheduler::new(o, text).expect("valid wordcount options")
 }
 
@@ -82,4 +107,73 @@ fn pi_and_wordcount_run_to_their_exact_results_on_three_boards_without_faults() 
     assert_eq!(launched, PI_TASKS as usize + w.chunk_count());
     assert!(sim.agents.iter().all(|a| a.running.is_empty()));
     assert!(sim.schedulers.iter().all(|s| s.refused.is_empty()));
+}
+
+/// A text of `lines` lines drawn from a small vocabulary (so words repeat across chunks), with
+/// mixed case and punctuation.
+fn random_text(rng: &mut Rng, lines: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "the", "The", "board", "pi", "Pi", "cluster", "task", "offer", "agent", "master", "a",
+        "zebra",
+    ];
+    const SEPARATORS: [&str; 4] = [" ", ", ", "; ", " - "];
+    let mut text = String::new();
+    for _ in 0..lines {
+        let n = rng.range(1, 12);
+        for w in 0..n {
+            if w > 0 {
+                text.push_str(SEPARATORS[rng.range(0, 3) as usize]);
+            }
+            text.push_str(WORDS[rng.range(0, 11) as usize]);
+        }
+        text.push_str(".\n");
+    }
+    text
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn pi_and_wordcount_reach_their_exact_results_under_loss_duplication_and_a_master_restart(
+        seed in any::<u64>(),
+        loss in 0.0..0.3f64,
+        duplicate in 0.0..0.3f64,
+        max_delay_ms in 1u64..80,
+        restart_at in proptest::option::of(0u64..3_000),
+    ) {
+        let config = SimConfig {
+            seed,
+            loss,
+            duplicate,
+            min_delay_ms: 1,
+            max_delay_ms,
+            check_invariants: true,
+        };
+        let mut sim = three_boards(config);
+        let text = random_text(&mut Rng::new(seed), 40);
+        let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job(seed));
+        let wc = sim.add_scheduler("wc", Register::new("wordcount"), wordcount_job(&text));
+        if let Some(at) = restart_at {
+            sim.run_until(at);
+            // Calls that cross a master restart are lost today (see the module docs).
+            prop_assert!(sim.run_until_master_is_replaceable(900_000), "the master never settles");
+            sim.restart_master(2);
+        }
+        let finished = sim.run_until_cond(900_000, |s| both_done(s, pi, wc));
+        let p = sim.scheduler(pi);
+        let w = sim.scheduler(wc);
+        prop_assert!(
+            finished,
+            "pi {:?} ({:?}), wordcount {:?} ({:?}) at {} ms",
+            p.progress(), p.failure(), w.progress(), w.failure(), sim.now
+        );
+        prop_assert!(p.is_complete() && w.is_complete());
+        prop_assert_eq!(p.failure(), None);
+        prop_assert_eq!(p.samples(), expected_samples(seed));
+        let estimate = p.estimate().expect("an estimate");
+        prop_assert!((estimate - std::f64::consts::PI).abs() < 0.05, "{}", estimate);
+        prop_assert_eq!(w.failure(), None);
+        prop_assert_eq!(w.counts(), &count_words(&text));
+    }
 }
