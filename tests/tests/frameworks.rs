@@ -1,5 +1,6 @@
-//! Real frameworks in the simulation: the `pi` and `wordcount` schedulers, driven by the SDK's
-//! `SchedulerCore`, run to their results on simulated boards whose executors compute for real.
+//! Real frameworks in the simulation: the `pi`, `wordcount` and `sensor` schedulers, driven by the
+//! SDK's `SchedulerCore`, run to their results on simulated boards whose executors compute for
+//! real.
 //!
 //! The property covers seeded agent↔master message loss (up to 30 %), duplication of every
 //! message (up to 30 %, framework traffic included), delays, and one master restart at a random
@@ -24,6 +25,11 @@ use bramble_master_core::Config;
 use bramble_pi::executor::{sample, task_seed};
 use bramble_pi::{PiOptions, PiScheduler};
 use bramble_proto::Register;
+use bramble_sensor::message::Summary;
+use bramble_sensor::source::Source;
+use bramble_sensor::stats::Detector;
+use bramble_sensor::{PlacementState, SensorOptions, SensorScheduler};
+use bramble_tests::sim::executors::sensor_seed;
 use bramble_tests::sim::{Rng, SchedulerId, Sim, SimConfig};
 use bramble_wordcount::count::count_words;
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
@@ -176,4 +182,55 @@ proptest! {
         prop_assert_eq!(w.failure(), None);
         prop_assert_eq!(w.counts(), &count_words(&text));
     }
+}
+
+#[test]
+fn the_sensor_scheduler_places_one_reader_per_sensor_board_and_gets_their_real_summaries() {
+    let mut sim = Sim::new(SimConfig::default(), Config::default());
+    for (i, sensor) in [true, false, true].into_iter().enumerate() {
+        let attrs: &[(&str, &str)] = if sensor { &[("sensor", "bme280")] } else { &[] };
+        sim.add_agent(&format!("pi{i}"), Resources::new(1_000, 1_024, 0), attrs);
+    }
+    let mut o = SensorOptions::new(vec!["/usr/bin/bramble-sensor".into(), "executor".into()]);
+    o.source = "simulated".into();
+    let sensor = sim.add_scheduler(
+        "sensor",
+        Register::new("sensor"),
+        SensorScheduler::new(o).unwrap(),
+    );
+    sim.run_for(35_000);
+
+    let s = sim.scheduler(sensor);
+    assert_eq!(s.placements().keys().collect::<Vec<_>>(), ["pi0", "pi2"]);
+    assert!(s
+        .placements()
+        .values()
+        .all(|p| p.state == PlacementState::Running));
+    assert_eq!(s.failure(), None);
+    // Each reader reads once a second from 100 ms after its launch: 35 readings, so the latest
+    // summary is the 30th, computed here the way the reader computes it.
+    for board in ["pi0", "pi2"] {
+        let mut source = Source::parse("simulated", sensor_seed(board)).unwrap();
+        let mut detector = Detector::new(60, 3.0, 10);
+        let mut last = None;
+        while detector.readings < 30 {
+            last = detector.observe(source.read().unwrap());
+        }
+        let last = last.expect("an observation").value;
+        let (mean, stddev) = detector.mean_stddev().unwrap();
+        let expected = Summary {
+            readings: 30,
+            anomalies: detector.anomalies,
+            last,
+            mean,
+            stddev,
+            min: detector.min,
+            max: detector.max,
+        };
+        assert_eq!(s.summaries().get(board), Some(&expected), "{board}");
+    }
+    assert!(
+        sim.agents[1].launched.is_empty(),
+        "no reader on a board without the sensor"
+    );
 }

@@ -184,7 +184,8 @@ impl Sim {
 
     /// Starts the simulated executor of a task just launched on board `i`, if its command is one.
     fn spawn_executor(&mut self, i: usize, key: (String, String), command: &Command) {
-        let Some((exec, out)) = Executor::spawn(self.now, &command.argv) else {
+        let agent_id = self.agents[i].core.agent_id().to_owned();
+        let Some((exec, out)) = Executor::spawn(self.now, &agent_id, &command.argv) else {
             return;
         };
         let client = command

@@ -9,9 +9,9 @@
 //!
 //! The simulated agent host plays "the OS": a launch starts at once, SIGKILL ends a task at once,
 //! SIGTERM ends it at once unless the host is told to ignore it, and the test decides when tasks exit
-//! ([`Sim::finish_task`]) — except for the tasks of real frameworks whose command is a `pi` or
-//! `wordcount` executor: the host runs a simulated executor ([`executors`]) that computes the real
-//! result, sends the framework messages the real one sends, and exits.
+//! ([`Sim::finish_task`]) — except for the tasks of real frameworks whose command is a `pi`,
+//! `wordcount` or `sensor` executor: the host runs a simulated executor ([`executors`]) that
+//! computes the real result, sends the framework messages the real one sends, and exits.
 //!
 //! # Layout
 //!
@@ -19,7 +19,7 @@
 //! - `engine.rs`: the next wake-up, due deliveries and timers, and routing through the broker.
 //! - `host.rs`: [`SimAgent`], the boards and how their host carries out the agent core's actions.
 //! - `schedulers.rs`: real frameworks: [`Sim::add_scheduler`], [`SimScheduler`], [`SchedulerId`].
-//! - [`executors`]: the simulated `pi` and `wordcount` executor processes.
+//! - [`executors`]: the simulated `pi`, `wordcount` and `sensor` executor processes.
 //! - `scripts.rs`: the scripted stand-in frameworks ([`Script`], [`PackTasks`], [`SimFramework`]).
 //! - `rng.rs`: [`Rng`], the seeded generator behind every fault.
 //!
