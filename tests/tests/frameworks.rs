@@ -3,8 +3,8 @@
 //! real.
 //!
 //! The property covers seeded agent↔master message loss (up to 30 %), duplication of every
-//! message (up to 30 %, framework traffic included), delays, and one master restart at a random
-//! time. What it leaves out, because the system does not recover from it today (the delivery
+//! message (up to 30 %, framework traffic included), delays of 1 to 80 ms, one master restart
+//! and one agent restart (its processes live on), each at a random time or not at all. What it leaves out, because the system does not recover from it today (the delivery
 //! issues that follow are to fix it):
 //!
 //! - **Framework calls or events that cross a master restart.** Calls made against the old master
@@ -24,7 +24,8 @@ use agent_nostd_core::Resources;
 use bramble_master_core::Config;
 use bramble_pi::executor::{sample, task_seed};
 use bramble_pi::{PiOptions, PiScheduler};
-use bramble_proto::Register;
+use bramble_proto::{Call, Register};
+use bramble_sdk::scheduler::Outgoing;
 use bramble_sensor::message::Summary;
 use bramble_sensor::source::Source;
 use bramble_sensor::stats::Detector;
@@ -141,12 +142,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn pi_and_wordcount_reach_their_exact_results_under_loss_duplication_and_a_master_restart(
+    fn pi_and_wordcount_reach_their_exact_results_under_loss_duplication_and_master_and_agent_restarts(
         seed in any::<u64>(),
         loss in 0.0..0.3f64,
         duplicate in 0.0..0.3f64,
         max_delay_ms in 1u64..80,
         restart_at in proptest::option::of(0u64..3_000),
+        agent_restart in proptest::option::of((0u64..3_000, 0usize..3)),
     ) {
         let config = SimConfig {
             seed,
@@ -160,11 +162,21 @@ proptest! {
         let text = random_text(&mut Rng::new(seed), 40);
         let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job(seed));
         let wc = sim.add_scheduler("wc", Register::new("wordcount"), wordcount_job(&text));
+        // The board restarts first when its time comes first; its processes live on.
+        let board_first = agent_restart.filter(|(t, _)| restart_at.is_none_or(|m| *t <= m));
+        if let Some((at, i)) = board_first {
+            sim.run_until(at);
+            sim.restart_agent(i);
+        }
         if let Some(at) = restart_at {
             sim.run_until(at);
             // Calls that cross a master restart are lost today (see the module docs).
             prop_assert!(sim.run_until_master_is_replaceable(900_000), "the master never settles");
             sim.restart_master(2);
+        }
+        if let Some((at, i)) = agent_restart.filter(|_| board_first.is_none()) {
+            sim.run_until(at);
+            sim.restart_agent(i);
         }
         let finished = sim.run_until_cond(900_000, |s| both_done(s, pi, wc));
         let p = sim.scheduler(pi);
@@ -233,4 +245,26 @@ fn the_sensor_scheduler_places_one_reader_per_sensor_board_and_gets_their_real_s
         sim.agents[1].launched.is_empty(),
         "no reader on a board without the sensor"
     );
+}
+
+#[test]
+fn pi_finishes_after_its_scheduler_loses_its_connection_and_comes_back_within_its_failover_timeout()
+{
+    let mut sim = three_boards(SimConfig::default());
+    let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job(5));
+    // The executors are still starting: their results wait in the broker for the scheduler.
+    sim.run_for(50);
+    sim.disconnect_scheduler(pi.index);
+    sim.run_for(5_000);
+    assert!(!sim.scheduler(pi).is_complete());
+    sim.connect_scheduler(pi.index);
+    assert!(sim.run_until_cond(120_000, |s| s.schedulers[pi.index].left));
+    let reregistered = sim.schedulers[pi.index]
+        .sent
+        .iter()
+        .any(|(_, o)| matches!(o, Outgoing::Call(Call::ReRegister(_))));
+    assert!(reregistered, "it took its id back");
+    let p = sim.scheduler(pi);
+    assert_eq!(p.failure(), None);
+    assert_eq!(p.samples(), expected_samples(5));
 }
