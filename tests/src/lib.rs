@@ -6,7 +6,9 @@
 //! # Layout
 //!
 //! - [`sim`]: the deterministic simulation harness — [`sim::Sim`] joins a `MasterCore`, several
-//!   `AgentCore`s and scripted frameworks ([`sim::Script`], e.g. [`sim::PackTasks`]) through an
+//!   `AgentCore`s, scripted stand-in frameworks ([`sim::Script`], e.g. [`sim::PackTasks`]) and real
+//!   ones (a framework's `Scheduler` behind the SDK's `SchedulerCore`, [`sim::Sim::add_scheduler`],
+//!   with simulated `pi`, `wordcount` and `sensor` executors, [`sim::executors`]) through an
 //!   in-memory broker with optional seeded loss, delay and duplication.
 
 #![forbid(unsafe_code)]

@@ -1,0 +1,429 @@
+//! A deterministic simulation of a whole cluster: one [`MasterCore`], several [`AgentCore`]s,
+//! scripted stand-in frameworks and real ones (their own `Scheduler` behind the SDK's
+//! `SchedulerCore`, [`Sim::add_scheduler`]), joined by an in-memory broker on simulated time.
+//!
+//! Every message goes through its real encoding and topic, as over MQTT. The broker can lose, delay
+//! and duplicate messages from a seeded generator, so a run is reproducible from its seed; like MQTT,
+//! it keeps the messages of one topic to one receiver in order. Time jumps to the next wake-up: the
+//! earliest of every core's `poll_timeout` and the next delivery.
+//!
+//! The simulated agent host plays "the OS": a launch starts at once, SIGKILL ends a task at once,
+//! SIGTERM ends it at once unless the host is told to ignore it, and the test decides when tasks exit
+//! ([`Sim::finish_task`]) — except for the tasks of real frameworks whose command is a `pi`,
+//! `wordcount` or `sensor` executor: the host runs a simulated executor ([`executors`]) that
+//! computes the real result, sends the framework messages the real one sends, and exits.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`Sim`], its settings and the operations a test applies (add, restart, disconnect).
+//! - `engine.rs`: the next wake-up, due deliveries and timers, and routing through the broker.
+//! - `host.rs`: [`SimAgent`], the boards and how their host carries out the agent core's actions.
+//! - `schedulers.rs`: real frameworks: [`Sim::add_scheduler`], [`SimScheduler`], [`SchedulerId`].
+//! - [`executors`]: the simulated `pi`, `wordcount` and `sensor` executor processes.
+//! - `scripts.rs`: the scripted stand-in frameworks ([`Script`], [`PackTasks`], [`SimFramework`]).
+//! - `rng.rs`: [`Rng`], the seeded generator behind every fault.
+//!
+//! With [`SimConfig::check_invariants`] on (the default), the master's books and every board's task
+//! table are checked after every step, and a violation panics with an explanation.
+
+mod engine;
+pub mod executors;
+mod host;
+mod rng;
+mod schedulers;
+mod scripts;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use agent_nostd_core::agent::{Config as AgentConfig, EndedTask, Exit, LocalEvent};
+use agent_nostd_core::ids::id;
+use agent_nostd_core::topic;
+use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute};
+use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
+use bramble_master_core::{Config as MasterConfig, MasterCore};
+use bramble_proto::{self as proto, Call, ReRegister, Register};
+
+pub use host::{Command, SimAgent, SimExecutor};
+pub use rng::Rng;
+pub use schedulers::{SchedulerId, SimScheduler};
+pub use scripts::{Manual, PackTasks, Script, SimFramework};
+
+/// The broker's behaviour and the run's seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// Probability that a message between an agent and the master is lost (framework traffic never
+    /// is: schedulers keep a persistent QoS 1 session).
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Shortest delivery delay, in milliseconds.
+    pub min_delay_ms: u64,
+    /// Longest delivery delay, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Check the master's invariants after every step.
+    pub check_invariants: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            loss: 0.0,
+            duplicate: 0.0,
+            min_delay_ms: 1,
+            max_delay_ms: 1,
+            check_invariants: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Dest {
+    Master,
+    Agent(usize),
+    Framework(usize),
+    /// A real framework's scheduler ([`Sim::add_scheduler`]).
+    Scheduler(usize),
+    /// Whichever executor reads the delivery's exec topic.
+    Executor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    at: u64,
+    seq: u64,
+    dest: Dest,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    /// Simulated time, in milliseconds.
+    pub now: u64,
+    /// The master.
+    pub master: MasterCore,
+    /// The master's settings (used again on restart).
+    pub master_config: MasterConfig,
+    /// The boards.
+    pub agents: Vec<SimAgent>,
+    /// The scripted stand-in frameworks.
+    pub frameworks: Vec<SimFramework>,
+    /// The real frameworks' schedulers.
+    pub schedulers: Vec<SimScheduler>,
+    /// The simulated executor processes running on the boards.
+    pub executors: Vec<SimExecutor>,
+    /// The broker's settings.
+    pub config: SimConfig,
+    /// Messages the broker lost.
+    pub lost: u64,
+    net: BinaryHeap<Reverse<Delivery>>,
+    /// The last delivery time per (destination, topic): MQTT keeps each topic in order.
+    last_delivery: HashMap<(Dest, String), u64>,
+    seq: u64,
+    rng: Rng,
+    retained_hello: Option<Vec<u8>>,
+}
+
+impl Sim {
+    /// A cluster with a master of `master_config` (epoch 1) and no agents or frameworks yet.
+    pub fn new(config: SimConfig, master_config: MasterConfig) -> Self {
+        let master = MasterCore::new(master_config.clone(), 1, 0)
+            .expect("the test's master config is valid");
+        let mut sim = Sim {
+            now: 0,
+            master,
+            master_config,
+            agents: Vec::new(),
+            frameworks: Vec::new(),
+            schedulers: Vec::new(),
+            executors: Vec::new(),
+            rng: Rng::new(config.seed),
+            config,
+            lost: 0,
+            net: BinaryHeap::new(),
+            last_delivery: HashMap::new(),
+            seq: 0,
+            retained_hello: None,
+        };
+        sim.drain_master();
+        sim
+    }
+
+    /// A cluster with default master settings and a perfect network.
+    pub fn perfect() -> Self {
+        Sim::new(SimConfig::default(), MasterConfig::default())
+    }
+
+    /// Adds a connected board with `total` resources and `key=value` attributes; returns its index.
+    pub fn add_agent(
+        &mut self,
+        agent_id: &str,
+        total: Resources,
+        attributes: &[(&str, &str)],
+    ) -> usize {
+        let mut attrs = heapless::Vec::new();
+        for (k, v) in attributes {
+            let a = WireAttribute {
+                key: heapless::String::try_from(*k).expect("short attribute key"),
+                value: heapless::String::try_from(*v).expect("short attribute value"),
+            };
+            attrs.push(a).expect("at most 8 attributes");
+        }
+        let info = AgentInfo {
+            agent_id: id(agent_id).expect("valid agent id"),
+            hostname: heapless::String::try_from(format!("{agent_id}.lan").as_str())
+                .expect("short hostname"),
+            arch: heapless::String::try_from("aarch64").expect("short"),
+            board: heapless::String::new(),
+            total,
+            attributes: attrs,
+        };
+        let config = agent_config(self.agents.len());
+        let core = AgentCore::new(config, info.clone(), self.now).expect("valid agent config");
+        self.agents.push(SimAgent {
+            core,
+            connected: false,
+            running: BTreeMap::new(),
+            ignore_term: false,
+            partitioned: false,
+            launched: Vec::new(),
+            signals: Vec::new(),
+            ended: Vec::new(),
+            commands: BTreeMap::new(),
+            info,
+        });
+        let i = self.agents.len() - 1;
+        self.connect_agent(i);
+        i
+    }
+
+    /// Adds a framework with `script` that registers at once; returns its index.
+    pub fn add_framework(
+        &mut self,
+        client: &str,
+        register: Register,
+        script: impl Script + 'static,
+    ) -> usize {
+        self.frameworks.push(SimFramework {
+            client: client.to_owned(),
+            register: register.clone(),
+            framework_id: None,
+            master_epoch: 0,
+            connected: true,
+            events: Vec::new(),
+            script: Box::new(script),
+            parked: Vec::new(),
+        });
+        let j = self.frameworks.len() - 1;
+        self.publish_call(j, Call::Register(register));
+        j
+    }
+
+    /// The framework's id (it must have registered).
+    pub fn fid(&self, j: usize) -> String {
+        self.frameworks[j]
+            .framework_id
+            .clone()
+            .expect("the framework has registered")
+    }
+
+    /// Framework `j` makes `call`.
+    pub fn call(&mut self, j: usize, call: Call) {
+        self.publish_call(j, call);
+    }
+
+    /// Runs until simulated time `t`.
+    pub fn run_until(&mut self, t: u64) {
+        let mut spins = 0u32;
+        loop {
+            let next = self.next_wakeup();
+            match next {
+                Some(n) if n <= t => {
+                    if n <= self.now {
+                        spins += 1;
+                        assert!(
+                            spins < 100_000,
+                            "the simulation makes no progress at {}",
+                            self.now
+                        );
+                    } else {
+                        spins = 0;
+                        self.now = n;
+                    }
+                    self.process_due();
+                }
+                _ => {
+                    self.now = self.now.max(t);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs for `ms` milliseconds.
+    pub fn run_for(&mut self, ms: u64) {
+        let t = self.now + ms;
+        self.run_until(t);
+    }
+
+    /// Runs until `done` holds (checked after every step), for at most `limit_ms`. Returns whether it
+    /// held.
+    pub fn run_until_cond(&mut self, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit_ms;
+        while !done(self) {
+            let next = self.next_wakeup().unwrap_or(end).max(self.now + 1).min(end);
+            if self.now >= end {
+                return false;
+            }
+            self.run_until(next);
+        }
+        true
+    }
+
+    /// The process of task `task_id` of framework `j` on board `i` ends with `exit`.
+    pub fn finish_task(&mut self, i: usize, j: usize, task_id: &str, exit: Exit) {
+        let fid = self.fid(j);
+        let key = (fid.clone(), task_id.to_owned());
+        self.agents[i].running.remove(&key);
+        self.agents[i].ended.push(key);
+        self.end_executor(i, &fid, task_id);
+        let now = self.now;
+        self.agents[i]
+            .core
+            .handle_event(
+                now,
+                LocalEvent::Exited {
+                    framework_id: &fid,
+                    task_id,
+                    exit,
+                },
+            )
+            .expect("the task runs on that agent");
+        self.drain_agent(i);
+    }
+
+    /// The board's connection drops: the broker publishes its last will.
+    pub fn disconnect_agent(&mut self, i: usize) {
+        let a = &mut self.agents[i];
+        if !a.connected {
+            return;
+        }
+        a.connected = false;
+        a.core.handle_disconnected(self.now);
+        let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+        let will = a.core.last_will(&mut buf);
+        let payload = buf[..will.len].to_vec();
+        self.send(Dest::Master, will.topic.as_str(), payload);
+    }
+
+    /// The board reconnects and receives the retained hello.
+    pub fn connect_agent(&mut self, i: usize) {
+        self.agents[i].connected = true;
+        let now = self.now;
+        self.agents[i].core.handle_connected(now);
+        if let Some(hello) = self.retained_hello.clone() {
+            self.send(Dest::Agent(i), topic::MASTER_HELLO, hello);
+        }
+        self.drain_agent(i);
+    }
+
+    /// The agent process restarts: a new core takes back what its checkpoint holds — the processes
+    /// still running, and the ended tasks whose end the master has not acknowledged — and
+    /// reconnects.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.disconnect_agent(i);
+        let now = self.now;
+        let a = &mut self.agents[i];
+        let next_id = a.core.next_update_id();
+        let config = agent_config(i);
+        let mut core = AgentCore::new(config, a.info.clone(), now).expect("valid agent");
+        core.set_next_update_id(next_id);
+        for ((fw, task), r) in &a.running {
+            core.adopt_task(fw, task, *r, 0).expect("adoptable task");
+        }
+        for t in a.core.tasks() {
+            if let (Some(reason), true) = (t.end_reason, t.unacked_updates > 0) {
+                let ended = EndedTask {
+                    framework_id: t.framework_id,
+                    task_id: t.task_id,
+                    resources: t.resources,
+                    state: t.state,
+                    reason,
+                    message: t.message,
+                };
+                core.restore_ended_task(now, ended)
+                    .expect("restorable task");
+            }
+        }
+        a.core = core;
+        self.connect_agent(i);
+    }
+
+    /// The framework's connection drops: the broker publishes its last will, and keeps what is
+    /// published for the framework until it reconnects (a persistent session).
+    pub fn disconnect_framework(&mut self, j: usize) {
+        self.frameworks[j].connected = false;
+        let client = self.frameworks[j].client.clone();
+        self.send(
+            Dest::Master,
+            &proto::will_topic(&client),
+            Call::Gone.encode(),
+        );
+    }
+
+    /// The framework reconnects and re-registers with its id (or registers, if it never got one).
+    pub fn reconnect_framework(&mut self, j: usize) {
+        // The broker first hands over what it kept for the session.
+        for (topic, payload) in std::mem::take(&mut self.frameworks[j].parked) {
+            self.send(Dest::Framework(j), &topic, payload);
+        }
+        let f = &mut self.frameworks[j];
+        f.connected = true;
+        let call = match &f.framework_id {
+            Some(fid) => Call::ReRegister(ReRegister {
+                framework_id: fid.clone(),
+                info: f.register.clone(),
+            }),
+            None => Call::Register(f.register.clone()),
+        };
+        self.publish_call(j, call);
+    }
+
+    /// The master restarts with a new `epoch` and empty state; messages in flight still arrive.
+    pub fn restart_master(&mut self, epoch: u64) {
+        self.master = MasterCore::new(self.master_config.clone(), epoch, self.now)
+            .expect("valid master config");
+        self.drain_master();
+    }
+
+    /// Checks the master's books, panicking with its explanation.
+    ///
+    /// Also checks that no board holds more than it has, for any resource.
+    pub fn assert_invariants(&self) {
+        if let Err(e) = self.master.check_invariants() {
+            panic!("master invariant broken at {} ms: {e}", self.now);
+        }
+        for a in &self.agents {
+            let total = a.core.total();
+            assert!(
+                a.core.allocated().fits_in(&total),
+                "{} holds {} of {} at {} ms",
+                a.core.agent_id(),
+                a.core.allocated(),
+                total,
+                self.now
+            );
+        }
+    }
+}
+
+fn agent_config(i: usize) -> AgentConfig {
+    AgentConfig {
+        jitter_seed: (i as u32).wrapping_mul(0x9E37_79B9) | 1,
+        ..AgentConfig::default()
+    }
+}
