@@ -2,9 +2,9 @@
 //! messages, timers, board samples, task exits) and carries out its outputs (publishes, launches,
 //! signals, checkpoints).
 //!
-//! MQTT: a fixed client id (`bramble-agent-{id}`) with a persistent session, the core's `Gone` as last
-//! will, resubscription on every ConnAck, and reconnection with exponential backoff (rumqttc itself
-//! retries at once). Publishes use `try_publish`, never awaiting inside the loop that polls the
+//! MQTT: a fixed client id (`bramble-agent-{id}`) with a persistent session and the core's `Gone` as
+//! last will, through a [`bramble_mqtt::Session`] (resubscription on every ConnAck, reconnection
+//! with exponential backoff where rumqttc itself retries at once). Publishes use `try_publish`, never awaiting inside the loop that polls the
 //! connection; a publish that does not fit the bounded request queue is dropped and the core resends
 //! it (status updates and registrations are retried until acknowledged).
 
@@ -16,8 +16,9 @@ use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::topic::{self, AgentTopic};
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, WireMessage};
 use agent_nostd_core::Resources;
+use bramble_mqtt::{ClientConfig, Session, SessionEvent};
 use heapless::String as HString;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet};
+use rumqttc::{AsyncClient, LastWill};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, trace, warn};
@@ -113,31 +114,32 @@ pub async fn run(
 
     let mut buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
     let will = core.last_will(&mut buf);
-    let mut options = MqttOptions::new(
-        format!("bramble-agent-{}", config.agent_id),
-        config.broker.host.clone(),
-        config.broker.port,
-    );
-    options
-        .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(15))
-        .set_inflight(16)
-        .set_request_channel_capacity(64)
-        .set_max_packet_size(
+    let (client, eventloop) = bramble_mqtt::connect(ClientConfig {
+        inflight: 16,
+        request_capacity: 64,
+        max_packet: (
             MasterMsg::MAX_ENCODED_LEN + 256,
             AgentMsg::MAX_ENCODED_LEN + 256,
-        )
-        .set_last_will(LastWill::new(
+        ),
+        last_will: Some(LastWill::new(
             will.topic.as_str(),
             buf[..will.len].to_vec(),
             rumqttc::QoS::AtLeastOnce,
             false,
-        ));
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
-    let mut net = eventloop.network_options();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
+        )),
+        ..ClientConfig::new(
+            format!("bramble-agent-{}", config.agent_id),
+            config.broker.host.clone(),
+            config.broker.port,
+        )
+    });
+    let filters = vec![
+        topic::agent(&config.agent_id, AgentTopic::Cmd)
+            .as_str()
+            .to_owned(),
+        topic::MASTER_HELLO.to_owned(),
+    ];
+    let session = Session::new("agent", client.clone(), eventloop, filters);
     let fetcher = Fetcher::new(
         config.work_dir.join("cache"),
         config.fetcher.cache_max_mib.saturating_mul(1024 * 1024),
@@ -173,7 +175,7 @@ pub async fn run(
     driver.recover();
     driver.remove_stale_spares();
     driver
-        .run(eventloop, exits_rx, spares_rx, written_rx, shutdown)
+        .run(session, exits_rx, spares_rx, written_rx, shutdown)
         .await;
     Ok(())
 }
@@ -185,7 +187,7 @@ impl Driver {
 
     async fn run(
         &mut self,
-        mut eventloop: EventLoop,
+        mut session: Session,
         mut exits: mpsc::Receiver<(TaskKey, RawExit)>,
         mut spares: mpsc::Receiver<Option<Spare>>,
         mut written: mpsc::Receiver<Written>,
@@ -196,8 +198,6 @@ impl Driver {
             self.config.reports.sample_secs,
         )));
         sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut backoff = Duration::from_millis(500);
-        let mut reconnect_at: Option<Instant> = None;
         loop {
             self.flush().await;
             // Replace used spares: the preparation runs once this task yields, so after the select
@@ -215,33 +215,21 @@ impl Driver {
                 biased;
                 () = &mut shutdown => break,
                 Some(w) = written.recv() => self.on_written(w),
-                event = eventloop.poll(), if reconnect_at.is_none() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        info!("connected to the broker");
-                        backoff = Duration::from_millis(500);
-                        let id = self.config.agent_id.clone();
-                        for t in [topic::agent(&id, AgentTopic::Cmd).as_str(), topic::MASTER_HELLO] {
-                            if let Err(e) = self.client.try_subscribe(t, rumqttc::QoS::AtLeastOnce) {
-                                warn!("cannot subscribe to {t}: {e}");
-                            }
-                        }
+                // The session resubscribes on each ConnAck and waits out its backoff after a loss.
+                event = session.poll() => match event {
+                    SessionEvent::Connected => {
                         let now = self.now();
                         self.core.handle_connected(now);
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, &p.payload),
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => trace!(pkid, "sent a publish"),
-                    Ok(_) => {}
-                    Err(e) => {
+                    SessionEvent::Publish(p) => self.on_publish(&p.topic, &p.payload),
+                    SessionEvent::Lost { .. } => {
                         let now = self.now();
                         self.core.handle_disconnected(now);
-                        warn!("broker connection lost: {e}; retrying in {backoff:?}");
-                        reconnect_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
+                    _ => {}
                 },
                 Some((key, raw)) = exits.recv() => self.on_exit(key, raw),
                 Some(spare) = spares.recv() => self.launcher.on_ready(spare),
-                () = sleep_until(reconnect_at) => reconnect_at = None,
                 () = sleep_until(wake) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
@@ -268,8 +256,9 @@ impl Driver {
         let _ = self.client.try_disconnect();
         // Let the event loop send the notice and the disconnect, but not for long.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+            loop {
+                if let SessionEvent::Disconnected | SessionEvent::Lost { .. } = session.poll().await
+                {
                     break;
                 }
             }
