@@ -21,15 +21,11 @@ pub(super) struct Agent {
     /// What its offers say about it.
     pub(super) desc: Arc<AgentDescription>,
     pub(super) total: Resources,
-    /// Sum of the resources of its tasks that have not ended (reachable or not).
-    pub(super) allocated: Amount,
     pub(super) offer: Option<OfferId>,
     pub(super) reachable: bool,
     pub(super) last_seen: u64,
     pub(super) unreachable_since: u64,
     pub(super) last_report: Option<ResourceReport>,
-    /// (framework, task id).
-    pub(super) tasks: BTreeSet<(FrameworkIdx, String)>,
     /// Since when its reports count another number of tasks than the master holds there.
     pub(super) mismatch_since: Option<u64>,
     /// The latest tasks that ended here by the agent's own word, as (framework id, task id): a
@@ -41,14 +37,15 @@ pub(super) struct Agent {
 pub(super) const ENDED_KEPT: usize = 64;
 
 impl Agent {
-    pub(super) fn free(&self) -> Resources {
+    /// What is left of its total once its tasks' `allocated` is taken.
+    pub(super) fn free(&self, allocated: Amount) -> Resources {
         let sat = |total: u32, used: u64| {
             u32::try_from(u64::from(total).saturating_sub(used)).unwrap_or(0)
         };
         Resources::new(
-            sat(self.total.cpu_millis, self.allocated.cpu_millis),
-            sat(self.total.mem_mib, self.allocated.mem_mib),
-            sat(self.total.disk_mib, self.allocated.disk_mib),
+            sat(self.total.cpu_millis, allocated.cpu_millis),
+            sat(self.total.mem_mib, allocated.mem_mib),
+            sat(self.total.disk_mib, allocated.disk_mib),
         )
     }
 }
@@ -59,11 +56,15 @@ impl MasterCore {
     /// to re-register, which settles every task.
     pub(super) fn on_report(&mut self, now: u64, agent_id: &str, report: &ResourceReport) {
         let retry = self.config.task_retry_ms;
+        let held = self
+            .agents
+            .lookup(agent_id)
+            .map_or(0, |ai| self.tasks.count_on_agent(ai));
         let Some(a) = self.live_agent(now, agent_id) else {
             return;
         };
         a.last_report = Some(*report);
-        if usize::from(report.running_tasks) == a.tasks.len() {
+        if usize::from(report.running_tasks) == held {
             a.mismatch_since = None;
             return;
         }
@@ -115,7 +116,6 @@ impl MasterCore {
                         attributes: Vec::new(),
                     }),
                     total: Resources::ZERO,
-                    allocated: Amount::default(),
                     offer: None,
                     reachable: false,
                     last_seen: now,
@@ -123,7 +123,6 @@ impl MasterCore {
                     last_report: None,
                     mismatch_since: None,
                     ended: VecDeque::new(),
-                    tasks: BTreeSet::new(),
                 };
                 self.agents.insert(id.clone(), agent)
             }
@@ -157,33 +156,22 @@ impl MasterCore {
         self.cluster_total.add(info.total);
         if !was_reachable {
             // Its tasks count for their frameworks again, whatever they turn out to be.
-            let keys: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
+            let keys: Vec<TaskRef> = self.tasks.on_agent(slot).cloned().collect();
             for (fi, tid) in &keys {
-                if let Some(t) = self
-                    .frameworks
-                    .get_mut(*fi)
-                    .and_then(|f| f.tasks.get_mut(tid))
-                {
-                    if t.state == TaskState::Unreachable {
-                        // Counted again below once its state is known.
-                        t.state = TaskState::Staging;
-                        let r = t.resources;
-                        if let Some(f) = self.frameworks.get_mut(*fi) {
-                            f.allocated.add(r);
-                        }
-                    }
-                }
+                // STAGING until its state is known (below), counted for its framework again.
+                self.tasks.set_reachable(*fi, tid);
                 self.task_changed(*fi, tid);
             }
         }
         self.reconcile_agent_tasks(now, slot, reported);
         // An outstanding offer stays valid unless the agent's size changed or its tasks grew into it.
+        let allocated = self.tasks.agent_allocated(slot);
         let stale_offer = self.agents.get(slot).and_then(|a| {
             let o = a.offer?;
             let fits = self
                 .offers
                 .get(o)
-                .is_some_and(|rec| rec.resources.fits_in(&a.free()));
+                .is_some_and(|rec| rec.resources.fits_in(&a.free(allocated)));
             (!fits || a.total != old_total).then_some(o)
         });
         if let Some(o) = stale_offer {
@@ -240,19 +228,13 @@ impl MasterCore {
         a.unreachable_since = now;
         let total = a.total;
         let id = a.id.clone();
-        let tasks: Vec<(FrameworkIdx, String)> = a.tasks.iter().cloned().collect();
+        let tasks: Vec<TaskRef> = self.tasks.on_agent(slot).cloned().collect();
         self.cluster_total.sub(total);
         for (fi, tid) in tasks {
-            let Some(f) = self.frameworks.get_mut(fi) else {
+            if self.frameworks.get(fi).is_none() {
                 continue;
-            };
-            let Some(t) = f.tasks.get_mut(&tid) else {
-                continue;
-            };
-            if t.state != TaskState::Unreachable {
-                t.state = TaskState::Unreachable;
-                f.allocated.sub(t.resources);
             }
+            self.tasks.set_unreachable(fi, &tid);
             told.insert(fi);
             self.send_framework(
                 fi,
@@ -289,14 +271,10 @@ impl MasterCore {
         if a.reachable {
             self.cluster_total.sub(a.total);
         }
-        for (fi, tid) in &a.tasks {
-            let Some(f) = self.frameworks.get_mut(*fi) else {
-                continue;
-            };
-            if let Some(t) = f.tasks.remove(tid) {
-                if t.state != TaskState::Unreachable && a.reachable {
-                    f.allocated.sub(t.resources);
-                }
+        let tasks: Vec<TaskRef> = self.tasks.on_agent(slot).cloned().collect();
+        for (fi, tid) in &tasks {
+            let removed = self.tasks.remove(*fi, tid, a.reachable);
+            if removed.is_some() && self.frameworks.get(*fi).is_some() {
                 self.send_framework(
                     *fi,
                     update_event(

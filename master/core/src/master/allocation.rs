@@ -52,7 +52,7 @@ impl MasterCore {
             .filter(|(_, f)| f.state == FrameworkState::Active && !f.suppressed)
             .map(|(id, f)| Bidder {
                 id,
-                used: f.used(),
+                used: f.used(self.tasks.framework_allocated(id)),
                 weight: f.info.weight,
                 priority: f.info.priority,
                 guarantee: f.info.guarantee,
@@ -66,10 +66,10 @@ impl MasterCore {
             .map(AgentIdx::from_slot)
             .filter_map(|id| {
                 let a = self.agents.get(id)?;
-                if !a.reachable || a.offer.is_some() || a.tasks.len() >= MAX_TASKS {
+                if !a.reachable || a.offer.is_some() || self.tasks.count_on_agent(id) >= MAX_TASKS {
                     return None;
                 }
-                let free = a.free();
+                let free = a.free(self.tasks.agent_allocated(id));
                 (free.cpu_millis > 0 && free.mem_mib > 0).then_some(FreeAgent { id, free })
             });
         let filtered = |f: FrameworkIdx, a: AgentIdx| {
@@ -90,11 +90,7 @@ impl MasterCore {
     /// Kills a task of a framework over its fair share for each framework below its guarantee that
     /// got nothing this round, one wave at a time.
     pub(super) fn revoke(&mut self, now: u64, new_offers: &BTreeMap<FrameworkIdx, Vec<Offer>>) {
-        let in_flight = self
-            .frameworks
-            .values()
-            .flat_map(|f| f.tasks.values())
-            .any(|t| t.revoking);
+        let in_flight = self.tasks.iter().any(|(_, t)| t.revoking);
         if in_flight {
             return;
         }
@@ -115,7 +111,7 @@ impl MasterCore {
                 continue;
             };
             if f.suppressed
-                || !f.below_guarantee()
+                || !f.below_guarantee(self.tasks.framework_allocated(starving))
                 || !f.offers.is_empty()
                 || new_offers.contains_key(&starving)
             {
@@ -128,34 +124,30 @@ impl MasterCore {
                 .filter(|&&i| i != starving)
                 .filter_map(|&i| {
                     let v = self.frameworks.get(i)?;
-                    if v.below_guarantee() {
+                    let allocated = self.tasks.framework_allocated(i);
+                    if v.below_guarantee(allocated) {
                         return None;
                     }
                     let fair = v.info.weight / weights;
-                    let over = dominant_share(v.allocated, total) / fair;
+                    let over = dominant_share(allocated, total) / fair;
                     (over > 1.0).then_some((i, over))
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .and_then(|(vi, _)| {
-                    let v = self.frameworks.get(vi)?;
-                    let (tid, t) = v
+                    let (tid, t) = self
                         .tasks
-                        .iter()
+                        .of_framework(vi)
                         .filter(|(_, t)| {
                             t.state != TaskState::Unreachable && t.kill_grace.is_none()
                         })
                         .max_by_key(|(_, t)| t.launched)?;
-                    Some((vi, tid.clone(), t.agent))
+                    Some((vi, tid.to_owned(), t.agent))
                 });
             let Some((vi, tid, agent)) = victim else {
                 continue;
             };
             let grace = self.config.revocation_grace_ms;
-            if let Some(t) = self
-                .frameworks
-                .get_mut(vi)
-                .and_then(|v| v.tasks.get_mut(&tid))
-            {
+            if let Some(t) = self.tasks.get_mut(vi, &tid) {
                 t.revoking = true;
                 t.kill_grace = Some(grace);
                 t.since = now;

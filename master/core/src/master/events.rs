@@ -182,7 +182,11 @@ impl MasterCore {
         };
         ev.task(&f.id, tid);
         ev.framework(&f.id);
-        if let Some(a) = f.tasks.get(tid).and_then(|t| self.agents.get(t.agent)) {
+        if let Some(a) = self
+            .tasks
+            .get(fi, tid)
+            .and_then(|t| self.agents.get(t.agent))
+        {
             ev.agent(&a.id);
         }
     }

@@ -1,7 +1,7 @@
 //! A framework's lifecycle: registration and failover, its calls, disconnection, recovery from
 //! agents' task lists after a master restart, and removal.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
@@ -38,25 +38,24 @@ pub(super) struct Framework {
     pub(super) suppressed: bool,
     /// Agent → until when it is not offered to this framework.
     pub(super) filters: HashMap<AgentIdx, u64>,
-    /// Resources of its tasks on reachable agents.
-    pub(super) allocated: Amount,
     pub(super) offered: Amount,
-    pub(super) tasks: BTreeMap<String, Task>,
     pub(super) offers: BTreeSet<OfferId>,
     pub(super) held: VecDeque<Event>,
     pub(super) order: u64,
 }
 
 impl Framework {
-    pub(super) fn used(&self) -> Amount {
-        self.allocated.plus(self.offered)
+    /// What it holds, given what its tasks hold (`allocated`): that plus what is on offer to it.
+    pub(super) fn used(&self, allocated: Amount) -> Amount {
+        allocated.plus(self.offered)
     }
 
-    pub(super) fn below_guarantee(&self) -> bool {
+    /// Whether it holds less than its guarantee, given what its tasks hold.
+    pub(super) fn below_guarantee(&self, allocated: Amount) -> bool {
         self.info
             .guarantee
             .as_ref()
-            .is_some_and(|g| !self.used().covers(g))
+            .is_some_and(|g| !self.used(allocated).covers(g))
     }
 }
 
@@ -111,10 +110,7 @@ impl MasterCore {
                 }
             }
             Call::Kill(k) => {
-                let task = self
-                    .frameworks
-                    .get_mut(fi)
-                    .and_then(|f| f.tasks.get_mut(&k.task_id));
+                let task = self.tasks.get_mut(fi, &k.task_id);
                 match task {
                     Some(t) => {
                         t.kill_grace = Some(k.grace_ms);
@@ -130,19 +126,15 @@ impl MasterCore {
                     return self.call_error(fi, ErrorCode::InvalidCall, None, "too many tasks");
                 }
                 let ids: Vec<String> = if task_ids.is_empty() {
-                    self.frameworks
-                        .get(fi)
-                        .map(|f| f.tasks.keys().cloned().collect())
-                        .unwrap_or_default()
+                    self.tasks
+                        .of_framework(fi)
+                        .map(|(tid, _)| tid.to_owned())
+                        .collect()
                 } else {
                     task_ids
                 };
                 for tid in ids {
-                    let known = self
-                        .frameworks
-                        .get(fi)
-                        .and_then(|f| f.tasks.get(&tid))
-                        .map(|t| (t.agent, t.state));
+                    let known = self.tasks.get(fi, &tid).map(|t| (t.agent, t.state));
                     let event = match known {
                         Some((agent, state)) => update_event(
                             tid,
@@ -274,9 +266,7 @@ impl MasterCore {
             state,
             suppressed: false,
             filters: HashMap::new(),
-            allocated: Amount::default(),
             offered: Amount::default(),
-            tasks: BTreeMap::new(),
             offers: BTreeSet::new(),
             held: VecDeque::new(),
             order,
@@ -337,10 +327,10 @@ impl MasterCore {
             self.settle_offer(o);
         }
         let tasks: Vec<(String, AgentIdx)> = self
-            .frameworks
-            .get(fi)
-            .map(|f| f.tasks.iter().map(|(k, t)| (k.clone(), t.agent)).collect())
-            .unwrap_or_default();
+            .tasks
+            .of_framework(fi)
+            .map(|(tid, t)| (tid.to_owned(), t.agent))
+            .collect();
         for (tid, agent) in tasks {
             self.send_kill(agent, fi, &tid, 0);
             self.end_task(fi, &tid);

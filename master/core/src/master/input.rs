@@ -186,10 +186,7 @@ impl MasterCore {
         let Some(fi) = self.frameworks.lookup(&kill.framework_id) else {
             return Ok(());
         };
-        let held = self
-            .frameworks
-            .get(fi)
-            .is_some_and(|f| f.tasks.contains_key(&kill.task_id));
+        let held = self.tasks.contains(fi, &kill.task_id);
         if held {
             self.framework_changed(fi);
             let call = Call::Kill(Kill {

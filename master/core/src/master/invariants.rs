@@ -17,14 +17,16 @@ impl MasterCore {
         let mut cluster = Amount::default();
         for (ai, a) in self.agents.iter() {
             let mut sum = Amount::default();
-            for (fi, tid) in &a.tasks {
-                let f = self
-                    .frameworks
-                    .get(*fi)
-                    .ok_or_else(|| format!("agent {} lists a task of a removed framework", a.id))?;
-                let t = f
+            for (fi, tid) in self.tasks.on_agent(ai) {
+                if self.frameworks.get(*fi).is_none() {
+                    return Err(format!(
+                        "agent {} lists a task of a removed framework",
+                        a.id
+                    ));
+                }
+                let t = self
                     .tasks
-                    .get(tid)
+                    .get(*fi, tid)
                     .ok_or_else(|| format!("agent {} lists unknown task {tid}", a.id))?;
                 if t.agent != ai {
                     return Err(format!("task {tid} is listed on two agents"));
@@ -34,10 +36,11 @@ impl MasterCore {
                     fw_alloc.entry(*fi).or_default().add(t.resources);
                 }
             }
-            if sum != a.allocated {
+            let allocated = self.tasks.agent_allocated(ai);
+            if sum != allocated {
                 return Err(format!(
-                    "agent {} allocation is off: {sum:?} vs {:?}",
-                    a.id, a.allocated
+                    "agent {} allocation is off: {sum:?} vs {allocated:?}",
+                    a.id
                 ));
             }
             let mut used = sum;
@@ -84,20 +87,26 @@ impl MasterCore {
                 .add(rec.resources);
         }
         for (fi, f) in self.frameworks.iter() {
-            if fw_alloc.get(&fi).copied().unwrap_or_default() != f.allocated {
+            if fw_alloc.get(&fi).copied().unwrap_or_default() != self.tasks.framework_allocated(fi)
+            {
                 return Err(format!("framework {} allocation is off", f.id));
             }
             if fw_offered.get(&fi).copied().unwrap_or_default() != f.offered {
                 return Err(format!("framework {} offered sum is off", f.id));
             }
-            for (tid, t) in &f.tasks {
-                let ok = self
-                    .agents
-                    .get(t.agent)
-                    .is_some_and(|a| a.tasks.contains(&(fi, tid.clone())));
-                if !ok || t.state.is_terminal() {
-                    return Err(format!("task {tid} of {} is not on its agent", f.id));
-                }
+        }
+        for ((fi, tid), t) in self.tasks.iter() {
+            let f = self
+                .frameworks
+                .get(*fi)
+                .ok_or_else(|| format!("task {tid} belongs to a removed framework"))?;
+            let listed = self.agents.get(t.agent).is_some()
+                && self
+                    .tasks
+                    .on_agent(t.agent)
+                    .any(|k| k.0 == *fi && k.1 == *tid);
+            if !listed || t.state.is_terminal() {
+                return Err(format!("task {tid} of {} is not on its agent", f.id));
             }
         }
         if cluster != self.cluster_total {

@@ -10,7 +10,9 @@
 //!
 //! - `input.rs`: agent, framework and operator payloads decoded, checked against their topic and
 //!   handed to the entity they concern (wire handling only).
-//! - `agent.rs`, `framework.rs`, `task.rs`, `offer.rs`: each entity's record and lifecycle.
+//! - `agent.rs`, `framework.rs`, `task.rs`, `offer.rs`: each entity's record and lifecycle; the
+//!   task records and the allocated sums (per agent, per framework) live in one `TaskTable`
+//!   (`task_table.rs`), the offers in an `OfferBook`.
 //! - `allocation.rs`: the allocation round and revocation.
 //! - `registry.rs`: the slot arena agents and frameworks live in (`Registry`, indexed by
 //!   `AgentIdx` and `FrameworkIdx`).
@@ -65,6 +67,7 @@ mod output;
 mod registry;
 mod stats;
 mod task;
+mod task_table;
 mod timers;
 mod views;
 
@@ -81,7 +84,8 @@ use events::EventLog;
 use framework::Framework;
 use offer::OfferBook;
 use registry::{AgentIdx, FrameworkIdx, Registry};
-use task::{update_event, Task};
+use task::update_event;
+use task_table::{TaskRef, TaskTable};
 use timers::{Timer, Timers};
 
 pub use events::{CoreEvent, EVENT_IDS_CAP};
@@ -106,10 +110,10 @@ pub struct MasterCore {
     removed_ids: VecDeque<String>,
     offers: OfferBook,
     next_framework_seq: u64,
-    next_launch_seq: u64,
     next_ping_seq: u32,
     cluster_total: Amount,
     timers: Timers,
+    tasks: TaskTable,
     outbox: VecDeque<Transmit>,
     /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
     events: Option<EventLog>,
@@ -140,7 +144,7 @@ impl MasterCore {
             removed_ids: VecDeque::new(),
             offers: OfferBook::new(),
             next_framework_seq: 1,
-            next_launch_seq: 0,
+            tasks: TaskTable::default(),
             next_ping_seq: 1,
             cluster_total: Amount::default(),
             outbox: VecDeque::new(),

@@ -146,7 +146,7 @@ impl MasterCore {
         self.stats.offers_accepted += 1;
         self.settle_offer(offer_id);
         self.request_allocation(now);
-        let held = self.agents.get(rec.agent).map_or(0, |a| a.tasks.len());
+        let held = self.tasks.count_on_agent(rec.agent);
         let checked = if held + accept.tasks.len() > MAX_TASKS {
             Err(format!(
                 "the agent holds {held} tasks and takes at most {MAX_TASKS}; {} more do not fit",
@@ -191,7 +191,9 @@ impl MasterCore {
                 proto::MAX_TASKS_PER_CALL
             ));
         }
-        let f = self.frameworks.get(fi).ok_or("framework gone")?;
+        if self.frameworks.get(fi).is_none() {
+            return Err("framework gone".into());
+        }
         let arch = self.agents.get(agent).map_or("", |a| a.desc.arch.as_str());
         let mut seen = BTreeSet::new();
         let mut sum = Amount::default();
@@ -199,7 +201,7 @@ impl MasterCore {
         for t in &accept.tasks {
             let tid = &t.task_id;
             let run = t.to_run_task(fid, arch).map_err(|e| e.to_string())?;
-            if !seen.insert(tid.as_str()) || f.tasks.contains_key(tid) {
+            if !seen.insert(tid.as_str()) || self.tasks.contains(fi, tid) {
                 return Err(format!("task {tid} already exists"));
             }
             let r = t.resources;

@@ -106,25 +106,12 @@ impl<I: Idx, T> Registry<I, T> {
         self.slots.get_mut(i.slot())?.as_mut()
     }
 
-    /// The entity known by `id`.
-    pub(crate) fn by_id(&self, id: &str) -> Option<&T> {
-        self.get(self.lookup(id)?)
-    }
-
     /// Every entity with its index, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (I, &T)> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(s, v)| Some((I::from_slot(s), v.as_ref()?)))
-    }
-
-    /// Every entity with its index, mutably, in slot order.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (I, &mut T)> {
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(s, v)| Some((I::from_slot(s), v.as_mut()?)))
     }
 
     /// How many slots there are, used or free: every index is below it.
@@ -162,7 +149,7 @@ mod tests {
         assert_eq!(r.get(a), None);
         let c = r.insert("c".into(), "C");
         assert_eq!(c, a, "the freed slot is reused");
-        assert_eq!(r.by_id("c"), Some(&"C"));
+        assert_eq!(r.lookup("c").and_then(|i| r.get(i)), Some(&"C"));
         assert_eq!(r.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["C", "B"]);
         assert_eq!(r.len(), 2);
         assert_eq!(r.get(b), Some(&"B"));

@@ -14,19 +14,6 @@ use bramble_proto::{self as proto, Event};
 use super::registry::{AgentIdx, FrameworkIdx};
 use super::*;
 
-#[derive(Debug, Clone)]
-pub(super) struct Task {
-    pub(super) agent: AgentIdx,
-    pub(super) resources: Resources,
-    pub(super) state: TaskState,
-    pub(super) last_update_id: Option<u32>,
-    pub(super) kill_grace: Option<u32>,
-    pub(super) revoking: bool,
-    pub(super) launched: u64,
-    /// When it was launched or last asked to die: the retry clock of `task_retry_ms`.
-    pub(super) since: u64,
-}
-
 /// Whether update id `id` came after `last`: ids grow by one per update of an agent (skipping 0 on
 /// wrap-around), so they compare by serial-number arithmetic.
 pub(super) fn is_newer_update(id: u32, last: u32) -> bool {
@@ -60,29 +47,11 @@ impl MasterCore {
         r: Resources,
         state: TaskState,
     ) {
-        let launched = self.next_launch_seq;
-        self.next_launch_seq += 1;
-        let Some(f) = self.frameworks.get_mut(fi) else {
+        let Some(fid) = self.frameworks.get(fi).map(|f| f.id.clone()) else {
             return;
         };
-        f.tasks.insert(
-            tid.to_owned(),
-            Task {
-                agent,
-                resources: r,
-                state,
-                last_update_id: None,
-                kill_grace: None,
-                revoking: false,
-                launched,
-                since: now,
-            },
-        );
-        f.allocated.add(r);
-        let fid = f.id.clone();
+        self.tasks.insert(now, fi, tid, agent, r, state);
         if let Some(a) = self.agents.get_mut(agent) {
-            a.allocated.add(r);
-            a.tasks.insert((fi, tid.to_owned()));
             // A new launch may reuse the id of a task that ended here.
             a.ended.retain(|(f, t)| *f != fid || t != tid);
         }
@@ -92,11 +61,7 @@ impl MasterCore {
     /// Forgets a task that ended by the agent's own word, remembering it on its agent.
     pub(super) fn end_reported_task(&mut self, fi: FrameworkIdx, tid: &str) {
         let fid = self.frameworks.get(fi).map(|f| f.id.clone());
-        let agent = self
-            .frameworks
-            .get(fi)
-            .and_then(|f| f.tasks.get(tid))
-            .map(|t| t.agent);
+        let agent = self.tasks.get(fi, tid).map(|t| t.agent);
         if let (Some(fid), Some(a)) = (fid, agent.and_then(|ai| self.agents.get_mut(ai))) {
             if a.ended.len() >= ENDED_KEPT {
                 a.ended.pop_front();
@@ -109,20 +74,14 @@ impl MasterCore {
     /// Forgets a task and gives its resources back.
     pub(super) fn end_task(&mut self, fi: FrameworkIdx, tid: &str) {
         self.task_changed(fi, tid);
-        let Some(f) = self.frameworks.get_mut(fi) else {
+        if self.frameworks.get(fi).is_none() {
+            return;
+        }
+        let Some(agent) = self.tasks.get(fi, tid).map(|t| t.agent) else {
             return;
         };
-        let Some(t) = f.tasks.remove(tid) else {
-            return;
-        };
-        let agent_reachable = self.agents.get(t.agent).is_some_and(|a| a.reachable);
-        if t.state != TaskState::Unreachable && agent_reachable {
-            f.allocated.sub(t.resources);
-        }
-        if let Some(a) = self.agents.get_mut(t.agent) {
-            a.allocated.sub(t.resources);
-            a.tasks.remove(&(fi, tid.to_owned()));
-        }
+        let reachable = self.agents.get(agent).is_some_and(|a| a.reachable);
+        self.tasks.remove(fi, tid, reachable);
     }
 
     /// Makes the master's view of an agent's tasks match what the agent reported.
@@ -173,20 +132,15 @@ impl MasterCore {
             }
             listed.insert((fi, tid.clone()));
             let known = self
-                .frameworks
-                .get(fi)
-                .and_then(|f| f.tasks.get(&tid))
+                .tasks
+                .get(fi, &tid)
                 .map(|t| (t.agent, t.state, t.kill_grace));
             match known {
                 Some((agent, state, kill)) if agent == slot => {
                     // A running task listed as still starting is from a stale (duplicated) list.
                     let stale = state == TaskState::Running && r.state < TaskState::Running;
                     if state != r.state && !stale {
-                        if let Some(t) = self
-                            .frameworks
-                            .get_mut(fi)
-                            .and_then(|f| f.tasks.get_mut(&tid))
-                        {
+                        if let Some(t) = self.tasks.get_mut(fi, &tid) {
                             t.state = r.state;
                         }
                         self.task_changed(fi, &tid);
@@ -235,20 +189,17 @@ impl MasterCore {
         // Tasks the master had there that the agent no longer holds are lost, but for launches
         // younger than `task_retry_ms`: their RunTask may still be on its way.
         let retry = self.config.task_retry_ms;
-        let missing: Vec<(FrameworkIdx, String)> = self
-            .agents
-            .get(slot)
-            .map(|a| a.tasks.difference(&listed).cloned().collect::<Vec<_>>())
-            .unwrap_or_default()
+        let missing: Vec<TaskRef> = self
+            .tasks
+            .on_agent(slot)
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect::<Vec<_>>()
             .into_iter()
             .filter(|(fi, tid)| {
-                let young = self
-                    .frameworks
-                    .get(*fi)
-                    .and_then(|f| f.tasks.get(tid))
-                    .is_some_and(|t| {
-                        t.state == TaskState::Staging && now.saturating_sub(t.since) < retry
-                    });
+                let young = self.tasks.get(*fi, tid).is_some_and(|t| {
+                    t.state == TaskState::Staging && now.saturating_sub(t.since) < retry
+                });
                 !young
             })
             .collect();
@@ -278,10 +229,7 @@ impl MasterCore {
     }
 
     pub(super) fn task_slot_is(&self, fi: FrameworkIdx, tid: &str, agent: AgentIdx) -> bool {
-        self.frameworks
-            .get(fi)
-            .and_then(|f| f.tasks.get(tid))
-            .is_some_and(|t| t.agent == agent)
+        self.tasks.get(fi, tid).is_some_and(|t| t.agent == agent)
     }
 
     pub(super) fn on_status(&mut self, now: u64, agent_id: &str, u: &AgentStatus) {
@@ -294,7 +242,7 @@ impl MasterCore {
         let tid = u.task_id.as_str().to_owned();
         let fi = self.frameworks.lookup(u.framework_id.as_str());
         let known = fi.and_then(|fi| {
-            let t = self.frameworks.get(fi)?.tasks.get(&tid)?;
+            let t = self.tasks.get(fi, &tid)?;
             Some((fi, t.agent == slot, t.last_update_id))
         });
         match (fi, known) {
@@ -305,11 +253,7 @@ impl MasterCore {
                     self.stats.duplicate_status_updates += 1;
                 } else {
                     self.stats.status_updates += 1;
-                    if let Some(t) = self
-                        .frameworks
-                        .get_mut(fi)
-                        .and_then(|f| f.tasks.get_mut(&tid))
-                    {
+                    if let Some(t) = self.tasks.get_mut(fi, &tid) {
                         t.last_update_id = Some(u.update_id);
                         t.state = u.state;
                     }
@@ -384,19 +328,17 @@ impl MasterCore {
         let retry = self.config.task_retry_ms;
         let mut kills = Vec::new();
         let mut ask = BTreeSet::new();
-        for (fi, f) in self.frameworks.iter_mut() {
-            for (tid, t) in f.tasks.iter_mut() {
-                if now.saturating_sub(t.since) < retry || t.state == TaskState::Unreachable {
-                    continue;
-                }
-                if let Some(grace) = t.kill_grace {
-                    t.since = now;
-                    kills.push((t.agent, fi, tid.clone(), grace));
-                } else if t.state == TaskState::Staging {
-                    // Asked again every health check until the re-registration settles it: an old
-                    // STAGING task the agent does not list is lost.
-                    ask.insert(t.agent);
-                }
+        for ((fi, tid), t) in self.tasks.iter_mut() {
+            if now.saturating_sub(t.since) < retry || t.state == TaskState::Unreachable {
+                continue;
+            }
+            if let Some(grace) = t.kill_grace {
+                t.since = now;
+                kills.push((t.agent, *fi, tid.clone(), grace));
+            } else if t.state == TaskState::Staging {
+                // Asked again every health check until the re-registration settles it: an old
+                // STAGING task the agent does not list is lost.
+                ask.insert(t.agent);
             }
         }
         for (agent, fi, tid, grace) in kills {

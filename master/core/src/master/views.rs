@@ -90,19 +90,20 @@ pub struct TaskView {
 impl MasterCore {
     /// One agent.
     pub fn agent(&self, agent_id: &str) -> Option<AgentView> {
-        let a = self.agents.get(self.agents.lookup(agent_id)?)?;
+        let ai = self.agents.lookup(agent_id)?;
+        let a = self.agents.get(ai)?;
         Some(AgentView {
             agent_id: a.id.clone(),
             hostname: a.desc.hostname.clone(),
             total: a.total,
-            allocated: a.allocated,
+            allocated: self.tasks.agent_allocated(ai),
             offered: a
                 .offer
                 .and_then(|o| self.offers.get(o))
                 .map_or(Resources::ZERO, |o| o.resources),
             offer_id: a.offer,
             reachable: a.reachable,
-            tasks: a.tasks.len(),
+            tasks: self.tasks.count_on_agent(ai),
             last_report: a.last_report,
             arch: a.desc.arch.clone(),
             attributes: a
@@ -121,16 +122,18 @@ impl MasterCore {
 
     /// One framework.
     pub fn framework(&self, framework_id: &str) -> Option<FrameworkView> {
-        let f = self.frameworks.get(self.frameworks.lookup(framework_id)?)?;
+        let fi = self.frameworks.lookup(framework_id)?;
+        let f = self.frameworks.get(fi)?;
+        let allocated = self.tasks.framework_allocated(fi);
         Some(FrameworkView {
             framework_id: f.id.clone(),
             name: f.info.name.clone(),
             state: f.state,
-            allocated: f.allocated,
+            allocated,
             offered: f.offered,
-            dominant_share: dominant_share(f.used(), self.cluster_total),
+            dominant_share: dominant_share(f.used(allocated), self.cluster_total),
             suppressed: f.suppressed,
-            tasks: f.tasks.len(),
+            tasks: self.tasks.count_of_framework(fi),
             offers: f.offers.len(),
             role: f.info.role.clone(),
             weight: f.info.weight,
@@ -145,8 +148,9 @@ impl MasterCore {
 
     /// One task, as the master knows it.
     pub fn task(&self, framework_id: &str, task_id: &str) -> Option<TaskView> {
-        let f = self.frameworks.get(self.frameworks.lookup(framework_id)?)?;
-        let t = f.tasks.get(task_id)?;
+        let t = self
+            .tasks
+            .get(self.frameworks.lookup(framework_id)?, task_id)?;
         Some(TaskView {
             agent_id: self.agents.get(t.agent)?.id.clone(),
             resources: t.resources,
@@ -157,21 +161,19 @@ impl MasterCore {
     /// Every task not yet ended, as (framework id, task id, view), by framework then task id.
     pub fn tasks(&self) -> Vec<(String, String, TaskView)> {
         let mut out = Vec::new();
-        for f in self.frameworks.values() {
-            for (tid, t) in &f.tasks {
-                let Some(a) = self.agents.get(t.agent) else {
-                    continue;
-                };
-                out.push((
-                    f.id.clone(),
-                    tid.clone(),
-                    TaskView {
-                        agent_id: a.id.clone(),
-                        resources: t.resources,
-                        state: t.state,
-                    },
-                ));
-            }
+        for ((fi, tid), t) in self.tasks.iter() {
+            let (Some(f), Some(a)) = (self.frameworks.get(*fi), self.agents.get(t.agent)) else {
+                continue;
+            };
+            out.push((
+                f.id.clone(),
+                tid.clone(),
+                TaskView {
+                    agent_id: a.id.clone(),
+                    resources: t.resources,
+                    state: t.state,
+                },
+            ));
         }
         out
     }
@@ -209,12 +211,12 @@ impl MasterCore {
 
     /// The tasks not yet ended on an agent, as `{framework_id}/{task_id}`, sorted.
     pub fn agent_task_ids(&self, agent_id: &str) -> Vec<String> {
-        let Some(a) = self.agents.by_id(agent_id) else {
+        let Some(ai) = self.agents.lookup(agent_id) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = a
+        let mut ids: Vec<String> = self
             .tasks
-            .iter()
+            .on_agent(ai)
             .filter_map(|(fi, tid)| Some(format!("{}/{tid}", self.frameworks.get(*fi)?.id)))
             .collect();
         ids.sort();
@@ -224,8 +226,8 @@ impl MasterCore {
     /// The states of a framework's tasks not yet ended.
     pub fn framework_task_states(&self, framework_id: &str) -> Vec<TaskState> {
         self.frameworks
-            .by_id(framework_id)
-            .map(|f| f.tasks.values().map(|t| t.state).collect())
+            .lookup(framework_id)
+            .map(|fi| self.tasks.of_framework(fi).map(|(_, t)| t.state).collect())
             .unwrap_or_default()
     }
 }

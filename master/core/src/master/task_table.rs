@@ -1,0 +1,246 @@
+//! [`TaskTable`]: every task the master holds, keyed by framework and task id, with the index of
+//! each agent's tasks and the sums the allocator reads, all kept in step by the table's own
+//! methods.
+//!
+//! Two sums, as DRF needs them: an agent's `allocated` counts every task on it that has not ended
+//! (reachable or not: the board still runs them); a framework's counts only its tasks that are not
+//! UNREACHABLE, on reachable agents (what it holds in the cluster the allocator shares out).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+use agent_nostd_core::wire::TaskState;
+use agent_nostd_core::Resources;
+
+use super::registry::{AgentIdx, FrameworkIdx};
+use crate::allocator::Amount;
+
+/// A task the master holds.
+#[derive(Debug, Clone)]
+pub(super) struct Task {
+    pub(super) agent: AgentIdx,
+    pub(super) resources: Resources,
+    pub(super) state: TaskState,
+    pub(super) last_update_id: Option<u32>,
+    pub(super) kill_grace: Option<u32>,
+    pub(super) revoking: bool,
+    /// Launch order, for revocation (newest first).
+    pub(super) launched: u64,
+    /// When it was launched or last asked to die: the retry clock of `task_retry_ms`.
+    pub(super) since: u64,
+}
+
+/// A task's key in the table: its framework and its id.
+pub(super) type TaskRef = (FrameworkIdx, String);
+
+/// Every task, with the per-agent index and the sums. See the [module docs](self).
+#[derive(Debug, Clone, Default)]
+pub(super) struct TaskTable {
+    tasks: BTreeMap<TaskRef, Task>,
+    by_agent: HashMap<AgentIdx, BTreeSet<TaskRef>>,
+    agent_allocated: HashMap<AgentIdx, Amount>,
+    framework_allocated: HashMap<FrameworkIdx, Amount>,
+    next_launch_seq: u64,
+}
+
+fn counted(state: TaskState) -> bool {
+    state != TaskState::Unreachable
+}
+
+impl TaskTable {
+    /// Adds a task launched (or found) on `agent` at `now`, counting it for its framework.
+    pub(super) fn insert(
+        &mut self,
+        now: u64,
+        fi: FrameworkIdx,
+        tid: &str,
+        agent: AgentIdx,
+        resources: Resources,
+        state: TaskState,
+    ) {
+        let launched = self.next_launch_seq;
+        self.next_launch_seq += 1;
+        let key = (fi, tid.to_owned());
+        // An id in use is never inserted again (accepts refuse it, a task list settles it first);
+        // were it, the sums would drop the old record first.
+        if self.tasks.contains_key(&key) {
+            self.remove(fi, tid, true);
+        }
+        self.tasks.insert(
+            key.clone(),
+            Task {
+                agent,
+                resources,
+                state,
+                last_update_id: None,
+                kill_grace: None,
+                revoking: false,
+                launched,
+                since: now,
+            },
+        );
+        self.framework_allocated
+            .entry(fi)
+            .or_default()
+            .add(resources);
+        self.agent_allocated
+            .entry(agent)
+            .or_default()
+            .add(resources);
+        self.by_agent.entry(agent).or_default().insert(key);
+    }
+
+    /// Removes a task, giving its resources back. `agent_reachable` says whether its agent is
+    /// reachable (only then did the task count for its framework).
+    pub(super) fn remove(
+        &mut self,
+        fi: FrameworkIdx,
+        tid: &str,
+        agent_reachable: bool,
+    ) -> Option<Task> {
+        let key = (fi, tid.to_owned());
+        let t = self.tasks.remove(&key)?;
+        if counted(t.state) && agent_reachable {
+            sub(&mut self.framework_allocated, fi, t.resources);
+        }
+        sub(&mut self.agent_allocated, t.agent, t.resources);
+        if let Some(set) = self.by_agent.get_mut(&t.agent) {
+            set.remove(&key);
+            if set.is_empty() {
+                self.by_agent.remove(&t.agent);
+            }
+        }
+        Some(t)
+    }
+
+    /// The task `tid` of framework `fi`.
+    pub(super) fn get(&self, fi: FrameworkIdx, tid: &str) -> Option<&Task> {
+        self.tasks.get(&(fi, tid.to_owned()))
+    }
+
+    /// The task, to change anything but its state's being UNREACHABLE or not (see
+    /// [`set_unreachable`](Self::set_unreachable) and [`set_reachable`](Self::set_reachable)).
+    pub(super) fn get_mut(&mut self, fi: FrameworkIdx, tid: &str) -> Option<&mut Task> {
+        self.tasks.get_mut(&(fi, tid.to_owned()))
+    }
+
+    /// Whether framework `fi` holds task `tid`.
+    pub(super) fn contains(&self, fi: FrameworkIdx, tid: &str) -> bool {
+        self.get(fi, tid).is_some()
+    }
+
+    /// Marks a task UNREACHABLE (its agent was lost); it stops counting for its framework.
+    pub(super) fn set_unreachable(&mut self, fi: FrameworkIdx, tid: &str) {
+        if let Some(t) = self.tasks.get_mut(&(fi, tid.to_owned())) {
+            if counted(t.state) {
+                t.state = TaskState::Unreachable;
+                sub(&mut self.framework_allocated, fi, t.resources);
+            }
+        }
+    }
+
+    /// An UNREACHABLE task's agent came back: the task is STAGING until its agent's list says
+    /// more, and counts for its framework again.
+    pub(super) fn set_reachable(&mut self, fi: FrameworkIdx, tid: &str) {
+        if let Some(t) = self.tasks.get_mut(&(fi, tid.to_owned())) {
+            if !counted(t.state) {
+                t.state = TaskState::Staging;
+                self.framework_allocated
+                    .entry(fi)
+                    .or_default()
+                    .add(t.resources);
+            }
+        }
+    }
+
+    /// The tasks of framework `fi`, by task id.
+    pub(super) fn of_framework(&self, fi: FrameworkIdx) -> impl Iterator<Item = (&str, &Task)> {
+        let start = (fi, String::new());
+        self.tasks
+            .range((Bound::Included(start), Bound::Unbounded))
+            .take_while(move |((f, _), _)| *f == fi)
+            .map(|((_, tid), t)| (tid.as_str(), t))
+    }
+
+    /// Every task, by framework then task id.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&TaskRef, &Task)> {
+        self.tasks.iter()
+    }
+
+    /// Every task, mutably (not its state's being UNREACHABLE or not).
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&TaskRef, &mut Task)> {
+        self.tasks.iter_mut()
+    }
+
+    /// How many tasks framework `fi` holds.
+    pub(super) fn count_of_framework(&self, fi: FrameworkIdx) -> usize {
+        self.of_framework(fi).count()
+    }
+
+    /// The tasks on agent `ai`, by framework then task id.
+    pub(super) fn on_agent(&self, ai: AgentIdx) -> impl Iterator<Item = &TaskRef> {
+        self.by_agent.get(&ai).into_iter().flatten()
+    }
+
+    /// How many tasks agent `ai` holds.
+    pub(super) fn count_on_agent(&self, ai: AgentIdx) -> usize {
+        self.by_agent.get(&ai).map_or(0, BTreeSet::len)
+    }
+
+    /// What the tasks on agent `ai` hold.
+    pub(super) fn agent_allocated(&self, ai: AgentIdx) -> Amount {
+        self.agent_allocated.get(&ai).copied().unwrap_or_default()
+    }
+
+    /// What framework `fi`'s counted tasks hold.
+    pub(super) fn framework_allocated(&self, fi: FrameworkIdx) -> Amount {
+        self.framework_allocated
+            .get(&fi)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+fn sub<K: std::hash::Hash + Eq>(sums: &mut HashMap<K, Amount>, k: K, r: Resources) {
+    if let Some(sum) = sums.get_mut(&k) {
+        sum.sub(r);
+        if *sum == Amount::default() {
+            sums.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::registry::Idx;
+
+    #[test]
+    fn the_sums_follow_tasks_in_and_out_of_unreachable() {
+        let (f, a) = (FrameworkIdx::from_slot(0), AgentIdx::from_slot(3));
+        let r = Resources::new(100, 10, 0);
+        let mut table = TaskTable::default();
+        table.insert(0, f, "t1", a, r, TaskState::Staging);
+        table.insert(0, f, "t2", a, r, TaskState::Staging);
+        assert_eq!(table.framework_allocated(f).cpu_millis, 200);
+        table.set_unreachable(f, "t1");
+        table.set_unreachable(f, "t1");
+        assert_eq!(table.framework_allocated(f).cpu_millis, 100);
+        assert_eq!(table.agent_allocated(a).cpu_millis, 200);
+        table.set_reachable(f, "t1");
+        assert_eq!(
+            table.get(f, "t1").map(|t| t.state),
+            Some(TaskState::Staging)
+        );
+        assert_eq!(table.framework_allocated(f).cpu_millis, 200);
+        table.remove(f, "t1", true);
+        assert_eq!(table.count_on_agent(a), 1);
+        assert_eq!(
+            table.of_framework(f).map(|(t, _)| t).collect::<Vec<_>>(),
+            ["t2"]
+        );
+        table.remove(f, "t2", true);
+        assert_eq!(table.agent_allocated(a), Amount::default());
+        assert_eq!(table.count_on_agent(a), 0);
+    }
+}
