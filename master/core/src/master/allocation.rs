@@ -90,7 +90,7 @@ impl MasterCore {
     /// Kills a task of a framework over its fair share for each framework below its guarantee that
     /// got nothing this round, one wave at a time.
     pub(super) fn revoke(&mut self, now: u64, new_offers: &BTreeMap<FrameworkIdx, Vec<Offer>>) {
-        let in_flight = self.tasks.iter().any(|(_, t)| t.revoking);
+        let in_flight = self.tasks.iter().any(|(_, _, t)| t.revoking);
         if in_flight {
             return;
         }

@@ -95,16 +95,16 @@ impl MasterCore {
                 return Err(format!("framework {} offered sum is off", f.id));
             }
         }
-        for ((fi, tid), t) in self.tasks.iter() {
+        for (fi, tid, t) in self.tasks.iter() {
             let f = self
                 .frameworks
-                .get(*fi)
+                .get(fi)
                 .ok_or_else(|| format!("task {tid} belongs to a removed framework"))?;
             let listed = self.agents.get(t.agent).is_some()
                 && self
                     .tasks
                     .on_agent(t.agent)
-                    .any(|k| k.0 == *fi && k.1 == *tid);
+                    .any(|k| k.0 == fi && k.1 == tid);
             if !listed || t.state.is_terminal() {
                 return Err(format!("task {tid} of {} is not on its agent", f.id));
             }

@@ -328,13 +328,13 @@ impl MasterCore {
         let retry = self.config.task_retry_ms;
         let mut kills = Vec::new();
         let mut ask = BTreeSet::new();
-        for ((fi, tid), t) in self.tasks.iter_mut() {
+        for (fi, tid, t) in self.tasks.iter_mut() {
             if now.saturating_sub(t.since) < retry || t.state == TaskState::Unreachable {
                 continue;
             }
             if let Some(grace) = t.kill_grace {
                 t.since = now;
-                kills.push((t.agent, *fi, tid.clone(), grace));
+                kills.push((t.agent, fi, tid.to_owned(), grace));
             } else if t.state == TaskState::Staging {
                 // Asked again every health check until the re-registration settles it: an old
                 // STAGING task the agent does not list is lost.

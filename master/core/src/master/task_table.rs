@@ -7,7 +7,6 @@
 //! UNREACHABLE, on reachable agents (what it holds in the cluster the allocator shares out).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
@@ -36,7 +35,8 @@ pub(super) type TaskRef = (FrameworkIdx, String);
 /// Every task, with the per-agent index and the sums. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub(super) struct TaskTable {
-    tasks: BTreeMap<TaskRef, Task>,
+    /// By framework, then by task id (lookups borrow the id; nothing is allocated to find one).
+    tasks: BTreeMap<FrameworkIdx, BTreeMap<String, Task>>,
     by_agent: HashMap<AgentIdx, BTreeSet<TaskRef>>,
     agent_allocated: HashMap<AgentIdx, Amount>,
     framework_allocated: HashMap<FrameworkIdx, Amount>,
@@ -60,14 +60,13 @@ impl TaskTable {
     ) {
         let launched = self.next_launch_seq;
         self.next_launch_seq += 1;
-        let key = (fi, tid.to_owned());
         // An id in use is never inserted again (accepts refuse it, a task list settles it first);
         // were it, the sums would drop the old record first.
-        if self.tasks.contains_key(&key) {
+        if self.contains(fi, tid) {
             self.remove(fi, tid, true);
         }
-        self.tasks.insert(
-            key.clone(),
+        self.tasks.entry(fi).or_default().insert(
+            tid.to_owned(),
             Task {
                 agent,
                 resources,
@@ -87,7 +86,10 @@ impl TaskTable {
             .entry(agent)
             .or_default()
             .add(resources);
-        self.by_agent.entry(agent).or_default().insert(key);
+        self.by_agent
+            .entry(agent)
+            .or_default()
+            .insert((fi, tid.to_owned()));
     }
 
     /// Removes a task, giving its resources back. `agent_reachable` says whether its agent is
@@ -98,14 +100,17 @@ impl TaskTable {
         tid: &str,
         agent_reachable: bool,
     ) -> Option<Task> {
-        let key = (fi, tid.to_owned());
-        let t = self.tasks.remove(&key)?;
+        let of_framework = self.tasks.get_mut(&fi)?;
+        let t = of_framework.remove(tid)?;
+        if of_framework.is_empty() {
+            self.tasks.remove(&fi);
+        }
         if counted(t.state) && agent_reachable {
             sub(&mut self.framework_allocated, fi, t.resources);
         }
         sub(&mut self.agent_allocated, t.agent, t.resources);
         if let Some(set) = self.by_agent.get_mut(&t.agent) {
-            set.remove(&key);
+            set.remove(&(fi, tid.to_owned()));
             if set.is_empty() {
                 self.by_agent.remove(&t.agent);
             }
@@ -115,13 +120,13 @@ impl TaskTable {
 
     /// The task `tid` of framework `fi`.
     pub(super) fn get(&self, fi: FrameworkIdx, tid: &str) -> Option<&Task> {
-        self.tasks.get(&(fi, tid.to_owned()))
+        self.tasks.get(&fi)?.get(tid)
     }
 
     /// The task, to change anything but its state's being UNREACHABLE or not (see
     /// [`set_unreachable`](Self::set_unreachable) and [`set_reachable`](Self::set_reachable)).
     pub(super) fn get_mut(&mut self, fi: FrameworkIdx, tid: &str) -> Option<&mut Task> {
-        self.tasks.get_mut(&(fi, tid.to_owned()))
+        self.tasks.get_mut(&fi)?.get_mut(tid)
     }
 
     /// Whether framework `fi` holds task `tid`.
@@ -131,7 +136,7 @@ impl TaskTable {
 
     /// Marks a task UNREACHABLE (its agent was lost); it stops counting for its framework.
     pub(super) fn set_unreachable(&mut self, fi: FrameworkIdx, tid: &str) {
-        if let Some(t) = self.tasks.get_mut(&(fi, tid.to_owned())) {
+        if let Some(t) = self.tasks.get_mut(&fi).and_then(|m| m.get_mut(tid)) {
             if counted(t.state) {
                 t.state = TaskState::Unreachable;
                 sub(&mut self.framework_allocated, fi, t.resources);
@@ -142,7 +147,7 @@ impl TaskTable {
     /// An UNREACHABLE task's agent came back: the task is STAGING until its agent's list says
     /// more, and counts for its framework again.
     pub(super) fn set_reachable(&mut self, fi: FrameworkIdx, tid: &str) {
-        if let Some(t) = self.tasks.get_mut(&(fi, tid.to_owned())) {
+        if let Some(t) = self.tasks.get_mut(&fi).and_then(|m| m.get_mut(tid)) {
             if !counted(t.state) {
                 t.state = TaskState::Staging;
                 self.framework_allocated
@@ -155,26 +160,30 @@ impl TaskTable {
 
     /// The tasks of framework `fi`, by task id.
     pub(super) fn of_framework(&self, fi: FrameworkIdx) -> impl Iterator<Item = (&str, &Task)> {
-        let start = (fi, String::new());
         self.tasks
-            .range((Bound::Included(start), Bound::Unbounded))
-            .take_while(move |((f, _), _)| *f == fi)
-            .map(|((_, tid), t)| (tid.as_str(), t))
+            .get(&fi)
+            .into_iter()
+            .flatten()
+            .map(|(tid, t)| (tid.as_str(), t))
     }
 
-    /// Every task, by framework then task id.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&TaskRef, &Task)> {
-        self.tasks.iter()
+    /// Every task as (framework, task id, task), by framework then task id.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (FrameworkIdx, &str, &Task)> {
+        self.tasks
+            .iter()
+            .flat_map(|(fi, m)| m.iter().map(move |(tid, t)| (*fi, tid.as_str(), t)))
     }
 
     /// Every task, mutably (not its state's being UNREACHABLE or not).
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&TaskRef, &mut Task)> {
-        self.tasks.iter_mut()
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (FrameworkIdx, &str, &mut Task)> {
+        self.tasks
+            .iter_mut()
+            .flat_map(|(fi, m)| m.iter_mut().map(move |(tid, t)| (*fi, tid.as_str(), t)))
     }
 
     /// How many tasks framework `fi` holds.
     pub(super) fn count_of_framework(&self, fi: FrameworkIdx) -> usize {
-        self.of_framework(fi).count()
+        self.tasks.get(&fi).map_or(0, BTreeMap::len)
     }
 
     /// The tasks on agent `ai`, by framework then task id.

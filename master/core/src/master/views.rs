@@ -161,13 +161,13 @@ impl MasterCore {
     /// Every task not yet ended, as (framework id, task id, view), by framework then task id.
     pub fn tasks(&self) -> Vec<(String, String, TaskView)> {
         let mut out = Vec::new();
-        for ((fi, tid), t) in self.tasks.iter() {
-            let (Some(f), Some(a)) = (self.frameworks.get(*fi), self.agents.get(t.agent)) else {
+        for (fi, tid, t) in self.tasks.iter() {
+            let (Some(f), Some(a)) = (self.frameworks.get(fi), self.agents.get(t.agent)) else {
                 continue;
             };
             out.push((
                 f.id.clone(),
-                tid.clone(),
+                tid.to_owned(),
                 TaskView {
                     agent_id: a.id.clone(),
                     resources: t.resources,
