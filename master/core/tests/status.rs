@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{
-    AgentInfo, AgentMsg, Attribute, Reason, ResourceReport, StatusUpdate, TaskState, WireMessage,
-};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, Reason, ResourceReport, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::status::{self, StatusPublisher, CLUSTER_TOPIC, ENDED_TASKS_KEPT};
 use bramble_master_core::{Config, MasterCore};
-use bramble_proto::{self as proto, Accept, Call, Event, Offer, Register, TaskInfo};
+use bramble_proto::{Accept, Call, Offer, Register, TaskInfo};
 use serde_json::Value;
+
+mod support;
+
+use support::{call, drain, send_agent, status_msg};
 
 const WALL: u64 = 1_700_000_000_000;
 
@@ -31,39 +33,6 @@ fn info(agent: &str) -> AgentInfo {
     }
 }
 
-fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
-        .unwrap();
-}
-
-fn call(core: &mut MasterCore, now: u64, call: Call) {
-    let topic = match call {
-        Call::Register(_) => proto::register_topic("fw"),
-        Call::Gone => proto::will_topic("fw"),
-        _ => proto::call_topic("fw"),
-    };
-    core.handle_framework_bytes(now, &topic, &call.encode())
-        .unwrap();
-}
-
-/// Drains the core's transmits, returning the framework's offers and its id if registered.
-fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
-    let mut offers = Vec::new();
-    let mut fid = None;
-    while let Some(t) = core.poll_transmit() {
-        match t.message {
-            bramble_master_core::Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
-            bramble_master_core::Outgoing::Framework(Event::Registered {
-                framework_id, ..
-            }) => fid = Some(framework_id),
-            _ => {}
-        }
-    }
-    (offers, fid)
-}
-
 /// Runs the publisher and returns what it published: topic → JSON, or `None` for a clear.
 fn publish(
     p: &mut StatusPublisher,
@@ -81,17 +50,6 @@ fn publish(
         assert!(out.insert(t.topic, v).is_none(), "one publish per topic");
     }
     out
-}
-
-fn status_msg(fid: &str, tid: &str, update_id: u32, state: TaskState, reason: Reason) -> AgentMsg {
-    AgentMsg::Status(StatusUpdate {
-        framework_id: id(fid).unwrap(),
-        task_id: id(tid).unwrap(),
-        update_id,
-        state,
-        reason,
-        message: heapless::String::try_from("done").unwrap(),
-    })
 }
 
 /// A master with agent `pi`, framework `fw` and its first offer, with the publisher caught up.

@@ -3,62 +3,22 @@
 //! those shapes, byte for byte once their line breaks are taken out.
 
 use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{
-    AgentInfo, AgentMsg, Reason, ResourceReport, StatusUpdate, TaskState, WireMessage,
-};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, ResourceReport, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::status::{
     AgentStatus, ClusterStatus, Connection, FrameworkStatus, OfferStatus, StatusPublisher,
     TaskStatus, CLUSTER_TOPIC, STATUS_PREFIX,
 };
-use bramble_master_core::{Config, MasterCore, Outgoing};
-use bramble_proto::{self as proto, Accept, Call, Event, Offer, Register, TaskInfo};
+use bramble_master_core::{Config, MasterCore};
+use bramble_proto::{Accept, Call, Register, TaskInfo};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod support;
+
+use support::{call, drain, send_agent, status_msg};
+
 const WALL: u64 = 1_700_000_000_000;
-
-fn send_agent(core: &mut MasterCore, now: u64, msg: &AgentMsg) {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic("pi"), &buf[..len])
-        .unwrap();
-}
-
-fn call(core: &mut MasterCore, now: u64, call: Call) {
-    let topic = match call {
-        Call::Register(_) => proto::register_topic("fw"),
-        Call::Gone => proto::will_topic("fw"),
-        _ => proto::call_topic("fw"),
-    };
-    core.handle_framework_bytes(now, &topic, &call.encode())
-        .unwrap();
-}
-
-/// Drains the core's transmits: the offers made, and the framework id if it was registered.
-fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
-    let mut offers = Vec::new();
-    let mut fid = None;
-    while let Some(t) = core.poll_transmit() {
-        match t.message {
-            Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
-            Outgoing::Framework(Event::Registered { framework_id, .. }) => fid = Some(framework_id),
-            _ => {}
-        }
-    }
-    (offers, fid)
-}
-
-fn ended(fid: &str, tid: &str, update_id: u32, state: TaskState, reason: Reason) -> AgentMsg {
-    AgentMsg::Status(StatusUpdate {
-        framework_id: id(fid).unwrap(),
-        task_id: id(tid).unwrap(),
-        update_id,
-        state,
-        reason,
-        message: heapless::String::try_from("done").unwrap(),
-    })
-}
 
 /// Parses `payload` as `T` and serializes it again: the same bytes.
 fn round_trip<T: Serialize + DeserializeOwned>(topic: &str, payload: &[u8]) -> T {
@@ -144,7 +104,7 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
         key: heapless::String::try_from("room").unwrap(),
         value: heapless::String::try_from("attic").unwrap(),
     });
-    send_agent(&mut core, 0, &AgentMsg::Register(info));
+    send_agent(&mut core, 0, "pi", &AgentMsg::Register(info));
     let mut register = Register::new("fw");
     register.failover_timeout_ms = 60_000;
     call(&mut core, 0, Call::Register(register));
@@ -170,21 +130,23 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
         soc_temp_decidegrees: Some(481),
         throttled: 0,
     };
-    send_agent(&mut core, 1_600, &AgentMsg::Report(report));
+    send_agent(&mut core, 1_600, "pi", &AgentMsg::Report(report));
     let exited = Reason::Exited { code: 3 };
     send_agent(
         &mut core,
         1_600,
-        &ended(&fid, "ok", 1, TaskState::Failed, exited),
+        "pi",
+        &status_msg(&fid, "ok", 1, TaskState::Failed, exited),
     );
     let signaled = Reason::Signaled { signal: 9 };
     send_agent(
         &mut core,
         1_600,
-        &ended(&fid, "bad", 1, TaskState::Killed, signaled),
+        "pi",
+        &status_msg(&fid, "bad", 1, TaskState::Killed, signaled),
     );
-    let running = ended(&fid, "long", 1, TaskState::Running, Reason::None);
-    send_agent(&mut core, 1_600, &running);
+    let running = status_msg(&fid, "long", 1, TaskState::Running, Reason::None);
+    send_agent(&mut core, 1_600, "pi", &running);
     drain(&mut core);
     publish(&mut p, &mut core, 1_600);
     core.handle_timeout(3_000);

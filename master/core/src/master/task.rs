@@ -37,6 +37,17 @@ pub(super) fn update_event(
     })
 }
 
+/// The update a framework gets for its task `tid` in the list agent `agent_id` re-registered with.
+fn listed_update(tid: &str, agent_id: &str, state: TaskState) -> Event {
+    update_event(
+        tid,
+        Some(agent_id.to_owned()),
+        state,
+        Reason::None,
+        "agent re-registered",
+    )
+}
+
 impl MasterCore {
     pub(super) fn add_task(
         &mut self,
@@ -145,16 +156,7 @@ impl MasterCore {
                         }
                         self.task_changed(fi, &tid);
                         if state != TaskState::Staging || r.state != TaskState::Starting {
-                            self.send_framework(
-                                fi,
-                                update_event(
-                                    tid.clone(),
-                                    Some(agent_id.clone()),
-                                    r.state,
-                                    Reason::None,
-                                    "agent re-registered",
-                                ),
-                            );
+                            self.send_framework(fi, listed_update(&tid, &agent_id, r.state));
                         }
                     }
                     if let Some(grace) = kill {
@@ -173,16 +175,7 @@ impl MasterCore {
                 None => {
                     // New to this master (it restarted): the framework hears the state from it too.
                     self.add_task(now, fi, &tid, slot, r.resources, r.state);
-                    self.send_framework(
-                        fi,
-                        update_event(
-                            tid.clone(),
-                            Some(agent_id.clone()),
-                            r.state,
-                            Reason::None,
-                            "agent re-registered",
-                        ),
-                    );
+                    self.send_framework(fi, listed_update(&tid, &agent_id, r.state));
                 }
             }
         }

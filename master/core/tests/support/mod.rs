@@ -1,0 +1,58 @@
+//! What the status tests share: feeding the core an agent's message or a framework's call by
+//! its real topic and encoding, draining its offers, and building a status update.
+
+use agent_nostd_core::ids::id;
+use agent_nostd_core::wire::{AgentMsg, Reason, StatusUpdate, TaskState, WireMessage};
+use bramble_master_core::{MasterCore, Outgoing};
+use bramble_proto::{self as proto, Call, Event, Offer};
+
+/// Sends `msg` from agent `agent` on its topic.
+pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) {
+    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let len = msg.encode(&mut buf).unwrap();
+    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
+        .unwrap();
+}
+
+/// Sends the call of framework client `fw` on its topic.
+pub fn call(core: &mut MasterCore, now: u64, call: Call) {
+    let topic = match call {
+        Call::Register(_) => proto::register_topic("fw"),
+        Call::Gone => proto::will_topic("fw"),
+        _ => proto::call_topic("fw"),
+    };
+    core.handle_framework_bytes(now, &topic, &call.encode())
+        .unwrap();
+}
+
+/// Drains the core's transmits, returning the framework's offers and its id if registered.
+pub fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
+    let mut offers = Vec::new();
+    let mut fid = None;
+    while let Some(t) = core.poll_transmit() {
+        match t.message {
+            Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
+            Outgoing::Framework(Event::Registered { framework_id, .. }) => fid = Some(framework_id),
+            _ => {}
+        }
+    }
+    (offers, fid)
+}
+
+/// The status update `update_id` of task `tid` of framework `fid`, with the message "done".
+pub fn status_msg(
+    fid: &str,
+    tid: &str,
+    update_id: u32,
+    state: TaskState,
+    reason: Reason,
+) -> AgentMsg {
+    AgentMsg::Status(StatusUpdate {
+        framework_id: id(fid).unwrap(),
+        task_id: id(tid).unwrap(),
+        update_id,
+        state,
+        reason,
+        message: heapless::String::try_from("done").unwrap(),
+    })
+}
