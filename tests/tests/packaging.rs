@@ -38,7 +38,7 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// The unit lines the agent relies on (see agent/src/cgroup.rs and process.rs).
+/// The unit lines the agent relies on (see agent/src/cgroup/ and agent/src/process/).
 fn assert_the_unit_is_right(unit: &str) {
     for line in [
         "ExecStart=/usr/bin/bramble-agent --config /etc/bramble/agent.toml",
