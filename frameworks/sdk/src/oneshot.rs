@@ -7,6 +7,11 @@
 //! 128 + the signal for a signal, 137 for an out-of-memory kill, 1 when it could not run.
 //! [`registration`] is how `bramble run` registers it.
 //!
+//! A refusal of its launch (`AcceptRefused` or `UnknownOffer` naming the launch's offer) does not
+//! mean the task is not there: a second copy of an accept that launched it (QoS 1 delivers at
+//! least once) is answered `UnknownOffer`. So it asks the master (a `Reconcile` of its task) and
+//! launches again, on the next offer that fits, only if the master knows no such task.
+//!
 //! It is a plain [`Scheduler`]: `bramble run` drives it with [`crate::scheduler::run_until`], and
 //! a simulation can drive it through [`crate::scheduler::SchedulerCore`].
 
@@ -75,7 +80,10 @@ pub fn exit_code(state: TaskState, reason: Reason) -> u8 {
 #[derive(Debug)]
 pub struct OneShot {
     spec: RunSpec,
-    launched_on: Option<String>,
+    /// The offer the task was launched on, until the master turns the launch down.
+    launched_with: Option<OfferId>,
+    /// A refusal named the launch's offer: the master was asked whether it holds the task.
+    checking: bool,
     waiting_said: bool,
     /// The task's end, once it ended.
     pub ended: Option<(TaskState, Reason)>,
@@ -86,7 +94,8 @@ impl OneShot {
     pub fn new(spec: RunSpec) -> Self {
         OneShot {
             spec,
-            launched_on: None,
+            launched_with: None,
+            checking: false,
             waiting_said: false,
             ended: None,
         }
@@ -103,7 +112,7 @@ impl Scheduler for OneShot {
     fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
         let mut decline: Vec<OfferId> = Vec::new();
         for offer in offers {
-            if self.launched_on.is_none() && fits(&self.spec, &offer) {
+            if self.launched_with.is_none() && fits(&self.spec, &offer) {
                 let argv: Vec<&str> = self.spec.argv.iter().map(String::as_str).collect();
                 let task = TaskInfo::new(&self.spec.task_id, &argv, self.spec.resources);
                 match driver.launch(offer.offer_id, vec![task]) {
@@ -112,7 +121,7 @@ impl Scheduler for OneShot {
                             "bramble run: launching {} on {}",
                             self.spec.task_id, offer.agent.agent_id
                         );
-                        self.launched_on = Some(offer.agent.agent_id.clone());
+                        self.launched_with = Some(offer.offer_id);
                         let _ = driver.suppress();
                     }
                     Err(e) => {
@@ -125,7 +134,7 @@ impl Scheduler for OneShot {
             }
         }
         if !decline.is_empty() {
-            if self.launched_on.is_none() && !self.waiting_said {
+            if self.launched_with.is_none() && !self.waiting_said {
                 self.waiting_said = true;
                 eprintln!("bramble run: waiting for an offer that fits");
             }
@@ -137,6 +146,18 @@ impl Scheduler for OneShot {
         if update.task_id != self.spec.task_id || self.ended.is_some() {
             return;
         }
+        if update.reason == Reason::UnknownTask && update.agent_id.is_none() {
+            // The master holds no such task: the answer to `checking`'s reconciliation (or a
+            // copy of it). The launch did not happen: wait for another offer.
+            if self.checking {
+                self.checking = false;
+                self.launched_with = None;
+                let _ = driver.revive();
+            }
+            return;
+        }
+        // Any other update: the master holds the task.
+        self.checking = false;
         let agent = update.agent_id.as_deref().unwrap_or("?");
         let detail = match update.reason {
             Reason::None => String::new(),
@@ -171,9 +192,13 @@ impl Scheduler for OneShot {
             "bramble run: the master refused a call ({code:?}, offer {offer_id:?}): {message}"
         );
         if code == ErrorCode::AcceptRefused || code == ErrorCode::UnknownOffer {
-            // The launch did not happen: wait for another offer.
-            if self.launched_on.take().is_some() {
-                let _ = driver.revive();
+            // The launch may not have happened, or this answers a second copy of an accept that
+            // did (QoS 1 delivers at least once): ask the master whether it holds the task, and
+            // launch again only if it does not.
+            let launch_refused = self.launched_with.is_some() && offer_id == self.launched_with;
+            if launch_refused && !self.checking {
+                self.checking = true;
+                let _ = driver.reconcile(vec![self.spec.task_id.clone()]);
             }
         } else if code == ErrorCode::RegistrationRefused {
             driver.stop();
@@ -184,7 +209,7 @@ impl Scheduler for OneShot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AgentDescription, Attribute};
+    use crate::protocol::{AgentDescription, Attribute, Call};
     use std::sync::Arc;
 
     fn offer(cpu: u32, attrs: &[(&str, &str)]) -> Offer {
@@ -252,5 +277,69 @@ mod tests {
         assert_eq!(r.name, "bramble-run");
         assert_eq!(r.failover_timeout_ms, FAILOVER_TIMEOUT_MS);
         assert!(r.validate().is_ok());
+    }
+
+    fn one_shot_with_a_launch() -> (OneShot, SchedulerDriver) {
+        let mut d = SchedulerDriver::new("bramble-run-1");
+        d.set_registered("1-1", 1);
+        let mut one = OneShot::new(spec(&[]));
+        one.offers(&mut d, vec![offer(500, &[])]);
+        assert!(matches!(
+            &d.take_calls()[..],
+            [Call::Accept(_), Call::Suppress]
+        ));
+        (one, d)
+    }
+
+    fn update(state: TaskState, reason: Reason, agent: Option<&str>) -> StatusUpdate {
+        StatusUpdate {
+            task_id: "run-1".into(),
+            agent_id: agent.map(str::to_owned),
+            state,
+            reason,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_a_duplicated_accept_does_not_launch_the_task_again() {
+        let (mut one, mut d) = one_shot_with_a_launch();
+        one.error(&mut d, ErrorCode::UnknownOffer, Some(1), "not outstanding");
+        one.error(&mut d, ErrorCode::UnknownOffer, Some(1), "not outstanding");
+        let reconcile = Call::Reconcile {
+            task_ids: vec!["run-1".into()],
+        };
+        assert_eq!(d.take_calls(), vec![reconcile]);
+        // The master holds the task: it stays launched.
+        one.status_update(&mut d, update(TaskState::Staging, Reason::None, Some("pi")));
+        one.offers(&mut d, vec![offer(500, &[])]);
+        assert!(matches!(&d.take_calls()[..], [Call::Decline(_)]));
+        one.status_update(
+            &mut d,
+            update(TaskState::Finished, Reason::Exited { code: 0 }, Some("pi")),
+        );
+        assert_eq!(one.exit_status(), 0);
+    }
+
+    #[test]
+    fn a_launch_the_master_does_not_hold_is_made_again_on_the_next_offer() {
+        let (mut one, mut d) = one_shot_with_a_launch();
+        one.error(&mut d, ErrorCode::AcceptRefused, Some(1), "does not fit");
+        assert!(matches!(&d.take_calls()[..], [Call::Reconcile { .. }]));
+        one.status_update(&mut d, update(TaskState::Lost, Reason::UnknownTask, None));
+        assert_eq!(d.take_calls(), vec![Call::Revive]);
+        assert_eq!(one.ended, None, "the master's answer is not the task's end");
+        one.offers(&mut d, vec![offer(500, &[])]);
+        assert!(matches!(
+            &d.take_calls()[..],
+            [Call::Accept(_), Call::Suppress]
+        ));
+    }
+
+    #[test]
+    fn a_refusal_naming_another_offer_leaves_the_launch_alone() {
+        let (mut one, mut d) = one_shot_with_a_launch();
+        one.error(&mut d, ErrorCode::UnknownOffer, Some(7), "not outstanding");
+        assert!(d.take_calls().is_empty());
     }
 }
