@@ -287,23 +287,37 @@ impl Sim {
     /// The process of task `task_id` of framework `j` on board `i` ends with `exit`.
     pub fn finish_task(&mut self, i: usize, j: usize, task_id: &str, exit: Exit) {
         let fid = self.fid(j);
-        let key = (fid.clone(), task_id.to_owned());
+        self.finish_task_of(i, &fid, task_id, exit);
+    }
+
+    /// The process of task `task_id` of the framework with id `framework_id` on board `i` ends
+    /// with `exit` (for a real framework, its id is [`Sim::scheduler_framework_id`]).
+    pub fn finish_task_of(&mut self, i: usize, framework_id: &str, task_id: &str, exit: Exit) {
+        let key = (framework_id.to_owned(), task_id.to_owned());
         self.agents[i].running.remove(&key);
         self.agents[i].ended.push(key);
-        self.end_executor(i, &fid, task_id);
+        self.end_executor(i, framework_id, task_id);
         let now = self.now;
         self.agents[i]
             .core
             .handle_event(
                 now,
                 LocalEvent::Exited {
-                    framework_id: &fid,
+                    framework_id,
                     task_id,
                     exit,
                 },
             )
             .expect("the task runs on that agent");
         self.drain_agent(i);
+    }
+
+    /// The board whose process of task `task_id` of framework `framework_id` runs, if any.
+    pub fn board_running(&self, framework_id: &str, task_id: &str) -> Option<usize> {
+        let key = (framework_id.to_owned(), task_id.to_owned());
+        self.agents
+            .iter()
+            .position(|a| a.running.contains_key(&key))
     }
 
     /// The board's connection drops: the broker publishes its last will.
