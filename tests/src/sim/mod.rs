@@ -36,8 +36,8 @@ mod scripts;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use agent_nostd_core::agent::{Config as AgentConfig, EndedTask, Exit, LocalEvent};
-use agent_nostd_core::ids::id;
+use agent_nostd_core::agent::{Config as AgentConfig, Exit, LocalEvent};
+use agent_nostd_core::ids::{id, TaskKey};
 use agent_nostd_core::topic;
 use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute};
 use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
@@ -345,33 +345,23 @@ impl Sim {
         self.drain_agent(i);
     }
 
-    /// The agent process restarts: a new core takes back what its checkpoint holds — the processes
-    /// still running, and the ended tasks whose end the master has not acknowledged — and
-    /// reconnects.
+    /// The agent process restarts: a new core takes back the old one's checkpoint
+    /// ([`AgentCore::snapshot`] through [`AgentCore::restore`], the agent driver's one restore
+    /// path) and reconnects. The board's processes live on; a task whose process is gone ended
+    /// while the agent was down, how unknown.
     pub fn restart_agent(&mut self, i: usize) {
         self.disconnect_agent(i);
         let now = self.now;
         let a = &mut self.agents[i];
-        let next_id = a.core.next_update_id();
-        let config = agent_config(i);
-        let mut core = AgentCore::new(config, a.info.clone(), now).expect("valid agent");
-        core.set_next_update_id(next_id);
-        for ((fw, task), r) in &a.running {
-            core.adopt_task(fw, task, *r, 0).expect("adoptable task");
-        }
-        for t in a.core.tasks() {
-            if let (Some(reason), true) = (t.end_reason, t.unacked_updates > 0) {
-                let ended = EndedTask {
-                    framework_id: t.framework_id,
-                    task_id: t.task_id,
-                    resources: t.resources,
-                    state: t.state,
-                    reason,
-                    message: t.message,
-                };
-                core.restore_ended_task(now, ended)
-                    .expect("restorable task");
-            }
+        let snapshot = a.core.snapshot();
+        let mut core = AgentCore::new(agent_config(i), a.info.clone(), now).expect("valid agent");
+        let running = &a.running;
+        let exited = |key: &TaskKey| {
+            let key = (key.framework_id.to_string(), key.task_id.to_string());
+            (!running.contains_key(&key)).then_some(Exit::Unknown)
+        };
+        for result in core.restore(now, &snapshot, exited) {
+            result.expect("a fresh core takes back every task of the snapshot");
         }
         a.core = core;
         self.connect_agent(i);
