@@ -70,7 +70,7 @@ fn launches(sim: &Sim, run: SchedulerId<OneShot>) -> usize {
     sim.agents
         .iter()
         .flat_map(|a| &a.launched)
-        .filter(|(f, t)| *f == fid && t == TASK)
+        .filter(|k| k.is(&fid, TASK))
         .count()
 }
 

@@ -293,10 +293,10 @@ impl Sim {
     /// The process of task `task_id` of the framework with id `framework_id` on board `i` ends
     /// with `exit` (for a real framework, its id is [`Sim::scheduler_framework_id`]).
     pub fn finish_task_of(&mut self, i: usize, framework_id: &str, task_id: &str, exit: Exit) {
-        let key = (framework_id.to_owned(), task_id.to_owned());
+        let key = TaskKey::new(framework_id, task_id).expect("valid task ids");
         self.agents[i].running.remove(&key);
+        self.end_executor(i, &key);
         self.agents[i].ended.push(key);
-        self.end_executor(i, framework_id, task_id);
         let now = self.now;
         self.agents[i]
             .core
@@ -314,10 +314,9 @@ impl Sim {
 
     /// The board whose process of task `task_id` of framework `framework_id` runs, if any.
     pub fn board_running(&self, framework_id: &str, task_id: &str) -> Option<usize> {
-        let key = (framework_id.to_owned(), task_id.to_owned());
         self.agents
             .iter()
-            .position(|a| a.running.contains_key(&key))
+            .position(|a| a.running.keys().any(|k| k.is(framework_id, task_id)))
     }
 
     /// The board's connection drops: the broker publishes its last will.
@@ -356,10 +355,7 @@ impl Sim {
         let snapshot = a.core.snapshot();
         let mut core = AgentCore::new(agent_config(i), a.info.clone(), now).expect("valid agent");
         let running = &a.running;
-        let exited = |key: &TaskKey| {
-            let key = (key.framework_id.to_string(), key.task_id.to_string());
-            (!running.contains_key(&key)).then_some(Exit::Unknown)
-        };
+        let exited = |key: &TaskKey| (!running.contains_key(key)).then_some(Exit::Unknown);
         for result in core.restore(now, &snapshot, exited) {
             result.expect("a fresh core takes back every task of the snapshot");
         }
