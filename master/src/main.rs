@@ -472,7 +472,7 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
 
 /// `bramble run`: one task through a one-off framework; the exit code is the task's.
 async fn run_once(args: RunArgs) -> ExitCode {
-    use bramble::run::{OneShot, RunSpec};
+    use bramble::run::{registration, OneShot, RunSpec};
     let fail = |msg: String| {
         eprintln!("bramble run: {msg}");
         ExitCode::from(2)
@@ -492,14 +492,11 @@ async fn run_once(args: RunArgs) -> ExitCode {
         resources: agent_nostd_core::Resources::new(cpu_millis, args.mem, args.disk),
         constraints: args.constraints,
     };
-    let mut registration = bramble_proto::Register::new(&args.name);
-    // A short failover: a one-off task does not outlive its command line for long.
-    registration.failover_timeout_ms = 10_000;
     let config = bramble_sdk::scheduler::SchedulerConfig {
         broker_host: addr.host,
         broker_port: addr.port,
         client_name: format!("bramble-run-{pid}"),
-        registration,
+        registration: registration(&args.name),
     };
     match bramble_sdk::scheduler::run_until(config, OneShot::new(spec), ctrl_c()).await {
         Ok(done) if done.ended.is_none() => ExitCode::from(130),

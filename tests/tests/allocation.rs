@@ -19,7 +19,7 @@ fn running(sim: &Sim, j: usize) -> usize {
     sim.agents
         .iter()
         .flat_map(|a| a.running.keys())
-        .filter(|(fw, _)| *fw == fid)
+        .filter(|k| k.framework_id == fid.as_str())
         .count()
 }
 
@@ -122,7 +122,10 @@ fn a_framework_below_its_guarantee_is_offered_first() {
     );
     let launched = &sim.agents[0].launched;
     let g = sim.fid(1);
-    assert!(launched[..2].iter().all(|(fw, _)| *fw == g), "{launched:?}");
+    assert!(
+        launched[..2].iter().all(|k| k.framework_id == g.as_str()),
+        "{launched:?}"
+    );
     // Past its guarantee it shares by DRF: 2 and 2.
     assert_eq!(running(&sim, 0), 2);
     assert_eq!(running(&sim, 1), 2);
@@ -148,7 +151,7 @@ fn strict_priority_offers_the_higher_priority_first_whatever_its_share() {
     let launched: Vec<String> = sim
         .agents
         .iter()
-        .flat_map(|a| a.launched.iter().map(|(fw, _)| fw.clone()))
+        .flat_map(|a| a.launched.iter().map(|k| k.framework_id.to_string()))
         .collect();
     assert_eq!(running(&sim, 1), 6);
     assert_eq!(running(&sim, 0), 2);

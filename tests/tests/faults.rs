@@ -163,9 +163,11 @@ fn master_restart_rebuilds_tasks_from_agent_reregistrations() {
     let view = sim.master.framework(&old_fid).unwrap();
     assert_eq!(view.state, FrameworkState::Active);
     assert_eq!(view.tasks, 3);
-    for (fw, task) in &running {
+    for key in &running {
         assert_eq!(
-            sim.master.task(fw, task).map(|t| t.state),
+            sim.master
+                .task(&key.framework_id, &key.task_id)
+                .map(|t| t.state),
             Some(TaskState::Running)
         );
     }

@@ -2,6 +2,7 @@
 //! rescinds, refusals, kills and finished tasks, on a simulated cluster with real payloads.
 
 use agent_nostd_core::agent::Exit;
+use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
@@ -56,8 +57,8 @@ fn offer_example_from_the_brief_launches_two_tasks_and_offers_the_remainder_to_f
     assert_eq!(
         sim.agents[0].launched,
         vec![
-            (fid.clone(), "t1".to_owned()),
-            (fid.clone(), "t2".to_owned())
+            TaskKey::new(&fid, "t1").unwrap(),
+            TaskKey::new(&fid, "t2").unwrap()
         ]
     );
     for t in ["t1", "t2"] {

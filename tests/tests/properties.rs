@@ -8,6 +8,7 @@
 //! - once the failures stop, the agents, the master and the frameworks agree on every task.
 
 use agent_nostd_core::agent::Exit;
+use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
@@ -143,7 +144,7 @@ fn apply(sim: &mut Sim, op: &Op, epoch: &mut u64) {
                 .flat_map(|(i, a)| {
                     a.running
                         .keys()
-                        .map(move |(f, t)| (i, f.clone(), t.clone()))
+                        .map(move |k| (i, k.framework_id.to_string(), k.task_id.to_string()))
                 })
                 .collect();
             if running.is_empty() {
@@ -371,7 +372,7 @@ proptest! {
             for t in a.core.tasks() {
                 prop_assert_eq!(t.unacked_updates, 0, "{}/{} on {}", t.framework_id, t.task_id, a.core.agent_id());
             }
-            for (fid, tid) in &a.ended {
+            for TaskKey { framework_id: fid, task_id: tid } in &a.ended {
                 let f = sim
                     .frameworks
                     .iter()
@@ -449,7 +450,7 @@ proptest! {
         let counts: Vec<usize> = (0..frameworks)
             .map(|j| {
                 let fid = sim.fid(j);
-                sim.agents[0].running.keys().filter(|(f, _)| *f == fid).count()
+                sim.agents[0].running.keys().filter(|k| k.framework_id == fid.as_str()).count()
             })
             .collect();
         let most = *counts.iter().max().unwrap();

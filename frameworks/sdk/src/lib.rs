@@ -68,6 +68,8 @@
 //! - [`broker`]: `mqtt://host:port` addresses.
 //! - [`error`]: [`SdkError`] and [`CallError`].
 //! - [`batch`]: offer decisions and retries for a fixed set of work items run to completion.
+//! - [`oneshot`]: a one-off task as its own framework, like `mesos-execute` (the scheduler behind
+//!   `bramble run`).
 //! - [`rng`]: a tiny seeded generator (splitmix64) for frameworks that sample.
 
 #![forbid(unsafe_code)]
@@ -78,6 +80,7 @@ pub mod broker;
 pub mod cli;
 pub mod error;
 pub mod executor;
+pub mod oneshot;
 pub mod rng;
 pub mod scheduler;
 

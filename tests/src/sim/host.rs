@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::agent::{Action, Exit, LocalEvent, Signal};
+use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::wire::{AgentInfo, MasterMsg};
 use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
 use bramble_proto::message::{exec_topic, message_topic, FrameworkMessage};
@@ -30,10 +31,8 @@ pub struct Command {
 pub struct SimExecutor {
     /// The board it runs on.
     pub agent: usize,
-    /// Its task's framework.
-    pub framework_id: String,
     /// Its task.
-    pub task_id: String,
+    pub key: TaskKey,
     /// The scheduler's client name, from `BRAMBLE_FRAMEWORK_CLIENT`.
     pub client: String,
     /// The process itself.
@@ -60,21 +59,21 @@ pub struct SimAgent {
     pub core: AgentCore,
     /// Whether it is connected to the broker.
     pub connected: bool,
-    /// The processes running on the board, by (framework, task).
-    pub running: BTreeMap<(String, String), Resources>,
+    /// The processes running on the board, by task.
+    pub running: BTreeMap<TaskKey, Resources>,
     /// When set, SIGTERM is ignored (the task only dies at SIGKILL).
     pub ignore_term: bool,
     /// When set, the board is cut off: nothing it sends or is sent arrives, and no last will is
     /// published (the broker has not noticed yet).
     pub partitioned: bool,
     /// Every task ever launched here, in order.
-    pub launched: Vec<(String, String)>,
+    pub launched: Vec<TaskKey>,
     /// Every signal sent to a task here, in order.
     pub signals: Vec<(String, Signal, u64)>,
-    /// Every process that ended here, by (framework, task), in order.
-    pub ended: Vec<(String, String)>,
+    /// Every process that ended here, by task, in order.
+    pub ended: Vec<TaskKey>,
     /// The commands of tasks whose `RunTask` arrived, until they launch.
-    pub commands: BTreeMap<(String, String), Command>,
+    pub commands: BTreeMap<TaskKey, Command>,
     pub(super) info: AgentInfo,
 }
 
@@ -104,6 +103,7 @@ impl Sim {
     pub(super) fn host_action(&mut self, i: usize, action: Action) {
         let now = self.now;
         let a = &mut self.agents[i];
+        let key = action.key();
         match action {
             Action::Launch {
                 framework_id,
@@ -111,10 +111,6 @@ impl Sim {
                 resources,
                 ..
             } => {
-                let key = (
-                    framework_id.as_str().to_owned(),
-                    task_id.as_str().to_owned(),
-                );
                 a.launched.push(key.clone());
                 a.running.insert(key.clone(), resources);
                 let _ = a.core.handle_event(
@@ -136,14 +132,10 @@ impl Sim {
                 if signal == Signal::Term && a.ignore_term {
                     return;
                 }
-                let key = (
-                    framework_id.as_str().to_owned(),
-                    task_id.as_str().to_owned(),
-                );
                 if a.running.remove(&key).is_some() {
                     self.executors
                         .iter_mut()
-                        .filter(|e| e.agent == i && e.framework_id == key.0 && e.task_id == key.1)
+                        .filter(|e| e.agent == i && e.key == key)
                         .for_each(|e| e.gone = true);
                     let a = &mut self.agents[i];
                     a.ended.push(key);
@@ -175,15 +167,15 @@ impl Sim {
                 .map(|v| (v.key.as_str().to_owned(), v.value.as_str().to_owned()))
                 .collect(),
         };
-        let key = (
-            run.framework_id.as_str().to_owned(),
-            run.task_id.as_str().to_owned(),
-        );
+        let key = TaskKey {
+            framework_id: run.framework_id.clone(),
+            task_id: run.task_id.clone(),
+        };
         self.agents[i].commands.insert(key, command);
     }
 
     /// Starts the simulated executor of a task just launched on board `i`, if its command is one.
-    fn spawn_executor(&mut self, i: usize, key: (String, String), command: &Command) {
+    fn spawn_executor(&mut self, i: usize, key: TaskKey, command: &Command) {
         let agent_id = self.agents[i].core.agent_id().to_owned();
         let Some((exec, out)) = Executor::spawn(self.now, &agent_id, &command.argv) else {
             return;
@@ -196,8 +188,7 @@ impl Sim {
             .unwrap_or_default();
         self.executors.push(SimExecutor {
             agent: i,
-            framework_id: key.0,
-            task_id: key.1,
+            key,
             client,
             exec,
             outbox: out.into(),
@@ -228,7 +219,7 @@ impl Sim {
                     }
                     let topic = message_topic(&e.client);
                     let m = FrameworkMessage {
-                        task_id: e.task_id.clone(),
+                        task_id: e.key.task_id.to_string(),
                         data,
                     };
                     if let Some(k) = self.scheduler_by_client(&e.client) {
@@ -238,16 +229,15 @@ impl Sim {
                 ExecOutput::Exit(exit) => {
                     let e = &mut self.executors[x];
                     e.gone = true;
-                    let (i, fid, tid) = (e.agent, e.framework_id.clone(), e.task_id.clone());
+                    let (i, key) = (e.agent, e.key.clone());
                     let a = &mut self.agents[i];
-                    let key = (fid, tid);
                     if a.running.remove(&key).is_some() {
                         a.ended.push(key.clone());
                         let _ = a.core.handle_event(
                             now,
                             LocalEvent::Exited {
-                                framework_id: &key.0,
-                                task_id: &key.1,
+                                framework_id: &key.framework_id,
+                                task_id: &key.task_id,
                                 exit,
                             },
                         );
@@ -294,7 +284,7 @@ impl Sim {
         let Some(x) = self
             .executors
             .iter()
-            .position(|e| !e.gone && exec_topic(&e.client, &e.task_id) == topic)
+            .position(|e| !e.gone && exec_topic(&e.client, &e.key.task_id) == topic)
         else {
             return;
         };
@@ -314,8 +304,7 @@ impl Sim {
     }
 
     /// The executor of a task that ends by other means (the test ends it) stops with it.
-    pub(super) fn end_executor(&mut self, i: usize, framework_id: &str, task_id: &str) {
-        self.executors
-            .retain(|e| !(e.agent == i && e.framework_id == framework_id && e.task_id == task_id));
+    pub(super) fn end_executor(&mut self, i: usize, key: &TaskKey) {
+        self.executors.retain(|e| !(e.agent == i && e.key == *key));
     }
 }

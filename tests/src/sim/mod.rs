@@ -36,8 +36,8 @@ mod scripts;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use agent_nostd_core::agent::{Config as AgentConfig, EndedTask, Exit, LocalEvent};
-use agent_nostd_core::ids::id;
+use agent_nostd_core::agent::{Config as AgentConfig, Exit, LocalEvent};
+use agent_nostd_core::ids::{id, TaskKey};
 use agent_nostd_core::topic;
 use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute};
 use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
@@ -287,23 +287,36 @@ impl Sim {
     /// The process of task `task_id` of framework `j` on board `i` ends with `exit`.
     pub fn finish_task(&mut self, i: usize, j: usize, task_id: &str, exit: Exit) {
         let fid = self.fid(j);
-        let key = (fid.clone(), task_id.to_owned());
+        self.finish_task_of(i, &fid, task_id, exit);
+    }
+
+    /// The process of task `task_id` of the framework with id `framework_id` on board `i` ends
+    /// with `exit` (for a real framework, its id is [`Sim::scheduler_framework_id`]).
+    pub fn finish_task_of(&mut self, i: usize, framework_id: &str, task_id: &str, exit: Exit) {
+        let key = TaskKey::new(framework_id, task_id).expect("valid task ids");
         self.agents[i].running.remove(&key);
+        self.end_executor(i, &key);
         self.agents[i].ended.push(key);
-        self.end_executor(i, &fid, task_id);
         let now = self.now;
         self.agents[i]
             .core
             .handle_event(
                 now,
                 LocalEvent::Exited {
-                    framework_id: &fid,
+                    framework_id,
                     task_id,
                     exit,
                 },
             )
             .expect("the task runs on that agent");
         self.drain_agent(i);
+    }
+
+    /// The board whose process of task `task_id` of framework `framework_id` runs, if any.
+    pub fn board_running(&self, framework_id: &str, task_id: &str) -> Option<usize> {
+        self.agents
+            .iter()
+            .position(|a| a.running.keys().any(|k| k.is(framework_id, task_id)))
     }
 
     /// The board's connection drops: the broker publishes its last will.
@@ -331,33 +344,20 @@ impl Sim {
         self.drain_agent(i);
     }
 
-    /// The agent process restarts: a new core takes back what its checkpoint holds — the processes
-    /// still running, and the ended tasks whose end the master has not acknowledged — and
-    /// reconnects.
+    /// The agent process restarts: a new core takes back the old one's checkpoint
+    /// ([`AgentCore::snapshot`] through [`AgentCore::restore`], the agent driver's one restore
+    /// path) and reconnects. The board's processes live on; a task whose process is gone ended
+    /// while the agent was down, how unknown.
     pub fn restart_agent(&mut self, i: usize) {
         self.disconnect_agent(i);
         let now = self.now;
         let a = &mut self.agents[i];
-        let next_id = a.core.next_update_id();
-        let config = agent_config(i);
-        let mut core = AgentCore::new(config, a.info.clone(), now).expect("valid agent");
-        core.set_next_update_id(next_id);
-        for ((fw, task), r) in &a.running {
-            core.adopt_task(fw, task, *r, 0).expect("adoptable task");
-        }
-        for t in a.core.tasks() {
-            if let (Some(reason), true) = (t.end_reason, t.unacked_updates > 0) {
-                let ended = EndedTask {
-                    framework_id: t.framework_id,
-                    task_id: t.task_id,
-                    resources: t.resources,
-                    state: t.state,
-                    reason,
-                    message: t.message,
-                };
-                core.restore_ended_task(now, ended)
-                    .expect("restorable task");
-            }
+        let snapshot = a.core.snapshot();
+        let mut core = AgentCore::new(agent_config(i), a.info.clone(), now).expect("valid agent");
+        let running = &a.running;
+        let exited = |key: &TaskKey| (!running.contains_key(key)).then_some(Exit::Unknown);
+        for result in core.restore(now, &snapshot, exited) {
+            result.expect("a fresh core takes back every task of the snapshot");
         }
         a.core = core;
         self.connect_agent(i);

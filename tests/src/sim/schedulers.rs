@@ -30,6 +30,7 @@ trait Driven {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     fn poll_timeout(&self) -> Option<u64>;
     fn is_done(&self) -> bool;
+    fn framework_id(&self) -> Option<String>;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -65,6 +66,9 @@ impl<S: Scheduler + 'static> Driven for SchedulerCore<S> {
     }
     fn is_done(&self) -> bool {
         SchedulerCore::is_done(self)
+    }
+    fn framework_id(&self) -> Option<String> {
+        self.driver().framework_id().map(str::to_owned)
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -150,6 +154,11 @@ impl Sim {
     /// The scheduler `id` names.
     pub fn scheduler<S: Scheduler + 'static>(&self, id: SchedulerId<S>) -> &S {
         self.scheduler_core(id).scheduler()
+    }
+
+    /// The framework id scheduler `k` holds, once a master registered it.
+    pub fn scheduler_framework_id(&self, k: usize) -> Option<String> {
+        self.schedulers[k].core.framework_id()
     }
 
     /// The scheduler's connection drops: the broker publishes its last will and keeps what is
