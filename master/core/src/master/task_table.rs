@@ -6,12 +6,12 @@
 //! (reachable or not: the board still runs them); a framework's counts only its tasks that are not
 //! UNREACHABLE, on reachable agents (what it holds in the cluster the allocator shares out).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
 
-use super::registry::{AgentIdx, FrameworkIdx};
+use super::registry::{AgentIdx, FrameworkIdx, Idx};
 use crate::allocator::Amount;
 
 /// A task the master holds.
@@ -35,11 +35,14 @@ pub(super) type TaskRef = (FrameworkIdx, String);
 /// Every task, with the per-agent index and the sums. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub(super) struct TaskTable {
-    /// By framework, then by task id (lookups borrow the id; nothing is allocated to find one).
-    tasks: BTreeMap<FrameworkIdx, BTreeMap<String, Task>>,
-    by_agent: HashMap<AgentIdx, BTreeSet<TaskRef>>,
-    agent_allocated: HashMap<AgentIdx, Amount>,
-    framework_allocated: HashMap<FrameworkIdx, Amount>,
+    /// By framework slot, then by task id (lookups borrow the id; nothing is allocated to find
+    /// one). A registry slot is reused only once its framework's tasks are gone.
+    tasks: Vec<BTreeMap<String, Task>>,
+    /// By agent slot (a registry slot is reused only once its tasks are gone): its tasks, and
+    /// what they hold.
+    by_agent: Vec<(BTreeSet<TaskRef>, Amount)>,
+    /// By framework slot: what its counted tasks hold.
+    framework_allocated: Vec<Amount>,
     next_launch_seq: u64,
 }
 
@@ -60,36 +63,35 @@ impl TaskTable {
     ) {
         let launched = self.next_launch_seq;
         self.next_launch_seq += 1;
+        let task = Task {
+            agent,
+            resources,
+            state,
+            last_update_id: None,
+            kill_grace: None,
+            revoking: false,
+            launched,
+            since: now,
+        };
         // An id in use is never inserted again (accepts refuse it, a task list settles it first);
-        // were it, the sums would drop the old record first.
-        if self.contains(fi, tid) {
-            self.remove(fi, tid, true);
+        // were it, the sums would drop the old record.
+        if let Some(old) = slot(&mut self.tasks, fi.slot()).insert(tid.to_owned(), task) {
+            self.uncount(fi, tid, &old, true);
         }
-        self.tasks.entry(fi).or_default().insert(
-            tid.to_owned(),
-            Task {
-                agent,
-                resources,
-                state,
-                last_update_id: None,
-                kill_grace: None,
-                revoking: false,
-                launched,
-                since: now,
-            },
-        );
-        self.framework_allocated
-            .entry(fi)
-            .or_default()
-            .add(resources);
-        self.agent_allocated
-            .entry(agent)
-            .or_default()
-            .add(resources);
-        self.by_agent
-            .entry(agent)
-            .or_default()
-            .insert((fi, tid.to_owned()));
+        slot(&mut self.framework_allocated, fi.slot()).add(resources);
+        let (tasks, allocated) = slot(&mut self.by_agent, agent.slot());
+        allocated.add(resources);
+        tasks.insert((fi, tid.to_owned()));
+    }
+
+    /// Takes task `t` out of the sums and the agent index.
+    fn uncount(&mut self, fi: FrameworkIdx, tid: &str, t: &Task, agent_reachable: bool) {
+        if counted(t.state) && agent_reachable {
+            slot(&mut self.framework_allocated, fi.slot()).sub(t.resources);
+        }
+        let (tasks, allocated) = slot(&mut self.by_agent, t.agent.slot());
+        allocated.sub(t.resources);
+        tasks.remove(&(fi, tid.to_owned()));
     }
 
     /// Removes a task, giving its resources back. `agent_reachable` says whether its agent is
@@ -100,33 +102,20 @@ impl TaskTable {
         tid: &str,
         agent_reachable: bool,
     ) -> Option<Task> {
-        let of_framework = self.tasks.get_mut(&fi)?;
-        let t = of_framework.remove(tid)?;
-        if of_framework.is_empty() {
-            self.tasks.remove(&fi);
-        }
-        if counted(t.state) && agent_reachable {
-            sub(&mut self.framework_allocated, fi, t.resources);
-        }
-        sub(&mut self.agent_allocated, t.agent, t.resources);
-        if let Some(set) = self.by_agent.get_mut(&t.agent) {
-            set.remove(&(fi, tid.to_owned()));
-            if set.is_empty() {
-                self.by_agent.remove(&t.agent);
-            }
-        }
+        let t = self.tasks.get_mut(fi.slot())?.remove(tid)?;
+        self.uncount(fi, tid, &t, agent_reachable);
         Some(t)
     }
 
     /// The task `tid` of framework `fi`.
     pub(super) fn get(&self, fi: FrameworkIdx, tid: &str) -> Option<&Task> {
-        self.tasks.get(&fi)?.get(tid)
+        self.tasks.get(fi.slot())?.get(tid)
     }
 
     /// The task, to change anything but its state's being UNREACHABLE or not (see
     /// [`set_unreachable`](Self::set_unreachable) and [`set_reachable`](Self::set_reachable)).
     pub(super) fn get_mut(&mut self, fi: FrameworkIdx, tid: &str) -> Option<&mut Task> {
-        self.tasks.get_mut(&fi)?.get_mut(tid)
+        self.tasks.get_mut(fi.slot())?.get_mut(tid)
     }
 
     /// Whether framework `fi` holds task `tid`.
@@ -136,10 +125,10 @@ impl TaskTable {
 
     /// Marks a task UNREACHABLE (its agent was lost); it stops counting for its framework.
     pub(super) fn set_unreachable(&mut self, fi: FrameworkIdx, tid: &str) {
-        if let Some(t) = self.tasks.get_mut(&fi).and_then(|m| m.get_mut(tid)) {
+        if let Some(t) = self.tasks.get_mut(fi.slot()).and_then(|m| m.get_mut(tid)) {
             if counted(t.state) {
                 t.state = TaskState::Unreachable;
-                sub(&mut self.framework_allocated, fi, t.resources);
+                slot(&mut self.framework_allocated, fi.slot()).sub(t.resources);
             }
         }
     }
@@ -147,13 +136,10 @@ impl TaskTable {
     /// An UNREACHABLE task's agent came back: the task is STAGING until its agent's list says
     /// more, and counts for its framework again.
     pub(super) fn set_reachable(&mut self, fi: FrameworkIdx, tid: &str) {
-        if let Some(t) = self.tasks.get_mut(&fi).and_then(|m| m.get_mut(tid)) {
+        if let Some(t) = self.tasks.get_mut(fi.slot()).and_then(|m| m.get_mut(tid)) {
             if !counted(t.state) {
                 t.state = TaskState::Staging;
-                self.framework_allocated
-                    .entry(fi)
-                    .or_default()
-                    .add(t.resources);
+                slot(&mut self.framework_allocated, fi.slot()).add(t.resources);
             }
         }
     }
@@ -161,7 +147,7 @@ impl TaskTable {
     /// The tasks of framework `fi`, by task id.
     pub(super) fn of_framework(&self, fi: FrameworkIdx) -> impl Iterator<Item = (&str, &Task)> {
         self.tasks
-            .get(&fi)
+            .get(fi.slot())
             .into_iter()
             .flatten()
             .map(|(tid, t)| (tid.as_str(), t))
@@ -169,60 +155,67 @@ impl TaskTable {
 
     /// Every task as (framework, task id, task), by framework then task id.
     pub(super) fn iter(&self) -> impl Iterator<Item = (FrameworkIdx, &str, &Task)> {
-        self.tasks
-            .iter()
-            .flat_map(|(fi, m)| m.iter().map(move |(tid, t)| (*fi, tid.as_str(), t)))
+        self.tasks.iter().enumerate().flat_map(|(s, m)| {
+            let fi = FrameworkIdx::from_slot(s);
+            m.iter().map(move |(tid, t)| (fi, tid.as_str(), t))
+        })
     }
 
     /// Every task, mutably (not its state's being UNREACHABLE or not).
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (FrameworkIdx, &str, &mut Task)> {
-        self.tasks
-            .iter_mut()
-            .flat_map(|(fi, m)| m.iter_mut().map(move |(tid, t)| (*fi, tid.as_str(), t)))
+        self.tasks.iter_mut().enumerate().flat_map(|(s, m)| {
+            let fi = FrameworkIdx::from_slot(s);
+            m.iter_mut().map(move |(tid, t)| (fi, tid.as_str(), t))
+        })
     }
 
     /// How many tasks framework `fi` holds.
     pub(super) fn count_of_framework(&self, fi: FrameworkIdx) -> usize {
-        self.tasks.get(&fi).map_or(0, BTreeMap::len)
+        self.tasks.get(fi.slot()).map_or(0, BTreeMap::len)
     }
 
     /// The tasks on agent `ai`, by framework then task id.
     pub(super) fn on_agent(&self, ai: AgentIdx) -> impl Iterator<Item = &TaskRef> {
-        self.by_agent.get(&ai).into_iter().flatten()
+        self.by_agent
+            .get(ai.slot())
+            .into_iter()
+            .flat_map(|(tasks, _)| tasks)
     }
 
     /// How many tasks agent `ai` holds.
     pub(super) fn count_on_agent(&self, ai: AgentIdx) -> usize {
-        self.by_agent.get(&ai).map_or(0, BTreeSet::len)
+        self.by_agent
+            .get(ai.slot())
+            .map_or(0, |(tasks, _)| tasks.len())
     }
 
     /// What the tasks on agent `ai` hold.
     pub(super) fn agent_allocated(&self, ai: AgentIdx) -> Amount {
-        self.agent_allocated.get(&ai).copied().unwrap_or_default()
+        self.by_agent
+            .get(ai.slot())
+            .map_or_else(Amount::default, |(_, a)| *a)
     }
 
     /// What framework `fi`'s counted tasks hold.
     pub(super) fn framework_allocated(&self, fi: FrameworkIdx) -> Amount {
         self.framework_allocated
-            .get(&fi)
+            .get(fi.slot())
             .copied()
             .unwrap_or_default()
     }
 }
 
-fn sub<K: std::hash::Hash + Eq>(sums: &mut HashMap<K, Amount>, k: K, r: Resources) {
-    if let Some(sum) = sums.get_mut(&k) {
-        sum.sub(r);
-        if *sum == Amount::default() {
-            sums.remove(&k);
-        }
+/// The entry of slot `i`, growing `v` to hold it.
+fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize_with(i + 1, T::default);
     }
+    &mut v[i]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::registry::Idx;
 
     #[test]
     fn the_sums_follow_tasks_in_and_out_of_unreachable() {
