@@ -208,6 +208,7 @@ impl TaskInfo {
     /// The agent-wire [`RunTask`] of this task, of framework `framework_id`, for an agent of
     /// architecture `arch`: [`validate`](Self::validate), then each artifact resolved to the URL
     /// for `arch`.
+    #[inline]
     pub fn to_run_task(&self, framework_id: &str, arch: &str) -> Result<RunTask, TaskError> {
         self.validate()?;
         let tid = &self.task_id;
