@@ -230,69 +230,47 @@ impl<S: Scheduler> SchedulerCore<S> {
         payload: &[u8],
     ) -> Result<(), PublishError> {
         trace!(topic, len = payload.len(), "received a publish");
-        if topic == self.event_topic {
-            match Event::decode(payload) {
-                Ok(event) => {
+        let result = if topic == self.event_topic {
+            Event::decode(payload)
+                .map(|event| {
                     self.stats.events += 1;
                     self.on_event(now, event);
-                    Ok(())
-                }
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped an event: {e}"
-                    );
-                    Err(PublishError::BadEvent(e))
-                }
-            }
+                })
+                .map_err(PublishError::BadEvent)
         } else if topic == self.message_topic {
-            match FrameworkMessage::decode(payload) {
-                Ok(m) => {
+            FrameworkMessage::decode(payload)
+                .map(|m| {
                     self.stats.messages += 1;
                     self.scheduler
                         .framework_message(&mut self.driver, &m.task_id, m.data);
-                    Ok(())
-                }
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped a framework message: {e}"
-                    );
-                    Err(PublishError::BadMessage(e))
-                }
-            }
+                })
+                .map_err(PublishError::BadMessage)
         } else if topic == MASTER_HELLO {
             match MasterMsg::decode(payload) {
                 Ok(MasterMsg::Hello { master_epoch }) => {
                     self.on_hello(now, master_epoch);
                     Ok(())
                 }
-                Ok(_) | Err(_) => {
-                    self.stats.malformed += 1;
-                    warn!(
-                        topic,
-                        len = payload.len(),
-                        malformed = self.stats.malformed,
-                        "dropped a master hello that is not a Hello"
-                    );
-                    Err(PublishError::BadHello)
-                }
+                Ok(_) | Err(_) => Err(PublishError::BadHello),
             }
         } else {
-            self.stats.misrouted += 1;
+            Err(PublishError::UnknownTopic)
+        };
+        if let Err(e) = &result {
+            if *e == PublishError::UnknownTopic {
+                self.stats.misrouted += 1;
+            } else {
+                self.stats.malformed += 1;
+            }
             warn!(
                 topic,
+                len = payload.len(),
+                malformed = self.stats.malformed,
                 misrouted = self.stats.misrouted,
-                "dropped a message on a topic this scheduler does not read"
+                "dropped a publish: {e}"
             );
-            Err(PublishError::UnknownTopic)
         }
+        result
     }
 
     /// Time passed: resends the registration when its retry is due.
