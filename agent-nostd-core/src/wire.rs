@@ -13,7 +13,7 @@
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::ids::{AgentId, FrameworkId, TaskId, TaskKey};
 use crate::resources::Resources;
 
 /// The wire version carried in the first byte of every agent↔master payload.
@@ -279,6 +279,16 @@ pub struct RunTask {
     pub pids_max: u32,
     /// Files to fetch before launch.
     pub artifacts: Vec<Artifact, MAX_ARTIFACTS, u8>,
+}
+
+impl RunTask {
+    /// The key of the task this launches.
+    pub fn key(&self) -> TaskKey {
+        TaskKey {
+            framework_id: self.framework_id.clone(),
+            task_id: self.task_id.clone(),
+        }
+    }
 }
 
 /// Kill a task: SIGTERM to its process group, SIGKILL after the grace period.

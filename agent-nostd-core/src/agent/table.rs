@@ -221,10 +221,7 @@ impl AgentCore {
             None
         };
         let slot = Slot {
-            key: TaskKey {
-                framework_id: run.framework_id.clone(),
-                task_id: run.task_id.clone(),
-            },
+            key: run.key(),
             resources: asks,
             pids_max: run.pids_max,
             phase: Phase::Launching,

@@ -60,11 +60,7 @@ impl Tasks {
 
     /// Keeps a RunTask the core has handled, for the launch it may cause.
     pub fn hold_run(&mut self, run: RunTask) {
-        let key = TaskKey {
-            framework_id: run.framework_id.clone(),
-            task_id: run.task_id.clone(),
-        };
-        self.pending.insert(key, run);
+        self.pending.insert(run.key(), run);
     }
 
     /// The RunTask held for `key`, taken for its launch.

@@ -167,11 +167,7 @@ impl Sim {
                 .map(|v| (v.key.as_str().to_owned(), v.value.as_str().to_owned()))
                 .collect(),
         };
-        let key = TaskKey {
-            framework_id: run.framework_id.clone(),
-            task_id: run.task_id.clone(),
-        };
-        self.agents[i].commands.insert(key, command);
+        self.agents[i].commands.insert(run.key(), command);
     }
 
     /// Starts the simulated executor of a task just launched on board `i`, if its command is one.
