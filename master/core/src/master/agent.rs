@@ -11,7 +11,7 @@ use agent_nostd_core::wire::{
 use agent_nostd_core::Resources;
 use bramble_proto::{AgentDescription, Attribute, Event, OfferId};
 
-use super::registry::{AgentIdx, FrameworkIdx, Idx};
+use super::registry::{AgentIdx, FrameworkIdx, Idx, Keyed};
 use super::*;
 use crate::allocator::Amount;
 
@@ -47,6 +47,12 @@ impl Agent {
             sat(self.total.mem_mib, allocated.mem_mib),
             sat(self.total.disk_mib, allocated.disk_mib),
         )
+    }
+}
+
+impl Keyed for Agent {
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -124,7 +130,7 @@ impl MasterCore {
                     mismatch_since: None,
                     ended: VecDeque::new(),
                 };
-                self.agents.insert(id.clone(), agent)
+                self.agents.insert(agent)
             }
         };
         self.stats.agent_registrations += 1;
@@ -262,10 +268,7 @@ impl MasterCore {
         if let Some(o) = self.agents.get(slot).and_then(|a| a.offer) {
             self.rescind_offer(o);
         }
-        let Some(id) = self.agents.get(slot).map(|a| a.id.clone()) else {
-            return;
-        };
-        let Some(a) = self.agents.remove(slot, &id) else {
+        let Some(a) = self.agents.remove(slot) else {
             return;
         };
         if a.reachable {

@@ -7,7 +7,7 @@ use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, OfferId, Register};
 
-use super::registry::{AgentIdx, FrameworkIdx};
+use super::registry::{AgentIdx, FrameworkIdx, Keyed};
 use super::*;
 use crate::allocator::Amount;
 
@@ -67,6 +67,12 @@ pub(super) fn unknown_task_update(tid: &str) -> Event {
         Reason::UnknownTask,
         "the master knows no such task",
     )
+}
+
+impl Keyed for Framework {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl MasterCore {
@@ -260,7 +266,7 @@ impl MasterCore {
         let order = self.next_framework_seq;
         self.next_framework_seq += 1;
         let f = Framework {
-            id: fid.clone(),
+            id: fid,
             client: None,
             info,
             state,
@@ -271,7 +277,7 @@ impl MasterCore {
             held: VecDeque::new(),
             order,
         };
-        let slot = self.frameworks.insert(fid, f);
+        let slot = self.frameworks.insert(f);
         self.framework_changed(slot);
         slot
     }
@@ -335,10 +341,7 @@ impl MasterCore {
             self.send_kill(agent, fi, &tid, 0);
             self.end_task(fi, &tid);
         }
-        let Some(id) = self.frameworks.get(fi).map(|f| f.id.clone()) else {
-            return;
-        };
-        let Some(f) = self.frameworks.remove(fi, &id) else {
+        let Some(f) = self.frameworks.remove(fi) else {
             return;
         };
         if let Some(c) = &f.client {

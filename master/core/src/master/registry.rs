@@ -45,6 +45,12 @@ index_type!(
     FrameworkIdx
 );
 
+/// An entity a [`Registry`] holds: it knows its own id.
+pub(crate) trait Keyed {
+    /// Its id, unique in its registry.
+    fn id(&self) -> &str;
+}
+
 /// Entities of type `T` by slot, each with a unique string id.
 #[derive(Debug, Clone)]
 pub(crate) struct Registry<I, T> {
@@ -54,7 +60,7 @@ pub(crate) struct Registry<I, T> {
     _index: PhantomData<I>,
 }
 
-impl<I: Idx, T> Registry<I, T> {
+impl<I: Idx, T: Keyed> Registry<I, T> {
     pub(crate) fn new() -> Self {
         Registry {
             slots: Vec::new(),
@@ -64,8 +70,9 @@ impl<I: Idx, T> Registry<I, T> {
         }
     }
 
-    /// Adds `value` under `id`, in the slot freed last (or a new one). The id must not be in use.
-    pub(crate) fn insert(&mut self, id: String, value: T) -> I {
+    /// Adds `value` under its id, in the slot freed last (or a new one). The id must not be in use.
+    pub(crate) fn insert(&mut self, value: T) -> I {
+        let id = value.id().to_owned();
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s] = Some(value);
@@ -81,11 +88,11 @@ impl<I: Idx, T> Registry<I, T> {
         i
     }
 
-    /// Removes the entity at `i` (known by `id`), freeing its slot.
-    pub(crate) fn remove(&mut self, i: I, id: &str) -> Option<T> {
+    /// Removes the entity at `i`, freeing its slot.
+    pub(crate) fn remove(&mut self, i: I) -> Option<T> {
         let value = self.slots.get_mut(i.slot())?.take()?;
-        if self.index.get(id) == Some(&i) {
-            self.index.remove(id);
+        if self.index.get(value.id()) == Some(&i) {
+            self.index.remove(value.id());
         }
         self.free.push(i.slot());
         Some(value)
@@ -139,19 +146,25 @@ impl<I: Idx, T> Registry<I, T> {
 mod tests {
     use super::*;
 
+    impl Keyed for &str {
+        fn id(&self) -> &str {
+            self
+        }
+    }
+
     #[test]
     fn a_freed_slot_is_reused_and_the_old_id_no_longer_resolves() {
         let mut r: Registry<AgentIdx, &str> = Registry::new();
-        let a = r.insert("a".into(), "A");
-        let b = r.insert("b".into(), "B");
-        assert_eq!(r.remove(a, "a"), Some("A"));
+        let a = r.insert("a");
+        let b = r.insert("b");
+        assert_eq!(r.remove(a), Some("a"));
         assert_eq!(r.lookup("a"), None);
         assert_eq!(r.get(a), None);
-        let c = r.insert("c".into(), "C");
+        let c = r.insert("c");
         assert_eq!(c, a, "the freed slot is reused");
-        assert_eq!(r.lookup("c").and_then(|i| r.get(i)), Some(&"C"));
-        assert_eq!(r.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["C", "B"]);
+        assert_eq!(r.lookup("c").and_then(|i| r.get(i)), Some(&"c"));
+        assert_eq!(r.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["c", "b"]);
         assert_eq!(r.len(), 2);
-        assert_eq!(r.get(b), Some(&"B"));
+        assert_eq!(r.get(b), Some(&"b"));
     }
 }
