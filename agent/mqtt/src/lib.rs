@@ -5,8 +5,8 @@
 //! - **TCP_NODELAY**: small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per
 //!   hop). [`connect`] sets it on every client.
 //! - **Reconnect backoff**: polling an `EventLoop` again after an error reconnects at once, with no
-//!   pause. [`Session::poll`] waits out a [`Backoff`] (500 ms doubling to 30 s, reset on ConnAck)
-//!   first.
+//!   pause. [`Session::poll`] waits out a [`Backoff`] (by default 500 ms doubling to 30 s, reset
+//!   on ConnAck) first.
 //! - **Resubscription**: rumqttc does not resubscribe after a reconnect. [`Session`] subscribes to
 //!   its filters on every ConnAck.
 //!
@@ -91,39 +91,41 @@ pub fn connect(config: ClientConfig) -> (AsyncClient, EventLoop) {
     (client, eventloop)
 }
 
-/// The delay before the next reconnection: 500 ms, doubling to 30 s, back to 500 ms on ConnAck.
+/// The delay before the next reconnection: from `min`, doubling up to `max`, back to `min` on
+/// ConnAck. [`Backoff::default`] is 500 ms to 30 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     next: Duration,
+    min: Duration,
+    max: Duration,
 }
 
 impl Backoff {
-    /// The first delay.
-    pub const MIN: Duration = Duration::from_millis(500);
-    /// The longest delay.
-    pub const MAX: Duration = Duration::from_secs(30);
-
-    /// A backoff at its first delay.
-    pub const fn new() -> Self {
-        Backoff { next: Self::MIN }
+    /// A backoff from `min` doubling up to `max`.
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
     }
 
-    /// The delay to wait now; the one after it is twice as long, up to [`Backoff::MAX`].
+    /// The delay to wait now; the one after it is twice as long, up to the maximum.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+        self.next = (self.next * 2).min(self.max);
         delay
     }
 
     /// Back to the first delay (after a successful connection).
     pub fn reset(&mut self) {
-        self.next = Self::MIN;
+        self.next = self.min;
     }
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::from_millis(500), Duration::from_secs(30))
     }
 }
 
@@ -145,8 +147,8 @@ pub enum SessionEvent {
         /// How long the next poll waits before reconnecting.
         retry_in: Duration,
     },
-    /// Anything else (acks, pings, outgoing packets).
-    Other,
+    /// Anything else (acks, pings, outgoing packets), as rumqttc reported it.
+    Other(Event),
 }
 
 /// An MQTT event loop that reconnects with [`Backoff`] and resubscribes to its filters on every
@@ -176,10 +178,16 @@ impl Session {
             client,
             eventloop,
             filters,
-            backoff: Backoff::new(),
+            backoff: Backoff::default(),
             reconnect_at: None,
             name,
         }
+    }
+
+    /// The same session, reconnecting with `backoff` instead of the default.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     /// The client handle, for publishing.
@@ -209,7 +217,7 @@ impl Session {
             Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Publish(p),
             Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::SubAck,
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => SessionEvent::Disconnected,
-            Ok(_) => SessionEvent::Other,
+            Ok(other) => SessionEvent::Other(other),
             Err(e) => {
                 let retry_in = self.backoff.next_delay();
                 warn!(
@@ -232,11 +240,11 @@ mod tests {
 
     #[test]
     fn the_backoff_doubles_to_thirty_seconds_and_resets_on_connect() {
-        let mut b = Backoff::new();
+        let mut b = Backoff::default();
         let delays: Vec<_> = (0..8).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
         b.reset();
-        assert_eq!(b.next_delay(), Backoff::MIN);
+        assert_eq!(b.next_delay(), Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bramble_mqtt::{Backoff, Session, SessionEvent};
 use rumqttc::{AsyncClient, Event as MqttEvent, Outgoing as MqttOutgoing, Packet};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -140,10 +141,16 @@ impl Executor {
         let (commands, commands_rx) = mpsc::channel(64);
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let exec = exec_topic(&env.client, &env.task_id);
+        // An executor is short-lived: it retries sooner and more often than the default.
+        let session =
+            Session::new("executor", client.clone(), eventloop, vec![exec.clone()]).with_backoff(
+                Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            );
         let poller = tokio::spawn(poll(
             client,
-            eventloop,
-            exec_topic(&env.client, &env.task_id),
+            session,
+            exec,
             env.task_id.clone(),
             commands_rx,
             incoming_tx,
@@ -253,11 +260,11 @@ impl Drop for Executor {
 
 type Waiter = oneshot::Sender<Result<(), SdkError>>;
 
-/// Polls the connection: resubscribes on ConnAck, forwards exec messages, carries out publishes
-/// and matches PUBACKs to their waiters.
+/// Polls the connection (its session resubscribes on ConnAck), forwards exec messages, carries out
+/// publishes and matches PUBACKs to their waiters.
 async fn poll(
     client: AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
+    mut session: Session,
     exec: String,
     task_id: String,
     mut commands: mpsc::Receiver<Command>,
@@ -268,7 +275,6 @@ async fn poll(
     // QoS 1 publishes handed to the client, in order, until the client gives them a packet id.
     let mut unassigned: VecDeque<Waiter> = VecDeque::new();
     let mut by_pkid: HashMap<u16, Waiter> = HashMap::new();
-    let mut backoff = Duration::from_millis(200);
     let mut commands_open = true;
     let mut dropped = 0u64;
     loop {
@@ -298,19 +304,14 @@ async fn poll(
                 }
                 None => commands_open = false,
             },
-            event = eventloop.poll() => match event {
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(200);
-                    if let Err(e) = client.try_subscribe(exec.as_str(), rumqttc::QoS::AtLeastOnce) {
-                        warn!("cannot subscribe to {exec}: {e}");
-                    }
-                }
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+            // The session resubscribes on each ConnAck and waits out its backoff after a loss.
+            event = session.poll() => match event {
+                SessionEvent::SubAck => {
                     if let Some(r) = ready.take() {
                         let _ = r.send(());
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) if p.topic == exec => {
+                SessionEvent::Publish(p) if p.topic == exec => {
                     match FrameworkMessage::decode(&p.payload) {
                         Ok(m) if m.task_id == task_id => {
                             if incoming.try_send(m.data).is_err() {
@@ -322,10 +323,10 @@ async fn poll(
                         Err(e) => warn!(len = p.payload.len(), "dropped a malformed message: {e}"),
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                SessionEvent::Publish(p) => {
                     warn!(topic = %p.topic, "dropped a message on an unexpected topic");
                 }
-                Ok(MqttEvent::Outgoing(MqttOutgoing::Publish(pkid))) if pkid != 0 => {
+                SessionEvent::Other(MqttEvent::Outgoing(MqttOutgoing::Publish(pkid))) if pkid != 0 => {
                     // A retransmission reuses a packet id that already has its waiter.
                     if let std::collections::hash_map::Entry::Vacant(slot) = by_pkid.entry(pkid) {
                         if let Some(w) = unassigned.pop_front() {
@@ -333,21 +334,16 @@ async fn poll(
                         }
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                SessionEvent::Other(MqttEvent::Incoming(Packet::PubAck(ack))) => {
                     if let Some(w) = by_pkid.remove(&ack.pkid) {
                         let _ = w.send(Ok(()));
                     }
                 }
-                Ok(MqttEvent::Outgoing(MqttOutgoing::Disconnect)) => {
+                SessionEvent::Disconnected => {
                     debug!("executor disconnected");
                     return;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!("broker connection lost: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+                SessionEvent::Connected | SessionEvent::Lost { .. } | SessionEvent::Other(_) => {}
             },
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use bramble_mqtt::{Session, SessionEvent};
+use bramble_mqtt::{Backoff, Session, SessionEvent};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -33,7 +33,10 @@ pub(super) async fn watch_registrations(
         )
     });
     let filter = AgentTopic::Register.filter().as_str().to_owned();
-    let mut session = Session::new("deploy", client, eventloop, vec![filter]);
+    // The watch lasts one deploy: it retries sooner than long-lived clients do.
+    let mut session = Session::new("deploy", client, eventloop, vec![filter]).with_backoff(
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+    );
     let (seen_tx, seen_rx) = watch::channel(Seen::new());
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let task = tokio::spawn(async move {

@@ -126,7 +126,7 @@ impl<S: Scheduler> Runner<S> {
                     SessionEvent::Lost { .. } if disconnect_sent => break,
                     // The session waits out its backoff before the next attempt.
                     SessionEvent::Lost { .. } => self.core.handle_disconnected(self.now()),
-                    SessionEvent::Other => {}
+                    SessionEvent::Other(_) => {}
                 },
                 () = sleep_until(wake) => self.core.handle_timeout(self.now()),
                 () = sleep_until(stop_deadline) => {
