@@ -215,7 +215,7 @@ impl Sim {
         }
         let topic = match &call {
             Call::Register(_) | Call::ReRegister(_) => proto::register_topic(&f.client),
-            Call::Gone => proto::will_topic(&f.client),
+            Call::Gone { .. } => proto::will_topic(&f.client),
             _ => proto::call_topic(&f.client),
         };
         self.send(Dest::Master, &topic, call.encode());

@@ -371,7 +371,7 @@ impl Sim {
         self.send(
             Dest::Master,
             &proto::will_topic(&client),
-            Call::Gone.encode(),
+            Call::Gone { connection: 0 }.encode(),
         );
     }
 

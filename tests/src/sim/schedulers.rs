@@ -171,7 +171,7 @@ impl Sim {
         s.connected = false;
         s.core.handle_disconnected(self.now);
         let will = proto::will_topic(&s.client);
-        self.send(Dest::Master, &will, Call::Gone.encode());
+        self.send(Dest::Master, &will, Call::Gone { connection: 0 }.encode());
     }
 
     /// The scheduler (re)connects: ConnAck, what the broker kept for its session, its

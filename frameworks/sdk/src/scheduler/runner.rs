@@ -55,7 +55,7 @@ pub async fn run_until<S: Scheduler>(
         max_packet: (4 * 1024 * 1024, 64 * 1024),
         last_will: Some(LastWill::new(
             will_topic(client),
-            Call::Gone.encode(),
+            Call::Gone { connection: 0 }.encode(),
             QoS::AtLeastOnce,
             false,
         )),

@@ -158,8 +158,9 @@ impl MasterCore {
                 self.remove_framework(now, fi);
                 self.recompute_framework_deadline();
             }
+            Call::Acknowledge(_) => {}
             // Handled by `handle_framework_call` before a framework is looked up.
-            Call::Register(_) | Call::ReRegister(_) | Call::Gone => {}
+            Call::Register(_) | Call::ReRegister(_) | Call::Gone { .. } => {}
         }
     }
 

@@ -113,7 +113,7 @@ impl MasterCore {
         };
         let expected = match &call {
             Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
-            Call::Gone => FrameworkTopic::Will,
+            Call::Gone { .. } => FrameworkTopic::Will,
             _ => FrameworkTopic::Call,
         };
         if kind != expected {
@@ -141,7 +141,7 @@ impl MasterCore {
             Call::ReRegister(r) => {
                 self.register_framework(now, client, Some(r.framework_id), r.info)
             }
-            Call::Gone => {
+            Call::Gone { .. } => {
                 if let Some(&fi) = self.clients.get(client) {
                     self.disconnect_framework(now, fi);
                 }

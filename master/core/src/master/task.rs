@@ -34,6 +34,7 @@ pub(super) fn update_event(
         state,
         reason,
         message: message.into(),
+        update_id: None,
     })
 }
 
