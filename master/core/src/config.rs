@@ -42,6 +42,12 @@ pub struct Config {
     pub revocation_grace_ms: u32,
     /// How many events a disconnected framework may have waiting; the oldest are dropped beyond.
     pub max_held_events: usize,
+    /// How many ended tasks each framework's completed-task cache keeps (the oldest go first), so
+    /// reconciling an ended task answers its real terminal state.
+    pub max_completed_tasks: usize,
+    /// For this long after the master starts, reconciling or killing a task it does not know gets
+    /// no answer (its agent may not have re-registered yet); afterwards it is TASK_LOST.
+    pub reregistration_window_ms: u64,
     /// The most agents the master keeps; registrations beyond are refused.
     pub max_agents: usize,
     /// The most frameworks the master keeps; registrations beyond are refused.
@@ -69,6 +75,8 @@ impl Default for Config {
             revocation: false,
             revocation_grace_ms: 5_000,
             max_held_events: 1_024,
+            max_completed_tasks: 1_000,
+            reregistration_window_ms: 15_000,
             max_agents: 100_000,
             max_frameworks: 10_000,
             ha_discovery: false,

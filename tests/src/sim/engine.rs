@@ -157,6 +157,13 @@ impl Sim {
                 for c in calls {
                     self.publish_call(j, c);
                 }
+                // Handled: acknowledged, as the SDK does after its callback returns.
+                if let Some(ack) = match &event {
+                    Event::Update(u) => u.acknowledgement(),
+                    _ => None,
+                } {
+                    self.publish_call(j, Call::Acknowledge(ack));
+                }
             }
         }
     }

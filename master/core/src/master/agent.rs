@@ -278,16 +278,14 @@ impl MasterCore {
         for (fi, tid) in &tasks {
             let removed = self.tasks.remove(*fi, tid, a.reachable);
             if removed.is_some() && self.frameworks.get(*fi).is_some() {
-                self.send_framework(
-                    *fi,
-                    update_event(
-                        tid.clone(),
-                        Some(a.id.clone()),
-                        TaskState::Lost,
-                        Reason::None,
-                        format!("agent {} was unreachable too long", a.id),
-                    ),
+                let lost = update_event(
+                    tid.clone(),
+                    Some(a.id.clone()),
+                    TaskState::Lost,
+                    Reason::None,
+                    format!("agent {} was unreachable too long", a.id),
                 );
+                self.send_completed(*fi, lost);
             }
         }
         for f in self.frameworks.values_mut() {

@@ -13,6 +13,8 @@
 //! - `agent.rs`, `framework.rs`, `task.rs`, `offer.rs`: each entity's record and lifecycle; the
 //!   task records and the allocated sums (per agent, per framework) live in one `TaskTable`
 //!   (`task_table.rs`), the offers in an `OfferBook`.
+//! - `delivery.rs`: end-to-end status updates (framework acknowledgements passed to agents,
+//!   resends on re-registration) and each framework's completed-task cache.
 //! - `allocation.rs`: the allocation round and revocation.
 //! - `registry.rs`: the slot arena agents and frameworks live in (`Registry`, indexed by
 //!   `AgentIdx` and `FrameworkIdx`).
@@ -41,8 +43,11 @@
 //! # Guarantees
 //!
 //! - Nothing here panics on input from the network; bad input is counted in [`Stats`] and dropped.
-//! - A status update is acknowledged to its agent only after it is recorded and queued for its
-//!   framework (the framework's event comes out of `poll_transmit` before the ack).
+//! - A status update is acknowledged to its agent only once its framework acknowledged it, or at
+//!   once when no framework is left to tell; until then the master resends it whenever the
+//!   framework (re-)registers. Reconciling a task answers its state, an ended task's terminal
+//!   state from the completed-task cache, and an unknown task TASK_LOST once the
+//!   re-registration window after the master's start has passed.
 //! - An agent is never offered more than its total less what its tasks hold, and an accept whose tasks
 //!   do not fit in the offer is refused whole ([`MasterCore::check_invariants`] checks the books).
 //! - Lost or stale agent messages heal: a task still STAGING after [`Config::task_retry_ms`], or
@@ -58,6 +63,7 @@
 
 mod agent;
 mod allocation;
+mod delivery;
 mod events;
 mod framework;
 mod input;
@@ -103,6 +109,8 @@ pub(super) const REMOVED_IDS_KEPT: usize = 1_024;
 pub struct MasterCore {
     config: Config,
     epoch: u64,
+    /// When it started: unknown tasks are answered only after the re-registration window.
+    started: u64,
     agents: Registry<AgentIdx, Agent>,
     frameworks: Registry<FrameworkIdx, Framework>,
     /// MQTT client name → the framework connected under it.
@@ -138,6 +146,7 @@ impl MasterCore {
             timers: Timers::default(),
             config,
             epoch,
+            started: now,
             agents: Registry::new(),
             frameworks: Registry::new(),
             clients: HashMap::new(),
