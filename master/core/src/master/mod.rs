@@ -166,14 +166,7 @@ impl MasterCore {
         );
         core.timers
             .set(Timer::Health, Some(now + core.config.ping_interval_ms));
-        core.outbox.push_back(Transmit {
-            topic: topic::MASTER_HELLO.to_owned(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            message: Outgoing::Agent(Box::new(MasterMsg::Hello {
-                master_epoch: epoch,
-            })),
-        });
+        core.outbox.push_back(hello(epoch));
         Ok(core)
     }
 
@@ -192,6 +185,13 @@ impl MasterCore {
             .chain(proto::MASTER_FILTERS.iter().map(|f| (*f).to_owned()))
             .chain(std::iter::once(OPERATOR_KILL_TOPIC.to_owned()))
             .collect()
+    }
+
+    /// The connection to the broker is up again (after a reconnect): the retained hello goes out
+    /// again, since a restarted broker may have lost it (rumqttd keeps no retained message across
+    /// a restart). Agents and frameworks ignore a hello of the epoch they know.
+    pub fn handle_connected(&mut self, _now: u64) {
+        self.outbox.push_back(hello(self.epoch));
     }
 
     /// This master's epoch.
@@ -255,5 +255,17 @@ impl MasterCore {
             let next = now + self.config.allocation_interval_ms;
             self.timers.set(Timer::Allocation, Some(next));
         }
+    }
+}
+
+/// The retained hello announcing master `epoch`.
+fn hello(epoch: u64) -> Transmit {
+    Transmit {
+        topic: topic::MASTER_HELLO.to_owned(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        message: Outgoing::Agent(Box::new(MasterMsg::Hello {
+            master_epoch: epoch,
+        })),
     }
 }
