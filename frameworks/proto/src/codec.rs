@@ -132,6 +132,45 @@ mod tests {
         assert_eq!(accept.encode(), golden);
     }
 
+    /// The pinned examples in PROTOCOL.md are these encodings.
+    #[test]
+    fn the_protocol_docs_pinned_examples_are_what_the_code_encodes() {
+        let doc = include_str!("../../../PROTOCOL.md");
+        let examples = [
+            ("`Call::Revive`", Call::Revive.encode()),
+            (
+                "`Call::Kill { task_id: \"t1\", grace_ms: 5 }`",
+                Call::Kill(Kill {
+                    task_id: "t1".into(),
+                    grace_ms: 5,
+                })
+                .encode(),
+            ),
+            (
+                "`Call::Acknowledge { agent_id: \"a\", task_id: \"t1\", update_id: 300 }`",
+                Call::Acknowledge(Acknowledge {
+                    agent_id: "a".into(),
+                    task_id: "t1".into(),
+                    update_id: 300,
+                })
+                .encode(),
+            ),
+            (
+                "`Call::Gone { connection: 7 }`",
+                Call::Gone { connection: 7 }.encode(),
+            ),
+            (
+                "`Event::Rescind { offer_id: 300 }`",
+                Event::Rescind { offer_id: 300 }.encode(),
+            ),
+        ];
+        for (name, bytes) in examples {
+            let hex: Vec<String> = bytes.iter().map(|b| alloc::format!("{b:02X}")).collect();
+            let row = alloc::format!("| {name} | `{}` |", hex.join(" "));
+            assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
+        }
+    }
+
     #[test]
     fn every_call_and_event_round_trips() {
         let calls = [
