@@ -77,7 +77,44 @@ impl CompletedTasks {
     }
 }
 
+/// How many ended tasks of frameworks the master does not know (yet) it keeps, from agents'
+/// re-registrations after a master restart, until their framework registers.
+pub(super) const UNCLAIMED_KEPT: usize = 4_096;
+
 impl MasterCore {
+    /// Keeps the end of a task of framework `fid`, which this master does not know yet.
+    pub(super) fn keep_unclaimed(&mut self, fid: &str, update: proto::StatusUpdate) {
+        if self.unclaimed.len() >= UNCLAIMED_KEPT {
+            self.unclaimed.pop_front();
+            self.stats.completed_evicted += 1;
+        }
+        self.unclaimed.push_back((fid.to_owned(), update));
+    }
+
+    /// Framework `fi` is known now: the ends of its tasks that agents reported before go to its
+    /// completed-task cache.
+    pub(super) fn claim_completed(&mut self, fi: FrameworkIdx) {
+        let Some(fid) = self.frameworks.get(fi).map(|f| f.id.clone()) else {
+            return;
+        };
+        if !self.unclaimed.iter().any(|(f, _)| *f == fid) {
+            return;
+        }
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.unclaimed)
+            .into_iter()
+            .partition(|(f, _)| *f == fid);
+        self.unclaimed = rest;
+        for (_, update) in mine {
+            let known = self
+                .frameworks
+                .get(fi)
+                .is_some_and(|f| f.completed.get(&update.task_id).is_some());
+            if !known && !self.tasks.contains(fi, &update.task_id) {
+                self.remember_completed(fi, update);
+            }
+        }
+    }
+
     /// Records that task `tid` of framework `fi` ended with `update` (forwarded by the caller).
     pub(super) fn remember_completed(&mut self, fi: FrameworkIdx, update: proto::StatusUpdate) {
         let max = self.config.max_completed_tasks;

@@ -298,6 +298,7 @@ impl MasterCore {
         };
         let slot = self.frameworks.insert(f);
         self.framework_changed(slot);
+        self.claim_completed(slot);
         slot
     }
 

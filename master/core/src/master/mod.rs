@@ -57,7 +57,9 @@
 //! - Growth from the network is bounded: agents and frameworks by [`Config::max_agents`] and
 //!   [`Config::max_frameworks`], a disconnected framework's waiting events by
 //!   [`Config::max_held_events`], filters by the number of agents, tasks by agents × `MAX_TASKS`,
-//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024; the events kept
+//!   the memory of ended tasks by 64 per agent, each framework's completed-task cache by
+//!   [`Config::max_completed_tasks`], ends of tasks of frameworks not registered yet by 4,096, and
+//!   removed framework ids by 1,024; the events kept
 //!   for [`MasterCore::poll_event`] (when recorded) by [`EVENT_IDS_CAP`] ids and the update cap.
 //!   The transmit queue holds what one input produced and is emptied by the driver after each input.
 
@@ -116,6 +118,8 @@ pub struct MasterCore {
     /// MQTT client name → the framework connected under it.
     clients: HashMap<String, FrameworkIdx>,
     removed_ids: VecDeque<String>,
+    /// Ends of tasks of frameworks not known yet, as (framework id, update): see `delivery.rs`.
+    unclaimed: VecDeque<(String, proto::StatusUpdate)>,
     offers: OfferBook,
     next_framework_seq: u64,
     next_ping_seq: u32,
@@ -151,6 +155,7 @@ impl MasterCore {
             frameworks: Registry::new(),
             clients: HashMap::new(),
             removed_ids: VecDeque::new(),
+            unclaimed: VecDeque::new(),
             offers: OfferBook::new(),
             next_framework_seq: 1,
             tasks: TaskTable::default(),

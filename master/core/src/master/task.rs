@@ -126,6 +126,20 @@ impl MasterCore {
             }
             let fi = match self.frameworks.lookup(r.framework_id.as_str()) {
                 Some(fi) => fi,
+                // An ended task of a framework this master does not know (yet): kept until it
+                // registers, for its reconciliation.
+                None if r.state.is_terminal() => {
+                    let update = proto::StatusUpdate {
+                        task_id: r.task_id.as_str().to_owned(),
+                        agent_id: Some(agent_id.clone()),
+                        state: r.state,
+                        reason: Reason::None,
+                        message: "agent re-registered".into(),
+                        update_id: None,
+                    };
+                    self.keep_unclaimed(r.framework_id.as_str(), update);
+                    continue;
+                }
                 None => match self.recover_framework(now, r.framework_id.as_str()) {
                     Some(fi) => fi,
                     None => {
