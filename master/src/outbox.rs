@@ -1,0 +1,514 @@
+//! The driver's outgoing stage: a bounded queue between the core loop, which fills it and never
+//! waits, and the publisher task, which empties it into rumqttc and may wait as long as the event
+//! loop needs.
+//!
+//! # Shedding policy
+//!
+//! Two parts, each bounded:
+//!
+//! - **Protocol messages** (everything [`MasterCore`](bramble_master_core::MasterCore) sends) wait
+//!   in one FIFO, so the order the core chose (an offer before its rescind, a RegisterAck before a
+//!   RunTask) is kept. The FIFO is *full* at [`Limits::messages`] entries or [`Limits::bytes`]
+//!   bytes. When it is full:
+//!   1. a new message the protocol repeats on its own ([`Kind::sheddable`]: QoS 0, pings, requests
+//!      to re-register, StatusAcks the agent retries, offers that the master rescinds after
+//!      `offer_timeout`) is shed (reason `queue_full`);
+//!   2. a new message the protocol does not repeat soon (RunTask, KillTask, RegisterAck, task
+//!      updates and other framework events) evicts the *oldest* sheddable message in the queue
+//!      (reason `evicted`), QoS 0 ones first;
+//!   3. if none is left to evict, it is queued above the bound, up to the hard bound
+//!      ([`Limits::hard_messages`], [`Limits::hard_bytes`]); beyond that it is shed too (reason
+//!      `overflow`). Even those are recovered by the protocol, only later: a lost RunTask leaves its
+//!      task STAGING until `task_retry_ms` settles it, a lost KillTask is sent again after
+//!      `task_retry_ms`.
+//! - **Dashboard status** (retained JSON, latest wins) is coalesced per topic: a newer payload
+//!   replaces a queued one (reason `superseded`, which loses nothing), so at most one message per
+//!   topic waits. When [`Limits::status_topics`] topics wait, the driver stops rendering status
+//!   ([`OutQueue::status_full`]); the core keeps noting what changed (itself bounded: it falls back
+//!   to a full re-render when its notes overflow), so nothing is lost, only later.
+//!
+//! The publisher takes protocol messages first but never more than [`STATUS_EVERY`] in a row while
+//! status waits, so the dashboard is late under load, not frozen.
+//!
+//! Every message shed is counted by [`Kind`] and [`ShedReason`] in [`OutStats`] (shown in
+//! `/metrics`).
+
+use std::collections::{HashMap, VecDeque};
+
+use agent_nostd_core::topic::QoS;
+use agent_nostd_core::wire::MasterMsg;
+use bramble_master_core::master::{Outgoing, Transmit};
+use bramble_proto::Event;
+
+/// At most this many protocol messages are published in a row while dashboard status waits.
+pub const STATUS_EVERY: u32 = 16;
+
+/// What a queued message is, for the policy and the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A liveness probe to an agent.
+    Ping,
+    /// A request that an agent re-register.
+    ReRegisterRequest,
+    /// The acknowledgement of an agent's status update.
+    StatusAck,
+    /// An offers event to a framework.
+    Offers,
+    /// A task launch.
+    RunTask,
+    /// A task kill.
+    KillTask,
+    /// An agent's registration accepted.
+    RegisterAck,
+    /// The master's retained hello.
+    Hello,
+    /// Any other framework event (registered, update, rescind, agent lost, error).
+    FrameworkEvent,
+    /// A retained dashboard status topic.
+    DashboardStatus,
+}
+
+impl Kind {
+    /// Every kind, in the order of [`OutStats::shed`].
+    pub const ALL: [Kind; 10] = [
+        Kind::Ping,
+        Kind::ReRegisterRequest,
+        Kind::StatusAck,
+        Kind::Offers,
+        Kind::RunTask,
+        Kind::KillTask,
+        Kind::RegisterAck,
+        Kind::Hello,
+        Kind::FrameworkEvent,
+        Kind::DashboardStatus,
+    ];
+
+    /// The kind of a core transmit.
+    pub fn of(t: &Transmit) -> Kind {
+        match &t.message {
+            Outgoing::Agent(m) => match **m {
+                MasterMsg::Hello { .. } => Kind::Hello,
+                MasterMsg::RegisterAck(_) => Kind::RegisterAck,
+                MasterMsg::RunTask(_) => Kind::RunTask,
+                MasterMsg::KillTask(_) => Kind::KillTask,
+                MasterMsg::StatusAck(_) => Kind::StatusAck,
+                MasterMsg::Ping { .. } => Kind::Ping,
+                MasterMsg::ReRegisterRequest => Kind::ReRegisterRequest,
+            },
+            Outgoing::Framework(Event::Offers(_)) => Kind::Offers,
+            Outgoing::Framework(_) => Kind::FrameworkEvent,
+        }
+    }
+
+    /// Whether the protocol repeats it on its own if it is lost (see the [module docs](self)).
+    pub fn sheddable(self) -> bool {
+        matches!(
+            self,
+            Kind::Ping | Kind::ReRegisterRequest | Kind::StatusAck | Kind::Offers
+        )
+    }
+
+    /// Its label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Ping => "ping",
+            Kind::ReRegisterRequest => "reregister_request",
+            Kind::StatusAck => "status_ack",
+            Kind::Offers => "offers",
+            Kind::RunTask => "run_task",
+            Kind::KillTask => "kill_task",
+            Kind::RegisterAck => "register_ack",
+            Kind::Hello => "hello",
+            Kind::FrameworkEvent => "framework_event",
+            Kind::DashboardStatus => "dashboard_status",
+        }
+    }
+}
+
+/// Why a message was shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShedReason {
+    /// It came when the queue was full, and the protocol repeats it.
+    QueueFull,
+    /// It waited in a full queue, and a message the protocol does not repeat took its place.
+    Evicted,
+    /// It came when the queue was at its hard bound.
+    Overflow,
+    /// A newer payload of the same status topic replaced it (nothing is lost).
+    Superseded,
+}
+
+impl ShedReason {
+    /// Every reason, in the order of [`OutStats::shed`].
+    pub const ALL: [ShedReason; 4] = [
+        ShedReason::QueueFull,
+        ShedReason::Evicted,
+        ShedReason::Overflow,
+        ShedReason::Superseded,
+    ];
+
+    /// Its label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ShedReason::QueueFull => "queue_full",
+            ShedReason::Evicted => "evicted",
+            ShedReason::Overflow => "overflow",
+            ShedReason::Superseded => "superseded",
+        }
+    }
+}
+
+/// The bounds of an [`OutQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Protocol messages queued before shedding starts.
+    pub messages: usize,
+    /// Protocol payload bytes queued before shedding starts.
+    pub bytes: usize,
+    /// Protocol messages never exceeded, whatever their kind.
+    pub hard_messages: usize,
+    /// Protocol payload bytes never exceeded, whatever their kind.
+    pub hard_bytes: usize,
+    /// Status topics waiting before the driver stops rendering status.
+    pub status_topics: usize,
+}
+
+impl Default for Limits {
+    /// 4,096 messages or 16 MiB (hard: 16,384 or 64 MiB); 65,536 status topics.
+    fn default() -> Self {
+        Limits {
+            messages: 4_096,
+            bytes: 16 << 20,
+            hard_messages: 16_384,
+            hard_bytes: 64 << 20,
+            status_topics: 65_536,
+        }
+    }
+}
+
+/// One message ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The topic.
+    pub topic: String,
+    /// The QoS.
+    pub qos: QoS,
+    /// Whether the broker retains it.
+    pub retain: bool,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// What it is.
+    pub kind: Kind,
+}
+
+impl Entry {
+    /// A core transmit, encoded.
+    pub fn from_transmit(t: &Transmit) -> Entry {
+        Entry {
+            kind: Kind::of(t),
+            topic: t.topic.clone(),
+            qos: t.qos,
+            retain: t.retain,
+            payload: t.payload(),
+        }
+    }
+
+    fn sheddable(&self) -> bool {
+        self.qos == QoS::AtMostOnce || self.kind.sheddable()
+    }
+}
+
+/// The counters and depths of an [`OutQueue`], for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutStats {
+    /// Protocol messages waiting.
+    pub protocol_depth: usize,
+    /// Their payload bytes.
+    pub protocol_bytes: usize,
+    /// Status topics waiting.
+    pub status_depth: usize,
+    /// Messages shed, by [`Kind::ALL`] then [`ShedReason::ALL`].
+    pub shed: [[u64; ShedReason::ALL.len()]; Kind::ALL.len()],
+    /// Messages handed to the MQTT client.
+    pub published: u64,
+}
+
+impl OutStats {
+    /// Messages of `kind` shed for `reason`.
+    pub fn shed(&self, kind: Kind, reason: ShedReason) -> u64 {
+        self.shed[kind as usize][reason as usize]
+    }
+
+    /// Messages shed for any reason but `superseded` (which loses nothing).
+    pub fn lost(&self) -> u64 {
+        Kind::ALL
+            .iter()
+            .flat_map(|k| {
+                [
+                    ShedReason::QueueFull,
+                    ShedReason::Evicted,
+                    ShedReason::Overflow,
+                ]
+                .map(|r| self.shed(*k, r))
+            })
+            .sum()
+    }
+}
+
+/// The bounded outgoing queue; see the [module docs](self) for its policy.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    limits: Limits,
+    protocol: VecDeque<Entry>,
+    bytes: usize,
+    /// How many queued protocol entries may be evicted.
+    sheddable: usize,
+    /// Status topics in the order they first waited, and their latest payloads.
+    status_order: VecDeque<String>,
+    status: HashMap<String, Vec<u8>>,
+    /// Protocol messages taken in a row while status waited.
+    run: u32,
+    stats: OutStats,
+}
+
+impl OutQueue {
+    /// An empty queue with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        OutQueue {
+            limits,
+            ..OutQueue::default()
+        }
+    }
+
+    /// Queues a protocol message, or sheds one by the policy. Returns what was shed, if anything.
+    pub fn push(&mut self, entry: Entry) -> Option<(Kind, ShedReason)> {
+        let full = self.protocol.len() >= self.limits.messages || self.bytes >= self.limits.bytes;
+        let mut shed = None;
+        if full {
+            if entry.sheddable() {
+                return Some(self.count(entry.kind, ShedReason::QueueFull));
+            }
+            if let Some(old) = self.evict() {
+                shed = Some(self.count(old.kind, ShedReason::Evicted));
+            } else if self.protocol.len() >= self.limits.hard_messages
+                || self.bytes + entry.payload.len() > self.limits.hard_bytes
+            {
+                return Some(self.count(entry.kind, ShedReason::Overflow));
+            }
+        }
+        self.bytes += entry.payload.len();
+        self.sheddable += usize::from(entry.sheddable());
+        self.protocol.push_back(entry);
+        shed
+    }
+
+    /// Queues the latest payload of a status topic (empty: clear it), replacing a waiting one.
+    pub fn push_status(&mut self, topic: String, payload: Vec<u8>) -> Option<(Kind, ShedReason)> {
+        match self.status.get_mut(&topic) {
+            Some(waiting) => {
+                *waiting = payload;
+                Some(self.count(Kind::DashboardStatus, ShedReason::Superseded))
+            }
+            None => {
+                self.status_order.push_back(topic.clone());
+                self.status.insert(topic, payload);
+                None
+            }
+        }
+    }
+
+    /// Whether so many status topics wait that the driver should not render more now.
+    pub fn status_full(&self) -> bool {
+        self.status.len() >= self.limits.status_topics
+    }
+
+    /// The next message to publish: protocol messages first, but status at least every
+    /// [`STATUS_EVERY`] messages.
+    pub fn pop(&mut self) -> Option<Entry> {
+        let status_turn = self.run >= STATUS_EVERY || self.protocol.is_empty();
+        if !status_turn || self.status.is_empty() {
+            if let Some(e) = self.protocol.pop_front() {
+                self.run = if self.status.is_empty() {
+                    0
+                } else {
+                    self.run + 1
+                };
+                self.bytes -= e.payload.len();
+                self.sheddable -= usize::from(e.sheddable());
+                self.stats.published += 1;
+                return Some(e);
+            }
+        }
+        let topic = self.status_order.pop_front()?;
+        let payload = self.status.remove(&topic).unwrap_or_default();
+        self.run = 0;
+        self.stats.published += 1;
+        Some(Entry {
+            topic,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            payload,
+            kind: Kind::DashboardStatus,
+        })
+    }
+
+    /// The counters and depths.
+    pub fn stats(&self) -> OutStats {
+        OutStats {
+            protocol_depth: self.protocol.len(),
+            protocol_bytes: self.bytes,
+            status_depth: self.status.len(),
+            ..self.stats
+        }
+    }
+
+    /// Removes the oldest sheddable protocol message, QoS 0 first.
+    fn evict(&mut self) -> Option<Entry> {
+        if self.sheddable == 0 {
+            return None;
+        }
+        let at = self
+            .protocol
+            .iter()
+            .position(|e| e.qos == QoS::AtMostOnce)
+            .or_else(|| self.protocol.iter().position(Entry::sheddable))?;
+        let e = self.protocol.remove(at)?;
+        self.bytes -= e.payload.len();
+        self.sheddable -= 1;
+        Some(e)
+    }
+
+    fn count(&mut self, kind: Kind, reason: ShedReason) -> (Kind, ShedReason) {
+        self.stats.shed[kind as usize][reason as usize] += 1;
+        (kind, reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind, n: usize) -> Entry {
+        Entry {
+            topic: format!("t/{n}"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            payload: vec![0; 10],
+            kind,
+        }
+    }
+
+    fn small() -> Limits {
+        Limits {
+            messages: 4,
+            bytes: 1_000,
+            hard_messages: 6,
+            hard_bytes: 10_000,
+            status_topics: 2,
+        }
+    }
+
+    fn drain(q: &mut OutQueue) -> Vec<(Kind, String)> {
+        std::iter::from_fn(|| q.pop().map(|e| (e.kind, e.topic))).collect()
+    }
+
+    #[test]
+    fn a_full_queue_sheds_new_pings_and_keeps_the_order_of_the_rest() {
+        let mut q = OutQueue::new(small());
+        for n in 0..4 {
+            assert_eq!(q.push(entry(Kind::RunTask, n)), None);
+        }
+        assert_eq!(
+            q.push(entry(Kind::Ping, 9)),
+            Some((Kind::Ping, ShedReason::QueueFull))
+        );
+        let topics: Vec<_> = drain(&mut q).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(topics, ["t/0", "t/1", "t/2", "t/3"]);
+        assert_eq!(q.stats().shed(Kind::Ping, ShedReason::QueueFull), 1);
+        assert_eq!(q.stats().lost(), 1);
+    }
+
+    #[test]
+    fn a_launch_into_a_full_queue_evicts_the_oldest_retryable_message() {
+        let mut q = OutQueue::new(small());
+        q.push(entry(Kind::RunTask, 0));
+        q.push(entry(Kind::StatusAck, 1));
+        q.push(entry(Kind::Offers, 2));
+        q.push(entry(Kind::KillTask, 3));
+        let mut qos0 = entry(Kind::RegisterAck, 4);
+        qos0.qos = QoS::AtMostOnce;
+        assert_eq!(
+            q.push(qos0),
+            Some((Kind::RegisterAck, ShedReason::QueueFull)),
+            "a QoS 0 message is sheddable whatever its kind"
+        );
+        assert_eq!(
+            q.push(entry(Kind::RunTask, 5)),
+            Some((Kind::StatusAck, ShedReason::Evicted))
+        );
+        let topics: Vec<_> = drain(&mut q).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(topics, ["t/0", "t/2", "t/3", "t/5"]);
+    }
+
+    #[test]
+    fn launches_go_above_the_bound_up_to_the_hard_bound_and_are_then_shed() {
+        let mut q = OutQueue::new(small());
+        let shed: Vec<_> = (0..8).map(|n| q.push(entry(Kind::RunTask, n))).collect();
+        assert_eq!(shed[..6], [None; 6]);
+        assert_eq!(shed[6..], [Some((Kind::RunTask, ShedReason::Overflow)); 2]);
+        assert_eq!(q.stats().protocol_depth, 6);
+        assert_eq!(q.stats().protocol_bytes, 60);
+    }
+
+    #[test]
+    fn the_byte_bound_fills_the_queue_like_the_message_bound() {
+        let mut q = OutQueue::new(Limits {
+            bytes: 25,
+            ..small()
+        });
+        for n in 0..3 {
+            q.push(entry(Kind::Offers, n));
+        }
+        assert_eq!(
+            q.push(entry(Kind::Offers, 3)),
+            Some((Kind::Offers, ShedReason::QueueFull))
+        );
+        assert_eq!(q.stats().protocol_depth, 3);
+    }
+
+    #[test]
+    fn status_is_coalesced_per_topic_and_the_latest_payload_wins() {
+        let mut q = OutQueue::new(small());
+        assert_eq!(q.push_status("s/a".into(), b"1".to_vec()), None);
+        assert!(!q.status_full());
+        q.push_status("s/b".into(), b"1".to_vec());
+        assert!(q.status_full());
+        assert_eq!(
+            q.push_status("s/a".into(), b"2".to_vec()),
+            Some((Kind::DashboardStatus, ShedReason::Superseded))
+        );
+        let a = q.pop().unwrap();
+        assert_eq!((a.topic.as_str(), a.payload.as_slice()), ("s/a", &b"2"[..]));
+        assert!(a.retain);
+        assert_eq!(q.pop().unwrap().topic, "s/b");
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.stats().lost(), 0, "superseded status loses nothing");
+    }
+
+    #[test]
+    fn status_waits_behind_at_most_sixteen_protocol_messages() {
+        let mut q = OutQueue::new(Limits {
+            messages: 100,
+            hard_messages: 100,
+            ..small()
+        });
+        for n in 0..40 {
+            q.push(entry(Kind::RunTask, n));
+        }
+        q.push_status("s/a".into(), b"1".to_vec());
+        let kinds: Vec<_> = drain(&mut q).into_iter().map(|(k, _)| k).collect();
+        let at = kinds.iter().position(|k| *k == Kind::DashboardStatus);
+        assert_eq!(at, Some(STATUS_EVERY as usize));
+        assert_eq!(kinds.len(), 41);
+    }
+}
