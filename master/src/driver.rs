@@ -29,7 +29,8 @@
 //!
 //! # Spreading
 //!
-//! Health pings are left to the core's health check; an allocation round sends one
+//! Health pings are spread by the core (`Config::ping_spread`: a tenth of the agents per check, a
+//! check every tenth of `ping_interval_ms`, by default); an allocation round sends one
 //! offers event per framework. The publisher hands messages to rumqttc one at a time, so a burst
 //! the core makes leaves at the rate the event loop writes it (at most
 //! `ClientConfig::inflight` QoS 1 publishes unacknowledged), while the core loop goes on.
