@@ -9,18 +9,22 @@
 //! - **Protocol messages** (everything [`MasterCore`](bramble_master_core::MasterCore) sends) wait
 //!   in one FIFO, so the order the core chose (an offer before its rescind, a RegisterAck before a
 //!   RunTask) is kept. The FIFO is *full* at [`Limits::messages`] entries or [`Limits::bytes`]
-//!   bytes. When it is full:
-//!   1. a new message the protocol repeats on its own ([`Kind::sheddable`]: QoS 0, pings, requests
-//!      to re-register, StatusAcks the agent retries, offers that the master rescinds after
-//!      `offer_timeout`) is shed (reason `queue_full`);
-//!   2. a new message the protocol does not repeat soon (RunTask, KillTask, RegisterAck, task
-//!      updates and other framework events) evicts the *oldest* sheddable message in the queue
-//!      (reason `evicted`), QoS 0 ones first;
-//!   3. if none is left to evict, it is queued above the bound, up to the hard bound
-//!      ([`Limits::hard_messages`], [`Limits::hard_bytes`]); beyond that it is shed too (reason
-//!      `overflow`). Even those are recovered by the protocol, only later: a lost RunTask leaves its
-//!      task STAGING until `task_retry_ms` settles it, a lost KillTask is sent again after
-//!      `task_retry_ms`.
+//!   bytes. Each message has a [priority](Entry::priority), lowest first:
+//!   1. QoS 0 messages (the master sends none today);
+//!   2. requests to re-register (the agent's next message asks again);
+//!   3. StatusAcks (the agent resends the update, which the master takes idempotently);
+//!   4. pings (one more a `ping_interval` later; three lost in a row lose the agent);
+//!   5. offers (a lost one is rescinded only after `offer_timeout`, 30 s by default);
+//!   6. everything else: RunTask, KillTask, RegisterAck, the hello, task updates and the other
+//!      framework events, which the protocol repeats late or not at all.
+//!
+//!   A message that comes when the FIFO is full evicts the *oldest* queued message of the lowest
+//!   priority below its own (reason `evicted`). If there is none, a message of priority 1 to 5 is
+//!   shed (reason `queue_full`), and one of priority 6 is queued above the bound, up to the hard
+//!   bound ([`Limits::hard_messages`], [`Limits::hard_bytes`]); beyond that it is shed too
+//!   (reason `overflow`). Even those are recovered by the protocol, only later: a lost RunTask
+//!   leaves its task STAGING until `task_retry_ms` settles it, a lost KillTask is sent again after
+//!   `task_retry_ms`.
 //! - **Dashboard status** (retained JSON, latest wins) is coalesced per topic: a newer payload
 //!   replaces a queued one (reason `superseded`, which loses nothing), so at most one message per
 //!   topic waits. When [`Limits::status_topics`] topics wait, the driver stops rendering status
@@ -42,6 +46,9 @@ use bramble_proto::Event;
 
 /// At most this many protocol messages are published in a row while dashboard status waits.
 pub const STATUS_EVERY: u32 = 16;
+
+/// The priority of the messages the protocol does not repeat soon: never evicted.
+pub const CRITICAL: u8 = 5;
 
 /// What a queued message is, for the policy and the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,12 +107,21 @@ impl Kind {
         }
     }
 
-    /// Whether the protocol repeats it on its own if it is lost (see the [module docs](self)).
+    /// Whether the protocol repeats it on its own soon if it is lost (see the
+    /// [module docs](self)).
     pub fn sheddable(self) -> bool {
-        matches!(
-            self,
-            Kind::Ping | Kind::ReRegisterRequest | Kind::StatusAck | Kind::Offers
-        )
+        self.priority() < CRITICAL
+    }
+
+    /// Its priority at QoS 1 (see the [module docs](self)): the lower, the sooner shed.
+    pub fn priority(self) -> u8 {
+        match self {
+            Kind::ReRegisterRequest => 1,
+            Kind::StatusAck => 2,
+            Kind::Ping => 3,
+            Kind::Offers => 4,
+            _ => CRITICAL,
+        }
     }
 
     /// Its label in `/metrics`.
@@ -213,8 +229,13 @@ impl Entry {
         }
     }
 
-    fn sheddable(&self) -> bool {
-        self.qos == QoS::AtMostOnce || self.kind.sheddable()
+    /// Its priority: 0 at QoS 0, else its kind's.
+    pub fn priority(&self) -> u8 {
+        if self.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.kind.priority()
+        }
     }
 }
 
@@ -261,8 +282,8 @@ pub struct OutQueue {
     limits: Limits,
     protocol: VecDeque<Entry>,
     bytes: usize,
-    /// How many queued protocol entries may be evicted.
-    sheddable: usize,
+    /// How many queued protocol entries there are of each priority.
+    by_priority: [usize; CRITICAL as usize + 1],
     /// Status topics in the order they first waited, and their latest payloads.
     status_order: VecDeque<String>,
     status: HashMap<String, Vec<u8>>,
@@ -283,13 +304,13 @@ impl OutQueue {
     /// Queues a protocol message, or sheds one by the policy. Returns what was shed, if anything.
     pub fn push(&mut self, entry: Entry) -> Option<(Kind, ShedReason)> {
         let full = self.protocol.len() >= self.limits.messages || self.bytes >= self.limits.bytes;
+        let priority = entry.priority();
         let mut shed = None;
         if full {
-            if entry.sheddable() {
-                return Some(self.count(entry.kind, ShedReason::QueueFull));
-            }
-            if let Some(old) = self.evict() {
+            if let Some(old) = self.evict_below(priority) {
                 shed = Some(self.count(old.kind, ShedReason::Evicted));
+            } else if priority < CRITICAL {
+                return Some(self.count(entry.kind, ShedReason::QueueFull));
             } else if self.protocol.len() >= self.limits.hard_messages
                 || self.bytes + entry.payload.len() > self.limits.hard_bytes
             {
@@ -297,7 +318,7 @@ impl OutQueue {
             }
         }
         self.bytes += entry.payload.len();
-        self.sheddable += usize::from(entry.sheddable());
+        self.by_priority[usize::from(priority)] += 1;
         self.protocol.push_back(entry);
         shed
     }
@@ -334,7 +355,7 @@ impl OutQueue {
                     self.run + 1
                 };
                 self.bytes -= e.payload.len();
-                self.sheddable -= usize::from(e.sheddable());
+                self.by_priority[usize::from(e.priority())] -= 1;
                 self.stats.published += 1;
                 return Some(e);
             }
@@ -362,19 +383,13 @@ impl OutQueue {
         }
     }
 
-    /// Removes the oldest sheddable protocol message, QoS 0 first.
-    fn evict(&mut self) -> Option<Entry> {
-        if self.sheddable == 0 {
-            return None;
-        }
-        let at = self
-            .protocol
-            .iter()
-            .position(|e| e.qos == QoS::AtMostOnce)
-            .or_else(|| self.protocol.iter().position(Entry::sheddable))?;
+    /// Removes the oldest queued protocol message of the lowest priority below `priority`.
+    fn evict_below(&mut self, priority: u8) -> Option<Entry> {
+        let lowest = (0..priority).find(|p| self.by_priority[usize::from(*p)] > 0)?;
+        let at = self.protocol.iter().position(|e| e.priority() == lowest)?;
         let e = self.protocol.remove(at)?;
         self.bytes -= e.payload.len();
-        self.sheddable -= 1;
+        self.by_priority[usize::from(lowest)] -= 1;
         Some(e)
     }
 
@@ -429,11 +444,11 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_into_a_full_queue_evicts_the_oldest_retryable_message() {
+    fn a_launch_into_a_full_queue_evicts_the_oldest_message_of_the_lowest_priority() {
         let mut q = OutQueue::new(small());
-        q.push(entry(Kind::RunTask, 0));
+        q.push(entry(Kind::Offers, 0));
         q.push(entry(Kind::StatusAck, 1));
-        q.push(entry(Kind::Offers, 2));
+        q.push(entry(Kind::StatusAck, 2));
         q.push(entry(Kind::KillTask, 3));
         let mut qos0 = entry(Kind::RegisterAck, 4);
         qos0.qos = QoS::AtMostOnce;
@@ -448,6 +463,45 @@ mod tests {
         );
         let topics: Vec<_> = drain(&mut q).into_iter().map(|(_, t)| t).collect();
         assert_eq!(topics, ["t/0", "t/2", "t/3", "t/5"]);
+    }
+
+    #[test]
+    fn offers_and_pings_into_a_queue_full_of_reregister_requests_take_their_place() {
+        let mut q = OutQueue::new(small());
+        for n in 0..4 {
+            q.push(entry(Kind::ReRegisterRequest, n));
+        }
+        assert_eq!(
+            q.push(entry(Kind::ReRegisterRequest, 4)),
+            Some((Kind::ReRegisterRequest, ShedReason::QueueFull))
+        );
+        assert_eq!(
+            q.push(entry(Kind::Offers, 5)),
+            Some((Kind::ReRegisterRequest, ShedReason::Evicted))
+        );
+        assert_eq!(
+            q.push(entry(Kind::Ping, 6)),
+            Some((Kind::ReRegisterRequest, ShedReason::Evicted))
+        );
+        assert_eq!(
+            q.push(entry(Kind::Ping, 7)),
+            Some((Kind::ReRegisterRequest, ShedReason::Evicted))
+        );
+        assert_eq!(
+            q.push(entry(Kind::Ping, 8)),
+            Some((Kind::ReRegisterRequest, ShedReason::Evicted))
+        );
+        assert_eq!(
+            q.push(entry(Kind::Ping, 9)),
+            Some((Kind::Ping, ShedReason::QueueFull)),
+            "a ping does not evict another ping"
+        );
+        assert_eq!(
+            q.push(entry(Kind::Offers, 10)),
+            Some((Kind::Ping, ShedReason::Evicted))
+        );
+        let kinds: Vec<_> = drain(&mut q).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, [Kind::Offers, Kind::Ping, Kind::Ping, Kind::Offers]);
     }
 
     #[test]
