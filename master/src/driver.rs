@@ -35,6 +35,7 @@
 //! the core makes leaves at the rate the event loop writes it (at most
 //! `ClientConfig::inflight` QoS 1 publishes unacknowledged), while the core loop goes on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use crate::outbox::{Entry, Kind, Limits, OutQueue, ShedReason};
-use crate::web::WebState;
+use crate::web::{QueueStats, WebState};
 use bramble_master_core::status::StatusPublisher;
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
@@ -216,9 +217,13 @@ pub async fn run_with_web(
         eventloop,
         MasterCore::subscriptions(),
     );
+    // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
     let poller = tokio::spawn(async move {
         loop {
             if let SessionEvent::Publish(p) = session.poll().await {
+                counted.fetch_add(1, Ordering::Relaxed);
                 if incoming_tx
                     .send((p.topic, p.payload.to_vec()))
                     .await
@@ -278,7 +283,11 @@ pub async fn run_with_web(
         }
         if let Some(w) = &web {
             w.set_stats(core.stats());
-            w.set_queues(queue_stats, incoming.len());
+            w.set_queues(QueueStats {
+                outgoing: queue_stats,
+                incoming_depth: incoming.len(),
+                received: received.load(Ordering::Relaxed),
+            });
         }
         let wake = core
             .poll_timeout()

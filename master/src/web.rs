@@ -112,10 +112,19 @@ struct MetricsState {
     count: u64,
     /// When the driver's core loop last turned.
     last_turn: Option<std::time::Instant>,
+    /// The driver's queues.
+    queues: QueueStats,
+}
+
+/// The driver's queues, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
     /// The outgoing queue's depths and counters.
-    outgoing: OutStats,
+    pub outgoing: OutStats,
     /// Incoming messages waiting for the core loop.
-    incoming_depth: usize,
+    pub incoming_depth: usize,
+    /// Messages the reader took from the broker since the master started.
+    pub received: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,12 +202,10 @@ impl WebState {
         lock(&self.hub.metrics).last_turn = Some(std::time::Instant::now());
     }
 
-    /// The driver's queues: the outgoing one's depths and counters, and the incoming messages
-    /// waiting for the core loop.
-    pub fn set_queues(&self, outgoing: OutStats, incoming_depth: usize) {
-        let mut m = lock(&self.hub.metrics);
-        m.outgoing = outgoing;
-        m.incoming_depth = incoming_depth;
+    /// The driver's queues: the outgoing one's depths and counters, the incoming messages waiting
+    /// for the core loop and those received.
+    pub fn set_queues(&self, queues: QueueStats) {
+        lock(&self.hub.metrics).queues = queues;
     }
 
     /// One allocation round took `d`.
@@ -249,10 +256,9 @@ impl WebState {
             .get(CLUSTER_TOPIC)
             .and_then(|e| serde_json::from_str::<Published<ClusterStatus>>(e).ok())
             .map(|e| e.payload);
-        let (stats, buckets, sum, count, last_turn, outgoing, incoming_depth) = {
+        let (stats, buckets, sum, count, last_turn, queues) = {
             let m = lock(&self.hub.metrics);
-            let q = (m.last_turn, m.outgoing, m.incoming_depth);
-            (m.stats, m.buckets, m.sum, m.count, q.0, q.1, q.2)
+            (m.stats, m.buckets, m.sum, m.count, m.last_turn, m.queues)
         };
         let mut out = String::with_capacity(4_096);
         let c = cluster.as_ref();
@@ -411,18 +417,14 @@ impl WebState {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
-        render_driver(&mut out, last_turn, &outgoing, incoming_depth);
+        render_driver(&mut out, last_turn, &queues);
         out
     }
 }
 
 /// The driver's own metrics: the loop's liveness, its queues and what it shed.
-fn render_driver(
-    out: &mut String,
-    last_turn: Option<std::time::Instant>,
-    outgoing: &OutStats,
-    incoming_depth: usize,
-) {
+fn render_driver(out: &mut String, last_turn: Option<std::time::Instant>, queues: &QueueStats) {
+    let outgoing = &queues.outgoing;
     fn head(out: &mut String, name: &str, kind: &str, help: &str) {
         let _ = writeln!(out, "# HELP bramble_master_{name} {help}");
         let _ = writeln!(out, "# TYPE bramble_master_{name} {kind}");
@@ -470,7 +472,22 @@ fn render_driver(
         "gauge",
         "Messages received and waiting for the core loop.",
     );
-    let _ = writeln!(out, "bramble_master_incoming_queue_depth {incoming_depth}");
+    let _ = writeln!(
+        out,
+        "bramble_master_incoming_queue_depth {}",
+        queues.incoming_depth
+    );
+    head(
+        out,
+        "messages_received_total",
+        "counter",
+        "Messages the master took from the broker (counted before the core loop sees them).",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_messages_received_total {}",
+        queues.received
+    );
     head(
         out,
         "messages_published_total",
@@ -694,7 +711,11 @@ mod tests {
         q.push(ping.clone());
         q.push(ping);
         web.loop_turned();
-        web.set_queues(q.stats(), 7);
+        web.set_queues(QueueStats {
+            outgoing: q.stats(),
+            incoming_depth: 7,
+            received: 9,
+        });
         let text = web.render_metrics();
         let age: f64 = text
             .lines()
@@ -707,6 +728,7 @@ mod tests {
             "bramble_master_outgoing_queue_depth{queue=\"protocol\"} 1",
             "bramble_master_outgoing_queue_bytes 3",
             "bramble_master_incoming_queue_depth 7",
+            "bramble_master_messages_received_total 9",
             "bramble_master_messages_shed_total{kind=\"ping\",reason=\"queue_full\"} 1",
             "bramble_master_messages_shed_total{kind=\"run_task\",reason=\"overflow\"} 0",
             "bramble_master_messages_shed_total{kind=\"dashboard_status\",reason=\"superseded\"} 0",

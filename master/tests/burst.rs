@@ -180,12 +180,14 @@ fn a_burst_of_100000_messages_read_by_the_master_does_not_stop_it_making_offers(
         let read = snapshot.stats.unknown_agent_messages;
         println!(
             "burst: the master read {read} reports in {burst_secs:.1} s ({:.0}/s) of {sent} \
-             published; it published {} messages and shed {shed}",
+             published; it received {} messages in all, published {} and shed {shed}",
             read as f64 / burst_secs,
+            m["bramble_master_messages_received_total"],
             m["bramble_master_messages_published_total"],
         );
         let age = m["bramble_master_loop_last_turn_age_seconds"];
         assert!(age < 5.0, "the master's loop turned {age} s ago");
+        assert!(m["bramble_master_messages_received_total"] >= BURST as f64);
         let depth = m["bramble_master_outgoing_queue_depth{queue=\"protocol\"}"];
         assert!(depth <= 16_384.0, "the outgoing queue holds {depth}");
         assert_eq!(snapshot.agents, 2, "both agents stayed reachable");
