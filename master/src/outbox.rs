@@ -18,6 +18,10 @@
 //!   6. everything else: RunTask, KillTask, RegisterAck, the hello, task updates and the other
 //!      framework events, which the protocol repeats late or not at all.
 //!
+//!   A request to re-register to an agent that already has one waiting is dropped at once
+//!   (reason `duplicate`, which loses nothing): a flood of messages from unknown agents queues at
+//!   most one request per agent.
+//!
 //!   A message that comes when the FIFO is full evicts the *oldest* queued message of the lowest
 //!   priority below its own (reason `evicted`). If there is none, a message of priority 1 to 5 is
 //!   shed (reason `queue_full`), and one of priority 6 is queued above the bound, up to the hard
@@ -37,7 +41,7 @@
 //! Every message shed is counted by [`Kind`] and [`ShedReason`] in [`OutStats`] (shown in
 //! `/metrics`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use agent_nostd_core::topic::QoS;
 use agent_nostd_core::wire::MasterMsg;
@@ -152,15 +156,18 @@ pub enum ShedReason {
     Overflow,
     /// A newer payload of the same status topic replaced it (nothing is lost).
     Superseded,
+    /// The same request to re-register already waits for the same agent (nothing is lost).
+    Duplicate,
 }
 
 impl ShedReason {
     /// Every reason, in the order of [`OutStats::shed`].
-    pub const ALL: [ShedReason; 4] = [
+    pub const ALL: [ShedReason; 5] = [
         ShedReason::QueueFull,
         ShedReason::Evicted,
         ShedReason::Overflow,
         ShedReason::Superseded,
+        ShedReason::Duplicate,
     ];
 
     /// Its label in `/metrics`.
@@ -170,6 +177,7 @@ impl ShedReason {
             ShedReason::Evicted => "evicted",
             ShedReason::Overflow => "overflow",
             ShedReason::Superseded => "superseded",
+            ShedReason::Duplicate => "duplicate",
         }
     }
 }
@@ -260,7 +268,7 @@ impl OutStats {
         self.shed[kind as usize][reason as usize]
     }
 
-    /// Messages shed for any reason but `superseded` (which loses nothing).
+    /// Messages shed for any reason but `superseded` and `duplicate` (which lose nothing).
     pub fn lost(&self) -> u64 {
         Kind::ALL
             .iter()
@@ -284,6 +292,8 @@ pub struct OutQueue {
     bytes: usize,
     /// How many queued protocol entries there are of each priority.
     by_priority: [usize; CRITICAL as usize + 1],
+    /// The topics of the queued requests to re-register.
+    reregister: HashSet<String>,
     /// Status topics in the order they first waited, and their latest payloads.
     status_order: VecDeque<String>,
     status: HashMap<String, Vec<u8>>,
@@ -303,6 +313,9 @@ impl OutQueue {
 
     /// Queues a protocol message, or sheds one by the policy. Returns what was shed, if anything.
     pub fn push(&mut self, entry: Entry) -> Option<(Kind, ShedReason)> {
+        if entry.kind == Kind::ReRegisterRequest && self.reregister.contains(&entry.topic) {
+            return Some(self.count(entry.kind, ShedReason::Duplicate));
+        }
         let full = self.protocol.len() >= self.limits.messages || self.bytes >= self.limits.bytes;
         let priority = entry.priority();
         let mut shed = None;
@@ -319,6 +332,9 @@ impl OutQueue {
         }
         self.bytes += entry.payload.len();
         self.by_priority[usize::from(priority)] += 1;
+        if entry.kind == Kind::ReRegisterRequest {
+            self.reregister.insert(entry.topic.clone());
+        }
         self.protocol.push_back(entry);
         shed
     }
@@ -354,8 +370,7 @@ impl OutQueue {
                 } else {
                     self.run + 1
                 };
-                self.bytes -= e.payload.len();
-                self.by_priority[usize::from(e.priority())] -= 1;
+                self.forget(&e);
                 self.stats.published += 1;
                 return Some(e);
             }
@@ -388,9 +403,17 @@ impl OutQueue {
         let lowest = (0..priority).find(|p| self.by_priority[usize::from(*p)] > 0)?;
         let at = self.protocol.iter().position(|e| e.priority() == lowest)?;
         let e = self.protocol.remove(at)?;
-        self.bytes -= e.payload.len();
-        self.by_priority[usize::from(lowest)] -= 1;
+        self.forget(&e);
         Some(e)
+    }
+
+    /// `e` left the protocol FIFO.
+    fn forget(&mut self, e: &Entry) {
+        self.bytes -= e.payload.len();
+        self.by_priority[usize::from(e.priority())] -= 1;
+        if e.kind == Kind::ReRegisterRequest {
+            self.reregister.remove(&e.topic);
+        }
     }
 
     fn count(&mut self, kind: Kind, reason: ShedReason) -> (Kind, ShedReason) {
@@ -512,6 +535,25 @@ mod tests {
         assert_eq!(shed[6..], [Some((Kind::RunTask, ShedReason::Overflow)); 2]);
         assert_eq!(q.stats().protocol_depth, 6);
         assert_eq!(q.stats().protocol_bytes, 60);
+    }
+
+    #[test]
+    fn a_second_request_to_re_register_the_same_agent_is_dropped_while_the_first_waits() {
+        let mut q = OutQueue::new(small());
+        assert_eq!(q.push(entry(Kind::ReRegisterRequest, 1)), None);
+        assert_eq!(
+            q.push(entry(Kind::ReRegisterRequest, 1)),
+            Some((Kind::ReRegisterRequest, ShedReason::Duplicate))
+        );
+        assert_eq!(q.push(entry(Kind::ReRegisterRequest, 2)), None);
+        assert_eq!(q.pop().unwrap().topic, "t/1");
+        assert_eq!(
+            q.push(entry(Kind::ReRegisterRequest, 1)),
+            None,
+            "once sent, it may be asked again"
+        );
+        assert_eq!(q.stats().protocol_depth, 2);
+        assert_eq!(q.stats().lost(), 0);
     }
 
     #[test]

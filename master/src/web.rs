@@ -503,7 +503,7 @@ fn render_driver(out: &mut String, last_turn: Option<std::time::Instant>, queues
         out,
         "messages_shed_total",
         "counter",
-        "Outgoing messages shed, by kind and reason (superseded: a newer status replaced it).",
+        "Outgoing messages shed, by kind and reason (superseded, duplicate: nothing was lost).",
     );
     for kind in Kind::ALL {
         for reason in ShedReason::ALL {
@@ -512,6 +512,7 @@ fn render_driver(out: &mut String, last_turn: Option<std::time::Instant>, queues
                 ShedReason::QueueFull | ShedReason::Evicted => kind.sheddable(),
                 ShedReason::Overflow => !kind.sheddable() && kind != Kind::DashboardStatus,
                 ShedReason::Superseded => kind == Kind::DashboardStatus,
+                ShedReason::Duplicate => kind == Kind::ReRegisterRequest,
             };
             if possible || n > 0 {
                 let _ = writeln!(

@@ -51,7 +51,8 @@ impl Scheduler for OfferCounter {
     }
 }
 
-/// Publishes resource reports (QoS 0) from 64 unknown agents as fast as the client takes them,
+/// Publishes resource reports (QoS 0) from 5,000 unknown agents in turn (so the requests to
+/// re-register they earn are not duplicates) as fast as the client takes them,
 /// until `stop` says so; returns how many.
 async fn burst(broker: BrokerAddr, stop: tokio::sync::watch::Receiver<bool>) -> usize {
     let mut mqtt = rumqttc::MqttOptions::new("burst", broker.host, broker.port);
@@ -67,7 +68,7 @@ async fn burst(broker: BrokerAddr, stop: tokio::sync::watch::Receiver<bool>) -> 
     let mut buf = vec![0u8; AgentMsg::MAX_ENCODED_LEN];
     let len = report.encode(&mut buf).unwrap();
     buf.truncate(len);
-    let topics: Vec<String> = (0..64)
+    let topics: Vec<String> = (0..5_000)
         .map(|i| {
             topic::agent(&format!("ghost-{i}"), AgentTopic::Report)
                 .as_str()
