@@ -210,8 +210,7 @@ impl MasterCore {
             .filter(|a| a.reachable)
             .count() as u64;
         let mut budget = reachable.div_ceil(spread).max(1);
-        let order: Vec<usize> = self.timers.pings.order(slots).collect();
-        for slot in order.into_iter().map(AgentIdx::from_slot) {
+        for slot in self.timers.pings.order(slots).map(AgentIdx::from_slot) {
             let Some(a) = self.agents.get(slot) else {
                 continue;
             };
