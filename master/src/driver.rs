@@ -161,6 +161,21 @@ impl ShedLog {
     }
 }
 
+/// What the reader hands the core loop.
+enum Inbound {
+    /// A message, by topic.
+    Publish(String, Vec<u8>),
+    /// The broker accepted a (re)connection: a restarted broker may have lost the retained hello.
+    Connected,
+}
+
+fn handle_inbound(core: &mut MasterCore, now: u64, inbound: Inbound) {
+    match inbound {
+        Inbound::Publish(topic, payload) => handle_incoming(core, now, &topic, &payload),
+        Inbound::Connected => core.handle_connected(now),
+    }
+}
+
 /// Hands one incoming message to the core by its topic; a bad one is logged, counted and dropped.
 fn handle_incoming(core: &mut MasterCore, now: u64, topic: &str, payload: &[u8]) {
     trace!(%topic, len = payload.len(), "received a publish");
@@ -204,7 +219,7 @@ pub async fn run_with_web(
         max_packet: (MAX_PACKET, MAX_PACKET),
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
-    let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(INCOMING_CAPACITY);
+    let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
     let out = Arc::new(Outgoing {
         queue: Mutex::new(OutQueue::new(Limits::default())),
         filled: Notify::new(),
@@ -222,15 +237,16 @@ pub async fn run_with_web(
     let counted = received.clone();
     let poller = tokio::spawn(async move {
         loop {
-            if let SessionEvent::Publish(p) = session.poll().await {
-                counted.fetch_add(1, Ordering::Relaxed);
-                if incoming_tx
-                    .send((p.topic, p.payload.to_vec()))
-                    .await
-                    .is_err()
-                {
-                    return;
+            let inbound = match session.poll().await {
+                SessionEvent::Publish(p) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Inbound::Publish(p.topic, p.payload.to_vec())
                 }
+                SessionEvent::Connected => Inbound::Connected,
+                _ => continue,
+            };
+            if incoming_tx.send(inbound).await.is_err() {
+                return;
             }
         }
     });
@@ -294,16 +310,16 @@ pub async fn run_with_web(
             .map(|t| started + Duration::from_millis(t));
         tokio::select! {
             () = &mut shutdown => break,
-            Some((topic, payload)) = incoming.recv() => {
-                handle_incoming(&mut core, now(), &topic, &payload);
+            Some(inbound) = incoming.recv() => {
+                handle_inbound(&mut core, now(), inbound);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
                 // RUNNING that came together leave together, ahead of the status topics, which
                 // are rendered once for both.
                 for _ in 1..INCOMING_BATCH {
-                    let Ok((topic, payload)) = incoming.try_recv() else {
+                    let Ok(inbound) = incoming.try_recv() else {
                         break;
                     };
-                    handle_incoming(&mut core, now(), &topic, &payload);
+                    handle_inbound(&mut core, now(), inbound);
                 }
             }
             () = sleep_until(wake) => {
