@@ -1,10 +1,11 @@
-//! Known delivery gaps across a master restart, reproduced deterministically with the real `pi`
-//! scheduler. They are what `frameworks.rs`'s property leaves out.
+//! Delivery gaps across a master restart, and a lost result, reproduced deterministically with
+//! the real `pi` scheduler. They are what `frameworks.rs`'s property leaves out.
 //!
-//! The `known_gap_` tests pin today's behaviour (the job is stuck), so they pass under
-//! `.ci/run`'s `--include-ignored`; the delivery work that fixes a gap turns its test around to
-//! assert that the job finishes. Without the restart the same losses are recovered from, which
-//! the other test shows.
+//! The two master-restart gaps were pinned as `known_gap_` tests (the job stuck) until the SDK
+//! reconciled its tasks after every registration and periodically (issue 13): a task the new
+//! master does not know is answered LOST once the master is past its agents' re-registration
+//! window, and the batch relaunches it. Without the restart the same losses are recovered from,
+//! which the other test shows.
 
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
@@ -36,21 +37,18 @@ fn accepted(sim: &Sim, pi: SchedulerId<PiScheduler>) -> bool {
         .any(|(_, o)| matches!(o, Outgoing::Call(Call::Accept(_))))
 }
 
-/// An accept that reaches a new master before the framework re-registers is answered
-/// `NotRegistered` without its offer id, so the SDK's batch keeps its items "launched" forever.
+/// An accept that reaches a new master before the framework re-registers is refused; the SDK
+/// reconciles its launched tasks after re-registering, learns they are lost, and pi relaunches
+/// them.
 #[test]
-fn known_gap_an_accept_in_flight_across_a_master_restart_strands_its_tasks() {
+fn an_accept_in_flight_across_a_master_restart_is_recovered_by_reconciliation() {
     let (mut sim, pi) = cluster();
     assert!(sim.run_until_cond(10_000, |s| accepted(s, pi)));
     assert!(sim.framework_traffic_in_flight());
     // The accept is on its way to the old master; a new one takes its place first.
     sim.restart_master(2);
-    let finished = sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left);
-    assert!(
-        !finished,
-        "fixed: turn this test around to assert that pi finishes"
-    );
-    assert!(!sim.scheduler(pi).is_complete());
+    assert!(sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left));
+    assert!(sim.scheduler(pi).is_complete());
 }
 
 /// Runs until pi's first accept is made, and loses every agent↔master message until the master
@@ -72,16 +70,13 @@ fn a_task_whose_run_task_was_lost_is_placed_again_while_the_master_stays() {
 }
 
 /// A task whose `RunTask` was lost is known only to the old master: after a restart nobody
-/// reports it, and the SDK's batch never reconciles, so its item waits forever.
+/// reports it, but the SDK reconciles it, the new master answers LOST once past its agents'
+/// re-registration window, and pi places it again.
 #[test]
-fn known_gap_a_task_whose_run_task_was_lost_before_a_master_restart_is_never_placed_again() {
+fn a_task_whose_run_task_was_lost_before_a_master_restart_is_placed_again_after_reconciliation() {
     let (mut sim, pi) = cluster();
     lose_the_first_run_tasks(&mut sim, pi);
     sim.restart_master(2);
-    let finished = sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left);
-    assert!(
-        !finished,
-        "fixed: turn this test around to assert that pi finishes"
-    );
-    assert!(!sim.scheduler(pi).is_complete());
+    assert!(sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left));
+    assert!(sim.scheduler(pi).is_complete());
 }

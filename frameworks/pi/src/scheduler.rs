@@ -213,6 +213,13 @@ impl Scheduler for PiScheduler {
         }
     }
 
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        // The batch's result timers: a task finished but its result did not come.
+        if self.batch.timer(driver, token) {
+            self.fail(driver);
+        }
+    }
+
     fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
         if self.batch.agent_lost(driver, agent_id) {
             self.fail(driver);

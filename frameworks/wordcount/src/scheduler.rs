@@ -285,6 +285,13 @@ impl Scheduler for WordcountScheduler {
         }
     }
 
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        // The batch's result timers: a task finished but its result did not come.
+        if self.batch.timer(driver, token) {
+            driver.stop();
+        }
+    }
+
     fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
         if self.batch.agent_lost(driver, agent_id) {
             driver.stop();
