@@ -10,8 +10,10 @@
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
 use bramble_pi::{PiOptions, PiScheduler};
-use bramble_proto::{Call, Register};
+use bramble_proto::{Call, Event, Register};
+use bramble_sdk::batch::RESULT_GRACE_MS;
 use bramble_sdk::scheduler::Outgoing;
+use bramble_sdk::TaskState;
 use bramble_tests::sim::{SchedulerId, Sim, SimConfig};
 
 fn pi_job() -> PiScheduler {
@@ -79,4 +81,42 @@ fn a_task_whose_run_task_was_lost_before_a_master_restart_is_placed_again_after_
     sim.restart_master(2);
     assert!(sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left));
     assert!(sim.scheduler(pi).is_complete());
+}
+
+/// The result of a finished task is lost (the executor sent it and exited, as in a broker
+/// restart): its FINISHED update arrives, the result never does, and after the batch's grace
+/// period pi relaunches the task and completes.
+#[test]
+fn a_result_lost_after_its_task_finished_is_recovered_by_relaunching_the_task() {
+    let (mut sim, pi) = cluster();
+    sim.drop_next_message_of("pi-0-0");
+    assert!(sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left));
+    assert_eq!(sim.dropped_messages, 1);
+    let job = sim.scheduler(pi);
+    assert!(job.is_complete());
+    assert_eq!(job.samples().1, 4 * 10_000);
+    let relaunched = sim.schedulers[pi.index].sent.iter().any(|(_, o)| {
+        matches!(o, Outgoing::Call(Call::Accept(a)) if a.tasks.iter().any(|t| t.task_id == "pi-0-1"))
+    });
+    assert!(relaunched, "the item was relaunched as its second attempt");
+    // The relaunch came no earlier than the grace period after the first attempt finished.
+    let events = &sim.schedulers[pi.index].events;
+    let finished_at = events
+        .iter()
+        .find_map(|(t, e)| match e {
+            Event::Update(u) if u.task_id == "pi-0-0" && u.state == TaskState::Finished => Some(*t),
+            _ => None,
+        })
+        .expect("pi-0-0 finished");
+    let relaunched_at = sim.schedulers[pi.index]
+        .sent
+        .iter()
+        .find_map(|(t, o)| match o {
+            Outgoing::Call(Call::Accept(a)) if a.tasks.iter().any(|t| t.task_id == "pi-0-1") => {
+                Some(*t)
+            }
+            _ => None,
+        })
+        .expect("pi-0-1 launched");
+    assert!(relaunched_at >= finished_at + RESULT_GRACE_MS);
 }
