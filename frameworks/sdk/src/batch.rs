@@ -223,6 +223,12 @@ impl Batch {
             debug!(task = %update.task_id, state = update.state.as_str(), "update for an old attempt");
             return false;
         }
+        if item.state == ItemState::Pending {
+            // Its launch was given up (an error named the offer) and it waits for an offer again:
+            // the master's LOST for that launch is old news.
+            debug!(task = %update.task_id, state = update.state.as_str(), "update for a launch given up");
+            return false;
+        }
         match update.state {
             TaskState::Staging | TaskState::Starting | TaskState::Running => {
                 if item.state != ItemState::Finished {
@@ -590,5 +596,11 @@ mod tests {
         b.error(&mut d, ErrorCode::UnknownOffer, Some(7), "gone");
         assert_eq!(b.state(0), Some(&ItemState::Pending));
         assert_eq!(b.task_id(0), "b-0-0", "an unknown offer costs no attempt");
+        // The master's LOST for the launch it refused is old news: no attempt is lost either.
+        let mut lost = update("b-0-0", TaskState::Lost);
+        lost.reason = Reason::LaunchFailed;
+        assert!(!b.status_update(&mut d, &lost));
+        assert_eq!(b.task_id(0), "b-0-0");
+        assert_eq!(b.state(0), Some(&ItemState::Pending));
     }
 }

@@ -41,8 +41,9 @@
 //!   [`DriverStats::acks_dropped`]: the agent resends, and the redelivery is acked.
 //! - **Idempotence**: a redelivered update (not newer, in serial-number arithmetic, than the last
 //!   one seen for the task from the same agent) is acknowledged again but not passed on. An update
-//!   of the master's own (no `update_id`) that repeats the state already known, or speaks of a
-//!   task already seen ending, is not passed on either. Ended tasks are remembered up to
+//!   of the master's own (no `update_id`) that repeats the state already known is not passed on
+//!   either; one that differs is (the agent's word may still correct a master's answer, e.g. a
+//!   LOST from a master that did not know the task yet). Ended tasks are remembered up to
 //!   [`ENDED_TASKS_CAPACITY`] (4,096), the oldest forgotten first (counted).
 //! - **Reconciliation**: the core tracks the tasks the scheduler launched (and any task an update
 //!   names) with their last known state; an error naming an accept's offer forgets its tasks not
@@ -105,8 +106,8 @@ pub struct DriverStats {
     /// Redelivered updates (not newer than the last one from the task's agent): acknowledged
     /// again, not passed to the scheduler.
     pub duplicates: u64,
-    /// Updates from the master (no update id) that repeat the state already known, or speak of a
-    /// task already seen ending: not passed to the scheduler.
+    /// Updates from the master (no update id) that repeat the state already known: not passed to
+    /// the scheduler.
     pub repeats: u64,
     /// `Reconcile` calls queued.
     pub reconciles: u64,
@@ -611,8 +612,9 @@ impl<S: Scheduler> SchedulerCore<S> {
                 }
             }
             _ => {
-                let repeat =
-                    known.is_some_and(|t| t.is_terminal() || t.state == Some(update.state));
+                // Only an exact repeat: a master's answer may differ from what an agent said
+                // (a restarted master may not know the task yet), and the agent's word wins.
+                let repeat = known.is_some_and(|t| t.state == Some(update.state));
                 if repeat {
                     self.stats.repeats += 1;
                     debug!(

@@ -26,8 +26,8 @@
 //! - Status updates are at least once. An update from an agent is acknowledged
 //!   (`Call::Acknowledge`) only after [`Scheduler::status_update`] returned; until then its agent
 //!   resends it. A redelivery is acknowledged again but not passed on (by update id, per task and
-//!   agent), nor is an answer of the master's that repeats a state the SDK already passed on, nor
-//!   news of a task already seen ending (the last 4,096 ended tasks are remembered).
+//!   agent; the last 4,096 ended tasks are remembered for this), nor is an answer of the master's
+//!   that repeats the state the SDK already passed on.
 //!   [`Scheduler::status_update`] should still be idempotent: after a scheduler restart, or for
 //!   a task forgotten, an update may come again.
 //! - The SDK reconciles the tasks it launched and has not seen end: after every registration

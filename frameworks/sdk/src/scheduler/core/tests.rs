@@ -793,3 +793,22 @@ fn the_registration_names_the_connection_its_last_will_names() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_masters_answer_that_differs_from_an_ended_state_is_passed_on_so_the_agents_word_wins() {
+    let mut core = launched();
+    // A restarted master that does not know the task yet answers LOST; the agent then reports
+    // the task's real end through it.
+    let mut unknown = update("t1", TaskState::Lost, None);
+    unknown.agent_id = None;
+    unknown.reason = Reason::UnknownTask;
+    core.note_update(200, &unknown);
+    assert_eq!(core.task_state("t1"), Some(TaskState::Lost));
+    event(
+        &mut core,
+        300,
+        &Event::Update(update("t1", TaskState::Finished, None)),
+    );
+    assert_eq!(passed_on(&core), [(TaskState::Finished, None)]);
+    assert_eq!(core.task_state("t1"), Some(TaskState::Finished));
+}
