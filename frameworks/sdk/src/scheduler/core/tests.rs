@@ -23,6 +23,8 @@ struct Recorder {
     arm: Vec<(u64, u64)>,
     /// Timers fired: (now, token).
     fired: Vec<(u64, u64)>,
+    /// Fill the outbox up on every update.
+    flood: bool,
 }
 
 impl Scheduler for Recorder {
@@ -50,6 +52,7 @@ impl Scheduler for Recorder {
         let len = queued.len();
         driver.outbox.extend(queued);
         self.updates.push((update.clone(), len));
+        while self.flood && driver.revive().is_ok() {}
         if update.state.is_terminal() {
             driver.stop();
         }
@@ -811,4 +814,19 @@ fn a_masters_answer_that_differs_from_an_ended_state_is_passed_on_so_the_agents_
     );
     assert_eq!(passed_on(&core), [(TaskState::Finished, None)]);
     assert_eq!(core.task_state("t1"), Some(TaskState::Finished));
+}
+
+#[test]
+fn an_acknowledgement_that_finds_the_outbox_full_is_counted_and_the_redelivery_is_acknowledged() {
+    let mut core = launched();
+    core.scheduler_mut().flood = true;
+    let running = Event::Update(update("t1", TaskState::Running, Some(2)));
+    event(&mut core, 200, &running);
+    assert_eq!(core.stats().acks_dropped, 1);
+    assert!(!calls(&mut core).contains(&ack("t1", 2)));
+    // The agent resends; this time there is room.
+    core.scheduler_mut().flood = false;
+    event(&mut core, 1_200, &running);
+    assert_eq!(calls(&mut core), [ack("t1", 2)]);
+    assert_eq!(passed_on(&core).len(), 1, "the redelivery is not passed on");
 }
