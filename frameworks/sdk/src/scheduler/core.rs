@@ -46,8 +46,10 @@
 //!   LOST from a master that did not know the task yet). Ended tasks are remembered up to
 //!   [`ENDED_TASKS_CAPACITY`] (4,096), the oldest forgotten first (counted).
 //! - **Reconciliation**: the core tracks the tasks the scheduler launched (and any task an update
-//!   names) with their last known state; an error naming an accept's offer forgets its tasks not
-//!   heard of. On every `Registered`, even with the same id and epoch (a broker restart), it sends
+//!   names) with their last known state. An error naming an accept's offer does not end its tasks:
+//!   a second copy of an accept that did launch them is refused too, so they are reconciled like
+//!   any task not heard of, and the master's answer settles it. On every `Registered`, even with
+//!   the same id and epoch (a broker restart), it sends
 //!   an explicit `Reconcile` of its tasks not ended, in chunks of
 //!   [`MAX_TASKS_PER_CALL`]; the `registered` callback still runs only when the id or epoch
 //!   changed. While registered, a task without news for [`RECONCILE_STAGING_MS`] (10 s: launched
@@ -69,7 +71,7 @@ use crate::error::SdkError;
 use crate::messages::{exec_topic, message_topic, FrameworkMessage};
 use crate::protocol::{
     call_topic, event_topic, register_topic, Acknowledge, Call, DecodeError, ErrorCode, Event,
-    OfferId, ReRegister, Register, StatusUpdate, MAX_TASKS_PER_CALL,
+    ReRegister, Register, StatusUpdate, MAX_TASKS_PER_CALL,
 };
 
 /// The first registration retry comes this long (ms) after the first attempt.
@@ -124,8 +126,6 @@ struct Tracked {
     state: Option<TaskState>,
     /// The agent and id of the newest agent update seen.
     last_update: Option<(String, u32)>,
-    /// The offer it was launched on, until news of it comes.
-    offer_id: Option<OfferId>,
     /// When news of it last came (or it was launched).
     heard_at: u64,
     /// When it was last reconciled.
@@ -568,9 +568,6 @@ impl<S: Scheduler> SchedulerCore<S> {
                     }
                     _ => {}
                 }
-                if let Some(offer_id) = offer_id {
-                    self.forget_offer(offer_id);
-                }
                 self.scheduler
                     .error(&mut self.driver, code, offer_id, &message);
             }
@@ -630,13 +627,11 @@ impl<S: Scheduler> SchedulerCore<S> {
         let t = self.tasks.entry(task_id.to_owned()).or_insert(Tracked {
             state: None,
             last_update: None,
-            offer_id: None,
             heard_at: now,
             asked_at: None,
         });
         let was_terminal = t.is_terminal();
         t.state = Some(update.state);
-        t.offer_id = None;
         t.heard_at = now;
         if let (Some(id), Some(agent)) = (update.update_id, &update.agent_id) {
             t.last_update = Some((agent.clone(), id));
@@ -684,13 +679,12 @@ impl<S: Scheduler> SchedulerCore<S> {
         if launched.is_empty() {
             return;
         }
-        for (task_id, offer_id) in launched {
+        for task_id in launched {
             self.tasks.insert(
                 task_id,
                 Tracked {
                     state: None,
                     last_update: None,
-                    offer_id: Some(offer_id),
                     heard_at: now,
                     asked_at: None,
                 },
@@ -698,12 +692,6 @@ impl<S: Scheduler> SchedulerCore<S> {
         }
         let due = now + RECONCILE_STAGING_MS;
         self.reconcile_check_at = Some(self.reconcile_check_at.map_or(due, |at| at.min(due)));
-    }
-
-    /// An error named `offer_id`: its tasks not heard of were never launched.
-    fn forget_offer(&mut self, offer_id: OfferId) {
-        self.tasks
-            .retain(|_, t| !(t.state.is_none() && t.offer_id == Some(offer_id)));
     }
 
     /// Reconciles every task not seen ending (after each `Registered`).

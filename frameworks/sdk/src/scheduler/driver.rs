@@ -48,8 +48,9 @@ pub struct SchedulerDriver {
     /// Pending timers: (when, sequence) → token, earliest first.
     pub(super) timers: BTreeMap<(u64, u64), u64>,
     pub(super) timer_seq: u64,
-    /// Tasks accepted since the core last looked, with their offer.
-    pub(super) launched: Vec<(String, OfferId)>,
+    /// Tasks accepted since the core last looked (it drains this after every callback;
+    /// `take_outgoing` clears it for a driver used alone).
+    pub(super) launched: Vec<String>,
 }
 
 impl SchedulerDriver {
@@ -150,9 +151,8 @@ impl SchedulerDriver {
             offer_id,
             tasks: out,
         })))?;
-        // The core tracks launched tasks (to reconcile them); a driver alone keeps none.
-        self.launched
-            .extend(ids.into_iter().map(|id| (id, offer_id)));
+        // The core tracks launched tasks, to reconcile them.
+        self.launched.extend(ids);
         Ok(())
     }
 

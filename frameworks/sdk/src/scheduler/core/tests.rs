@@ -718,17 +718,29 @@ fn a_task_without_news_is_reconciled_periodically() {
 }
 
 #[test]
-fn a_refused_accept_forgets_its_tasks() {
+fn the_tasks_of_a_refused_accept_are_reconciled_since_a_copy_of_the_accept_may_have_launched_them()
+{
     let mut core = launched();
     let refused = Event::Error {
-        code: ErrorCode::AcceptRefused,
+        code: ErrorCode::UnknownOffer,
         offer_id: Some(1),
-        message: "does not fit".into(),
+        message: "no such offer".into(),
     };
     event(&mut core, 200, &refused);
-    assert_eq!(core.poll_timeout(), Some(100 + RECONCILE_STAGING_MS));
-    advance(&mut core);
-    assert!(calls(&mut core).is_empty(), "nothing to reconcile");
+    assert_eq!(advance(&mut core), 100 + RECONCILE_STAGING_MS);
+    assert_eq!(
+        calls(&mut core),
+        [Call::Reconcile {
+            task_ids: vec!["t1".into()]
+        }]
+    );
+    // The master knows no such task: it ends, and nothing is left to reconcile.
+    let mut unknown = update("t1", TaskState::Lost, None);
+    unknown.agent_id = None;
+    unknown.reason = Reason::UnknownTask;
+    event(&mut core, 10_200, &Event::Update(unknown));
+    assert_eq!(core.task_state("t1"), Some(TaskState::Lost));
+    calls(&mut core);
     assert_eq!(core.poll_timeout(), None);
 }
 
