@@ -85,7 +85,7 @@ pub const RECONCILE_STAGING_MS: u64 = 10_000;
 /// A task in any other non-terminal state is reconciled after this long (ms) without news.
 pub const RECONCILE_IDLE_MS: u64 = 120_000;
 /// How many ended tasks the core remembers, so a late redelivery of a terminal update (or a
-/// reconciliation answer about it) is not passed on again. The oldest is forgotten first.
+/// reconciliation answer repeating it) is not passed on again. The oldest is forgotten first.
 pub const ENDED_TASKS_CAPACITY: usize = 4096;
 
 /// Counters of what the driver handled and dropped.
@@ -113,7 +113,7 @@ pub struct DriverStats {
     pub repeats: u64,
     /// `Reconcile` calls queued.
     pub reconciles: u64,
-    /// `Reconcile` calls not queued because the outbox was full (tried again later).
+    /// `Reconcile` calls not queued because the outbox was full (tried again a period later).
     pub reconciles_dropped: u64,
     /// Ended tasks forgotten to keep at most [`ENDED_TASKS_CAPACITY`].
     pub ended_forgotten: u64,
@@ -740,6 +740,13 @@ impl<S: Scheduler> SchedulerCore<S> {
         }
         debug!(tasks = ids.len(), "reconciling");
         for chunk in ids.chunks(MAX_TASKS_PER_CALL) {
+            // Asked, even if the outbox cannot take it: the next try comes a period later rather
+            // than at once (a deadline in the past would make the driver spin).
+            for id in chunk {
+                if let Some(t) = self.tasks.get_mut(id) {
+                    t.asked_at = Some(now);
+                }
+            }
             if self.driver.outbox.len() >= OUTBOX_CAPACITY {
                 self.stats.reconciles_dropped += 1;
                 warn!(
@@ -747,11 +754,6 @@ impl<S: Scheduler> SchedulerCore<S> {
                     "the outbox is full: reconciliation put off"
                 );
                 continue;
-            }
-            for id in chunk {
-                if let Some(t) = self.tasks.get_mut(id) {
-                    t.asked_at = Some(now);
-                }
             }
             self.driver
                 .outbox

@@ -842,3 +842,28 @@ fn an_acknowledgement_that_finds_the_outbox_full_is_counted_and_the_redelivery_i
     assert_eq!(calls(&mut core), [ack("t1", 2)]);
     assert_eq!(passed_on(&core).len(), 1, "the redelivery is not passed on");
 }
+
+#[test]
+fn a_reconciliation_that_finds_the_outbox_full_is_counted_and_tried_again_a_period_later() {
+    let mut core = launched();
+    core.scheduler_mut().flood = true;
+    // An update of another task fills the outbox from the callback.
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t2", TaskState::Running, None)),
+    );
+    assert_eq!(advance(&mut core), 100 + RECONCILE_STAGING_MS);
+    assert_eq!(core.stats().reconciles_dropped, 1);
+    // No deadline in the past: the next try is a period later.
+    assert_eq!(core.poll_timeout(), Some(100 + 2 * RECONCILE_STAGING_MS));
+    calls(&mut core);
+    core.scheduler_mut().flood = false;
+    assert_eq!(advance(&mut core), 100 + 2 * RECONCILE_STAGING_MS);
+    assert_eq!(
+        calls(&mut core),
+        [Call::Reconcile {
+            task_ids: vec!["t1".into()]
+        }]
+    );
+}
