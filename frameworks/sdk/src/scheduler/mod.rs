@@ -64,7 +64,8 @@ use crate::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
 /// after the callback returns.
 pub trait Scheduler {
     /// The master accepted the registration (again, after a failover or master restart, when the
-    /// id or epoch changed).
+    /// id or epoch changed). The SDK reconciles the tasks it launched after every registration,
+    /// whether or not this is called.
     fn registered(&mut self, driver: &mut SchedulerDriver, framework_id: &str, master_epoch: u64) {
         let _ = (driver, framework_id, master_epoch);
     }
