@@ -163,7 +163,12 @@ pub struct Session {
     backoff: Backoff,
     reconnect_at: Option<Instant>,
     name: &'static str,
+    /// Asked for the last will before each connection attempt ([`Session::with_will`]).
+    will: Option<WillSource>,
 }
+
+/// What [`Session::with_will`] calls before each connection attempt.
+type WillSource = Box<dyn FnMut() -> Option<LastWill> + Send>;
 
 impl Session {
     /// A session over a client from [`connect`], subscribing at QoS 1 to `filters` on each
@@ -181,7 +186,17 @@ impl Session {
             backoff: Backoff::default(),
             reconnect_at: None,
             name,
+            will: None,
         }
+    }
+
+    /// The same session, asking `will` for the last will before each connection attempt (the
+    /// first, and every reconnection), so each connection can carry its own will, e.g. one that
+    /// names the connection. `None` keeps the will set before (from [`ClientConfig::last_will`]
+    /// or an earlier call).
+    pub fn with_will(mut self, will: impl FnMut() -> Option<LastWill> + Send + 'static) -> Self {
+        self.will = Some(Box::new(will));
+        self
     }
 
     /// The same session, reconnecting with `backoff` instead of the default.
@@ -202,6 +217,12 @@ impl Session {
         if let Some(at) = self.reconnect_at {
             tokio::time::sleep_until(at).await;
             self.reconnect_at = None;
+        }
+        if self.eventloop.network.is_none() {
+            // This poll connects: the connection gets its own will.
+            if let Some(will) = self.will.as_mut().and_then(|f| f()) {
+                self.eventloop.mqtt_options.set_last_will(will);
+            }
         }
         match self.eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -264,5 +285,24 @@ mod tests {
             }
         }
         assert_eq!(waits, [500, 1000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_connection_attempt_asks_for_its_own_last_will() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (client, eventloop) = connect(ClientConfig::new("t", "127.0.0.1", port));
+        let mut n = 0u8;
+        let mut session = Session::new("test", client, eventloop, vec![]).with_will(move || {
+            n += 1;
+            Some(LastWill::new("will", vec![n], QoS::AtLeastOnce, false))
+        });
+        for expected in 1..=3u8 {
+            assert!(matches!(session.poll().await, SessionEvent::Lost { .. }));
+            let will = session.eventloop.mqtt_options.last_will().unwrap();
+            assert_eq!(will.message.as_ref(), [expected]);
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! places them on whatever boards are offered, several per offer when they fit. Each executor draws
 //! its samples from a splitmix64 generator seeded from its task index, counts the points inside
 //! the quarter circle, and sends `(inside, total)` back as a framework message. The scheduler sums
-//! them; π ≈ 4 · inside / total. A task that fails or is lost is relaunched (bounded retries); the
-//! scheduler stops once every result is in.
+//! them; π ≈ 4 · inside / total. A task that fails or is lost is relaunched (bounded retries); so
+//! is a task that finished but whose result did not come within the batch's grace period
+//! ([`bramble_sdk::batch::RESULT_GRACE_MS`], 10 s: the message was lost, e.g. in a broker
+//! restart), and a result from any attempt counts. The scheduler stops once every result is in.
 //!
 //! # Layout
 //!

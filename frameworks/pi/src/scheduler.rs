@@ -213,6 +213,13 @@ impl Scheduler for PiScheduler {
         }
     }
 
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        // The batch's result timers: a task finished but its result did not come.
+        if self.batch.timer(driver, token) {
+            self.fail(driver);
+        }
+    }
+
     fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
         if self.batch.agent_lost(driver, agent_id) {
             self.fail(driver);
@@ -385,5 +392,28 @@ mod tests {
         let mut o = PiOptions::new(vec!["x".into()]);
         o.tasks = 0;
         assert_eq!(PiScheduler::new(o).unwrap_err(), PiError::Empty);
+    }
+
+    #[test]
+    fn a_task_that_finished_without_its_result_is_relaunched_when_its_timer_fires() {
+        let mut s = pi(1);
+        let mut d = SchedulerDriver::new("pi");
+        s.offers(&mut d, vec![offer(1, "a", 4000, 4096)]);
+        d.take_calls();
+        s.status_update(&mut d, update("pi-0-0", TaskState::Finished));
+        let (at, token) = d.timers().next().expect("a result timer");
+        assert_eq!(at, bramble_sdk::batch::RESULT_GRACE_MS);
+        s.timer(&mut d, token);
+        assert_eq!(d.take_calls(), vec![Call::Revive]);
+        s.offers(&mut d, vec![offer(2, "a", 4000, 4096)]);
+        let calls = d.take_calls();
+        assert!(
+            matches!(&calls[0], Call::Accept(a) if a.tasks[0].task_id == "pi-0-1"),
+            "{calls:?}"
+        );
+        // The first attempt's result, arriving late, completes the job.
+        s.framework_message(&mut d, "pi-0-0", result(0, 785));
+        assert!(s.is_complete());
+        assert!(d.is_stopping());
     }
 }

@@ -9,6 +9,15 @@
 //! Task ids are `{prefix}-{index}-{attempt}`; a result is accepted from any attempt of an item (the
 //! work of an item is deterministic), status updates only from its current attempt. Everything is
 //! idempotent, as at-least-once delivery requires.
+//!
+//! A result travels as a framework message, which nothing acknowledges: the executor sends it and
+//! exits, and the message can be lost (e.g. in a broker restart) while the FINISHED update, which
+//! the agent resends until acknowledged, still arrives. So when an item's task finishes without
+//! its result, the batch sets a timer ([`SchedulerDriver::set_timer`], token
+//! [`Batch::timer`] recognises) and, if the result is still missing [`RESULT_GRACE_MS`] (10 s)
+//! later, relaunches the item. That relaunch counts against `max_retries`, so a result that is
+//! always lost (too large, say) fails the batch instead of looping. The framework passes its
+//! [`Scheduler::timer`](crate::scheduler::Scheduler::timer) callbacks to [`Batch::timer`].
 
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
@@ -19,6 +28,18 @@ use crate::scheduler::SchedulerDriver;
 
 /// How long offers the batch cannot use are refused, in seconds, when nothing is pending.
 pub const IDLE_REFUSE_SECONDS: u32 = 30;
+
+/// How long after an item's task finished the batch waits for its result before relaunching the
+/// item, in milliseconds.
+pub const RESULT_GRACE_MS: u64 = 10_000;
+
+/// Every timer token the batch sets has this bit; a framework's own tokens should not.
+pub const BATCH_TIMER_TAG: u64 = 1 << 63;
+
+/// The token of the result timer of `index`'s attempt `attempt`.
+fn result_token(index: u32, attempt: u32) -> u64 {
+    BATCH_TIMER_TAG | (u64::from(attempt & 0x7fff_ffff) << 32) | u64::from(index)
+}
 
 /// What the batch is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +223,12 @@ impl Batch {
             debug!(task = %update.task_id, state = update.state.as_str(), "update for an old attempt");
             return false;
         }
+        if item.state == ItemState::Pending {
+            // Its launch was given up (an error named the offer) and it waits for an offer again:
+            // the master's LOST for that launch is old news.
+            debug!(task = %update.task_id, state = update.state.as_str(), "update for a launch given up");
+            return false;
+        }
         match update.state {
             TaskState::Staging | TaskState::Starting | TaskState::Running => {
                 if item.state != ItemState::Finished {
@@ -213,8 +240,18 @@ impl Batch {
                 false
             }
             TaskState::Finished => {
+                if item.state == ItemState::Finished {
+                    return false;
+                }
                 item.state = ItemState::Finished;
-                false
+                let token = result_token(index, attempt);
+                match driver.set_timer(RESULT_GRACE_MS, token) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        let why = format!("cannot wait for the result of {}: {e}", update.task_id);
+                        self.retry(driver, index, &why)
+                    }
+                }
             }
             TaskState::Failed
             | TaskState::Killed
@@ -276,6 +313,29 @@ impl Batch {
             failed |= self.retry(driver, index, &format!("agent {agent_id} lost"));
         }
         failed
+    }
+
+    /// A timer fired: if it is the batch's result timer of an item whose task finished and whose
+    /// result has not arrived since, the item is relaunched. Tokens that are not the batch's
+    /// (no [`BATCH_TIMER_TAG`]) are ignored. Returns `true` when the batch just failed.
+    pub fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) -> bool {
+        if token & BATCH_TIMER_TAG == 0 {
+            return false;
+        }
+        let index = (token & 0xffff_ffff) as u32;
+        match self.items.get(index as usize) {
+            Some(item)
+                if item.state == ItemState::Finished
+                    && result_token(index, item.attempt) == token =>
+            {
+                let why = format!(
+                    "task {} finished but its result did not come in {RESULT_GRACE_MS} ms",
+                    self.task_id(index)
+                );
+                self.retry(driver, index, &why)
+            }
+            _ => false,
+        }
     }
 
     /// Item `index`'s result arrived. Returns `true` the first time only.
@@ -450,6 +510,83 @@ mod tests {
         assert_eq!(b.progress(), (2, 2));
     }
 
+    /// A batch of one item whose task finished: returns the timer token it set.
+    fn finished(b: &mut Batch, d: &mut SchedulerDriver) -> u64 {
+        b.offers(d, vec![offer(1, "a", 4000, 4096)], cmd);
+        d.take_calls();
+        b.status_update(d, &update("b-0-0", TaskState::Running));
+        assert!(!b.status_update(d, &update("b-0-0", TaskState::Finished)));
+        let timers: Vec<(u64, u64)> = d.timers().collect();
+        assert_eq!(timers.len(), 1, "one result timer");
+        assert_eq!(timers[0].0, RESULT_GRACE_MS);
+        timers[0].1
+    }
+
+    #[test]
+    fn a_finished_item_whose_result_does_not_come_is_relaunched_after_the_grace_period() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        let token = finished(&mut b, &mut d);
+        assert_eq!(b.state(0), Some(&ItemState::Finished));
+        assert!(!b.timer(&mut d, token));
+        assert_eq!(b.state(0), Some(&ItemState::Pending));
+        assert_eq!(b.task_id(0), "b-0-1");
+        assert_eq!(d.take_calls(), vec![Call::Revive], "offers come back");
+        // A second firing of the same timer changes nothing.
+        assert!(!b.timer(&mut d, token));
+        assert_eq!(b.task_id(0), "b-0-1");
+    }
+
+    #[test]
+    fn a_result_from_the_first_attempt_completes_an_item_relaunched_for_a_lost_result() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        let token = finished(&mut b, &mut d);
+        b.timer(&mut d, token);
+        b.offers(&mut d, vec![offer(2, "a", 4000, 4096)], cmd);
+        // The first attempt's result turns up late after all.
+        assert!(b.complete(0));
+        assert!(b.is_done());
+        // The second attempt's updates and its result change nothing.
+        assert!(!b.status_update(&mut d, &update("b-0-1", TaskState::Finished)));
+        assert!(!b.complete(0));
+        assert!(b.is_done());
+    }
+
+    #[test]
+    fn a_result_within_the_grace_period_leaves_the_timer_nothing_to_do() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        let token = finished(&mut b, &mut d);
+        assert!(b.complete(0));
+        assert!(!b.timer(&mut d, token));
+        assert!(b.is_done());
+        assert_eq!(b.task_id(0), "b-0-0");
+    }
+
+    #[test]
+    fn a_result_lost_every_time_fails_the_batch_once_retries_run_out() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        let token = finished(&mut b, &mut d);
+        assert!(!b.timer(&mut d, token));
+        b.offers(&mut d, vec![offer(2, "a", 4000, 4096)], cmd);
+        assert!(!b.status_update(&mut d, &update("b-0-1", TaskState::Finished)));
+        let (_, second) = d.timers().last().unwrap();
+        assert_ne!(second, token);
+        assert!(b.timer(&mut d, second), "max_retries is 1");
+        assert!(b.failure().is_some());
+    }
+
+    #[test]
+    fn timer_tokens_that_are_not_the_batchs_are_ignored() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        finished(&mut b, &mut d);
+        assert!(!b.timer(&mut d, 0));
+        assert_eq!(b.state(0), Some(&ItemState::Finished));
+    }
+
     #[test]
     fn a_refused_accept_puts_its_items_back_to_pending() {
         let mut b = batch(1);
@@ -459,5 +596,11 @@ mod tests {
         b.error(&mut d, ErrorCode::UnknownOffer, Some(7), "gone");
         assert_eq!(b.state(0), Some(&ItemState::Pending));
         assert_eq!(b.task_id(0), "b-0-0", "an unknown offer costs no attempt");
+        // The master's LOST for the launch it refused is old news: no attempt is lost either.
+        let mut lost = update("b-0-0", TaskState::Lost);
+        lost.reason = Reason::LaunchFailed;
+        assert!(!b.status_update(&mut d, &lost));
+        assert_eq!(b.task_id(0), "b-0-0");
+        assert_eq!(b.state(0), Some(&ItemState::Pending));
     }
 }

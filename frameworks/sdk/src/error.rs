@@ -60,6 +60,9 @@ pub enum CallError {
     /// The outgoing buffer is full: the broker connection is not keeping up.
     #[error("the outgoing call buffer is full ({0} calls)")]
     OutboxFull(usize),
+    /// As many timers as allowed are pending already.
+    #[error("too many pending timers ({0})")]
+    TooManyTimers(usize),
     /// The driver is stopping and takes no more calls.
     #[error("the driver is stopping")]
     Stopping,

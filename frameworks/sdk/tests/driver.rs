@@ -61,8 +61,8 @@ async fn a_scheduler_registers_answers_an_offer_and_tears_down_when_it_stops() {
     let (topic, call) = master.expect().await;
     assert_eq!(topic, protocol::register_topic("one"));
     assert!(
-        matches!(call, Call::Register(ref r) if r.name == "one"),
-        "{call:?}"
+        matches!(call, Call::Register(ref r) if r.name == "one" && r.connection != 0),
+        "the registration names its connection: {call:?}"
     );
 
     // Garbage on the event topic is dropped; the driver carries on.
@@ -114,10 +114,21 @@ async fn a_scheduler_registers_answers_an_offer_and_tears_down_when_it_stops() {
                 state: TaskState::Finished,
                 reason: Reason::Exited { code: 0 },
                 message: String::new(),
-                update_id: None,
+                update_id: Some(5),
             }),
         )
         .await;
+    // The scheduler stopped on the update; its acknowledgement still goes out, first.
+    let (topic, call) = master.expect().await;
+    assert_eq!(topic, protocol::call_topic("one"));
+    assert_eq!(
+        call,
+        Call::Acknowledge(protocol::Acknowledge {
+            agent_id: "pi4".into(),
+            task_id: "t1".into(),
+            update_id: 5,
+        })
+    );
     let (topic, call) = master.expect().await;
     assert_eq!(topic, protocol::call_topic("one"));
     assert_eq!(call, Call::Teardown);
@@ -268,4 +279,26 @@ async fn a_new_master_epoch_in_the_hello_makes_the_scheduler_re_register_with_it
         .unwrap()
         .unwrap();
     assert_eq!(done.registered_as, Some(("1-7".to_owned(), 2)));
+}
+
+#[tokio::test]
+async fn the_last_will_of_a_dropped_connection_names_the_connection_its_registration_named() {
+    let port = support::start_broker();
+    let mut master = Master::connect(port).await;
+    let sched = tokio::spawn(run(config(port, "willing"), OneTask::default()));
+    let (_, call) = master.expect().await;
+    let Call::Register(registration) = call else {
+        panic!("expected a registration, got {call:?}")
+    };
+    assert_ne!(registration.connection, 0);
+    // The process dies without a disconnect: the broker publishes the will.
+    sched.abort();
+    let (topic, call) = master.expect().await;
+    assert_eq!(topic, protocol::will_topic("willing"));
+    assert_eq!(
+        call,
+        Call::Gone {
+            connection: registration.connection
+        }
+    );
 }

@@ -5,7 +5,9 @@
 //! offered. A map task asks its scheduler for its chunk (it sends `Ready`, the scheduler answers
 //! with `Chunk` on the task's exec topic), counts the words, and sends the counts back in parts
 //! that fit a framework message, then `Done`. The scheduler merges each chunk's counts exactly once
-//! and prints the top N words.
+//! and prints the top N words. A map task that finished without all its counts arriving within the
+//! batch's grace period ([`bramble_sdk::batch::RESULT_GRACE_MS`], 10 s) is relaunched; the counts
+//! of whichever attempt completes first are merged.
 //!
 //! A *word* is a maximal run of Unicode alphanumeric characters ([`char::is_alphanumeric`]),
 //! lowercased with [`str::to_lowercase`]; everything else separates words.

@@ -285,6 +285,13 @@ impl Scheduler for WordcountScheduler {
         }
     }
 
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        // The batch's result timers: a task finished but its result did not come.
+        if self.batch.timer(driver, token) {
+            driver.stop();
+        }
+    }
+
     fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
         if self.batch.agent_lost(driver, agent_id) {
             driver.stop();
@@ -439,5 +446,43 @@ mod tests {
         s.registered(&mut d, "f", 1);
         assert!(s.is_complete());
         assert!(d.is_stopping());
+    }
+
+    #[test]
+    fn a_map_task_that_finished_without_its_done_is_relaunched_and_the_new_attempt_counts() {
+        let text = "a b c\n".repeat(5);
+        let mut s = job(&text, 1000);
+        let mut d = SchedulerDriver::new("wc");
+        s.offers(&mut d, vec![offer(1, 1000, 1000)]);
+        d.take_outgoing();
+        // The executor got its chunk and sent its counts, but its `Done` was lost.
+        s.framework_message(&mut d, "wc-0-0", WcMsg::Ready.encode());
+        d.take_outgoing();
+        for p in parts(count_words(&text)) {
+            s.framework_message(&mut d, "wc-0-0", p.encode());
+        }
+        let finished = bramble_sdk::protocol::StatusUpdate {
+            task_id: "wc-0-0".into(),
+            agent_id: Some("a".into()),
+            state: bramble_sdk::TaskState::Finished,
+            reason: bramble_sdk::Reason::Exited { code: 0 },
+            message: String::new(),
+            update_id: Some(3),
+        };
+        s.status_update(&mut d, finished);
+        assert!(!s.is_complete());
+        let (_, token) = d.timers().next().expect("a result timer");
+        s.timer(&mut d, token);
+        s.offers(&mut d, vec![offer(2, 1000, 1000)]);
+        let calls = d.take_calls();
+        assert!(
+            calls
+                .iter()
+                .any(|c| matches!(c, Call::Accept(a) if a.tasks[0].task_id == "wc-0-1")),
+            "{calls:?}"
+        );
+        play_map(&mut s, &mut d, "wc-0-1");
+        assert!(s.is_complete());
+        assert_eq!(s.counts(), &count_words(&text));
     }
 }

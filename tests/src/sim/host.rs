@@ -213,6 +213,10 @@ impl Sim {
                         e.retry_at = Some(now + EXEC_RETRY_MS);
                         return;
                     }
+                    if self.drop_next_message.remove(e.key.task_id.as_str()) {
+                        self.dropped_messages += 1;
+                        continue;
+                    }
                     let topic = message_topic(&e.client);
                     let m = FrameworkMessage {
                         task_id: e.key.task_id.to_string(),

@@ -4,7 +4,9 @@
 //!
 //! Every message goes through its real encoding and topic, as over MQTT. The broker can lose, delay
 //! and duplicate messages from a seeded generator, so a run is reproducible from its seed; like MQTT,
-//! it keeps the messages of one topic to one receiver in order. Time jumps to the next wake-up: the
+//! it keeps the messages of one topic to one receiver in order. A test can also make it lose the next framework
+//! message of a given task ([`Sim::drop_next_message_of`]), e.g. a result sent just before its
+//! executor exits. Time jumps to the next wake-up: the
 //! earliest of every core's `poll_timeout` and the next delivery.
 //!
 //! The simulated agent host plays "the OS": a launch starts at once, SIGKILL ends a task at once,
@@ -34,7 +36,7 @@ mod schedulers;
 mod scripts;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use agent_nostd_core::agent::{Config as AgentConfig, Exit, LocalEvent};
 use agent_nostd_core::ids::{id, TaskKey};
@@ -120,6 +122,11 @@ pub struct Sim {
     pub config: SimConfig,
     /// Messages the broker lost.
     pub lost: u64,
+    /// Tasks whose executor's next framework message the broker loses
+    /// ([`Sim::drop_next_message_of`]).
+    drop_next_message: BTreeSet<String>,
+    /// Framework messages lost that way.
+    pub dropped_messages: u64,
     net: BinaryHeap<Reverse<Delivery>>,
     /// The last delivery time per (destination, topic): MQTT keeps each topic in order.
     last_delivery: HashMap<(Dest, String), u64>,
@@ -144,6 +151,8 @@ impl Sim {
             rng: Rng::new(config.seed),
             config,
             lost: 0,
+            drop_next_message: BTreeSet::new(),
+            dropped_messages: 0,
             net: BinaryHeap::new(),
             last_delivery: HashMap::new(),
             seq: 0,
@@ -310,6 +319,12 @@ impl Sim {
             )
             .expect("the task runs on that agent");
         self.drain_agent(i);
+    }
+
+    /// The broker loses the next framework message the executor of task `task_id` sends (of any
+    /// framework), e.g. a result sent just before the executor exits.
+    pub fn drop_next_message_of(&mut self, task_id: &str) {
+        self.drop_next_message.insert(task_id.to_owned());
     }
 
     /// The board whose process of task `task_id` of framework `framework_id` runs, if any.

@@ -9,6 +9,9 @@
 //! `poll_timeout` is part of the simulation's next wake-up. Once the core
 //! [`is_done`](SchedulerCore::is_done), the simulated runner disconnects cleanly (no last will),
 //! as `bramble_sdk::scheduler::run` does.
+//!
+//! Each (re)connection is named by a counter ([`SimScheduler::connection`]), as the real runner
+//! names it by a nonce: the core registers with it, and the last will carries it.
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -20,7 +23,7 @@ use super::{Dest, Sim};
 
 /// The object-safe face of a [`SchedulerCore`] of any scheduler type.
 trait Driven {
-    fn handle_connected(&mut self, now: u64);
+    fn handle_connected(&mut self, now: u64, connection: u64);
     fn poll_subscribe(&mut self) -> Option<[String; 3]>;
     fn handle_subscribed(&mut self, now: u64);
     fn handle_publish(&mut self, now: u64, topic: &str, payload: &[u8])
@@ -35,8 +38,8 @@ trait Driven {
 }
 
 impl<S: Scheduler + 'static> Driven for SchedulerCore<S> {
-    fn handle_connected(&mut self, now: u64) {
-        SchedulerCore::handle_connected(self, now);
+    fn handle_connected(&mut self, now: u64, connection: u64) {
+        SchedulerCore::handle_connected(self, now, connection);
     }
     fn poll_subscribe(&mut self) -> Option<[String; 3]> {
         SchedulerCore::poll_subscribe(self)
@@ -107,6 +110,8 @@ pub struct SimScheduler {
     pub events: Vec<(u64, Event)>,
     /// Every call and framework message it sent, with the time it left.
     pub sent: Vec<(u64, Outgoing)>,
+    /// Names its current connection (1, 2, … per connection), in its registration and its will.
+    pub connection: u64,
     core: Box<dyn Driven>,
     /// What the broker keeps for its persistent session while it is disconnected.
     parked: Vec<(String, Vec<u8>)>,
@@ -131,6 +136,7 @@ impl Sim {
             refused: Vec::new(),
             events: Vec::new(),
             sent: Vec::new(),
+            connection: 0,
             core: Box::new(core),
             parked: Vec::new(),
         });
@@ -171,7 +177,10 @@ impl Sim {
         s.connected = false;
         s.core.handle_disconnected(self.now);
         let will = proto::will_topic(&s.client);
-        self.send(Dest::Master, &will, Call::Gone { connection: 0 }.encode());
+        let gone = Call::Gone {
+            connection: s.connection,
+        };
+        self.send(Dest::Master, &will, gone.encode());
     }
 
     /// The broker died under the scheduler: its connection is gone without a last will, and so
@@ -197,7 +206,8 @@ impl Sim {
         }
         let s = &mut self.schedulers[k];
         s.connected = true;
-        s.core.handle_connected(now);
+        s.connection += 1;
+        s.core.handle_connected(now, s.connection);
         let mut subscribed = false;
         while s.core.poll_subscribe().is_some() {
             subscribed = true;

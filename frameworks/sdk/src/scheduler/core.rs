@@ -1,5 +1,6 @@
 //! The scheduler's sans-IO state machine, [`SchedulerCore`]: registration, its backoff, the
-//! master's epoch, and dispatch of what arrives to the framework's [`Scheduler`].
+//! master's epoch, dispatch of what arrives to the framework's [`Scheduler`], acknowledgement
+//! and deduplication of status updates, reconciliation, and the scheduler's timers.
 //!
 //! It does no I/O and reads no clock: `now` (milliseconds on any monotonic clock, as in the agent's
 //! `AgentCore`) is a parameter. The run loop, or a simulation, feeds it inputs and carries out its
@@ -8,7 +9,8 @@
 //! - inputs: [`SchedulerCore::handle_connected`] (a ConnAck), [`SchedulerCore::handle_subscribed`]
 //!   (the SubAck) or [`SchedulerCore::handle_subscribe_failed`],
 //!   [`SchedulerCore::handle_publish`] (events, framework messages, the master's hello),
-//!   [`SchedulerCore::handle_timeout`], [`SchedulerCore::handle_disconnected`] and
+//!   [`SchedulerCore::handle_timeout`] (registration retries, the scheduler's timers, periodic
+//!   reconciliation), [`SchedulerCore::handle_disconnected`] and
 //!   [`SchedulerCore::stop`];
 //! - outputs: [`SchedulerCore::poll_subscribe`] (the topics to subscribe to after a ConnAck),
 //!   [`SchedulerCore::poll_transmit`] (a call or framework message to publish, and where),
@@ -29,20 +31,47 @@
 //! - Once subscribed, the core sends `Register` (or `ReRegister` with the id it holds) and repeats
 //!   it with backoff, from 2 s doubling up to 30 s, until `Registered` comes. One registration
 //!   waits at a time, ahead of every other call.
-//! - A new master epoch in the master's hello, or a reconnect, makes it register again.
+//! - A new master epoch in the master's hello, or a reconnect, makes it register again. The
+//!   registration names the connection it travels on (`Register.connection`, from
+//!   `handle_connected`), the value the connection's last will carries.
 //! - A payload that does not decode is counted in [`DriverStats`], logged and dropped.
+//! - **Acknowledgement**: an update from an agent (with an `update_id`) is acknowledged with
+//!   [`Call::Acknowledge`] after [`Scheduler::status_update`] returns, so an update the
+//!   scheduler never handled is resent by its agent. A full outbox drops the ack, counted in
+//!   [`DriverStats::acks_dropped`]: the agent resends, and the redelivery is acked.
+//! - **Idempotence**: a redelivered update (not newer, in serial-number arithmetic, than the last
+//!   one seen for the task from the same agent) is acknowledged again but not passed on. An update
+//!   of the master's own (no `update_id`) that repeats the state already known is not passed on
+//!   either; one that differs is (the agent's word may still correct a master's answer, e.g. a
+//!   LOST from a master that did not know the task yet). Ended tasks are remembered up to
+//!   [`ENDED_TASKS_CAPACITY`] (4,096), the oldest forgotten first (counted).
+//! - **Reconciliation**: the core tracks the tasks the scheduler launched (and any task an update
+//!   names) with their last known state. An error naming an accept's offer does not end its tasks:
+//!   a second copy of an accept that did launch them is refused too, so they are reconciled like
+//!   any task not heard of, and the master's answer settles it. On every `Registered`, even with
+//!   the same id and epoch (a broker restart), it sends
+//!   an explicit `Reconcile` of its tasks not ended, in chunks of
+//!   [`MAX_TASKS_PER_CALL`]; the `registered` callback still runs only when the id or epoch
+//!   changed. While registered, a task without news for [`RECONCILE_STAGING_MS`] (10 s: launched
+//!   and not heard of, or staging) or [`RECONCILE_IDLE_MS`] (120 s: any other state not ended) is
+//!   reconciled again, and so on while the master does not answer.
+//! - **Timers**: [`SchedulerDriver::set_timer`] schedules [`Scheduler::timer`]; due timers fire
+//!   in `handle_timeout`, earliest first, and `poll_timeout` includes the earliest. At most
+//!   [`MAX_TIMERS`](super::MAX_TIMERS) are pending; none fires once stopping.
+
+use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::topic::{QoS, MASTER_HELLO};
-use agent_nostd_core::wire::{MasterMsg, WireMessage};
+use agent_nostd_core::wire::{MasterMsg, TaskState, WireMessage};
 use tracing::{debug, info, trace, warn};
 
-use super::{Outgoing, Scheduler, SchedulerDriver};
+use super::{Outgoing, Scheduler, SchedulerDriver, OUTBOX_CAPACITY};
 use crate::error::SdkError;
 use crate::messages::{exec_topic, message_topic, FrameworkMessage};
 use crate::protocol::{
-    call_topic, event_topic, register_topic, Call, DecodeError, ErrorCode, Event, ReRegister,
-    Register,
+    call_topic, event_topic, register_topic, Acknowledge, Call, DecodeError, ErrorCode, Event,
+    ReRegister, Register, StatusUpdate, MAX_TASKS_PER_CALL,
 };
 
 /// The first registration retry comes this long (ms) after the first attempt.
@@ -50,8 +79,18 @@ const REGISTER_BACKOFF_START_MS: u64 = 2_000;
 /// Registration retries are never further apart than this (ms).
 const REGISTER_BACKOFF_MAX_MS: u64 = 30_000;
 
+/// A task launched but not heard of, or still staging, is reconciled after this long (ms)
+/// without news, and again every as long while the master does not answer.
+pub const RECONCILE_STAGING_MS: u64 = 10_000;
+/// A task in any other non-terminal state is reconciled after this long (ms) without news.
+pub const RECONCILE_IDLE_MS: u64 = 120_000;
+/// How many ended tasks the core remembers, so a late redelivery of a terminal update (or a
+/// reconciliation answer repeating it) is not passed on again. The oldest is forgotten first.
+pub const ENDED_TASKS_CAPACITY: usize = 4096;
+
 /// Counters of what the driver handled and dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverStats {
     /// Payloads that did not decode.
     pub malformed: u64,
@@ -61,6 +100,56 @@ pub struct DriverStats {
     pub events: u64,
     /// Framework messages handled.
     pub messages: u64,
+    /// Acknowledgements queued.
+    pub acks: u64,
+    /// Acknowledgements not queued because the outbox was full (the agent resends the update,
+    /// and its redelivery is acknowledged).
+    pub acks_dropped: u64,
+    /// Redelivered updates (not newer than the last one from the task's agent): acknowledged
+    /// again, not passed to the scheduler.
+    pub duplicates: u64,
+    /// Updates from the master (no update id) that repeat the state already known: not passed to
+    /// the scheduler.
+    pub repeats: u64,
+    /// `Reconcile` calls queued.
+    pub reconciles: u64,
+    /// `Reconcile` calls not queued because the outbox was full (tried again a period later).
+    pub reconciles_dropped: u64,
+    /// Ended tasks forgotten to keep at most [`ENDED_TASKS_CAPACITY`].
+    pub ended_forgotten: u64,
+}
+
+/// What the core knows of one task.
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// The last state heard, or `None` while launched and not heard of.
+    state: Option<TaskState>,
+    /// The agent and id of the newest agent update seen.
+    last_update: Option<(String, u32)>,
+    /// When news of it last came (or it was launched).
+    heard_at: u64,
+    /// When it was last reconciled.
+    asked_at: Option<u64>,
+}
+
+impl Tracked {
+    fn is_terminal(&self) -> bool {
+        self.state.is_some_and(TaskState::is_terminal)
+    }
+
+    /// When it is due for reconciliation.
+    fn reconcile_due(&self) -> u64 {
+        let quiet = match self.state {
+            None | Some(TaskState::Staging) => RECONCILE_STAGING_MS,
+            Some(_) => RECONCILE_IDLE_MS,
+        };
+        self.heard_at.max(self.asked_at.unwrap_or(0)) + quiet
+    }
+}
+
+/// True when update id `a` is newer than `b`, in serial-number arithmetic (ids wrap).
+fn is_newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// Why [`SchedulerCore::handle_publish`] dropped a publish. Each is also counted in
@@ -122,6 +211,14 @@ pub struct SchedulerCore<S> {
     /// When to (re)send the registration, while unregistered.
     register_at: Option<u64>,
     register_backoff_ms: u64,
+    /// Names the current MQTT connection (in `Register.connection` and its will).
+    connection: u64,
+    /// The tasks launched or heard of, and the ended ones not forgotten yet.
+    tasks: BTreeMap<String, Tracked>,
+    /// The ended tasks in `tasks`, oldest first, at most [`ENDED_TASKS_CAPACITY`].
+    ended: VecDeque<String>,
+    /// No task is due for reconciliation before this (a lower bound).
+    reconcile_check_at: Option<u64>,
 }
 
 impl<S: Scheduler> SchedulerCore<S> {
@@ -143,6 +240,10 @@ impl<S: Scheduler> SchedulerCore<S> {
             sent_reregister: false,
             register_at: None,
             register_backoff_ms: REGISTER_BACKOFF_START_MS,
+            connection: 0,
+            tasks: BTreeMap::new(),
+            ended: VecDeque::new(),
+            reconcile_check_at: None,
         })
     }
 
@@ -190,14 +291,17 @@ impl<S: Scheduler> SchedulerCore<S> {
 
     // ----- inputs -----
 
-    /// The connection to the broker is up (after every ConnAck): [`poll_subscribe`] says what to
-    /// subscribe to. A reconnect may have cost the master our session (its last will fired), so
-    /// the framework registers again.
+    /// The connection to the broker named `connection` is up (after every ConnAck):
+    /// [`poll_subscribe`] says what to subscribe to. A reconnect may have cost the master our
+    /// session (its last will fired), so the framework registers again, with
+    /// `Register.connection` = `connection`: the value the last will of this connection carries
+    /// in [`Call::Gone`] (0: not named, the will always applies).
     ///
     /// [`poll_subscribe`]: Self::poll_subscribe
-    pub fn handle_connected(&mut self, _now: u64) {
+    pub fn handle_connected(&mut self, _now: u64, connection: u64) {
         self.subscribe_due = true;
         self.registered = false;
+        self.connection = connection;
     }
 
     /// The subscription from [`poll_subscribe`](Self::poll_subscribe) was acknowledged: the
@@ -230,6 +334,7 @@ impl<S: Scheduler> SchedulerCore<S> {
         payload: &[u8],
     ) -> Result<(), PublishError> {
         trace!(topic, len = payload.len(), "received a publish");
+        self.driver.now = now;
         let result = if topic == self.event_topic {
             Event::decode(payload)
                 .map(|event| {
@@ -256,6 +361,7 @@ impl<S: Scheduler> SchedulerCore<S> {
         } else {
             Err(PublishError::UnknownTopic)
         };
+        self.take_launches(now);
         if let Err(e) = &result {
             if *e == PublishError::UnknownTopic {
                 self.stats.misrouted += 1;
@@ -273,8 +379,10 @@ impl<S: Scheduler> SchedulerCore<S> {
         result
     }
 
-    /// Time passed: resends the registration when its retry is due.
+    /// Time passed: resends the registration when its retry is due, fires the scheduler's due
+    /// timers (earliest first) and reconciles the tasks due for it.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.driver.now = now;
         match self.register_at {
             Some(at) if now >= at => {
                 self.register_at = None;
@@ -283,6 +391,11 @@ impl<S: Scheduler> SchedulerCore<S> {
                 }
             }
             _ => {}
+        }
+        self.fire_timers(now);
+        self.take_launches(now);
+        if self.reconcile_check_at.is_some_and(|at| now >= at) {
+            self.reconcile_due(now);
         }
     }
 
@@ -338,7 +451,26 @@ impl<S: Scheduler> SchedulerCore<S> {
     /// When the driver should call [`handle_timeout`](Self::handle_timeout) next, or `None`
     /// when nothing is scheduled.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.register_at
+        let timer = self
+            .driver
+            .timers
+            .keys()
+            .next()
+            .map(|&(at, _)| at)
+            .filter(|_| !self.driver.stopping);
+        let reconcile = self
+            .reconcile_check_at
+            .filter(|_| self.registered && !self.driver.stopping);
+        [self.register_at, timer, reconcile]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The last state the core knows of `task_id` (`None` when unknown, or launched and not
+    /// heard of yet).
+    pub fn task_state(&self, task_id: &str) -> Option<TaskState> {
+        self.tasks.get(task_id).and_then(|t| t.state)
     }
 
     // ----- registration and dispatch -----
@@ -359,6 +491,13 @@ impl<S: Scheduler> SchedulerCore<S> {
                 Call::Register(self.registration.clone())
             }
         };
+        let mut call = call;
+        match &mut call {
+            Call::Register(r) | Call::ReRegister(ReRegister { info: r, .. }) => {
+                r.connection = self.connection;
+            }
+            _ => {}
+        }
         debug!(reregister = self.sent_reregister, "registering");
         // One registration waiting is enough: retries replace it rather than pile up.
         self.driver
@@ -392,15 +531,18 @@ impl<S: Scheduler> SchedulerCore<S> {
                     && d.master_epoch == Some(master_epoch);
                 if same {
                     debug!(%framework_id, "registration confirmed again");
-                    return;
+                } else {
+                    info!(%framework_id, master_epoch, "registered");
+                    d.set_registered(&framework_id, master_epoch);
+                    self.scheduler.registered(d, &framework_id, master_epoch);
                 }
-                info!(%framework_id, master_epoch, "registered");
-                d.set_registered(&framework_id, master_epoch);
-                self.scheduler.registered(d, &framework_id, master_epoch);
+                // Updates may have been missed while unregistered: ask for every task, every time.
+                self.take_launches(now);
+                self.reconcile_all(now);
             }
             Event::Offers(offers) => self.scheduler.offers(d, offers),
             Event::Rescind { offer_id } => self.scheduler.offer_rescinded(d, offer_id),
-            Event::Update(update) => self.scheduler.status_update(d, update),
+            Event::Update(update) => self.on_update(now, update),
             Event::AgentLost { agent_id } => self.scheduler.agent_lost(d, &agent_id),
             Event::Error {
                 code,
@@ -429,6 +571,214 @@ impl<S: Scheduler> SchedulerCore<S> {
                 self.scheduler
                     .error(&mut self.driver, code, offer_id, &message);
             }
+        }
+    }
+
+    // ----- delivery: acknowledgements, duplicates, reconciliation -----
+
+    /// Passes `update` to the scheduler unless it is a redelivery or a repeat, then acknowledges
+    /// it when it asks for that.
+    fn on_update(&mut self, now: u64, update: StatusUpdate) {
+        let ack = update.acknowledgement();
+        if self.note_update(now, &update) {
+            self.scheduler.status_update(&mut self.driver, update);
+        }
+        if let Some(ack) = ack {
+            self.queue_ack(ack);
+        }
+    }
+
+    /// Records `update`; returns whether it is news for the scheduler.
+    fn note_update(&mut self, now: u64, update: &StatusUpdate) -> bool {
+        let task_id = update.task_id.as_str();
+        let known = self.tasks.get(task_id);
+        match (update.update_id, &update.agent_id) {
+            (Some(id), Some(agent)) => {
+                let redelivered = known
+                    .and_then(|t| t.last_update.as_ref())
+                    .is_some_and(|(a, last)| a == agent && !is_newer(id, *last));
+                if redelivered {
+                    self.stats.duplicates += 1;
+                    debug!(
+                        task = task_id,
+                        update_id = id,
+                        duplicates = self.stats.duplicates,
+                        "a redelivered update: acknowledged again, not passed on"
+                    );
+                    return false;
+                }
+            }
+            _ => {
+                // Only an exact repeat: a master's answer may differ from what an agent said
+                // (a restarted master may not know the task yet), and the agent's word wins.
+                let repeat = known.is_some_and(|t| t.state == Some(update.state));
+                if repeat {
+                    self.stats.repeats += 1;
+                    debug!(
+                        task = task_id,
+                        state = update.state.as_str(),
+                        repeats = self.stats.repeats,
+                        "the master repeats a known state: not passed on"
+                    );
+                    return false;
+                }
+            }
+        }
+        let t = self.tasks.entry(task_id.to_owned()).or_insert(Tracked {
+            state: None,
+            last_update: None,
+            heard_at: now,
+            asked_at: None,
+        });
+        let was_terminal = t.is_terminal();
+        t.state = Some(update.state);
+        t.heard_at = now;
+        if let (Some(id), Some(agent)) = (update.update_id, &update.agent_id) {
+            t.last_update = Some((agent.clone(), id));
+        }
+        if t.is_terminal() && !was_terminal {
+            self.ended.push_back(task_id.to_owned());
+            while self.ended.len() > ENDED_TASKS_CAPACITY {
+                let Some(old) = self.ended.pop_front() else {
+                    break;
+                };
+                if self.tasks.get(&old).is_some_and(Tracked::is_terminal) {
+                    self.tasks.remove(&old);
+                    self.stats.ended_forgotten += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// Queues `ack`, even while stopping (ahead of the teardown). A full outbox drops it,
+    /// counted: the agent resends the update, and the redelivery is acknowledged.
+    fn queue_ack(&mut self, ack: Acknowledge) {
+        let outbox = &mut self.driver.outbox;
+        if outbox.len() >= OUTBOX_CAPACITY {
+            self.stats.acks_dropped += 1;
+            warn!(
+                task = %ack.task_id,
+                update_id = ack.update_id,
+                dropped = self.stats.acks_dropped,
+                "the outbox is full: acknowledgement dropped (the agent will resend the update)"
+            );
+            return;
+        }
+        let at = match outbox.back() {
+            Some(Outgoing::Call(Call::Teardown)) => outbox.len() - 1,
+            _ => outbox.len(),
+        };
+        outbox.insert(at, Outgoing::Call(Call::Acknowledge(ack)));
+        self.stats.acks += 1;
+    }
+
+    /// Starts tracking the tasks the last callbacks launched.
+    fn take_launches(&mut self, now: u64) {
+        let launched = std::mem::take(&mut self.driver.launched);
+        if launched.is_empty() {
+            return;
+        }
+        for task_id in launched {
+            self.tasks.insert(
+                task_id,
+                Tracked {
+                    state: None,
+                    last_update: None,
+                    heard_at: now,
+                    asked_at: None,
+                },
+            );
+        }
+        let due = now + RECONCILE_STAGING_MS;
+        self.reconcile_check_at = Some(self.reconcile_check_at.map_or(due, |at| at.min(due)));
+    }
+
+    /// Reconciles every task not seen ending (after each `Registered`).
+    fn reconcile_all(&mut self, now: u64) {
+        let ids: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.send_reconcile(now, ids);
+        self.next_reconcile_check();
+    }
+
+    /// Reconciles the tasks without news for long enough.
+    fn reconcile_due(&mut self, now: u64) {
+        if self.registered && !self.driver.stopping {
+            let ids: Vec<String> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| !t.is_terminal() && t.reconcile_due() <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.send_reconcile(now, ids);
+            self.next_reconcile_check();
+        } else {
+            // The next `Registered` reconciles everything.
+            self.reconcile_check_at = None;
+        }
+    }
+
+    fn next_reconcile_check(&mut self) {
+        self.reconcile_check_at = self
+            .tasks
+            .values()
+            .filter(|t| !t.is_terminal())
+            .map(Tracked::reconcile_due)
+            .min();
+    }
+
+    /// Queues explicit `Reconcile`s of `ids` (never an empty one: that would ask for every
+    /// task), chunked to what the master takes.
+    fn send_reconcile(&mut self, now: u64, ids: Vec<String>) {
+        if ids.is_empty() || self.driver.stopping {
+            return;
+        }
+        debug!(tasks = ids.len(), "reconciling");
+        for chunk in ids.chunks(MAX_TASKS_PER_CALL) {
+            // Asked, even if the outbox cannot take it: the next try comes a period later rather
+            // than at once (a deadline in the past would make the driver spin).
+            for id in chunk {
+                if let Some(t) = self.tasks.get_mut(id) {
+                    t.asked_at = Some(now);
+                }
+            }
+            if self.driver.outbox.len() >= OUTBOX_CAPACITY {
+                self.stats.reconciles_dropped += 1;
+                warn!(
+                    dropped = self.stats.reconciles_dropped,
+                    "the outbox is full: reconciliation put off"
+                );
+                continue;
+            }
+            self.driver
+                .outbox
+                .push_back(Outgoing::Call(Call::Reconcile {
+                    task_ids: chunk.to_vec(),
+                }));
+            self.stats.reconciles += 1;
+        }
+    }
+
+    /// Fires the timers due at `now`, earliest first; timers set by these callbacks wait for the
+    /// next `handle_timeout`, even if already due.
+    fn fire_timers(&mut self, now: u64) {
+        let last = self.driver.timer_seq;
+        while !self.driver.stopping {
+            let Some(entry) = self.driver.timers.first_entry() else {
+                break;
+            };
+            let &(at, seq) = entry.key();
+            if at > now || seq > last {
+                break;
+            }
+            let token = entry.remove();
+            trace!(token, at, "timer");
+            self.scheduler.timer(&mut self.driver, token);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! [`SchedulerDriver::new`], feed a scheduler its callbacks and read
 //! [`SchedulerDriver::take_outgoing`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::MAX_ENV;
@@ -23,6 +23,9 @@ pub const FRAMEWORK_CLIENT_ENV: &str = "BRAMBLE_FRAMEWORK_CLIENT";
 /// How many calls and messages the outbox holds before refusing more.
 pub const OUTBOX_CAPACITY: usize = 1024;
 
+/// How many timers ([`SchedulerDriver::set_timer`]) may be pending at once.
+pub const MAX_TIMERS: usize = 1024;
+
 /// Something the driver will send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
@@ -40,6 +43,14 @@ pub struct SchedulerDriver {
     pub(super) master_epoch: Option<u64>,
     pub(super) outbox: VecDeque<Outgoing>,
     pub(super) stopping: bool,
+    /// The time of the input being handled (ms, the core's clock).
+    pub(super) now: u64,
+    /// Pending timers: (when, sequence) → token, earliest first.
+    pub(super) timers: BTreeMap<(u64, u64), u64>,
+    pub(super) timer_seq: u64,
+    /// Tasks accepted since the core last looked (it drains this after every callback;
+    /// `take_outgoing` clears it for a driver used alone).
+    pub(super) launched: Vec<String>,
 }
 
 impl SchedulerDriver {
@@ -53,7 +64,47 @@ impl SchedulerDriver {
             master_epoch: None,
             outbox: VecDeque::new(),
             stopping: false,
+            now: 0,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            launched: Vec::new(),
         }
+    }
+
+    /// The time of the callback being run, in milliseconds on the core's clock (0 for a driver
+    /// from [`new`](Self::new) until [`set_now`](Self::set_now)).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Sets the time, as the core does before every callback (tests of a scheduler alone use it).
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Calls [`Scheduler::timer`](super::Scheduler::timer) with `token` once `delay_ms` have
+    /// passed. Timers fire in the order of their deadlines (equal deadlines in the order they were
+    /// set); at most [`MAX_TIMERS`] may be pending. They do not fire once the driver is stopping.
+    pub fn set_timer(&mut self, delay_ms: u64, token: u64) -> Result<(), CallError> {
+        if self.timers.len() >= MAX_TIMERS {
+            return Err(CallError::TooManyTimers(MAX_TIMERS));
+        }
+        self.timer_seq += 1;
+        self.timers
+            .insert((self.now.saturating_add(delay_ms), self.timer_seq), token);
+        Ok(())
+    }
+
+    /// Cancels every pending timer with `token`; returns how many there were.
+    pub fn cancel_timer(&mut self, token: u64) -> usize {
+        let before = self.timers.len();
+        self.timers.retain(|_, t| *t != token);
+        before - self.timers.len()
+    }
+
+    /// The pending timers' deadlines and tokens, earliest first.
+    pub fn timers(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.timers.iter().map(|(&(at, _), &token)| (at, token))
     }
 
     /// The client name every topic is keyed by.
@@ -95,10 +146,14 @@ impl SchedulerDriver {
             })?;
             out.push(task);
         }
+        let ids: Vec<String> = out.iter().map(|t| t.task_id.clone()).collect();
         self.push(Outgoing::Call(Call::Accept(Accept {
             offer_id,
             tasks: out,
-        })))
+        })))?;
+        // The core tracks launched tasks, to reconcile them.
+        self.launched.extend(ids);
+        Ok(())
     }
 
     /// Declines offers; their agents are not offered again for `refuse_seconds` (`None`: the
@@ -189,6 +244,7 @@ impl SchedulerDriver {
 
     /// Takes everything queued, oldest first.
     pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        self.launched.clear();
         self.outbox.drain(..).collect()
     }
 

@@ -17,22 +17,45 @@
 //! [`Call::ReRegister`](crate::protocol::Call::ReRegister) with the id it holds), repeating with
 //! backoff until `Registered` comes. A new master epoch in the retained hello also triggers a
 //! `ReRegister`. Reconnection backs off from 500 ms to 30 s (rumqttc itself would retry at once). A
-//! payload that does not decode is logged, counted in [`DriverStats`] and dropped.
+//! payload that does not decode is logged, counted in [`DriverStats`] and dropped. Each connection
+//! is named by a nonce: its last will is `Gone { connection }` and the registration sent on it
+//! carries the same `connection`, so the master ignores a late will of an older connection.
+//!
+//! # Delivery guarantees
+//!
+//! - Status updates are at least once. An update from an agent is acknowledged
+//!   (`Call::Acknowledge`) only after [`Scheduler::status_update`] returned; until then its agent
+//!   resends it. A redelivery is acknowledged again but not passed on (by update id, per task and
+//!   agent; the last 4,096 ended tasks are remembered for this), nor is an answer of the master's
+//!   that repeats the state the SDK already passed on.
+//!   [`Scheduler::status_update`] should still be idempotent: after a scheduler restart, or for
+//!   a task forgotten, an update may come again.
+//! - The SDK reconciles the tasks it launched and has not seen end: after every registration
+//!   (including a confirmation after a broker restart) and, while registered, each task without
+//!   news for 10 s (not heard of yet, or staging) or 120 s (otherwise). Answers come as updates.
+//! - Framework messages are at least once between live parties but are not acknowledged: one
+//!   sent by an executor that then exits can be lost (e.g. in a broker restart). A framework that
+//!   needs a result should time it out with [`SchedulerDriver::set_timer`] and
+//!   [`Scheduler::timer`], as [`crate::batch`] does.
 //!
 //! # Layout
 //!
 //! - `mod.rs`: the [`Scheduler`] trait.
-//! - `core.rs`: [`SchedulerCore`], the sans-IO state machine (registration, epochs, dispatch);
+//! - `core.rs`: [`SchedulerCore`], the sans-IO state machine (registration, epochs, dispatch,
+//!   acknowledgements, deduplication, reconciliation, timers);
 //!   `core/tests.rs` drives it on simulated time.
-//! - `driver.rs`: [`SchedulerDriver`], the outbox callbacks answer through.
+//! - `driver.rs`: [`SchedulerDriver`], the outbox callbacks answer through, and their timers.
 //! - `runner.rs`: [`run`] and [`run_until`], the thin MQTT loop on tokio.
 
 mod core;
 mod driver;
 mod runner;
 
-pub use self::core::{DriverStats, PublishError, SchedulerCore, Transmit};
-pub use driver::{Outgoing, SchedulerDriver, FRAMEWORK_CLIENT_ENV, OUTBOX_CAPACITY};
+pub use self::core::{
+    DriverStats, PublishError, SchedulerCore, Transmit, ENDED_TASKS_CAPACITY, RECONCILE_IDLE_MS,
+    RECONCILE_STAGING_MS,
+};
+pub use driver::{Outgoing, SchedulerDriver, FRAMEWORK_CLIENT_ENV, MAX_TIMERS, OUTBOX_CAPACITY};
 pub use runner::{run, run_until, SchedulerConfig};
 
 use crate::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
@@ -41,7 +64,8 @@ use crate::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
 /// after the callback returns.
 pub trait Scheduler {
     /// The master accepted the registration (again, after a failover or master restart, when the
-    /// id or epoch changed).
+    /// id or epoch changed). The SDK reconciles the tasks it launched after every registration,
+    /// whether or not this is called.
     fn registered(&mut self, driver: &mut SchedulerDriver, framework_id: &str, master_epoch: u64) {
         let _ = (driver, framework_id, master_epoch);
     }
@@ -65,6 +89,11 @@ pub trait Scheduler {
     /// An agent became unreachable; its tasks get their own updates.
     fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
         let _ = (driver, agent_id);
+    }
+
+    /// A timer set with [`SchedulerDriver::set_timer`] is due.
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        let _ = (driver, token);
     }
 
     /// A call failed. `offer_id` names the offer of a refused accept.

@@ -4,10 +4,17 @@
 //! publishes what [`SchedulerCore::poll_transmit`] hands out (with `try_publish`, never awaiting
 //! inside the loop that polls the connection), and sleeps until [`SchedulerCore::poll_timeout`].
 //! What stays here is the connection's own: the [`bramble_mqtt::Session`] (reconnecting with
-//! backoff from 500 ms to 30 s, where rumqttc itself would retry at once), the clock (milliseconds since the loop started), and the grace
-//! period a stopping scheduler gets to send its last calls.
+//! backoff from 500 ms to 30 s, where rumqttc itself would retry at once), the clock
+//! (milliseconds since the loop started), the grace period a stopping scheduler gets to send its
+//! last calls, and the name of each connection: before every connection attempt the session
+//! asks for a new nonce (a random base from the OS plus a counter), sets the last will
+//! `Call::Gone { connection: nonce }`, and the core registers with `Register.connection` = the
+//! same nonce, so the master ignores a will from an older connection that arrives late.
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_nostd_core::topic;
@@ -53,12 +60,8 @@ pub async fn run_until<S: Scheduler>(
         request_capacity: 256,
         // Offers of a large cluster come in one event; calls stay small.
         max_packet: (4 * 1024 * 1024, 64 * 1024),
-        last_will: Some(LastWill::new(
-            will_topic(client),
-            Call::Gone { connection: 0 }.encode(),
-            QoS::AtLeastOnce,
-            false,
-        )),
+        // Each connection attempt sets its own will (below).
+        last_will: None,
         ..ClientConfig::new(
             format!("bramble-fw-{client}"),
             config.broker_host.clone(),
@@ -66,16 +69,57 @@ pub async fn run_until<S: Scheduler>(
         )
     });
     // No filters of its own: the core says what to subscribe to after each ConnAck.
-    let session = Session::new("scheduler", mqtt.clone(), eventloop, Vec::new());
+    let connection = Arc::new(AtomicU64::new(0));
+    let mut nonces = ConnectionNonces::new();
+    let will = {
+        let (topic, connection) = (will_topic(client), Arc::clone(&connection));
+        move || {
+            let nonce = nonces.next();
+            connection.store(nonce, Ordering::Relaxed);
+            let gone = Call::Gone { connection: nonce }.encode();
+            Some(LastWill::new(topic.clone(), gone, QoS::AtLeastOnce, false))
+        }
+    };
+    let session = Session::new("scheduler", mqtt.clone(), eventloop, Vec::new()).with_will(will);
     let mut runner = Runner {
         core,
         mqtt,
         started: Instant::now(),
+        connection,
     };
     info!(client = %client, broker = %format!("{}:{}", config.broker_host, config.broker_port), "scheduler starting");
     runner.run(session, shutdown).await;
     info!(client = %client, stats = ?runner.core.stats(), "scheduler stopped");
     Ok(runner.core.into_scheduler())
+}
+
+/// Names each MQTT connection of this process: a random base from the OS (std's `RandomState`
+/// is seeded from it) plus a counter, never 0 (0 leaves a connection unnamed). The master ignores
+/// a last will whose connection is not the one the framework registered on last, so a will of an
+/// old connection arriving late does not take down the new one.
+#[derive(Debug)]
+struct ConnectionNonces {
+    base: u64,
+    count: u64,
+}
+
+impl ConnectionNonces {
+    fn new() -> Self {
+        let base = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        ConnectionNonces { base, count: 0 }
+    }
+
+    fn next(&mut self) -> u64 {
+        loop {
+            self.count += 1;
+            let nonce = self.base.wrapping_add(self.count);
+            if nonce != 0 {
+                return nonce;
+            }
+        }
+    }
 }
 
 /// How long a stopping driver waits to get its last calls out.
@@ -86,6 +130,8 @@ struct Runner<S> {
     mqtt: AsyncClient,
     /// The core's clock starts here.
     started: Instant,
+    /// The nonce the will of the current connection attempt carries.
+    connection: Arc<AtomicU64>,
 }
 
 impl<S: Scheduler> Runner<S> {
@@ -114,7 +160,8 @@ impl<S: Scheduler> Runner<S> {
                 }
                 event = session.poll() => match event {
                     SessionEvent::Connected => {
-                        self.core.handle_connected(self.now());
+                        let connection = self.connection.load(Ordering::Relaxed);
+                        self.core.handle_connected(self.now(), connection);
                         self.subscribe();
                     }
                     SessionEvent::SubAck => self.core.handle_subscribed(self.now()),
@@ -184,5 +231,24 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_nonces_are_distinct_and_never_zero() {
+        let mut a = ConnectionNonces::new();
+        let first: Vec<u64> = (0..3).map(|_| a.next()).collect();
+        assert!(first.iter().all(|&n| n != 0));
+        assert_ne!(first[0], first[1]);
+        assert_ne!(first[1], first[2]);
+        let mut wrapping = ConnectionNonces {
+            base: u64::MAX - 1,
+            count: 0,
+        };
+        assert_eq!([wrapping.next(), wrapping.next()], [u64::MAX, 1]);
     }
 }

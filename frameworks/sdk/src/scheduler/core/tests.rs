@@ -7,6 +7,7 @@ use agent_nostd_core::Resources;
 
 use super::*;
 use crate::protocol::{AgentDescription, Offer, OfferId, StatusUpdate, TaskInfo};
+use crate::scheduler::MAX_TIMERS;
 use crate::{Reason, TaskState};
 
 /// Records its callbacks; launches one task on every offer, echoes framework messages and stops
@@ -16,12 +17,27 @@ struct Recorder {
     registered: Vec<(String, u64)>,
     errors: Vec<ErrorCode>,
     messages: Vec<(String, Vec<u8>)>,
+    /// The updates passed on, with the outbox length when each came (acks come after).
+    updates: Vec<(StatusUpdate, usize)>,
+    /// Timers to set on registration: (delay, token).
+    arm: Vec<(u64, u64)>,
+    /// Timers fired: (now, token).
+    fired: Vec<(u64, u64)>,
+    /// Fill the outbox up on every update.
+    flood: bool,
 }
 
 impl Scheduler for Recorder {
-    fn registered(&mut self, _: &mut SchedulerDriver, framework_id: &str, master_epoch: u64) {
+    fn registered(&mut self, driver: &mut SchedulerDriver, framework_id: &str, master_epoch: u64) {
         self.registered
             .push((framework_id.to_owned(), master_epoch));
+        for (delay, token) in std::mem::take(&mut self.arm) {
+            driver.set_timer(delay, token).unwrap();
+        }
+    }
+
+    fn timer(&mut self, driver: &mut SchedulerDriver, token: u64) {
+        self.fired.push((driver.now(), token));
     }
 
     fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
@@ -32,6 +48,8 @@ impl Scheduler for Recorder {
     }
 
     fn status_update(&mut self, driver: &mut SchedulerDriver, update: StatusUpdate) {
+        self.updates.push((update.clone(), driver.outbox.len()));
+        while self.flood && driver.revive().is_ok() {}
         if update.state.is_terminal() {
             driver.stop();
         }
@@ -57,7 +75,7 @@ fn core() -> SchedulerCore<Recorder> {
 
 /// Connects and acknowledges the subscription at `now`.
 fn connect(core: &mut SchedulerCore<Recorder>, now: u64) {
-    core.handle_connected(now);
+    core.handle_connected(now, 0);
     assert!(core.poll_subscribe().is_some());
     core.handle_subscribed(now);
 }
@@ -123,7 +141,7 @@ fn new_refuses_a_client_name_that_is_not_an_id() {
 #[test]
 fn connecting_subscribes_to_events_messages_and_the_master_hello_and_registers_on_the_suback() {
     let mut core = core();
-    core.handle_connected(0);
+    core.handle_connected(0, 0);
     let filters = core.poll_subscribe().unwrap();
     assert_eq!(
         filters,
@@ -239,7 +257,7 @@ fn a_reconnect_registers_again_with_the_id_after_the_suback() {
     registered(&mut core, 10, "1-1", 1);
 
     core.handle_disconnected(1_000);
-    core.handle_connected(2_000);
+    core.handle_connected(2_000, 0);
     assert!(!core.is_registered());
     assert!(core.poll_subscribe().is_some());
     assert!(core.poll_transmit().is_none());
@@ -254,7 +272,7 @@ fn a_reconnect_registers_again_with_the_id_after_the_suback() {
 #[test]
 fn a_lost_connection_forgets_the_suback_it_was_waiting_for() {
     let mut core = core();
-    core.handle_connected(0);
+    core.handle_connected(0, 0);
     core.poll_subscribe().unwrap();
     core.handle_disconnected(5);
     core.handle_subscribed(6);
@@ -264,7 +282,7 @@ fn a_lost_connection_forgets_the_suback_it_was_waiting_for() {
 #[test]
 fn a_refused_subscription_registers_anyway() {
     let mut core = core();
-    core.handle_connected(0);
+    core.handle_connected(0, 0);
     core.poll_subscribe().unwrap();
     core.handle_subscribe_failed(0);
     assert!(matches!(calls(&mut core)[..], [Call::Register(_)]));
@@ -440,4 +458,409 @@ fn stop_from_outside_tears_the_framework_down_once() {
     assert_eq!(calls(&mut core), [Call::Teardown]);
     assert!(core.is_done());
     assert_eq!(core.into_scheduler().registered.len(), 1);
+}
+
+// ----- delivery: acknowledgements, redeliveries, reconciliation, timers, wills -----
+
+fn update(task: &str, state: TaskState, update_id: Option<u32>) -> StatusUpdate {
+    StatusUpdate {
+        task_id: task.into(),
+        agent_id: Some("pi4".into()),
+        state,
+        reason: Reason::None,
+        message: String::new(),
+        update_id,
+    }
+}
+
+fn ack(task: &str, update_id: u32) -> Call {
+    Call::Acknowledge(crate::protocol::Acknowledge {
+        agent_id: "pi4".into(),
+        task_id: task.into(),
+        update_id,
+    })
+}
+
+/// A registered core that launched task `t1` on offer 1 at time 100; its calls are taken.
+fn launched() -> SchedulerCore<Recorder> {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    event(&mut core, 100, &Event::Offers(vec![offer(1)]));
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::Register(_), Call::Accept(_)]),
+        "{sent:?}"
+    );
+    core
+}
+
+fn passed_on(core: &SchedulerCore<Recorder>) -> Vec<(TaskState, Option<u32>)> {
+    core.scheduler()
+        .updates
+        .iter()
+        .map(|(u, _)| (u.state, u.update_id))
+        .collect()
+}
+
+#[test]
+fn an_agent_update_is_acknowledged_after_the_scheduler_handled_it() {
+    let mut core = launched();
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t1", TaskState::Running, Some(3))),
+    );
+    // The outbox was empty while the callback ran: the ack was queued after it returned.
+    assert_eq!(core.scheduler().updates[0].1, 0);
+    assert_eq!(calls(&mut core), [ack("t1", 3)]);
+    assert_eq!(core.stats().acks, 1);
+    assert_eq!(core.task_state("t1"), Some(TaskState::Running));
+}
+
+#[test]
+fn an_update_from_the_master_is_passed_on_without_an_acknowledgement() {
+    let mut core = launched();
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t1", TaskState::Running, None)),
+    );
+    assert_eq!(passed_on(&core), [(TaskState::Running, None)]);
+    assert!(calls(&mut core).is_empty());
+}
+
+#[test]
+fn a_redelivered_update_is_acknowledged_again_but_not_passed_to_the_scheduler_twice() {
+    let mut core = launched();
+    let running = Event::Update(update("t1", TaskState::Running, Some(2)));
+    event(&mut core, 200, &running);
+    event(&mut core, 300, &running);
+    // An older update arriving late is not news either.
+    event(
+        &mut core,
+        310,
+        &Event::Update(update("t1", TaskState::Starting, Some(1))),
+    );
+    assert_eq!(calls(&mut core), [ack("t1", 2), ack("t1", 2), ack("t1", 1)]);
+    assert_eq!(passed_on(&core), [(TaskState::Running, Some(2))]);
+    assert_eq!(core.stats().duplicates, 2);
+}
+
+#[test]
+fn update_ids_are_compared_as_serial_numbers_across_the_wrap() {
+    let mut core = launched();
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t1", TaskState::Starting, Some(u32::MAX))),
+    );
+    event(
+        &mut core,
+        210,
+        &Event::Update(update("t1", TaskState::Running, Some(0))),
+    );
+    assert_eq!(
+        passed_on(&core),
+        [
+            (TaskState::Starting, Some(u32::MAX)),
+            (TaskState::Running, Some(0))
+        ]
+    );
+}
+
+#[test]
+fn a_late_redelivery_of_a_terminal_update_is_acknowledged_but_not_passed_on() {
+    let mut core = launched();
+    let finished = Event::Update(update("t1", TaskState::Finished, Some(4)));
+    event(&mut core, 200, &finished);
+    // The recorder stopped on the terminal update: the ack still goes out, ahead of the teardown.
+    assert_eq!(calls(&mut core), [ack("t1", 4), Call::Teardown]);
+    event(&mut core, 60_000, &finished);
+    assert_eq!(calls(&mut core), [ack("t1", 4)]);
+    assert_eq!(passed_on(&core), [(TaskState::Finished, Some(4))]);
+}
+
+#[test]
+fn a_reconciliation_answer_repeating_the_known_state_is_not_passed_on() {
+    let mut core = launched();
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t1", TaskState::Running, Some(2))),
+    );
+    event(
+        &mut core,
+        300,
+        &Event::Update(update("t1", TaskState::Running, None)),
+    );
+    assert_eq!(passed_on(&core), [(TaskState::Running, Some(2))]);
+    assert_eq!(core.stats().repeats, 1);
+    // A different state is news.
+    event(
+        &mut core,
+        400,
+        &Event::Update(update("t1", TaskState::Lost, None)),
+    );
+    assert_eq!(passed_on(&core).len(), 2);
+}
+
+#[test]
+fn ended_tasks_are_remembered_up_to_their_bound_and_the_oldest_is_forgotten() {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    core.scheduler_mut().registered.clear();
+    for n in 0..=ENDED_TASKS_CAPACITY {
+        let mut u = update(&format!("e{n}"), TaskState::Failed, Some(1));
+        u.agent_id = Some("pi4".into());
+        // The recorder stops on a terminal update; keep it going by reading the state only.
+        assert!(core.note_update(20, &u));
+    }
+    assert_eq!(core.stats().ended_forgotten, 1);
+    assert_eq!(core.task_state("e0"), None);
+    assert_eq!(core.task_state("e1"), Some(TaskState::Failed));
+    assert_eq!(core.tasks.len(), ENDED_TASKS_CAPACITY);
+}
+
+#[test]
+fn every_registered_reconciles_the_tasks_not_ended_even_with_the_same_id_and_epoch() {
+    let mut core = launched();
+    event(
+        &mut core,
+        150,
+        &Event::Update(update("t1", TaskState::Running, Some(1))),
+    );
+    calls(&mut core);
+    // A broker restart: the same master confirms the same registration.
+    core.handle_disconnected(1_000);
+    connect(&mut core, 2_000);
+    assert!(matches!(calls(&mut core)[..], [Call::ReRegister(_)]));
+    registered(&mut core, 2_010, "1-1", 1);
+    assert_eq!(core.scheduler().registered.len(), 1, "no second callback");
+    assert_eq!(
+        calls(&mut core),
+        [Call::Reconcile {
+            task_ids: vec!["t1".into()]
+        }]
+    );
+    // An ended task is not asked for.
+    event(
+        &mut core,
+        3_000,
+        &Event::Update(update("t1", TaskState::Finished, Some(2))),
+    );
+    calls(&mut core);
+    core.handle_disconnected(4_000);
+    connect(&mut core, 4_000);
+    calls(&mut core);
+    registered(&mut core, 4_010, "1-1", 1);
+    assert!(calls(&mut core).is_empty());
+}
+
+#[test]
+fn a_reconciliation_is_split_into_calls_the_master_takes() {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    for n in 0..300 {
+        let u = update(&format!("r{n}"), TaskState::Running, Some(1));
+        assert!(core.note_update(20, &u));
+    }
+    calls(&mut core);
+    registered(&mut core, 30, "1-1", 1);
+    let sent = calls(&mut core);
+    let sizes: Vec<usize> = sent
+        .iter()
+        .map(|c| match c {
+            Call::Reconcile { task_ids } => task_ids.len(),
+            other => panic!("not a reconcile: {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, [MAX_TASKS_PER_CALL, 300 - MAX_TASKS_PER_CALL]);
+}
+
+#[test]
+fn a_task_without_news_is_reconciled_periodically() {
+    let mut core = launched();
+    // Launched at 100 and not heard of: reconciled 10 s later, and every 10 s while unanswered.
+    assert_eq!(core.poll_timeout(), Some(100 + RECONCILE_STAGING_MS));
+    let reconcile_t1 = Call::Reconcile {
+        task_ids: vec!["t1".into()],
+    };
+    assert_eq!(advance(&mut core), 10_100);
+    assert_eq!(calls(&mut core), std::slice::from_ref(&reconcile_t1));
+    assert_eq!(advance(&mut core), 20_100);
+    assert_eq!(calls(&mut core), std::slice::from_ref(&reconcile_t1));
+    // Running: asked again only after two minutes of silence.
+    event(
+        &mut core,
+        25_000,
+        &Event::Update(update("t1", TaskState::Running, Some(1))),
+    );
+    calls(&mut core);
+    // (The wake-up planned before the news finds nothing due and plans the next.)
+    assert_eq!(advance(&mut core), 30_100);
+    assert!(calls(&mut core).is_empty());
+    assert_eq!(advance(&mut core), 25_000 + RECONCILE_IDLE_MS);
+    assert_eq!(calls(&mut core), [reconcile_t1]);
+    // Ended: nothing left to reconcile.
+    event(
+        &mut core,
+        150_000,
+        &Event::Update(update("t1", TaskState::Finished, Some(2))),
+    );
+    calls(&mut core);
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn the_tasks_of_a_refused_accept_are_reconciled_since_a_copy_of_the_accept_may_have_launched_them()
+{
+    let mut core = launched();
+    let refused = Event::Error {
+        code: ErrorCode::UnknownOffer,
+        offer_id: Some(1),
+        message: "no such offer".into(),
+    };
+    event(&mut core, 200, &refused);
+    assert_eq!(advance(&mut core), 100 + RECONCILE_STAGING_MS);
+    assert_eq!(
+        calls(&mut core),
+        [Call::Reconcile {
+            task_ids: vec!["t1".into()]
+        }]
+    );
+    // The master knows no such task: it ends, and nothing is left to reconcile.
+    let mut unknown = update("t1", TaskState::Lost, None);
+    unknown.agent_id = None;
+    unknown.reason = Reason::UnknownTask;
+    event(&mut core, 10_200, &Event::Update(unknown));
+    assert_eq!(core.task_state("t1"), Some(TaskState::Lost));
+    calls(&mut core);
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn timers_fire_in_the_order_of_their_deadlines_with_the_time_they_are_due() {
+    let mut core = core();
+    core.scheduler_mut().arm = vec![(500, 2), (100, 1), (500, 3)];
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    assert_eq!(core.poll_timeout(), Some(110));
+    core.handle_timeout(109);
+    assert!(core.scheduler().fired.is_empty());
+    assert_eq!(advance(&mut core), 110);
+    assert_eq!(advance(&mut core), 510);
+    assert_eq!(core.scheduler().fired, [(110, 1), (510, 2), (510, 3)]);
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn a_full_timer_table_refuses_another_timer_with_a_typed_error() {
+    let mut d = SchedulerDriver::new(CLIENT);
+    for token in 0..MAX_TIMERS as u64 {
+        d.set_timer(1_000, token).unwrap();
+    }
+    assert_eq!(
+        d.set_timer(1, 0),
+        Err(crate::CallError::TooManyTimers(MAX_TIMERS))
+    );
+    assert_eq!(d.cancel_timer(7), 1);
+    assert!(d.set_timer(1, 7).is_ok());
+}
+
+#[test]
+fn timers_do_not_fire_once_the_scheduler_stops() {
+    let mut core = core();
+    core.scheduler_mut().arm = vec![(100, 1)];
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 1);
+    core.stop();
+    assert_eq!(core.poll_timeout(), None);
+    core.handle_timeout(1_000);
+    assert!(core.scheduler().fired.is_empty());
+}
+
+#[test]
+fn the_registration_names_the_connection_its_last_will_names() {
+    let mut core = core();
+    core.handle_connected(0, 0xfeed);
+    core.poll_subscribe().unwrap();
+    core.handle_subscribed(0);
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::Register(r)] if r.connection == 0xfeed),
+        "{sent:?}"
+    );
+    registered(&mut core, 10, "1-1", 1);
+    // A reconnection is a new connection: the re-registration names it.
+    core.handle_disconnected(20);
+    core.handle_connected(30, 0xbeef);
+    core.poll_subscribe().unwrap();
+    core.handle_subscribed(30);
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::ReRegister(rr)] if rr.info.connection == 0xbeef),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_masters_answer_that_differs_from_an_ended_state_is_passed_on_so_the_agents_word_wins() {
+    let mut core = launched();
+    // A restarted master that does not know the task yet answers LOST; the agent then reports
+    // the task's real end through it.
+    let mut unknown = update("t1", TaskState::Lost, None);
+    unknown.agent_id = None;
+    unknown.reason = Reason::UnknownTask;
+    core.note_update(200, &unknown);
+    assert_eq!(core.task_state("t1"), Some(TaskState::Lost));
+    event(
+        &mut core,
+        300,
+        &Event::Update(update("t1", TaskState::Finished, None)),
+    );
+    assert_eq!(passed_on(&core), [(TaskState::Finished, None)]);
+    assert_eq!(core.task_state("t1"), Some(TaskState::Finished));
+}
+
+#[test]
+fn an_acknowledgement_that_finds_the_outbox_full_is_counted_and_the_redelivery_is_acknowledged() {
+    let mut core = launched();
+    core.scheduler_mut().flood = true;
+    let running = Event::Update(update("t1", TaskState::Running, Some(2)));
+    event(&mut core, 200, &running);
+    assert_eq!(core.stats().acks_dropped, 1);
+    assert!(!calls(&mut core).contains(&ack("t1", 2)));
+    // The agent resends; this time there is room.
+    core.scheduler_mut().flood = false;
+    event(&mut core, 1_200, &running);
+    assert_eq!(calls(&mut core), [ack("t1", 2)]);
+    assert_eq!(passed_on(&core).len(), 1, "the redelivery is not passed on");
+}
+
+#[test]
+fn a_reconciliation_that_finds_the_outbox_full_is_counted_and_tried_again_a_period_later() {
+    let mut core = launched();
+    core.scheduler_mut().flood = true;
+    // An update of another task fills the outbox from the callback.
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t2", TaskState::Running, None)),
+    );
+    assert_eq!(advance(&mut core), 100 + RECONCILE_STAGING_MS);
+    assert_eq!(core.stats().reconciles_dropped, 1);
+    // No deadline in the past: the next try is a period later.
+    assert_eq!(core.poll_timeout(), Some(100 + 2 * RECONCILE_STAGING_MS));
+    calls(&mut core);
+    core.scheduler_mut().flood = false;
+    assert_eq!(advance(&mut core), 100 + 2 * RECONCILE_STAGING_MS);
+    assert_eq!(
+        calls(&mut core),
+        [Call::Reconcile {
+            task_ids: vec!["t1".into()]
+        }]
+    );
 }
