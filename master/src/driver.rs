@@ -165,14 +165,17 @@ impl ShedLog {
 enum Inbound {
     /// A message, by topic.
     Publish(String, Vec<u8>),
-    /// The broker accepted a (re)connection: a restarted broker may have lost the retained hello.
-    Connected,
+    /// The broker accepted a (re)connection, and said whether it still held the session.
+    Connected {
+        /// `false`: the broker lost every session (it restarted), the retained hello with it.
+        session_present: bool,
+    },
 }
 
 fn handle_inbound(core: &mut MasterCore, now: u64, inbound: Inbound) {
     match inbound {
         Inbound::Publish(topic, payload) => handle_incoming(core, now, &topic, &payload),
-        Inbound::Connected => core.handle_connected(now),
+        Inbound::Connected { session_present } => core.handle_connected(now, session_present),
     }
 }
 
@@ -242,7 +245,9 @@ pub async fn run_with_web(
                     counted.fetch_add(1, Ordering::Relaxed);
                     Inbound::Publish(p.topic, p.payload.to_vec())
                 }
-                SessionEvent::Connected => Inbound::Connected,
+                SessionEvent::Connected => Inbound::Connected {
+                    session_present: session.session_present(),
+                },
                 _ => continue,
             };
             if incoming_tx.send(inbound).await.is_err() {

@@ -175,7 +175,7 @@ fn every_job_finishes_and_no_end_is_lost_when_the_broker_restarts_in_the_middle(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn no_update_is_lost_and_no_task_runs_twice_when_the_broker_loses_every_session(

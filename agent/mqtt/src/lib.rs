@@ -165,6 +165,8 @@ pub struct Session {
     name: &'static str,
     /// Asked for the last will before each connection attempt ([`Session::with_will`]).
     will: Option<WillSource>,
+    /// The last ConnAck's session-present flag.
+    session_present: bool,
 }
 
 /// What [`Session::with_will`] calls before each connection attempt.
@@ -187,6 +189,7 @@ impl Session {
             reconnect_at: None,
             name,
             will: None,
+            session_present: false,
         }
     }
 
@@ -203,6 +206,13 @@ impl Session {
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// Whether the broker still held this client's session at the last ConnAck. `false` on a
+    /// persistent session's reconnection means the broker lost it (e.g. it restarted): every
+    /// subscription, queued message and other client's last will of before is gone too.
+    pub fn session_present(&self) -> bool {
+        self.session_present
     }
 
     /// The client handle, for publishing.
@@ -225,8 +235,12 @@ impl Session {
             }
         }
         match self.eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!("{} connected to the broker", self.name);
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                info!(
+                    session_present = ack.session_present,
+                    "{} connected to the broker", self.name
+                );
+                self.session_present = ack.session_present;
                 self.backoff.reset();
                 for filter in &self.filters {
                     if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {

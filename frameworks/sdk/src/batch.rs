@@ -223,12 +223,6 @@ impl Batch {
             debug!(task = %update.task_id, state = update.state.as_str(), "update for an old attempt");
             return false;
         }
-        if item.state == ItemState::Pending {
-            // Its launch was given up (an error named the offer) and it waits for an offer again:
-            // the master's LOST for that launch is old news.
-            debug!(task = %update.task_id, state = update.state.as_str(), "update for a launch given up");
-            return false;
-        }
         match update.state {
             TaskState::Staging | TaskState::Starting | TaskState::Running => {
                 if item.state != ItemState::Finished {
@@ -286,14 +280,15 @@ impl Batch {
         let hit: Vec<u32> = (0..self.opts.items)
             .filter(|&i| self.items[i as usize].state == ItemState::Launched { offer_id })
             .collect();
+        if code != ErrorCode::AcceptRefused {
+            // An unknown offer or a master that does not know us: a copy of this accept may have
+            // launched the tasks (a duplicate is refused so). The master says TASK_LOST for each
+            // task it did not launch, which relaunches its item; reconciliation covers the rest.
+            return false;
+        }
         let mut failed = false;
         for index in hit {
-            if code == ErrorCode::AcceptRefused {
-                failed |= self.retry(driver, index, &format!("accept refused: {message}"));
-            } else {
-                self.items[index as usize].state = ItemState::Pending;
-                self.revive(driver);
-            }
+            failed |= self.retry(driver, index, &format!("accept refused: {message}"));
         }
         failed
     }
@@ -588,19 +583,33 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_accept_puts_its_items_back_to_pending() {
+    fn an_unknown_offer_leaves_its_items_launched_until_the_master_says_what_became_of_them() {
         let mut b = batch(1);
         let mut d = SchedulerDriver::new("c");
         b.offers(&mut d, vec![offer(7, "a", 4000, 4096)], cmd);
         d.take_calls();
+        // The refusal of a duplicate of an accept that launched the task looks just like this.
         b.error(&mut d, ErrorCode::UnknownOffer, Some(7), "gone");
-        assert_eq!(b.state(0), Some(&ItemState::Pending));
-        assert_eq!(b.task_id(0), "b-0-0", "an unknown offer costs no attempt");
-        // The master's LOST for the launch it refused is old news: no attempt is lost either.
+        assert_eq!(b.state(0), Some(&ItemState::Launched { offer_id: 7 }));
+        assert!(!b.status_update(&mut d, &update("b-0-0", TaskState::Running)));
+        assert_eq!(
+            b.state(0),
+            Some(&ItemState::Running),
+            "never launched twice"
+        );
+    }
+
+    #[test]
+    fn a_task_the_master_did_not_launch_is_relaunched_under_a_new_id() {
+        let mut b = batch(1);
+        let mut d = SchedulerDriver::new("c");
+        b.offers(&mut d, vec![offer(7, "a", 4000, 4096)], cmd);
+        d.take_calls();
+        b.error(&mut d, ErrorCode::NotRegistered, Some(7), "register");
         let mut lost = update("b-0-0", TaskState::Lost);
         lost.reason = Reason::LaunchFailed;
         assert!(!b.status_update(&mut d, &lost));
-        assert_eq!(b.task_id(0), "b-0-0");
         assert_eq!(b.state(0), Some(&ItemState::Pending));
+        assert_eq!(b.task_id(0), "b-0-1");
     }
 }

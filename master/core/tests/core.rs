@@ -391,10 +391,16 @@ fn an_accept_with_a_bad_task_launches_none_of_its_tasks() {
         core.handle_framework_call(now, "fw", Call::Accept(Accept { offer_id, tasks }));
         let out = drain(&mut core);
         assert!(agent_msgs(&out).is_empty(), "{why}");
+        let events = events(&out);
         assert!(
-            matches!(&events(&out)[..], [Event::Error { code: ErrorCode::AcceptRefused, message, .. }] if message.contains(why)),
-            "{why}: {:?}",
-            events(&out)
+            matches!(&events[0], Event::Error { code: ErrorCode::AcceptRefused, message, .. } if message.contains(why)),
+            "{why}: {events:?}"
+        );
+        // Each task the accept named hears it did not launch.
+        assert!(
+            events[1..].iter().all(|e| matches!(e, Event::Update(u)
+                if u.state == TaskState::Lost && u.reason == Reason::LaunchFailed)),
+            "{why}: {events:?}"
         );
     }
     assert_eq!(core.check_invariants(), Ok(()));

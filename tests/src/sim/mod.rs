@@ -441,7 +441,7 @@ impl Sim {
             self.connect_scheduler(k);
         }
         let now = self.now;
-        self.master.handle_connected(now);
+        self.master.handle_connected(now, false);
         self.drain_master();
     }
 

@@ -192,11 +192,28 @@ impl MasterCore {
             .collect()
     }
 
-    /// The connection to the broker is up again (after a reconnect): the retained hello goes out
-    /// again, since a restarted broker may have lost it (rumqttd keeps no retained message across
-    /// a restart). Agents and frameworks ignore a hello of the epoch they know.
-    pub fn handle_connected(&mut self, _now: u64) {
+    /// The connection to the broker is up (again): the retained hello goes out again, since a
+    /// restarted broker may have lost it (rumqttd keeps no retained message across a restart);
+    /// agents and frameworks ignore a hello of the epoch they know.
+    ///
+    /// `session_present` is the ConnAck's flag. When the broker did not keep the master's
+    /// persistent session, it lost every client's session and last will: a framework that does
+    /// not come back would never be noticed gone. So every connected framework counts as
+    /// disconnected until it registers again (the SDK does on every reconnection), and is removed
+    /// after its failover timeout otherwise.
+    pub fn handle_connected(&mut self, now: u64, session_present: bool) {
         self.outbox.push_back(hello(self.epoch));
+        if !session_present {
+            let active: Vec<FrameworkIdx> = self
+                .frameworks
+                .iter()
+                .filter(|(_, f)| f.state == FrameworkState::Active)
+                .map(|(i, _)| i)
+                .collect();
+            for fi in active {
+                self.disconnect_framework(now, fi);
+            }
+        }
     }
 
     /// This master's epoch.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use agent_nostd_core::wire::{MasterMsg, RunTask, TaskState, MAX_TASKS};
+use agent_nostd_core::wire::{MasterMsg, Reason, RunTask, TaskState, MAX_TASKS};
 use agent_nostd_core::Resources;
 use bramble_proto::{self as proto, Accept, ErrorCode, Event, Offer, OfferId};
 
@@ -129,12 +129,9 @@ impl MasterCore {
         let rec = match self.offers.get(offer_id) {
             Some(rec) if rec.framework == fi => *rec,
             _ => {
-                return self.call_error(
-                    fi,
-                    ErrorCode::UnknownOffer,
-                    Some(offer_id),
-                    &format!("offer {offer_id} is not outstanding for this framework"),
-                )
+                let why = format!("offer {offer_id} is not outstanding for this framework");
+                self.call_error(fi, ErrorCode::UnknownOffer, Some(offer_id), &why);
+                return self.not_launched(fi, &accept, &why);
             }
         };
         let fid = self
@@ -159,7 +156,8 @@ impl MasterCore {
             Ok(runs) => runs,
             Err(why) => {
                 self.stats.accepts_refused += 1;
-                return self.call_error(fi, ErrorCode::AcceptRefused, Some(offer_id), &why);
+                self.call_error(fi, ErrorCode::AcceptRefused, Some(offer_id), &why);
+                return self.not_launched(fi, &accept, &why);
             }
         };
         let agent_id = self
@@ -172,6 +170,25 @@ impl MasterCore {
             self.add_task(now, fi, &tid, rec.agent, run.resources, TaskState::Staging);
             self.stats.tasks_launched += 1;
             self.send_agent(&agent_id, MasterMsg::RunTask(run));
+        }
+    }
+
+    /// Tells framework `fi` that the tasks of `accept` did not launch (TASK_LOST, `LaunchFailed`),
+    /// but for ids it holds: a refused copy of an accept that launched them says nothing of them.
+    fn not_launched(&mut self, fi: FrameworkIdx, accept: &Accept, why: &str) {
+        let message = format!("not launched: {why}");
+        for t in accept.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
+            if self.tasks.contains(fi, &t.task_id) {
+                continue;
+            }
+            let lost = update_event(
+                t.task_id.clone(),
+                None,
+                TaskState::Lost,
+                Reason::LaunchFailed,
+                message.as_str(),
+            );
+            self.send_framework(fi, lost);
         }
     }
 
