@@ -95,7 +95,7 @@ pub async fn run_with_web(
     info!(%broker, epoch, "master starting");
 
     let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
-        max_packet: (MAX_PACKET, MAX_PACKET),
+        max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
     let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
