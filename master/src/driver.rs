@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use crate::web::WebState;
-use bramble_master_core::status::StatusPublisher;
+use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
@@ -55,9 +55,25 @@ pub async fn run(
 /// The most incoming messages handled before the master's outputs are sent.
 const INCOMING_BATCH: usize = 32;
 
-/// Hands one incoming message to the core by its topic; a bad one is logged, counted and dropped.
-fn handle_incoming(core: &mut MasterCore, now: u64, topic: &str, payload: &[u8]) {
+/// Hands one incoming message to the core by its topic (or, on a status topic, to the status
+/// publisher, which repairs what is not its own); a bad one is logged, counted and dropped.
+fn handle_incoming(
+    core: &mut MasterCore,
+    status: &mut StatusPublisher,
+    now: u64,
+    topic: &str,
+    payload: &[u8],
+) {
     trace!(%topic, len = payload.len(), "received a publish");
+    if topic.starts_with(bramble_master_core::status::STATUS_PREFIX) {
+        if status.observe(topic, payload) == Observed::Repaired {
+            let n = status.foreign();
+            if n.is_power_of_two() {
+                warn!(%topic, len = payload.len(), n, "a foreign payload on a status topic of this master's; publishing its value again");
+            }
+        }
+        return;
+    }
     let result = if topic.starts_with(bramble_proto::FRAMEWORK_PREFIX) {
         core.handle_framework_bytes(now, topic, payload)
     } else if topic.starts_with(bramble_master_core::master::OPERATOR_PREFIX) {
@@ -99,12 +115,10 @@ pub async fn run_with_web(
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
     let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
-    let mut session = Session::new(
-        "master",
-        client.clone(),
-        eventloop,
-        MasterCore::subscriptions(),
-    );
+    // Its own status topics too, to repair what others publish there.
+    let mut filters = MasterCore::subscriptions();
+    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
+    let mut session = Session::new("master", client.clone(), eventloop, filters);
     let poller = tokio::spawn(async move {
         loop {
             if let SessionEvent::Publish(p) = session.poll().await {
@@ -162,7 +176,7 @@ pub async fn run_with_web(
         tokio::select! {
             () = &mut shutdown => break,
             Some((topic, payload)) = incoming.recv() => {
-                handle_incoming(&mut core, now(), &topic, &payload);
+                handle_incoming(&mut core, &mut status, now(), &topic, &payload);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
                 // RUNNING that came together leave together, ahead of the status topics, which
                 // are rendered once for both.
@@ -170,7 +184,7 @@ pub async fn run_with_web(
                     let Ok((topic, payload)) = incoming.try_recv() else {
                         break;
                     };
-                    handle_incoming(&mut core, now(), &topic, &payload);
+                    handle_incoming(&mut core, &mut status, now(), &topic, &payload);
                 }
             }
             () = sleep_until(wake) => {
