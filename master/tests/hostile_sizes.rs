@@ -324,13 +324,15 @@ fn garbage_retained_on_the_masters_status_topics_is_overwritten_and_the_running_
             .expect("3 agents register");
         let broker = cluster.broker.clone();
         let url = broker_url(&broker);
-        let mut run = Command::new(BRAMBLE)
-            .args(["run", "--broker", &url, "--cpus", "0.1", "--mem", "8"])
-            .args(["--", "/bin/sleep", "600"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let task_id = format!("run-{}", run.id());
+        let run = KillOnDrop(
+            Command::new(BRAMBLE)
+                .args(["run", "--broker", &url, "--cpus", "0.1", "--mem", "8"])
+                .args(["--", "/bin/sleep", "600"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let task_id = format!("run-{}", run.0.id());
         let running = |s: &query::StatusSnapshot| {
             s.tasks()
                 .iter()
@@ -367,12 +369,21 @@ fn garbage_retained_on_the_masters_status_topics_is_overwritten_and_the_running_
             String::from_utf8_lossy(&out.stderr)
         );
 
-        let _ = run.kill();
-        let _ = run.wait();
+        drop(run);
         cluster.wait_for_no_tasks(Duration::from_secs(30)).await;
         cluster.stop().await;
     });
     kill_processes_below(work.path());
+}
+
+/// A child process killed (and reaped) when dropped, also when a test fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Reads the retained status topics until `cond` holds (or panics after 30 s).
