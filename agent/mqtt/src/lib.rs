@@ -49,6 +49,7 @@ pub const MAX_PACKET: usize = 1024 * 1024;
 /// scheduler), in bytes (4 MiB): headroom against an external broker configured with a larger
 /// limit than [`MAX_PACKET`]. The agent and the executor take [`MAX_PACKET`].
 pub const MAX_INCOMING: usize = 4 * MAX_PACKET;
+const _: () = assert!(MAX_INCOMING >= MAX_PACKET);
 
 /// The length of the MQTT 3.1.1 PUBLISH packet that carries `payload_len` bytes on `topic` at
 /// `qos`, fixed header included: what rumqttc compares with its outgoing limit.
@@ -307,7 +308,6 @@ mod tests {
             max_packet: (6 * 1024, 6 * 1024),
             ..ClientConfig::new("t", "127.0.0.1", 1)
         };
-        assert!(MAX_INCOMING >= MAX_PACKET);
         let (_client, eventloop) = connect(config);
         assert_eq!(eventloop.mqtt_options.max_packet_size(), MAX_PACKET);
     }
