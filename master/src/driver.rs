@@ -66,7 +66,7 @@ fn handle_incoming(
 ) {
     trace!(%topic, len = payload.len(), "received a publish");
     if topic.starts_with(bramble_master_core::status::STATUS_PREFIX) {
-        if status.observe(topic, payload) == Observed::Repaired {
+        if status.observe(topic, payload, now) == Observed::Repaired {
             let n = status.foreign();
             if n.is_power_of_two() {
                 warn!(%topic, len = payload.len(), n, "a foreign payload on a status topic of this master's; publishing its value again");

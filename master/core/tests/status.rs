@@ -45,7 +45,7 @@ fn publish(
     p.update(core, now);
     let mut out = BTreeMap::new();
     while let Some(t) = p.poll_transmit() {
-        let seen = p.observe(&t.topic, &t.payload);
+        let seen = p.observe(&t.topic, &t.payload, now);
         assert!(
             matches!(seen, Observed::Own | Observed::NotStatus),
             "{seen:?}"
@@ -663,7 +663,7 @@ fn publish_and_echo(p: &mut StatusPublisher, core: &mut MasterCore, now: u64) ->
         sent.push(t);
     }
     for t in &sent {
-        let seen = p.observe(&t.topic, &t.payload);
+        let seen = p.observe(&t.topic, &t.payload, now);
         assert!(
             matches!(seen, Observed::Own | Observed::NotStatus),
             "{}: {seen:?}",
@@ -689,9 +689,12 @@ fn garbage_retained_on_a_status_topic_the_master_owns_is_overwritten_with_its_va
     let cluster_json = payload_of(&p, CLUSTER_TOPIC);
     let task_json = payload_of(&p, &task);
 
-    assert_eq!(p.observe(CLUSTER_TOPIC, b"\x00garbage"), Observed::Repaired);
     assert_eq!(
-        p.observe(&task, b"{\"not\": \"a task\"}"),
+        p.observe(CLUSTER_TOPIC, b"\x00garbage", 1_150),
+        Observed::Repaired
+    );
+    assert_eq!(
+        p.observe(&task, b"{\"not\": \"a task\"}", 1_150),
         Observed::Repaired
     );
     p.update(&mut core, 1_200);
@@ -707,7 +710,7 @@ fn garbage_retained_on_a_status_topic_the_master_owns_is_overwritten_with_its_va
 
     // Their echoes end it: no loop.
     for (topic, payload) in &out {
-        assert_eq!(p.observe(topic, payload), Observed::Own);
+        assert_eq!(p.observe(topic, payload, 1_250), Observed::Own);
     }
     assert!(publish_and_echo(&mut p, &mut core, 1_300).is_empty());
 }
@@ -717,7 +720,7 @@ fn a_deleted_retained_status_topic_is_published_again() {
     let (mut core, mut p, _, _) = cluster(Config::default());
     publish_and_echo(&mut p, &mut core, 1_000);
     assert_eq!(
-        p.observe("bramble/v1/status/agent/pi", b""),
+        p.observe("bramble/v1/status/agent/pi", b"", 1_000),
         Observed::Repaired
     );
     assert_eq!(
@@ -747,7 +750,7 @@ fn the_masters_own_echoes_never_make_it_publish_again() {
     }
     for t in &sent {
         assert_eq!(
-            p.observe(&t.topic, &t.payload),
+            p.observe(&t.topic, &t.payload, 1_250),
             Observed::Own,
             "{}",
             t.topic
@@ -771,9 +774,12 @@ fn garbage_that_an_own_publish_on_its_way_will_overwrite_is_not_repaired() {
         sent.push(t);
     }
     // The cluster summary is on its way: garbage the broker took before it is overwritten by it.
-    assert_eq!(p.observe(CLUSTER_TOPIC, b"garbage"), Observed::Overwritten);
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", 0),
+        Observed::Overwritten
+    );
     for t in &sent {
-        assert_eq!(p.observe(&t.topic, &t.payload), Observed::Own);
+        assert_eq!(p.observe(&t.topic, &t.payload, 0), Observed::Own);
     }
     p.update(&mut core, 1);
     assert!(p.poll_transmit().is_none());
@@ -785,11 +791,11 @@ fn status_topics_the_master_does_not_own_are_left_alone() {
     let (mut core, mut p, _, _) = cluster(Config::default());
     publish_and_echo(&mut p, &mut core, 1_000);
     assert_eq!(
-        p.observe("bramble/v1/status/agent/nobody", b"garbage"),
+        p.observe("bramble/v1/status/agent/nobody", b"garbage", 1_000),
         Observed::NotOwned
     );
     assert_eq!(
-        p.observe("bramble/v1/master/hello", b"garbage"),
+        p.observe("bramble/v1/master/hello", b"garbage", 1_000),
         Observed::NotStatus
     );
     assert!(publish_and_echo(&mut p, &mut core, 1_001).is_empty());
@@ -808,7 +814,7 @@ fn repairs_are_bounded_per_second_and_the_rest_follow_in_the_next() {
     publish_and_echo(&mut p, &mut core, 0);
     for a in &agents {
         assert_eq!(
-            p.observe(&status::agent_topic(a), b"garbage"),
+            p.observe(&status::agent_topic(a), b"garbage", 100),
             Observed::Repaired
         );
     }
@@ -821,4 +827,27 @@ fn repairs_are_bounded_per_second_and_the_rest_follow_in_the_next() {
     let second = publish_and_echo(&mut p, &mut core, 1_000);
     assert_eq!(second.len(), 50);
     assert_eq!(p.repairs(), 150);
+}
+
+#[test]
+fn a_publish_never_seen_back_stops_shielding_its_topic_after_the_echo_timeout() {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL);
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    p.update(&mut core, 0);
+    while p.poll_transmit().is_some() {} // lost: never echoed
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", 5_000),
+        Observed::Overwritten
+    );
+    let late = status::ECHO_TIMEOUT_MS + 1;
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", late),
+        Observed::Repaired
+    );
+    p.update(&mut core, late);
+    let repaired = p.poll_transmit().expect("the cluster summary again");
+    assert_eq!(repaired.topic, CLUSTER_TOPIC);
+    assert!(p.poll_transmit().is_none());
 }

@@ -76,6 +76,8 @@ pub const MAX_STALE: usize = 100_000;
 /// The most of its own publishes on one topic the publisher waits to see come back; older ones
 /// are forgotten (the broker may not echo them, e.g. when it refuses the master's subscription).
 pub const MAX_IN_FLIGHT: usize = 16;
+/// How long the publisher waits to see one of its publishes come back before it takes it as lost.
+pub const ECHO_TIMEOUT_MS: u64 = 10_000;
 /// The most topics the publisher repairs in one second of the core's clock.
 pub const MAX_REPAIRS_PER_SECOND: u32 = 100;
 
@@ -169,8 +171,11 @@ pub struct StatusPublisher {
     queue: VecDeque<StatusTransmit>,
     /// Keys the hashes of published payloads (randomly, so nobody can forge an echo).
     hasher: RandomState,
-    /// Per topic, the hashes of queued payloads not yet seen back, oldest first.
-    in_flight: HashMap<String, VecDeque<u64>>,
+    /// Per topic, the hashes of queued payloads not yet seen back and when they were queued,
+    /// oldest first.
+    in_flight: HashMap<String, VecDeque<(u64, u64)>>,
+    /// The core's clock at the latest update.
+    clock: u64,
     /// Owned topics holding a foreign payload, to publish again.
     to_repair: BTreeSet<String>,
     /// The second (of the core's clock) of the latest repairs, and how many went out in it.
@@ -204,6 +209,7 @@ impl StatusPublisher {
             queue: VecDeque::new(),
             hasher: RandomState::new(),
             in_flight: HashMap::new(),
+            clock: 0,
             to_repair: BTreeSet::new(),
             repair_window: (0, 0),
             repairs: 0,
@@ -265,6 +271,7 @@ impl StatusPublisher {
     /// JSON changed. The first call (and one after the core's change notes overflowed) looks at
     /// everything.
     pub fn update(&mut self, core: &mut MasterCore, now: u64) {
+        self.clock = now;
         let wall = self.wall_base_ms.saturating_add(now);
         let (mut dirty, updates) = drain_events(core);
         let ended = self.take_updates(updates, wall);
@@ -367,7 +374,7 @@ impl StatusPublisher {
             if pending.len() == MAX_IN_FLIGHT {
                 pending.pop_front();
             }
-            pending.push_back(hash);
+            pending.push_back((hash, self.clock));
         }
         self.queue.push_back(StatusTransmit { topic, payload });
     }
@@ -376,15 +383,28 @@ impl StatusPublisher {
     /// subscribes to it): this publisher's own echo, or a foreign payload, which on a topic it owns
     /// is overwritten with its value again (queued by the next [`update`](Self::update), within
     /// [`MAX_REPAIRS_PER_SECOND`]). See the [module docs](self).
-    pub fn observe(&mut self, topic: &str, payload: &[u8]) -> Observed {
+    ///
+    /// `now` is the core's clock: a publish not seen back within [`ECHO_TIMEOUT_MS`] is taken as
+    /// lost, so it cannot keep a foreign payload from being repaired.
+    pub fn observe(&mut self, topic: &str, payload: &[u8], now: u64) -> Observed {
         if !topic.starts_with(STATUS_PREFIX) {
             return Observed::NotStatus;
         }
         if let Some(pending) = self.in_flight.get_mut(topic) {
+            while pending
+                .front()
+                .is_some_and(|(_, at)| now.saturating_sub(*at) > ECHO_TIMEOUT_MS)
+            {
+                pending.pop_front();
+            }
+            if pending.is_empty() {
+                self.in_flight.remove(topic);
+                return self.observe(topic, payload, now);
+            }
             let hash = self.hasher.hash_one(payload);
             // The broker keeps the order of one publisher's messages on a topic: an echo means
             // every earlier publish is behind us too.
-            if let Some(at) = pending.iter().position(|h| *h == hash) {
+            if let Some(at) = pending.iter().position(|(h, _)| *h == hash) {
                 pending.drain(..=at);
                 if pending.is_empty() {
                     self.in_flight.remove(topic);
