@@ -78,6 +78,11 @@ pub const MAX_ORPHAN_UPDATES: usize = 8;
 /// block ([`AgentCore::update_id_checkpoint`]), so a restarted agent never reuses an id the master
 /// may hold, and only one update in a block needs a checkpoint before it is sent.
 pub const UPDATE_ID_BLOCK: u32 = 1024;
+/// How many tasks whose end the framework acknowledged the agent still names, with their terminal
+/// state, in a re-registration's task list (room permitting: the list holds [`MAX_TASKS`]), so a
+/// new master can answer reconciliation of a task that ended before it started. Not checkpointed:
+/// a restarted agent starts with none.
+pub const COMPLETED_KEPT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Registration {
@@ -100,6 +105,8 @@ pub struct AgentCore {
     master_epoch: u64,
     connected: bool,
     slots: Vec<Slot, MAX_TASKS>,
+    /// The latest tasks released after their end was acknowledged, oldest first.
+    completed: heapless::Deque<(TaskKey, TaskState), COMPLETED_KEPT>,
     orphans: Vec<Orphan, MAX_ORPHAN_UPDATES>,
     next_update_id: u32,
     /// Ids reserved from `next_update_id` on that a checkpoint already covers.
@@ -137,6 +144,7 @@ impl AgentCore {
             master_epoch: 0,
             connected: false,
             slots: Vec::new(),
+            completed: heapless::Deque::new(),
             orphans: Vec::new(),
             next_update_id: 1,
             update_ids_left: 0,
@@ -471,7 +479,13 @@ impl AgentCore {
         } else {
             // No checkpoint for this: until the next one drops it, a restart restores the ended
             // task and resends its (acknowledged) terminal update, which the master ignores.
+            let state = slot.state();
+            let key = slot.key.clone();
             self.slots.swap_remove(i);
+            if self.completed.is_full() {
+                self.completed.pop_front();
+            }
+            let _ = self.completed.push_back((key, state));
             Action::Release {
                 framework_id,
                 task_id,
@@ -568,6 +582,21 @@ impl AgentCore {
                 resources: s.resources,
                 state: s.state(),
             });
+        }
+        // Then the latest completed tasks, newest first, as long as there is room.
+        for (key, state) in self.completed.iter().rev() {
+            if self.slots.iter().any(|s| s.key == *key) {
+                continue; // the id was launched again: the slot speaks for it
+            }
+            let report = TaskReport {
+                framework_id: key.framework_id.clone(),
+                task_id: key.task_id.clone(),
+                resources: Resources::ZERO,
+                state: *state,
+            };
+            if tasks.push(report).is_err() {
+                break;
+            }
         }
         AgentMsg::ReRegister(ReRegister {
             info: self.info.clone(),

@@ -73,6 +73,7 @@ pub fn registration(name: &str) -> Register {
         priority: 0,
         guarantee: None,
         failover_timeout_ms: 10_000,
+        connection: 0,
     }
 }
 

@@ -1,20 +1,53 @@
 //! The master's driver: connects [`MasterCore`] to an MQTT broker (the embedded one, or any external
 //! MQTT 3.1.1 broker) on tokio.
 //!
-//! Two tasks: one polls rumqttc's event loop (resubscribing on every ConnAck, backing off on errors,
-//! forwarding incoming publishes through a bounded channel), the other owns the core, feeds it those
-//! payloads and its timer, and awaits each publish. Publishing from a task other than the one polling
-//! the event loop cannot deadlock, and awaiting gives back-pressure instead of dropped launches.
+//! # Three tasks, and why they cannot deadlock
+//!
+//! - The **reader** polls rumqttc's event loop through a [`Session`] (resubscribing on every
+//!   ConnAck, backing off on errors) and hands each incoming publish to the core loop over a
+//!   bounded channel ([`INCOMING_CAPACITY`]). It waits for the core loop only.
+//! - The **core loop** owns the core: it feeds it those messages and its timer, and moves what the
+//!   core and the status publisher send into the outgoing queue ([`crate::outbox::OutQueue`])
+//!   *without waiting*: when the queue is full it sheds by the policy stated there (messages the
+//!   protocol repeats first, dashboard status coalesced per topic, every shed counted by kind and
+//!   reason). It waits on nothing but its inputs, and turns at least once a second (a heartbeat),
+//!   noting each turn for `/metrics` (`bramble_master_loop_last_turn_age_seconds`).
+//! - The **publisher** takes the queue's messages one at a time and awaits
+//!   `AsyncClient::publish`, i.e. room in rumqttc's request channel, which the reader's event loop
+//!   drains.
+//!
+//! So the waits go reader → core loop and publisher → reader, never around a cycle: the master's
+//! reading never waits on its writing. (The driver used to await each publish in the core loop.
+//! Under a burst of incoming messages that each asked for an answer, the request channel and the
+//! incoming channel, 1,024 slots each, both filled, and the core loop and the reader waited for
+//! each other forever, while `/metrics` served frozen numbers.)
+//!
+//! Memory stays bounded: the incoming channel by its capacity (the reader then leaves messages in
+//! the socket, and the broker holds or drops them by its own limits), the outgoing queue by its
+//! limits, the core's outbox by what one batch of [`INCOMING_BATCH`] messages or one timer tick
+//! makes, since the loop empties it every turn.
+//!
+//! # Spreading
+//!
+//! Health pings are spread by the core (`Config::ping_spread`: a tenth of the agents per check, a
+//! check every tenth of `ping_interval_ms`, by default); an allocation round sends one
+//! offers event per framework. The publisher hands messages to rumqttc one at a time, so a burst
+//! the core makes leaves at the rate the event loop writes it (at most
+//! `ClientConfig::inflight` QoS 1 publishes unacknowledged), while the core loop goes on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_nostd_core::topic::QoS;
 use bramble_mqtt::{Session, SessionEvent};
-use tokio::sync::{mpsc, watch};
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use crate::web::WebState;
+use crate::outbox::{Entry, Kind, Limits, OutQueue, ShedReason};
+use crate::web::{QueueStats, WebState};
 use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
@@ -52,8 +85,96 @@ pub async fn run(
     run_with_web(config, broker, snapshots, None, shutdown).await
 }
 
-/// The most incoming messages handled before the master's outputs are sent.
-const INCOMING_BATCH: usize = 32;
+/// The most incoming messages handled before the master's outputs are queued.
+pub const INCOMING_BATCH: usize = 32;
+
+/// The incoming messages the reader may hand over before the core loop takes them.
+pub const INCOMING_CAPACITY: usize = 1_024;
+
+/// At most one warning about shed messages per this long.
+const SHED_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The outgoing queue, shared by the core loop (which fills it) and the publisher (which empties
+/// it).
+#[derive(Debug, Default)]
+struct Outgoing {
+    queue: Mutex<OutQueue>,
+    /// Wakes the publisher when the queue was filled.
+    filled: Notify,
+}
+
+impl Outgoing {
+    fn lock(&self) -> MutexGuard<'_, OutQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The publisher task: publishes the queue's messages in order, waiting for rumqttc to take each.
+async fn publish(client: AsyncClient, out: Arc<Outgoing>) {
+    loop {
+        let next = out.lock().pop();
+        let Some(e) = next else {
+            out.filled.notified().await;
+            continue;
+        };
+        let qos = match e.qos {
+            QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+            QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        };
+        trace!(topic = %e.topic, kind = e.kind.label(), "publishing");
+        if let Err(err) = client.publish(e.topic, qos, e.retain, e.payload).await {
+            // Only when the event loop is gone, i.e. the master is stopping.
+            return debug!("the publisher stops: {err}");
+        }
+    }
+}
+
+/// Warns about shed messages at most once per [`SHED_WARN_EVERY`], with how many since.
+#[derive(Debug, Default)]
+struct ShedLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl ShedLog {
+    fn note(&mut self, (kind, reason): (Kind, ShedReason)) {
+        if reason == ShedReason::Superseded {
+            return; // nothing was lost
+        }
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= SHED_WARN_EVERY)
+        {
+            warn!(
+                shed = self.since,
+                last_kind = kind.label(),
+                last_reason = reason.label(),
+                "the outgoing queue is full: shedding messages (see bramble_master_messages_shed_total)"
+            );
+            self.last = Some(now);
+            self.since = 0;
+        }
+    }
+}
+
+/// What the reader hands the core loop.
+enum Inbound {
+    /// A message, by topic.
+    Publish(String, Vec<u8>),
+    /// The broker accepted a (re)connection: a restarted broker may have lost the retained hello.
+    Connected,
+}
+
+fn handle_inbound(core: &mut MasterCore, status: &mut StatusPublisher, now: u64, inbound: Inbound) {
+    match inbound {
+        Inbound::Publish(topic, payload) => handle_incoming(core, status, now, &topic, &payload),
+        Inbound::Connected => core.handle_connected(now),
+    }
+}
 
 /// Hands one incoming message to the core by its topic (or, on a status topic, to the status
 /// publisher, which repairs what is not its own); a bad one is logged, counted and dropped.
@@ -114,21 +235,32 @@ pub async fn run_with_web(
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
-    let (incoming_tx, mut incoming) = mpsc::channel::<(String, Vec<u8>)>(1024);
+    let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
+    let out = Arc::new(Outgoing {
+        queue: Mutex::new(OutQueue::new(Limits::default())),
+        filled: Notify::new(),
+    });
+    let publisher = tokio::spawn(publish(client.clone(), out.clone()));
+    let mut shed_log = ShedLog::default();
     // Its own status topics too, to repair what others publish there.
     let mut filters = MasterCore::subscriptions();
     filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
     let mut session = Session::new("master", client.clone(), eventloop, filters);
+    // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
     let poller = tokio::spawn(async move {
         loop {
-            if let SessionEvent::Publish(p) = session.poll().await {
-                if incoming_tx
-                    .send((p.topic, p.payload.to_vec()))
-                    .await
-                    .is_err()
-                {
-                    return;
+            let inbound = match session.poll().await {
+                SessionEvent::Publish(p) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Inbound::Publish(p.topic, p.payload.to_vec())
                 }
+                SessionEvent::Connected => Inbound::Connected,
+                _ => continue,
+            };
+            if incoming_tx.send(inbound).await.is_err() {
+                return;
             }
         }
     });
@@ -137,54 +269,71 @@ pub async fn run_with_web(
     let stale = crate::mqtt::retained_topics(&broker, &status.stale_filters()).await;
     status.clear_stale_at(stale, now() + bramble_master_core::status::STALE_GRACE_MS);
     tokio::pin!(shutdown);
-    let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
-    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The heartbeat: the loop turns at least this often (and sends snapshots, if asked).
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        while let Some(t) = core.poll_transmit() {
-            let qos = match t.qos {
-                QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-                QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-            };
-            match client
-                .publish(t.topic.clone(), qos, t.retain, t.payload())
-                .await
-            {
-                Ok(()) => trace!(topic = %t.topic, "queued a publish"),
-                Err(e) => warn!("cannot publish on {}: {e}", t.topic),
+        if let Some(w) = &web {
+            w.loop_turned();
+        }
+        // Encoded and rendered before taking the lock, so the publisher waits for neither. The
+        // dashboard's retained status topics go after the protocol's own messages; while too
+        // many wait, the core's change notes wait instead (bounded: they overflow into a full
+        // render).
+        let entries: Vec<Entry> = std::iter::from_fn(|| core.poll_transmit())
+            .map(|t| Entry::from_transmit(&t))
+            .collect();
+        let mut statuses = Vec::new();
+        if !out.lock().status_full() {
+            status.update(&mut core, now());
+            while let Some(t) = status.poll_transmit() {
+                if let Some(w) = &web {
+                    w.publish(&t.topic, &t.payload);
+                }
+                statuses.push(t);
             }
         }
-        // The dashboard's retained status topics, after the protocol's own messages.
-        status.update(&mut core, now());
-        while let Some(t) = status.poll_transmit() {
-            if let Some(w) = &web {
-                w.publish(&t.topic, &t.payload);
+        let (queued, rendered) = (!entries.is_empty(), !statuses.is_empty());
+        let queue_stats = {
+            let mut queue = out.lock();
+            for e in entries {
+                if let Some(shed) = queue.push(e) {
+                    shed_log.note(shed);
+                }
             }
-            let (qos, retain) = (rumqttc::QoS::AtLeastOnce, true);
-            if let Err(e) = client
-                .publish(t.topic.clone(), qos, retain, t.payload)
-                .await
-            {
-                warn!("cannot publish on {}: {e}", t.topic);
+            for t in statuses {
+                if let Some(shed) = queue.push_status(t.topic, t.payload) {
+                    shed_log.note(shed);
+                }
             }
+            queue.stats()
+        };
+        if queued || rendered {
+            out.filled.notify_one();
         }
         if let Some(w) = &web {
             w.set_stats(core.stats());
+            w.set_queues(QueueStats {
+                outgoing: queue_stats,
+                incoming_depth: incoming.len(),
+                received: received.load(Ordering::Relaxed),
+            });
         }
         let wake = core
             .poll_timeout()
             .map(|t| started + Duration::from_millis(t));
         tokio::select! {
             () = &mut shutdown => break,
-            Some((topic, payload)) = incoming.recv() => {
-                handle_incoming(&mut core, &mut status, now(), &topic, &payload);
+            Some(inbound) = incoming.recv() => {
+                handle_inbound(&mut core, &mut status, now(), inbound);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
                 // RUNNING that came together leave together, ahead of the status topics, which
                 // are rendered once for both.
                 for _ in 1..INCOMING_BATCH {
-                    let Ok((topic, payload)) = incoming.try_recv() else {
+                    let Ok(inbound) = incoming.try_recv() else {
                         break;
                     };
-                    handle_incoming(&mut core, &mut status, now(), &topic, &payload);
+                    handle_inbound(&mut core, &mut status, now(), inbound);
                 }
             }
             () = sleep_until(wake) => {
@@ -195,7 +344,7 @@ pub async fn run_with_web(
                     w.observe_round(started_at.elapsed());
                 }
             }
-            _ = snapshot_tick.tick(), if snapshots.is_some() => {
+            _ = heartbeat.tick() => {
                 if let Some(tx) = &snapshots {
                     let frameworks = core
                         .framework_ids()
@@ -224,6 +373,7 @@ pub async fn run_with_web(
     }
     let _ = client.try_disconnect();
     poller.abort();
+    publisher.abort();
     debug!("master stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! - [`mqtt`]: the leaf every other module uses: the broker address, the largest packet, and the
 //!   one-shot clients (read retained messages, publish once).
 //! - [`driver`]: the tokio driver connecting the core to an MQTT broker.
+//! - [`outbox`]: the driver's bounded outgoing queue and its shedding policy.
 //! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
 //! - [`query`]: the CLI's queries of the status topics and their tables.
 //! - [`run`]: `bramble run`, a one-off task as its own framework.
@@ -35,6 +36,7 @@ pub mod deploy;
 pub mod driver;
 pub mod http;
 pub mod mqtt;
+pub mod outbox;
 pub mod query;
 pub mod run;
 pub mod up;

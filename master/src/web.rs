@@ -18,7 +18,11 @@
 //!   and headless browsers, whose virtual time waits for open connections).
 //! - `GET /metrics`: Prometheus text exposition format (0.0.4), written by hand: gauges from the
 //!   cluster summary topic, counters from the core's [`Stats`], and the allocation round duration
-//!   histogram the driver measures around the rounds (the core reads no clock).
+//!   histogram the driver measures around the rounds (the core reads no clock), and the driver's
+//!   own health: its queues' depths, the messages it shed (by kind and reason, see
+//!   [`crate::outbox`]) and how long ago its core loop last turned
+//!   (`bramble_master_loop_last_turn_age_seconds`, computed at scrape time: the loop turns at least
+//!   once a second, so a value growing past that is a stuck master, whose other numbers are frozen).
 //!
 //! [`routes`] gives a [`Router`] that can be merged into another; [`bind`] and [`serve`] run it.
 
@@ -43,6 +47,8 @@ use tracing::{debug, info, warn};
 
 use bramble_master_core::status::{ClusterStatus, CLUSTER_TOPIC, STATUS_PREFIX};
 use bramble_master_core::Stats;
+
+use crate::outbox::{Kind, OutStats, ShedReason};
 
 /// How many status messages the broadcast channel holds for a slow page before it lags.
 pub const EVENTS_CAPACITY: usize = 1_024;
@@ -104,6 +110,21 @@ struct MetricsState {
     buckets: [u64; ROUND_BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    /// When the driver's core loop last turned.
+    last_turn: Option<std::time::Instant>,
+    /// The driver's queues.
+    queues: QueueStats,
+}
+
+/// The driver's queues, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The outgoing queue's depths and counters.
+    pub outgoing: OutStats,
+    /// Incoming messages waiting for the core loop.
+    pub incoming_depth: usize,
+    /// Messages the reader took from the broker since the master started.
+    pub received: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +197,17 @@ impl WebState {
         }
     }
 
+    /// The driver's core loop turned (now).
+    pub fn loop_turned(&self) {
+        lock(&self.hub.metrics).last_turn = Some(std::time::Instant::now());
+    }
+
+    /// The driver's queues: the outgoing one's depths and counters, the incoming messages waiting
+    /// for the core loop and those received.
+    pub fn set_queues(&self, queues: QueueStats) {
+        lock(&self.hub.metrics).queues = queues;
+    }
+
     /// One allocation round took `d`.
     pub fn observe_round(&self, d: Duration) {
         let s = d.as_secs_f64();
@@ -224,9 +256,9 @@ impl WebState {
             .get(CLUSTER_TOPIC)
             .and_then(|e| serde_json::from_str::<Published<ClusterStatus>>(e).ok())
             .map(|e| e.payload);
-        let (stats, buckets, sum, count) = {
+        let (stats, buckets, sum, count, last_turn, queues) = {
             let m = lock(&self.hub.metrics);
-            (m.stats, m.buckets, m.sum, m.count)
+            (m.stats, m.buckets, m.sum, m.count, m.last_turn, m.queues)
         };
         let mut out = String::with_capacity(4_096);
         let c = cluster.as_ref();
@@ -385,7 +417,112 @@ impl WebState {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
+        render_driver(&mut out, last_turn, &queues);
         out
+    }
+}
+
+/// The driver's own metrics: the loop's liveness, its queues and what it shed.
+fn render_driver(out: &mut String, last_turn: Option<std::time::Instant>, queues: &QueueStats) {
+    let outgoing = &queues.outgoing;
+    fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(out, "# HELP bramble_master_{name} {help}");
+        let _ = writeln!(out, "# TYPE bramble_master_{name} {kind}");
+    }
+    head(
+        out,
+        "loop_last_turn_age_seconds",
+        "gauge",
+        "Seconds since the master's core loop last turned; it turns at least once a second.",
+    );
+    if let Some(at) = last_turn {
+        let age = at.elapsed().as_secs_f64();
+        let _ = writeln!(out, "bramble_master_loop_last_turn_age_seconds {age:.3}");
+    }
+    head(
+        out,
+        "outgoing_queue_depth",
+        "gauge",
+        "Messages waiting to be published: protocol messages, and dashboard status topics.",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_outgoing_queue_depth{{queue=\"protocol\"}} {}",
+        outgoing.protocol_depth
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_outgoing_queue_depth{{queue=\"status\"}} {}",
+        outgoing.status_depth
+    );
+    head(
+        out,
+        "outgoing_queue_bytes",
+        "gauge",
+        "Payload bytes of the protocol messages waiting to be published.",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_outgoing_queue_bytes {}",
+        outgoing.protocol_bytes
+    );
+    head(
+        out,
+        "incoming_queue_depth",
+        "gauge",
+        "Messages received and waiting for the core loop.",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_incoming_queue_depth {}",
+        queues.incoming_depth
+    );
+    head(
+        out,
+        "messages_received_total",
+        "counter",
+        "Messages the master took from the broker (counted before the core loop sees them).",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_messages_received_total {}",
+        queues.received
+    );
+    head(
+        out,
+        "messages_published_total",
+        "counter",
+        "Messages handed to the MQTT client.",
+    );
+    let _ = writeln!(
+        out,
+        "bramble_master_messages_published_total {}",
+        outgoing.published
+    );
+    head(
+        out,
+        "messages_shed_total",
+        "counter",
+        "Outgoing messages shed, by kind and reason (superseded, duplicate: nothing was lost).",
+    );
+    for kind in Kind::ALL {
+        for reason in ShedReason::ALL {
+            let n = outgoing.shed(kind, reason);
+            let possible = match reason {
+                ShedReason::QueueFull | ShedReason::Evicted => kind.sheddable(),
+                ShedReason::Overflow => !kind.sheddable() && kind != Kind::DashboardStatus,
+                ShedReason::Superseded => kind == Kind::DashboardStatus,
+                ShedReason::Duplicate => kind == Kind::ReRegisterRequest,
+            };
+            if possible || n > 0 {
+                let _ = writeln!(
+                    out,
+                    "bramble_master_messages_shed_total{{kind=\"{}\",reason=\"{}\"}} {n}",
+                    kind.label(),
+                    reason.label()
+                );
+            }
+        }
     }
 }
 
@@ -550,6 +687,55 @@ mod tests {
     fn data(e: &Event) -> String {
         // `Event` has no getters; its Debug output carries the data.
         format!("{e:?}")
+    }
+
+    #[test]
+    fn metrics_show_the_loop_age_the_queue_depths_and_what_was_shed_by_kind_and_reason() {
+        let web = WebState::new();
+        let text = web.render_metrics();
+        assert!(text.contains("# TYPE bramble_master_loop_last_turn_age_seconds gauge"));
+        assert!(
+            !text.contains("\nbramble_master_loop_last_turn_age_seconds "),
+            "no age before the loop's first turn"
+        );
+        let mut q = crate::outbox::OutQueue::new(crate::outbox::Limits {
+            messages: 1,
+            ..Default::default()
+        });
+        let ping = crate::outbox::Entry {
+            topic: "t".into(),
+            qos: agent_nostd_core::topic::QoS::AtLeastOnce,
+            retain: false,
+            payload: vec![1, 2, 3],
+            kind: Kind::Ping,
+        };
+        q.push(ping.clone());
+        q.push(ping);
+        web.loop_turned();
+        web.set_queues(QueueStats {
+            outgoing: q.stats(),
+            incoming_depth: 7,
+            received: 9,
+        });
+        let text = web.render_metrics();
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("bramble_master_loop_last_turn_age_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.0..1.0).contains(&age), "{age}");
+        for line in [
+            "bramble_master_outgoing_queue_depth{queue=\"protocol\"} 1",
+            "bramble_master_outgoing_queue_bytes 3",
+            "bramble_master_incoming_queue_depth 7",
+            "bramble_master_messages_received_total 9",
+            "bramble_master_messages_shed_total{kind=\"ping\",reason=\"queue_full\"} 1",
+            "bramble_master_messages_shed_total{kind=\"run_task\",reason=\"overflow\"} 0",
+            "bramble_master_messages_shed_total{kind=\"dashboard_status\",reason=\"superseded\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[tokio::test]

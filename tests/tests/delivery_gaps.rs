@@ -37,20 +37,17 @@ fn accepted(sim: &Sim, pi: SchedulerId<PiScheduler>) -> bool {
 }
 
 /// An accept that reaches a new master before the framework re-registers is answered
-/// `NotRegistered` without its offer id, so the SDK's batch keeps its items "launched" forever.
+/// `NotRegistered` with its offer id, and each of its tasks TASK_LOST: pi places them again.
 #[test]
-fn known_gap_an_accept_in_flight_across_a_master_restart_strands_its_tasks() {
+fn an_accept_in_flight_across_a_master_restart_is_answered_and_its_tasks_are_placed_again() {
     let (mut sim, pi) = cluster();
     assert!(sim.run_until_cond(10_000, |s| accepted(s, pi)));
     assert!(sim.framework_traffic_in_flight());
     // The accept is on its way to the old master; a new one takes its place first.
     sim.restart_master(2);
-    let finished = sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left);
-    assert!(
-        !finished,
-        "fixed: turn this test around to assert that pi finishes"
-    );
-    assert!(!sim.scheduler(pi).is_complete());
+    assert!(sim.run_until_cond(600_000, |s| s.schedulers[pi.index].left));
+    assert!(sim.scheduler(pi).is_complete());
+    assert_eq!(sim.scheduler(pi).failure(), None);
 }
 
 /// Runs until pi's first accept is made, and loses every agent↔master message until the master

@@ -264,6 +264,7 @@ mod tests {
             state,
             reason: Reason::None,
             message: String::new(),
+            update_id: None,
         }
     }
 

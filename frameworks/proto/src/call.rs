@@ -27,6 +27,10 @@ pub struct Register {
     pub guarantee: Option<Resources>,
     /// How long the master keeps the framework's tasks after it disconnects, in milliseconds.
     pub failover_timeout_ms: u64,
+    /// Names the MQTT connection this registration travels on; the last will set on that
+    /// connection ([`Call::Gone`]) names it too, so a will of an older connection, arriving late,
+    /// is ignored. 0 when the framework does not say (its will then always applies).
+    pub connection: u64,
 }
 
 /// A registration that takes back an id the framework held before (after its own restart, or after a
@@ -67,6 +71,18 @@ pub struct Kill {
     pub grace_ms: u32,
 }
 
+/// The framework has handled a status update: the master passes this on to the agent, which then
+/// stops resending the update (and the task's earlier ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledge {
+    /// The agent the update came from ([`StatusUpdate::agent_id`](crate::StatusUpdate)).
+    pub agent_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The update's id ([`StatusUpdate::update_id`](crate::StatusUpdate)).
+    pub update_id: u32,
+}
+
 /// Framework → master calls. Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Call {
@@ -92,7 +108,12 @@ pub enum Call {
     /// The framework is done: its tasks are killed and it is forgotten.
     Teardown,
     /// The framework's connection dropped (its MQTT last will, on the will topic).
-    Gone,
+    Gone {
+        /// The connection the will was set on ([`Register::connection`]); 0 always applies.
+        connection: u64,
+    },
+    /// A status update was handled: the agent may forget it.
+    Acknowledge(Acknowledge),
 }
 
 // ----- events -----
@@ -107,6 +128,7 @@ impl Register {
             priority: 0,
             guarantee: None,
             failover_timeout_ms: 60_000,
+            connection: 0,
         }
     }
 

@@ -92,34 +92,83 @@ mod tests {
 
     use super::*;
     use crate::{
-        Accept, AgentDescription, ArtifactInfo, Attribute, Decline, ErrorCode, Kill, Offer,
-        ReRegister, Register, StatusUpdate, TaskInfo,
+        Accept, Acknowledge, AgentDescription, ArtifactInfo, Attribute, Decline, ErrorCode, Kill,
+        Offer, ReRegister, Register, StatusUpdate, TaskInfo,
     };
 
     #[test]
     fn payloads_start_with_the_version_byte_and_pin_their_bytes() {
-        assert_eq!(Call::Revive.encode(), vec![2, 4]);
+        assert_eq!(Call::Revive.encode(), vec![3, 4]);
         assert_eq!(
             Event::Rescind { offer_id: 300 }.encode(),
-            vec![2, 2, 0xAC, 0x02]
+            vec![3, 2, 0xAC, 0x02]
         );
         let kill = Call::Kill(Kill {
             task_id: "t1".into(),
             grace_ms: 5,
         });
-        assert_eq!(kill.encode(), vec![2, 6, 2, b't', b'1', 5]);
+        assert_eq!(kill.encode(), vec![3, 6, 2, b't', b'1', 5]);
+        let ack = Call::Acknowledge(Acknowledge {
+            agent_id: "a".into(),
+            task_id: "t1".into(),
+            update_id: 300,
+        });
+        assert_eq!(
+            ack.encode(),
+            vec![3, 10, 1, b'a', 2, b't', b'1', 0xAC, 0x02]
+        );
+        assert_eq!(Call::Gone { connection: 7 }.encode(), vec![3, 9, 7]);
         // A task's artifacts follow its resources: name, url, sha256, executable, variants.
         let accept = Call::Accept(Accept {
             offer_id: 1,
             tasks: vec![TaskInfo::new("t", &["./x"], Resources::new(1, 1, 0))
                 .with_artifact(ArtifactInfo::new("x", "http://m/x", [7; 32]).executable())],
         });
-        let mut golden = vec![2, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
+        let mut golden = vec![3, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
         golden.extend_from_slice(&[1, b'x', 10]);
         golden.extend_from_slice(b"http://m/x");
         golden.extend_from_slice(&[7; 32]);
         golden.extend_from_slice(&[1, 0]);
         assert_eq!(accept.encode(), golden);
+    }
+
+    /// The pinned examples in PROTOCOL.md are these encodings.
+    #[test]
+    fn the_protocol_docs_pinned_examples_are_what_the_code_encodes() {
+        let doc = include_str!("../../../PROTOCOL.md");
+        let examples = [
+            ("`Call::Revive`", Call::Revive.encode()),
+            (
+                "`Call::Kill { task_id: \"t1\", grace_ms: 5 }`",
+                Call::Kill(Kill {
+                    task_id: "t1".into(),
+                    grace_ms: 5,
+                })
+                .encode(),
+            ),
+            (
+                "`Call::Acknowledge { agent_id: \"a\", task_id: \"t1\", update_id: 300 }`",
+                Call::Acknowledge(Acknowledge {
+                    agent_id: "a".into(),
+                    task_id: "t1".into(),
+                    update_id: 300,
+                })
+                .encode(),
+            ),
+            (
+                "`Call::Gone { connection: 7 }`",
+                Call::Gone { connection: 7 }.encode(),
+            ),
+            (
+                "`Event::Rescind { offer_id: 300 }`",
+                Event::Rescind { offer_id: 300 }.encode(),
+            ),
+        ];
+        for (name, bytes) in examples {
+            let hex: Vec<String> = bytes.iter().map(|b| alloc::format!("{b:02X}")).collect();
+            let row = alloc::format!("| {name} | `{}` |", hex.join(" "));
+            assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
+        }
     }
 
     #[test]
@@ -141,7 +190,14 @@ mod tests {
             Call::Suppress,
             Call::Reconcile { task_ids: vec![] },
             Call::Teardown,
-            Call::Gone,
+            Call::Gone {
+                connection: 1 << 40,
+            },
+            Call::Acknowledge(Acknowledge {
+                agent_id: "pi4".into(),
+                task_id: "t1".into(),
+                update_id: u32::MAX,
+            }),
         ];
         for c in calls {
             assert_eq!(Call::decode(&c.encode()), Ok(c));
@@ -170,6 +226,15 @@ mod tests {
                 state: TaskState::Running,
                 reason: Reason::None,
                 message: String::new(),
+                update_id: Some(17),
+            }),
+            Event::Update(StatusUpdate {
+                task_id: "t2".into(),
+                agent_id: None,
+                state: TaskState::Lost,
+                reason: Reason::UnknownTask,
+                message: "unknown".into(),
+                update_id: None,
             }),
             Event::AgentLost {
                 agent_id: "pi4".into(),
@@ -189,11 +254,11 @@ mod tests {
     fn bad_payloads_are_refused_with_a_reason() {
         assert_eq!(Call::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(
-            Call::decode(&[1, 4]),
-            Err(DecodeError::UnsupportedVersion { got: 1 })
+            Call::decode(&[2, 4]),
+            Err(DecodeError::UnsupportedVersion { got: 2 })
         );
-        assert_eq!(Call::decode(&[2, 4, 0]), Err(DecodeError::TrailingBytes));
-        assert_eq!(Call::decode(&[2, 100]), Err(DecodeError::Malformed));
-        assert_eq!(Call::decode(&[2, 6, 5, b't']), Err(DecodeError::Truncated));
+        assert_eq!(Call::decode(&[3, 4, 0]), Err(DecodeError::TrailingBytes));
+        assert_eq!(Call::decode(&[3, 100]), Err(DecodeError::Malformed));
+        assert_eq!(Call::decode(&[3, 6, 5, b't']), Err(DecodeError::Truncated));
     }
 }

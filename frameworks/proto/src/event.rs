@@ -58,6 +58,23 @@ pub struct StatusUpdate {
     pub reason: Reason,
     /// A detail for people, possibly empty.
     pub message: String,
+    /// The agent's id of this update when it must be acknowledged: the framework answers
+    /// [`Call::Acknowledge`](crate::Call::Acknowledge) with `agent_id` and this id once it has
+    /// handled the update, and the agent resends it (through the master) until then. `None` for
+    /// the master's own updates (answers to `Reconcile`, launches that could not happen, tasks lost
+    /// with their agent): they need no acknowledgement, and `Reconcile` recovers them.
+    pub update_id: Option<u32>,
+}
+
+impl StatusUpdate {
+    /// The acknowledgement this update asks for, if any: it came from an agent, with an id.
+    pub fn acknowledgement(&self) -> Option<crate::Acknowledge> {
+        Some(crate::Acknowledge {
+            agent_id: self.agent_id.clone()?,
+            task_id: self.task_id.clone(),
+            update_id: self.update_id?,
+        })
+    }
 }
 
 /// What kind of error an [`Event::Error`] reports.

@@ -31,7 +31,8 @@
 //! # Layout
 //!
 //! - [`topic`]: topic names, [`FrameworkTopic`] and [`parse_topic`].
-//! - [`call`]: [`Call`] and its bodies ([`Register`], [`Accept`], [`Decline`], [`Kill`], …).
+//! - [`call`]: [`Call`] and its bodies ([`Register`], [`Accept`], [`Decline`], [`Kill`],
+//!   [`Acknowledge`], …).
 //! - [`task`]: [`TaskInfo`] and its artifacts, and [`TaskInfo::validate`] /
 //!   [`TaskInfo::to_run_task`], the one check of a task against the wire's limits.
 //! - [`event`]: [`Event`] and its bodies ([`Offer`], [`StatusUpdate`], [`ErrorCode`], …).
@@ -51,7 +52,7 @@ pub mod message;
 pub mod task;
 pub mod topic;
 
-pub use call::{Accept, Call, Decline, Kill, ReRegister, Register};
+pub use call::{Accept, Acknowledge, Call, Decline, Kill, ReRegister, Register};
 pub use codec::DecodeError;
 pub use event::{AgentDescription, Attribute, ErrorCode, Event, Offer, StatusUpdate};
 pub use message::{exec_topic, message_topic, FrameworkMessage, MAX_MESSAGE_DATA, MESSAGE_VERSION};
@@ -63,8 +64,10 @@ pub use topic::{
 
 /// The version byte at the start of every framework↔master payload.
 ///
-/// Version 2 appended `artifacts` to [`TaskInfo`] (postcard has no field-level compatibility).
-pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 2;
+/// Version 2 appended `artifacts` to [`TaskInfo`] (postcard has no field-level compatibility);
+/// version 3 appended `update_id` to [`StatusUpdate`] and `connection` to [`Register`], gave
+/// [`Call::Gone`] its connection, and added [`Call::Acknowledge`].
+pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 3;
 
 /// The most tasks one accept may launch, and the most task ids one reconcile may list.
 pub const MAX_TASKS_PER_CALL: usize = 256;

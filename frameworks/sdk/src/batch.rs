@@ -366,6 +366,7 @@ mod tests {
             state,
             reason: Reason::None,
             message: String::new(),
+            update_id: None,
         }
     }
 

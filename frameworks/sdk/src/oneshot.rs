@@ -298,6 +298,7 @@ mod tests {
             state,
             reason,
             message: String::new(),
+            update_id: None,
         }
     }
 

@@ -114,6 +114,7 @@ async fn a_scheduler_registers_answers_an_offer_and_tears_down_when_it_stops() {
                 state: TaskState::Finished,
                 reason: Reason::Exited { code: 0 },
                 message: String::new(),
+                update_id: None,
             }),
         )
         .await;
@@ -257,6 +258,7 @@ async fn a_new_master_epoch_in_the_hello_makes_the_scheduler_re_register_with_it
                 state: TaskState::Lost,
                 reason: Reason::UnknownTask,
                 message: String::new(),
+                update_id: None,
             }),
         )
         .await;

@@ -394,6 +394,7 @@ mod tests {
                 state: bramble_sdk::TaskState::Lost,
                 reason: bramble_sdk::Reason::None,
                 message: String::new(),
+                update_id: None,
             },
         );
         s.offers(&mut d, vec![offer(2, 1000, 1000)]);

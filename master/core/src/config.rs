@@ -22,8 +22,12 @@ pub struct Config {
     pub offer_timeout_ms: u64,
     /// How long a decline keeps the agent from the framework when the decline names no time.
     pub default_refuse_ms: u64,
-    /// Agents silent this long are pinged.
+    /// Agents silent this long are pinged (and again after as long, while they stay silent).
     pub ping_interval_ms: u64,
+    /// How many health checks one `ping_interval_ms` is split into. Each check pings at most
+    /// `1 / ping_spread` of the reachable agents (rounded up), so the pings of a period are spread
+    /// over it instead of leaving in one burst; 1 is one check (and one burst) per period.
+    pub ping_spread: u32,
     /// Agents silent this long are unreachable.
     pub agent_timeout_ms: u64,
     /// Unreachable agents are forgotten (and their tasks reported LOST) after this long.
@@ -42,6 +46,12 @@ pub struct Config {
     pub revocation_grace_ms: u32,
     /// How many events a disconnected framework may have waiting; the oldest are dropped beyond.
     pub max_held_events: usize,
+    /// How many ended tasks each framework's completed-task cache keeps (the oldest go first), so
+    /// reconciling an ended task answers its real terminal state.
+    pub max_completed_tasks: usize,
+    /// For this long after the master starts, reconciling or killing a task it does not know gets
+    /// no answer (its agent may not have re-registered yet); afterwards it is TASK_LOST.
+    pub reregistration_window_ms: u64,
     /// The most agents the master keeps; registrations beyond are refused.
     pub max_agents: usize,
     /// The most frameworks the master keeps; registrations beyond are refused.
@@ -61,6 +71,7 @@ impl Default for Config {
             offer_timeout_ms: 30_000,
             default_refuse_ms: 5_000,
             ping_interval_ms: 5_000,
+            ping_spread: 10,
             agent_timeout_ms: 15_000,
             unreachable_gc_ms: 600_000,
             framework_recovery_timeout_ms: 120_000,
@@ -69,6 +80,8 @@ impl Default for Config {
             revocation: false,
             revocation_grace_ms: 5_000,
             max_held_events: 1_024,
+            max_completed_tasks: 1_000,
+            reregistration_window_ms: 15_000,
             max_agents: 100_000,
             max_frameworks: 10_000,
             ha_discovery: false,
@@ -101,6 +114,9 @@ impl Config {
             if v == 0 {
                 return bad(field, "must be above 0");
             }
+        }
+        if self.ping_spread == 0 || u64::from(self.ping_spread) > self.ping_interval_ms {
+            return bad("ping_spread", "must be from 1 to ping_interval_ms");
         }
         if self.agent_timeout_ms < self.ping_interval_ms {
             return bad("agent_timeout_ms", "must be at least ping_interval_ms");

@@ -125,42 +125,69 @@ fn a_bad_config_is_refused_naming_the_field() {
     );
 }
 
-#[test]
-fn status_update_is_acked_only_after_it_is_queued_to_the_framework() {
-    let (mut core, fid) = with_task();
-    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
-    let out = drain(&mut core);
-    assert_eq!(out.len(), 2);
-    assert_eq!(out[0].topic, proto::event_topic("fw"));
-    assert!(matches!(
-        &out[0].message,
-        Outgoing::Framework(Event::Update(u)) if u.task_id == "t1" && u.state == TaskState::Running
-    ));
-    assert_eq!(out[1].topic, topic::agent("pi", AgentTopic::Cmd).as_str());
-    assert!(matches!(
-        &out[1].message,
-        Outgoing::Agent(m) if matches!(**m, MasterMsg::StatusAck(ref a) if a.update_id == 1)
-    ));
-    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
+fn acknowledge(core: &mut MasterCore, now: u64, update_id: u32) {
+    let ack = Call::Acknowledge(proto::Acknowledge {
+        agent_id: "pi".into(),
+        task_id: "t1".into(),
+        update_id,
+    });
+    core.handle_framework_bytes(now, &proto::call_topic("fw"), &ack.encode())
+        .unwrap();
+}
+
+fn is_ack(out: &[Transmit], update_id: u32) -> bool {
+    matches!(
+        agent_msgs(out)[..],
+        [(ref topic, MasterMsg::StatusAck(ref a))]
+            if a.update_id == update_id && topic == topic::agent("pi", AgentTopic::Cmd).as_str()
+    )
 }
 
 #[test]
-fn a_duplicated_status_update_is_acked_again_but_forwarded_once() {
+fn a_status_update_reaches_its_agent_as_acknowledged_only_once_the_framework_acknowledges_it() {
+    let (mut core, fid) = with_task();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    let out = drain(&mut core);
+    assert_eq!(
+        out.len(),
+        1,
+        "the update goes to the framework, no ack to the agent yet"
+    );
+    assert_eq!(out[0].topic, proto::event_topic("fw"));
+    assert!(matches!(
+        &out[0].message,
+        Outgoing::Framework(Event::Update(u))
+            if u.task_id == "t1" && u.state == TaskState::Running && u.update_id == Some(1)
+                && u.agent_id.as_deref() == Some("pi")
+    ));
+    assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
+    acknowledge(&mut core, 3, 1);
+    assert!(is_ack(&drain(&mut core), 1));
+    assert_eq!(core.stats().acknowledgements, 1);
+}
+
+#[test]
+fn a_resent_status_update_is_forwarded_again_until_acknowledged_and_then_acknowledged_again() {
     let (mut core, fid) = with_task();
     send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
     drain(&mut core);
     send_agent(&mut core, 3, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
     let out = drain(&mut core);
+    assert!(agent_msgs(&out).is_empty());
+    assert!(matches!(&events(&out)[..], [Event::Update(u)] if u.update_id == Some(1)));
+    acknowledge(&mut core, 4, 1);
+    drain(&mut core);
+    // The agent resent it before the acknowledgement reached it: the master answers for it.
+    send_agent(&mut core, 5, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    let out = drain(&mut core);
     assert!(events(&out).is_empty());
-    assert!(matches!(
-        agent_msgs(&out)[..],
-        [(_, MasterMsg::StatusAck(_))]
-    ));
-    assert_eq!(core.stats().duplicate_status_updates, 1);
+    assert!(is_ack(&out, 1));
+    assert_eq!(core.stats().duplicate_status_updates, 2);
+    assert_eq!(core.stats().status_updates, 1, "applied once");
 }
 
 #[test]
-fn an_older_update_resent_after_a_newer_one_is_acked_but_does_not_roll_the_task_back() {
+fn an_older_update_resent_after_a_newer_one_does_not_roll_the_task_back() {
     let (mut core, fid) = with_task();
     // Pipelined: STARTING (1) and RUNNING (2) arrive in order; STARTING's resend comes late.
     send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Starting)).unwrap();
@@ -168,13 +195,14 @@ fn an_older_update_resent_after_a_newer_one_is_acked_but_does_not_roll_the_task_
     drain(&mut core);
     send_agent(&mut core, 3, "pi", &status(&fid, 1, TaskState::Starting)).unwrap();
     let out = drain(&mut core);
-    assert!(events(&out).is_empty(), "not forwarded again");
-    assert!(matches!(
-        agent_msgs(&out)[..],
-        [(_, MasterMsg::StatusAck(ref a))] if a.update_id == 1
-    ));
+    assert!(
+        out.is_empty(),
+        "neither forwarded nor acknowledged: RUNNING's ack settles it"
+    );
     assert_eq!(core.task(&fid, "t1").unwrap().state, TaskState::Running);
     assert_eq!(core.stats().duplicate_status_updates, 1);
+    acknowledge(&mut core, 4, 2);
+    assert!(is_ack(&drain(&mut core), 2));
 }
 
 #[test]

@@ -590,7 +590,7 @@ fn publishing_only_what_changed_agrees_with_looking_at_everything() {
     publish(&mut p, &mut core, now);
     assert_same_as_a_fresh_look(&p, &core, &config);
     call(&mut core, now, Call::Suppress);
-    call(&mut core, now, Call::Gone);
+    call(&mut core, now, Call::Gone { connection: 0 });
     drain(&mut core);
     publish(&mut p, &mut core, now);
     assert_same_as_a_fresh_look(&p, &core, &config);

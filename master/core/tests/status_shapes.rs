@@ -153,7 +153,7 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
     drain(&mut core);
     publish(&mut p, &mut core, 3_000);
 
-    call(&mut core, 4_000, Call::Gone);
+    call(&mut core, 4_000, Call::Gone { connection: 0 });
     drain(&mut core);
     publish(&mut p, &mut core, 4_000);
 

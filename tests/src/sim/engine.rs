@@ -157,6 +157,13 @@ impl Sim {
                 for c in calls {
                     self.publish_call(j, c);
                 }
+                // Handled: acknowledged, as the SDK does after its callback returns.
+                if let Some(ack) = match &event {
+                    Event::Update(u) => u.acknowledgement(),
+                    _ => None,
+                } {
+                    self.publish_call(j, Call::Acknowledge(ack));
+                }
             }
         }
     }
@@ -215,7 +222,7 @@ impl Sim {
         }
         let topic = match &call {
             Call::Register(_) | Call::ReRegister(_) => proto::register_topic(&f.client),
-            Call::Gone => proto::will_topic(&f.client),
+            Call::Gone { .. } => proto::will_topic(&f.client),
             _ => proto::call_topic(&f.client),
         };
         self.send(Dest::Master, &topic, call.encode());

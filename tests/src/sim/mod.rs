@@ -371,7 +371,7 @@ impl Sim {
         self.send(
             Dest::Master,
             &proto::will_topic(&client),
-            Call::Gone.encode(),
+            Call::Gone { connection: 0 }.encode(),
         );
     }
 
@@ -391,6 +391,43 @@ impl Sim {
             None => Call::Register(f.register.clone()),
         };
         self.publish_call(j, call);
+    }
+
+    /// The broker is killed and restarted after `down_ms`: every message in flight, every
+    /// persistent session's queue and the retained hello are gone, every client's connection drops
+    /// without a last will (nobody was left to publish it), and every client reconnects (agents,
+    /// then frameworks and schedulers, then the master, which publishes its hello again).
+    pub fn restart_broker(&mut self, down_ms: u64) {
+        self.lost += self.net.len() as u64;
+        self.net.clear();
+        self.retained_hello = None;
+        let now = self.now;
+        for a in &mut self.agents {
+            if a.connected {
+                a.connected = false;
+                a.core.handle_disconnected(now);
+            }
+        }
+        for f in &mut self.frameworks {
+            f.connected = false;
+            f.parked.clear();
+        }
+        for k in 0..self.schedulers.len() {
+            self.lose_scheduler_session(k);
+        }
+        self.run_for(down_ms);
+        for i in 0..self.agents.len() {
+            self.connect_agent(i);
+        }
+        for j in 0..self.frameworks.len() {
+            self.reconnect_framework(j);
+        }
+        for k in 0..self.schedulers.len() {
+            self.connect_scheduler(k);
+        }
+        let now = self.now;
+        self.master.handle_connected(now);
+        self.drain_master();
     }
 
     /// The master restarts with a new `epoch` and empty state; messages in flight still arrive.

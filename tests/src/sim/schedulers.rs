@@ -171,7 +171,18 @@ impl Sim {
         s.connected = false;
         s.core.handle_disconnected(self.now);
         let will = proto::will_topic(&s.client);
-        self.send(Dest::Master, &will, Call::Gone.encode());
+        self.send(Dest::Master, &will, Call::Gone { connection: 0 }.encode());
+    }
+
+    /// The broker died under the scheduler: its connection is gone without a last will, and so
+    /// is what the broker kept for its session.
+    pub(super) fn lose_scheduler_session(&mut self, k: usize) {
+        let s = &mut self.schedulers[k];
+        s.parked.clear();
+        if s.connected {
+            s.connected = false;
+            s.core.handle_disconnected(self.now);
+        }
     }
 
     /// The scheduler (re)connects: ConnAck, what the broker kept for its session, its

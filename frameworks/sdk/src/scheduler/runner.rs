@@ -55,7 +55,7 @@ pub async fn run_until<S: Scheduler>(
         max_packet: (bramble_mqtt::MAX_INCOMING, bramble_mqtt::MAX_PACKET),
         last_will: Some(LastWill::new(
             will_topic(client),
-            Call::Gone.encode(),
+            Call::Gone { connection: 0 }.encode(),
             QoS::AtLeastOnce,
             false,
         )),

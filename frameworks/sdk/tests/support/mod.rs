@@ -218,6 +218,7 @@ pub async fn serve_cluster(
                                 state: TaskState::Running,
                                 reason: Reason::None,
                                 message: String::new(),
+                                update_id: None,
                             })).await;
                         }
                     }
@@ -258,6 +259,7 @@ pub async fn serve_cluster(
                     state: if code == Some(0) { TaskState::Finished } else { TaskState::Failed },
                     reason: Reason::Exited { code: code.unwrap_or(-1) },
                     message: String::new(),
+                    update_id: None,
                 })).await;
             }
         }

@@ -193,9 +193,24 @@ impl MasterCore {
         self.request_allocation(now);
     }
 
+    /// A health check, every `ping_interval_ms / ping_spread`: silent agents become unreachable,
+    /// long-unreachable ones are forgotten, and agents silent for `ping_interval_ms` are pinged, at
+    /// most `ceil(reachable agents / ping_spread)` per check (enough to ping every agent once a
+    /// period), round robin (see [`PingSchedule`](super::timers::PingSchedule)). Unanswered
+    /// launches and kills are retried once a `ping_interval_ms`, as before the spreading.
     pub(super) fn health_check(&mut self, now: u64) {
-        self.retry_tasks(now);
-        for slot in (0..self.agents.slot_count()).map(AgentIdx::from_slot) {
+        let interval = self.config.ping_interval_ms;
+        let spread = u64::from(self.config.ping_spread.max(1));
+        if self.timers.pings.take_full(now, interval) {
+            self.retry_tasks(now);
+        }
+        let slots = self.agents.slot_count();
+        let reachable = (0..slots)
+            .filter_map(|s| self.agents.get(AgentIdx::from_slot(s)))
+            .filter(|a| a.reachable)
+            .count() as u64;
+        let mut budget = reachable.div_ceil(spread).max(1);
+        for slot in self.timers.pings.order(slots).map(AgentIdx::from_slot) {
             let Some(a) = self.agents.get(slot) else {
                 continue;
             };
@@ -204,16 +219,26 @@ impl MasterCore {
                 if silent >= self.config.agent_timeout_ms {
                     let why = format!("it was silent for {} s", silent / 1_000);
                     self.mark_unreachable(now, slot, &why);
-                } else if silent >= self.config.ping_interval_ms {
+                } else if budget > 0
+                    && self
+                        .timers
+                        .pings
+                        .is_due(slot.slot(), a.last_seen, now, interval)
+                {
+                    budget -= 1;
                     let seq = self.next_ping_seq;
                     self.next_ping_seq = self.next_ping_seq.wrapping_add(1);
                     let id = a.id.clone();
+                    self.timers.pings.pinged(slot.slot(), now);
                     self.send_agent(&id, MasterMsg::Ping { seq });
                 }
             } else if now.saturating_sub(a.unreachable_since) >= self.config.unreachable_gc_ms {
                 self.remove_agent(slot);
             }
         }
+        // The next check comes after a share of the period, not the whole of it.
+        self.timers
+            .set_within(Timer::Health, now + (interval / spread).max(1));
     }
 
     pub(super) fn mark_unreachable(&mut self, now: u64, slot: AgentIdx, why: &str) {
@@ -278,16 +303,14 @@ impl MasterCore {
         for (fi, tid) in &tasks {
             let removed = self.tasks.remove(*fi, tid, a.reachable);
             if removed.is_some() && self.frameworks.get(*fi).is_some() {
-                self.send_framework(
-                    *fi,
-                    update_event(
-                        tid.clone(),
-                        Some(a.id.clone()),
-                        TaskState::Lost,
-                        Reason::None,
-                        format!("agent {} was unreachable too long", a.id),
-                    ),
+                let lost = update_event(
+                    tid.clone(),
+                    Some(a.id.clone()),
+                    TaskState::Lost,
+                    Reason::None,
+                    format!("agent {} was unreachable too long", a.id),
                 );
+                self.send_completed(*fi, lost);
             }
         }
         for f in self.frameworks.values_mut() {

@@ -218,6 +218,7 @@ mod tests {
             state: TaskState::Running,
             reason: Reason::None,
             message: String::new(),
+            update_id: None,
         };
         for t in ["a", "b", "c"] {
             log.update("fw", &update(t));

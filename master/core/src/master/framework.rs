@@ -7,6 +7,7 @@ use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{Reason, TaskState};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, OfferId, Register};
 
+use super::delivery::CompletedTasks;
 use super::registry::{AgentIdx, FrameworkIdx, Keyed};
 use super::*;
 use crate::allocator::Amount;
@@ -41,6 +42,11 @@ pub(super) struct Framework {
     pub(super) offered: Amount,
     pub(super) offers: BTreeSet<OfferId>,
     pub(super) held: VecDeque<Event>,
+    /// The latest tasks that ended, for reconciliation and resends.
+    pub(super) completed: CompletedTasks,
+    /// It registered first with this master: every task it has was launched here, so a task this
+    /// master does not know is unknown for good, re-registration window or not.
+    pub(super) fresh: bool,
     pub(super) order: u64,
 }
 
@@ -124,7 +130,20 @@ impl MasterCore {
                         let agent = t.agent;
                         self.send_kill(agent, fi, &k.task_id, k.grace_ms);
                     }
-                    None => self.send_framework(fi, unknown_task_update(&k.task_id)),
+                    None => {
+                        let answer =
+                            match self.frameworks.get(fi).map(|f| f.completed.get(&k.task_id)) {
+                                Some(Some(c)) => {
+                                    let mut u = c.update.clone();
+                                    u.update_id = None;
+                                    Some(Event::Update(u))
+                                }
+                                _ => self.unknown_task_answer(now, fi, &k.task_id),
+                            };
+                        if let Some(e) = answer {
+                            self.send_framework(fi, e);
+                        }
+                    }
                 }
             }
             Call::Reconcile { task_ids } => {
@@ -140,26 +159,18 @@ impl MasterCore {
                     task_ids
                 };
                 for tid in ids {
-                    let known = self.tasks.get(fi, &tid).map(|t| (t.agent, t.state));
-                    let event = match known {
-                        Some((agent, state)) => update_event(
-                            tid,
-                            self.agents.get(agent).map(|a| a.id.clone()),
-                            state,
-                            Reason::None,
-                            "reconciliation",
-                        ),
-                        None => unknown_task_update(&tid),
-                    };
-                    self.send_framework(fi, event);
+                    if let Some(event) = self.reconcile_answer(now, fi, &tid) {
+                        self.send_framework(fi, event);
+                    }
                 }
             }
             Call::Teardown => {
                 self.remove_framework(now, fi);
                 self.recompute_framework_deadline();
             }
+            Call::Acknowledge(ack) => self.acknowledge(fi, ack),
             // Handled by `handle_framework_call` before a framework is looked up.
-            Call::Register(_) | Call::ReRegister(_) | Call::Gone => {}
+            Call::Register(_) | Call::ReRegister(_) | Call::Gone { .. } => {}
         }
     }
 
@@ -206,6 +217,7 @@ impl MasterCore {
                 if self.frameworks.len() >= self.config.max_frameworks {
                     return refuse(self, "the master has too many frameworks".into());
                 }
+                let fresh = previous.is_none();
                 let fid = match previous {
                     Some(fid) => fid,
                     None => loop {
@@ -220,7 +232,11 @@ impl MasterCore {
                         }
                     },
                 };
-                self.insert_framework(fid, info.clone(), FrameworkState::Active)
+                let fi = self.insert_framework(fid, info.clone(), FrameworkState::Active);
+                if let Some(f) = self.frameworks.get_mut(fi) {
+                    f.fresh = fresh;
+                }
+                fi
             }
         };
         // The client name now points at this framework only.
@@ -253,6 +269,7 @@ impl MasterCore {
         for e in held {
             self.send_framework(fi, e);
         }
+        self.resend_unacked(fi);
         self.recompute_framework_deadline();
         self.request_allocation(now);
     }
@@ -275,10 +292,13 @@ impl MasterCore {
             offered: Amount::default(),
             offers: BTreeSet::new(),
             held: VecDeque::new(),
+            completed: CompletedTasks::default(),
+            fresh: false,
             order,
         };
         let slot = self.frameworks.insert(f);
         self.framework_changed(slot);
+        self.claim_completed(slot);
         slot
     }
 

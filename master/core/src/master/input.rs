@@ -2,7 +2,9 @@
 //! against their topic and handed to the entity they concern. Bad input is counted and dropped here.
 
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use agent_nostd_core::wire::{AgentMsg, DecodeError as AgentDecodeError, WireMessage};
+use agent_nostd_core::wire::{
+    AgentMsg, DecodeError as AgentDecodeError, Reason, TaskState, WireMessage,
+};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, Kill};
 use serde::Deserialize;
 
@@ -113,7 +115,7 @@ impl MasterCore {
         };
         let expected = match &call {
             Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
-            Call::Gone => FrameworkTopic::Will,
+            Call::Gone { .. } => FrameworkTopic::Will,
             _ => FrameworkTopic::Call,
         };
         if kind != expected {
@@ -141,10 +143,17 @@ impl MasterCore {
             Call::ReRegister(r) => {
                 self.register_framework(now, client, Some(r.framework_id), r.info)
             }
-            Call::Gone => {
-                if let Some(&fi) = self.clients.get(client) {
-                    self.disconnect_framework(now, fi);
+            Call::Gone { connection } => {
+                let Some(&fi) = self.clients.get(client) else {
+                    return;
+                };
+                let current = self.frameworks.get(fi).map_or(0, |f| f.info.connection);
+                if connection != 0 && current != 0 && connection != current {
+                    // The will of a connection the framework has since replaced, arriving late.
+                    self.stats.stale_wills += 1;
+                    return;
                 }
+                self.disconnect_framework(now, fi);
             }
             call => {
                 let active = self.clients.get(client).copied().filter(|&fi| {
@@ -154,15 +163,41 @@ impl MasterCore {
                 });
                 match active {
                     Some(fi) => self.framework_call(now, fi, call),
-                    None => self.send_client(
-                        client,
-                        Event::Error {
-                            code: ErrorCode::NotRegistered,
-                            offer_id: None,
-                            message: format!("no framework is registered as {client}: register"),
-                        },
-                    ),
+                    None => self.not_registered(client, call),
                 }
+            }
+        }
+    }
+
+    /// A call from a client with no registered framework behind it: an explicit answer the SDK
+    /// acts on (it registers again), with the offer of an accept named and each of its tasks
+    /// reported TASK_LOST, so nothing waits on a launch that did not happen.
+    fn not_registered(&mut self, client: &str, call: Call) {
+        self.stats.calls_not_registered += 1;
+        let offer_id = match &call {
+            Call::Accept(a) => Some(a.offer_id),
+            _ => None,
+        };
+        self.send_client(
+            client,
+            Event::Error {
+                code: ErrorCode::NotRegistered,
+                offer_id,
+                message: format!("no framework is registered as {client}: register"),
+            },
+        );
+        if let Call::Accept(a) = call {
+            for t in a.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
+                self.send_client(
+                    client,
+                    update_event(
+                        t.task_id.clone(),
+                        None,
+                        TaskState::Lost,
+                        Reason::LaunchFailed,
+                        "not launched: the master knows no framework behind this client",
+                    ),
+                );
             }
         }
     }

@@ -94,6 +94,9 @@ impl MasterCore {
             if fw_offered.get(&fi).copied().unwrap_or_default() != f.offered {
                 return Err(format!("framework {} offered sum is off", f.id));
             }
+            if f.completed.len() > self.config.max_completed_tasks.max(1) {
+                return Err(format!("framework {} keeps too many completed tasks", f.id));
+            }
         }
         for (fi, tid, t) in self.tasks.iter() {
             let f = self

@@ -13,6 +13,8 @@
 //! - `agent.rs`, `framework.rs`, `task.rs`, `offer.rs`: each entity's record and lifecycle; the
 //!   task records and the allocated sums (per agent, per framework) live in one `TaskTable`
 //!   (`task_table.rs`), the offers in an `OfferBook`.
+//! - `delivery.rs`: end-to-end status updates (framework acknowledgements passed to agents,
+//!   resends on re-registration) and each framework's completed-task cache.
 //! - `allocation.rs`: the allocation round and revocation.
 //! - `registry.rs`: the slot arena agents and frameworks live in (`Registry`, indexed by
 //!   `AgentIdx` and `FrameworkIdx`).
@@ -41,8 +43,11 @@
 //! # Guarantees
 //!
 //! - Nothing here panics on input from the network; bad input is counted in [`Stats`] and dropped.
-//! - A status update is acknowledged to its agent only after it is recorded and queued for its
-//!   framework (the framework's event comes out of `poll_transmit` before the ack).
+//! - A status update is acknowledged to its agent only once its framework acknowledged it, or at
+//!   once when no framework is left to tell; until then the master resends it whenever the
+//!   framework (re-)registers. Reconciling a task answers its state, an ended task's terminal
+//!   state from the completed-task cache, and an unknown task TASK_LOST once the
+//!   re-registration window after the master's start has passed.
 //! - An agent is never offered more than its total less what its tasks hold, and an accept whose tasks
 //!   do not fit in the offer is refused whole ([`MasterCore::check_invariants`] checks the books).
 //! - Lost or stale agent messages heal: a task still STAGING after [`Config::task_retry_ms`], or
@@ -52,12 +57,15 @@
 //! - Growth from the network is bounded: agents and frameworks by [`Config::max_agents`] and
 //!   [`Config::max_frameworks`], a disconnected framework's waiting events by
 //!   [`Config::max_held_events`], filters by the number of agents, tasks by agents × `MAX_TASKS`,
-//!   the memory of ended tasks by 64 per agent and of removed framework ids by 1,024; the events kept
+//!   the memory of ended tasks by 64 per agent, each framework's completed-task cache by
+//!   [`Config::max_completed_tasks`], ends of tasks of frameworks not registered yet by 4,096, and
+//!   removed framework ids by 1,024; the events kept
 //!   for [`MasterCore::poll_event`] (when recorded) by [`EVENT_IDS_CAP`] ids and the update cap.
 //!   The transmit queue holds what one input produced and is emptied by the driver after each input.
 
 mod agent;
 mod allocation;
+mod delivery;
 mod events;
 mod framework;
 mod input;
@@ -103,11 +111,15 @@ pub(super) const REMOVED_IDS_KEPT: usize = 1_024;
 pub struct MasterCore {
     config: Config,
     epoch: u64,
+    /// When it started: unknown tasks are answered only after the re-registration window.
+    started: u64,
     agents: Registry<AgentIdx, Agent>,
     frameworks: Registry<FrameworkIdx, Framework>,
     /// MQTT client name → the framework connected under it.
     clients: HashMap<String, FrameworkIdx>,
     removed_ids: VecDeque<String>,
+    /// Ends of tasks of frameworks not known yet, as (framework id, update): see `delivery.rs`.
+    unclaimed: VecDeque<(String, proto::StatusUpdate)>,
     offers: OfferBook,
     next_framework_seq: u64,
     next_ping_seq: u32,
@@ -138,10 +150,12 @@ impl MasterCore {
             timers: Timers::default(),
             config,
             epoch,
+            started: now,
             agents: Registry::new(),
             frameworks: Registry::new(),
             clients: HashMap::new(),
             removed_ids: VecDeque::new(),
+            unclaimed: VecDeque::new(),
             offers: OfferBook::new(),
             next_framework_seq: 1,
             tasks: TaskTable::default(),
@@ -157,14 +171,7 @@ impl MasterCore {
         );
         core.timers
             .set(Timer::Health, Some(now + core.config.ping_interval_ms));
-        core.outbox.push_back(Transmit {
-            topic: topic::MASTER_HELLO.to_owned(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            message: Outgoing::Agent(Box::new(MasterMsg::Hello {
-                master_epoch: epoch,
-            })),
-        });
+        core.outbox.push_back(hello(epoch));
         Ok(core)
     }
 
@@ -183,6 +190,13 @@ impl MasterCore {
             .chain(proto::MASTER_FILTERS.iter().map(|f| (*f).to_owned()))
             .chain(std::iter::once(OPERATOR_KILL_TOPIC.to_owned()))
             .collect()
+    }
+
+    /// The connection to the broker is up again (after a reconnect): the retained hello goes out
+    /// again, since a restarted broker may have lost it (rumqttd keeps no retained message across
+    /// a restart). Agents and frameworks ignore a hello of the epoch they know.
+    pub fn handle_connected(&mut self, _now: u64) {
+        self.outbox.push_back(hello(self.epoch));
     }
 
     /// This master's epoch.
@@ -246,5 +260,17 @@ impl MasterCore {
             let next = now + self.config.allocation_interval_ms;
             self.timers.set(Timer::Allocation, Some(next));
         }
+    }
+}
+
+/// The retained hello announcing master `epoch`.
+fn hello(epoch: u64) -> Transmit {
+    Transmit {
+        topic: topic::MASTER_HELLO.to_owned(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        message: Outgoing::Agent(Box::new(MasterMsg::Hello {
+            master_epoch: epoch,
+        })),
     }
 }

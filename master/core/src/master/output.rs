@@ -119,6 +119,9 @@ impl MasterCore {
             if matches!(event, Event::Offers(_) | Event::Rescind { .. }) {
                 return; // a disconnected framework holds no offers
             }
+            if matches!(&event, Event::Update(u) if u.update_id.is_some()) {
+                return; // kept with its task until acknowledged, and resent on re-registration
+            }
             if f.held.len() >= max {
                 f.held.pop_front();
                 self.stats.held_events_dropped += 1;

@@ -63,4 +63,18 @@ pub struct Stats {
     pub held_events_dropped: u64,
     /// Agents that became unreachable.
     pub agents_lost: u64,
+    /// Status updates a framework acknowledged (passed on to their agents).
+    pub acknowledgements: u64,
+    /// Status updates resent to a framework that (re-)registered without acknowledging them.
+    pub updates_resent: u64,
+    /// Ended tasks dropped from a framework's completed-task cache to make room (reconciling one
+    /// later answers TASK_LOST).
+    pub completed_evicted: u64,
+    /// Last wills of an older connection of a framework, ignored.
+    pub stale_wills: u64,
+    /// Reconciliations and kills of tasks the master does not know left unanswered because
+    /// agents may still be re-registering after the master started.
+    pub unknown_task_answers_deferred: u64,
+    /// Calls from clients with no registered framework behind them, answered `NotRegistered`.
+    pub calls_not_registered: u64,
 }

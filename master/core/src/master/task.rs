@@ -34,6 +34,7 @@ pub(super) fn update_event(
         state,
         reason,
         message: message.into(),
+        update_id: None,
     })
 }
 
@@ -62,6 +63,9 @@ impl MasterCore {
             return;
         };
         self.tasks.insert(now, fi, tid, agent, r, state);
+        if let Some(f) = self.frameworks.get_mut(fi) {
+            f.completed.remove(tid);
+        }
         if let Some(a) = self.agents.get_mut(agent) {
             // A new launch may reuse the id of a task that ended here.
             a.ended.retain(|(f, t)| *f != fid || t != tid);
@@ -69,8 +73,15 @@ impl MasterCore {
         self.task_changed(fi, tid);
     }
 
-    /// Forgets a task that ended by the agent's own word, remembering it on its agent.
-    pub(super) fn end_reported_task(&mut self, fi: FrameworkIdx, tid: &str) {
+    /// Forgets a task that ended by the agent's own word (`update`), remembering it on its agent
+    /// and in its framework's completed-task cache.
+    pub(super) fn end_reported_task(
+        &mut self,
+        fi: FrameworkIdx,
+        tid: &str,
+        update: proto::StatusUpdate,
+    ) {
+        self.remember_completed(fi, update);
         let fid = self.frameworks.get(fi).map(|f| f.id.clone());
         let agent = self.tasks.get(fi, tid).map(|t| t.agent);
         if let (Some(fid), Some(a)) = (fid, agent.and_then(|ai| self.agents.get_mut(ai))) {
@@ -115,6 +126,20 @@ impl MasterCore {
             }
             let fi = match self.frameworks.lookup(r.framework_id.as_str()) {
                 Some(fi) => fi,
+                // An ended task of a framework this master does not know (yet): kept until it
+                // registers, for its reconciliation.
+                None if r.state.is_terminal() => {
+                    let update = proto::StatusUpdate {
+                        task_id: r.task_id.as_str().to_owned(),
+                        agent_id: Some(agent_id.clone()),
+                        state: r.state,
+                        reason: Reason::None,
+                        message: "agent re-registered".into(),
+                        update_id: None,
+                    };
+                    self.keep_unclaimed(r.framework_id.as_str(), update);
+                    continue;
+                }
                 None => match self.recover_framework(now, r.framework_id.as_str()) {
                     Some(fi) => fi,
                     None => {
@@ -136,8 +161,22 @@ impl MasterCore {
             let tid = r.task_id.as_str().to_owned();
             if r.state.is_terminal() {
                 // Ended on the agent; its update comes (again) on the status topic.
+                let listed = proto::StatusUpdate {
+                    task_id: tid.clone(),
+                    agent_id: Some(agent_id.clone()),
+                    state: r.state,
+                    reason: Reason::None,
+                    message: "agent re-registered".into(),
+                    update_id: None,
+                };
                 if self.task_slot_is(fi, &tid, slot) {
-                    self.end_reported_task(fi, &tid);
+                    self.end_reported_task(fi, &tid, listed);
+                } else if self
+                    .frameworks
+                    .get(fi)
+                    .is_some_and(|f| f.completed.get(&tid).is_none())
+                {
+                    self.remember_completed(fi, listed);
                 }
                 continue;
             }
@@ -198,16 +237,14 @@ impl MasterCore {
             .collect();
         for (fi, tid) in missing {
             self.end_task(fi, &tid);
-            self.send_framework(
-                fi,
-                update_event(
-                    tid,
-                    Some(agent_id.clone()),
-                    TaskState::Lost,
-                    Reason::AgentRestarted,
-                    "the agent re-registered without this task",
-                ),
+            let lost = update_event(
+                tid,
+                Some(agent_id.clone()),
+                TaskState::Lost,
+                Reason::AgentRestarted,
+                "the agent re-registered without this task",
             );
+            self.send_completed(fi, lost);
         }
     }
 
@@ -233,46 +270,18 @@ impl MasterCore {
             return;
         };
         let tid = u.task_id.as_str().to_owned();
-        let fi = self.frameworks.lookup(u.framework_id.as_str());
-        let known = fi.and_then(|fi| {
-            let t = self.tasks.get(fi, &tid)?;
-            Some((fi, t.agent == slot, t.last_update_id))
-        });
-        match (fi, known) {
-            (Some(fi), Some((_, true, last))) => {
-                // A copy of the newest update, or an older one resent after a newer arrived
-                // (agents pipeline a task's updates): acknowledged, never applied.
-                if last.is_some_and(|last| !is_newer_update(u.update_id, last)) {
-                    self.stats.duplicate_status_updates += 1;
-                } else {
-                    self.stats.status_updates += 1;
-                    if let Some(t) = self.tasks.get_mut(fi, &tid) {
-                        t.last_update_id = Some(u.update_id);
-                        t.state = u.state;
-                    }
-                    self.forward_update(fi, &tid, agent_id, u);
-                    if u.state.is_terminal() {
-                        self.end_reported_task(fi, &tid);
-                        self.request_allocation(now);
-                    }
-                }
-            }
-            (Some(fi), elsewhere) => {
-                // The master does not hold this task there: pass on an ending (at least once) unless
-                // the id now names a task on another agent, and stop anything still running that
-                // nobody accounts for.
-                if u.state.is_terminal() {
-                    if elsewhere.is_some() {
-                        self.stats.duplicate_status_updates += 1;
-                    } else {
-                        self.stats.status_updates += 1;
-                        self.forward_update(fi, &tid, agent_id, u);
-                    }
-                } else {
-                    self.send_kill(slot, fi, &tid, 0);
-                }
-            }
-            (None, _) => {
+        let update = proto::StatusUpdate {
+            task_id: tid.clone(),
+            agent_id: Some(agent_id.to_owned()),
+            state: u.state,
+            reason: u.reason,
+            message: u.message.as_str().to_owned(),
+            update_id: Some(u.update_id),
+        };
+        // Whether the master acknowledges the update to the agent itself: only when no framework
+        // is left to acknowledge it. Otherwise the framework's acknowledgement is passed on.
+        let ack_now = match self.frameworks.lookup(u.framework_id.as_str()) {
+            None => {
                 if !u.state.is_terminal() {
                     self.send_agent(
                         agent_id,
@@ -283,36 +292,78 @@ impl MasterCore {
                         }),
                     );
                 }
+                true
             }
+            Some(fi) => match self
+                .tasks
+                .get(fi, &tid)
+                .map(|t| (t.agent, t.last_update_id, t.unacked.is_some()))
+            {
+                Some((agent, last, unacked)) if agent == slot => match last {
+                    Some(last) if last == u.update_id => {
+                        // The newest update again: forwarded again while the framework has not
+                        // acknowledged it, acknowledged again once it has.
+                        self.stats.duplicate_status_updates += 1;
+                        if unacked {
+                            self.send_framework(fi, Event::Update(update));
+                        }
+                        !unacked
+                    }
+                    Some(last) if !is_newer_update(u.update_id, last) => {
+                        // Older than the newest (agents pipeline a task's updates): settled by
+                        // the newest one's acknowledgement, or at once if that came already.
+                        self.stats.duplicate_status_updates += 1;
+                        !unacked
+                    }
+                    _ => {
+                        self.apply_update(now, fi, &tid, update);
+                        false
+                    }
+                },
+                Some(_) => {
+                    // The id names a task on another agent: this one is a stray.
+                    self.stats.duplicate_status_updates += 1;
+                    if !u.state.is_terminal() {
+                        self.send_kill(slot, fi, &tid, 0);
+                    }
+                    true
+                }
+                None if u.state.is_terminal() => self.ended_task_update(fi, update),
+                None => {
+                    // Running, but nobody accounts for it: stopped.
+                    self.send_kill(slot, fi, &tid, 0);
+                    true
+                }
+            },
+        };
+        if ack_now {
+            self.send_agent(
+                agent_id,
+                MasterMsg::StatusAck(StatusAck {
+                    framework_id: u.framework_id.clone(),
+                    task_id: u.task_id.clone(),
+                    update_id: u.update_id,
+                }),
+            );
         }
-        // Recorded and queued for the framework: now the agent may forget it.
-        self.send_agent(
-            agent_id,
-            MasterMsg::StatusAck(StatusAck {
-                framework_id: u.framework_id.clone(),
-                task_id: u.task_id.clone(),
-                update_id: u.update_id,
-            }),
-        );
     }
 
-    pub(super) fn forward_update(
-        &mut self,
-        fi: FrameworkIdx,
-        tid: &str,
-        agent_id: &str,
-        u: &AgentStatus,
-    ) {
-        self.send_framework(
-            fi,
-            update_event(
-                tid.to_owned(),
-                Some(agent_id.to_owned()),
-                u.state,
-                u.reason,
-                u.message.as_str(),
-            ),
-        );
+    /// A new update of task `tid` from its agent: recorded, forwarded, and kept until the
+    /// framework acknowledges it; a terminal one ends the task.
+    fn apply_update(&mut self, now: u64, fi: FrameworkIdx, tid: &str, update: proto::StatusUpdate) {
+        self.stats.status_updates += 1;
+        let terminal = update.state.is_terminal();
+        if let Some(t) = self.tasks.get_mut(fi, tid) {
+            t.last_update_id = update.update_id;
+            t.state = update.state;
+            t.unacked = Some(Box::new(update.clone()));
+        }
+        self.task_changed(fi, tid);
+        self.send_framework(fi, Event::Update(update.clone()));
+        if terminal {
+            self.end_reported_task(fi, tid, update);
+            self.request_allocation(now);
+        }
     }
 
     /// Settles launches and kills that got no answer within `task_retry_ms`: a launch makes the agent

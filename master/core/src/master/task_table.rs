@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
+use bramble_proto as proto;
 
 use super::registry::{AgentIdx, FrameworkIdx, Idx};
 use crate::allocator::Amount;
@@ -21,6 +22,9 @@ pub(super) struct Task {
     pub(super) resources: Resources,
     pub(super) state: TaskState,
     pub(super) last_update_id: Option<u32>,
+    /// The newest update from its agent, forwarded to the framework and not yet acknowledged:
+    /// resent whenever the framework (re-)registers.
+    pub(super) unacked: Option<Box<proto::StatusUpdate>>,
     pub(super) kill_grace: Option<u32>,
     pub(super) revoking: bool,
     /// Launch order, for revocation (newest first).
@@ -68,6 +72,7 @@ impl TaskTable {
             resources,
             state,
             last_update_id: None,
+            unacked: None,
             kill_grace: None,
             revoking: false,
             launched,

@@ -18,7 +18,7 @@ pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) 
 pub fn call(core: &mut MasterCore, now: u64, call: Call) {
     let topic = match call {
         Call::Register(_) => proto::register_topic("fw"),
-        Call::Gone => proto::will_topic("fw"),
+        Call::Gone { .. } => proto::will_topic("fw"),
         _ => proto::call_topic("fw"),
     };
     core.handle_framework_bytes(now, &topic, &call.encode())

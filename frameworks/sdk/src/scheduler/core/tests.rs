@@ -420,6 +420,7 @@ fn a_stopping_scheduler_tears_down_and_the_core_is_done_once_the_teardown_is_han
         state: TaskState::Finished,
         reason: Reason::Exited { code: 0 },
         message: String::new(),
+        update_id: None,
     });
     event(&mut core, 20, &ended);
     assert!(core.is_stopping());

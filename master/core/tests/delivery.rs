@@ -1,0 +1,337 @@
+//! End-to-end delivery in `MasterCore`, message by message: a framework's acknowledgement is what
+//! releases an agent's update, unacknowledged updates come back on re-registration, ended tasks
+//! reconcile to their real end, and calls the master cannot act on get an answer.
+
+use agent_nostd_core::ids::id;
+use agent_nostd_core::topic::{self, AgentTopic};
+use agent_nostd_core::wire::{
+    AgentInfo, AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage,
+};
+use agent_nostd_core::Resources;
+use bramble_master_core::{Config, FrameworkState, MasterCore, Outgoing, Transmit};
+use bramble_proto::{
+    self as proto, Accept, Acknowledge, Call, ErrorCode, Event, ReRegister, Register, TaskInfo,
+};
+
+const WINDOW: u64 = 15_000;
+
+fn info(agent: &str) -> AgentInfo {
+    AgentInfo {
+        agent_id: id(agent).unwrap(),
+        hostname: heapless::String::try_from("pi.lan").unwrap(),
+        arch: heapless::String::try_from("aarch64").unwrap(),
+        board: heapless::String::new(),
+        total: Resources::new(4_000, 4_096, 0),
+        attributes: heapless::Vec::new(),
+    }
+}
+
+fn drain(core: &mut MasterCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+fn events(out: &[Transmit]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Outgoing::Framework(e) => Some(e.clone()),
+            Outgoing::Agent(_) => None,
+        })
+        .collect()
+}
+
+fn updates(out: &[Transmit]) -> Vec<proto::StatusUpdate> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Update(u) => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acks(out: &[Transmit]) -> Vec<u32> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Outgoing::Agent(m) => match **m {
+                MasterMsg::StatusAck(ref a)
+                    if t.topic == topic::agent("pi", AgentTopic::Cmd).as_str() =>
+                {
+                    Some(a.update_id)
+                }
+                _ => None,
+            },
+            Outgoing::Framework(_) => None,
+        })
+        .collect()
+}
+
+fn agent(core: &mut MasterCore, now: u64, msg: &AgentMsg) {
+    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let len = msg.encode(&mut buf).unwrap();
+    core.handle_agent_bytes(now, &msg.topic("pi"), &buf[..len])
+        .unwrap();
+}
+
+fn call(core: &mut MasterCore, now: u64, call: Call) {
+    let topic = match call {
+        Call::Register(_) | Call::ReRegister(_) => proto::register_topic("fw"),
+        Call::Gone { .. } => proto::will_topic("fw"),
+        _ => proto::call_topic("fw"),
+    };
+    core.handle_framework_bytes(now, &topic, &call.encode())
+        .unwrap();
+}
+
+fn status(fid: &str, tid: &str, update_id: u32, state: TaskState, reason: Reason) -> AgentMsg {
+    AgentMsg::Status(StatusUpdate {
+        framework_id: id(fid).unwrap(),
+        task_id: id(tid).unwrap(),
+        update_id,
+        state,
+        reason,
+        message: heapless::String::new(),
+    })
+}
+
+fn ack(tid: &str, update_id: u32) -> Call {
+    Call::Acknowledge(Acknowledge {
+        agent_id: "pi".into(),
+        task_id: tid.into(),
+        update_id,
+    })
+}
+
+/// A master (epoch 9, started at 0, `config`) with agent `pi` and framework client `fw`
+/// (connection 7) running `tasks` (STAGING). Returns the framework id.
+fn cluster(config: Config, tasks: &[&str]) -> (MasterCore, String) {
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    agent(&mut core, 0, &AgentMsg::Register(info("pi")));
+    let mut register = Register::new("fw");
+    register.connection = 7;
+    call(&mut core, 0, Call::Register(register));
+    core.handle_timeout(0);
+    let out = drain(&mut core);
+    let (fid, offer) = events(&out)
+        .into_iter()
+        .fold((None, None), |(f, o), e| match e {
+            Event::Registered { framework_id, .. } => (Some(framework_id), o),
+            Event::Offers(offers) => (f, Some(offers[0].offer_id)),
+            _ => (f, o),
+        });
+    let tasks = tasks
+        .iter()
+        .map(|t| TaskInfo::new(t, &["/bin/true"], Resources::new(100, 10, 0)))
+        .collect();
+    call(
+        &mut core,
+        1,
+        Call::Accept(Accept {
+            offer_id: offer.unwrap(),
+            tasks,
+        }),
+    );
+    drain(&mut core);
+    (core, fid.unwrap())
+}
+
+#[test]
+fn an_update_the_framework_missed_while_disconnected_is_resent_when_it_registers_again() {
+    let (mut core, fid) = cluster(Config::default(), &["t1"]);
+    agent(
+        &mut core,
+        2,
+        &status(&fid, "t1", 1, TaskState::Running, Reason::None),
+    );
+    drain(&mut core);
+    call(&mut core, 3, Call::Gone { connection: 7 });
+    agent(
+        &mut core,
+        4,
+        &status(
+            &fid,
+            "t1",
+            2,
+            TaskState::Finished,
+            Reason::Exited { code: 0 },
+        ),
+    );
+    let out = drain(&mut core);
+    assert!(events(&out).is_empty() && acks(&out).is_empty());
+
+    call(
+        &mut core,
+        5,
+        Call::ReRegister(ReRegister {
+            framework_id: fid.clone(),
+            info: Register::new("fw"),
+        }),
+    );
+    let resent = updates(&drain(&mut core));
+    let states: Vec<_> = resent.iter().map(|u| (u.state, u.update_id)).collect();
+    assert_eq!(states, [(TaskState::Finished, Some(2))]);
+    assert_eq!(core.stats().updates_resent, 1);
+    call(&mut core, 6, ack("t1", 2));
+    assert_eq!(acks(&drain(&mut core)), [2]);
+    // Acknowledged: the next registration resends nothing.
+    call(&mut core, 7, Call::Register(Register::new("fw")));
+    assert!(updates(&drain(&mut core)).is_empty());
+}
+
+#[test]
+fn reconciling_an_ended_task_answers_its_real_end_not_lost() {
+    let (mut core, fid) = cluster(Config::default(), &["t1"]);
+    let failed = Reason::Exited { code: 3 };
+    agent(
+        &mut core,
+        2,
+        &status(&fid, "t1", 1, TaskState::Failed, failed),
+    );
+    call(&mut core, 3, ack("t1", 1));
+    drain(&mut core);
+    assert!(
+        core.task(&fid, "t1").is_none(),
+        "ended tasks leave the task table"
+    );
+    call(
+        &mut core,
+        4,
+        Call::Reconcile {
+            task_ids: vec!["t1".into()],
+        },
+    );
+    let answer = updates(&drain(&mut core));
+    assert_eq!(answer.len(), 1);
+    assert_eq!(
+        (answer[0].state, answer[0].reason, answer[0].update_id),
+        (TaskState::Failed, failed, None)
+    );
+}
+
+#[test]
+fn the_completed_task_cache_keeps_its_bound_and_forgets_the_oldest_first() {
+    let config = Config {
+        max_completed_tasks: 2,
+        ..Config::default()
+    };
+    let (mut core, fid) = cluster(config, &["t1", "t2", "t3"]);
+    for (n, tid) in ["t1", "t2", "t3"].into_iter().enumerate() {
+        let n = n as u32 + 1;
+        agent(
+            &mut core,
+            2,
+            &status(&fid, tid, n, TaskState::Finished, Reason::None),
+        );
+        call(&mut core, 3, ack(tid, n));
+    }
+    drain(&mut core);
+    assert_eq!(core.stats().completed_evicted, 1);
+    core.check_invariants().unwrap();
+    let task_ids = vec!["t1".into(), "t3".into()];
+    call(&mut core, 4, Call::Reconcile { task_ids });
+    let answer: Vec<_> = updates(&drain(&mut core))
+        .into_iter()
+        .map(|u| (u.task_id, u.state))
+        .collect();
+    assert_eq!(
+        answer,
+        [
+            ("t1".to_owned(), TaskState::Lost),
+            ("t3".to_owned(), TaskState::Finished)
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_task_of_a_framework_from_an_earlier_master_is_answered_only_after_the_window() {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    call(
+        &mut core,
+        0,
+        Call::ReRegister(ReRegister {
+            framework_id: "1-1".into(),
+            info: Register::new("fw"),
+        }),
+    );
+    drain(&mut core);
+    let reconcile = || Call::Reconcile {
+        task_ids: vec!["ghost".into()],
+    };
+    call(&mut core, 100, reconcile());
+    assert!(
+        updates(&drain(&mut core)).is_empty(),
+        "its agent may not be back yet"
+    );
+    assert_eq!(core.stats().unknown_task_answers_deferred, 1);
+    call(&mut core, WINDOW, reconcile());
+    let answer = updates(&drain(&mut core));
+    assert_eq!(
+        answer
+            .iter()
+            .map(|u| (u.state, u.reason))
+            .collect::<Vec<_>>(),
+        [(TaskState::Lost, Reason::UnknownTask)]
+    );
+}
+
+#[test]
+fn a_last_will_from_an_older_connection_is_ignored_and_the_current_ones_applies() {
+    let (mut core, fid) = cluster(Config::default(), &[]);
+    call(&mut core, 2, Call::Gone { connection: 6 });
+    assert_eq!(core.framework(&fid).unwrap().state, FrameworkState::Active);
+    assert_eq!(core.stats().stale_wills, 1);
+    call(&mut core, 3, Call::Gone { connection: 7 });
+    assert!(matches!(
+        core.framework(&fid).unwrap().state,
+        FrameworkState::Disconnected { .. }
+    ));
+}
+
+#[test]
+fn an_accept_from_a_client_with_no_framework_is_answered_with_its_offer_and_each_task_lost() {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    drain(&mut core);
+    let tasks = ["a", "b"]
+        .iter()
+        .map(|t| TaskInfo::new(t, &["/bin/true"], Resources::new(100, 10, 0)))
+        .collect();
+    call(&mut core, 1, Call::Accept(Accept { offer_id: 5, tasks }));
+    let out = events(&drain(&mut core));
+    assert!(matches!(
+        &out[0],
+        Event::Error {
+            code: ErrorCode::NotRegistered,
+            offer_id: Some(5),
+            ..
+        }
+    ));
+    let lost: Vec<_> = out[1..]
+        .iter()
+        .map(|e| match e {
+            Event::Update(u) => (u.task_id.as_str(), u.state, u.reason, u.update_id),
+            other => panic!("expected an update, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        [
+            ("a", TaskState::Lost, Reason::LaunchFailed, None),
+            ("b", TaskState::Lost, Reason::LaunchFailed, None)
+        ]
+    );
+    assert_eq!(core.stats().calls_not_registered, 1);
+}
+
+#[test]
+fn an_update_nobody_is_left_to_acknowledge_is_acknowledged_by_the_master() {
+    let (mut core, fid) = cluster(Config::default(), &["t1"]);
+    call(&mut core, 2, Call::Teardown);
+    drain(&mut core);
+    agent(
+        &mut core,
+        3,
+        &status(&fid, "t1", 1, TaskState::Killed, Reason::KilledByRequest),
+    );
+    let out = drain(&mut core);
+    assert!(events(&out).is_empty());
+    assert_eq!(acks(&out), [1]);
+}
