@@ -123,6 +123,13 @@ async fn publish(client: AsyncClient, out: Arc<Outgoing>) {
             QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
             QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
         };
+        // rumqttc fails its connection on a packet above its outgoing limit and sends the same
+        // packet again after the reconnect: one message that large would loop for ever.
+        let len = bramble_mqtt::publish_len(&e.topic, e.payload.len(), qos);
+        if len > MAX_PACKET {
+            warn!(topic = %e.topic, len, kind = e.kind.label(), "dropped a publish above the broker's packet limit");
+            continue;
+        }
         trace!(topic = %e.topic, kind = e.kind.label(), "publishing");
         if let Err(err) = client.publish(e.topic, qos, e.retain, e.payload).await {
             // Only when the event loop is gone, i.e. the master is stopping.
