@@ -117,10 +117,9 @@ pub async fn run(
     let (client, eventloop) = bramble_mqtt::connect(ClientConfig {
         inflight: 16,
         request_capacity: 64,
-        max_packet: (
-            MasterMsg::MAX_ENCODED_LEN + 256,
-            AgentMsg::MAX_ENCODED_LEN + 256,
-        ),
+        // Whatever the broker may deliver (a larger command is dropped as malformed): a smaller
+        // limit would make one large message a reconnect loop.
+        max_packet: (bramble_mqtt::MAX_PACKET, AgentMsg::MAX_ENCODED_LEN + 256),
         last_will: Some(LastWill::new(
             will.topic.as_str(),
             buf[..will.len].to_vec(),

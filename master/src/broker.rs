@@ -2,9 +2,11 @@
 //!
 //! rumqttd's sample configuration reserves about 1 GB per topic filter, and a zero in its router
 //! settings panics. Here every limit is set explicitly and kept small for a Pi: each filter's log holds
-//! about `segment_size × segment_count` bytes, payloads are capped at 1 MiB (agent messages are
-//! under 6 KiB; an offers event for thousands of agents is the largest payload), and connections are
-//! capped.
+//! about `segment_size × segment_count` bytes, packets are capped at [`bramble_mqtt::MAX_PACKET`]
+//! (1 MiB; agent messages are under 6 KiB; an offers event for thousands of agents is the largest
+//! payload), and connections are capped. The cap is what keeps one large message from taking a
+//! client off the broker: no client takes in less, so none is handed what it cannot read, and
+//! rumqttd disconnects a publisher that sends more (the message goes nowhere).
 //!
 //! rumqttd never sets `TCP_NODELAY` on the connections it accepts, so with Nagle's algorithm and
 //! the clients' delayed ACKs a forwarded message could wait ~40 ms at each hop (accept → RUNNING
@@ -27,7 +29,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The most client connections.
     pub max_connections: usize,
-    /// The largest payload accepted, in bytes.
+    /// The largest packet accepted (its remaining length), in bytes; a publisher sending more is
+    /// disconnected. Keep it at most [`bramble_mqtt::MAX_PACKET`], the least every client takes.
     pub max_payload: usize,
     /// Bytes per log segment of a filter.
     pub segment_size: usize,
@@ -45,7 +48,7 @@ impl BrokerConfig {
         BrokerConfig {
             listen,
             max_connections: 10_240,
-            max_payload: crate::mqtt::MAX_PACKET,
+            max_payload: bramble_mqtt::MAX_PACKET,
             segment_size: 64 * 1024,
             segment_count: 4,
         }

@@ -48,7 +48,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::outbox::{Entry, Kind, Limits, OutQueue, ShedReason};
 use crate::web::{QueueStats, WebState};
-use bramble_master_core::status::StatusPublisher;
+use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
@@ -123,6 +123,13 @@ async fn publish(client: AsyncClient, out: Arc<Outgoing>) {
             QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
             QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
         };
+        // rumqttc fails its connection on a packet above its outgoing limit and sends the same
+        // packet again after the reconnect: one message that large would loop for ever.
+        let len = bramble_mqtt::publish_len(&e.topic, e.payload.len(), qos);
+        if len > MAX_PACKET {
+            warn!(topic = %e.topic, len, kind = e.kind.label(), "dropped a publish above the broker's packet limit");
+            continue;
+        }
         trace!(topic = %e.topic, kind = e.kind.label(), "publishing");
         if let Err(err) = client.publish(e.topic, qos, e.retain, e.payload).await {
             // Only when the event loop is gone, i.e. the master is stopping.
@@ -172,16 +179,32 @@ enum Inbound {
     },
 }
 
-fn handle_inbound(core: &mut MasterCore, now: u64, inbound: Inbound) {
+fn handle_inbound(core: &mut MasterCore, status: &mut StatusPublisher, now: u64, inbound: Inbound) {
     match inbound {
-        Inbound::Publish(topic, payload) => handle_incoming(core, now, &topic, &payload),
+        Inbound::Publish(topic, payload) => handle_incoming(core, status, now, &topic, &payload),
         Inbound::Connected { session_present } => core.handle_connected(now, session_present),
     }
 }
 
-/// Hands one incoming message to the core by its topic; a bad one is logged, counted and dropped.
-fn handle_incoming(core: &mut MasterCore, now: u64, topic: &str, payload: &[u8]) {
+/// Hands one incoming message to the core by its topic (or, on a status topic, to the status
+/// publisher, which repairs what is not its own); a bad one is logged, counted and dropped.
+fn handle_incoming(
+    core: &mut MasterCore,
+    status: &mut StatusPublisher,
+    now: u64,
+    topic: &str,
+    payload: &[u8],
+) {
     trace!(%topic, len = payload.len(), "received a publish");
+    if topic.starts_with(bramble_master_core::status::STATUS_PREFIX) {
+        if status.observe(topic, payload, now) == Observed::Repaired {
+            let n = status.foreign();
+            if n.is_power_of_two() {
+                warn!(%topic, len = payload.len(), n, "a foreign payload on a status topic of this master's; publishing its value again");
+            }
+        }
+        return;
+    }
     let result = if topic.starts_with(bramble_proto::FRAMEWORK_PREFIX) {
         core.handle_framework_bytes(now, topic, payload)
     } else if topic.starts_with(bramble_master_core::master::OPERATOR_PREFIX) {
@@ -219,7 +242,7 @@ pub async fn run_with_web(
     info!(%broker, epoch, "master starting");
 
     let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
-        max_packet: (MAX_PACKET, MAX_PACKET),
+        max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
@@ -229,12 +252,10 @@ pub async fn run_with_web(
     });
     let publisher = tokio::spawn(publish(client.clone(), out.clone()));
     let mut shed_log = ShedLog::default();
-    let mut session = Session::new(
-        "master",
-        client.clone(),
-        eventloop,
-        MasterCore::subscriptions(),
-    );
+    // Its own status topics too, to repair what others publish there.
+    let mut filters = MasterCore::subscriptions();
+    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
+    let mut session = Session::new("master", client.clone(), eventloop, filters);
     // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();
@@ -316,7 +337,7 @@ pub async fn run_with_web(
         tokio::select! {
             () = &mut shutdown => break,
             Some(inbound) = incoming.recv() => {
-                handle_inbound(&mut core, now(), inbound);
+                handle_inbound(&mut core, &mut status, now(), inbound);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
                 // RUNNING that came together leave together, ahead of the status topics, which
                 // are rendered once for both.
@@ -324,7 +345,7 @@ pub async fn run_with_web(
                     let Ok(inbound) = incoming.try_recv() else {
                         break;
                     };
-                    handle_inbound(&mut core, now(), inbound);
+                    handle_inbound(&mut core, &mut status, now(), inbound);
                 }
             }
             () = sleep_until(wake) => {

@@ -435,6 +435,9 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         Query::Status => {
             let (Some(json), Some(cluster)) = (snapshot.cluster(), snapshot.cluster_status())
             else {
+                if let Some(why) = snapshot.garbage(Some("cluster")).first() {
+                    return Err(format!("{why} (on {addr})"));
+                }
                 return Err(format!(
                     "no cluster status on {addr}: is a master running there?"
                 ));
@@ -455,7 +458,7 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         let items = snapshot.kind(kind);
         let array = serde_json::Value::Array(items.into_iter().cloned().collect());
         println!("{array:#}");
-        return Ok(());
+        return garbage_named(&snapshot, kind);
     }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -467,7 +470,20 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         Query::Offers | Query::Status => query::render_offers(&snapshot.offers(), now_ms),
     };
     print!("{table}");
-    Ok(())
+    garbage_named(&snapshot, kind)
+}
+
+/// An error naming the topics of `kind` whose retained payload is not their shape (so they are
+/// missing from what was printed), if any.
+fn garbage_named(snapshot: &bramble::query::StatusSnapshot, kind: &str) -> Result<(), String> {
+    let garbage = snapshot.garbage(Some(kind));
+    if garbage.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "left out, as their retained payload is garbage:\n  {}",
+        garbage.join("\n  ")
+    ))
 }
 
 /// `bramble run`: one task through a one-off framework; the exit code is the task's.

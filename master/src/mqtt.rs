@@ -12,8 +12,7 @@ use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 
 pub use bramble_sdk::broker::BrokerAddr;
 
-/// The largest MQTT packet the master sends or takes (an offers event for many agents is large).
-pub const MAX_PACKET: usize = 1024 * 1024;
+pub use bramble_mqtt::{MAX_INCOMING, MAX_PACKET};
 
 /// How long the broker must be quiet after the SUBACK before the retained messages count as all
 /// delivered.
@@ -36,13 +35,13 @@ pub enum QueryError {
 }
 
 /// The config of a one-shot client: a clean session, 5 s keep-alive, packets up to
-/// [`MAX_PACKET`].
+/// [`MAX_INCOMING`] in and [`MAX_PACKET`] out.
 fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
     ClientConfig {
         clean_session: true,
         keep_alive: Duration::from_secs(5),
         request_capacity: 16,
-        max_packet: (MAX_PACKET, MAX_PACKET),
+        max_packet: (MAX_INCOMING, MAX_PACKET),
         ..ClientConfig::new(id, broker.host.clone(), broker.port)
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //!
+//! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
 //! - [`Session`] and [`SessionEvent`]: an event loop that backs off, resubscribes and says what
@@ -28,6 +29,41 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// The largest MQTT packet a broker may carry for Bramble, in bytes (1 MiB): the embedded broker
+/// refuses a publish whose remaining length is above it, and an external broker must be configured
+/// with it (Mosquitto: `max_packet_size 1048576`). It is also the most any Bramble client sends.
+///
+/// rumqttc cannot skip a packet above its incoming limit: the event loop fails, reconnects, and the
+/// broker hands the same packet over again (an unacknowledged QoS 1 message, or a retained one),
+/// forever. So no client may take in less than this: every client's incoming limit is at least
+/// `MAX_PACKET`, the broker never delivers more, and a client drops (and, at QoS 1, acknowledges)
+/// a payload it cannot use. The limit costs nothing until such a packet arrives; rumqttc's read
+/// buffer only grows to the packets it is handed.
+///
+/// 1 MiB fits the largest legitimate message, an offers event for a large cluster; agent messages
+/// are under 6 KiB, status JSON under 8 KiB.
+pub const MAX_PACKET: usize = 1024 * 1024;
+
+/// The incoming limit of the clients that can afford it (the master, the CLI, the SDK's
+/// scheduler), in bytes (4 MiB): headroom against an external broker configured with a larger
+/// limit than [`MAX_PACKET`]. The agent and the executor take [`MAX_PACKET`].
+pub const MAX_INCOMING: usize = 4 * MAX_PACKET;
+const _: () = assert!(MAX_INCOMING >= MAX_PACKET);
+
+/// The length of the MQTT 3.1.1 PUBLISH packet that carries `payload_len` bytes on `topic` at
+/// `qos`, fixed header included: what rumqttc compares with its outgoing limit.
+pub fn publish_len(topic: &str, payload_len: usize, qos: QoS) -> usize {
+    let pkid = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + pkid + payload_len;
+    let len_len = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + remaining
+}
 
 /// How a Bramble client connects: its identity, its broker and its limits.
 #[derive(Debug, Clone)]
@@ -47,7 +83,9 @@ pub struct ClientConfig {
     pub inflight: u16,
     /// The capacity of the request channel between the client handle and the event loop.
     pub request_capacity: usize,
-    /// The largest packet taken in and sent out, in bytes.
+    /// The largest packet taken in and sent out, in bytes. The first must be at least
+    /// [`MAX_PACKET`] (see there: a smaller one lets one large message take the client off the
+    /// broker for good).
     pub max_packet: (usize, usize),
     /// The last will the broker publishes when the connection drops.
     pub last_will: Option<LastWill>,
@@ -55,7 +93,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A long-lived client's config: a persistent session, 15 s keep-alive, 100 in flight, a
-    /// request channel of 1,024 and 64 KiB packets.
+    /// request channel of 1,024, and packets up to [`MAX_PACKET`] both ways.
     pub fn new(client_id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
         ClientConfig {
             client_id: client_id.into(),
@@ -65,21 +103,23 @@ impl ClientConfig {
             keep_alive: Duration::from_secs(15),
             inflight: 100,
             request_capacity: 1024,
-            max_packet: (64 * 1024, 64 * 1024),
+            max_packet: (MAX_PACKET, MAX_PACKET),
             last_will: None,
         }
     }
 }
 
-/// Builds the client and its event loop from `config`, with TCP_NODELAY on.
+/// Builds the client and its event loop from `config`, with TCP_NODELAY on. An incoming limit
+/// below [`MAX_PACKET`] is raised to it.
 pub fn connect(config: ClientConfig) -> (AsyncClient, EventLoop) {
+    let incoming = config.max_packet.0.max(MAX_PACKET);
     let mut options = MqttOptions::new(config.client_id, config.host, config.port);
     options
         .set_clean_session(config.clean_session)
         .set_keep_alive(config.keep_alive)
         .set_inflight(config.inflight)
         .set_request_channel_capacity(config.request_capacity)
-        .set_max_packet_size(config.max_packet.0, config.max_packet.1);
+        .set_max_packet_size(incoming, config.max_packet.1);
     if let Some(will) = config.last_will {
         options.set_last_will(will);
     }
@@ -280,6 +320,31 @@ mod tests {
         assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn publish_len_is_the_length_rumqttc_checks_against_its_outgoing_limit() {
+        for len in [0, 1, 100, 16_000, 70_000, MAX_PACKET, 3 * MAX_PACKET] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let mut p = Publish::new("bramble/v1/agent/pi-1/cmd", qos, vec![0u8; len]);
+                p.pkid = 1; // as the event loop numbers it before writing
+                assert_eq!(
+                    publish_len("bramble/v1/agent/pi-1/cmd", len, qos),
+                    p.size(),
+                    "{len} bytes at {qos:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_incoming_limit_below_the_broker_limit_is_raised_to_it() {
+        let config = ClientConfig {
+            max_packet: (6 * 1024, 6 * 1024),
+            ..ClientConfig::new("t", "127.0.0.1", 1)
+        };
+        let (_client, eventloop) = connect(config);
+        assert_eq!(eventloop.mqtt_options.max_packet_size(), MAX_PACKET);
     }
 
     #[tokio::test(start_paused = true)]

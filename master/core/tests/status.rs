@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use agent_nostd_core::ids::id;
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, Reason, ResourceReport, TaskState};
 use agent_nostd_core::Resources;
-use bramble_master_core::status::{self, StatusPublisher, CLUSTER_TOPIC, ENDED_TASKS_KEPT};
+use bramble_master_core::status::{
+    self, Observed, StatusPublisher, CLUSTER_TOPIC, ENDED_TASKS_KEPT,
+};
 use bramble_master_core::{Config, MasterCore};
 use bramble_proto::{Accept, Call, Offer, Register, TaskInfo};
 use serde_json::Value;
@@ -33,7 +35,8 @@ fn info(agent: &str) -> AgentInfo {
     }
 }
 
-/// Runs the publisher and returns what it published: topic → JSON, or `None` for a clear.
+/// Runs the publisher and returns what it published: topic → JSON, or `None` for a clear. Each
+/// publish comes back to the publisher, as the broker echoes it to the master.
 fn publish(
     p: &mut StatusPublisher,
     core: &mut MasterCore,
@@ -42,6 +45,11 @@ fn publish(
     p.update(core, now);
     let mut out = BTreeMap::new();
     while let Some(t) = p.poll_transmit() {
+        let seen = p.observe(&t.topic, &t.payload, now);
+        assert!(
+            matches!(seen, Observed::Own | Observed::NotStatus),
+            "{seen:?}"
+        );
         let v = if t.payload.is_empty() {
             None
         } else {
@@ -644,4 +652,202 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
         core.handle_operator_bytes(1_900, "bramble/v1/operator/reboot", b"{}"),
         Err(bramble_master_core::RecvError::UnknownTopic)
     );
+}
+
+/// Runs the publisher and hands everything it published back to it, as the broker echoes it to
+/// the master's `bramble/v1/status/#` subscription; returns the topics published.
+fn publish_and_echo(p: &mut StatusPublisher, core: &mut MasterCore, now: u64) -> Vec<String> {
+    p.update(core, now);
+    let mut sent = Vec::new();
+    while let Some(t) = p.poll_transmit() {
+        sent.push(t);
+    }
+    for t in &sent {
+        let seen = p.observe(&t.topic, &t.payload, now);
+        assert!(
+            matches!(seen, Observed::Own | Observed::NotStatus),
+            "{}: {seen:?}",
+            t.topic
+        );
+    }
+    sent.into_iter().map(|t| t.topic).collect()
+}
+
+fn payload_of(p: &StatusPublisher, topic: &str) -> Vec<u8> {
+    p.published()
+        .find(|(t, _)| *t == topic)
+        .map(|(_, v)| v.to_vec())
+        .unwrap_or_else(|| panic!("{topic} is published"))
+}
+
+#[test]
+fn garbage_retained_on_a_status_topic_the_master_owns_is_overwritten_with_its_value() {
+    let (mut core, mut p, fid, offer) = cluster(Config::default());
+    launch(&mut core, 1_100, &offer, &["t1"]);
+    publish_and_echo(&mut p, &mut core, 1_100);
+    let task = status::task_topic(&fid, "t1");
+    let cluster_json = payload_of(&p, CLUSTER_TOPIC);
+    let task_json = payload_of(&p, &task);
+
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"\x00garbage", 1_150),
+        Observed::Repaired
+    );
+    assert_eq!(
+        p.observe(&task, b"{\"not\": \"a task\"}", 1_150),
+        Observed::Repaired
+    );
+    p.update(&mut core, 1_200);
+    let mut out = Vec::new();
+    while let Some(t) = p.poll_transmit() {
+        out.push((t.topic, t.payload));
+    }
+    out.sort();
+    let mut want = vec![(CLUSTER_TOPIC.to_owned(), cluster_json), (task, task_json)];
+    want.sort();
+    assert_eq!(out, want, "the master's own values, again");
+    assert_eq!(p.repairs(), 2);
+
+    // Their echoes end it: no loop.
+    for (topic, payload) in &out {
+        assert_eq!(p.observe(topic, payload, 1_250), Observed::Own);
+    }
+    assert!(publish_and_echo(&mut p, &mut core, 1_300).is_empty());
+}
+
+#[test]
+fn a_deleted_retained_status_topic_is_published_again() {
+    let (mut core, mut p, _, _) = cluster(Config::default());
+    publish_and_echo(&mut p, &mut core, 1_000);
+    assert_eq!(
+        p.observe("bramble/v1/status/agent/pi", b"", 1_000),
+        Observed::Repaired
+    );
+    assert_eq!(
+        publish_and_echo(&mut p, &mut core, 1_001),
+        ["bramble/v1/status/agent/pi"]
+    );
+}
+
+#[test]
+fn the_masters_own_echoes_never_make_it_publish_again() {
+    let (mut core, mut p, _, _) = cluster(Config::default());
+    publish_and_echo(&mut p, &mut core, 1_000);
+    // Two publishes of the agent topic on their way before either echo arrives.
+    let mut sent = Vec::new();
+    for (now, temp) in [(1_100, 410), (1_200, 420)] {
+        let report = ResourceReport {
+            free: Resources::new(4_000, 4_000, 0),
+            running_tasks: 0,
+            soc_temp_decidegrees: Some(temp),
+            throttled: 0,
+        };
+        send_agent(&mut core, now, "pi", &AgentMsg::Report(report));
+        p.update(&mut core, now);
+        while let Some(t) = p.poll_transmit() {
+            sent.push(t);
+        }
+    }
+    for t in &sent {
+        assert_eq!(
+            p.observe(&t.topic, &t.payload, 1_250),
+            Observed::Own,
+            "{}",
+            t.topic
+        );
+    }
+    assert_eq!(sent.len(), 2);
+    p.update(&mut core, 1_300);
+    assert!(p.poll_transmit().is_none(), "echoes alone publish nothing");
+    assert_eq!(p.repairs(), 0);
+}
+
+#[test]
+fn garbage_that_an_own_publish_on_its_way_will_overwrite_is_not_repaired() {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL);
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    p.update(&mut core, 0);
+    let mut sent = Vec::new();
+    while let Some(t) = p.poll_transmit() {
+        sent.push(t);
+    }
+    // The cluster summary is on its way: garbage the broker took before it is overwritten by it.
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", 0),
+        Observed::Overwritten
+    );
+    for t in &sent {
+        assert_eq!(p.observe(&t.topic, &t.payload, 0), Observed::Own);
+    }
+    p.update(&mut core, 1);
+    assert!(p.poll_transmit().is_none());
+    assert_eq!(p.repairs(), 0);
+}
+
+#[test]
+fn status_topics_the_master_does_not_own_are_left_alone() {
+    let (mut core, mut p, _, _) = cluster(Config::default());
+    publish_and_echo(&mut p, &mut core, 1_000);
+    assert_eq!(
+        p.observe("bramble/v1/status/agent/nobody", b"garbage", 1_000),
+        Observed::NotOwned
+    );
+    assert_eq!(
+        p.observe("bramble/v1/master/hello", b"garbage", 1_000),
+        Observed::NotStatus
+    );
+    assert!(publish_and_echo(&mut p, &mut core, 1_001).is_empty());
+}
+
+#[test]
+fn repairs_are_bounded_per_second_and_the_rest_follow_in_the_next() {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL);
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    let agents: Vec<String> = (0..150).map(|i| format!("pi-{i}")).collect();
+    for a in &agents {
+        send_agent(&mut core, 0, a, &AgentMsg::Register(info(a)));
+    }
+    publish_and_echo(&mut p, &mut core, 0);
+    for a in &agents {
+        assert_eq!(
+            p.observe(&status::agent_topic(a), b"garbage", 100),
+            Observed::Repaired
+        );
+    }
+    let first = publish_and_echo(&mut p, &mut core, 500);
+    assert_eq!(first.len(), status::MAX_REPAIRS_PER_SECOND as usize);
+    assert!(
+        publish_and_echo(&mut p, &mut core, 900).is_empty(),
+        "same second"
+    );
+    let second = publish_and_echo(&mut p, &mut core, 1_000);
+    assert_eq!(second.len(), 50);
+    assert_eq!(p.repairs(), 150);
+}
+
+#[test]
+fn a_publish_never_seen_back_stops_shielding_its_topic_after_the_echo_timeout() {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL);
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    p.update(&mut core, 0);
+    while p.poll_transmit().is_some() {} // lost: never echoed
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", 5_000),
+        Observed::Overwritten
+    );
+    let late = status::ECHO_TIMEOUT_MS + 1;
+    assert_eq!(
+        p.observe(CLUSTER_TOPIC, b"garbage", late),
+        Observed::Repaired
+    );
+    p.update(&mut core, late);
+    let repaired = p.poll_transmit().expect("the cluster summary again");
+    assert_eq!(repaired.topic, CLUSTER_TOPIC);
+    assert!(p.poll_transmit().is_none());
 }

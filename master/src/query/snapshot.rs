@@ -13,6 +13,8 @@ use bramble_master_core::status::{
 
 /// The most status topics a query keeps (beyond, the rest are ignored).
 pub const MAX_ENTRIES: usize = 100_000;
+/// The most topics holding garbage a query names (beyond, they are only counted).
+pub const MAX_GARBAGE_NAMED: usize = 32;
 
 /// One retained status topic's JSON, typed by the topic's kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,13 +40,33 @@ pub enum EntryError {
     #[error("{0} is not a status topic the master publishes")]
     UnknownTopic(String),
     /// The payload is not JSON, or not the shape of its topic.
-    #[error("{topic}: {source}")]
+    #[error("{} holds a payload that is not {what}: {source}", .topic.escape_debug())]
     Malformed {
         /// The topic.
         topic: String,
+        /// What it should hold (`a cluster status`, `an agent status`, …).
+        what: &'static str,
         /// What serde_json found.
         source: serde_json::Error,
     },
+}
+
+/// What the payload of `topic` should be, for the messages naming a garbage topic.
+fn what(topic: &str) -> &'static str {
+    if topic == CLUSTER_TOPIC {
+        return "a cluster status";
+    }
+    match topic
+        .strip_prefix(STATUS_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(kind, _)| kind)
+    {
+        Some("agent") => "an agent status",
+        Some("framework") => "a framework status",
+        Some("task") => "a task status",
+        Some("offer") => "an offer status",
+        _ => "a status",
+    }
 }
 
 impl StatusEntry {
@@ -53,6 +75,7 @@ impl StatusEntry {
         fn shape<T: DeserializeOwned>(topic: &str, json: &Value) -> Result<T, EntryError> {
             T::deserialize(json).map_err(|source| EntryError::Malformed {
                 topic: topic.to_owned(),
+                what: what(topic),
                 source,
             })
         }
@@ -82,6 +105,8 @@ pub struct StatusSnapshot {
     pub malformed: usize,
     /// Topic → the same JSON, typed.
     typed: BTreeMap<String, StatusEntry>,
+    /// Topic → why its retained payload is not its shape (at most [`MAX_GARBAGE_NAMED`]).
+    garbage: BTreeMap<String, String>,
 }
 
 impl StatusSnapshot {
@@ -91,6 +116,7 @@ impl StatusSnapshot {
         if !topic.starts_with(STATUS_PREFIX) {
             return;
         }
+        self.garbage.remove(topic);
         if payload.is_empty() {
             self.entries.remove(topic);
             self.typed.remove(topic);
@@ -99,6 +125,7 @@ impl StatusSnapshot {
         let parsed = serde_json::from_slice::<Value>(payload)
             .map_err(|source| EntryError::Malformed {
                 topic: topic.to_owned(),
+                what: what(topic),
                 source,
             })
             .and_then(|json| Ok((StatusEntry::parse(topic, &json)?, json)));
@@ -110,8 +137,33 @@ impl StatusSnapshot {
                 self.typed.insert(topic.to_owned(), entry);
             }
             Ok(_) | Err(EntryError::UnknownTopic(_)) => {}
-            Err(EntryError::Malformed { .. }) => self.malformed += 1,
+            Err(e @ EntryError::Malformed { .. }) => {
+                self.malformed += 1;
+                // What was there before is not there any more.
+                self.entries.remove(topic);
+                self.typed.remove(topic);
+                if self.garbage.len() < MAX_GARBAGE_NAMED {
+                    self.garbage.insert(topic.to_owned(), e.to_string());
+                }
+            }
         }
+    }
+
+    /// The topics (at most [`MAX_GARBAGE_NAMED`]) whose retained payload is not their shape, each
+    /// with why (`bramble/v1/status/cluster holds a payload that is not a cluster status: …`), in
+    /// topic order; `kind` (`cluster`, `agent`, `framework`, `task`, `offer`) picks one kind, or
+    /// `None` all.
+    pub fn garbage(&self, kind: Option<&str>) -> Vec<&str> {
+        let prefix = match kind {
+            Some("cluster") => CLUSTER_TOPIC.to_owned(),
+            Some(kind) => format!("{STATUS_PREFIX}{kind}/"),
+            None => STATUS_PREFIX.to_owned(),
+        };
+        self.garbage
+            .iter()
+            .filter(|(t, _)| t.starts_with(&prefix))
+            .map(|(_, why)| why.as_str())
+            .collect()
     }
 
     /// The cluster summary's JSON as published, if published.

@@ -236,3 +236,58 @@ fn json_that_is_not_the_shape_of_its_topic_counts_as_malformed() {
         Err(EntryError::UnknownTopic(_))
     ));
 }
+
+#[test]
+fn a_garbage_payload_is_named_with_its_topic_and_what_it_should_hold() {
+    let mut snap = StatusSnapshot::default();
+    snap.insert(CLUSTER_TOPIC, b"\x00\xffbinary");
+    snap.insert("bramble/v1/status/task/f1/t1", br#"{"task_id":3}"#);
+    snap.insert("bramble/v1/status/agent/a", br#"{"agent_id":"a"}"#);
+    let cluster = snap.garbage(Some("cluster"));
+    assert_eq!(cluster.len(), 1);
+    assert!(
+        cluster[0].starts_with(
+            "bramble/v1/status/cluster holds a payload that is not a cluster status: "
+        ),
+        "{}",
+        cluster[0]
+    );
+    let tasks = snap.garbage(Some("task"));
+    assert_eq!(tasks.len(), 1);
+    assert!(
+        tasks[0].starts_with(
+            "bramble/v1/status/task/f1/t1 holds a payload that is not a task status: "
+        ),
+        "{}",
+        tasks[0]
+    );
+    assert_eq!(snap.garbage(Some("agent")).len(), 1);
+    assert_eq!(snap.garbage(None).len(), 3);
+    assert!(snap.garbage(Some("offer")).is_empty());
+}
+
+#[test]
+fn a_topic_repaired_while_the_query_listens_is_no_longer_named() {
+    let mut snap = StatusSnapshot::default();
+    let a: AgentStatus = shape(AGENT, json!({"agent_id":"a"}));
+    snap.insert("bramble/v1/status/agent/a", b"garbage");
+    snap.insert(
+        "bramble/v1/status/agent/a",
+        &serde_json::to_vec(&a).unwrap(),
+    );
+    assert!(snap.garbage(None).is_empty());
+    assert_eq!(snap.agents().len(), 1);
+    // And garbage over a good value hides it: the topic is named instead.
+    snap.insert("bramble/v1/status/agent/a", b"garbage");
+    assert!(snap.agents().is_empty());
+    assert_eq!(snap.garbage(Some("agent")).len(), 1);
+}
+
+#[test]
+fn a_garbage_topics_control_characters_are_escaped_when_named() {
+    let mut snap = StatusSnapshot::default();
+    snap.insert("bramble/v1/status/task/f\x1b[2J/t", b"garbage");
+    let named = snap.garbage(Some("task"));
+    assert!(!named[0].contains('\x1b'), "{}", named[0]);
+    assert!(named[0].contains("\\u{1b}"), "{}", named[0]);
+}

@@ -58,8 +58,8 @@ pub async fn run_until<S: Scheduler>(
     let (mqtt, eventloop) = bramble_mqtt::connect(ClientConfig {
         inflight: 64,
         request_capacity: 256,
-        // Offers of a large cluster come in one event; calls stay small.
-        max_packet: (4 * 1024 * 1024, 64 * 1024),
+        // Offers of a large cluster come in one event; headroom above the broker's limit.
+        max_packet: (bramble_mqtt::MAX_INCOMING, bramble_mqtt::MAX_PACKET),
         // Each connection attempt sets its own will (below).
         last_will: None,
         ..ClientConfig::new(
@@ -212,6 +212,12 @@ impl<S: Scheduler> Runner<S> {
                 topic::QoS::AtMostOnce => QoS::AtMostOnce,
                 topic::QoS::AtLeastOnce => QoS::AtLeastOnce,
             };
+            // rumqttc fails its connection on a packet above its outgoing limit and, after the
+            // reconnect, sends the same packet again: one call too large would loop for ever.
+            if bramble_mqtt::publish_len(t.topic.as_str(), len, qos) > bramble_mqtt::MAX_PACKET {
+                warn!(topic = %t.topic, len, "dropped a publish above the broker's packet limit");
+                continue;
+            }
             match self
                 .mqtt
                 .try_publish(t.topic.as_str(), qos, t.retain, payload)

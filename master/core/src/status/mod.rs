@@ -21,6 +21,13 @@
 //!   publisher keeps per agent and framework. Memory is bounded by the entities the core holds plus
 //!   [`ENDED_TASKS_KEPT`] per framework.
 //! - **Home Assistant** discovery (when [`Config::ha_discovery`]): see [`discovery`].
+//! - **Repair**: anyone who may publish on the broker may overwrite a retained status topic. The
+//!   driver hands the publisher what arrives on `bramble/v1/status/#` ([`StatusPublisher::observe`]).
+//!   The publisher tells its own echoes (a keyed hash of each payload it queued and has not seen come
+//!   back, at most [`MAX_IN_FLIGHT`] per topic) from anything else; a foreign payload on a topic it
+//!   owns, once none of its own publishes on that topic is still on the way, makes it publish its
+//!   value again, at most [`MAX_REPAIRS_PER_SECOND`] topics a second (the rest wait for the next
+//!   second). Topics it does not own are left alone (a previous master's are cleared at start).
 //!
 //! # Layout
 //!
@@ -30,7 +37,9 @@
 //! - [`topics`]: the topic names and builders.
 //! - [`discovery`]: the Home Assistant discovery configs.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasher;
 
 use agent_nostd_core::wire::{Reason, TaskState};
 use agent_nostd_core::Resources;
@@ -63,6 +72,30 @@ pub const TASK_LOG_CAP: usize = 4_096;
 pub const STALE_GRACE_MS: u64 = 15_000;
 /// The most stale topics remembered for clearing.
 pub const MAX_STALE: usize = 100_000;
+
+/// The most of its own publishes on one topic the publisher waits to see come back; older ones
+/// are forgotten (the broker may not echo them, e.g. when it refuses the master's subscription).
+pub const MAX_IN_FLIGHT: usize = 16;
+/// How long the publisher waits to see one of its publishes come back before it takes it as lost.
+pub const ECHO_TIMEOUT_MS: u64 = 10_000;
+/// The most topics the publisher repairs in one second of the core's clock.
+pub const MAX_REPAIRS_PER_SECOND: u32 = 100;
+
+/// What [`StatusPublisher::observe`] made of a retained message seen on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Not a status topic: nothing to do.
+    NotStatus,
+    /// What this publisher published there: its own echo, or the retained copy after a reconnect.
+    Own,
+    /// Something else, but a publish of this publisher's on the topic is still on the way and
+    /// will overwrite it.
+    Overwritten,
+    /// Something else on a topic this publisher owns: its value is published again.
+    Repaired,
+    /// A topic this publisher does not own: left alone.
+    NotOwned,
+}
 
 /// A retained QoS 1 publish; an empty payload deletes the retained message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +169,21 @@ pub struct StatusPublisher {
     /// Per framework: its live tasks by state, and whether connected, for the cluster summary.
     fw_agg: HashMap<String, (TaskCounts, bool)>,
     queue: VecDeque<StatusTransmit>,
+    /// Keys the hashes of published payloads (randomly, so nobody can forge an echo).
+    hasher: RandomState,
+    /// Per topic, the hashes of queued payloads not yet seen back and when they were queued,
+    /// oldest first.
+    in_flight: HashMap<String, VecDeque<(u64, u64)>>,
+    /// The core's clock at the latest update.
+    clock: u64,
+    /// Owned topics holding a foreign payload, to publish again.
+    to_repair: BTreeSet<String>,
+    /// The second (of the core's clock) of the latest repairs, and how many went out in it.
+    repair_window: (u64, u32),
+    /// Topics published again over a foreign payload, since the start.
+    repairs: u64,
+    /// Foreign payloads seen on owned topics, since the start.
+    foreign: u64,
 }
 
 impl StatusPublisher {
@@ -159,6 +207,13 @@ impl StatusPublisher {
             agent_agg: HashMap::new(),
             fw_agg: HashMap::new(),
             queue: VecDeque::new(),
+            hasher: RandomState::new(),
+            in_flight: HashMap::new(),
+            clock: 0,
+            to_repair: BTreeSet::new(),
+            repair_window: (0, 0),
+            repairs: 0,
+            foreign: 0,
         }
     }
 
@@ -216,6 +271,7 @@ impl StatusPublisher {
     /// JSON changed. The first call (and one after the core's change notes overflowed) looks at
     /// everything.
     pub fn update(&mut self, core: &mut MasterCore, now: u64) {
+        self.clock = now;
         let wall = self.wall_base_ms.saturating_add(now);
         let (mut dirty, updates) = drain_events(core);
         let ended = self.take_updates(updates, wall);
@@ -281,13 +337,11 @@ impl StatusPublisher {
         }
         self.render_cluster(core);
 
+        self.repair(now);
         if !self.stale.is_empty() && now >= self.stale_at {
             for topic in std::mem::take(&mut self.stale) {
                 if !self.published.contains_key(&topic) {
-                    self.queue.push_back(StatusTransmit {
-                        topic,
-                        payload: Vec::new(),
-                    });
+                    self.transmit(topic, Vec::new());
                 }
             }
         }
@@ -298,20 +352,106 @@ impl StatusPublisher {
         match payload {
             Some(bytes) => {
                 if self.published.get(&topic) != Some(&bytes) {
-                    self.queue.push_back(StatusTransmit {
-                        topic: topic.clone(),
-                        payload: bytes.clone(),
-                    });
+                    self.to_repair.remove(&topic);
+                    self.transmit(topic.clone(), bytes.clone());
                     self.published.insert(topic, bytes);
                 }
             }
             None => {
                 if self.published.remove(&topic).is_some() {
-                    self.queue.push_back(StatusTransmit {
-                        topic,
-                        payload: Vec::new(),
-                    });
+                    self.to_repair.remove(&topic);
+                    self.transmit(topic, Vec::new());
                 }
+            }
+        }
+    }
+
+    /// Queues a publish, and notes it as on its way back.
+    fn transmit(&mut self, topic: String, payload: Vec<u8>) {
+        if topic.starts_with(STATUS_PREFIX) {
+            let hash = self.hasher.hash_one(&payload);
+            let pending = self.in_flight.entry(topic.clone()).or_default();
+            if pending.len() == MAX_IN_FLIGHT {
+                pending.pop_front();
+            }
+            pending.push_back((hash, self.clock));
+        }
+        self.queue.push_back(StatusTransmit { topic, payload });
+    }
+
+    /// Takes a retained message seen on the broker under `bramble/v1/status/#` (the driver
+    /// subscribes to it): this publisher's own echo, or a foreign payload, which on a topic it owns
+    /// is overwritten with its value again (queued by the next [`update`](Self::update), within
+    /// [`MAX_REPAIRS_PER_SECOND`]). See the [module docs](self).
+    ///
+    /// `now` is the core's clock: a publish not seen back within [`ECHO_TIMEOUT_MS`] is taken as
+    /// lost, so it cannot keep a foreign payload from being repaired.
+    pub fn observe(&mut self, topic: &str, payload: &[u8], now: u64) -> Observed {
+        if !topic.starts_with(STATUS_PREFIX) {
+            return Observed::NotStatus;
+        }
+        if let Some(pending) = self.in_flight.get_mut(topic) {
+            while pending
+                .front()
+                .is_some_and(|(_, at)| now.saturating_sub(*at) > ECHO_TIMEOUT_MS)
+            {
+                pending.pop_front();
+            }
+            if pending.is_empty() {
+                self.in_flight.remove(topic);
+                return self.observe(topic, payload, now);
+            }
+            let hash = self.hasher.hash_one(payload);
+            // The broker keeps the order of one publisher's messages on a topic: an echo means
+            // every earlier publish is behind us too.
+            if let Some(at) = pending.iter().position(|(h, _)| *h == hash) {
+                pending.drain(..=at);
+                if pending.is_empty() {
+                    self.in_flight.remove(topic);
+                }
+                return Observed::Own;
+            }
+            return Observed::Overwritten;
+        }
+        match self.published.get(topic) {
+            Some(ours) if ours.as_slice() == payload => Observed::Own,
+            Some(_) => {
+                self.foreign += 1;
+                self.to_repair.insert(topic.to_owned());
+                Observed::Repaired
+            }
+            None if payload.is_empty() => Observed::Own,
+            None => Observed::NotOwned,
+        }
+    }
+
+    /// Topics published again over a foreign payload since the start.
+    pub fn repairs(&self) -> u64 {
+        self.repairs
+    }
+
+    /// Foreign payloads seen on owned topics ([`Observed::Repaired`]) since the start.
+    pub fn foreign(&self) -> u64 {
+        self.foreign
+    }
+
+    /// Publishes again the owned topics that hold a foreign payload, within the second's budget.
+    fn repair(&mut self, now: u64) {
+        if self.to_repair.is_empty() {
+            return;
+        }
+        let second = now / 1000;
+        if self.repair_window.0 != second {
+            self.repair_window = (second, 0);
+        }
+        while self.repair_window.1 < MAX_REPAIRS_PER_SECOND {
+            let Some(topic) = self.to_repair.pop_first() else {
+                break;
+            };
+            if let Some(ours) = self.published.get(&topic).cloned() {
+                self.transmit(topic, ours);
+                self.repair_window.1 += 1;
+                self.repairs += 1;
             }
         }
     }
