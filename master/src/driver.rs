@@ -241,8 +241,16 @@ pub async fn run_with_web(
     StatusPublisher::attach(&mut core);
     info!(%broker, epoch, "master starting");
 
+    // Dashboards learn of a dead master from its last will: `offline`, retained.
+    let (will_topic, will_payload) = StatusPublisher::last_will(epoch);
     let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
+        last_will: Some(rumqttc::LastWill::new(
+            will_topic,
+            will_payload,
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        )),
         ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
     });
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
@@ -259,7 +267,7 @@ pub async fn run_with_web(
     // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();
-    let poller = tokio::spawn(async move {
+    let mut poller = tokio::spawn(async move {
         loop {
             let inbound = match session.poll().await {
                 SessionEvent::Publish(p) => {
@@ -269,6 +277,7 @@ pub async fn run_with_web(
                 SessionEvent::Connected => Inbound::Connected {
                     session_present: session.session_present(),
                 },
+                SessionEvent::Disconnected => return,
                 _ => continue,
             };
             if incoming_tx.send(inbound).await.is_err() {
@@ -383,9 +392,14 @@ pub async fn run_with_web(
     if let Some(w) = &web {
         w.close();
     }
-    let _ = client.try_disconnect();
-    poller.abort();
+    // A clean stop publishes no last will: say `offline` ourselves (after anything the publisher
+    // still had), then leave.
     publisher.abort();
+    let (topic, offline) = StatusPublisher::last_will(epoch);
+    let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, true, offline);
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut poller).await;
+    poller.abort();
     debug!("master stopped");
     Ok(())
 }

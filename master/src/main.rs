@@ -433,8 +433,20 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
     let (addr, _, snapshot) = collect(&args).await?;
     let kind = match what {
         Query::Status => {
+            let offline = snapshot
+                .master_status()
+                .filter(|m| m.state == bramble_master_core::status::Liveness::Offline)
+                .map(|m| {
+                    format!(
+                        "master offline on {addr}: master {:x} is gone (its last will said so)",
+                        m.master_epoch
+                    )
+                });
             let (Some(json), Some(cluster)) = (snapshot.cluster(), snapshot.cluster_status())
             else {
+                if let Some(offline) = offline {
+                    return Err(offline);
+                }
                 if let Some(why) = snapshot.garbage(Some("cluster")).first() {
                     return Err(format!("{why} (on {addr})"));
                 }
@@ -447,7 +459,8 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
             } else {
                 print!("{}", query::render_cluster(cluster));
             }
-            return Ok(());
+            // The figures above are the last the master published.
+            return offline.map_or(Ok(()), Err);
         }
         Query::Agents => "agent",
         Query::Frameworks => "framework",

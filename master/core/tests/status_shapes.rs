@@ -6,8 +6,8 @@ use agent_nostd_core::ids::id;
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, ResourceReport, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::status::{
-    AgentStatus, ClusterStatus, Connection, FrameworkStatus, OfferStatus, StatusPublisher,
-    TaskStatus, CLUSTER_TOPIC, STATUS_PREFIX,
+    AgentStatus, ClusterStatus, Connection, FrameworkStatus, Liveness, MasterStatus, OfferStatus,
+    StatusPublisher, TaskStatus, CLUSTER_TOPIC, MASTER_TOPIC, STATUS_PREFIX,
 };
 use bramble_master_core::{Config, MasterCore};
 use bramble_proto::{Accept, Call, Register, TaskInfo};
@@ -51,6 +51,14 @@ impl Seen {
             _ if topic == CLUSTER_TOPIC => {
                 round_trip::<ClusterStatus>(topic, payload);
                 self.cluster = true;
+            }
+            _ if topic == MASTER_TOPIC => {
+                let m: MasterStatus = round_trip(topic, payload);
+                assert_eq!(
+                    m.state,
+                    Liveness::Online,
+                    "a running master says it is online"
+                );
             }
             Some("agent") => {
                 let a: AgentStatus = round_trip(topic, payload);

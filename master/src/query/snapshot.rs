@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use bramble_master_core::status::{
-    task_topic, AgentStatus, ClusterStatus, FrameworkStatus, OfferStatus, TaskStatus,
-    CLUSTER_TOPIC, STATUS_PREFIX,
+    task_topic, AgentStatus, ClusterStatus, FrameworkStatus, MasterStatus, OfferStatus, TaskStatus,
+    CLUSTER_TOPIC, MASTER_TOPIC, STATUS_PREFIX,
 };
 
 /// The most status topics a query keeps (beyond, the rest are ignored).
@@ -21,6 +21,8 @@ pub const MAX_GARBAGE_NAMED: usize = 32;
 pub enum StatusEntry {
     /// `bramble/v1/status/cluster`.
     Cluster(ClusterStatus),
+    /// `bramble/v1/status/master`.
+    Master(MasterStatus),
     /// `bramble/v1/status/agent/{agent_id}`.
     Agent(AgentStatus),
     /// `bramble/v1/status/framework/{framework_id}`.
@@ -56,6 +58,9 @@ fn what(topic: &str) -> &'static str {
     if topic == CLUSTER_TOPIC {
         return "a cluster status";
     }
+    if topic == MASTER_TOPIC {
+        return "a master status";
+    }
     match topic
         .strip_prefix(STATUS_PREFIX)
         .and_then(|rest| rest.split_once('/'))
@@ -81,6 +86,9 @@ impl StatusEntry {
         }
         if topic == CLUSTER_TOPIC {
             return shape(topic, json).map(StatusEntry::Cluster);
+        }
+        if topic == MASTER_TOPIC {
+            return shape(topic, json).map(StatusEntry::Master);
         }
         let kind = topic
             .strip_prefix(STATUS_PREFIX)
@@ -156,6 +164,7 @@ impl StatusSnapshot {
     pub fn garbage(&self, kind: Option<&str>) -> Vec<&str> {
         let prefix = match kind {
             Some("cluster") => CLUSTER_TOPIC.to_owned(),
+            Some("master") => MASTER_TOPIC.to_owned(),
             Some(kind) => format!("{STATUS_PREFIX}{kind}/"),
             None => STATUS_PREFIX.to_owned(),
         };
@@ -169,6 +178,14 @@ impl StatusSnapshot {
     /// The cluster summary's JSON as published, if published.
     pub fn cluster(&self) -> Option<&Value> {
         self.entries.get(CLUSTER_TOPIC)
+    }
+
+    /// The master's availability (`online`, or `offline` from its last will), if published.
+    pub fn master_status(&self) -> Option<&MasterStatus> {
+        match self.typed.get(MASTER_TOPIC) {
+            Some(StatusEntry::Master(m)) => Some(m),
+            _ => None,
+        }
     }
 
     /// The cluster summary, if published.

@@ -159,7 +159,7 @@ function onStatus(msg) {
 const conn = document.getElementById("conn");
 const source = new EventSource("events");
 source.onopen = () => { conn.textContent = "live"; conn.className = "pill on"; };
-source.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "pill off"; };
+source.onerror = () => { conn.textContent = "master offline: reconnecting…"; conn.className = "pill off"; };
 source.addEventListener("reset", () => { topics = new Map(); queueRender(); });
 // `/?once`: render the snapshot, then close the stream (a static page, e.g. for a headless browser).
 const once = new URLSearchParams(location.search).has("once");

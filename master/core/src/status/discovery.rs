@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::topics::{agent_topic, CLUSTER_TOPIC};
+use super::topics::{agent_topic, CLUSTER_TOPIC, MASTER_TOPIC};
 
 /// The Home Assistant node id of an agent (`bramble_` and the id with `.` as `_`).
 pub fn ha_node_id(agent_id: &str) -> String {
@@ -230,10 +230,11 @@ pub fn cluster_configs(prefix: &str) -> Vec<(String, SensorConfig)> {
                     unit_of_measurement: s.unit,
                     device_class: s.class,
                     state_class: "measurement",
-                    availability_topic: None,
-                    availability_template: None,
-                    payload_available: None,
-                    payload_not_available: None,
+                    // The master's availability: its last will makes them unavailable.
+                    availability_topic: Some(MASTER_TOPIC.to_owned()),
+                    availability_template: Some("{{ value_json.state }}"),
+                    payload_available: Some("online"),
+                    payload_not_available: Some("offline"),
                     device: Device {
                         identifiers: vec!["bramble_cluster".to_owned()],
                         name: "Bramble cluster".to_owned(),

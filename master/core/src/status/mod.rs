@@ -56,11 +56,11 @@ pub mod topics;
 pub use self::discovery::ha_node_id;
 pub use self::shapes::{
     parse_state, state_name, AgentStatus, ClusterStatus, Connection, FrameworkStatus, Liveness,
-    OfferStatus, ReasonKind, TaskCounts, TaskStatus,
+    MasterStatus, OfferStatus, ReasonKind, TaskCounts, TaskStatus,
 };
 pub use self::topics::{
-    agent_topic, framework_topic, offer_topic, task_topic, CLUSTER_TOPIC, STATUS_FILTER,
-    STATUS_PREFIX,
+    agent_topic, framework_topic, offer_topic, task_topic, CLUSTER_TOPIC, MASTER_TOPIC,
+    STATUS_FILTER, STATUS_PREFIX,
 };
 
 /// How many ended tasks each framework keeps on its status topics.
@@ -217,6 +217,19 @@ impl StatusPublisher {
         }
     }
 
+    /// The master's MQTT last will: `offline` on [`MASTER_TOPIC`], retained (the driver sets it
+    /// on the master's connection), as (topic, payload).
+    pub fn last_will(master_epoch: u64) -> (String, Vec<u8>) {
+        let offline = MasterStatus {
+            state: Liveness::Offline,
+            master_epoch,
+        };
+        (
+            MASTER_TOPIC.to_owned(),
+            json_bytes(&offline).unwrap_or_default(),
+        )
+    }
+
     /// Makes `core` record the events this publisher reads (status updates bounded by
     /// [`TASK_LOG_CAP`]).
     pub fn attach(core: &mut MasterCore) {
@@ -336,6 +349,11 @@ impl StatusPublisher {
             self.render_offer(core, *id, wall);
         }
         self.render_cluster(core);
+        let online = MasterStatus {
+            state: Liveness::Online,
+            master_epoch: core.epoch(),
+        };
+        self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
 
         self.repair(now);
         if !self.stale.is_empty() && now >= self.stale_at {

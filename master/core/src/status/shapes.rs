@@ -396,6 +396,16 @@ pub struct OfferStatus {
     pub since: u64,
 }
 
+/// `bramble/v1/status/master`: the master's availability. The master publishes `online` when it
+/// starts and sets `offline` as its MQTT last will, so dashboards see a dead master at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    /// `online` or `offline`.
+    pub state: Liveness,
+    /// The epoch of the master this is about.
+    pub master_epoch: u64,
+}
+
 /// `bramble/v1/status/cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {

@@ -9,6 +9,9 @@ pub const STATUS_PREFIX: &str = "bramble/v1/status/";
 pub const STATUS_FILTER: &str = "bramble/v1/status/#";
 /// The cluster summary's topic.
 pub const CLUSTER_TOPIC: &str = "bramble/v1/status/cluster";
+/// The master's availability: `online` while it runs, `offline` (its MQTT last will) once its
+/// connection is gone.
+pub const MASTER_TOPIC: &str = "bramble/v1/status/master";
 /// The topic of an agent's status.
 pub fn agent_topic(agent_id: &str) -> String {
     format!("{STATUS_PREFIX}agent/{agent_id}")
