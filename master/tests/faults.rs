@@ -1,0 +1,427 @@
+//! Faults injected into a running cluster, with real processes: end-to-end delivery of status
+//! updates must survive them. A framework runs a few hundred short tasks (each appends its task id
+//! to a `launches` file, then sleeps a little) while a fault is injected mid-workload; afterwards
+//! every task the framework launched must have reached exactly one terminal state at the framework
+//! (no terminal update lost, none contradicted), and no task id may appear twice in `launches` (no
+//! duplicate launch). Each test prints a one-line summary:
+//!
+//! `faults: broker SIGKILL injections=N tasks=T terminal_lost=L duplicate_launches=D elapsed=…s`
+//!
+//! - `tasks`: distinct task ids that really ran (lines of `launches`);
+//! - `terminal_lost`: task ids the framework launched that never got a terminal update;
+//! - `duplicate_launches`: extra lines of `launches` for a task id already there.
+//!
+//! Run with `cargo test -p bramble --test faults -- --ignored --nocapture` (`.ci/run` runs every
+//! ignored test). `RUST_LOG=info` (or finer) shows the cluster's logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_nostd_core::wire::TaskState;
+use agent_nostd_core::Resources;
+use bramble::cluster::{AgentSpec, ClusterBroker, LocalCluster};
+use bramble::demo::scheduler_config;
+use bramble_proto::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
+use bramble_sdk::batch::{Batch, BatchOptions};
+use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+mod support;
+use support::{cluster_options, kill_processes_below, runtime, Mosquitto};
+
+/// How many short tasks the workload runs.
+const TASKS: u32 = 300;
+/// What each task asks for: 20 fit on an agent at once (by cpu), 60 on the cluster.
+const TASK_RESOURCES: Resources = Resources::new(50, 16, 0);
+/// How many times the broker is SIGKILLed, spread evenly over the workload.
+const BROKER_INJECTIONS: u32 = 3;
+/// How long the broker stays down each time.
+const BROKER_DOWN: Duration = Duration::from_secs(1);
+/// The workload, faults included, must settle within this.
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What the framework saw, shared with the test.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Every task id the framework sent in an accept.
+    launched: BTreeSet<String>,
+    /// Every terminal update per task id, in arrival order (at least once: repeats are allowed).
+    terminals: BTreeMap<String, Vec<TaskState>>,
+    /// The last state of each task id.
+    last: BTreeMap<String, TaskState>,
+    /// Status updates received.
+    updates: u64,
+    /// Items finished (a task of theirs reported TASK_FINISHED).
+    done: u32,
+    /// Why the batch gave up, if it did.
+    failure: Option<String>,
+}
+
+impl Tally {
+    /// Every item finished, and every task id launched has a terminal state.
+    fn settled(&self) -> bool {
+        self.done == TASKS && self.unsettled().is_empty()
+    }
+
+    /// Task ids launched without a terminal update, with their last state.
+    fn unsettled(&self) -> Vec<(String, Option<TaskState>)> {
+        self.launched
+            .iter()
+            .filter(|id| !self.terminals.contains_key(*id))
+            .map(|id| (id.clone(), self.last.get(id).copied()))
+            .collect()
+    }
+}
+
+/// A batch of [`TASKS`] items, each one task `echo ID >> launches; sleep 0.05`, relaunched under a
+/// new id (`fault-{item}-{attempt}`) when its task ends otherwise than FINISHED. Records every
+/// update in the shared [`Tally`] and bumps `changed` after each callback.
+struct Workload {
+    batch: Batch,
+    launches: PathBuf,
+    tally: Arc<Mutex<Tally>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Workload {
+    fn new(launches: PathBuf) -> (Workload, Arc<Mutex<Tally>>, watch::Receiver<u64>) {
+        let batch = Batch::new(BatchOptions {
+            prefix: "fault".into(),
+            items: TASKS,
+            resources: TASK_RESOURCES,
+            max_retries: 5,
+        });
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (changed, rx) = watch::channel(0);
+        let workload = Workload {
+            batch,
+            launches,
+            tally: tally.clone(),
+            changed,
+        };
+        (workload, tally, rx)
+    }
+
+    fn sync(&mut self) {
+        {
+            let mut t = self.tally.lock().unwrap();
+            t.done = self.batch.progress().0;
+            if t.failure.is_none() {
+                t.failure = self.batch.failure().map(str::to_owned);
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+impl Scheduler for Workload {
+    fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
+        let launches = self.launches.display().to_string();
+        let mut ids = Vec::new();
+        self.batch.offers(driver, offers, |_, id| {
+            ids.push(id.to_owned());
+            let script = format!("echo {id} >> {launches}; sleep 0.05");
+            TaskInfo::new(id, &["/bin/sh", "-c", &script], TASK_RESOURCES)
+        });
+        self.tally.lock().unwrap().launched.extend(ids);
+        self.sync();
+    }
+
+    fn offer_rescinded(&mut self, driver: &mut SchedulerDriver, offer_id: OfferId) {
+        // A rescinded offer was never accepted (an accept lost with the broker, say): its items
+        // go back to pending, as after an unknown-offer error.
+        self.batch.error(
+            driver,
+            ErrorCode::UnknownOffer,
+            Some(offer_id),
+            "offer rescinded",
+        );
+        self.sync();
+    }
+
+    fn status_update(&mut self, driver: &mut SchedulerDriver, update: StatusUpdate) {
+        {
+            let mut t = self.tally.lock().unwrap();
+            t.updates += 1;
+            t.last.insert(update.task_id.clone(), update.state);
+            if update.state.is_terminal() {
+                t.terminals
+                    .entry(update.task_id.clone())
+                    .or_default()
+                    .push(update.state);
+            }
+        }
+        self.batch.status_update(driver, &update);
+        if update.state == TaskState::Finished {
+            if let Some((index, _)) = self.batch.parse_task_id(&update.task_id) {
+                self.batch.complete(index);
+            }
+        }
+        self.sync();
+    }
+
+    fn agent_lost(&mut self, driver: &mut SchedulerDriver, agent_id: &str) {
+        self.batch.agent_lost(driver, agent_id);
+        self.sync();
+    }
+
+    fn error(
+        &mut self,
+        driver: &mut SchedulerDriver,
+        code: ErrorCode,
+        offer_id: Option<OfferId>,
+        message: &str,
+    ) {
+        self.batch.error(driver, code, offer_id, message);
+        self.sync();
+    }
+}
+
+/// Kills every process left below a directory when dropped (tasks orphaned by a failed test).
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        kill_processes_below(&self.0);
+    }
+}
+
+/// What a workload came to.
+#[derive(Debug)]
+struct Figures {
+    /// Distinct task ids that ran.
+    tasks_run: usize,
+    /// Task ids launched without a terminal update.
+    terminal_lost: Vec<(String, Option<TaskState>)>,
+    /// Task ids in `launches` more than once, with their count.
+    duplicate_launches: BTreeMap<String, usize>,
+    /// Task ids with two different terminal states.
+    contradicted: BTreeMap<String, Vec<TaskState>>,
+    /// Task ids that ran but were never launched by the framework (must not happen).
+    unknown_runs: Vec<String>,
+    /// Task ids reported FINISHED that never ran (must not happen).
+    finished_not_run: Vec<String>,
+    /// Task ids that ran but whose terminal state is not FINISHED (e.g. TASK_LOST): informational.
+    ran_but_not_finished: BTreeMap<String, Vec<TaskState>>,
+    /// Relaunches: task ids of a later attempt.
+    relaunches: usize,
+    /// Terminal updates delivered in all (repeats included).
+    terminal_deliveries: usize,
+}
+
+impl Figures {
+    fn count(tally: &Tally, launches: &Path) -> Figures {
+        let text = std::fs::read_to_string(launches).unwrap_or_default();
+        let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            *runs.entry(line.to_owned()).or_default() += 1;
+        }
+        let finished = |states: &Vec<TaskState>| states.contains(&TaskState::Finished);
+        Figures {
+            tasks_run: runs.len(),
+            terminal_lost: tally.unsettled(),
+            duplicate_launches: runs
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(id, n)| (id.clone(), *n))
+                .collect(),
+            contradicted: tally
+                .terminals
+                .iter()
+                .filter(|(_, s)| s.iter().any(|x| *x != s[0]))
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect(),
+            unknown_runs: runs
+                .keys()
+                .filter(|id| !tally.launched.contains(*id))
+                .cloned()
+                .collect(),
+            finished_not_run: tally
+                .terminals
+                .iter()
+                .filter(|(id, s)| finished(s) && !runs.contains_key(*id))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            ran_but_not_finished: tally
+                .terminals
+                .iter()
+                .filter(|(id, s)| !finished(s) && runs.contains_key(*id))
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect(),
+            relaunches: tally
+                .launched
+                .iter()
+                .filter(|id| !id.ends_with("-0"))
+                .count(),
+            terminal_deliveries: tally.terminals.values().map(Vec::len).sum(),
+        }
+    }
+
+    fn duplicates(&self) -> usize {
+        self.duplicate_launches.values().map(|n| n - 1).sum()
+    }
+}
+
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Three plain agents, each with room for 20 of the workload's tasks at once.
+fn agents() -> Vec<AgentSpec> {
+    ["pi-a", "pi-b", "pi-c"]
+        .into_iter()
+        .map(|id| AgentSpec {
+            id: id.into(),
+            attributes: vec![("room".into(), "lab".into())],
+            capacity: Resources::new(1000, 512, 1024),
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs mosquitto"]
+fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_twice() {
+    init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(work.path().to_owned());
+    let mut mosquitto = Mosquitto::start();
+    let launches = work.path().join("launches");
+    runtime().block_on(async {
+        let mut options = cluster_options(
+            ClusterBroker::External(mosquitto.addr()),
+            work.path(),
+            agents(),
+        );
+        // Recovery of what the broker dropped leans on these two timers; shorter than the
+        // defaults (30 s, 60 s) so that three faults fit in the test's time.
+        options.master.offer_timeout_ms = 10_000;
+        options.master.task_retry_ms = 10_000;
+        let mut cluster = LocalCluster::start(options).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
+            .await
+            .expect("3 agents register");
+
+        let (workload, tally, mut changed) = Workload::new(launches.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = scheduler_config(&cluster.broker, "faults", "faults");
+        let run = tokio::spawn(scheduler::run_until(config, workload, async {
+            let _ = stop_rx.await;
+        }));
+
+        let started = Instant::now();
+        let deadline = started + WORKLOAD_TIMEOUT;
+        let mut injections = 0u32;
+        // (when the broker came back, the update count then), until the next update arrives.
+        let mut recovering: Option<(Instant, u64)> = None;
+        let settled = loop {
+            let (done, updates, settled) = {
+                let t = tally.lock().unwrap();
+                (t.done, t.updates, t.settled())
+            };
+            if let Some((back, seen)) = recovering {
+                if updates > seen {
+                    println!(
+                        "faults: first status update {:.1}s after the broker came back",
+                        back.elapsed().as_secs_f64()
+                    );
+                    recovering = None;
+                }
+            }
+            if settled || tally.lock().unwrap().failure.is_some() {
+                break settled;
+            }
+            if injections < BROKER_INJECTIONS
+                && done >= (injections + 1) * TASKS / (BROKER_INJECTIONS + 1)
+            {
+                injections += 1;
+                // The cluster runs on the runtime's workers; this thread only watches.
+                mosquitto.kill9();
+                println!(
+                    "faults: injection {injections}: broker SIGKILLed at {:.1}s, {done}/{TASKS} tasks finished",
+                    started.elapsed().as_secs_f64()
+                );
+                std::thread::sleep(BROKER_DOWN);
+                mosquitto.restart();
+                recovering = Some((Instant::now(), updates));
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                break false;
+            }
+        };
+        let elapsed = started.elapsed();
+
+        let _ = stop_tx.send(());
+        let stopped = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .map(|joined| joined.map(|ran| ran.map(|_| ())));
+        // Teardown kills what is left; then every task has ended and `launches` is final.
+        let drained = cluster.wait_for_no_tasks(Duration::from_secs(30)).await;
+        cluster.stop().await;
+
+        let tally = tally.lock().unwrap();
+        let figures = Figures::count(&tally, &launches);
+        println!(
+            "faults: broker SIGKILL injections={injections} tasks={} terminal_lost={} duplicate_launches={} elapsed={:.1}s",
+            figures.tasks_run,
+            figures.terminal_lost.len(),
+            figures.duplicates(),
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "faults: details: launched={} relaunches={} updates={} terminal_deliveries={} contradicted={} ran_but_not_finished={} finished_not_run={} unknown_runs={}",
+            tally.launched.len(),
+            figures.relaunches,
+            tally.updates,
+            figures.terminal_deliveries,
+            figures.contradicted.len(),
+            figures.ran_but_not_finished.len(),
+            figures.finished_not_run.len(),
+            figures.unknown_runs.len(),
+        );
+        if !figures.ran_but_not_finished.is_empty() {
+            println!(
+                "faults: ran but reported otherwise: {:?}",
+                figures.ran_but_not_finished
+            );
+        }
+
+        assert!(
+            settled,
+            "the workload did not settle within {WORKLOAD_TIMEOUT:?} ({} of {TASKS} items finished; failure: {:?}); tasks without a terminal update (id, last state): {:?}",
+            tally.done, tally.failure, figures.terminal_lost
+        );
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "the framework stops: {stopped:?}"
+        );
+        assert!(drained, "no task is left running after the teardown");
+        assert_eq!(tally.failure, None);
+        assert_eq!(injections, BROKER_INJECTIONS);
+        assert_eq!(figures.terminal_lost, vec![], "terminal updates lost");
+        assert_eq!(
+            figures.duplicate_launches,
+            BTreeMap::new(),
+            "task ids launched twice"
+        );
+        assert_eq!(
+            figures.contradicted,
+            BTreeMap::new(),
+            "tasks with two terminal states"
+        );
+        assert_eq!(figures.unknown_runs, Vec::<String>::new());
+        assert_eq!(figures.finished_not_run, Vec::<String>::new());
+        assert!(figures.tasks_run >= TASKS as usize);
+    });
+}
