@@ -50,6 +50,9 @@ struct Tally {
     launched: BTreeSet<String>,
     /// Every terminal update per task id, in arrival order (at least once: repeats are allowed).
     terminals: BTreeMap<String, Vec<TaskState>>,
+    /// How each terminal update was told (reason, message, from the agent or the master), per
+    /// task id, for the failure messages.
+    told: BTreeMap<String, Vec<String>>,
     /// The last state of each task id.
     last: BTreeMap<String, TaskState>,
     /// Status updates received.
@@ -152,6 +155,19 @@ impl Scheduler for Workload {
                     .entry(update.task_id.clone())
                     .or_default()
                     .push(update.state);
+                let from = match update.update_id {
+                    Some(id) => format!("agent update {id}"),
+                    None => "master".to_owned(),
+                };
+                t.told
+                    .entry(update.task_id.clone())
+                    .or_default()
+                    .push(format!(
+                        "{} ({:?}: {}; {from})",
+                        update.state.as_str(),
+                        update.reason,
+                        update.message
+                    ));
             }
         }
         self.batch.status_update(driver, &update);
@@ -198,8 +214,8 @@ struct Figures {
     terminal_lost: Vec<(String, Option<TaskState>)>,
     /// Task ids in `launches` more than once, with their count.
     duplicate_launches: BTreeMap<String, usize>,
-    /// Task ids with two different terminal states.
-    contradicted: BTreeMap<String, Vec<TaskState>>,
+    /// Task ids with two different terminal states, with how each was told.
+    contradicted: BTreeMap<String, Vec<String>>,
     /// Task ids that ran but were never launched by the framework (must not happen).
     unknown_runs: Vec<String>,
     /// Task ids reported FINISHED that never ran (must not happen).
@@ -232,7 +248,7 @@ impl Figures {
                 .terminals
                 .iter()
                 .filter(|(_, s)| s.iter().any(|x| *x != s[0]))
-                .map(|(id, s)| (id.clone(), s.clone()))
+                .map(|(id, _)| (id.clone(), tally.told[id].clone()))
                 .collect(),
             unknown_runs: runs
                 .keys()
