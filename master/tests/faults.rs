@@ -23,6 +23,7 @@ use agent_nostd_core::wire::TaskState;
 use agent_nostd_core::Resources;
 use bramble::cluster::{AgentSpec, ClusterBroker, LocalCluster};
 use bramble::demo::scheduler_config;
+use bramble::driver::BrokerAddr;
 use bramble_proto::{ErrorCode, Offer, OfferId, StatusUpdate, TaskInfo};
 use bramble_sdk::batch::{Batch, BatchOptions};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
@@ -30,16 +31,24 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod support;
-use support::{cluster_options, kill_processes_below, runtime, Mosquitto};
+use support::{cluster_options, free_port, kill_processes_below, runtime, AgentProcess, Mosquitto};
 
 /// How many short tasks the workload runs.
 const TASKS: u32 = 300;
-/// What each task asks for: 20 fit on an agent at once (by cpu), 60 on the cluster.
+/// What each task asks for: 20 fit at once on each in-process agent (1000m cpu), 60 on the
+/// cluster.
 const TASK_RESOURCES: Resources = Resources::new(50, 16, 0);
+/// What each task asks for from agent processes, which offer the whole machine (2000m cpu on two
+/// cores): again 20 at once on each, within the agent's task table (32).
+const TASK_RESOURCES_2CPU: Resources = Resources::new(100, 16, 0);
 /// How many times the broker is SIGKILLed, spread evenly over the workload.
 const BROKER_INJECTIONS: u32 = 3;
 /// How long the broker stays down each time.
 const BROKER_DOWN: Duration = Duration::from_secs(1);
+/// How many times an agent process is SIGKILLed (a different one each time).
+const AGENT_INJECTIONS: u32 = 3;
+/// How long a killed agent stays down.
+const AGENT_DOWN: Duration = Duration::from_secs(1);
 /// The workload, faults included, must settle within this.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -79,7 +88,7 @@ impl Tally {
     }
 }
 
-/// A batch of [`TASKS`] items, each one task `echo ID >> launches; sleep 0.05`, relaunched under a
+/// A batch of [`TASKS`] items (each asking for the same resources), each one task `echo ID >> launches; sleep 0.05`, relaunched under a
 /// new id (`fault-{item}-{attempt}`) when its task ends otherwise than FINISHED. Records every
 /// update in the shared [`Tally`] and bumps `changed` after each callback.
 struct Workload {
@@ -90,11 +99,14 @@ struct Workload {
 }
 
 impl Workload {
-    fn new(launches: PathBuf) -> (Workload, Arc<Mutex<Tally>>, watch::Receiver<u64>) {
+    fn new(
+        launches: PathBuf,
+        resources: Resources,
+    ) -> (Workload, Arc<Mutex<Tally>>, watch::Receiver<u64>) {
         let batch = Batch::new(BatchOptions {
             prefix: "fault".into(),
             items: TASKS,
-            resources: TASK_RESOURCES,
+            resources,
             max_retries: 5,
         });
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -127,7 +139,8 @@ impl Scheduler for Workload {
         self.batch.offers(driver, offers, |_, id| {
             ids.push(id.to_owned());
             let script = format!("echo {id} >> {launches}; sleep 0.05");
-            TaskInfo::new(id, &["/bin/sh", "-c", &script], TASK_RESOURCES)
+            // The batch sets the resources.
+            TaskInfo::new(id, &["/bin/sh", "-c", &script], Resources::new(1, 1, 0))
         });
         self.tally.lock().unwrap().launched.extend(ids);
         self.sync();
@@ -302,6 +315,173 @@ fn agents() -> Vec<AgentSpec> {
         .collect()
 }
 
+/// A fault, injected a few times over the workload.
+trait Fault {
+    /// What the summary line calls it, e.g. `broker SIGKILL`.
+    fn name(&self) -> &'static str;
+    /// Injects it for the `n`th time (from 1), returning once the faulty part is back.
+    fn inject(&mut self, n: u32);
+}
+
+/// How a workload with faults went.
+struct Outcome {
+    settled: bool,
+    injections: u32,
+    stopped: Result<(), String>,
+    drained: bool,
+    tally: Tally,
+    figures: Figures,
+}
+
+/// Runs the workload on `cluster`, injecting `fault` `injections` times (once each quarter of the
+/// items has finished, for three), then tears the framework down and counts. Prints the summary.
+async fn run_with_faults(
+    cluster: &mut LocalCluster,
+    launches: &Path,
+    resources: Resources,
+    injections: u32,
+    fault: &mut dyn Fault,
+) -> Outcome {
+    let (workload, tally, mut changed) = Workload::new(launches.to_owned(), resources);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = scheduler_config(&cluster.broker, "faults", "faults");
+    let run = tokio::spawn(scheduler::run_until(config, workload, async {
+        let _ = stop_rx.await;
+    }));
+
+    let started = Instant::now();
+    let deadline = started + WORKLOAD_TIMEOUT;
+    let mut injected = 0u32;
+    // (when the faulty part came back, the update count then), until the next update arrives.
+    let mut recovering: Option<(Instant, u64)> = None;
+    let settled = loop {
+        let (done, updates, settled, failed) = {
+            let t = tally.lock().unwrap();
+            (t.done, t.updates, t.settled(), t.failure.is_some())
+        };
+        if let Some((back, seen)) = recovering {
+            if updates > seen {
+                println!(
+                    "faults: first status update {:.1}s after injection {injected} ended",
+                    back.elapsed().as_secs_f64()
+                );
+                recovering = None;
+            }
+        }
+        if settled || failed {
+            break settled;
+        }
+        if injected < injections && done >= (injected + 1) * TASKS / (injections + 1) {
+            injected += 1;
+            println!(
+                "faults: injection {injected}: {} at {:.1}s, {done}/{TASKS} tasks finished",
+                fault.name(),
+                started.elapsed().as_secs_f64()
+            );
+            // The cluster runs on the runtime's workers; this thread only watches.
+            fault.inject(injected);
+            recovering = Some((Instant::now(), updates));
+            continue;
+        }
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            break false;
+        }
+    };
+    let elapsed = started.elapsed();
+
+    let _ = stop_tx.send(());
+    let stopped = match tokio::time::timeout(Duration::from_secs(30), run).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("did not stop within 30 s".to_owned()),
+    };
+    // Teardown kills what is left; then every task has ended and `launches` is final.
+    let drained = cluster.wait_for_no_tasks(Duration::from_secs(30)).await;
+
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let figures = Figures::count(&tally, launches);
+    println!(
+        "faults: {} injections={injected} tasks={} terminal_lost={} duplicate_launches={} elapsed={:.1}s",
+        fault.name(),
+        figures.tasks_run,
+        figures.terminal_lost.len(),
+        figures.duplicates(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "faults: details: launched={} relaunches={} updates={} terminal_deliveries={} contradicted={} ran_but_not_finished={} finished_not_run={} unknown_runs={}",
+        tally.launched.len(),
+        figures.relaunches,
+        tally.updates,
+        figures.terminal_deliveries,
+        figures.contradicted.len(),
+        figures.ran_but_not_finished.len(),
+        figures.finished_not_run.len(),
+        figures.unknown_runs.len(),
+    );
+    if !figures.ran_but_not_finished.is_empty() {
+        println!(
+            "faults: ran but reported otherwise: {:?}",
+            figures.ran_but_not_finished
+        );
+    }
+    Outcome {
+        settled,
+        injections: injected,
+        stopped,
+        drained,
+        tally,
+        figures,
+    }
+}
+
+/// The assertions every fault test makes.
+fn check(o: &Outcome, injections: u32) {
+    let (tally, figures) = (&o.tally, &o.figures);
+    assert!(
+        o.settled,
+        "the workload did not settle within {WORKLOAD_TIMEOUT:?} ({} of {TASKS} items finished; failure: {:?}); tasks without a terminal update (id, last state): {:?}",
+        tally.done, tally.failure, figures.terminal_lost
+    );
+    assert_eq!(o.stopped, Ok(()), "the framework stops");
+    assert!(o.drained, "no task is left running after the teardown");
+    assert_eq!(tally.failure, None);
+    assert_eq!(o.injections, injections);
+    assert_eq!(figures.terminal_lost, vec![], "terminal updates lost");
+    assert_eq!(
+        figures.duplicate_launches,
+        BTreeMap::new(),
+        "task ids launched twice"
+    );
+    assert_eq!(
+        figures.contradicted,
+        BTreeMap::new(),
+        "tasks with two terminal states"
+    );
+    assert_eq!(figures.unknown_runs, Vec::<String>::new());
+    assert_eq!(figures.finished_not_run, Vec::<String>::new());
+    assert!(figures.tasks_run >= TASKS as usize);
+}
+
+/// Mosquitto SIGKILLed, and started again on its port after [`BROKER_DOWN`].
+struct BrokerKill<'a>(&'a mut Mosquitto);
+
+impl Fault for BrokerKill<'_> {
+    fn name(&self) -> &'static str {
+        "broker SIGKILL"
+    }
+
+    fn inject(&mut self, _: u32) {
+        self.0.kill9();
+        std::thread::sleep(BROKER_DOWN);
+        self.0.restart();
+    }
+}
+
 #[test]
 #[ignore = "needs mosquitto"]
 fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_twice() {
@@ -310,7 +490,7 @@ fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_t
     let _reaper = Reaper(work.path().to_owned());
     let mut mosquitto = Mosquitto::start();
     let launches = work.path().join("launches");
-    runtime().block_on(async {
+    let outcome = runtime().block_on(async {
         let mut options = cluster_options(
             ClusterBroker::External(mosquitto.addr()),
             work.path(),
@@ -324,120 +504,85 @@ fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_t
         tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
             .await
             .expect("3 agents register");
-
-        let (workload, tally, mut changed) = Workload::new(launches.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = scheduler_config(&cluster.broker, "faults", "faults");
-        let run = tokio::spawn(scheduler::run_until(config, workload, async {
-            let _ = stop_rx.await;
-        }));
-
-        let started = Instant::now();
-        let deadline = started + WORKLOAD_TIMEOUT;
-        let mut injections = 0u32;
-        // (when the broker came back, the update count then), until the next update arrives.
-        let mut recovering: Option<(Instant, u64)> = None;
-        let settled = loop {
-            let (done, updates, settled) = {
-                let t = tally.lock().unwrap();
-                (t.done, t.updates, t.settled())
-            };
-            if let Some((back, seen)) = recovering {
-                if updates > seen {
-                    println!(
-                        "faults: first status update {:.1}s after the broker came back",
-                        back.elapsed().as_secs_f64()
-                    );
-                    recovering = None;
-                }
-            }
-            if settled || tally.lock().unwrap().failure.is_some() {
-                break settled;
-            }
-            if injections < BROKER_INJECTIONS
-                && done >= (injections + 1) * TASKS / (BROKER_INJECTIONS + 1)
-            {
-                injections += 1;
-                // The cluster runs on the runtime's workers; this thread only watches.
-                mosquitto.kill9();
-                println!(
-                    "faults: injection {injections}: broker SIGKILLed at {:.1}s, {done}/{TASKS} tasks finished",
-                    started.elapsed().as_secs_f64()
-                );
-                std::thread::sleep(BROKER_DOWN);
-                mosquitto.restart();
-                recovering = Some((Instant::now(), updates));
-                continue;
-            }
-            if tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-            {
-                break false;
-            }
-        };
-        let elapsed = started.elapsed();
-
-        let _ = stop_tx.send(());
-        let stopped = tokio::time::timeout(Duration::from_secs(30), run)
-            .await
-            .map(|joined| joined.map(|ran| ran.map(|_| ())));
-        // Teardown kills what is left; then every task has ended and `launches` is final.
-        let drained = cluster.wait_for_no_tasks(Duration::from_secs(30)).await;
+        let mut fault = BrokerKill(&mut mosquitto);
+        let outcome = run_with_faults(
+            &mut cluster,
+            &launches,
+            TASK_RESOURCES,
+            BROKER_INJECTIONS,
+            &mut fault,
+        )
+        .await;
         cluster.stop().await;
-
-        let tally = tally.lock().unwrap();
-        let figures = Figures::count(&tally, &launches);
-        println!(
-            "faults: broker SIGKILL injections={injections} tasks={} terminal_lost={} duplicate_launches={} elapsed={:.1}s",
-            figures.tasks_run,
-            figures.terminal_lost.len(),
-            figures.duplicates(),
-            elapsed.as_secs_f64()
-        );
-        println!(
-            "faults: details: launched={} relaunches={} updates={} terminal_deliveries={} contradicted={} ran_but_not_finished={} finished_not_run={} unknown_runs={}",
-            tally.launched.len(),
-            figures.relaunches,
-            tally.updates,
-            figures.terminal_deliveries,
-            figures.contradicted.len(),
-            figures.ran_but_not_finished.len(),
-            figures.finished_not_run.len(),
-            figures.unknown_runs.len(),
-        );
-        if !figures.ran_but_not_finished.is_empty() {
-            println!(
-                "faults: ran but reported otherwise: {:?}",
-                figures.ran_but_not_finished
-            );
-        }
-
-        assert!(
-            settled,
-            "the workload did not settle within {WORKLOAD_TIMEOUT:?} ({} of {TASKS} items finished; failure: {:?}); tasks without a terminal update (id, last state): {:?}",
-            tally.done, tally.failure, figures.terminal_lost
-        );
-        assert!(
-            matches!(stopped, Ok(Ok(Ok(())))),
-            "the framework stops: {stopped:?}"
-        );
-        assert!(drained, "no task is left running after the teardown");
-        assert_eq!(tally.failure, None);
-        assert_eq!(injections, BROKER_INJECTIONS);
-        assert_eq!(figures.terminal_lost, vec![], "terminal updates lost");
-        assert_eq!(
-            figures.duplicate_launches,
-            BTreeMap::new(),
-            "task ids launched twice"
-        );
-        assert_eq!(
-            figures.contradicted,
-            BTreeMap::new(),
-            "tasks with two terminal states"
-        );
-        assert_eq!(figures.unknown_runs, Vec::<String>::new());
-        assert_eq!(figures.finished_not_run, Vec::<String>::new());
-        assert!(figures.tasks_run >= TASKS as usize);
+        outcome
     });
+    check(&outcome, BROKER_INJECTIONS);
+}
+
+/// An agent process SIGKILLed (its tasks keep running), and started again on its work directory
+/// after [`AGENT_DOWN`]: it re-adopts its tasks and reports those that ended meanwhile. Injection
+/// `n` hits agent `n % 3`.
+struct AgentKill {
+    agents: Vec<(String, Option<AgentProcess>)>,
+    broker: BrokerAddr,
+    work: PathBuf,
+}
+
+impl Fault for AgentKill {
+    fn name(&self) -> &'static str {
+        "agent SIGKILL"
+    }
+
+    fn inject(&mut self, n: u32) {
+        let i = n as usize % self.agents.len();
+        let (id, process) = &mut self.agents[i];
+        drop(process.take()); // SIGKILL, then reaped
+        std::thread::sleep(AGENT_DOWN);
+        *process = Some(AgentProcess::start(
+            id,
+            "room=lab",
+            &self.broker,
+            &self.work,
+        ));
+    }
+}
+
+#[test]
+#[ignore = "real processes: SIGKILLs and restarts agent processes mid-workload"]
+fn agents_sigkilled_and_restarted_mid_workload_lose_no_terminal_update_and_launch_nothing_twice() {
+    init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(work.path().to_owned());
+    let launches = work.path().join("launches");
+    let outcome = runtime().block_on(async {
+        let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let options = cluster_options(broker, work.path(), vec![]);
+        let mut cluster = LocalCluster::start(options).unwrap();
+        let mut fault = AgentKill {
+            agents: ["pi-a", "pi-b", "pi-c"]
+                .into_iter()
+                .map(|id| {
+                    let p = AgentProcess::start(id, "room=lab", &cluster.broker, work.path());
+                    (id.to_owned(), Some(p))
+                })
+                .collect(),
+            broker: cluster.broker.clone(),
+            work: work.path().to_owned(),
+        };
+        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
+            .await
+            .expect("3 agents register");
+        let outcome = run_with_faults(
+            &mut cluster,
+            &launches,
+            TASK_RESOURCES_2CPU,
+            AGENT_INJECTIONS,
+            &mut fault,
+        )
+        .await;
+        drop(fault);
+        cluster.stop().await;
+        outcome
+    });
+    check(&outcome, AGENT_INJECTIONS);
 }
