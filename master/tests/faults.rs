@@ -88,12 +88,14 @@ impl Tally {
     }
 }
 
-/// A batch of [`TASKS`] items (each asking for the same resources), each one task `echo ID >> launches; sleep 0.05`, relaunched under a
+/// A batch of [`TASKS`] items (each asking for the same resources), each one task `echo ID >> launches; sleep S`, relaunched under a
 /// new id (`fault-{item}-{attempt}`) when its task ends otherwise than FINISHED. Records every
 /// update in the shared [`Tally`] and bumps `changed` after each callback.
 struct Workload {
     batch: Batch,
     launches: PathBuf,
+    /// How long each task sleeps after it wrote its line, e.g. `0.05`.
+    sleep: &'static str,
     tally: Arc<Mutex<Tally>>,
     changed: watch::Sender<u64>,
 }
@@ -102,6 +104,7 @@ impl Workload {
     fn new(
         launches: PathBuf,
         resources: Resources,
+        sleep: &'static str,
     ) -> (Workload, Arc<Mutex<Tally>>, watch::Receiver<u64>) {
         let batch = Batch::new(BatchOptions {
             prefix: "fault".into(),
@@ -114,6 +117,7 @@ impl Workload {
         let workload = Workload {
             batch,
             launches,
+            sleep,
             tally: tally.clone(),
             changed,
         };
@@ -135,10 +139,11 @@ impl Workload {
 impl Scheduler for Workload {
     fn offers(&mut self, driver: &mut SchedulerDriver, offers: Vec<Offer>) {
         let launches = self.launches.display().to_string();
+        let sleep = self.sleep;
         let mut ids = Vec::new();
         self.batch.offers(driver, offers, |_, id| {
             ids.push(id.to_owned());
-            let script = format!("echo {id} >> {launches}; sleep 0.05");
+            let script = format!("echo {id} >> {launches}; sleep {sleep}");
             // The batch sets the resources.
             TaskInfo::new(id, &["/bin/sh", "-c", &script], Resources::new(1, 1, 0))
         });
@@ -338,11 +343,11 @@ struct Outcome {
 async fn run_with_faults(
     cluster: &mut LocalCluster,
     launches: &Path,
-    resources: Resources,
+    (resources, sleep): (Resources, &'static str),
     injections: u32,
     fault: &mut dyn Fault,
 ) -> Outcome {
-    let (workload, tally, mut changed) = Workload::new(launches.to_owned(), resources);
+    let (workload, tally, mut changed) = Workload::new(launches.to_owned(), resources, sleep);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = scheduler_config(&cluster.broker, "faults", "faults");
     let run = tokio::spawn(scheduler::run_until(config, workload, async {
@@ -508,7 +513,7 @@ fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_t
         let outcome = run_with_faults(
             &mut cluster,
             &launches,
-            TASK_RESOURCES,
+            (TASK_RESOURCES, "0.05"),
             BROKER_INJECTIONS,
             &mut fault,
         )
@@ -556,7 +561,9 @@ fn agents_sigkilled_and_restarted_mid_workload_lose_no_terminal_update_and_launc
     let launches = work.path().join("launches");
     let outcome = runtime().block_on(async {
         let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let options = cluster_options(broker, work.path(), vec![]);
+        let mut options = cluster_options(broker, work.path(), vec![]);
+        // A RunTask lost with a killed agent is settled after this (default 60 s).
+        options.master.task_retry_ms = 10_000;
         let mut cluster = LocalCluster::start(options).unwrap();
         let mut fault = AgentKill {
             agents: ["pi-a", "pi-b", "pi-c"]
@@ -575,7 +582,9 @@ fn agents_sigkilled_and_restarted_mid_workload_lose_no_terminal_update_and_launc
         let outcome = run_with_faults(
             &mut cluster,
             &launches,
-            TASK_RESOURCES_2CPU,
+            // Longer tasks than with the broker fault, so that the three restarts (a second
+            // each) land while tasks run, not after the last one.
+            (TASK_RESOURCES_2CPU, "0.3"),
             AGENT_INJECTIONS,
             &mut fault,
         )
