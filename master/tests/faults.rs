@@ -299,6 +299,10 @@ impl Figures {
     }
 }
 
+/// The fault tests run one at a time: each loads both cores, and a port one test picked as free
+/// could be taken meanwhile by the other's connections.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -331,6 +335,7 @@ trait Fault {
 /// How a workload with faults went.
 struct Outcome {
     settled: bool,
+    elapsed: Duration,
     injections: u32,
     stopped: Result<(), String>,
     drained: bool,
@@ -436,6 +441,7 @@ async fn run_with_faults(
     }
     Outcome {
         settled,
+        elapsed,
         injections: injected,
         stopped,
         drained,
@@ -449,8 +455,8 @@ fn check(o: &Outcome, injections: u32) {
     let (tally, figures) = (&o.tally, &o.figures);
     assert!(
         o.settled,
-        "the workload did not settle within {WORKLOAD_TIMEOUT:?} ({} of {TASKS} items finished; failure: {:?}); tasks without a terminal update (id, last state): {:?}",
-        tally.done, tally.failure, figures.terminal_lost
+        "the workload did not settle (stopped after {:.1}s, limit {WORKLOAD_TIMEOUT:?}; {} of {TASKS} items finished; batch failure: {:?}); tasks without a terminal update (id, last state): {:?}",
+        o.elapsed.as_secs_f64(), tally.done, tally.failure, figures.terminal_lost
     );
     assert_eq!(o.stopped, Ok(()), "the framework stops");
     assert!(o.drained, "no task is left running after the teardown");
@@ -490,6 +496,7 @@ impl Fault for BrokerKill<'_> {
 #[test]
 #[ignore = "needs mosquitto"]
 fn broker_sigkilled_mid_workload_loses_no_terminal_update_and_launches_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     init_logs();
     let work = tempfile::tempdir().unwrap();
     let _reaper = Reaper(work.path().to_owned());
@@ -555,6 +562,7 @@ impl Fault for AgentKill {
 #[test]
 #[ignore = "real processes: SIGKILLs and restarts agent processes mid-workload"]
 fn agents_sigkilled_and_restarted_mid_workload_lose_no_terminal_update_and_launch_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     init_logs();
     let work = tempfile::tempdir().unwrap();
     let _reaper = Reaper(work.path().to_owned());
