@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
@@ -15,7 +14,9 @@ use bramble_sensor::{SensorOptions, SensorScheduler};
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
 
 mod support;
-use support::{cluster_options, free_port, kill_processes_below, runtime, AgentProcess, BRAMBLE};
+use support::{
+    cluster_options, free_port, kill_processes_below, runtime, AgentProcess, Mosquitto, BRAMBLE,
+};
 
 /// A text with a known word count: a few words repeated by known amounts, over several chunks.
 fn corpus() -> (String, BTreeMap<String, u64>) {
@@ -107,46 +108,12 @@ fn three_agents_run_pi_and_wordcount_at_once_through_the_embedded_broker() {
     )));
 }
 
-/// Mosquitto on a free port, killed when dropped.
-struct Mosquitto(Child, u16);
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let port = free_port();
-        let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (apt-get install mosquitto)");
-        // Owned from here on, so it is killed and reaped on every path (Drop).
-        let mosquitto = Mosquitto(child, port);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return mosquitto;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("mosquitto did not start on port {port}");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs mosquitto"]
 fn three_agents_run_pi_and_wordcount_at_once_through_mosquitto() {
     let mosquitto = Mosquitto::start();
     runtime().block_on(cluster_runs_pi_and_wordcount(ClusterBroker::External(
-        BrokerAddr {
-            host: "127.0.0.1".into(),
-            port: mosquitto.1,
-        },
+        mosquitto.addr(),
     )));
 }
 

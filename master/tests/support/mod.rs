@@ -1,12 +1,14 @@
 //! Helpers shared by the master's integration tests: free ports, the runtime, the target directory,
-//! agents as their own processes, and cleaning up the tasks a killed agent leaves behind.
+//! Mosquitto as an external broker, agents as their own processes, and cleaning up the tasks a
+//! killed agent leaves behind.
 //!
 //! Each test binary uses only some of them.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions};
 use bramble::driver::BrokerAddr;
@@ -122,5 +124,93 @@ pub fn processes_below(dir: &Path) -> Vec<i32> {
 pub fn kill_processes_below(dir: &Path) {
     for pid in processes_below(dir) {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+/// Mosquitto on a free loopback port (anonymous, no persistence: a restart loses every session and
+/// every message it held), killed when dropped.
+pub struct Mosquitto {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    config: tempfile::NamedTempFile,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on a free port and waits until it accepts connections.
+    pub fn start() -> Mosquitto {
+        let port = free_port();
+        let mut config = tempfile::Builder::new()
+            .prefix("mosquitto-")
+            .suffix(".conf")
+            .tempfile()
+            .unwrap();
+        use std::io::Write;
+        write!(
+            config,
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        .unwrap();
+        config.flush().unwrap();
+        let child = Self::spawn(config.path(), port);
+        // Owned from here on, so it is killed and reaped on every path (Drop).
+        Mosquitto {
+            child,
+            port,
+            config,
+        }
+    }
+
+    /// Where clients reach it.
+    pub fn addr(&self) -> BrokerAddr {
+        BrokerAddr {
+            host: "127.0.0.1".into(),
+            port: self.port,
+        }
+    }
+
+    /// SIGKILLs it (no last wills are sent, every session and in-flight message is gone) and
+    /// waits until it is reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, with nothing of the old one's state.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = Self::spawn(self.config.path(), self.port);
+    }
+
+    fn spawn(config: &Path, port: u16) -> Child {
+        // Right after a SIGKILL the port may still be held for a moment: retry the start.
+        for _ in 0..40 {
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed (apt-get install mosquitto)");
+            for _ in 0..200 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // it exited (the port was busy): start it again
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return child;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mosquitto did not start on port {port}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
