@@ -335,3 +335,46 @@ fn an_update_nobody_is_left_to_acknowledge_is_acknowledged_by_the_master() {
     assert!(events(&out).is_empty());
     assert_eq!(acks(&out), [1]);
 }
+
+#[test]
+fn a_late_resend_of_a_running_task_that_ended_is_stale_and_its_kill_answer_is_not_a_second_end() {
+    let (mut core, fid) = cluster(Config::default(), &["t1"]);
+    agent(
+        &mut core,
+        2,
+        &status(&fid, "t1", 1, TaskState::Running, Reason::None),
+    );
+    let done = Reason::Exited { code: 0 };
+    agent(
+        &mut core,
+        3,
+        &status(&fid, "t1", 2, TaskState::Finished, done),
+    );
+    call(&mut core, 4, ack("t1", 2));
+    drain(&mut core);
+    // RUNNING comes again, late (after a broker restart the agent resends everything at once).
+    agent(
+        &mut core,
+        5,
+        &status(&fid, "t1", 1, TaskState::Running, Reason::None),
+    );
+    let out = drain(&mut core);
+    let kills = out
+        .iter()
+        .filter(
+            |t| matches!(&t.message, Outgoing::Agent(m) if matches!(**m, MasterMsg::KillTask(_))),
+        )
+        .count();
+    assert_eq!(kills, 0, "a task that ended is not killed");
+    assert_eq!(acks(&out), [1]);
+    assert!(events(&out).is_empty());
+    // Were a kill to reach the agent anyway, its LOST answer contradicts nothing the framework hears.
+    agent(
+        &mut core,
+        6,
+        &status(&fid, "t1", 3, TaskState::Lost, Reason::UnknownTask),
+    );
+    let out = drain(&mut core);
+    assert!(events(&out).is_empty());
+    assert_eq!(acks(&out), [3]);
+}

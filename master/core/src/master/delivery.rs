@@ -148,6 +148,12 @@ impl MasterCore {
             if same && c.update.update_id == update.update_id {
                 return Some(c.acked);
             }
+            if same && c.update.update_id.is_some() {
+                // The same end again under another id (a restarted agent resends it so) goes on
+                // as a resend; another end from the agent that reported this one (its answer to
+                // a late kill of a task it no longer holds) is dropped: the first one stands.
+                return Some(c.acked || c.update.state != update.state);
+            }
             if same && c.update.update_id.is_none() {
                 // Known from the agent's task list only: this is its terminal update.
                 c.update = update.clone();
@@ -179,6 +185,15 @@ impl MasterCore {
                 false
             }
         }
+    }
+
+    /// Whether task `tid` of framework `fi` ended on agent `agent_id`, by the completed-task
+    /// cache.
+    pub(super) fn completed_on(&self, fi: FrameworkIdx, tid: &str, agent_id: &str) -> bool {
+        self.frameworks
+            .get(fi)
+            .and_then(|f| f.completed.get(tid))
+            .is_some_and(|c| c.update.agent_id.as_deref() == Some(agent_id))
     }
 
     /// The framework `fi` handled an update: the agent may forget it.

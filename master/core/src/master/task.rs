@@ -329,6 +329,15 @@ impl MasterCore {
                     true
                 }
                 None if u.state.is_terminal() => self.ended_task_update(fi, update),
+                None if self.ended_here(slot, fi, &tid)
+                    || self.completed_on(fi, &tid, agent_id) =>
+                {
+                    // An older update of a task that ended here, resent late (e.g. all at once
+                    // after a broker restart): stale, not a task nobody accounts for. Killing it
+                    // would only make the agent report a second end.
+                    self.stats.duplicate_status_updates += 1;
+                    true
+                }
                 None => {
                     // Running, but nobody accounts for it: stopped.
                     self.send_kill(slot, fi, &tid, 0);
