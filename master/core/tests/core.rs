@@ -3,24 +3,14 @@
 
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{
-    AgentInfo, AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage,
-};
+use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage};
 use agent_nostd_core::Resources;
 use bramble_master_core::{Config, MasterCore, Outgoing, RecvError, Transmit};
 use bramble_proto::{self as proto, Accept, Call, ErrorCode, Event, Register, TaskInfo};
 use proptest::prelude::*;
 
-fn info(agent: &str) -> AgentInfo {
-    AgentInfo {
-        agent_id: id(agent).unwrap(),
-        hostname: heapless::String::try_from("pi.lan").unwrap(),
-        arch: heapless::String::try_from("aarch64").unwrap(),
-        board: heapless::String::new(),
-        total: Resources::new(4_000, 4_096, 0),
-        attributes: heapless::Vec::new(),
-    }
-}
+mod support;
+use support::agent_info as info;
 
 fn drain(core: &mut MasterCore) -> Vec<Transmit> {
     std::iter::from_fn(|| core.poll_transmit()).collect()

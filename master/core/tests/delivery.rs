@@ -4,27 +4,17 @@
 
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{
-    AgentInfo, AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage,
-};
+use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::{Config, FrameworkState, MasterCore, Outgoing, Transmit};
 use bramble_proto::{
     self as proto, Accept, Acknowledge, Call, ErrorCode, Event, ReRegister, Register, TaskInfo,
 };
 
-const WINDOW: u64 = 15_000;
+mod support;
+use support::{agent_info as info, send_agent};
 
-fn info(agent: &str) -> AgentInfo {
-    AgentInfo {
-        agent_id: id(agent).unwrap(),
-        hostname: heapless::String::try_from("pi.lan").unwrap(),
-        arch: heapless::String::try_from("aarch64").unwrap(),
-        board: heapless::String::new(),
-        total: Resources::new(4_000, 4_096, 0),
-        attributes: heapless::Vec::new(),
-    }
-}
+const WINDOW: u64 = 15_000;
 
 fn drain(core: &mut MasterCore) -> Vec<Transmit> {
     std::iter::from_fn(|| core.poll_transmit()).collect()
@@ -66,10 +56,7 @@ fn acks(out: &[Transmit]) -> Vec<u32> {
 }
 
 fn agent(core: &mut MasterCore, now: u64, msg: &AgentMsg) {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic("pi"), &buf[..len])
-        .unwrap();
+    send_agent(core, now, "pi", msg);
 }
 
 fn call(core: &mut MasterCore, now: u64, call: Call) {

@@ -3,28 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{AgentInfo, AgentMsg, MasterMsg, ResourceReport, WireMessage};
+use agent_nostd_core::wire::{AgentMsg, MasterMsg, ResourceReport};
 use agent_nostd_core::Resources;
 use bramble_master_core::{Config, MasterCore, Outgoing};
 
-fn info(agent: &str) -> AgentInfo {
-    AgentInfo {
-        agent_id: id(agent).unwrap(),
-        hostname: heapless::String::try_from("pi.lan").unwrap(),
-        arch: heapless::String::try_from("aarch64").unwrap(),
-        board: heapless::String::new(),
-        total: Resources::new(4_000, 4_096, 0),
-        attributes: heapless::Vec::new(),
-    }
-}
-
-fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
-        .unwrap();
-}
+mod support;
+use support::{agent_info as info, send_agent};
 
 /// The agents pinged in what the core sent since the last call, by topic's agent id.
 fn pinged(core: &mut MasterCore) -> Vec<String> {

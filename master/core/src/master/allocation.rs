@@ -94,12 +94,7 @@ impl MasterCore {
         if in_flight {
             return;
         }
-        let active: Vec<FrameworkIdx> = self
-            .frameworks
-            .iter()
-            .filter(|(_, f)| f.state == FrameworkState::Active)
-            .map(|(i, _)| i)
-            .collect();
+        let active = self.active_frameworks();
         let weights: f64 = active
             .iter()
             .filter_map(|&i| self.frameworks.get(i))

@@ -82,6 +82,15 @@ impl Keyed for Framework {
 }
 
 impl MasterCore {
+    /// The frameworks registered and connected.
+    pub(super) fn active_frameworks(&self) -> Vec<FrameworkIdx> {
+        self.frameworks
+            .iter()
+            .filter(|(_, f)| f.state == FrameworkState::Active)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub(super) fn framework_call(&mut self, now: u64, fi: FrameworkIdx, call: Call) {
         match call {
             Call::Accept(accept) => self.accept(now, fi, accept),

@@ -204,13 +204,7 @@ impl MasterCore {
     pub fn handle_connected(&mut self, now: u64, session_present: bool) {
         self.outbox.push_back(hello(self.epoch));
         if !session_present {
-            let active: Vec<FrameworkIdx> = self
-                .frameworks
-                .iter()
-                .filter(|(_, f)| f.state == FrameworkState::Active)
-                .map(|(i, _)| i)
-                .collect();
-            for fi in active {
+            for fi in self.active_frameworks() {
                 self.disconnect_framework(now, fi);
             }
         }

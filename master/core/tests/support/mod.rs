@@ -1,10 +1,25 @@
-//! What the status tests share: feeding the core an agent's message or a framework's call by
-//! its real topic and encoding, draining its offers, and building a status update.
+//! What the core's tests share: an agent's description, feeding the core an agent's message or a
+//! framework's call by its real topic and encoding, draining its offers, and building a status
+//! update. Each test binary uses only some of them.
+#![allow(dead_code)]
 
 use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{AgentMsg, Reason, StatusUpdate, TaskState, WireMessage};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, StatusUpdate, TaskState, WireMessage};
+use agent_nostd_core::Resources;
 use bramble_master_core::{MasterCore, Outgoing};
 use bramble_proto::{self as proto, Call, Event, Offer};
+
+/// Agent `agent`: `pi.lan`, aarch64, 4 cores, 4 GiB, no attributes.
+pub fn agent_info(agent: &str) -> AgentInfo {
+    AgentInfo {
+        agent_id: id(agent).unwrap(),
+        hostname: heapless::String::try_from("pi.lan").unwrap(),
+        arch: heapless::String::try_from("aarch64").unwrap(),
+        board: heapless::String::new(),
+        total: Resources::new(4_000, 4_096, 0),
+        attributes: heapless::Vec::new(),
+    }
+}
 
 /// Sends `msg` from agent `agent` on its topic.
 pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) {
