@@ -14,14 +14,14 @@ use std::time::Duration;
 use agent_nostd_core::topic::{self, AgentTopic};
 use agent_nostd_core::wire::{AgentMsg, ResourceReport, WireMessage};
 use agent_nostd_core::Resources;
-use bramble::cluster::{AgentSpec, ClusterBroker, LocalCluster};
+use bramble::cluster::{ClusterBroker, LocalCluster};
 use bramble::demo::scheduler_config;
 use bramble::driver::BrokerAddr;
 use bramble_sdk::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 
 mod support;
-use support::{cluster_options, free_port, runtime};
+use support::{cluster_options, free_port, plain_agents, runtime};
 
 /// How many messages of the burst the master must read.
 const BURST: u64 = 100_000;
@@ -123,14 +123,7 @@ fn a_burst_of_100000_messages_read_by_the_master_does_not_stop_it_making_offers(
     runtime().block_on(async {
         let work = tempfile::tempdir().unwrap();
         let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let agents = ["a", "b"]
-            .into_iter()
-            .map(|id| AgentSpec {
-                id: id.into(),
-                attributes: vec![],
-                capacity: Resources::new(1000, 512, 1024),
-            })
-            .collect();
+        let agents = plain_agents(&["a", "b"]);
         let mut cluster =
             LocalCluster::start(cluster_options(broker, work.path(), agents)).unwrap();
         tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(2))

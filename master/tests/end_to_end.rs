@@ -15,7 +15,8 @@ use bramble_wordcount::{WordcountOptions, WordcountScheduler};
 
 mod support;
 use support::{
-    cluster_options, free_port, kill_processes_below, runtime, AgentProcess, Mosquitto, BRAMBLE,
+    cluster_options, embedded_cluster, free_port, kill_processes_below, runtime, AgentProcess,
+    Mosquitto, BRAMBLE,
 };
 
 /// A text with a known word count: a few words repeated by known amounts, over several chunks.
@@ -211,16 +212,7 @@ fn a_killed_agent_is_noticed_and_the_sensor_reader_is_replaced_on_another_board(
 fn garbage_on_every_bramble_topic_is_counted_and_dropped_and_the_cluster_keeps_working() {
     runtime().block_on(async {
         let work = tempfile::tempdir().unwrap();
-        let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let mut cluster = LocalCluster::start(cluster_options(
-            broker,
-            work.path(),
-            ClusterOptions::demo_agents(),
-        ))
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
-            .await
-            .expect("3 agents register");
+        let mut cluster = embedded_cluster(work.path(), ClusterOptions::demo_agents()).await;
 
         let mut mqtt =
             rumqttc::MqttOptions::new("vandal", cluster.broker.host.clone(), cluster.broker.port);

@@ -24,8 +24,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 mod support;
 use support::{
-    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, runtime,
-    AgentProcess, BRAMBLE,
+    bramble_cli, broker_url, cluster_options, embedded_cluster, free_port, kill_processes_below,
+    retained_until, runtime, AgentProcess, BRAMBLE,
 };
 
 /// The scheduler's client name in the oversized test.
@@ -312,16 +312,7 @@ fn garbage_retained_on_the_masters_status_topics_is_overwritten_and_the_running_
 ) {
     let work = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let mut cluster = LocalCluster::start(cluster_options(
-            broker,
-            work.path(),
-            ClusterOptions::demo_agents(),
-        ))
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(3))
-            .await
-            .expect("3 agents register");
+        let mut cluster = embedded_cluster(work.path(), ClusterOptions::demo_agents()).await;
         let broker = cluster.broker.clone();
         let url = broker_url(&broker);
         let run = KillOnDrop(
@@ -338,7 +329,10 @@ fn garbage_retained_on_the_masters_status_topics_is_overwritten_and_the_running_
                 .iter()
                 .any(|t| t.task_id == task_id && state_name(t.state) == "running")
         };
-        let snap = wait_for_status(&broker, "the task runs", |s| running(s)).await;
+        let snap = retained_until(&broker, "the task runs", Duration::from_secs(30), |s| {
+            running(s)
+        })
+        .await;
         let framework_id = snap
             .tasks()
             .iter()
@@ -355,9 +349,12 @@ fn garbage_retained_on_the_masters_status_topics_is_overwritten_and_the_running_
         )
         .await;
         // The master puts its own values back: the cluster and the task are there again.
-        wait_for_status(&broker, "the master repairs its topics", |s| {
-            s.cluster_status().is_some() && running(s) && s.garbage(None).is_empty()
-        })
+        retained_until(
+            &broker,
+            "the master repairs its topics",
+            Duration::from_secs(30),
+            |s| s.cluster_status().is_some() && running(s) && s.garbage(None).is_empty(),
+        )
         .await;
         let out = bramble_cli(&["tasks", "--broker", &url]).await;
         let tasks = String::from_utf8_lossy(&out.stdout);
@@ -383,29 +380,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Reads the retained status topics until `cond` holds (or panics after 30 s).
-async fn wait_for_status(
-    broker: &BrokerAddr,
-    what: &str,
-    cond: impl Fn(&query::StatusSnapshot) -> bool,
-) -> query::StatusSnapshot {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let snap = query::collect(broker, Duration::from_secs(5))
-            .await
-            .unwrap();
-        if cond(&snap) {
-            return snap;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: the retained status is {:#?}, garbage {:?}",
-            snap.entries,
-            snap.garbage(None)
-        );
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use agent_nostd_core::Resources;
 use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::driver::BrokerAddr;
-use bramble::query::{self, StatusSnapshot};
+use bramble::query::StatusSnapshot;
 use bramble_master_core::Config;
 use bramble_proto::{Offer, OfferId, Register, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
@@ -19,8 +19,8 @@ use serde_json::Value;
 
 mod support;
 use support::{
-    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, runtime,
-    AgentProcess, BRAMBLE,
+    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, retained_until,
+    runtime, AgentProcess, BRAMBLE,
 };
 /// One agent, `plain` (`room=attic`), with `master` (else the support's master config).
 fn start_cluster(work: &Path, master: Option<Config>) -> LocalCluster {
@@ -84,29 +84,6 @@ impl Scheduler for Plan {
     }
 
     fn status_update(&mut self, _: &mut SchedulerDriver, _: StatusUpdate) {}
-}
-
-/// Reads the retained status topics until `cond` holds (or panics after `timeout`).
-async fn retained_until(
-    broker: &BrokerAddr,
-    what: &str,
-    timeout: Duration,
-    cond: impl Fn(&StatusSnapshot) -> bool,
-) -> StatusSnapshot {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let snap = query::collect(broker, Duration::from_secs(5))
-            .await
-            .unwrap();
-        if cond(&snap) {
-            return snap;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: the retained status is {:#?}",
-            snap.entries
-        );
-    }
 }
 
 fn agent<'a>(s: &'a StatusSnapshot, id: &str) -> Option<&'a Value> {

@@ -9,26 +9,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use agent_nostd_core::Resources;
-use bramble::cluster::{AgentSpec, ClusterBroker, LocalCluster};
+use bramble::cluster::{ClusterBroker, LocalCluster};
 use bramble::web;
 use serde_json::Value;
 
 mod support;
 use support::{
-    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, runtime, BRAMBLE,
+    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, plain_agents,
+    runtime, BRAMBLE,
 };
 /// A cluster of agents `a` and `b`, and its dashboard on a free port (returned).
 async fn start(work: &Path) -> (LocalCluster, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    let agents = ["a", "b"]
-        .into_iter()
-        .map(|id| AgentSpec {
-            id: id.into(),
-            attributes: vec![],
-            capacity: Resources::new(1000, 512, 1024),
-        })
-        .collect();
+    let agents = plain_agents(&["a", "b"]);
     let mut cluster = LocalCluster::start(cluster_options(broker, work, agents)).unwrap();
     let listener = web::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions};
+use agent_nostd_core::Resources;
+use bramble::cluster::{AgentSpec, ClusterBroker, ClusterOptions, LocalCluster};
 use bramble::driver::BrokerAddr;
+use bramble::query::StatusSnapshot;
 use bramble_master_core::Config;
 
 /// The `bramble` binary under test.
@@ -34,6 +36,53 @@ pub fn cluster_options(
             ..Config::default()
         },
         warm_spares: bramble_agent::config::DEFAULT_WARM_SPARES,
+    }
+}
+
+/// A cluster of `agents` (all of them registered) on an embedded broker at a free port, working
+/// below `work`, with [`cluster_options`].
+pub async fn embedded_cluster(work: &Path, agents: Vec<AgentSpec>) -> LocalCluster {
+    let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let n = agents.len();
+    let mut cluster = LocalCluster::start(cluster_options(broker, work, agents)).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), cluster.wait_for_agents(n))
+        .await
+        .unwrap_or_else(|_| panic!("{n} agents register"));
+    cluster
+}
+
+/// Agents with these ids, no attributes, 1 core, 512 MiB and 1 GiB of disk each.
+pub fn plain_agents(ids: &[&str]) -> Vec<AgentSpec> {
+    ids.iter()
+        .map(|id| AgentSpec {
+            id: (*id).into(),
+            attributes: vec![],
+            capacity: Resources::new(1000, 512, 1024),
+        })
+        .collect()
+}
+
+/// Reads the retained status topics until `cond` holds (or panics after `timeout`, showing them).
+pub async fn retained_until(
+    broker: &BrokerAddr,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&StatusSnapshot) -> bool,
+) -> StatusSnapshot {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let snap = bramble::query::collect(broker, Duration::from_secs(5))
+            .await
+            .unwrap();
+        if cond(&snap) {
+            return snap;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: the retained status is {:#?}, garbage {:?}",
+            snap.entries,
+            snap.garbage(None)
+        );
     }
 }
 
