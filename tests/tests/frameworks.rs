@@ -154,9 +154,8 @@ proptest! {
             seed,
             loss,
             duplicate,
-            min_delay_ms: 1,
             max_delay_ms,
-            check_invariants: true,
+            ..SimConfig::default()
         };
         let mut sim = three_boards(config);
         let text = random_text(&mut Rng::new(seed), 40);

@@ -174,9 +174,8 @@ proptest! {
             seed,
             loss,
             duplicate,
-            min_delay_ms: 1,
             max_delay_ms,
-            check_invariants: true,
+            ..SimConfig::default()
         };
         let mut sim = three_boards(config);
         let run = one_shot(&mut sim);

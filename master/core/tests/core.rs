@@ -10,26 +10,13 @@ use bramble_proto::{self as proto, Accept, Call, ErrorCode, Event, Register, Tas
 use proptest::prelude::*;
 
 mod support;
-use support::agent_info as info;
-
-fn drain(core: &mut MasterCore) -> Vec<Transmit> {
-    std::iter::from_fn(|| core.poll_transmit()).collect()
-}
+use support::{agent_info as info, events, transmits as drain};
 
 fn agent_msgs(out: &[Transmit]) -> Vec<(String, MasterMsg)> {
     out.iter()
         .filter_map(|t| match &t.message {
             Outgoing::Agent(m) => Some((t.topic.clone(), (**m).clone())),
             Outgoing::Framework(_) => None,
-        })
-        .collect()
-}
-
-fn events(out: &[Transmit]) -> Vec<Event> {
-    out.iter()
-        .filter_map(|t| match &t.message {
-            Outgoing::Framework(e) => Some(e.clone()),
-            Outgoing::Agent(_) => None,
         })
         .collect()
 }

@@ -12,22 +12,9 @@ use bramble_proto::{
 };
 
 mod support;
-use support::{agent_info as info, send_agent};
+use support::{agent_info as info, events, send_agent, transmits as drain};
 
 const WINDOW: u64 = 15_000;
-
-fn drain(core: &mut MasterCore) -> Vec<Transmit> {
-    std::iter::from_fn(|| core.poll_transmit()).collect()
-}
-
-fn events(out: &[Transmit]) -> Vec<Event> {
-    out.iter()
-        .filter_map(|t| match &t.message {
-            Outgoing::Framework(e) => Some(e.clone()),
-            Outgoing::Agent(_) => None,
-        })
-        .collect()
-}
 
 fn updates(out: &[Transmit]) -> Vec<proto::StatusUpdate> {
     events(out)

@@ -142,25 +142,17 @@ impl MasterCore {
         fi: FrameworkIdx,
         update: proto::StatusUpdate,
     ) -> bool {
-        let cached = self.frameworks.get_mut(fi).and_then(|f| {
-            let c = f.completed.get_mut(&update.task_id)?;
-            let same = c.update.agent_id == update.agent_id;
-            if same && c.update.update_id == update.update_id {
-                return Some(c.acked);
-            }
-            if same && c.update.update_id.is_some() {
-                // The same end again under another id (a restarted agent resends it so) goes on
-                // as a resend; another end from the agent that reported this one (its answer to
-                // a late kill of a task it no longer holds) is dropped: the first one stands.
-                return Some(c.acked || c.update.state != update.state);
-            }
-            if same && c.update.update_id.is_none() {
-                // Known from the agent's task list only: this is its terminal update.
-                c.update = update.clone();
-                c.acked = false;
-            }
-            None
-        });
+        // `Some(settled)` when the cache holds an end of this task from this agent already; an
+        // entry known from the agent's task list only (no id) is replaced by the update below.
+        // The same end again (a resend, or under another id from a restarted agent) goes on while
+        // unacknowledged; another end from that agent (its answer to a late kill of a task it no
+        // longer holds) is dropped: the first one stands.
+        let cached = self
+            .frameworks
+            .get(fi)
+            .and_then(|f| f.completed.get(&update.task_id))
+            .filter(|c| c.update.agent_id == update.agent_id && c.update.update_id.is_some())
+            .map(|c| c.acked || c.update.state != update.state);
         match cached {
             Some(true) => {
                 self.stats.duplicate_status_updates += 1;
@@ -174,14 +166,7 @@ impl MasterCore {
             None => {
                 self.stats.status_updates += 1;
                 self.send_framework(fi, Event::Update(update.clone()));
-                if self
-                    .frameworks
-                    .get(fi)
-                    .and_then(|f| f.completed.get(&update.task_id))
-                    .is_none_or(|c| c.update.update_id != update.update_id)
-                {
-                    self.remember_completed(fi, update);
-                }
+                self.remember_completed(fi, update);
                 false
             }
         }

@@ -139,18 +139,10 @@ impl MasterCore {
                         let agent = t.agent;
                         self.send_kill(agent, fi, &k.task_id, k.grace_ms);
                     }
+                    // Not held: its end if it ended, else what reconciling an unknown task answers.
                     None => {
-                        let answer =
-                            match self.frameworks.get(fi).map(|f| f.completed.get(&k.task_id)) {
-                                Some(Some(c)) => {
-                                    let mut u = c.update.clone();
-                                    u.update_id = None;
-                                    Some(Event::Update(u))
-                                }
-                                _ => self.unknown_task_answer(now, fi, &k.task_id),
-                            };
-                        if let Some(e) = answer {
-                            self.send_framework(fi, e);
+                        if let Some(answer) = self.reconcile_answer(now, fi, &k.task_id) {
+                            self.send_framework(fi, answer);
                         }
                     }
                 }

@@ -2,9 +2,7 @@
 //! against their topic and handed to the entity they concern. Bad input is counted and dropped here.
 
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use agent_nostd_core::wire::{
-    AgentMsg, DecodeError as AgentDecodeError, Reason, TaskState, WireMessage,
-};
+use agent_nostd_core::wire::{AgentMsg, DecodeError as AgentDecodeError, WireMessage};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, Kill};
 use serde::Deserialize;
 
@@ -187,17 +185,9 @@ impl MasterCore {
             },
         );
         if let Call::Accept(a) = call {
+            let why = "the master knows no framework behind this client";
             for t in a.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
-                self.send_client(
-                    client,
-                    update_event(
-                        t.task_id.clone(),
-                        None,
-                        TaskState::Lost,
-                        Reason::LaunchFailed,
-                        "not launched: the master knows no framework behind this client",
-                    ),
-                );
+                self.send_client(client, task::not_launched_event(&t.task_id, why));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use agent_nostd_core::wire::{MasterMsg, Reason, RunTask, TaskState, MAX_TASKS};
+use agent_nostd_core::wire::{MasterMsg, RunTask, TaskState, MAX_TASKS};
 use agent_nostd_core::Resources;
 use bramble_proto::{self as proto, Accept, ErrorCode, Event, Offer, OfferId};
 
@@ -176,19 +176,10 @@ impl MasterCore {
     /// Tells framework `fi` that the tasks of `accept` did not launch (TASK_LOST, `LaunchFailed`),
     /// but for ids it holds: a refused copy of an accept that launched them says nothing of them.
     fn not_launched(&mut self, fi: FrameworkIdx, accept: &Accept, why: &str) {
-        let message = format!("not launched: {why}");
         for t in accept.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
-            if self.tasks.contains(fi, &t.task_id) {
-                continue;
+            if !self.tasks.contains(fi, &t.task_id) {
+                self.send_framework(fi, task::not_launched_event(&t.task_id, why));
             }
-            let lost = update_event(
-                t.task_id.clone(),
-                None,
-                TaskState::Lost,
-                Reason::LaunchFailed,
-                message.as_str(),
-            );
-            self.send_framework(fi, lost);
         }
     }
 

@@ -38,6 +38,17 @@ pub(super) fn update_event(
     })
 }
 
+/// TASK_LOST / `LaunchFailed` for task `tid` of an accept that did not launch it, and why.
+pub(super) fn not_launched_event(tid: &str, why: &str) -> Event {
+    update_event(
+        tid,
+        None,
+        TaskState::Lost,
+        Reason::LaunchFailed,
+        format!("not launched: {why}"),
+    )
+}
+
 /// The update a framework gets for its task `tid` in the list agent `agent_id` re-registered with.
 fn listed_update(tid: &str, agent_id: &str, state: TaskState) -> Event {
     update_event(

@@ -324,6 +324,13 @@ impl StatusPublisher {
                     _ => {}
                 }
             }
+            // Never changes while the master runs: published with the first update (repairs and
+            // full updates after an overflow put it back).
+            let online = MasterStatus {
+                state: Liveness::Online,
+                master_epoch: core.epoch(),
+            };
+            self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
             if let Some(prefix) = self.ha_prefix.clone() {
                 for (topic, config) in discovery::cluster_configs(&prefix) {
                     self.set(topic, json_bytes(&config));
@@ -349,11 +356,6 @@ impl StatusPublisher {
             self.render_offer(core, *id, wall);
         }
         self.render_cluster(core);
-        let online = MasterStatus {
-            state: Liveness::Online,
-            master_epoch: core.epoch(),
-        };
-        self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
 
         self.repair(now);
         if !self.stale.is_empty() && now >= self.stale_at {

@@ -6,7 +6,7 @@
 use agent_nostd_core::ids::id;
 use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, StatusUpdate, TaskState, WireMessage};
 use agent_nostd_core::Resources;
-use bramble_master_core::{MasterCore, Outgoing};
+use bramble_master_core::{MasterCore, Outgoing, Transmit};
 use bramble_proto::{self as proto, Call, Event, Offer};
 
 /// Agent `agent`: `pi.lan`, aarch64, 4 cores, 4 GiB, no attributes.
@@ -19,6 +19,21 @@ pub fn agent_info(agent: &str) -> AgentInfo {
         total: Resources::new(4_000, 4_096, 0),
         attributes: heapless::Vec::new(),
     }
+}
+
+/// Everything the core queued to send, in order.
+pub fn transmits(core: &mut MasterCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+/// The framework events among `out`.
+pub fn events(out: &[Transmit]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Outgoing::Framework(e) => Some(e.clone()),
+            Outgoing::Agent(_) => None,
+        })
+        .collect()
 }
 
 /// Sends `msg` from agent `agent` on its topic.
