@@ -187,6 +187,12 @@ pub struct ResourceReport {
     pub throttled: u8,
 }
 
+/// Whether update id `id` came after `last`: an agent's update ids grow by one per update
+/// (skipping 0 on wrap-around), so they compare by serial-number arithmetic.
+pub fn is_newer_update(id: u32, last: u32) -> bool {
+    (id.wrapping_sub(last) as i32) > 0
+}
+
 /// A change of a task's state, kept and resent by the agent until the master acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusUpdate {

@@ -147,11 +147,6 @@ impl Tracked {
     }
 }
 
-/// True when update id `a` is newer than `b`, in serial-number arithmetic (ids wrap).
-fn is_newer(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
-}
-
 /// Why [`SchedulerCore::handle_publish`] dropped a publish. Each is also counted in
 /// [`DriverStats`] and logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -594,9 +589,12 @@ impl<S: Scheduler> SchedulerCore<S> {
         let known = self.tasks.get(task_id);
         match (update.update_id, &update.agent_id) {
             (Some(id), Some(agent)) => {
-                let redelivered = known
-                    .and_then(|t| t.last_update.as_ref())
-                    .is_some_and(|(a, last)| a == agent && !is_newer(id, *last));
+                let redelivered =
+                    known
+                        .and_then(|t| t.last_update.as_ref())
+                        .is_some_and(|(a, last)| {
+                            a == agent && !agent_nostd_core::wire::is_newer_update(id, *last)
+                        });
                 if redelivered {
                     self.stats.duplicates += 1;
                     debug!(

@@ -190,7 +190,7 @@ impl MasterCore {
         let matches = |u: &proto::StatusUpdate| {
             u.agent_id.as_deref() == Some(ack.agent_id.as_str())
                 && u.update_id
-                    .is_some_and(|id| !task::is_newer_update(id, ack.update_id))
+                    .is_some_and(|id| !agent_nostd_core::wire::is_newer_update(id, ack.update_id))
         };
         if let Some(t) = self.tasks.get_mut(fi, &ack.task_id) {
             if t.unacked.as_deref().is_some_and(matches) {

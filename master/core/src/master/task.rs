@@ -6,19 +6,14 @@ use std::collections::BTreeSet;
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::{
-    KillTask, MasterMsg, Reason, StatusAck, StatusUpdate as AgentStatus, TaskReport, TaskState,
+    is_newer_update, KillTask, MasterMsg, Reason, StatusAck, StatusUpdate as AgentStatus,
+    TaskReport, TaskState,
 };
 use agent_nostd_core::Resources;
 use bramble_proto::{self as proto, Event};
 
 use super::registry::{AgentIdx, FrameworkIdx};
 use super::*;
-
-/// Whether update id `id` came after `last`: ids grow by one per update of an agent (skipping 0 on
-/// wrap-around), so they compare by serial-number arithmetic.
-pub(super) fn is_newer_update(id: u32, last: u32) -> bool {
-    (id.wrapping_sub(last) as i32) > 0
-}
 
 /// The one builder of the status update a framework gets about task `task_id`.
 pub(super) fn update_event(
