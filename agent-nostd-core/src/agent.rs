@@ -64,8 +64,8 @@ use crate::ids::{validate_id, TaskKey};
 use crate::resources::Resources;
 use crate::topic::{self, AgentTopic, Topic};
 use crate::wire::{
-    AgentInfo, AgentMsg, DecodeError, MasterMsg, ReRegister, Reason, ResourceReport, TaskReport,
-    TaskState, WireMessage, MAX_TASKS,
+    AgentInfo, AgentMsg, DecodeError, MasterEnvelope, MasterMsg, ReRegister, Reason,
+    ResourceReport, TaskReport, TaskState, WireMessage, MAX_TASKS,
 };
 
 /// The buffer [`AgentCore::poll_transmit`] encodes into: large enough for any [`AgentMsg`].
@@ -102,7 +102,10 @@ pub struct AgentCore {
     config: Config,
     info: AgentInfo,
     registration: Registration,
+    /// The newest master epoch obeyed (the fence): messages from older masters are dropped.
     master_epoch: u64,
+    /// An older master announced itself: tell it, by re-registering, the epoch it must beat.
+    tell_epoch: bool,
     connected: bool,
     slots: Vec<Slot, MAX_TASKS>,
     /// The latest tasks released after their end was acknowledged, oldest first.
@@ -142,6 +145,7 @@ impl AgentCore {
             config,
             info,
             master_epoch: 0,
+            tell_epoch: false,
             connected: false,
             slots: Vec::new(),
             completed: heapless::Deque::new(),
@@ -169,7 +173,7 @@ impl AgentCore {
         self.registration == Registration::Registered
     }
 
-    /// The epoch of the master this agent last registered with, or 0.
+    /// The newest master epoch this agent has obeyed, or 0: it drops what older masters send.
     pub fn master_epoch(&self) -> u64 {
         self.master_epoch
     }
@@ -260,7 +264,7 @@ impl AgentCore {
     ///
     /// Returns the message handled, so the driver can keep a [`RunTask`](crate::wire::RunTask)'s command line for the
     /// [`Action::Launch`] it may cause. Errors are counted in [`stats`](Self::stats) and change nothing
-    /// else.
+    /// else (but an older master's hello, which is answered with the epoch it must beat).
     pub fn handle_bytes(
         &mut self,
         now: u64,
@@ -278,8 +282,8 @@ impl AgentCore {
                 return Err(RecvError::UnknownTopic);
             }
         };
-        let msg = match MasterMsg::decode(payload) {
-            Ok(msg) => msg,
+        let MasterEnvelope { epoch, msg } = match MasterEnvelope::decode(payload) {
+            Ok(envelope) => envelope,
             Err(e) => {
                 match e {
                     DecodeError::UnsupportedVersion { .. } => self.stats.unsupported_version += 1,
@@ -288,25 +292,52 @@ impl AgentCore {
                 return Err(RecvError::Decode(e));
             }
         };
-        if matches!(msg, MasterMsg::Hello { .. }) != expect_hello {
+        if matches!(msg, MasterMsg::Hello) != expect_hello {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
         }
-        self.handle_message(now, &msg)?;
+        self.handle_message(now, epoch, &msg)?;
         Ok(msg)
     }
 
-    /// A decoded message from the master.
-    pub fn handle_message(&mut self, now: u64, msg: &MasterMsg) -> Result<(), RecvError> {
-        match msg {
-            MasterMsg::Hello { master_epoch } => self.on_hello(now, *master_epoch),
-            MasterMsg::RegisterAck(ack) => {
-                if ack.agent_id != self.info.agent_id {
-                    self.stats.misrouted += 1;
-                    return Err(RecvError::NotForThisAgent);
-                }
-                self.on_register_ack(now, ack.master_epoch);
+    /// A decoded message from the master of `epoch`.
+    ///
+    /// Fencing: a message from an epoch below the newest obeyed is dropped
+    /// ([`RecvError::StaleMaster`]); an older master's hello is answered with a re-registration
+    /// naming the newest epoch, so a new leader that started low learns what to start above. A
+    /// message from a newer epoch makes that master the one obeyed (the driver checkpoints it, as
+    /// [`generation`](Self::generation) moves) and the agent re-registers with it.
+    pub fn handle_message(
+        &mut self,
+        now: u64,
+        epoch: u64,
+        msg: &MasterMsg,
+    ) -> Result<(), RecvError> {
+        if epoch < self.master_epoch {
+            self.stats.stale_master += 1;
+            if matches!(msg, MasterMsg::Hello) {
+                self.tell_epoch = true;
             }
+            return Err(RecvError::StaleMaster);
+        }
+        if let MasterMsg::RegisterAck(ack) = msg {
+            if ack.agent_id != self.info.agent_id {
+                self.stats.misrouted += 1;
+                return Err(RecvError::NotForThisAgent);
+            }
+        }
+        if epoch > self.master_epoch {
+            // A newer master: it alone is obeyed from now on, and it knows nothing of us yet (a
+            // registration under way goes on: its hello handling below says when to retry).
+            self.master_epoch = epoch;
+            self.generation = self.generation.wrapping_add(1);
+            if self.registration == Registration::Registered {
+                self.start_registering(now);
+            }
+        }
+        match msg {
+            MasterMsg::Hello => self.on_hello(now),
+            MasterMsg::RegisterAck(_) => self.on_register_ack(now),
             MasterMsg::RunTask(run) => self.on_run_task(now, run),
             MasterMsg::KillTask(kill) => self.on_kill_task(now, kill),
             MasterMsg::StatusAck(ack) => self.on_status_ack(ack),
@@ -418,6 +449,12 @@ impl AgentCore {
         if let Some(seq) = self.pong.take() {
             return self.encode(&AgentMsg::Pong { seq }, buf);
         }
+        if self.tell_epoch {
+            self.tell_epoch = false;
+            self.stats.registrations_sent += 1;
+            let msg = self.registration_message();
+            return self.encode(&msg, buf);
+        }
         match self.registration {
             Registration::Registering {
                 next_attempt,
@@ -528,11 +565,10 @@ impl AgentCore {
 
     // ----- registration -----
 
-    fn on_hello(&mut self, now: u64, epoch: u64) {
+    /// The obeyed master's hello (a newer master's has made the agent re-register already).
+    fn on_hello(&mut self, now: u64) {
         match self.registration {
-            Registration::Registered if epoch == self.master_epoch => {}
-            // A new master: it knows nothing of us until we re-register.
-            Registration::Registered => self.start_registering(now),
+            Registration::Registered => {}
             // A master appeared while we wait to retry: retry now, unless a registration just went
             // out (the retained hello arrives right after every connect).
             Registration::Registering {
@@ -548,15 +584,11 @@ impl AgentCore {
         }
     }
 
-    fn on_register_ack(&mut self, now: u64, epoch: u64) {
-        if self.registration == Registration::Registered && epoch == self.master_epoch {
+    fn on_register_ack(&mut self, now: u64) {
+        if self.registration == Registration::Registered {
             return; // duplicate
         }
         self.registration = Registration::Registered;
-        if epoch != self.master_epoch {
-            self.master_epoch = epoch;
-            self.generation = self.generation.wrapping_add(1);
-        }
         self.make_updates_due(now);
         self.report_due_at = Some(now);
     }

@@ -29,4 +29,4 @@ pub mod wire;
 pub use agent::{Action, AgentCore, Config, Exit, LocalEvent, ResourceSample, Signal, Transmit};
 pub use ids::TaskKey;
 pub use resources::Resources;
-pub use wire::{AgentMsg, MasterMsg, WireMessage, PROTOCOL_VERSION};
+pub use wire::{AgentMsg, MasterEnvelope, MasterMsg, WireMessage, PROTOCOL_VERSION};

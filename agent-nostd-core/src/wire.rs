@@ -1,14 +1,15 @@
 //! The agent↔master messages and their codec.
 //!
 //! Every payload is one version byte ([`PROTOCOL_VERSION`]) followed by the postcard encoding of an
-//! [`AgentMsg`] (agent → master) or a [`MasterMsg`] (master → agent). postcard is positional and has no
+//! [`AgentMsg`] (agent → master) or a [`MasterEnvelope`] (master → agent: the master's epoch and a
+//! [`MasterMsg`]). postcard is positional and has no
 //! field-level compatibility, so the rules are: a new message or reason is a variant appended at the end
 //! of its enum; any other change bumps [`PROTOCOL_VERSION`]. A payload with another version byte is
 //! refused with [`DecodeError::UnsupportedVersion`] before a single field is read, so an old agent never
 //! misreads a new master, nor the other way round.
 //!
 //! Every string and list has a fixed capacity, so every message has a maximum encoded size
-//! ([`AgentMsg::MAX_ENCODED_LEN`], [`MasterMsg::MAX_ENCODED_LEN`]) that the tests pin.
+//! ([`AgentMsg::MAX_ENCODED_LEN`], [`MasterEnvelope::MAX_ENCODED_LEN`]) that the tests pin.
 
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,10 @@ use crate::ids::{AgentId, FrameworkId, TaskId, TaskKey};
 use crate::resources::Resources;
 
 /// The wire version carried in the first byte of every agent↔master payload.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// Version 2 put every master → agent message in a [`MasterEnvelope`] carrying the master's epoch
+/// (the fencing token), and took the epoch out of `Hello` and `RegisterAck`.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// How many attributes an agent may advertise.
 pub const MAX_ATTRIBUTES: usize = 8;
@@ -232,13 +236,11 @@ pub enum AgentMsg {
     Gone,
 }
 
-/// The master's answer to a registration.
+/// The master's answer to a registration (the master's epoch is the envelope's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterAck {
     /// The agent's id, echoed.
     pub agent_id: AgentId,
-    /// The master's epoch: a new master has a new one.
-    pub master_epoch: u64,
 }
 
 /// An environment variable for a task.
@@ -324,11 +326,9 @@ pub struct StatusAck {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterMsg {
-    /// The master announces itself (retained on the hello topic); a new epoch means agents re-register.
-    Hello {
-        /// The master's epoch.
-        master_epoch: u64,
-    },
+    /// The master announces itself (retained on the hello topic); a newer epoch (the envelope's)
+    /// means agents re-register.
+    Hello,
     /// A registration was accepted.
     RegisterAck(RegisterAck),
     /// Launch a task.
@@ -344,6 +344,33 @@ pub enum MasterMsg {
     },
     /// The master does not know this agent (e.g. it restarted): re-register with your tasks.
     ReRegisterRequest,
+}
+
+/// How a master epoch is built: the leadership term in the high bits, a tiebreak from the master's
+/// name in the low [`EPOCH_TIEBREAK_BITS`], so two masters elected in the same term still differ.
+pub const EPOCH_TIEBREAK_BITS: u32 = 16;
+
+/// The epoch of term `term` won by the master whose tiebreak is `tiebreak`.
+pub const fn epoch(term: u64, tiebreak: u16) -> u64 {
+    (term << EPOCH_TIEBREAK_BITS) | tiebreak as u64
+}
+
+/// The leadership term of `epoch`.
+pub const fn epoch_term(epoch: u64) -> u64 {
+    epoch >> EPOCH_TIEBREAK_BITS
+}
+
+/// Every master → agent payload: the sender's epoch, the fencing token, and the message.
+///
+/// Epochs only grow: a leader's epoch is above every epoch before it (see PROTOCOL.md,
+/// "Leadership"). An agent acts only on the newest epoch it has obeyed (it keeps that epoch in its
+/// checkpoint) and drops what an older master sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterEnvelope {
+    /// The sending master's epoch.
+    pub epoch: u64,
+    /// The message.
+    pub msg: MasterMsg,
 }
 
 /// Why a payload could not be encoded.
@@ -398,10 +425,10 @@ impl core::fmt::Display for EncodeError {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::AgentMsg {}
-    impl Sealed for super::MasterMsg {}
+    impl Sealed for super::MasterEnvelope {}
 }
 
-/// A message that travels between agent and master: [`AgentMsg`] or [`MasterMsg`].
+/// A message that travels between agent and master: [`AgentMsg`] or [`MasterEnvelope`].
 pub trait WireMessage: Serialize + for<'de> Deserialize<'de> + sealed::Sealed {
     /// The largest encoding of any message of this type, version byte included.
     const MAX_ENCODED_LEN: usize;
@@ -436,10 +463,17 @@ impl WireMessage for AgentMsg {
     const MAX_ENCODED_LEN: usize = 3_233;
 }
 
-impl WireMessage for MasterMsg {
-    /// A full RunTask: 1 + 1 + 33 + 33 + 2_081 (argv) + 2_609 (env) + 15 + 5 + 1_041 (artifacts:
-    /// 1 + 4 × (162 url + 32 sha256 + 1 executable + 65 name)).
-    const MAX_ENCODED_LEN: usize = 5_819;
+impl WireMessage for MasterEnvelope {
+    /// A full RunTask: 1 + 10 (epoch) + 1 + 33 + 33 + 2_081 (argv) + 2_609 (env) + 15 + 5 + 1_041
+    /// (artifacts: 1 + 4 × (162 url + 32 sha256 + 1 executable + 65 name)).
+    const MAX_ENCODED_LEN: usize = 5_829;
+}
+
+impl MasterMsg {
+    /// This message from the master of `epoch`, ready to encode.
+    pub fn from_epoch(self, epoch: u64) -> MasterEnvelope {
+        MasterEnvelope { epoch, msg: self }
+    }
 }
 
 /// The largest encoded [`AgentMsg::Report`], version byte included.

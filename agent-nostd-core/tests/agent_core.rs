@@ -4,8 +4,8 @@
 mod samples;
 
 use agent_nostd_core::agent::{
-    Action, AgentCore, Config, EndedTask, Exit, LocalEvent, ResourceSample, Signal, Stats,
-    TransmitBuf, UPDATE_ID_BLOCK,
+    Action, AgentCore, Config, EndedTask, Exit, LocalEvent, RecvError, ResourceSample, Signal,
+    Stats, TransmitBuf, UPDATE_ID_BLOCK,
 };
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
@@ -46,10 +46,12 @@ impl Rig {
         let mut rig = Rig::new();
         let sent = rig.drain();
         assert!(matches!(sent[0].msg, AgentMsg::Register(_)));
-        rig.master(MasterMsg::RegisterAck(RegisterAck {
-            agent_id: id("pi4").unwrap(),
-            master_epoch: 1,
-        }));
+        rig.master_at(
+            1,
+            MasterMsg::RegisterAck(RegisterAck {
+                agent_id: id("pi4").unwrap(),
+            }),
+        );
         let sent = rig.drain();
         assert!(
             matches!(
@@ -85,16 +87,26 @@ impl Rig {
         std::iter::from_fn(|| self.core.poll_action()).collect()
     }
 
-    /// Sends a message through the real codec and topic check.
+    /// Sends a message from the master the agent obeys (epoch 1 before any) through the real
+    /// codec and topic check.
     fn master(&mut self, msg: MasterMsg) {
-        let topic = if matches!(msg, MasterMsg::Hello { .. }) {
+        self.master_at(self.core.master_epoch().max(1), msg);
+    }
+
+    /// Sends a message from the master of `epoch`; it must be taken.
+    fn master_at(&mut self, epoch: u64, msg: MasterMsg) {
+        self.try_master_at(epoch, msg).unwrap();
+    }
+
+    fn try_master_at(&mut self, epoch: u64, msg: MasterMsg) -> Result<MasterMsg, RecvError> {
+        let topic = if matches!(msg, MasterMsg::Hello) {
             topic::MASTER_HELLO
         } else {
             CMD
         };
-        let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
-        let n = msg.encode(&mut buf).unwrap();
-        self.core.handle_bytes(self.now, topic, &buf[..n]).unwrap();
+        let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+        let n = msg.from_epoch(epoch).encode(&mut buf).unwrap();
+        self.core.handle_bytes(self.now, topic, &buf[..n])
     }
 
     fn advance_to(&mut self, t: u64) {
@@ -228,10 +240,12 @@ fn registration_is_retried_with_growing_backoff_until_acknowledged() {
     }
     assert_eq!(rig.stats().registrations_sent, 8);
 
-    rig.master(MasterMsg::RegisterAck(RegisterAck {
-        agent_id: id("pi4").unwrap(),
-        master_epoch: 9,
-    }));
+    rig.master_at(
+        9,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
     assert!(rig.core.is_registered());
     assert_eq!(rig.core.master_epoch(), 9);
     let sent = rig.drain();
@@ -647,25 +661,27 @@ fn a_full_task_table_refuses_new_launches_and_keeps_every_pending_update() {
 fn the_agent_reregisters_with_its_tasks_when_a_new_master_appears() {
     let mut rig = Rig::registered();
     rig.running("t1", 500, 64);
-    rig.master(MasterMsg::Hello { master_epoch: 1 });
+    rig.master_at(1, MasterMsg::Hello);
     assert!(rig.drain().is_empty(), "the same master: nothing to do");
-    rig.master(MasterMsg::Hello { master_epoch: 2 });
+    rig.master_at(2, MasterMsg::Hello);
     assert!(!rig.core.is_registered());
     let sent = rig.drain();
     let AgentMsg::ReRegister(re) = &sent[0].msg else {
         panic!("expected a re-registration, got {sent:?}");
     };
     assert_eq!(sent[0].topic, "bramble/v1/agent/pi4/register");
-    assert_eq!(re.last_master_epoch, 1);
+    assert_eq!(re.last_master_epoch, 2, "the newest epoch obeyed");
     assert_eq!(re.info, info());
     assert_eq!(re.tasks.len(), 1);
     assert_eq!(re.tasks[0].task_id, "t1");
     assert_eq!(re.tasks[0].state, TaskState::Running);
     assert_eq!(re.tasks[0].resources, Resources::new(500, 64, 0));
-    rig.master(MasterMsg::RegisterAck(RegisterAck {
-        agent_id: id("pi4").unwrap(),
-        master_epoch: 2,
-    }));
+    rig.master_at(
+        2,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
     assert!(rig.core.is_registered());
     assert_eq!(rig.core.master_epoch(), 2);
 }
@@ -675,7 +691,7 @@ fn a_hello_cuts_a_registration_backoff_short_but_not_right_after_a_registration(
     let mut rig = Rig::new();
     assert_eq!(rig.drain().len(), 1);
     // The retained hello arrives right after connecting: no second registration.
-    rig.master(MasterMsg::Hello { master_epoch: 5 });
+    rig.master_at(5, MasterMsg::Hello);
     assert!(rig.drain().is_empty());
     // Three retries later the next one is seconds away; a master appearing makes it go now.
     for _ in 0..3 {
@@ -684,18 +700,87 @@ fn a_hello_cuts_a_registration_backoff_short_but_not_right_after_a_registration(
     }
     rig.advance_to(rig.now + 1_500);
     assert!(rig.core.poll_timeout().unwrap() > rig.now);
-    rig.master(MasterMsg::Hello { master_epoch: 6 });
+    rig.master_at(6, MasterMsg::Hello);
     let sent = rig.drain();
+    // It has obeyed a master (epoch 5) now, so it names that epoch in a re-registration.
     assert!(
         matches!(
-            sent[..],
+            &sent[..],
             [Sent {
-                msg: AgentMsg::Register(_),
+                msg: AgentMsg::ReRegister(re),
                 ..
-            }]
+            }] if re.last_master_epoch == 6
         ),
         "{sent:?}"
     );
+}
+
+#[test]
+fn an_older_masters_commands_are_dropped_and_its_hello_is_answered_with_the_newest_epoch() {
+    let mut rig = Rig::registered();
+    rig.master_at(5, MasterMsg::Hello);
+    rig.master_at(
+        5,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
+    rig.drain();
+    let gen = rig.core.generation();
+    // The master of epoch 1 (say, paused and resumed) still thinks it leads.
+    let mut run = run_task();
+    run.task_id = id("t-stale").unwrap();
+    for msg in [
+        MasterMsg::RunTask(run),
+        MasterMsg::Ping { seq: 9 },
+        MasterMsg::ReRegisterRequest,
+    ] {
+        assert_eq!(rig.try_master_at(1, msg), Err(RecvError::StaleMaster));
+    }
+    assert!(rig.drain().is_empty(), "no pong, no registration");
+    assert!(rig.actions().is_empty(), "nothing launched");
+    assert_eq!(rig.core.tasks().count(), 0);
+    assert!(rig.core.is_registered());
+    // A new leader that started low (the broker lost the retained hello) learns what to beat.
+    assert_eq!(
+        rig.try_master_at(3, MasterMsg::Hello),
+        Err(RecvError::StaleMaster)
+    );
+    let sent = rig.drain();
+    assert!(
+        matches!(&sent[..], [Sent { msg: AgentMsg::ReRegister(re), .. }] if re.last_master_epoch == 5),
+        "{sent:?}"
+    );
+    assert!(rig.core.is_registered(), "still obeying epoch 5");
+    assert_eq!(rig.stats().stale_master, 4);
+    assert_eq!(rig.core.generation(), gen, "nothing to checkpoint");
+}
+
+#[test]
+fn a_newer_master_is_obeyed_from_its_first_message_and_its_epoch_is_checkpointed() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    let gen = rig.core.generation();
+    // Its RegisterAck overtook its hello.
+    rig.master_at(
+        7,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
+    assert!(rig.core.is_registered());
+    assert_eq!(rig.core.master_epoch(), 7);
+    assert_ne!(rig.core.generation(), gen, "the fence moved: checkpoint it");
+    assert_eq!(rig.core.snapshot().master_epoch, 7);
+    // From now on epoch 1 is stale.
+    assert_eq!(
+        rig.try_master_at(1, MasterMsg::Ping { seq: 1 }),
+        Err(RecvError::StaleMaster)
+    );
+    // A restarted agent keeps the fence.
+    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    core.restore(0, &rig.core.snapshot(), |_| None);
+    assert_eq!(core.master_epoch(), 7);
 }
 
 #[test]
@@ -723,10 +808,12 @@ fn status_updates_wait_for_registration_and_go_out_once_acknowledged() {
     rig.event(exit("t1", Exit::Code(0)));
     let sent = rig.drain();
     assert!(statuses(&sent).is_empty(), "{sent:?}");
-    rig.master(MasterMsg::RegisterAck(RegisterAck {
-        agent_id: id("pi4").unwrap(),
-        master_epoch: 1,
-    }));
+    rig.master_at(
+        1,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
     assert_eq!(statuses(&rig.drain())[0].state, TaskState::Finished);
 }
 
@@ -823,27 +910,28 @@ fn garbage_and_misrouted_payloads_are_counted_and_change_nothing() {
     let gen = rig.core.generation();
     let now = rig.now;
     let c = &mut rig.core;
-    assert!(c.handle_bytes(now, CMD, &[1, 250, 3]).is_err());
+    // Version 2, epoch 1, then tag 250 (no message); nothing; version 7.
+    assert!(c.handle_bytes(now, CMD, &[2, 1, 250, 3]).is_err());
     assert!(c.handle_bytes(now, CMD, &[]).is_err());
-    assert!(c.handle_bytes(now, CMD, &[7, 5, 1]).is_err());
+    assert!(c.handle_bytes(now, CMD, &[7, 1, 5, 1]).is_err());
     // A hello on the command topic, a ping on the hello topic.
-    assert!(c.handle_bytes(now, CMD, &[1, 0, 5]).is_err());
+    assert!(c.handle_bytes(now, CMD, &[2, 1, 0]).is_err());
     assert!(c
-        .handle_bytes(now, topic::MASTER_HELLO, &[1, 5, 1])
+        .handle_bytes(now, topic::MASTER_HELLO, &[2, 1, 5, 1])
         .is_err());
     // Another agent's commands, an unknown topic.
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[2, 1, 5, 1])
         .is_err());
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[2, 1, 5, 1])
         .is_err());
     // An ack naming another agent.
     let mut buf = [0u8; 64];
     let n = MasterMsg::RegisterAck(RegisterAck {
         agent_id: id("pi5").unwrap(),
-        master_epoch: 3,
     })
+    .from_epoch(3)
     .encode(&mut buf)
     .unwrap();
     assert!(c.handle_bytes(now, CMD, &buf[..n]).is_err());
@@ -902,10 +990,12 @@ fn an_adopted_task_is_reported_in_the_first_registration_and_can_end() {
     };
     assert_eq!(re.tasks[0].task_id, "t9");
     assert_eq!(re.last_master_epoch, 0);
-    rig.master(MasterMsg::RegisterAck(RegisterAck {
-        agent_id: id("pi4").unwrap(),
-        master_epoch: 4,
-    }));
+    rig.master_at(
+        4,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
     rig.event(exit("t9", Exit::Code(1)));
     let u = statuses(&rig.drain());
     assert_eq!(u[0].update_id, 500, "ids continue from the checkpoint");
@@ -1130,13 +1220,18 @@ mod random_sequences {
             }
             Op::Connect => rig.core.handle_connected(now),
             Op::Disconnect => rig.core.handle_disconnected(now),
-            Op::RegisterAck(epoch) => rig.master(MasterMsg::RegisterAck(RegisterAck {
-                agent_id: id("pi4").unwrap(),
-                master_epoch: epoch,
-            })),
-            Op::Hello(epoch) => rig.master(MasterMsg::Hello {
-                master_epoch: epoch,
-            }),
+            // A stale epoch is refused (fencing); the model does not care which.
+            Op::RegisterAck(epoch) => {
+                let _ = rig.try_master_at(
+                    epoch,
+                    MasterMsg::RegisterAck(RegisterAck {
+                        agent_id: id("pi4").unwrap(),
+                    }),
+                );
+            }
+            Op::Hello(epoch) => {
+                let _ = rig.try_master_at(epoch, MasterMsg::Hello);
+            }
             Op::ReRegisterRequest => rig.master(MasterMsg::ReRegisterRequest),
             Op::Run { task, cpu, mem } => rig.run(&name(task), cpu, mem),
             Op::Kill { task, grace } => rig.kill(&name(task), grace),
@@ -1195,9 +1290,8 @@ mod random_sequences {
 
             // Calm weather: connected, registered, every process ends, every update is acknowledged.
             rig.core.handle_connected(rig.now);
-            rig.master(MasterMsg::RegisterAck(RegisterAck {
+            rig.master_at(99, MasterMsg::RegisterAck(RegisterAck {
                 agent_id: id("pi4").unwrap(),
-                master_epoch: 99,
             }));
             for _ in 0..400 {
                 model.observe(&mut rig);
@@ -1267,10 +1361,12 @@ fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered(
         statuses(&sent).is_empty(),
         "updates wait for the registration"
     );
-    rig.master(MasterMsg::RegisterAck(RegisterAck {
-        agent_id: id("pi4").unwrap(),
-        master_epoch: 2,
-    }));
+    rig.master_at(
+        2,
+        MasterMsg::RegisterAck(RegisterAck {
+            agent_id: id("pi4").unwrap(),
+        }),
+    );
     let u = statuses(&rig.drain());
     assert_eq!(
         (u[0].state, u[0].reason),
@@ -1388,7 +1484,7 @@ fn a_restored_snapshot_takes_back_every_task_with_its_limits_and_continues_updat
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let after = core.snapshot();
     assert_eq!(after.tasks, before.tasks, "same tasks, limits and ends");
-    assert_eq!(after.master_epoch, 0, "the epoch is not taken back");
+    assert_eq!(after.master_epoch, 1, "the fence is taken back");
     let t1 = TaskKey::new("fw-1", "t1").unwrap();
     assert_eq!(core.task(&t1).unwrap().state, TaskState::Running);
     assert!(

@@ -12,7 +12,7 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
     (
         "register",
         &[
-            1, 0, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
+            2, 0, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
             b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0',
@@ -21,7 +21,7 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
     (
         "reregister",
         &[
-            1, 1, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
+            2, 1, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
             b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 1, 4, b'f', b'w', b'-', b'1', 2, b't',
@@ -32,42 +32,53 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
         // version, tag 2, free = 3500/3000/19000, 1 task, Some(52.3 °C) as zigzag 1046, not throttled
         "report",
         &[
-            1, 2, 0xAC, 0x1B, 0xB8, 0x17, 0xB8, 0x94, 0x01, 1, 1, 0x96, 0x08, 0,
+            2, 2, 0xAC, 0x1B, 0xB8, 0x17, 0xB8, 0x94, 0x01, 1, 1, 0x96, 0x08, 0,
         ],
     ),
     (
         // ..., update 3, Failed (4), Exited (1) { code: 2 as zigzag 4 }, message
         "status",
         &[
-            1, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3, 4, 1, 4, 18, b'e', b'x', b'i', b't',
+            2, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3, 4, 1, 4, 18, b'e', b'x', b'i', b't',
             b'e', b'd', b' ', b'w', b'i', b't', b'h', b' ', b'c', b'o', b'd', b'e', b' ', b'2',
         ],
     ),
-    ("pong", &[1, 4, 0xAC, 0x02]),
-    ("gone", &[1, 5]),
+    ("pong", &[2, 4, 0xAC, 0x02]),
+    ("gone", &[2, 5]),
 ];
 
+/// The epoch of the typical master messages: term 1, tiebreak 2 (a varint of 3 bytes).
+const EPOCH: u64 = epoch(1, 2);
+
+/// Each starts with the version byte and the epoch, `0x82 0x80 0x04`.
 const MASTER_GOLDEN: [(&str, &[u8]); 7] = [
-    ("hello", &[1, 0, 1]),
-    ("register_ack", &[1, 1, 3, b'p', b'i', b'4', 1]),
+    ("hello", &[2, 0x82, 0x80, 0x04, 0]),
+    (
+        "register_ack",
+        &[2, 0x82, 0x80, 0x04, 1, 3, b'p', b'i', b'4'],
+    ),
     (
         // fw-1, t1, argv ["echo", "hi"], env [X=1], 500m/64M/0M, pids 32, no artifacts
         "run_task",
         &[
-            1, 2, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 2, 4, b'e', b'c', b'h', b'o', 2, b'h',
-            b'i', 1, 1, b'X', 1, b'1', 0xF4, 0x03, 64, 0, 32, 0,
+            2, 0x82, 0x80, 0x04, 2, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 2, 4, b'e', b'c',
+            b'h', b'o', 2, b'h', b'i', 1, 1, b'X', 1, b'1', 0xF4, 0x03, 64, 0, 32, 0,
         ],
     ),
     (
         "kill_task",
-        &[1, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 0xE8, 0x07],
+        &[
+            2, 0x82, 0x80, 0x04, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 0xE8, 0x07,
+        ],
     ),
     (
         "status_ack",
-        &[1, 4, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3],
+        &[
+            2, 0x82, 0x80, 0x04, 4, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3,
+        ],
     ),
-    ("ping", &[1, 5, 0xAC, 0x02]),
-    ("reregister_request", &[1, 6]),
+    ("ping", &[2, 0x82, 0x80, 0x04, 5, 0xAC, 0x02]),
+    ("reregister_request", &[2, 0x82, 0x80, 0x04, 6]),
 ];
 
 #[test]
@@ -84,8 +95,9 @@ fn every_master_message_encodes_to_its_golden_bytes_and_back() {
     for ((name, msg), (golden_name, golden)) in typical_master_msgs().into_iter().zip(MASTER_GOLDEN)
     {
         assert_eq!(name, golden_name);
+        let msg = msg.from_epoch(EPOCH);
         assert_eq!(enc(&msg), golden, "{name}");
-        assert_eq!(MasterMsg::decode(golden), Ok(msg), "{name}");
+        assert_eq!(MasterEnvelope::decode(golden), Ok(msg), "{name}");
     }
 }
 
@@ -105,20 +117,21 @@ fn largest_messages_fit_their_published_maximum_exactly() {
     let master_max: [(&str, usize); 7] = [
         ("hello", 12),
         ("register_ack", 45),
-        ("run_task", MasterMsg::MAX_ENCODED_LEN),
-        ("kill_task", 73),
-        ("status_ack", 73),
-        ("ping", 7),
-        ("reregister_request", 2),
+        ("run_task", MasterEnvelope::MAX_ENCODED_LEN),
+        ("kill_task", 83),
+        ("status_ack", 83),
+        ("ping", 17),
+        ("reregister_request", 12),
     ];
     for ((name, msg), (_, max)) in max_master_msgs().into_iter().zip(master_max) {
-        assert_eq!(enc(&msg).len(), max, "{name}");
+        assert_eq!(enc(&msg.from_epoch(u64::MAX)).len(), max, "{name}");
     }
     for (_, msg) in max_agent_msgs() {
         assert_eq!(AgentMsg::decode(&enc(&msg)), Ok(msg));
     }
     for (_, msg) in max_master_msgs() {
-        assert_eq!(MasterMsg::decode(&enc(&msg)), Ok(msg));
+        let msg = msg.from_epoch(u64::MAX);
+        assert_eq!(MasterEnvelope::decode(&enc(&msg)), Ok(msg));
     }
 }
 
@@ -139,11 +152,11 @@ fn encoding_into_a_short_buffer_is_an_error_not_a_panic() {
 
 #[test]
 fn another_protocol_version_is_refused_before_reading_the_body() {
-    for version in [0u8, 2, 255] {
+    for version in [0u8, 1, 3, 255] {
         let mut bytes = MASTER_GOLDEN[5].1.to_vec();
         bytes[0] = version;
         assert_eq!(
-            MasterMsg::decode(&bytes),
+            MasterEnvelope::decode(&bytes),
             Err(DecodeError::UnsupportedVersion { got: version })
         );
         assert_eq!(
@@ -158,25 +171,35 @@ fn empty_truncated_trailing_and_garbage_payloads_get_typed_errors() {
     assert_eq!(AgentMsg::decode(&[]), Err(DecodeError::Empty));
     let run = MASTER_GOLDEN[2].1;
     assert_eq!(
-        MasterMsg::decode(&run[..run.len() - 3]),
+        MasterEnvelope::decode(&run[..run.len() - 3]),
         Err(DecodeError::Truncated)
     );
     let mut trailing = run.to_vec();
     trailing.push(0);
     assert_eq!(
-        MasterMsg::decode(&trailing),
+        MasterEnvelope::decode(&trailing),
         Err(DecodeError::TrailingBytes)
     );
     // Tag 99 is no message.
-    assert_eq!(MasterMsg::decode(&[1, 99]), Err(DecodeError::Malformed));
+    assert_eq!(
+        MasterEnvelope::decode(&[2, 1, 99]),
+        Err(DecodeError::Malformed)
+    );
     // An agent id of 33 bytes is over capacity.
-    let mut long_id = vec![1, 1, 33];
+    let mut long_id = vec![2, 1, 1, 33];
     long_id.extend([b'a'; 33]);
-    long_id.push(1);
-    assert_eq!(MasterMsg::decode(&long_id), Err(DecodeError::Malformed));
+    assert_eq!(
+        MasterEnvelope::decode(&long_id),
+        Err(DecodeError::Malformed)
+    );
     // Invalid UTF-8 in a string.
     assert_eq!(
-        MasterMsg::decode(&[1, 1, 2, 0xFF, 0xFE, 1]),
+        MasterEnvelope::decode(&[2, 1, 1, 2, 0xFF, 0xFE]),
+        Err(DecodeError::Malformed)
+    );
+    // An epoch varint longer than a u64.
+    assert_eq!(
+        MasterEnvelope::decode(&[2, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0]),
         Err(DecodeError::Malformed)
     );
 }
@@ -215,8 +238,8 @@ fn decode_is_total_and_stable(bytes: &[u8]) {
     if let Ok(m) = AgentMsg::decode(bytes) {
         assert_eq!(AgentMsg::decode(&enc(&m)), Ok(m));
     }
-    if let Ok(m) = MasterMsg::decode(bytes) {
-        assert_eq!(MasterMsg::decode(&enc(&m)), Ok(m));
+    if let Ok(m) = MasterEnvelope::decode(bytes) {
+        assert_eq!(MasterEnvelope::decode(&enc(&m)), Ok(m));
     }
 }
 
@@ -273,7 +296,7 @@ fn an_artifact_encodes_its_sandbox_name_after_the_executable_flag() {
     golden.extend_from_slice(&[0xAB; 32]);
     golden.push(1);
     golden.extend_from_slice(&[1, b'a']);
-    let msg = MasterMsg::RunTask(run);
+    let msg = MasterMsg::RunTask(run).from_epoch(EPOCH);
     assert_eq!(enc(&msg), golden);
-    assert_eq!(MasterMsg::decode(&golden), Ok(msg));
+    assert_eq!(MasterEnvelope::decode(&golden), Ok(msg));
 }

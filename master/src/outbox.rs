@@ -97,8 +97,8 @@ impl Kind {
     /// The kind of a core transmit.
     pub fn of(t: &Transmit) -> Kind {
         match &t.message {
-            Outgoing::Agent(m) => match **m {
-                MasterMsg::Hello { .. } => Kind::Hello,
+            Outgoing::Agent(m) => match m.msg {
+                MasterMsg::Hello => Kind::Hello,
                 MasterMsg::RegisterAck(_) => Kind::RegisterAck,
                 MasterMsg::RunTask(_) => Kind::RunTask,
                 MasterMsg::KillTask(_) => Kind::KillTask,

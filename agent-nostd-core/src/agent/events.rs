@@ -151,6 +151,8 @@ pub enum RecvError {
     WrongTopic,
     /// The message names another agent.
     NotForThisAgent,
+    /// The message comes from a master older than the newest one obeyed (its epoch is lower).
+    StaleMaster,
 }
 
 impl core::fmt::Display for RecvError {
@@ -162,6 +164,9 @@ impl core::fmt::Display for RecvError {
                 f.write_str("message arrived on a topic that does not carry it")
             }
             RecvError::NotForThisAgent => f.write_str("message names another agent"),
+            RecvError::StaleMaster => {
+                f.write_str("message from an older master than the one obeyed (stale epoch)")
+            }
         }
     }
 }
@@ -219,6 +224,8 @@ pub struct Stats {
     pub stale_acks: u32,
     /// Updates about tasks without a slot that could not be queued because that queue was full.
     pub orphans_dropped: u32,
+    /// Messages from a master whose epoch is below the newest obeyed, dropped (fencing).
+    pub stale_master: u32,
 }
 
 /// A task as the core sees it, for inspection and checkpoints.

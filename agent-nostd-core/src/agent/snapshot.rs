@@ -11,8 +11,8 @@ use crate::wire::{Reason, TaskState, MAX_MESSAGE_LEN, MAX_TASKS};
 /// The core's persistent state: what a checkpoint must hold for [`AgentCore::restore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The epoch of the master the agent last registered with. Recorded, but not restored: a
-    /// restarted agent starts from epoch 0 (it re-registers, with its tasks when it has any).
+    /// The newest master epoch the agent has obeyed, its fence: a restarted agent still drops
+    /// what an older master sends, and tells a new leader the epoch it must start above.
     pub master_epoch: u64,
     /// The status update id a restarted agent continues from
     /// ([`AgentCore::update_id_checkpoint`]).
@@ -85,6 +85,7 @@ impl AgentCore {
         mut exited: impl FnMut(&TaskKey) -> Option<Exit>,
     ) -> Vec<Result<(), TaskError>, MAX_TASKS> {
         self.set_next_update_id(snapshot.next_update_id);
+        self.master_epoch = self.master_epoch.max(snapshot.master_epoch);
         let mut results = Vec::new();
         for task in &snapshot.tasks {
             let restored = RestoredTask {

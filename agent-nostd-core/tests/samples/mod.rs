@@ -173,12 +173,11 @@ pub fn run_task() -> RunTask {
 
 pub fn typical_master_msgs() -> [(&'static str, MasterMsg); 7] {
     [
-        ("hello", MasterMsg::Hello { master_epoch: 1 }),
+        ("hello", MasterMsg::Hello),
         (
             "register_ack",
             MasterMsg::RegisterAck(RegisterAck {
                 agent_id: id("pi4").unwrap(),
-                master_epoch: 1,
             }),
         ),
         ("run_task", MasterMsg::RunTask(run_task())),
@@ -225,17 +224,11 @@ pub fn max_master_msgs() -> [(&'static str, MasterMsg); 7] {
         .is_ok()
     {}
     [
-        (
-            "hello",
-            MasterMsg::Hello {
-                master_epoch: u64::MAX,
-            },
-        ),
+        ("hello", MasterMsg::Hello),
         (
             "register_ack",
             MasterMsg::RegisterAck(RegisterAck {
                 agent_id: full('a'),
-                master_epoch: u64::MAX,
             }),
         ),
         (

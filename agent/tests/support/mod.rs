@@ -64,6 +64,8 @@ pub struct Master {
     client: AsyncClient,
     rx: mpsc::Receiver<FromAgent>,
     pub garbage: mpsc::Receiver<String>,
+    /// The epoch its messages carry: the last one it acknowledged a registration with.
+    epoch: u64,
 }
 
 impl Master {
@@ -125,12 +127,13 @@ impl Master {
             client,
             rx,
             garbage,
+            epoch: 1,
         }
     }
 
     pub async fn send(&self, agent: &str, msg: &MasterMsg) {
-        let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
-        let n = msg.encode(&mut buf).unwrap();
+        let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+        let n = msg.clone().from_epoch(self.epoch).encode(&mut buf).unwrap();
         self.client
             .publish(
                 topic::agent(agent, AgentTopic::Cmd).as_str(),
@@ -176,11 +179,11 @@ impl Master {
                 .then(|| m.msg.clone())
             })
             .await;
+        self.epoch = epoch;
         self.send(
             agent,
             &MasterMsg::RegisterAck(RegisterAck {
                 agent_id: id(agent).unwrap(),
-                master_epoch: epoch,
             }),
         )
         .await;

@@ -212,7 +212,7 @@ async fn an_executor_without_a_broker_fails_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_new_master_epoch_in_the_hello_makes_the_scheduler_re_register_with_its_id() {
-    use agent_nostd_core::wire::{MasterMsg, WireMessage};
+    use agent_nostd_core::wire::{MasterEnvelope, MasterMsg, WireMessage};
 
     let port = support::start_broker();
     let mut master = Master::connect(port).await;
@@ -230,10 +230,8 @@ async fn a_new_master_epoch_in_the_hello_makes_the_scheduler_re_register_with_it
         .await;
 
     // A master with epoch 2 takes over and says hello (retained, as the real one does).
-    let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
-    let n = MasterMsg::Hello { master_epoch: 2 }
-        .encode(&mut buf)
-        .unwrap();
+    let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+    let n = MasterMsg::Hello.from_epoch(2).encode(&mut buf).unwrap();
     master
         .client
         .publish(

@@ -15,7 +15,7 @@ use support::{agent_info as info, events, transmits as drain};
 fn agent_msgs(out: &[Transmit]) -> Vec<(String, MasterMsg)> {
     out.iter()
         .filter_map(|t| match &t.message {
-            Outgoing::Agent(m) => Some((t.topic.clone(), (**m).clone())),
+            Outgoing::Agent(m) => Some((t.topic.clone(), m.msg.clone())),
             Outgoing::Framework(_) => None,
         })
         .collect()
@@ -84,7 +84,7 @@ fn the_first_transmit_is_the_retained_hello_with_the_epoch() {
     let t = core.poll_transmit().unwrap();
     assert_eq!(t.topic, topic::MASTER_HELLO);
     assert!(t.retain);
-    assert_eq!(t.payload(), vec![1, 0, 42]);
+    assert_eq!(t.payload(), vec![2, 42, 0], "version 2, epoch 42, Hello");
     assert!(core.poll_transmit().is_none());
 }
 
@@ -244,7 +244,7 @@ fn garbage_payloads_on_every_topic_are_counted_and_dropped() {
     assert_eq!(before, Ok(()));
     let status_topic = topic::agent("pi", AgentTopic::Status);
     assert!(matches!(
-        core.handle_agent_bytes(5, &status_topic, &[1, 0xFF, 0xFF]),
+        core.handle_agent_bytes(5, &status_topic, &[2, 0xFF, 0xFF]),
         Err(RecvError::AgentDecode(_))
     ));
     assert!(matches!(

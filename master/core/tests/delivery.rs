@@ -29,7 +29,7 @@ fn updates(out: &[Transmit]) -> Vec<proto::StatusUpdate> {
 fn acks(out: &[Transmit]) -> Vec<u32> {
     out.iter()
         .filter_map(|t| match &t.message {
-            Outgoing::Agent(m) => match **m {
+            Outgoing::Agent(m) => match m.msg {
                 MasterMsg::StatusAck(ref a)
                     if t.topic == topic::agent("pi", AgentTopic::Cmd).as_str() =>
                 {
@@ -336,7 +336,7 @@ fn a_late_resend_of_a_running_task_that_ended_is_stale_and_its_kill_answer_is_no
     let kills = out
         .iter()
         .filter(
-            |t| matches!(&t.message, Outgoing::Agent(m) if matches!(**m, MasterMsg::KillTask(_))),
+            |t| matches!(&t.message, Outgoing::Agent(m) if matches!(m.msg, MasterMsg::KillTask(_))),
         )
         .count();
     assert_eq!(kills, 0, "a task that ended is not killed");

@@ -14,7 +14,7 @@ use support::{agent_info as info, send_agent};
 fn pinged(core: &mut MasterCore) -> Vec<String> {
     std::iter::from_fn(|| core.poll_transmit())
         .filter_map(|t| match t.message {
-            Outgoing::Agent(m) if matches!(*m, MasterMsg::Ping { .. }) => {
+            Outgoing::Agent(m) if matches!(m.msg, MasterMsg::Ping { .. }) => {
                 Some(t.topic.split('/').nth(3).unwrap().to_owned())
             }
             _ => None,

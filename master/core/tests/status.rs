@@ -616,7 +616,7 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
     .unwrap();
     let kills: Vec<_> = std::iter::from_fn(|| core.poll_transmit())
         .filter_map(|t| match t.message {
-            bramble_master_core::Outgoing::Agent(m) => match *m {
+            bramble_master_core::Outgoing::Agent(m) => match m.msg {
                 agent_nostd_core::wire::MasterMsg::KillTask(k) => Some((t.topic, k)),
                 _ => None,
             },

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use agent_nostd_core::wire::MasterMsg;
+use agent_nostd_core::wire::{MasterEnvelope, MasterMsg};
 use agent_nostd_core::WireMessage;
 use bramble_proto::{self as proto, Call, Event, FrameworkTopic};
 
@@ -131,12 +131,15 @@ impl Sim {
                     return;
                 }
                 if d.topic == topic::MASTER_HELLO {
-                    let Ok(MasterMsg::Hello { master_epoch }) = MasterMsg::decode(&d.payload)
+                    let Ok(MasterEnvelope {
+                        epoch: master_epoch,
+                        msg: MasterMsg::Hello,
+                    }) = MasterEnvelope::decode(&d.payload)
                     else {
                         return;
                     };
                     let f = &self.frameworks[j];
-                    if f.framework_id.is_some() && f.master_epoch != master_epoch {
+                    if f.framework_id.is_some() && f.master_epoch < master_epoch {
                         // A new master: take the old id back, as a scheduler driver does.
                         self.reconnect_framework(j);
                     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::agent::{Action, Exit, LocalEvent, Signal};
 use agent_nostd_core::ids::TaskKey;
-use agent_nostd_core::wire::{AgentInfo, MasterMsg};
+use agent_nostd_core::wire::{AgentInfo, MasterEnvelope, MasterMsg};
 use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
 use bramble_proto::message::{exec_topic, message_topic, FrameworkMessage};
 use bramble_sdk::scheduler::FRAMEWORK_CLIENT_ENV;
@@ -156,7 +156,11 @@ impl Sim {
 
     /// Remembers the command of a `RunTask` on its way to board `i`'s agent core.
     pub(super) fn note_command(&mut self, i: usize, payload: &[u8]) {
-        let Ok(MasterMsg::RunTask(run)) = MasterMsg::decode(payload) else {
+        let Ok(MasterEnvelope {
+            msg: MasterMsg::RunTask(run),
+            ..
+        }) = MasterEnvelope::decode(payload)
+        else {
             return;
         };
         let command = Command {

@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::topic::{QoS, MASTER_HELLO};
-use agent_nostd_core::wire::{MasterMsg, TaskState, WireMessage};
+use agent_nostd_core::wire::{MasterEnvelope, MasterMsg, TaskState, WireMessage};
 use tracing::{debug, info, trace, warn};
 
 use super::{Outgoing, Scheduler, SchedulerDriver, OUTBOX_CAPACITY};
@@ -117,6 +117,8 @@ pub struct DriverStats {
     pub reconciles_dropped: u64,
     /// Ended tasks forgotten to keep at most [`ENDED_TASKS_CAPACITY`].
     pub ended_forgotten: u64,
+    /// Registrations answered by a master older than the one registered with, ignored.
+    pub stale_master: u64,
 }
 
 /// What the core knows of one task.
@@ -346,9 +348,12 @@ impl<S: Scheduler> SchedulerCore<S> {
                 })
                 .map_err(PublishError::BadMessage)
         } else if topic == MASTER_HELLO {
-            match MasterMsg::decode(payload) {
-                Ok(MasterMsg::Hello { master_epoch }) => {
-                    self.on_hello(now, master_epoch);
+            match MasterEnvelope::decode(payload) {
+                Ok(MasterEnvelope {
+                    epoch,
+                    msg: MasterMsg::Hello,
+                }) => {
+                    self.on_hello(now, epoch);
                     Ok(())
                 }
                 Ok(_) | Err(_) => Err(PublishError::BadHello),
@@ -503,8 +508,10 @@ impl<S: Scheduler> SchedulerCore<S> {
         self.register_backoff_ms = (self.register_backoff_ms * 2).min(REGISTER_BACKOFF_MAX_MS);
     }
 
+    /// A master announced itself. Only a newer epoch than the registration's is a new leader; an
+    /// older one is a deposed master (epochs only grow) and is ignored.
     fn on_hello(&mut self, now: u64, epoch: u64) {
-        if self.registered && self.driver.master_epoch != Some(epoch) {
+        if self.registered && self.driver.master_epoch.is_some_and(|known| epoch > known) {
             info!(epoch, "a new master is up: re-registering");
             self.registered = false;
             self.register_backoff_ms = REGISTER_BACKOFF_START_MS;
@@ -515,6 +522,14 @@ impl<S: Scheduler> SchedulerCore<S> {
     fn on_event(&mut self, now: u64, event: Event) {
         let d = &mut self.driver;
         match event {
+            Event::Registered {
+                framework_id: _,
+                master_epoch,
+            } if d.master_epoch.is_some_and(|known| master_epoch < known) => {
+                // A deposed master answered a registration the leader answers too.
+                self.stats.stale_master += 1;
+                debug!(master_epoch, "ignored a registration by an older master");
+            }
             Event::Registered {
                 framework_id,
                 master_epoch,

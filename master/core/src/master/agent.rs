@@ -187,7 +187,6 @@ impl MasterCore {
             &id,
             MasterMsg::RegisterAck(RegisterAck {
                 agent_id: info.agent_id.clone(),
-                master_epoch: self.epoch,
             }),
         );
         self.request_allocation(now);

@@ -69,6 +69,12 @@ impl MasterCore {
         self.agent_id_changed(agent_id);
         match msg {
             AgentMsg::Register(info) => self.register_agent(now, info, &[]),
+            AgentMsg::ReRegister(r) if r.last_master_epoch > self.epoch => {
+                // The agent obeys a newer master: it would drop our answer. Whoever runs the
+                // election decides between raising our epoch and stepping down.
+                self.stats.newer_epoch_reports += 1;
+                self.newer_epoch = self.newer_epoch.max(Some(r.last_master_epoch));
+            }
             AgentMsg::ReRegister(r) => self.register_agent(now, &r.info, &r.tasks),
             AgentMsg::Report(report) => self.on_report(now, agent_id, report),
             AgentMsg::Pong { .. } => {

@@ -111,6 +111,8 @@ pub(super) const REMOVED_IDS_KEPT: usize = 1_024;
 pub struct MasterCore {
     config: Config,
     epoch: u64,
+    /// The newest epoch above ours that an agent said it obeys (see [`MasterCore::newer_epoch`]).
+    newer_epoch: Option<u64>,
     /// When it started: unknown tasks are answered only after the re-registration window.
     started: u64,
     agents: Registry<AgentIdx, Agent>,
@@ -135,9 +137,10 @@ pub struct MasterCore {
 impl MasterCore {
     /// A master with a fresh `epoch`, started at `now`.
     ///
-    /// The epoch must be larger than any earlier master's (e.g. the wall clock in milliseconds): it
-    /// tells agents to re-register and it is part of every framework id this master hands out, which
-    /// keeps framework ids unique across restarts.
+    /// The epoch must be larger than any earlier master's (the election makes it so, see
+    /// [`crate::election`]; never the wall clock: a Pi has no RTC): agents obey only the newest
+    /// epoch, it tells them to re-register, and it is part of every framework id this master hands
+    /// out, which keeps framework ids unique across masters.
     pub fn new(config: Config, epoch: u64, now: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         if epoch == 0 {
@@ -150,6 +153,7 @@ impl MasterCore {
             timers: Timers::default(),
             config,
             epoch,
+            newer_epoch: None,
             started: now,
             agents: Registry::new(),
             frameworks: Registry::new(),
@@ -213,6 +217,29 @@ impl MasterCore {
     /// This master's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The newest epoch above this master's that a re-registering agent said it obeys, if any:
+    /// such an agent drops everything this master sends. It is a master the broker forgot (its
+    /// retained hello lost in a broker restart), or one still leading. The election decides:
+    /// [`raise_epoch`](Self::raise_epoch) above it, or step down.
+    pub fn newer_epoch(&self) -> Option<u64> {
+        self.newer_epoch
+    }
+
+    /// Leads on under `epoch`, above the current one (and above [`newer_epoch`](Self::newer_epoch)),
+    /// keeping every agent, framework and task: the new retained hello makes agents re-register.
+    /// An epoch not above the current one is ignored.
+    pub fn raise_epoch(&mut self, epoch: u64) {
+        if epoch <= self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        if self.newer_epoch.is_some_and(|e| e <= epoch) {
+            self.newer_epoch = None;
+        }
+        self.stats.epoch_raises += 1;
+        self.outbox.push_back(hello(epoch));
     }
 
     /// The counters.
@@ -280,8 +307,6 @@ fn hello(epoch: u64) -> Transmit {
         topic: topic::MASTER_HELLO.to_owned(),
         qos: QoS::AtLeastOnce,
         retain: true,
-        message: Outgoing::Agent(Box::new(MasterMsg::Hello {
-            master_epoch: epoch,
-        })),
+        message: Outgoing::Agent(Box::new(MasterMsg::Hello.from_epoch(epoch))),
     }
 }

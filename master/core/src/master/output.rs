@@ -2,7 +2,7 @@
 //! framework (held while it is disconnected), to a client, and the kill and error messages.
 
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
-use agent_nostd_core::wire::{KillTask, MasterMsg, WireMessage};
+use agent_nostd_core::wire::{KillTask, MasterEnvelope, MasterMsg, WireMessage};
 use bramble_proto::{self as proto, ErrorCode, Event, OfferId};
 
 use super::registry::{AgentIdx, FrameworkIdx};
@@ -11,8 +11,9 @@ use super::*;
 /// What the master sends: to an agent or to a framework.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
-    /// A message on the agent wire (boxed: a RunTask is over 5 KiB).
-    Agent(Box<MasterMsg>),
+    /// A message on the agent wire, in its envelope with the master's epoch (boxed: a RunTask is
+    /// over 5 KiB).
+    Agent(Box<MasterEnvelope>),
     /// An event on the framework protocol.
     Framework(Event),
 }
@@ -35,8 +36,8 @@ impl Transmit {
     pub fn payload(&self) -> Vec<u8> {
         match &self.message {
             Outgoing::Agent(msg) => {
-                let mut buf = vec![0u8; MasterMsg::MAX_ENCODED_LEN];
-                // Cannot fail: the buffer holds the largest MasterMsg.
+                let mut buf = vec![0u8; MasterEnvelope::MAX_ENCODED_LEN];
+                // Cannot fail: the buffer holds the largest envelope.
                 let len = msg.encode(&mut buf).unwrap_or(0);
                 buf.truncate(len);
                 buf
@@ -83,7 +84,7 @@ impl MasterCore {
             topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
             qos: QoS::AtLeastOnce,
             retain: false,
-            message: Outgoing::Agent(Box::new(msg)),
+            message: Outgoing::Agent(Box::new(msg.from_epoch(self.epoch))),
         });
     }
 

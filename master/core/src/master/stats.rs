@@ -77,4 +77,8 @@ pub struct Stats {
     pub unknown_task_answers_deferred: u64,
     /// Calls from clients with no registered framework behind them, answered `NotRegistered`.
     pub calls_not_registered: u64,
+    /// Re-registrations of agents that obey a newer epoch than this master's, not answered.
+    pub newer_epoch_reports: u64,
+    /// Times this master raised its epoch above one its agents obeyed.
+    pub epoch_raises: u64,
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agent_nostd_core::wire::{MasterMsg, WireMessage};
+use agent_nostd_core::wire::{MasterEnvelope, MasterMsg, WireMessage};
 use agent_nostd_core::Resources;
 
 use super::*;
@@ -107,8 +107,11 @@ fn registered(core: &mut SchedulerCore<Recorder>, now: u64, framework_id: &str, 
 }
 
 fn hello(core: &mut SchedulerCore<Recorder>, now: u64, master_epoch: u64) {
-    let mut buf = vec![0; MasterMsg::MAX_ENCODED_LEN];
-    let n = MasterMsg::Hello { master_epoch }.encode(&mut buf).unwrap();
+    let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+    let n = MasterMsg::Hello
+        .from_epoch(master_epoch)
+        .encode(&mut buf)
+        .unwrap();
     core.handle_publish(now, MASTER_HELLO, &buf[..n]).unwrap();
 }
 
