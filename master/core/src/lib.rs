@@ -18,6 +18,8 @@
 //!   the outputs and the timers, with the inputs split by wire — agents (registrations, status
 //!   relay, health checks), frameworks (registration, failover, calls), offers (the allocation
 //!   round, accepts, revocation) and the operator's kill topic.
+//! - [`election`]: [`election::Election`], which of several masters leads (heartbeats through the
+//!   broker, epochs as fencing tokens).
 //! - [`status`]: the dashboard's retained JSON status topics: [`status::StatusPublisher`] (what
 //!   changed → what to publish) in `mod.rs`, the JSON types the CLI and the web page parse back in
 //!   [`status::shapes`], the topic names in [`status::topics`] and Home Assistant discovery in
@@ -31,6 +33,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod election;
 pub mod master;
 pub mod status;
 

@@ -544,3 +544,40 @@ fn successive_allocation_rounds_start_at_successive_agents_so_first_offers_sprea
         );
     }
 }
+
+#[test]
+fn an_agent_obeying_a_newer_epoch_is_not_answered_until_the_master_leads_above_it() {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    drain(&mut core);
+    let re = |epoch| {
+        AgentMsg::ReRegister(agent_nostd_core::wire::ReRegister {
+            info: info("pi"),
+            last_master_epoch: epoch,
+            tasks: heapless::Vec::new(),
+        })
+    };
+    send_agent(&mut core, 1, "pi", &re(40)).unwrap();
+    assert!(drain(&mut core).is_empty(), "pi would drop the answer");
+    assert_eq!(core.newer_epoch(), Some(40));
+    assert!(core.agent("pi").is_none());
+
+    core.raise_epoch(41);
+    assert_eq!(core.newer_epoch(), None);
+    let out = drain(&mut core);
+    assert_eq!(
+        agent_msgs(&out),
+        [(topic::MASTER_HELLO.to_owned(), MasterMsg::Hello)]
+    );
+    assert!(matches!(&out[0].message, Outgoing::Agent(m) if m.epoch == 41));
+    send_agent(&mut core, 2, "pi", &re(41)).unwrap();
+    let out = drain(&mut core);
+    assert!(matches!(
+        &out[0].message,
+        Outgoing::Agent(m) if m.epoch == 41 && matches!(m.msg, MasterMsg::RegisterAck(_))
+    ));
+    // Lower or equal epochs change nothing.
+    core.raise_epoch(41);
+    core.raise_epoch(3);
+    assert_eq!(core.epoch(), 41);
+    assert_eq!(core.stats().epoch_raises, 1);
+}
