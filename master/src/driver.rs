@@ -37,7 +37,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agent_nostd_core::topic::QoS;
 use bramble_mqtt::{Session, SessionEvent};
@@ -51,6 +51,7 @@ use crate::web::{QueueStats, WebState};
 use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
+pub use crate::leadership::Leadership;
 pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
 
 /// Why the master stopped.
@@ -59,6 +60,12 @@ pub enum MasterError {
     /// The master configuration is invalid.
     #[error("invalid master config: {0}")]
     Config(#[from] ConfigError),
+    /// The master's name is not 1–32 bytes of `A-Z a-z 0-9 . _ -`.
+    #[error("invalid master name {0:?}: use 1-32 bytes of A-Z a-z 0-9 . _ -")]
+    BadName(String),
+    /// The leader's task panicked (a bug).
+    #[error("the leader stopped unexpectedly: {0}")]
+    LeaderPanicked(String),
 }
 
 /// A snapshot of the cluster for people (`bramble up` prints it).
@@ -220,7 +227,8 @@ fn handle_incoming(
 
 /// [`run`], also feeding `web` (the dashboard and `/metrics`): every status message, the core's
 /// counters and the duration of the timer ticks that ran an allocation round. `web` is closed when
-/// the master stops.
+/// the master stops. The master is elected as [`Leadership::default`] says (it leads unless
+/// another master does).
 pub async fn run_with_web(
     config: Config,
     broker: BrokerAddr,
@@ -228,18 +236,59 @@ pub async fn run_with_web(
     web: Option<WebState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
-    // The epoch tells agents and frameworks that this is a new master: the start time in ms is
-    // unique per start (and never 0).
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-        .max(1);
+    crate::leadership::run(
+        config,
+        broker,
+        Leadership::default(),
+        snapshots,
+        web,
+        shutdown,
+    )
+    .await
+}
+
+/// Why a leader stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The master stops: say `offline` on the availability topic.
+    Shutdown,
+    /// A newer leader is up: leave without a word (its `online` stands).
+    StepDown,
+}
+
+/// What a leader is given besides its config: its epoch and name, and its ties to the election.
+pub(crate) struct LeaderLink {
+    /// The epoch to lead under.
+    pub epoch: u64,
+    /// The master's name: its client id is `bramble-master-{name}`.
+    pub name: String,
+    /// Raises of the epoch, from the election.
+    pub raise: mpsc::Receiver<u64>,
+    /// The newest epoch above ours that agents obey, for the election.
+    pub newer: watch::Sender<Option<u64>>,
+}
+
+/// Leads the cluster under `link.epoch` until `stop` says why not.
+pub(crate) async fn lead(
+    config: Config,
+    broker: BrokerAddr,
+    link: LeaderLink,
+    snapshots: Option<watch::Sender<Snapshot>>,
+    web: Option<WebState>,
+    stop: impl std::future::Future<Output = Stop>,
+) -> Result<(), MasterError> {
+    let LeaderLink {
+        epoch,
+        name,
+        mut raise,
+        newer,
+    } = link;
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut status = StatusPublisher::new(&config, epoch);
     let mut core = MasterCore::new(config, epoch, now())?;
     StatusPublisher::attach(&mut core);
-    info!(%broker, epoch, "master starting");
+    info!(%broker, epoch = format_args!("{epoch:#x}"), %name, "leading the cluster");
 
     // Dashboards learn of a dead master from its last will: `offline`, retained.
     let (will_topic, will_payload) = StatusPublisher::last_will(epoch);
@@ -251,7 +300,11 @@ pub async fn run_with_web(
             rumqttc::QoS::AtLeastOnce,
             true,
         )),
-        ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
+        ..bramble_mqtt::ClientConfig::new(
+            format!("bramble-master-{name}"),
+            broker.host.clone(),
+            broker.port,
+        )
     });
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
     let out = Arc::new(Outgoing {
@@ -289,7 +342,8 @@ pub async fn run_with_web(
     // Retained status a previous master left on the broker: cleared unless this one republishes it.
     let stale = crate::mqtt::retained_topics(&broker, &status.stale_filters()).await;
     status.clear_stale_at(stale, now() + bramble_master_core::status::STALE_GRACE_MS);
-    tokio::pin!(shutdown);
+    tokio::pin!(stop);
+    let stopped;
     // The heartbeat: the loop turns at least this often (and sends snapshots, if asked).
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -340,11 +394,23 @@ pub async fn run_with_web(
                 received: received.load(Ordering::Relaxed),
             });
         }
+        newer.send_if_modified(|n| {
+            let changed = *n != core.newer_epoch();
+            *n = core.newer_epoch();
+            changed
+        });
         let wake = core
             .poll_timeout()
             .map(|t| started + Duration::from_millis(t));
         tokio::select! {
-            () = &mut shutdown => break,
+            why = &mut stop => {
+                stopped = why;
+                break;
+            }
+            Some(epoch) = raise.recv() => {
+                info!(epoch = format_args!("{epoch:#x}"), "leading on under a higher epoch than the agents obey");
+                core.raise_epoch(epoch);
+            }
             Some(inbound) = incoming.recv() => {
                 handle_inbound(&mut core, &mut status, now(), inbound);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
@@ -388,15 +454,16 @@ pub async fn run_with_web(
             }
         }
     }
-    info!("master stopping");
-    if let Some(w) = &web {
-        w.close();
-    }
-    // A clean stop publishes no last will: say `offline` ourselves (after anything the publisher
-    // still had), then leave.
     publisher.abort();
-    let (topic, offline) = StatusPublisher::last_will(epoch);
-    let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, true, offline);
+    if stopped == Stop::Shutdown {
+        info!("master stopping");
+        // A clean stop publishes no last will: say `offline` ourselves (after anything the
+        // publisher still had), then leave.
+        let (topic, offline) = StatusPublisher::last_will(core.epoch());
+        let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, true, offline);
+    } else {
+        info!("a newer master leads: stepping down");
+    }
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), &mut poller).await;
     poller.abort();

@@ -12,6 +12,7 @@
 //!   one-shot clients (read retained messages, publish once).
 //! - [`driver`]: the tokio driver connecting the core to an MQTT broker.
 //! - [`outbox`]: the driver's bounded outgoing queue and its shedding policy.
+//! - [`leadership`]: the election (standby masters) around the driver's leader.
 //! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
 //! - [`query`]: the CLI's queries of the status topics and their tables.
 //! - [`run`]: `bramble run`, a one-off task as its own framework.
@@ -35,6 +36,7 @@ pub mod demo;
 pub mod deploy;
 pub mod driver;
 pub mod http;
+pub mod leadership;
 pub mod mqtt;
 pub mod outbox;
 pub mod query;

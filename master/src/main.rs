@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bramble::broker::{self, BrokerConfig};
-use bramble::driver::{self, BrokerAddr};
+use bramble::driver::BrokerAddr;
+use bramble::leadership::{self, Leadership};
 use bramble::web;
 use bramble_master_core::Config;
 use clap::{Parser, Subcommand};
@@ -79,6 +80,14 @@ enum Command {
         /// and name it in a task with its `sha256sum`).
         #[arg(long, value_name = "DIR", default_value = bramble::http::DEFAULT_ARTIFACTS_DIR)]
         artifacts: PathBuf,
+        /// Run as a hot standby: lead only once the leader is gone (any number of standbys may
+        /// run; use an external broker that every master and agent reaches).
+        #[arg(long)]
+        standby: bool,
+        /// This master's name among the masters (default: the host name): 1-32 bytes of
+        /// A-Z a-z 0-9 . _ -
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Show the cluster summary (from the master's retained status topics).
     Status(QueryArgs),
@@ -240,6 +249,8 @@ fn main() -> ExitCode {
             http,
             no_http,
             artifacts,
+            standby,
+            name,
         } => {
             let config = Config {
                 ha_discovery,
@@ -247,7 +258,19 @@ fn main() -> ExitCode {
                 ..Config::default()
             };
             let http = (!no_http).then_some((http, artifacts));
-            runtime.block_on(master(listen, broker, allocation_interval, config, http))
+            let leadership = Leadership {
+                name: name.unwrap_or_else(leadership::default_name),
+                standby,
+                ..Leadership::default()
+            };
+            runtime.block_on(master(
+                listen,
+                broker,
+                allocation_interval,
+                config,
+                leadership,
+                http,
+            ))
         }
         Command::Status(q) => runtime.block_on(query(Query::Status, q)),
         Command::Agents(q) => runtime.block_on(query(Query::Agents, q)),
@@ -322,6 +345,7 @@ async fn master(
     broker: Option<String>,
     allocation_interval: f64,
     config: Config,
+    leadership: Leadership,
     http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
     let addr = match broker {
@@ -367,7 +391,7 @@ async fn master(
         }
         _ => None,
     };
-    let outcome = driver::run_with_web(config, addr, None, web, ctrl_c()).await;
+    let outcome = leadership::run(config, addr, leadership, None, web, ctrl_c()).await;
     if let Some(server) = server {
         match server.await {
             Ok(Err(e)) => tracing::warn!("{e}"),
