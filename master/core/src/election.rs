@@ -20,7 +20,9 @@
 //!   leaders with the same epoch (two names with the same tiebreak): the one with the larger name
 //!   claims the next term, the other steps down.
 //! - An epoch an agent obeys that no live master holds belongs to a master the broker forgot (a
-//!   broker restart loses retained messages): the leader raises its epoch above it.
+//!   broker restart loses retained messages): the leader raises its epoch above it, once a lease
+//!   has passed without that master's heartbeat (a leader that has just claimed is heard within
+//!   it, and raising at once would start a war of raises between two live leaders).
 //! - A master that has just connected waits [`ElectionConfig::settle_ms`] (a standby a whole lease)
 //!   before it may claim, so it hears the retained hello and a live leader's heartbeat first.
 //!
@@ -172,6 +174,9 @@ pub struct Election {
     connected_since: Option<u64>,
     next_heartbeat: u64,
     heartbeat_due: bool,
+    /// An epoch above ours that agents obey, and when to raise above it unless its leader is
+    /// heard meanwhile.
+    pending_raise: Option<(u64, u64)>,
     events: VecDeque<ElectionEvent>,
     stats: ElectionStats,
 }
@@ -191,6 +196,7 @@ impl Election {
             connected_since: None,
             next_heartbeat: 0,
             heartbeat_due: false,
+            pending_raise: None,
             events: VecDeque::new(),
             stats: ElectionStats::default(),
         }
@@ -258,13 +264,14 @@ impl Election {
         if self.live_leader_at_least(now, epoch) {
             self.step_down(epoch);
         } else {
-            // A master the broker forgot: lead on above it.
-            let raised = make_epoch(epoch_term(self.highest) + 1, self.tiebreak);
-            self.leading = Some(raised);
-            self.highest = raised;
-            self.stats.raises += 1;
-            self.heartbeat_due = true;
-            self.events.push_back(ElectionEvent::Lead { epoch: raised });
+            // A master the broker forgot, or one that has just taken the lead and whose
+            // heartbeat is on its way: raising at once could start a war of raises between two
+            // live leaders. Wait a lease for its heartbeat; lead on above it if none comes.
+            let at = self
+                .pending_raise
+                .map_or(now + self.config.lease_ms, |(_, at)| at);
+            let epoch = self.pending_raise.map_or(epoch, |(e, _)| e.max(epoch));
+            self.pending_raise = Some((epoch, at));
         }
     }
 
@@ -298,10 +305,23 @@ impl Election {
         Ok(())
     }
 
-    /// Time passed: heartbeats and claims.
+    /// Time passed: heartbeats, claims and raises.
     pub fn handle_timeout(&mut self, now: u64) {
         if self.connected_since.is_some() && now >= self.next_heartbeat {
             self.heartbeat_due = true;
+        }
+        if let Some((epoch, _)) = self.pending_raise.filter(|(_, at)| now >= *at) {
+            self.pending_raise = None;
+            match self.leading {
+                Some(own) if epoch > own => {
+                    if self.live_leader_at_least(now, epoch) {
+                        self.step_down(epoch);
+                    } else {
+                        self.raise();
+                    }
+                }
+                _ => {}
+            }
         }
         if self.leading.is_none() && self.may_claim(now) {
             let epoch = make_epoch(epoch_term(self.highest) + 1, self.tiebreak);
@@ -339,6 +359,9 @@ impl Election {
         let mut next = self.next_heartbeat;
         if self.leading.is_none() {
             next = next.min(self.claim_at(now, since).max(now + 1));
+        }
+        if let Some((_, at)) = self.pending_raise {
+            next = next.min(at);
         }
         Some(next)
     }
@@ -388,12 +411,7 @@ impl Election {
                 if name > self.name.as_str() {
                     self.step_down(epoch);
                 } else {
-                    let raised = make_epoch(epoch_term(self.highest) + 1, self.tiebreak);
-                    self.leading = Some(raised);
-                    self.highest = raised;
-                    self.stats.raises += 1;
-                    self.heartbeat_due = true;
-                    self.events.push_back(ElectionEvent::Lead { epoch: raised });
+                    self.raise();
                 }
             }
             Some(_) if epoch > own => self.step_down(epoch),
@@ -402,8 +420,19 @@ impl Election {
         }
     }
 
+    /// Leads on under the term after every term heard of.
+    fn raise(&mut self) {
+        let raised = make_epoch(epoch_term(self.highest) + 1, self.tiebreak);
+        self.leading = Some(raised);
+        self.highest = raised;
+        self.stats.raises += 1;
+        self.heartbeat_due = true;
+        self.events.push_back(ElectionEvent::Lead { epoch: raised });
+    }
+
     fn step_down(&mut self, newer: u64) {
         self.leading = None;
+        self.pending_raise = None;
         self.stats.step_downs += 1;
         self.heartbeat_due = true;
         self.events.push_back(ElectionEvent::Follow { newer });

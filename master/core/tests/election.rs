@@ -279,6 +279,13 @@ fn an_epoch_agents_obey_that_no_live_master_holds_is_led_above_and_a_live_ones_i
         .election
         .handle_newer_epoch(lab.now, forgotten);
     lab.pump();
+    assert_eq!(
+        lab.leaders()[0].1,
+        epoch,
+        "it waits a lease for that master's heartbeat"
+    );
+    let t = lab.now + 3_000;
+    lab.run_until(t);
     let (_, raised) = lab.leaders()[0];
     assert!(raised > forgotten && raised > epoch);
     assert_eq!(agent_nostd_core::wire::epoch_term(raised), 41);

@@ -160,7 +160,7 @@ impl MasterCore {
             clients: HashMap::new(),
             removed_ids: VecDeque::new(),
             unclaimed: VecDeque::new(),
-            offers: OfferBook::new(),
+            offers: OfferBook::new(epoch),
             next_framework_seq: 1,
             tasks: TaskTable::default(),
             next_ping_seq: 1,
@@ -235,6 +235,7 @@ impl MasterCore {
             return;
         }
         self.epoch = epoch;
+        self.offers.enter_term(epoch);
         if self.newer_epoch.is_some_and(|e| e <= epoch) {
             self.newer_epoch = None;
         }

@@ -34,12 +34,24 @@ pub(super) struct OfferBook {
 }
 
 impl OfferBook {
-    pub(super) fn new() -> Self {
-        OfferBook {
+    /// A book whose ids start above every id of an earlier term (see [`OfferBook::enter_term`]).
+    pub(super) fn new(epoch: u64) -> Self {
+        let mut book = OfferBook {
             offers: BTreeMap::new(),
             expiry: BinaryHeap::new(),
             next_id: 1,
-        }
+        };
+        book.enter_term(epoch);
+        book
+    }
+
+    /// Offer ids carry the master's term in their high 32 bits, so an offer id is never reused by
+    /// a later master: a framework's accept of an older master's offer, delivered late (say, from
+    /// a broker session the new leader took over), can only be unknown, never taken for another
+    /// offer of the new master.
+    pub(super) fn enter_term(&mut self, epoch: u64) {
+        let base = (agent_nostd_core::wire::epoch_term(epoch) << 32) | 1;
+        self.next_id = self.next_id.max(base);
     }
 
     /// Records a new offer that expires at `expires_at`, returning its id.
