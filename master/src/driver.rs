@@ -51,7 +51,7 @@ use crate::web::{QueueStats, WebState};
 use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
-pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
+pub use crate::mqtt::{BrokerAddr, Brokers, MAX_PACKET};
 
 /// Why the master stopped.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +74,12 @@ pub struct Snapshot {
     pub stats: Stats,
 }
 
-/// Runs the master against the broker at `broker` until `shutdown` completes. When `snapshots` is
-/// given, a [`Snapshot`] is sent to it about once a second.
+/// Runs the master against the broker at `broker` (failing over between several) until
+/// `shutdown` completes. When `snapshots` is given, a [`Snapshot`] is sent to it about once a
+/// second.
 pub async fn run(
     config: Config,
-    broker: BrokerAddr,
+    broker: impl Into<Brokers>,
     snapshots: Option<watch::Sender<Snapshot>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
@@ -223,11 +224,12 @@ fn handle_incoming(
 /// the master stops.
 pub async fn run_with_web(
     config: Config,
-    broker: BrokerAddr,
+    broker: impl Into<Brokers>,
     snapshots: Option<watch::Sender<Snapshot>>,
     web: Option<WebState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
+    let broker: Brokers = broker.into();
     // The epoch tells agents and frameworks that this is a new master: the start time in ms is
     // unique per start (and never 0).
     let epoch = SystemTime::now()
@@ -243,7 +245,7 @@ pub async fn run_with_web(
 
     // Dashboards learn of a dead master from its last will: `offline`, retained.
     let (will_topic, will_payload) = StatusPublisher::last_will(epoch);
-    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+    let mqtt = bramble_mqtt::ClientConfig {
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
             will_topic,
@@ -251,8 +253,13 @@ pub async fn run_with_web(
             rumqttc::QoS::AtLeastOnce,
             true,
         )),
-        ..bramble_mqtt::ClientConfig::new("bramble-master", broker.host.clone(), broker.port)
-    });
+        ..bramble_mqtt::ClientConfig::new("bramble-master", broker.clone())
+    };
+    // Its own status topics too, to repair what others publish there.
+    let mut filters = MasterCore::subscriptions();
+    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
+    let mut session = Session::new("master", mqtt, filters);
+    let client = session.client().clone();
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
     let out = Arc::new(Outgoing {
         queue: Mutex::new(OutQueue::new(Limits::default())),
@@ -260,10 +267,6 @@ pub async fn run_with_web(
     });
     let publisher = tokio::spawn(publish(client.clone(), out.clone()));
     let mut shed_log = ShedLog::default();
-    // Its own status topics too, to repair what others publish there.
-    let mut filters = MasterCore::subscriptions();
-    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
-    let mut session = Session::new("master", client.clone(), eventloop, filters);
     // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();

@@ -3,7 +3,7 @@
 //! (standby brokers, or a pair of bridged brokers).
 //!
 //! [`BrokerAddr`] is one broker; [`Brokers`] a non-empty list of them in the order they are tried.
-//! A `Session` connects to the first and moves on to the next one whenever a connection
+//! A [`crate::Session`] connects to the first and moves on to the next one whenever a connection
 //! attempt fails or an established connection drops (see there). [`Brokers`]'s `Display` is the
 //! comma list it parses from, so a list is handed on (e.g. to tasks in `BRAMBLE_BROKER`) as text.
 //! Every parse error is a [`BrokerError`] naming the URL and why it was refused.
