@@ -49,7 +49,7 @@ fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
 
 /// Subscribes to `filters` and hands every message to `on_publish` until the broker has been
 /// quiet for [`QUIET`] after the SUBACK (so, at first, the retained messages), or until `timeout`.
-/// Of several `brokers`, the first that can be reached answers (each tried within `timeout`).
+/// Of several `brokers`, the first that answers in time does (each is given `timeout`).
 pub async fn retained(
     brokers: impl Into<Brokers>,
     filters: &[String],
@@ -60,7 +60,7 @@ pub async fn retained(
     let mut last = None;
     for broker in &brokers {
         match retained_at(broker, filters, timeout, &mut on_publish).await {
-            Err(e @ QueryError::Connection { .. }) => last = Some(e),
+            Err(e @ (QueryError::Connection { .. } | QueryError::Timeout(_))) => last = Some(e),
             done => return done,
         }
     }
@@ -129,7 +129,8 @@ pub async fn retained_topics(broker: impl Into<Brokers>, filters: &[String]) -> 
 }
 
 /// Publishes one message at QoS 1 (not retained) and waits for the broker's acknowledgement. Of
-/// several `brokers`, the first that can be reached takes it (each tried within `timeout`).
+/// several `brokers`, the first that can be reached takes it (each tried within `timeout`; one
+/// that took the message but did not acknowledge it in time is not asked again elsewhere).
 pub async fn publish_once(
     brokers: impl Into<Brokers>,
     topic: &str,

@@ -1,6 +1,7 @@
 //! Broker failover against real brokers: two Mosquitto processes, and clients given both
 //! (`mqtt://A,mqtt://B`). When A is SIGKILLed, a client moves on to B at once, without waiting out
-//! a reconnect backoff: a bramble-mqtt [`Session`], and a real agent process.
+//! a reconnect backoff: a bramble-mqtt [`Session`], and a real agent process. And the CLI's
+//! one-shot clients, which try the brokers in order (on the embedded broker).
 //!
 //! Every wait is on something arriving through B; the timeouts are only upper bounds.
 
@@ -202,4 +203,27 @@ async fn an_agent_given_two_brokers_registers_on_the_second_when_the_first_is_ki
     );
     let took = killed.elapsed();
     assert!(took < FAILOVER_WITHIN, "failover took {took:?}");
+}
+
+#[tokio::test]
+async fn one_shot_queries_try_the_brokers_in_order_until_one_answers() {
+    let dead = BrokerAddr::new("127.0.0.1", support::free_port());
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}").parse().unwrap();
+    bramble::broker::start(&bramble::broker::BrokerConfig::small(listen)).unwrap();
+    let live = BrokerAddr::new("127.0.0.1", port);
+    let list = Brokers::new(vec![dead.clone(), live]).unwrap();
+    let second = Duration::from_secs(5);
+
+    bramble::mqtt::publish_once(&list, "failover/once", b"x".to_vec(), second)
+        .await
+        .expect("the second broker takes the publish");
+    bramble::mqtt::retained(&list, &["failover/#".to_owned()], second, |_, _| {})
+        .await
+        .expect("the second broker answers the query");
+
+    let err = bramble::mqtt::retained(&dead, &["failover/#".to_owned()], second, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&dead.to_string()), "{err}");
 }
