@@ -1,12 +1,12 @@
 //! The MQTT client set-up every Bramble client shares: the agent, the master, the SDK's scheduler
 //! and executor, and the CLI's one-shot queries.
 //!
-//! rumqttc leaves three things to its user, and each Bramble client once did them on its own:
+//! rumqttc leaves four things to its user, and each Bramble client once did them on its own:
 //! - **TCP_NODELAY**: small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per
 //!   hop). [`connect`] sets it on every client.
 //! - **Reconnect backoff**: polling an `EventLoop` again after an error reconnects at once, with no
 //!   pause. [`Session::poll`] waits out a [`Backoff`] (by default 500 ms doubling to 30 s, reset
-//!   on ConnAck) first.
+//!   on ConnAck) first, once every broker it was given has failed in turn (see Failover).
 //! - **Resubscription**: rumqttc does not resubscribe after a reconnect. [`Session`] subscribes to
 //!   its filters on every ConnAck.
 //! - **Failover**: rumqttc connects to one broker. A client is given a list of them
