@@ -8,7 +8,8 @@
 # http(s) URL. Without SOURCE, the files beside this script are installed (the tarball's layout).
 #
 # Options:
-#   --broker URL        set `broker` in /etc/bramble/agent.toml (mqtt://HOST[:PORT])
+#   --broker URL        set `broker` in /etc/bramble/agent.toml (mqtt://HOST[:PORT], or a comma
+#                       list of them that the agent fails over between)
 #   --agent-id ID       set `agent_id` in the config (default: the agent uses the hostname)
 #   --attribute K=V     set `K = "V"` in the config's [attributes] (repeatable; K: letters, digits,
 #                       `_` and `-`, at most 16; V: at most 32 printable characters, no `"` or `\`)
@@ -85,10 +86,21 @@ esac
 say "architecture $arch"
 
 case "$broker" in
-  *[!A-Za-z0-9.:/_\[\]-]*) die "--broker '$broker' has characters a broker URL does not" ;;
-  '' | mqtt://?*) ;;
-  *) die "--broker '$broker' is not an mqtt:// URL (e.g. mqtt://192.168.1.10:1883)" ;;
+  *[!A-Za-z0-9.:/_\[\],-]*) die "--broker '$broker' has characters a broker URL does not" ;;
+  *,,* | *,) die "--broker '$broker' has an empty entry in its list" ;;
 esac
+# One URL, or a comma list of them (the agent fails over between them).
+old_ifs=$IFS
+IFS=,
+set -f # `[::1]` is not a glob
+for url in $broker; do
+  case "$url" in
+    mqtt://?*) ;;
+    *) die "--broker '$url' is not an mqtt:// URL (e.g. mqtt://192.168.1.10:1883)" ;;
+  esac
+done
+set +f
+IFS=$old_ifs
 
 case "$agent_id" in
   *[!A-Za-z0-9._-]*) die "--agent-id '$agent_id': ids are letters, digits, '.', '_' and '-'" ;;

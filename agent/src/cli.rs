@@ -13,7 +13,8 @@ Usage: bramble-agent [OPTIONS]
 
 Options:
   -c, --config <FILE>         The config file (TOML). Default: /etc/bramble/agent.toml, if it exists
-      --broker <URL>          The MQTT broker, e.g. mqtt://192.168.1.10:1883
+      --broker <URL[,URL]>    The MQTT broker, e.g. mqtt://192.168.1.10:1883, or a comma list
+                              of brokers to fail over between
       --agent-id <ID>         The agent's id (default: the hostname)
       --work-dir <DIR>        Where sandboxes and the checkpoint live
       --run-as <USER>         The user tasks run as when the agent is root

@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! agent_id = "pi4-kitchen"           # default: the hostname, made into a valid id
-//! broker = "mqtt://192.168.1.10:1883"
+//! broker = "mqtt://192.168.1.10:1883"   # or a list to fail over between, tried in order:
+//!                                    # "mqtt://a:1883,mqtt://b:1883" or ["mqtt://a", "mqtt://b"]
 //! work_dir = "/var/lib/bramble"
 //! run_as = "bramble"                 # the user tasks run as when the agent is root
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
@@ -33,6 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_nostd_core::Resources;
+pub use bramble_mqtt::{BrokerAddr, Brokers};
 use serde::Deserialize;
 
 /// Where the config file is looked for when `--config` is not given.
@@ -180,7 +182,7 @@ impl Default for Fetcher {
 #[serde(deny_unknown_fields)]
 struct File {
     agent_id: Option<String>,
-    broker: Option<String>,
+    broker: Option<BrokerSetting>,
     work_dir: Option<PathBuf>,
     run_as: Option<String>,
     log_limit_kib: Option<u64>,
@@ -197,12 +199,35 @@ struct File {
     fetcher: Fetcher,
 }
 
+/// `broker` as the file gives it: one URL (or a comma list of them) in a string, or an array of
+/// URLs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an mqtt:// URL, a comma list of them, or an array of them"
+)]
+enum BrokerSetting {
+    /// `broker = "mqtt://a,mqtt://b"`.
+    List(String),
+    /// `broker = ["mqtt://a", "mqtt://b"]`.
+    Array(Vec<String>),
+}
+
+impl BrokerSetting {
+    fn parse(&self) -> Result<Brokers, bramble_mqtt::BrokerError> {
+        match self {
+            BrokerSetting::List(list) => Brokers::parse(list),
+            BrokerSetting::Array(urls) => Brokers::from_urls(urls),
+        }
+    }
+}
+
 /// Command-line values that override the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// `--agent-id`.
     pub agent_id: Option<String>,
-    /// `--broker`.
+    /// `--broker`: one URL or a comma list of them.
     pub broker: Option<String>,
     /// `--work-dir`.
     pub work_dir: Option<PathBuf>,
@@ -216,22 +241,14 @@ pub struct Overrides {
     pub capacity: Option<Capacity>,
 }
 
-/// Where the broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
 /// The agent's validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The agent's id (names its topics and its MQTT client).
     pub agent_id: String,
-    /// The MQTT broker.
-    pub broker: BrokerAddr,
+    /// The MQTT brokers, tried in order: the agent fails over between them and hands them all
+    /// to its tasks (`BRAMBLE_BROKER`).
+    pub broker: Brokers,
     /// Where sandboxes and the checkpoint live.
     pub work_dir: PathBuf,
     /// The user tasks run as when the agent is root (`None`: as the agent's own user).
@@ -301,13 +318,12 @@ impl Config {
             }
             None => id_from_hostname(hostname),
         };
-        let broker = parse_broker(
-            overrides
-                .broker
-                .or(file.broker)
-                .as_deref()
-                .unwrap_or("mqtt://localhost:1883"),
-        )?;
+        let broker = match overrides.broker.map(BrokerSetting::List).or(file.broker) {
+            Some(setting) => setting
+                .parse()
+                .map_err(|e| invalid("broker", e.to_string()))?,
+            None => BrokerAddr::new("localhost", bramble_mqtt::brokers::DEFAULT_PORT).into(),
+        };
         let work_dir = overrides
             .work_dir
             .or(file.work_dir)
@@ -373,34 +389,6 @@ impl Config {
     }
 }
 
-/// `mqtt://host[:port]` (port 1883 by default).
-pub fn parse_broker(url: &str) -> Result<BrokerAddr, ConfigError> {
-    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-        invalid(
-            "broker",
-            format!("`{url}` is not an mqtt:// URL (e.g. mqtt://192.168.1.10:1883)"),
-        )
-    })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| invalid("broker", format!("bad port `{p}` in `{url}`")))?;
-            (h, port)
-        }
-        _ => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(invalid("broker", format!("no host in `{url}`")));
-    }
-    Ok(BrokerAddr {
-        host: host.to_owned(),
-        port,
-    })
-}
-
 /// A valid agent id from a hostname: invalid bytes become `-`, cut to 32 bytes.
 pub fn id_from_hostname(hostname: &str) -> String {
     let mut id: String = hostname
@@ -432,13 +420,7 @@ mod tests {
     fn an_empty_file_gives_working_defaults() {
         let c = load("").unwrap();
         assert_eq!(c.agent_id, "pi4");
-        assert_eq!(
-            c.broker,
-            BrokerAddr {
-                host: "localhost".into(),
-                port: 1883
-            }
-        );
+        assert_eq!(c.broker, BrokerAddr::new("localhost", 1883).into());
         assert_eq!(c.reserve.mem_mib, 256);
         assert_eq!(c.log_limit_bytes, 1024 * 1024);
         assert_eq!(c.work_dir, PathBuf::from("/var/lib/bramble"));
@@ -478,8 +460,7 @@ mod tests {
         };
         let c = Config::from_toml(text, Path::new("a.toml"), overrides, "pi4").unwrap();
         assert_eq!(c.agent_id, "kitchen");
-        assert_eq!(c.broker.host, "master.lan");
-        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.broker, BrokerAddr::new("master.lan", 1883).into());
         assert_eq!(c.run_as.as_deref(), Some("bramble"));
         assert_eq!(c.reserve.mem_mib, 128);
         assert_eq!(c.reserve.disk_mib, 1024, "unset fields keep their default");
@@ -503,6 +484,9 @@ mod tests {
             ("agent_id = \"a/b\"", "agent_id"),
             ("broker = \"http://x\"", "broker"),
             ("broker = \"mqtt://x:99999\"", "broker"),
+            ("broker = \"mqtt://a,,mqtt://b\"", "broker"),
+            ("broker = [\"mqtt://a\", \"http://b\"]", "broker"),
+            ("broker = []", "broker"),
             ("work_dir = \"relative\"", "work_dir"),
             ("[reports]\nsample_secs = 0", "reports.sample_secs"),
             (
@@ -520,6 +504,36 @@ mod tests {
                 other => panic!("{text}: expected an error naming {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_broker_may_be_a_comma_list_or_an_array_of_urls() {
+        let list = Brokers::parse("mqtt://a:1884,mqtt://b:1883").unwrap();
+        let c = load("broker = \"mqtt://a:1884, mqtt://b\"").unwrap();
+        assert_eq!(c.broker, list);
+        let c = load("broker = [\"mqtt://a:1884\", \"mqtt://b\"]").unwrap();
+        assert_eq!(c.broker, list);
+        let overrides = Overrides {
+            broker: Some("mqtt://a:1884,mqtt://b".into()),
+            ..Default::default()
+        };
+        let c = Config::from_toml(
+            "broker = \"mqtt://x\"",
+            Path::new("a.toml"),
+            overrides,
+            "pi4",
+        );
+        assert_eq!(c.unwrap().broker, list, "--broker takes a comma list too");
+    }
+
+    #[test]
+    fn a_bad_broker_list_names_the_bad_url() {
+        let e = load("broker = [\"mqtt://a\", \"http://b\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`broker`") && e.contains("http://b"), "{e}");
+        let e = load("broker = 3").unwrap_err().to_string();
+        assert!(e.contains("broker") && e.contains("mqtt://"), "{e}");
     }
 
     #[test]

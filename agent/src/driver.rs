@@ -102,7 +102,7 @@ pub async fn run(
         mem_mib = board.mem_total_mib,
         offers = %info.total,
         isolation = isolation.isolation_attribute(),
-        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        broker = %config.broker,
         "starting"
     );
     let core_config = CoreConfig {
@@ -114,7 +114,7 @@ pub async fn run(
 
     let mut buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
     let will = core.last_will(&mut buf);
-    let (client, eventloop) = bramble_mqtt::connect(ClientConfig {
+    let mqtt = ClientConfig {
         inflight: 16,
         request_capacity: 64,
         // Whatever the broker may deliver (a larger command is dropped as malformed): a smaller
@@ -128,17 +128,17 @@ pub async fn run(
         )),
         ..ClientConfig::new(
             format!("bramble-agent-{}", config.agent_id),
-            config.broker.host.clone(),
-            config.broker.port,
+            config.broker.clone(),
         )
-    });
+    };
     let filters = vec![
         topic::agent(&config.agent_id, AgentTopic::Cmd)
             .as_str()
             .to_owned(),
         topic::MASTER_HELLO.to_owned(),
     ];
-    let session = Session::new("agent", client.clone(), eventloop, filters);
+    let session = Session::new("agent", mqtt, filters);
+    let client = session.client().clone();
     let fetcher = Fetcher::new(
         config.work_dir.join("cache"),
         config.fetcher.cache_max_mib.saturating_mul(1024 * 1024),
@@ -517,11 +517,9 @@ impl Driver {
         }
     }
 
+    /// Every broker the agent was given, as a comma list: tasks fail over between them too.
     fn broker_url(&self) -> String {
-        format!(
-            "mqtt://{}:{}",
-            self.config.broker.host, self.config.broker.port
-        )
+        self.config.broker.to_string()
     }
 
     fn run_as_ids(&self) -> Option<(u32, u32)> {

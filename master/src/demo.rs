@@ -80,8 +80,7 @@ pub fn registration(name: &str) -> Register {
 /// Where a framework connects.
 pub fn scheduler_config(broker: &BrokerAddr, client: &str, name: &str) -> SchedulerConfig {
     SchedulerConfig {
-        broker_host: broker.host.clone(),
-        broker_port: broker.port,
+        brokers: broker.into(),
         client_name: client.to_owned(),
         registration: registration(name),
     }

@@ -52,7 +52,7 @@ use bramble_master_core::status::{Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use crate::leadership::Leadership;
-pub use crate::mqtt::{BrokerAddr, MAX_PACKET};
+pub use crate::mqtt::{BrokerAddr, Brokers, MAX_PACKET};
 
 /// Why the master stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +81,12 @@ pub struct Snapshot {
     pub stats: Stats,
 }
 
-/// Runs the master against the broker at `broker` until `shutdown` completes. When `snapshots` is
-/// given, a [`Snapshot`] is sent to it about once a second.
+/// Runs the master against the broker at `broker` (failing over between several) until
+/// `shutdown` completes. When `snapshots` is given, a [`Snapshot`] is sent to it about once a
+/// second.
 pub async fn run(
     config: Config,
-    broker: BrokerAddr,
+    broker: impl Into<Brokers>,
     snapshots: Option<watch::Sender<Snapshot>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
@@ -231,14 +232,14 @@ fn handle_incoming(
 /// another master does).
 pub async fn run_with_web(
     config: Config,
-    broker: BrokerAddr,
+    broker: impl Into<Brokers>,
     snapshots: Option<watch::Sender<Snapshot>>,
     web: Option<WebState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MasterError> {
     crate::leadership::run(
         config,
-        broker,
+        broker.into(),
         Leadership::default(),
         snapshots,
         web,
@@ -271,7 +272,7 @@ pub(crate) struct LeaderLink {
 /// Leads the cluster under `link.epoch` until `stop` says why not.
 pub(crate) async fn lead(
     config: Config,
-    broker: BrokerAddr,
+    broker: Brokers,
     link: LeaderLink,
     snapshots: Option<watch::Sender<Snapshot>>,
     web: Option<WebState>,
@@ -292,7 +293,7 @@ pub(crate) async fn lead(
 
     // Dashboards learn of a dead master from its last will: `offline`, retained.
     let (will_topic, will_payload) = StatusPublisher::last_will(epoch);
-    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+    let mqtt = bramble_mqtt::ClientConfig {
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
             will_topic,
@@ -300,12 +301,13 @@ pub(crate) async fn lead(
             rumqttc::QoS::AtLeastOnce,
             true,
         )),
-        ..bramble_mqtt::ClientConfig::new(
-            format!("bramble-master-{name}"),
-            broker.host.clone(),
-            broker.port,
-        )
-    });
+        ..bramble_mqtt::ClientConfig::new(format!("bramble-master-{name}"), broker.clone())
+    };
+    // Its own status topics too, to repair what others publish there.
+    let mut filters = MasterCore::subscriptions();
+    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
+    let mut session = Session::new("master", mqtt, filters);
+    let client = session.client().clone();
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
     let out = Arc::new(Outgoing {
         queue: Mutex::new(OutQueue::new(Limits::default())),
@@ -313,10 +315,6 @@ pub(crate) async fn lead(
     });
     let publisher = tokio::spawn(publish(client.clone(), out.clone()));
     let mut shed_log = ShedLog::default();
-    // Its own status topics too, to repair what others publish there.
-    let mut filters = MasterCore::subscriptions();
-    filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
-    let mut session = Session::new("master", client.clone(), eventloop, filters);
     // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();

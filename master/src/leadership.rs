@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::driver::{self, LeaderLink, MasterError, Snapshot, Stop};
-use crate::mqtt::BrokerAddr;
+use crate::mqtt::Brokers;
 use crate::web::WebState;
 
 /// Who this master is in an election.
@@ -91,7 +91,7 @@ struct Leader {
 /// elected. See the [module docs](self).
 pub async fn run(
     config: Config,
-    broker: BrokerAddr,
+    broker: Brokers,
     leadership: Leadership,
     snapshots: Option<watch::Sender<Snapshot>>,
     web: Option<WebState>,
@@ -103,7 +103,7 @@ pub async fn run(
     }
     let mut election = Election::new(leadership.election, &leadership.name, leadership.standby);
     let will = election.last_will();
-    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+    let config_mqtt = bramble_mqtt::ClientConfig {
         clean_session: true,
         max_packet: (crate::mqtt::MAX_INCOMING, crate::mqtt::MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
@@ -114,12 +114,12 @@ pub async fn run(
         )),
         ..bramble_mqtt::ClientConfig::new(
             format!("bramble-master-{}-election", leadership.name),
-            broker.host.clone(),
-            broker.port,
+            broker.clone(),
         )
-    });
+    };
     let filters = vec![PEERS_FILTER.to_owned(), MASTER_HELLO.to_owned()];
-    let mut session = Session::new("election", client.clone(), eventloop, filters);
+    let mut session = Session::new("election", config_mqtt, filters);
+    let client = session.client().clone();
     info!(
         name = %leadership.name,
         standby = leadership.standby,
@@ -230,7 +230,7 @@ pub async fn run(
 
 fn start_leader(
     config: &Config,
-    broker: &BrokerAddr,
+    broker: &Brokers,
     name: &str,
     epoch: u64,
     snapshots: Option<watch::Sender<Snapshot>>,

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bramble::broker::{self, BrokerConfig};
-use bramble::driver::BrokerAddr;
+use bramble::driver::{BrokerAddr, Brokers};
 use bramble::leadership::{self, Leadership};
 use bramble::web;
 use bramble_master_core::Config;
@@ -58,8 +58,9 @@ enum Command {
         /// Where the embedded broker listens.
         #[arg(long, default_value = "0.0.0.0:1883", conflicts_with = "broker")]
         listen: SocketAddr,
-        /// Use this external MQTT 3.1.1 broker (e.g. Mosquitto) instead of the embedded one.
-        #[arg(long, value_name = "mqtt://HOST:PORT")]
+        /// Use this external MQTT 3.1.1 broker (e.g. Mosquitto) instead of the embedded one; a
+        /// comma list of brokers (standbys or bridged brokers) is tried in order, failing over.
+        #[arg(long, value_name = "mqtt://HOST:PORT[,...]")]
         broker: Option<String>,
         /// Seconds between allocation rounds.
         #[arg(long, default_value_t = 1.0)]
@@ -118,9 +119,10 @@ enum Command {
         /// The inventory: a TOML file of `[[board]]`s (see cross/inventory.example.toml).
         #[arg(long, value_name = "FILE")]
         inventory: PathBuf,
-        /// The broker the agents use (default: this machine's address on the route to each board,
-        /// port 1883; registrations are then watched on 127.0.0.1:1883).
-        #[arg(long, value_name = "mqtt://HOST:PORT")]
+        /// The broker the agents use, or a comma list of them to fail over between (default: this
+        /// machine's address on the route to each board, port 1883; registrations are then
+        /// watched on 127.0.0.1:1883).
+        #[arg(long, value_name = "mqtt://HOST:PORT[,...]")]
         master: Option<String>,
         /// Where cross/build.sh left the tarballs (default: $CARGO_TARGET_DIR/dist or target/dist).
         #[arg(long, value_name = "DIR")]
@@ -147,11 +149,11 @@ enum Command {
 /// `bramble run [OPTIONS] -- CMD ARGS…`
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The cluster's broker.
+    /// The cluster's broker (a comma list of them to fail over between).
     #[arg(
         long,
         default_value = "mqtt://127.0.0.1:1883",
-        value_name = "mqtt://HOST:PORT"
+        value_name = "mqtt://HOST:PORT[,...]"
     )]
     broker: String,
     /// CPU cores for the task (e.g. 0.5).
@@ -184,11 +186,11 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// How the queries reach a running master's status topics.
 #[derive(Debug, clap::Args)]
 struct QueryArgs {
-    /// The broker the master publishes on.
+    /// The broker the master publishes on (a comma list: the first that answers).
     #[arg(
         long,
         default_value = "mqtt://127.0.0.1:1883",
-        value_name = "mqtt://HOST:PORT"
+        value_name = "mqtt://HOST:PORT[,...]"
     )]
     broker: String,
     /// Print JSON (the status topics' payloads) instead of a table.
@@ -349,15 +351,12 @@ async fn master(
     http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
     let addr = match broker {
-        Some(url) => BrokerAddr::parse(&url).map_err(|e| e.to_string())?,
+        Some(url) => Brokers::parse(&url).map_err(|e| e.to_string())?,
         None => {
             broker::start(&BrokerConfig::small(listen)).map_err(|e| e.to_string())?;
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");
-            BrokerAddr {
-                host: a.ip().to_string(),
-                port: a.port(),
-            }
+            BrokerAddr::new(a.ip().to_string(), a.port()).into()
         }
     };
     if !(allocation_interval.is_finite() && allocation_interval > 0.0) {
@@ -432,15 +431,8 @@ enum Query {
 /// The broker of `args` and what its retained status topics hold, within `--timeout`.
 async fn collect(
     args: &QueryArgs,
-) -> Result<
-    (
-        BrokerAddr,
-        std::time::Duration,
-        bramble::query::StatusSnapshot,
-    ),
-    String,
-> {
-    let addr = BrokerAddr::parse(&args.broker).map_err(|e| e.to_string())?;
+) -> Result<(Brokers, std::time::Duration, bramble::query::StatusSnapshot), String> {
+    let addr = Brokers::parse(&args.broker).map_err(|e| e.to_string())?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err("--timeout must be a positive number of seconds".into());
     }
@@ -530,7 +522,7 @@ async fn run_once(args: RunArgs) -> ExitCode {
         eprintln!("bramble run: {msg}");
         ExitCode::from(2)
     };
-    let addr = match BrokerAddr::parse(&args.broker) {
+    let brokers = match Brokers::parse(&args.broker) {
         Ok(a) => a,
         Err(e) => return fail(e.to_string()),
     };
@@ -546,8 +538,7 @@ async fn run_once(args: RunArgs) -> ExitCode {
         constraints: args.constraints,
     };
     let config = bramble_sdk::scheduler::SchedulerConfig {
-        broker_host: addr.host,
-        broker_port: addr.port,
+        brokers,
         client_name: format!("bramble-run-{pid}"),
         registration: registration(&args.name),
     };

@@ -1,8 +1,9 @@
-//! The `bramble` binary's MQTT plumbing, a leaf every other module uses: the broker address, the
+//! The `bramble` binary's MQTT plumbing, a leaf every other module uses: the broker addresses, the
 //! largest packet, and the one-shot clients of the CLI and the master's start (read the retained
 //! messages under some filters, publish one message). Long-lived clients (the master's driver,
-//! `bramble deploy`'s watcher) use [`bramble_mqtt::Session`] directly; every client is built by
-//! [`bramble_mqtt::connect`].
+//! `bramble deploy`'s watcher) use [`bramble_mqtt::Session`] directly, which fails over between
+//! the brokers it is given; every client is built by [`bramble_mqtt::connect`]. A one-shot client
+//! given several brokers tries them in order until one answers.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use bramble_master_core::status::MAX_STALE;
 use bramble_mqtt::ClientConfig;
 use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 
-pub use bramble_sdk::broker::BrokerAddr;
+pub use bramble_sdk::broker::{BrokerAddr, Brokers};
 
 pub use bramble_mqtt::{MAX_INCOMING, MAX_PACKET};
 
@@ -42,17 +43,36 @@ fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
         keep_alive: Duration::from_secs(5),
         request_capacity: 16,
         max_packet: (MAX_INCOMING, MAX_PACKET),
-        ..ClientConfig::new(id, broker.host.clone(), broker.port)
+        ..ClientConfig::new(id, broker)
     }
 }
 
 /// Subscribes to `filters` and hands every message to `on_publish` until the broker has been
 /// quiet for [`QUIET`] after the SUBACK (so, at first, the retained messages), or until `timeout`.
+/// Of several `brokers`, the first that answers in time does (each is given `timeout`).
 pub async fn retained(
-    broker: &BrokerAddr,
+    brokers: impl Into<Brokers>,
     filters: &[String],
     timeout: Duration,
     mut on_publish: impl FnMut(&str, &[u8]),
+) -> Result<(), QueryError> {
+    let brokers = brokers.into();
+    let mut last = None;
+    for broker in &brokers {
+        match retained_at(broker, filters, timeout, &mut on_publish).await {
+            Err(e @ (QueryError::Connection { .. } | QueryError::Timeout(_))) => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.expect("a broker list is never empty"))
+}
+
+/// [`retained`] from one broker.
+async fn retained_at(
+    broker: &BrokerAddr,
+    filters: &[String],
+    timeout: Duration,
+    on_publish: &mut impl FnMut(&str, &[u8]),
 ) -> Result<(), QueryError> {
     static QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -95,7 +115,7 @@ pub async fn retained(
 /// The topics of the non-empty retained messages under `filters` (at most
 /// [`MAX_STALE`]), or none if the broker cannot be reached
 /// within 2 s. The master uses it at start to find what a previous master left.
-pub async fn retained_topics(broker: &BrokerAddr, filters: &[String]) -> Vec<String> {
+pub async fn retained_topics(broker: impl Into<Brokers>, filters: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     let sweep = retained(broker, filters, Duration::from_secs(2), |t, p| {
         if !p.is_empty() && found.len() < MAX_STALE {
@@ -108,8 +128,28 @@ pub async fn retained_topics(broker: &BrokerAddr, filters: &[String]) -> Vec<Str
     found
 }
 
-/// Publishes one message at QoS 1 (not retained) and waits for the broker's acknowledgement.
+/// Publishes one message at QoS 1 (not retained) and waits for the broker's acknowledgement. Of
+/// several `brokers`, the first that can be reached takes it (each tried within `timeout`; one
+/// that took the message but did not acknowledge it in time is not asked again elsewhere).
 pub async fn publish_once(
+    brokers: impl Into<Brokers>,
+    topic: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), QueryError> {
+    let brokers = brokers.into();
+    let mut last = None;
+    for broker in &brokers {
+        match publish_once_at(broker, topic, payload.clone(), timeout).await {
+            Err(e @ QueryError::Connection { .. }) => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.expect("a broker list is never empty"))
+}
+
+/// [`publish_once`] to one broker.
+async fn publish_once_at(
     broker: &BrokerAddr,
     topic: &str,
     payload: Vec<u8>,

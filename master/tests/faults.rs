@@ -45,7 +45,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod support;
-use support::{cluster_options, free_port, kill_processes_below, runtime, AgentProcess, Mosquitto};
+use bramble_master_core::election::{Peer, PeerRole, PEERS_FILTER};
+use support::{
+    cluster_options, free_port, kill_processes_below, processes_below, runtime, AgentProcess,
+    Mosquitto,
+};
 
 /// How many short tasks the workload runs.
 const TASKS: u32 = 300;
@@ -338,6 +342,24 @@ fn agents() -> Vec<AgentSpec> {
         .collect()
 }
 
+/// Where the workload runs.
+trait Cluster {
+    /// Where clients reach the broker.
+    fn broker(&self) -> BrokerAddr;
+    /// Waits (up to `timeout`) until no task runs; says whether that happened.
+    async fn drained(&mut self, timeout: Duration) -> bool;
+}
+
+impl Cluster for LocalCluster {
+    fn broker(&self) -> BrokerAddr {
+        self.broker.clone()
+    }
+
+    async fn drained(&mut self, timeout: Duration) -> bool {
+        self.wait_for_no_tasks(timeout).await
+    }
+}
+
 /// A fault, injected a few times over the workload.
 trait Fault {
     /// What the summary line calls it, e.g. `broker SIGKILL`.
@@ -360,7 +382,7 @@ struct Outcome {
 /// Runs the workload on `cluster`, injecting `fault` `injections` times (once each quarter of the
 /// items has finished, for three), then tears the framework down and counts. Prints the summary.
 async fn run_with_faults(
-    cluster: &mut LocalCluster,
+    cluster: &mut impl Cluster,
     launches: &Path,
     (resources, sleep): (Resources, &'static str),
     injections: u32,
@@ -368,7 +390,7 @@ async fn run_with_faults(
 ) -> Outcome {
     let (workload, tally, mut changed) = Workload::new(launches.to_owned(), resources, sleep);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = scheduler_config(&cluster.broker, "faults", "faults");
+    let config = scheduler_config(&cluster.broker(), "faults", "faults");
     let run = tokio::spawn(scheduler::run_until(config, workload, async {
         let _ = stop_rx.await;
     }));
@@ -424,7 +446,7 @@ async fn run_with_faults(
         Err(_) => Err("did not stop within 30 s".to_owned()),
     };
     // Teardown kills what is left; then every task has ended and `launches` is final.
-    let drained = cluster.wait_for_no_tasks(Duration::from_secs(30)).await;
+    let drained = cluster.drained(Duration::from_secs(30)).await;
 
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     let figures = Figures::count(&tally, launches);
@@ -616,4 +638,223 @@ fn agents_sigkilled_and_restarted_mid_workload_lose_no_terminal_update_and_launc
         outcome
     });
     check(&outcome, AGENT_INJECTIONS);
+}
+
+/// How many times the leading master is SIGKILLed.
+const MASTER_INJECTIONS: u32 = 3;
+/// The longest a standby may take to lead after the leader's SIGKILL.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+
+/// Masters, agents and Mosquitto as processes: the cluster of the master fault.
+struct Processes {
+    broker: BrokerAddr,
+    work: PathBuf,
+}
+
+impl Cluster for Processes {
+    fn broker(&self) -> BrokerAddr {
+        self.broker.clone()
+    }
+
+    async fn drained(&mut self, timeout: Duration) -> bool {
+        // The tasks run in sandboxes below the work directory (agents and masters do not).
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if processes_below(&self.work).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// `bramble master` as its own process on an external broker (no HTTP), killed when dropped.
+struct MasterProcess(std::process::Child);
+
+impl MasterProcess {
+    fn start(name: &str, standby: bool, broker: &BrokerAddr) -> MasterProcess {
+        let mut cmd = std::process::Command::new(support::BRAMBLE);
+        cmd.args([
+            "master",
+            "--no-http",
+            "--allocation-interval",
+            "0.2",
+            "--name",
+            name,
+        ])
+        .arg("--broker")
+        .arg(broker.to_string())
+        .env("BRAMBLE_LOG", "warn");
+        if standby {
+            cmd.arg("--standby");
+        }
+        MasterProcess(cmd.spawn().unwrap())
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the masters' heartbeats say: name → (role, epoch, when heard).
+type Heartbeats = Arc<Mutex<BTreeMap<String, (PeerRole, u64, std::time::Instant)>>>;
+
+/// Listens to the masters' heartbeats on `bramble/v1/master/peers/+`.
+fn watch_heartbeats(broker: &BrokerAddr) -> Heartbeats {
+    let beats: Heartbeats = Arc::default();
+    let mut options = rumqttc::MqttOptions::new("faults-watcher", broker.host.clone(), broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let seen = beats.clone();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(PEERS_FILTER, rumqttc::QoS::AtMostOnce);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Ok(peer) = serde_json::from_slice::<Peer>(&p.payload) {
+                        let at = std::time::Instant::now();
+                        seen.lock()
+                            .unwrap()
+                            .insert(peer.name, (peer.role, peer.epoch, at));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    beats
+}
+
+/// The master leading now (heard as leader within the last 3 s, the highest epoch), if any.
+fn leader(beats: &Heartbeats) -> Option<(String, u64)> {
+    beats
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, (role, _, at))| {
+            *role == PeerRole::Leader && at.elapsed() < Duration::from_secs(3)
+        })
+        .max_by_key(|(_, (_, epoch, _))| *epoch)
+        .map(|(name, (_, epoch, _))| (name.clone(), *epoch))
+}
+
+/// Polls (every 10 ms, up to `limit`) until `ok` holds of the leader.
+fn wait_for_leader(
+    beats: &Heartbeats,
+    limit: Duration,
+    ok: impl Fn(&str, u64) -> bool,
+) -> Option<(String, u64)> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some((name, epoch)) = leader(beats).filter(|(n, e)| ok(n, *e)) {
+            return Some((name, epoch));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The leading master SIGKILLed while a standby runs; the killed one comes back as a standby.
+struct MasterKill {
+    masters: BTreeMap<String, MasterProcess>,
+    broker: BrokerAddr,
+    beats: Heartbeats,
+    /// How long each takeover took: SIGKILL to the new leader's first heartbeat as leader.
+    takeovers: Vec<Duration>,
+}
+
+impl Fault for MasterKill {
+    fn name(&self) -> &'static str {
+        "leader master SIGKILL"
+    }
+
+    fn inject(&mut self, _: u32) {
+        let (name, epoch) = wait_for_leader(&self.beats, TAKEOVER_LIMIT, |_, _| true)
+            .expect("a master leads before the fault");
+        drop(self.masters.remove(&name)); // SIGKILL, then reaped
+        let killed = std::time::Instant::now();
+        let (next, next_epoch) =
+            wait_for_leader(&self.beats, TAKEOVER_LIMIT, |n, e| n != name && e > epoch)
+                .unwrap_or_else(|| {
+                    panic!("no standby took over from {name} within {TAKEOVER_LIMIT:?}")
+                });
+        let took = killed.elapsed();
+        println!(
+            "faults: {next} took over from {name} in {:.2}s (epoch {epoch:#x} -> {next_epoch:#x})",
+            took.as_secs_f64()
+        );
+        self.takeovers.push(took);
+        self.masters.insert(
+            name.clone(),
+            MasterProcess::start(&name, true, &self.broker),
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs mosquitto; real processes: SIGKILLs the leading master mid-workload"]
+fn the_leader_sigkilled_mid_workload_is_replaced_by_a_standby_within_seconds_losing_and_repeating_nothing(
+) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    let work = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(work.path().to_owned());
+    let mosquitto = Mosquitto::start();
+    let broker = mosquitto.addr();
+    let launches = work.path().join("launches");
+    let (outcome, takeovers) = runtime().block_on(async {
+        let beats = watch_heartbeats(&broker);
+        let mut masters = BTreeMap::new();
+        masters.insert("m1".to_owned(), MasterProcess::start("m1", false, &broker));
+        wait_for_leader(&beats, Duration::from_secs(20), |n, _| n == "m1").expect("m1 leads");
+        masters.insert("m2".to_owned(), MasterProcess::start("m2", true, &broker));
+        let agents: Vec<AgentProcess> = ["pi-a", "pi-b", "pi-c"]
+            .into_iter()
+            .map(|id| AgentProcess::start(id, "room=lab", &broker, work.path()))
+            .collect();
+        support::retained_until(&broker, "3 agents register", Duration::from_secs(30), |s| {
+            s.cluster_status().is_some_and(|c| c.agents_online >= 3)
+        })
+        .await;
+        let mut fault = MasterKill {
+            masters,
+            broker: broker.clone(),
+            beats,
+            takeovers: Vec::new(),
+        };
+        let mut cluster = Processes {
+            broker: broker.clone(),
+            work: work.path().to_owned(),
+        };
+        let outcome = run_with_faults(
+            &mut cluster,
+            &launches,
+            (TASK_RESOURCES_2CPU, "0.3"),
+            MASTER_INJECTIONS,
+            &mut fault,
+        )
+        .await;
+        drop(agents);
+        let takeovers = std::mem::take(&mut fault.takeovers);
+        drop(fault);
+        (outcome, takeovers)
+    });
+    check(&outcome, MASTER_INJECTIONS);
+    let slowest = takeovers.iter().max().copied().unwrap_or_default();
+    println!(
+        "faults: takeovers {:?}, slowest {:.2}s",
+        takeovers
+            .iter()
+            .map(|d| format!("{:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>(),
+        slowest.as_secs_f64()
+    );
+    assert!(slowest < TAKEOVER_LIMIT);
 }

@@ -144,8 +144,7 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
         let answered = plan.answered.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let config = SchedulerConfig {
-            broker_host: broker.host.clone(),
-            broker_port: broker.port,
+            brokers: (&broker).into(),
             client_name: "status-e2e".into(),
             registration: Register::new("status-e2e"),
         };

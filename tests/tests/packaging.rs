@@ -161,7 +161,10 @@ fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing
     let conf = root.join("etc/bramble/agent.toml");
     let config = Config::load(&conf, true, Overrides::default(), "pi").unwrap();
     assert_eq!(
-        (config.broker.host.as_str(), config.broker.port),
+        (
+            config.broker.first().host.as_str(),
+            config.broker.first().port
+        ),
         ("10.1.2.3", 1884)
     );
 
@@ -182,7 +185,16 @@ fn install_sh_installs_into_a_staging_root_sets_the_broker_and_keeps_an_existing
     assert!(install(&["--broker", "mqtt://master.lan"]).status.success());
     let config = Config::load(&conf, true, Overrides::default(), "pi").unwrap();
     assert_eq!(config.agent_id, "kitchen");
-    assert_eq!(config.broker.host, "master.lan");
+    assert_eq!(config.broker.first().host, "master.lan");
+
+    // A comma list of brokers to fail over between is set as it is.
+    let list = "mqtt://10.1.2.3:1884,mqtt://10.1.2.4:1884";
+    assert!(install(&["--broker", list]).status.success());
+    let config = Config::load(&conf, true, Overrides::default(), "pi").unwrap();
+    assert_eq!(config.broker.to_string(), list);
+    for bad in ["mqtt://a,http://b", "mqtt://a,,mqtt://b"] {
+        assert!(!install(&["--broker", bad]).status.success(), "{bad}");
+    }
 }
 
 #[test]

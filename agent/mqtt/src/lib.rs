@@ -1,14 +1,18 @@
 //! The MQTT client set-up every Bramble client shares: the agent, the master, the SDK's scheduler
 //! and executor, and the CLI's one-shot queries.
 //!
-//! rumqttc leaves three things to its user, and each Bramble client once did them on its own:
+//! rumqttc leaves four things to its user, and each Bramble client once did them on its own:
 //! - **TCP_NODELAY**: small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per
 //!   hop). [`connect`] sets it on every client.
 //! - **Reconnect backoff**: polling an `EventLoop` again after an error reconnects at once, with no
 //!   pause. [`Session::poll`] waits out a [`Backoff`] (by default 500 ms doubling to 30 s, reset
-//!   on ConnAck) first.
+//!   on ConnAck) first, once every broker it was given has failed in turn (see Failover).
 //! - **Resubscription**: rumqttc does not resubscribe after a reconnect. [`Session`] subscribes to
 //!   its filters on every ConnAck.
+//! - **Failover**: rumqttc connects to one broker. A client is given a list of them
+//!   ([`Brokers`]); [`Session`] moves on to the next one whenever a connection attempt fails or an
+//!   established connection drops, at once, and backs off only once every broker in the list has
+//!   failed in turn.
 //!
 //! The crate lives beside the agent because the agent is its most constrained user (it is built
 //! for size); it has no dependency but rumqttc, tokio's timer and tracing.
@@ -16,13 +20,18 @@
 //! # Layout
 //!
 //! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
+//! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
-//! - [`Session`] and [`SessionEvent`]: an event loop that backs off, resubscribes and says what
-//!   happened.
+//! - [`Session`] and [`SessionEvent`]: an event loop that fails over, backs off, resubscribes
+//!   and says what happened.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod brokers;
+
+pub use brokers::{BrokerAddr, BrokerError, Brokers};
 
 use std::time::Duration;
 
@@ -70,10 +79,9 @@ pub fn publish_len(topic: &str, payload_len: usize, qos: QoS) -> usize {
 pub struct ClientConfig {
     /// The MQTT client id (`bramble-agent-{id}`, `bramble-master`, `bramble-fw-{client}`, …).
     pub client_id: String,
-    /// The broker's host name or address.
-    pub host: String,
-    /// The broker's TCP port.
-    pub port: u16,
+    /// The brokers, tried in order: [`connect`] connects to the first, [`Session`] fails over
+    /// to the next.
+    pub brokers: Brokers,
     /// Whether the broker forgets the session (subscriptions, queued QoS 1 messages) on
     /// disconnect. Long-lived clients keep it (`false`); one-shot queries do not.
     pub clean_session: bool,
@@ -94,11 +102,10 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A long-lived client's config: a persistent session, 15 s keep-alive, 100 in flight, a
     /// request channel of 1,024, and packets up to [`MAX_PACKET`] both ways.
-    pub fn new(client_id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
+    pub fn new(client_id: impl Into<String>, brokers: impl Into<Brokers>) -> Self {
         ClientConfig {
             client_id: client_id.into(),
-            host: host.into(),
-            port,
+            brokers: brokers.into(),
             clean_session: false,
             keep_alive: Duration::from_secs(15),
             inflight: 100,
@@ -109,26 +116,36 @@ impl ClientConfig {
     }
 }
 
-/// Builds the client and its event loop from `config`, with TCP_NODELAY on. An incoming limit
-/// below [`MAX_PACKET`] is raised to it.
+/// Builds the client and its event loop from `config`, for the first of its brokers, with
+/// TCP_NODELAY on. An incoming limit below [`MAX_PACKET`] is raised to it.
+///
+/// The event loop stays on that broker (one-shot clients try the others themselves); a
+/// [`Session`] fails over between them all.
 pub fn connect(config: ClientConfig) -> (AsyncClient, EventLoop) {
-    let incoming = config.max_packet.0.max(MAX_PACKET);
-    let mut options = MqttOptions::new(config.client_id, config.host, config.port);
-    options
-        .set_clean_session(config.clean_session)
-        .set_keep_alive(config.keep_alive)
-        .set_inflight(config.inflight)
-        .set_request_channel_capacity(config.request_capacity)
-        .set_max_packet_size(incoming, config.max_packet.1);
-    if let Some(will) = config.last_will {
-        options.set_last_will(will);
-    }
+    let options = mqtt_options(&config, config.brokers.first());
     let (client, mut eventloop) = AsyncClient::new(options, config.request_capacity);
     // Small MQTT messages must not wait on Nagle's algorithm (it cost ~40 ms per hop).
     let mut net = eventloop.network_options();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
     (client, eventloop)
+}
+
+/// The rumqttc options of `config` for the broker at `addr`: every client's options are built
+/// here, so a failover rebuilds them with every setting kept.
+fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
+    let incoming = config.max_packet.0.max(MAX_PACKET);
+    let mut options = MqttOptions::new(config.client_id.clone(), addr.host.clone(), addr.port);
+    options
+        .set_clean_session(config.clean_session)
+        .set_keep_alive(config.keep_alive)
+        .set_inflight(config.inflight)
+        .set_request_channel_capacity(config.request_capacity)
+        .set_max_packet_size(incoming, config.max_packet.1);
+    if let Some(will) = config.last_will.clone() {
+        options.set_last_will(will);
+    }
+    options
 }
 
 /// The delay before the next reconnection: from `min`, doubling up to `max`, back to `min` on
@@ -172,7 +189,8 @@ impl Default for Backoff {
 /// What one [`Session::poll`] saw.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// The broker accepted the connection; the session's filters have been subscribed to again.
+    /// The broker accepted the connection ([`Session::broker`] says which); the session's filters
+    /// have been subscribed to again.
     Connected,
     /// A message arrived.
     Publish(Publish),
@@ -180,7 +198,8 @@ pub enum SessionEvent {
     SubAck,
     /// This client's disconnect went out: the session is over.
     Disconnected,
-    /// The connection failed or dropped; the next poll reconnects after `retry_in`.
+    /// The connection failed or dropped; the next poll reconnects, to the next broker in the list
+    /// ([`Session::broker`]), after `retry_in`: zero until a whole pass over the list has failed.
     Lost {
         /// Why, for the log.
         error: String,
@@ -191,14 +210,31 @@ pub enum SessionEvent {
     Other(Event),
 }
 
-/// An MQTT event loop that reconnects with [`Backoff`] and resubscribes to its filters on every
-/// ConnAck.
+/// An MQTT event loop that fails over between its brokers, reconnects with [`Backoff`] and
+/// resubscribes to its filters on every ConnAck.
+///
+/// **Failover.** The first connection goes to the first of [`ClientConfig::brokers`]. Whenever a
+/// connection attempt fails or an established connection drops, the next attempt goes to the
+/// next broker in the list, round robin, at once: the backoff delay applies only after a whole
+/// pass over the list has failed (every broker, counted from the one that failed first, in turn).
+/// So a client whose broker dies is on a live second broker within a connection attempt, while a
+/// dead cluster is retried 500 ms, 1 s, 2 s, … 30 s apart, a pass at a time. A single broker
+/// backs off after each failure, as before. The options for the next broker are rebuilt from the
+/// [`ClientConfig`], so every setting (and the last will) is kept.
 ///
 /// [`Session::poll`] is cancel-safe (the reconnect deadline is kept in the session), so it can sit
 /// in a `tokio::select!` beside the caller's own timers.
 pub struct Session {
     client: AsyncClient,
     eventloop: EventLoop,
+    /// What the event loop's options are rebuilt from for another broker.
+    config: ClientConfig,
+    /// The broker the next (or the current) connection goes to, an index into the list.
+    current: usize,
+    /// The broker the event loop's options point at.
+    aimed: usize,
+    /// Connection attempts (or connections) failed since the last ConnAck or the last backoff.
+    failed: usize,
     filters: Vec<String>,
     backoff: Backoff,
     reconnect_at: Option<Instant>,
@@ -213,17 +249,19 @@ pub struct Session {
 type WillSource = Box<dyn FnMut() -> Option<LastWill> + Send>;
 
 impl Session {
-    /// A session over a client from [`connect`], subscribing at QoS 1 to `filters` on each
-    /// ConnAck. `name` says who it is in the log (`master`, `agent`, `scheduler`, …).
-    pub fn new(
-        name: &'static str,
-        client: AsyncClient,
-        eventloop: EventLoop,
-        filters: Vec<String>,
-    ) -> Self {
+    /// A session of a client built from `config` (as [`connect`] builds it), subscribing at QoS 1
+    /// to `filters` on each ConnAck and failing over between `config.brokers`. `name` says who it
+    /// is in the log (`master`, `agent`, `scheduler`, …). Nothing is sent until the first
+    /// [`Session::poll`].
+    pub fn new(name: &'static str, config: ClientConfig, filters: Vec<String>) -> Self {
+        let (client, eventloop) = connect(config.clone());
         Session {
             client,
             eventloop,
+            config,
+            current: 0,
+            aimed: 0,
+            failed: 0,
             filters,
             backoff: Backoff::default(),
             reconnect_at: None,
@@ -255,6 +293,11 @@ impl Session {
         self.session_present
     }
 
+    /// The broker the session is connected to, or the one its next connection attempt goes to.
+    pub fn broker(&self) -> &BrokerAddr {
+        self.config.brokers.get(self.current)
+    }
+
     /// The client handle, for publishing.
     pub fn client(&self) -> &AsyncClient {
         &self.client
@@ -269,7 +312,16 @@ impl Session {
             self.reconnect_at = None;
         }
         if self.eventloop.network.is_none() {
-            // This poll connects: the connection gets its own will.
+            // This poll connects: to the broker whose turn it is, with its own will.
+            if self.aimed != self.current {
+                let will = self.eventloop.mqtt_options.last_will();
+                let mut options = mqtt_options(&self.config, self.broker());
+                if let Some(will) = will {
+                    options.set_last_will(will);
+                }
+                self.eventloop.mqtt_options = options;
+                self.aimed = self.current;
+            }
             if let Some(will) = self.will.as_mut().and_then(|f| f()) {
                 self.eventloop.mqtt_options.set_last_will(will);
             }
@@ -277,10 +329,12 @@ impl Session {
         match self.eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 info!(
+                    broker = %self.broker(),
                     session_present = ack.session_present,
-                    "{} connected to the broker", self.name
+                    "{} connected to the broker {}", self.name, self.broker()
                 );
                 self.session_present = ack.session_present;
+                self.failed = 0;
                 self.backoff.reset();
                 for filter in &self.filters {
                     if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
@@ -294,18 +348,35 @@ impl Session {
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => SessionEvent::Disconnected,
             Ok(other) => SessionEvent::Other(other),
             Err(e) => {
-                let retry_in = self.backoff.next_delay();
+                let failed = self.broker().clone();
+                let retry_in = self.next_broker();
                 warn!(
-                    "{} broker connection: {e}; retrying in {retry_in:?}",
-                    self.name
+                    "{} broker connection to {failed}: {e}; trying {} in {retry_in:?}",
+                    self.name,
+                    self.broker()
                 );
-                self.reconnect_at = Some(Instant::now() + retry_in);
+                if !retry_in.is_zero() {
+                    self.reconnect_at = Some(Instant::now() + retry_in);
+                }
                 SessionEvent::Lost {
                     error: e.to_string(),
                     retry_in,
                 }
             }
         }
+    }
+
+    /// After a failure: turns to the next broker and says how long to wait before trying it,
+    /// nothing until a whole pass over the list has failed.
+    fn next_broker(&mut self) -> Duration {
+        let len = self.config.brokers.len();
+        self.current = (self.current + 1) % len;
+        self.failed += 1;
+        if self.failed < len {
+            return Duration::ZERO;
+        }
+        self.failed = 0;
+        self.backoff.next_delay()
     }
 }
 
@@ -341,21 +412,58 @@ mod tests {
     fn an_incoming_limit_below_the_broker_limit_is_raised_to_it() {
         let config = ClientConfig {
             max_packet: (6 * 1024, 6 * 1024),
-            ..ClientConfig::new("t", "127.0.0.1", 1)
+            ..ClientConfig::new("t", BrokerAddr::new("127.0.0.1", 1))
         };
         let (_client, eventloop) = connect(config);
         assert_eq!(eventloop.mqtt_options.max_packet_size(), MAX_PACKET);
     }
 
+    /// A port nothing listens on: every connection attempt to it fails at once.
+    fn dead_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// The port the event loop's options point at: where its last connection attempt went.
+    fn tried_port(session: &Session) -> u16 {
+        session.eventloop.mqtt_options.broker_address().1
+    }
+
+    fn local(ports: &[u16]) -> Brokers {
+        Brokers::new(
+            ports
+                .iter()
+                .map(|&p| BrokerAddr::new("127.0.0.1", p))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// A stand-in broker on a local port: it answers every CONNECT with an accepting CONNACK and
+    /// then holds the connection open (enough for rumqttc's ConnAck; it routes nothing).
+    async fn connack_only_broker() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    if socket.read(&mut buf).await.unwrap_or(0) > 0 {
+                        let _ = socket.write_all(&[0x20, 0x02, 0x00, 0x00]).await;
+                    }
+                    while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
+                });
+            }
+        });
+        port
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_refused_connection_is_retried_after_the_backoff_not_at_once() {
-        // A port nothing listens on: every connection attempt fails at once.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let (client, eventloop) = connect(ClientConfig::new("t", "127.0.0.1", port));
-        let mut session = Session::new("test", client, eventloop, vec![]);
+        let port = dead_port();
+        let config = ClientConfig::new("t", BrokerAddr::new("127.0.0.1", port));
+        let mut session = Session::new("test", config, vec![]);
         let mut waits = Vec::new();
         for _ in 0..3 {
             match session.poll().await {
@@ -368,13 +476,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_connection_attempt_asks_for_its_own_last_will() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let (client, eventloop) = connect(ClientConfig::new("t", "127.0.0.1", port));
+        let port = dead_port();
+        let config = ClientConfig::new("t", BrokerAddr::new("127.0.0.1", port));
         let mut n = 0u8;
-        let mut session = Session::new("test", client, eventloop, vec![]).with_will(move || {
+        let mut session = Session::new("test", config, vec![]).with_will(move || {
             n += 1;
             Some(LastWill::new("will", vec![n], QoS::AtLeastOnce, false))
         });
@@ -382,6 +487,77 @@ mod tests {
             assert!(matches!(session.poll().await, SessionEvent::Lost { .. }));
             let will = session.eventloop.mqtt_options.last_will().unwrap();
             assert_eq!(will.message.as_ref(), [expected]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_alternate_between_dead_brokers_and_back_off_only_after_both_failed() {
+        let (a, b) = (dead_port(), dead_port());
+        let mut session = Session::new("test", ClientConfig::new("t", local(&[a, b])), vec![]);
+        let (mut tried, mut announced, mut waited) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..6 {
+            let started = Instant::now();
+            match session.poll().await {
+                SessionEvent::Lost { retry_in, .. } => announced.push(retry_in.as_millis()),
+                other => panic!("expected a lost connection, got {other:?}"),
+            }
+            waited.push(started.elapsed().as_millis());
+            tried.push(tried_port(&session));
+        }
+        assert_eq!(tried, [a, b, a, b, a, b]);
+        assert_eq!(announced, [0, 500, 0, 1000, 0, 2000]);
+        // Each attempt waited out what the one before it announced, and nothing else.
+        assert_eq!(waited, [0, 0, 500, 0, 1000, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_whose_first_broker_is_dead_connects_to_the_second_without_a_backoff() {
+        let dead = dead_port();
+        let live = connack_only_broker().await;
+        let mut session =
+            Session::new("test", ClientConfig::new("t", local(&[dead, live])), vec![]);
+        let started = Instant::now();
+        match session.poll().await {
+            SessionEvent::Lost { retry_in, .. } => assert_eq!(retry_in, Duration::ZERO),
+            other => panic!("expected the dead broker to refuse, got {other:?}"),
+        }
+        assert_eq!(session.broker(), &BrokerAddr::new("127.0.0.1", live));
+        match session.poll().await {
+            SessionEvent::Connected => {}
+            other => panic!("expected a connection to the live broker, got {other:?}"),
+        }
+        assert_eq!(tried_port(&session), live);
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "failover waited {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_keeps_every_option_and_the_will_of_the_attempt() {
+        let (a, b) = (dead_port(), dead_port());
+        let config = ClientConfig {
+            keep_alive: Duration::from_secs(7),
+            clean_session: true,
+            inflight: 3,
+            max_packet: (2 * MAX_PACKET, 1000),
+            ..ClientConfig::new("keep", local(&[a, b]))
+        };
+        let mut n = 0u8;
+        let mut session = Session::new("test", config, vec![]).with_will(move || {
+            n += 1;
+            Some(LastWill::new("will", vec![n], QoS::AtLeastOnce, false))
+        });
+        for expected in 1..=4u8 {
+            assert!(matches!(session.poll().await, SessionEvent::Lost { .. }));
+            let options = &session.eventloop.mqtt_options;
+            assert_eq!(options.client_id(), "keep");
+            assert_eq!(options.keep_alive(), Duration::from_secs(7));
+            assert!(options.clean_session());
+            assert_eq!(options.inflight(), 3);
+            assert_eq!(options.max_packet_size(), 2 * MAX_PACKET);
+            assert_eq!(options.last_will().unwrap().message.as_ref(), [expected]);
         }
     }
 }

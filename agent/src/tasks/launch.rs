@@ -48,7 +48,8 @@ pub enum LaunchFailure {
 pub struct LaunchEnv<'a> {
     /// This agent's id, for the task's environment.
     pub agent_id: &'a str,
-    /// `mqtt://host:port` of the broker, the task's `BRAMBLE_BROKER`.
+    /// `mqtt://host:port` of the broker (a comma list of them when the agent has several), the
+    /// task's `BRAMBLE_BROKER`.
     pub broker_url: String,
     /// Who tasks run as, when not the agent's own user.
     pub run_as: Option<(u32, u32)>,

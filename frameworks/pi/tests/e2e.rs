@@ -18,8 +18,7 @@ async fn the_pi_job_runs_its_executors_over_a_real_broker_and_estimates_pi() {
     opts.tasks = 4;
     opts.samples = 200_000;
     let config = SchedulerConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: port,
+        brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "pi".into(),
         registration: Register::new("pi"),
     };

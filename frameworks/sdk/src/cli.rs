@@ -1,7 +1,7 @@
 //! What every framework binary needs around its scheduler: logging, the default executor command,
 //! and running a scheduler until it stops or Ctrl-C.
 
-use crate::broker::BrokerAddr;
+use crate::broker::Brokers;
 use crate::protocol::Register;
 use crate::scheduler::{run_until, Scheduler, SchedulerConfig};
 
@@ -34,7 +34,8 @@ pub fn executor_command(given: Option<String>, fallback: &str) -> Vec<String> {
     }
 }
 
-/// Registers `scheduler` as framework `name` through the broker at `broker` (an `mqtt://` URL)
+/// Registers `scheduler` as framework `name` through the broker at `broker` (an `mqtt://` URL, or
+/// a comma list of them to fail over between)
 /// under the client name `client`, and runs it on a current-thread runtime until it stops (or
 /// Ctrl-C, which tears the framework down). Returns the scheduler with its results.
 pub fn run_blocking<S: Scheduler>(
@@ -43,10 +44,9 @@ pub fn run_blocking<S: Scheduler>(
     name: &str,
     scheduler: S,
 ) -> Result<S, String> {
-    let addr = BrokerAddr::parse(broker).map_err(|e| e.to_string())?;
+    let brokers = Brokers::parse(broker).map_err(|e| e.to_string())?;
     let config = SchedulerConfig {
-        broker_host: addr.host,
-        broker_port: addr.port,
+        brokers,
         client_name: client.to_owned(),
         registration: Register::new(name),
     };

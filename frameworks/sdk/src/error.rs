@@ -5,14 +5,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SdkError {
-    /// The broker address is not an `mqtt://host[:port]` URL.
-    #[error("invalid broker address `{url}`: {reason}")]
-    BadBroker {
-        /// The address given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A broker address is not an `mqtt://host[:port]` URL (or the list names none).
+    #[error("invalid broker address: {0}")]
+    BadBroker(#[from] crate::broker::BrokerError),
     /// The client name is not a valid id (1 to 32 bytes of `A-Z a-z 0-9 . _ -`).
     #[error("invalid client name `{0}`: it must be 1 to 32 bytes of A-Z a-z 0-9 . _ -")]
     BadClientName(String),

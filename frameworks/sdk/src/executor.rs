@@ -1,6 +1,7 @@
 //! The executor side: what runs inside a task and talks to its scheduler through the broker.
 //!
-//! The agent starts every task with `BRAMBLE_BROKER` (`mqtt://host:port`), `BRAMBLE_TASK_ID`,
+//! The agent starts every task with `BRAMBLE_BROKER` (`mqtt://host:port`, or a comma list of the
+//! brokers the agent was given, which the executor fails over between), `BRAMBLE_TASK_ID`,
 //! `BRAMBLE_FRAMEWORK_ID`, `BRAMBLE_AGENT_ID` and `BRAMBLE_SANDBOX`; the scheduler driver adds
 //! `BRAMBLE_FRAMEWORK_CLIENT`. [`Executor::connect_from_env`] reads them, connects (client id
 //! `bramble-exec-{client}-{task}`, clean session: a finished task leaves nothing behind in the
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use agent_nostd_core::ids::validate_id;
 
-use crate::broker::BrokerAddr;
+use crate::broker::Brokers;
 use crate::error::SdkError;
 use crate::messages::{exec_topic, message_topic, FrameworkMessage, MAX_MESSAGE_DATA};
 use crate::scheduler::FRAMEWORK_CLIENT_ENV;
@@ -48,8 +49,8 @@ pub enum Delivery {
 /// What a task learns from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorEnv {
-    /// The broker (`BRAMBLE_BROKER`).
-    pub broker: BrokerAddr,
+    /// The brokers (`BRAMBLE_BROKER`), tried in order.
+    pub broker: Brokers,
     /// The scheduler's client name (`BRAMBLE_FRAMEWORK_CLIENT`).
     pub client: String,
     /// This task's id (`BRAMBLE_TASK_ID`).
@@ -84,7 +85,7 @@ impl ExecutorEnv {
             Ok(v)
         };
         let broker_url = need("BRAMBLE_BROKER")?;
-        let broker = BrokerAddr::parse(&broker_url).map_err(|e| SdkError::BadEnv {
+        let broker = Brokers::parse(&broker_url).map_err(|e| SdkError::BadEnv {
             name: "BRAMBLE_BROKER",
             reason: e.to_string(),
         })?;
@@ -129,24 +130,23 @@ impl Executor {
     /// Connects, subscribes to this task's exec topic and waits for the broker to acknowledge
     /// (at most [`CONNECT_TIMEOUT`]).
     pub async fn connect(env: ExecutorEnv) -> Result<Self, SdkError> {
-        let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+        let config = bramble_mqtt::ClientConfig {
             clean_session: true,
             request_capacity: 64,
             ..bramble_mqtt::ClientConfig::new(
                 format!("bramble-exec-{}-{}", env.client, env.task_id),
-                env.broker.host.clone(),
-                env.broker.port,
+                env.broker.clone(),
             )
-        });
+        };
         let (commands, commands_rx) = mpsc::channel(64);
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
         let exec = exec_topic(&env.client, &env.task_id);
         // An executor is short-lived: it retries sooner and more often than the default.
-        let session =
-            Session::new("executor", client.clone(), eventloop, vec![exec.clone()]).with_backoff(
-                Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
-            );
+        let session = Session::new("executor", config, vec![exec.clone()]).with_backoff(
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+        );
+        let client = session.client().clone();
         let poller = tokio::spawn(poll(
             client,
             session,
@@ -370,11 +370,25 @@ mod tests {
             ("BRAMBLE_AGENT_ID", "pi4"),
         ]))
         .unwrap();
-        assert_eq!(env.broker.port, 1884);
+        assert_eq!(env.broker.first().port, 1884);
         assert_eq!(env.client, "pi");
         assert_eq!(env.task_id, "pi-0-0");
         assert_eq!(env.agent_id.as_deref(), Some("pi4"));
         assert_eq!(env.sandbox, None);
+    }
+
+    #[test]
+    fn the_broker_variable_may_list_several_brokers_to_fail_over_between() {
+        let env = ExecutorEnv::from_lookup(lookup(&[
+            ("BRAMBLE_BROKER", "mqtt://10.0.0.1:1884,mqtt://10.0.0.2"),
+            ("BRAMBLE_FRAMEWORK_CLIENT", "pi"),
+            ("BRAMBLE_TASK_ID", "pi-0-0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            env.broker.to_string(),
+            "mqtt://10.0.0.1:1884,mqtt://10.0.0.2:1883"
+        );
     }
 
     #[test]

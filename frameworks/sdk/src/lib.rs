@@ -43,8 +43,7 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), bramble_sdk::SdkError> {
 //!     let config = SchedulerConfig {
-//!         broker_host: "127.0.0.1".into(),
-//!         broker_port: 1883,
+//!         brokers: "mqtt://127.0.0.1:1883".parse()?,
 //!         client_name: "hello".into(),
 //!         registration: Register::new("hello"),
 //!     };
@@ -65,7 +64,7 @@
 //!   master epochs, dispatch; time passed in, so the simulation runs real schedulers) and the thin
 //!   [`scheduler::run`] loop over MQTT.
 //! - [`executor`]: [`executor::Executor`], the task side.
-//! - [`broker`]: `mqtt://host:port` addresses.
+//! - [`broker`]: `mqtt://host:port` addresses and the lists of them clients fail over between.
 //! - [`error`]: [`SdkError`] and [`CallError`].
 //! - [`batch`]: offer decisions and retries for a fixed set of work items run to completion.
 //! - [`oneshot`]: a one-off task as its own framework, like `mesos-execute` (the scheduler behind

@@ -45,8 +45,7 @@ impl Scheduler for OneTask {
 
 fn config(port: u16, client: &str) -> SchedulerConfig {
     SchedulerConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: port,
+        brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: client.into(),
         registration: Register::new(client),
     }

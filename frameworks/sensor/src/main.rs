@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run the scheduler: place one reader per board with the sensor, until Ctrl-C.
     Scheduler {
-        /// The broker the master listens on.
+        /// The broker the master listens on (a comma list of brokers to fail over between).
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
         /// The client name the framework's topics are keyed by.

@@ -36,8 +36,7 @@ async fn a_reader_runs_only_on_the_board_with_the_sensor_and_publishes_readings_
     opts.interval_ms = 20;
     opts.summary_every = 5;
     let config = SchedulerConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: port,
+        brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "sensor".into(),
         registration: Register::new("sensor"),
     };

@@ -24,7 +24,7 @@ enum Command {
     Scheduler {
         /// The file to count.
         input: PathBuf,
-        /// The broker the master listens on.
+        /// The broker the master listens on (a comma list of brokers to fail over between).
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
         /// The client name the framework's topics are keyed by.

@@ -29,8 +29,7 @@ async fn a_file_is_counted_by_map_tasks_over_a_real_broker_and_equals_a_direct_c
     let chunks = job.chunk_count();
     assert!(chunks >= 8, "{chunks}");
     let config = SchedulerConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: port,
+        brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "wordcount".into(),
         registration: Register::new("wordcount"),
     };

@@ -36,7 +36,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
-use crate::mqtt::BrokerAddr;
+use crate::mqtt::{BrokerAddr, Brokers};
 pub use inventory::{Arch, Board, InventoryError, UnameError};
 use registrations::*;
 use ssh::*;
@@ -221,18 +221,12 @@ pub async fn run(options: Options) -> Result<Vec<Outcome>, DeployError> {
     let boards = inventory::load(&options.inventory, home.as_deref())?;
     let (watch_addr, master_url) = match &options.master {
         Some(url) => {
-            let addr = BrokerAddr::parse(url).map_err(|e| DeployError::BadMaster(e.to_string()))?;
+            let addr = Brokers::parse(url).map_err(|e| DeployError::BadMaster(e.to_string()))?;
             (addr, Some(url.clone()))
         }
-        None => (
-            BrokerAddr {
-                host: "127.0.0.1".into(),
-                port: 1883,
-            },
-            None,
-        ),
+        None => (BrokerAddr::new("127.0.0.1", 1883).into(), None),
     };
-    let watch_label = format!("mqtt://{}:{}", watch_addr.host, watch_addr.port);
+    let watch_label = watch_addr.to_string();
     let (seen, watcher) = watch_registrations(watch_addr, options.connect_timeout)
         .await
         .map_err(|reason| DeployError::Broker {

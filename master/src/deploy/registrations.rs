@@ -20,23 +20,20 @@ pub(super) type Seen = BTreeMap<String, u64>;
 /// Subscribes to every agent's register topic and counts registrations per id. Returns once the
 /// subscription is acknowledged (within `timeout`), so no later registration is missed.
 pub(super) async fn watch_registrations(
-    broker: BrokerAddr,
+    broker: Brokers,
     timeout: Duration,
 ) -> Result<(watch::Receiver<Seen>, tokio::task::JoinHandle<()>), String> {
-    let (client, eventloop) = bramble_mqtt::connect(bramble_mqtt::ClientConfig {
+    let config = bramble_mqtt::ClientConfig {
         clean_session: true,
         request_capacity: 16,
-        ..bramble_mqtt::ClientConfig::new(
-            format!("bramble-deploy-{}", std::process::id()),
-            broker.host,
-            broker.port,
-        )
-    });
+        ..bramble_mqtt::ClientConfig::new(format!("bramble-deploy-{}", std::process::id()), broker)
+    };
     let filter = AgentTopic::Register.filter().as_str().to_owned();
     // The watch lasts one deploy: it retries sooner than long-lived clients do.
-    let mut session = Session::new("deploy", client, eventloop, vec![filter]).with_backoff(
-        Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
-    );
+    let mut session = Session::new("deploy", config, vec![filter]).with_backoff(Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    ));
     let (seen_tx, seen_rx) = watch::channel(Seen::new());
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let task = tokio::spawn(async move {

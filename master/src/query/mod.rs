@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 pub use crate::mqtt::QueryError;
-use crate::mqtt::{retained, BrokerAddr};
+use crate::mqtt::{retained, Brokers};
 use bramble_master_core::status::{TaskStatus, STATUS_FILTER};
 
 mod render;
@@ -32,8 +32,12 @@ pub use self::render::{
 };
 pub use self::snapshot::{EntryError, StatusEntry, StatusSnapshot, MAX_ENTRIES};
 
-/// Reads the retained status topics from the broker at `broker`, waiting at most `timeout`.
-pub async fn collect(broker: &BrokerAddr, timeout: Duration) -> Result<StatusSnapshot, QueryError> {
+/// Reads the retained status topics from the broker at `broker` (the first of several that can
+/// be reached), waiting at most `timeout`.
+pub async fn collect(
+    broker: impl Into<Brokers>,
+    timeout: Duration,
+) -> Result<StatusSnapshot, QueryError> {
     let mut snapshot = StatusSnapshot::default();
     retained(
         broker,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_nostd_core::topic;
-use bramble_mqtt::{ClientConfig, Session, SessionEvent};
+use bramble_mqtt::{Brokers, ClientConfig, Session, SessionEvent};
 use rumqttc::{AsyncClient, LastWill, QoS};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
@@ -30,10 +30,8 @@ use crate::protocol::{will_topic, Call, Register};
 /// Everything [`run`] needs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// The broker's host.
-    pub broker_host: String,
-    /// The broker's port.
-    pub broker_port: u16,
+    /// The brokers, tried in order (the runner fails over between them).
+    pub brokers: Brokers,
     /// The client name every topic is keyed by (a valid id); the MQTT client id is
     /// `bramble-fw-{client_name}`.
     pub client_name: String,
@@ -55,19 +53,15 @@ pub async fn run_until<S: Scheduler>(
 ) -> Result<S, SdkError> {
     let core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
     let client = &config.client_name;
-    let (mqtt, eventloop) = bramble_mqtt::connect(ClientConfig {
+    let config_mqtt = ClientConfig {
         inflight: 64,
         request_capacity: 256,
         // Offers of a large cluster come in one event; headroom above the broker's limit.
         max_packet: (bramble_mqtt::MAX_INCOMING, bramble_mqtt::MAX_PACKET),
         // Each connection attempt sets its own will (below).
         last_will: None,
-        ..ClientConfig::new(
-            format!("bramble-fw-{client}"),
-            config.broker_host.clone(),
-            config.broker_port,
-        )
-    });
+        ..ClientConfig::new(format!("bramble-fw-{client}"), config.brokers.clone())
+    };
     // No filters of its own: the core says what to subscribe to after each ConnAck.
     let connection = Arc::new(AtomicU64::new(0));
     let mut nonces = ConnectionNonces::new();
@@ -80,14 +74,15 @@ pub async fn run_until<S: Scheduler>(
             Some(LastWill::new(topic.clone(), gone, QoS::AtLeastOnce, false))
         }
     };
-    let session = Session::new("scheduler", mqtt.clone(), eventloop, Vec::new()).with_will(will);
+    let session = Session::new("scheduler", config_mqtt, Vec::new()).with_will(will);
+    let mqtt = session.client().clone();
     let mut runner = Runner {
         core,
         mqtt,
         started: Instant::now(),
         connection,
     };
-    info!(client = %client, broker = %format!("{}:{}", config.broker_host, config.broker_port), "scheduler starting");
+    info!(client = %client, brokers = %config.brokers, "scheduler starting");
     runner.run(session, shutdown).await;
     info!(client = %client, stats = ?runner.core.stats(), "scheduler stopped");
     Ok(runner.core.into_scheduler())
