@@ -306,7 +306,9 @@ pub(crate) async fn lead(
     // Its own status topics too, to repair what others publish there.
     let mut filters = MasterCore::subscriptions();
     filters.push(bramble_master_core::status::STATUS_FILTER.to_owned());
-    let mut session = Session::new("master", mqtt, filters);
+    // A clean start: what the broker queued for this id during an earlier leadership of this
+    // master was for whoever led since (say, a framework's accept of that leader's offer).
+    let mut session = Session::new("master", mqtt, filters).with_clean_start();
     let client = session.client().clone();
     let (incoming_tx, mut incoming) = mpsc::channel::<Inbound>(INCOMING_CAPACITY);
     let out = Arc::new(Outgoing {

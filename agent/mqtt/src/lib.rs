@@ -243,6 +243,8 @@ pub struct Session {
     will: Option<WillSource>,
     /// The last ConnAck's session-present flag.
     session_present: bool,
+    /// Until the first ConnAck: connect with a clean session ([`Session::with_clean_start`]).
+    clean_start: bool,
 }
 
 /// What [`Session::with_will`] calls before each connection attempt.
@@ -268,7 +270,18 @@ impl Session {
             name,
             will: None,
             session_present: false,
+            clean_start: false,
         }
+    }
+
+    /// The same session, discarding whatever session the broker holds for this client id at the
+    /// first connection (clean session), then keeping its own as `config.clean_session` says
+    /// from the first reconnection on. For a client that must not be handed what was queued for
+    /// an earlier incarnation of its id, e.g. a master taking the lead again after another master
+    /// led (the calls queued meanwhile were that master's to answer).
+    pub fn with_clean_start(mut self) -> Self {
+        self.clean_start = true;
+        self
     }
 
     /// The same session, asking `will` for the last will before each connection attempt (the
@@ -325,6 +338,8 @@ impl Session {
             if let Some(will) = self.will.as_mut().and_then(|f| f()) {
                 self.eventloop.mqtt_options.set_last_will(will);
             }
+            let clean = self.clean_start || self.config.clean_session;
+            self.eventloop.mqtt_options.set_clean_session(clean);
         }
         match self.eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -334,6 +349,7 @@ impl Session {
                     "{} connected to the broker {}", self.name, self.broker()
                 );
                 self.session_present = ack.session_present;
+                self.clean_start = false;
                 self.failed = 0;
                 self.backoff.reset();
                 for filter in &self.filters {
@@ -532,6 +548,29 @@ mod tests {
             "failover waited {:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_start_connects_clean_until_the_first_connack_then_keeps_a_session() {
+        let (dead, live) = (dead_port(), connack_only_broker().await);
+        let mut session =
+            Session::new("test", ClientConfig::new("t", local(&[dead, live])), vec![])
+                .with_clean_start();
+        assert!(matches!(session.poll().await, SessionEvent::Lost { .. }));
+        assert!(
+            session.eventloop.mqtt_options.clean_session(),
+            "still clean after a failure"
+        );
+        assert!(matches!(session.poll().await, SessionEvent::Connected));
+        assert!(
+            session.eventloop.mqtt_options.clean_session(),
+            "the first connection was clean"
+        );
+        // The next connection attempt (whenever it comes) keeps a session.
+        session.eventloop.network = None;
+        session.reconnect_at = None;
+        let _ = tokio::time::timeout(Duration::from_millis(50), session.poll()).await;
+        assert!(!session.eventloop.mqtt_options.clean_session());
     }
 
     #[tokio::test(start_paused = true)]
