@@ -62,8 +62,8 @@ for script in postinst prerm postrm; do
     install -m 0755 "cross/pkg/debian/$package.$script" "$root/DEBIAN/$script"
 done
 echo "$conffile" >"$root/DEBIAN/conffiles"
-glibc=$("$objdump" -T "$bindir/$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' |
-  sort -V | tail -n 1)
+glibc=$("$objdump" -T "$bindir/$binary" | { grep -o 'GLIBC_[0-9.]*' || true; } |
+  sed 's/GLIBC_//' | sort -V | tail -n 1)
 [ -n "$glibc" ] || { echo "deb.sh: $bindir/$binary uses no GLIBC_ symbol" >&2; exit 1; }
 cat >"$root/DEBIAN/control" <<EOF
 Package: $package
