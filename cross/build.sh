@@ -6,16 +6,18 @@
 #
 #   TARGET        default: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
 #                          aarch64-unknown-linux-musl
-#                 also: x86_64-unknown-linux-gnu (a tarball only, run natively; `bramble deploy`'s
-#                 test installs it on network-namespace "boards")
+#                 also: x86_64-unknown-linux-gnu (run natively; `bramble deploy`'s test installs
+#                 its tarball on network-namespace "boards", and its .debs suit an x86_64 master)
 #   --all         also build bramble (the master and CLI) and the framework binaries bramble-pi,
 #                 bramble-wordcount and bramble-sensor (slower: the master is LTO'd at opt-level 3)
 #   --no-install  do not apt-get install / rustup target add what is missing; fail instead
 #
 # Per target, target/dist/ gets:
 #   bramble-agent-VERSION-TARGET.tar.gz   bramble-agent, agent.toml, bramble-agent.service, install.sh
-#   bramble-agent_VERSION_ARCH.deb        the gnu board targets only (arm64, armhf)
+#   bramble-agent_VERSION_ARCH.deb        the gnu targets only (arm64, armhf, amd64), by cross/deb.sh
 #   bramble-VERSION-TARGET.tar.gz         with --all: bramble and the framework binaries
+#   bramble_VERSION_ARCH.deb              with --all, the gnu targets: the master, its systemd unit
+#                                         and /etc/default/bramble-master
 # The binaries stay in $CARGO_TARGET_DIR/TARGET/release/ (the qemu tests use them from there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,11 +87,10 @@ mkdir -p "$dist"
 sizes=()
 for t in "${targets[@]}"; do
   case "$t" in
-    aarch64-*) prefix=aarch64-linux-gnu; qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu); deb_arch=arm64 ;;
-    armv7-*) prefix=arm-linux-gnueabihf; qemu=(qemu-arm -L /usr/arm-linux-gnueabihf); deb_arch=armhf ;;
-    x86_64-*) prefix=; qemu=(); deb_arch= ;;
+    aarch64-*) prefix=aarch64-linux-gnu; qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+    armv7-*) prefix=arm-linux-gnueabihf; qemu=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
+    x86_64-*) prefix=; qemu=() ;;
   esac
-  case "$t" in *-musl) deb_arch= ;; esac
 
   echo "==> $t: cargo build --release -p bramble-agent"
   start=$SECONDS
@@ -138,38 +139,13 @@ for t in "${targets[@]}"; do
     echo "    $dist/$name.tar.gz"
   fi
 
-  if [ -n "$deb_arch" ]; then
-    # The .deb, as cargo-deb would lay it out, built by dpkg-deb from a staging root.
-    root=$stage/deb
-    install -D -m 0755 "$release/bramble-agent" "$root/usr/bin/bramble-agent"
-    install -D -m 0644 cross/pkg/agent.toml "$root/etc/bramble/agent.toml"
-    install -D -m 0644 cross/pkg/bramble-agent.service \
-      "$root/lib/systemd/system/bramble-agent.service"
-    install -d -m 0755 "$root/DEBIAN"
-    install -m 0755 cross/pkg/debian/postinst cross/pkg/debian/prerm "$root/DEBIAN/"
-    echo /etc/bramble/agent.toml >"$root/DEBIAN/conffiles"
-    # The newest glibc symbol version the binary needs.
-    glibc=$("$prefix-objdump" -T "$release/bramble-agent" | grep -o 'GLIBC_[0-9.]*' |
-      sed 's/GLIBC_//' | sort -V | tail -n 1)
-    cat >"$root/DEBIAN/control" <<EOF
-Package: bramble-agent
-Version: $version
-Architecture: $deb_arch
-Maintainer: The Bramble developers <bramble@users.noreply.github.com>
-Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
-Depends: libc6 (>= $glibc)
-Section: admin
-Priority: optional
-Homepage: https://github.com/bramble-cluster/bramble
-Description: Bramble agent: runs a Raspberry Pi's share of a Bramble cluster
- The agent reports the board's resources to the Bramble master over MQTT and
- runs the tasks the frameworks launch on it as processes in cgroups (v2 under
- systemd, with Delegate=yes). Set the broker in /etc/bramble/agent.toml.
-EOF
-    deb=$dist/bramble-agent_${version}_$deb_arch.deb
-    dpkg-deb --build --root-owner-group "$root" "$deb" >/dev/null
-    echo "    $deb"
-  fi
+  case "$t" in
+    *-linux-gnu | *-linux-gnueabihf)
+      # The .debs (cross/deb.sh): the agent's, and with --all the master's.
+      cross/deb.sh bramble-agent "$t" "$release" "$dist" | sed 's/^/    /'
+      [ "$all" = no ] || cross/deb.sh bramble "$t" "$release" "$dist" | sed 's/^/    /'
+      ;;
+  esac
   rm -rf "$stage"
 done
 
