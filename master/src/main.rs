@@ -415,8 +415,21 @@ async fn deploy(options: bramble::deploy::Options) -> Result<(), String> {
     }
 }
 
+/// Ctrl-C or SIGTERM (what systemd and `kill` send): the master stops cleanly, saying `offline`
+/// (or `gone`, as a standby) instead of leaving it to its last will.
 async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
