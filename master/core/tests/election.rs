@@ -392,3 +392,24 @@ proptest! {
         prop_assert_eq!(leaders[0].1, newest);
     }
 }
+
+#[test]
+fn the_peer_example_in_protocol_md_is_what_a_leading_m1_of_term_1_says() {
+    let doc = include_str!("../../../PROTOCOL.md");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("| `bramble/v1/master/peers/{name}`"))
+        .expect("the peers topic is in PROTOCOL.md");
+    let json = line.split('`').find(|c| c.starts_with('{')).unwrap();
+    let peer: bramble_master_core::election::Peer = serde_json::from_str(json).unwrap();
+    let mut e = Election::new(ElectionConfig::default(), "m1", false);
+    e.handle_connected(0);
+    e.handle_timeout(1_000);
+    let said: bramble_master_core::election::Peer =
+        serde_json::from_slice(&e.poll_transmit(1_000).unwrap().payload).unwrap();
+    assert_eq!(peer, said);
+    assert_eq!(
+        said.epoch,
+        agent_nostd_core::wire::epoch(1, bramble_master_core::election::tiebreak("m1"))
+    );
+}
