@@ -234,25 +234,35 @@ impl AgentCore {
         self.slots.iter().find(|s| s.key == *key).map(Slot::view)
     }
 
-    /// The MQTT last will to set when connecting: [`AgentMsg::Gone`] on this agent's `will` topic.
+    /// The MQTT last will of the current connection: [`AgentMsg::Gone`] naming it on this agent's
+    /// `will` topic (also what a clean shutdown publishes). The driver sets the will of each
+    /// connection before it connects, with [`AgentCore::will_of`].
     pub fn last_will(&self, buf: &mut TransmitBuf) -> Transmit {
-        self.encode(&AgentMsg::Gone, buf)
-            .expect("Gone always fits the transmit buffer")
+        Self::will_of(&self.info.agent_id, self.info.connection, buf)
+    }
+
+    /// The MQTT last will of connection `connection` of agent `agent_id`.
+    pub fn will_of(agent_id: &str, connection: u32, buf: &mut TransmitBuf) -> Transmit {
+        let msg = AgentMsg::Gone { connection };
+        // Cannot fail: the buffer holds the largest AgentMsg.
+        let len = msg.encode(buf).unwrap_or(0);
+        Transmit {
+            topic: topic::agent(agent_id, AgentTopic::Will),
+            qos: AgentTopic::Will.qos(),
+            retain: false,
+            len,
+        }
     }
 
     // ----- inputs -----
 
-    /// The MQTT connection is up (after every reconnect). Registration and unacknowledged updates go
-    /// out at once.
-    pub fn handle_connected(&mut self, now: u64) {
+    /// The MQTT connection `connection` is up (after every reconnect; its last will names it).
+    /// The agent registers again at once, so the master knows which connection's will counts
+    /// (then unacknowledged updates go out).
+    pub fn handle_connected(&mut self, now: u64, connection: u32) {
         self.connected = true;
-        match &mut self.registration {
-            Registration::Registering { next_attempt, .. } => *next_attempt = now,
-            Registration::Registered => {
-                self.make_updates_due(now);
-                self.report_due_at = Some(now);
-            }
-        }
+        self.info.connection = connection;
+        self.start_registering(now);
     }
 
     /// The MQTT connection is down: nothing is sent until [`handle_connected`](Self::handle_connected).

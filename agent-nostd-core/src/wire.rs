@@ -20,7 +20,8 @@ use crate::resources::Resources;
 /// The wire version carried in the first byte of every agent↔master payload.
 ///
 /// Version 2 put every master → agent message in a [`MasterEnvelope`] carrying the master's epoch
-/// (the fencing token), and took the epoch out of `Hello` and `RegisterAck`.
+/// (the fencing token), took the epoch out of `Hello` and `RegisterAck`, and made the agent's last
+/// will name its connection (`AgentInfo::connection`, `Gone { connection }`).
 pub const PROTOCOL_VERSION: u8 = 2;
 
 /// How many attributes an agent may advertise.
@@ -66,6 +67,9 @@ pub struct AgentInfo {
     pub total: Resources,
     /// Attributes for placement, such as `sensor=bme280`.
     pub attributes: Vec<Attribute, MAX_ATTRIBUTES, u8>,
+    /// The agent's current MQTT connection, as its last will names it ([`AgentMsg::Gone`]): the
+    /// master ignores a will of another connection (a stale one, delivered late).
+    pub connection: u32,
 }
 
 /// The lifecycle state of a task, as Mesos names them.
@@ -233,7 +237,10 @@ pub enum AgentMsg {
         seq: u32,
     },
     /// The agent is gone: its MQTT last will, also sent on a clean shutdown.
-    Gone,
+    Gone {
+        /// The connection the will belongs to (see [`AgentInfo::connection`]).
+        connection: u32,
+    },
 }
 
 /// The master's answer to a registration (the master's epoch is the envelope's).
@@ -459,8 +466,8 @@ pub trait WireMessage: Serialize + for<'de> Deserialize<'de> + sealed::Sealed {
 }
 
 impl WireMessage for AgentMsg {
-    /// A full re-registration: 1 + 1 + 596 (info) + 10 (epoch) + 1 + 32 × 82 (tasks).
-    const MAX_ENCODED_LEN: usize = 3_233;
+    /// A full re-registration: 1 + 1 + 601 (info) + 10 (epoch) + 1 + 32 × 82 (tasks).
+    const MAX_ENCODED_LEN: usize = 3_238;
 }
 
 impl WireMessage for MasterEnvelope {
@@ -498,7 +505,7 @@ impl AgentMsg {
             AgentMsg::Report(_) => AgentTopic::Report,
             AgentMsg::Status(_) => AgentTopic::Status,
             AgentMsg::Pong { .. } => AgentTopic::Pong,
-            AgentMsg::Gone => AgentTopic::Will,
+            AgentMsg::Gone { .. } => AgentTopic::Will,
         }
     }
 }

@@ -33,7 +33,7 @@ impl Rig {
     /// A connected agent with 4 CPU / 3800 MiB / 20000 MiB, not yet registered.
     fn new() -> Self {
         let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
-        core.handle_connected(0);
+        core.handle_connected(0, 7);
         Rig {
             core,
             now: 0,
@@ -274,7 +274,16 @@ fn nothing_is_sent_while_disconnected_and_everything_pending_goes_on_reconnect()
     assert!(rig.drain().is_empty());
     rig.advance_to(60_000);
     assert!(rig.drain().is_empty());
-    rig.core.handle_connected(rig.now);
+    rig.core.handle_connected(rig.now, 8);
+    // It registers again first, naming the new connection; then the update goes out.
+    let sent = rig.drain();
+    assert!(
+        matches!(&sent[..], [Sent { msg: AgentMsg::ReRegister(re), .. }] if re.info.connection == 8),
+        "{sent:?}"
+    );
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+    }));
     let sent = rig.drain();
     let u = statuses(&sent);
     assert_eq!(u.len(), 1);
@@ -978,7 +987,7 @@ fn an_adopted_task_is_reported_in_the_first_registration_and_can_end() {
         Err(agent_nostd_core::agent::TaskError::AlreadyKnown)
     );
     core.set_next_update_id(500);
-    core.handle_connected(0);
+    core.handle_connected(0, 1);
     let mut rig = Rig {
         core,
         now: 0,
@@ -1032,13 +1041,35 @@ fn events_that_do_not_fit_the_task_state_are_refused() {
 }
 
 #[test]
-fn the_last_will_is_gone_on_the_will_topic() {
+fn the_last_will_is_gone_on_the_will_topic_naming_the_connection() {
     let rig = Rig::new();
     let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
     let will = rig.core.last_will(&mut buf);
     assert_eq!(will.topic.as_str(), "bramble/v1/agent/pi4/will");
     assert_eq!(will.qos, QoS::AtLeastOnce);
-    assert_eq!(AgentMsg::decode(&buf[..will.len]), Ok(AgentMsg::Gone));
+    assert_eq!(
+        AgentMsg::decode(&buf[..will.len]),
+        Ok(AgentMsg::Gone { connection: 7 })
+    );
+    let of = AgentCore::will_of("pi4", 9, &mut buf);
+    assert_eq!(of.topic, will.topic);
+    assert_eq!(
+        AgentMsg::decode(&buf[..of.len]),
+        Ok(AgentMsg::Gone { connection: 9 })
+    );
+}
+
+#[test]
+fn every_connection_registers_again_naming_itself() {
+    let mut rig = Rig::registered();
+    rig.core.handle_disconnected(rig.now);
+    rig.core.handle_connected(rig.now, 42);
+    let sent = rig.drain();
+    let AgentMsg::ReRegister(re) = &sent[0].msg else {
+        panic!("expected a re-registration, got {sent:?}");
+    };
+    assert_eq!(re.info.connection, 42);
+    assert!(!rig.core.is_registered());
 }
 
 #[test]
@@ -1218,7 +1249,7 @@ mod random_sequences {
                     rig.advance_to(t.max(now));
                 }
             }
-            Op::Connect => rig.core.handle_connected(now),
+            Op::Connect => rig.core.handle_connected(now, 1),
             Op::Disconnect => rig.core.handle_disconnected(now),
             // A stale epoch is refused (fencing); the model does not care which.
             Op::RegisterAck(epoch) => {
@@ -1289,7 +1320,7 @@ mod random_sequences {
             }
 
             // Calm weather: connected, registered, every process ends, every update is acknowledged.
-            rig.core.handle_connected(rig.now);
+            rig.core.handle_connected(rig.now, 1);
             rig.master_at(99, MasterMsg::RegisterAck(RegisterAck {
                 agent_id: id("pi4").unwrap(),
             }));
@@ -1346,7 +1377,7 @@ fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered(
         Resources::ZERO,
         "an ended task holds nothing"
     );
-    core.handle_connected(0);
+    core.handle_connected(0, 1);
     let mut rig = Rig {
         core,
         now: 0,

@@ -17,7 +17,7 @@ fn agent_name(m: &AgentMsg) -> &'static str {
         AgentMsg::Report(_) => "Report",
         AgentMsg::Status(_) => "Status",
         AgentMsg::Pong { .. } => "Pong",
-        AgentMsg::Gone => "Gone",
+        AgentMsg::Gone { .. } => "Gone",
     }
 }
 

@@ -15,7 +15,7 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
             2, 0, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
-            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0',
+            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7,
         ],
     ),
     (
@@ -24,8 +24,8 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
             2, 1, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
-            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 1, 4, b'f', b'w', b'-', b'1', 2, b't',
-            b'1', 0xF4, 0x03, 64, 0, 2,
+            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 7, 1, 4, b'f', b'w', b'-', b'1', 2,
+            b't', b'1', 0xF4, 0x03, 64, 0, 2,
         ],
     ),
     (
@@ -44,7 +44,7 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
         ],
     ),
     ("pong", &[2, 4, 0xAC, 0x02]),
-    ("gone", &[2, 5]),
+    ("gone", &[2, 5, 7]),
 ];
 
 /// The epoch of the typical master messages: term 1, tiebreak 2 (a varint of 3 bytes).
@@ -104,12 +104,12 @@ fn every_master_message_encodes_to_its_golden_bytes_and_back() {
 #[test]
 fn largest_messages_fit_their_published_maximum_exactly() {
     let agent_max: [(&str, usize); 6] = [
-        ("register", 598),
+        ("register", 603),
         ("reregister", AgentMsg::MAX_ENCODED_LEN),
         ("report", MAX_REPORT_LEN),
         ("status", MAX_STATUS_LEN),
         ("pong", 7),
-        ("gone", 2),
+        ("gone", 7),
     ];
     for ((name, msg), (_, max)) in max_agent_msgs().into_iter().zip(agent_max) {
         assert_eq!(enc(&msg).len(), max, "{name}");

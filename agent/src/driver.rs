@@ -8,7 +8,10 @@
 //! connection; a publish that does not fit the bounded request queue is dropped and the core resends
 //! it (status updates and registrations are retried until acknowledged).
 
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_nostd_core::agent::{Action, AgentCore, Config as CoreConfig, LocalEvent, TransmitBuf};
@@ -76,6 +79,8 @@ struct Driver {
     buf: Box<TransmitBuf>,
     /// Downloads and caches task artifacts.
     fetcher: Fetcher,
+    /// The id of the current MQTT connection, as its last will names it.
+    connection: Arc<AtomicU32>,
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running after the agent stops; the next
@@ -112,20 +117,13 @@ pub async fn run(
     };
     let core = AgentCore::new(core_config, info, 0).map_err(DriverError::Core)?;
 
-    let mut buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
-    let will = core.last_will(&mut buf);
+    let buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
     let mqtt = ClientConfig {
         inflight: 16,
         request_capacity: 64,
         // Whatever the broker may deliver (a larger command is dropped as malformed): a smaller
         // limit would make one large message a reconnect loop.
         max_packet: (bramble_mqtt::MAX_PACKET, AgentMsg::MAX_ENCODED_LEN + 256),
-        last_will: Some(LastWill::new(
-            will.topic.as_str(),
-            buf[..will.len].to_vec(),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-        )),
         ..ClientConfig::new(
             format!("bramble-agent-{}", config.agent_id),
             config.broker.clone(),
@@ -137,7 +135,23 @@ pub async fn run(
             .to_owned(),
         topic::MASTER_HELLO.to_owned(),
     ];
-    let session = Session::new("agent", mqtt, filters);
+    // Each connection's last will names it (a fresh random number), so the master can tell a
+    // late will of an older connection from this one's.
+    let connection = Arc::new(AtomicU32::new(0));
+    let will_id = config.agent_id.clone();
+    let named = connection.clone();
+    let session = Session::new("agent", mqtt, filters).with_will(move || {
+        let n = fresh_connection_id();
+        named.store(n, Ordering::Relaxed);
+        let mut buf = [0; AgentMsg::MAX_ENCODED_LEN];
+        let will = AgentCore::will_of(&will_id, n, &mut buf);
+        Some(LastWill::new(
+            will.topic.as_str(),
+            buf[..will.len].to_vec(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        ))
+    });
     let client = session.client().clone();
     let fetcher = Fetcher::new(
         config.work_dir.join("cache"),
@@ -170,6 +184,7 @@ pub async fn run(
         client,
         buf,
         fetcher,
+        connection,
     };
     driver.recover();
     driver.remove_stale_spares();
@@ -177,6 +192,12 @@ pub async fn run(
         .run(session, exits_rx, spares_rx, written_rx, shutdown)
         .await;
     Ok(())
+}
+
+/// A random connection id (std's randomly keyed hasher: no dependency for one number).
+fn fresh_connection_id() -> u32 {
+    let n = RandomState::new().hash_one(std::process::id());
+    (n ^ (n >> 32)) as u32
 }
 
 impl Driver {
@@ -218,7 +239,8 @@ impl Driver {
                 event = session.poll() => match event {
                     SessionEvent::Connected => {
                         let now = self.now();
-                        self.core.handle_connected(now);
+                        let connection = self.connection.load(Ordering::Relaxed);
+                        self.core.handle_connected(now, connection);
                     }
                     SessionEvent::Publish(p) => self.on_publish(&p.topic, &p.payload),
                     SessionEvent::Lost { .. } => {
@@ -612,6 +634,7 @@ pub fn agent_info(config: &Config, board: &Board, isolation: &str) -> AgentInfo 
             .capacity
             .cap(board.offerable(&config.reserve.resources())),
         attributes,
+        connection: 0,
     }
 }
 

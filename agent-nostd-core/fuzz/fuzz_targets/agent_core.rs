@@ -18,9 +18,10 @@ fuzz_target!(|data: &[u8]| {
         board: heapless::String::new(),
         total: Resources::new(4000, 4000, 4000),
         attributes: heapless::Vec::new(),
+        connection: 0,
     };
     let mut core = AgentCore::new(Config::default(), info, 0).unwrap();
-    core.handle_connected(0);
+    core.handle_connected(0, 1);
     let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
     let mut now = 0u64;
     // Each chunk: one control byte, one length byte, then that many payload bytes.

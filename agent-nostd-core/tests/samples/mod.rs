@@ -33,6 +33,7 @@ pub fn info() -> AgentInfo {
         board: s("Raspberry Pi 4"),
         total: Resources::new(4000, 3800, 20000),
         attributes,
+        connection: 7,
     }
 }
 
@@ -52,6 +53,7 @@ pub fn max_info() -> AgentInfo {
         board: full('b'),
         total: max_resources(),
         attributes,
+        connection: u32::MAX,
     }
 }
 
@@ -100,7 +102,7 @@ pub fn typical_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             }),
         ),
         ("pong", AgentMsg::Pong { seq: 300 }),
-        ("gone", AgentMsg::Gone),
+        ("gone", AgentMsg::Gone { connection: 7 }),
     ]
 }
 
@@ -146,7 +148,12 @@ pub fn max_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             }),
         ),
         ("pong", AgentMsg::Pong { seq: u32::MAX }),
-        ("gone", AgentMsg::Gone),
+        (
+            "gone",
+            AgentMsg::Gone {
+                connection: u32::MAX,
+            },
+        ),
     ]
 }
 

@@ -35,6 +35,7 @@ fn prepared(agents: usize, frameworks: usize) -> MasterCore {
             board: heapless::String::new(),
             total: Resources::new(4_000, 4_096, 32_768),
             attributes,
+            connection: 0,
         };
         core.handle_agent_message(0, &name, &AgentMsg::Register(info));
     }

@@ -581,3 +581,18 @@ fn an_agent_obeying_a_newer_epoch_is_not_answered_until_the_master_leads_above_i
     assert_eq!(core.epoch(), 41);
     assert_eq!(core.stats().epoch_raises, 1);
 }
+
+#[test]
+fn an_agents_will_of_an_older_connection_is_ignored_and_its_current_one_counts() {
+    let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
+    let mut pi = info("pi");
+    pi.connection = 5;
+    send_agent(&mut core, 0, "pi", &AgentMsg::Register(pi)).unwrap();
+    drain(&mut core);
+    // The will of the connection before, delivered late (say, after a broker restart).
+    send_agent(&mut core, 1, "pi", &AgentMsg::Gone { connection: 4 }).unwrap();
+    assert!(core.agent("pi").unwrap().reachable);
+    assert_eq!(core.stats().stale_wills, 1);
+    send_agent(&mut core, 2, "pi", &AgentMsg::Gone { connection: 5 }).unwrap();
+    assert!(!core.agent("pi").unwrap().reachable);
+}

@@ -352,3 +352,51 @@ fn a_late_resend_of_a_running_task_that_ended_is_stale_and_its_kill_answer_is_no
     assert!(events(&out).is_empty());
     assert_eq!(acks(&out), [3]);
 }
+
+#[test]
+fn an_end_known_only_from_the_agents_task_list_is_reconciled_once_the_agents_own_update_came() {
+    let (mut core, fid) = cluster(Config::default(), &["t1"]);
+    agent(
+        &mut core,
+        2,
+        &status(&fid, "t1", 1, TaskState::Running, Reason::None),
+    );
+    call(&mut core, 3, ack("t1", 1));
+    drain(&mut core);
+    // The FAILED update was lost; the agent re-registers listing the task ended.
+    let mut tasks = heapless::Vec::new();
+    tasks
+        .push(agent_nostd_core::wire::TaskReport {
+            framework_id: id(&fid).unwrap(),
+            task_id: id("t1").unwrap(),
+            resources: Resources::new(100, 10, 0),
+            state: TaskState::Failed,
+        })
+        .unwrap();
+    let re = agent_nostd_core::wire::ReRegister {
+        info: info("pi"),
+        last_master_epoch: 9,
+        tasks,
+    };
+    agent(&mut core, 4, &AgentMsg::ReRegister(re));
+    drain(&mut core);
+    let reconcile = || Call::Reconcile {
+        task_ids: vec!["t1".into()],
+    };
+    call(&mut core, 5, reconcile());
+    assert!(
+        updates(&drain(&mut core)).is_empty(),
+        "no answer without the exit code while the agent's own update is on its way"
+    );
+    let exited = Reason::Exited { code: 3 };
+    agent(
+        &mut core,
+        6,
+        &status(&fid, "t1", 2, TaskState::Failed, exited),
+    );
+    let u = updates(&drain(&mut core));
+    assert_eq!((u[0].state, u[0].reason), (TaskState::Failed, exited));
+    call(&mut core, 7, reconcile());
+    let u = updates(&drain(&mut core));
+    assert_eq!((u[0].state, u[0].reason), (TaskState::Failed, exited));
+}

@@ -32,6 +32,7 @@ fn info(agent: &str) -> AgentInfo {
         board: heapless::String::new(),
         total: Resources::new(4_000, 4_096, 0),
         attributes,
+        connection: 0,
     }
 }
 
@@ -297,7 +298,7 @@ fn a_lost_agent_shows_offline_then_its_topics_go_and_its_tasks_are_lost() {
     launch(&mut core, 1_500, &offer, &["t1"]);
     publish(&mut p, &mut core, 1_500);
 
-    send_agent(&mut core, 2_000, "pi", &AgentMsg::Gone);
+    send_agent(&mut core, 2_000, "pi", &AgentMsg::Gone { connection: 0 });
     drain(&mut core);
     let out = publish(&mut p, &mut core, 2_000);
     assert_eq!(
@@ -585,7 +586,7 @@ fn publishing_only_what_changed_agrees_with_looking_at_everything() {
         publish(&mut p, &mut core, now);
         assert_same_as_a_fresh_look(&p, &core, &config);
     }
-    send_agent(&mut core, now, "pi", &AgentMsg::Gone);
+    send_agent(&mut core, now, "pi", &AgentMsg::Gone { connection: 0 });
     drain(&mut core);
     publish(&mut p, &mut core, now);
     assert_same_as_a_fresh_look(&p, &core, &config);

@@ -107,6 +107,7 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
         board: heapless::String::new(),
         total: Resources::new(4_000, 4_096, 64),
         attributes: heapless::Vec::new(),
+        connection: 0,
     };
     let _ = info.attributes.push(agent_nostd_core::wire::Attribute {
         key: heapless::String::try_from("room").unwrap(),

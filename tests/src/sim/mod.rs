@@ -133,6 +133,8 @@ pub struct Sim {
     seq: u64,
     rng: Rng,
     retained_hello: Option<Vec<u8>>,
+    /// Connections made by agents so far (each one's id, as its last will names it).
+    connections: u32,
 }
 
 impl Sim {
@@ -157,6 +159,7 @@ impl Sim {
             last_delivery: HashMap::new(),
             seq: 0,
             retained_hello: None,
+            connections: 0,
         };
         sim.drain_master();
         sim
@@ -190,6 +193,7 @@ impl Sim {
             board: heapless::String::new(),
             total,
             attributes: attrs,
+            connection: 0,
         };
         let config = agent_config(self.agents.len());
         let core = AgentCore::new(config, info.clone(), self.now).expect("valid agent config");
@@ -352,7 +356,9 @@ impl Sim {
     pub fn connect_agent(&mut self, i: usize) {
         self.agents[i].connected = true;
         let now = self.now;
-        self.agents[i].core.handle_connected(now);
+        self.connections += 1;
+        let connection = self.connections;
+        self.agents[i].core.handle_connected(now, connection);
         if let Some(hello) = self.retained_hello.clone() {
             self.send(Dest::Agent(i), topic::MASTER_HELLO, hello);
         }

@@ -31,6 +31,8 @@ pub(super) struct Agent {
     /// The latest tasks that ended here by the agent's own word, as (framework id, task id): a
     /// re-registration still listing one of them as running is a stale duplicate.
     pub(super) ended: VecDeque<(String, String)>,
+    /// The MQTT connection of its latest registration: only that connection's last will counts.
+    pub(super) connection: u32,
 }
 
 /// How many ended tasks each agent remembers (see `Agent::ended`).
@@ -129,6 +131,7 @@ impl MasterCore {
                     last_report: None,
                     mismatch_since: None,
                     ended: VecDeque::new(),
+                    connection: info.connection,
                 };
                 self.agents.insert(agent)
             }
@@ -138,6 +141,7 @@ impl MasterCore {
             return;
         };
         let was_reachable = a.reachable;
+        a.connection = info.connection;
         let old_total = a.total;
         if was_reachable {
             self.cluster_total.sub(a.total);

@@ -26,6 +26,10 @@ pub(super) struct Completed {
     pub(super) update: proto::StatusUpdate,
     /// The framework acknowledged it (or it needs no acknowledgement).
     pub(super) acked: bool,
+    /// Known from the agent's task list only, while the agent still holds its own update (with
+    /// the exit code) unacknowledged: reconciliation waits for that update instead of answering
+    /// without a reason.
+    pub(super) awaiting_agent: bool,
 }
 
 /// A framework's completed-task cache: the latest ended tasks, oldest first.
@@ -117,12 +121,28 @@ impl MasterCore {
 
     /// Records that task `tid` of framework `fi` ended with `update` (forwarded by the caller).
     pub(super) fn remember_completed(&mut self, fi: FrameworkIdx, update: proto::StatusUpdate) {
+        self.remember_completed_as(fi, update, false);
+    }
+
+    /// [`remember_completed`](Self::remember_completed), noting whether the agent still holds its
+    /// own update of that end (see [`Completed::awaiting_agent`]).
+    pub(super) fn remember_completed_as(
+        &mut self,
+        fi: FrameworkIdx,
+        update: proto::StatusUpdate,
+        awaiting_agent: bool,
+    ) {
         let max = self.config.max_completed_tasks;
         let Some(f) = self.frameworks.get_mut(fi) else {
             return;
         };
         let acked = update.update_id.is_none();
-        self.stats.completed_evicted += f.completed.push(Completed { update, acked }, max);
+        let c = Completed {
+            update,
+            acked,
+            awaiting_agent,
+        };
+        self.stats.completed_evicted += f.completed.push(c, max);
     }
 
     /// Sends framework `fi` the master's own terminal `event` about a task it just ended, and
@@ -266,6 +286,17 @@ impl MasterCore {
             ));
         }
         if let Some(c) = self.frameworks.get(fi).and_then(|f| f.completed.get(tid)) {
+            let from_reachable = c.update.agent_id.as_deref().is_some_and(|id| {
+                self.agents
+                    .lookup(id)
+                    .and_then(|ai| self.agents.get(ai))
+                    .is_some_and(|a| a.reachable)
+            });
+            if c.awaiting_agent && from_reachable {
+                // Its agent resends the update with the exit code as soon as it is registered.
+                self.stats.unknown_task_answers_deferred += 1;
+                return None;
+            }
             let mut update = c.update.clone();
             update.update_id = None;
             return Some(Event::Update(update));

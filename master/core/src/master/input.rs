@@ -81,11 +81,18 @@ impl MasterCore {
                 self.live_agent(now, agent_id);
             }
             AgentMsg::Status(update) => self.on_status(now, agent_id, update),
-            AgentMsg::Gone => {
-                if let Some(slot) = self.agents.lookup(agent_id) {
-                    if self.agents.get(slot).is_some_and(|a| a.reachable) {
+            AgentMsg::Gone { connection } => {
+                let Some(slot) = self.agents.lookup(agent_id) else {
+                    return;
+                };
+                match self.agents.get(slot) {
+                    // The will of an older connection, delivered late (say, after a broker
+                    // restart): the agent is back on a newer one.
+                    Some(a) if a.connection != *connection => self.stats.stale_wills += 1,
+                    Some(a) if a.reachable => {
                         self.mark_unreachable(now, slot, "its connection dropped (last will)");
                     }
+                    _ => {}
                 }
             }
         }

@@ -70,10 +70,11 @@ pub struct Stats {
     /// Ended tasks dropped from a framework's completed-task cache to make room (reconciling one
     /// later answers TASK_LOST).
     pub completed_evicted: u64,
-    /// Last wills of an older connection of a framework, ignored.
+    /// Last wills of an older connection of a framework or an agent, ignored.
     pub stale_wills: u64,
     /// Reconciliations and kills of tasks the master does not know left unanswered because
-    /// agents may still be re-registering after the master started.
+    /// agents may still be re-registering after the master started, and reconciliations of tasks
+    /// whose agent's own terminal update is on its way.
     pub unknown_task_answers_deferred: u64,
     /// Calls from clients with no registered framework behind them, answered `NotRegistered`.
     pub calls_not_registered: u64,

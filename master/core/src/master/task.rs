@@ -81,13 +81,17 @@ impl MasterCore {
 
     /// Forgets a task that ended by the agent's own word (`update`), remembering it on its agent
     /// and in its framework's completed-task cache.
+    ///
+    /// `listed`: the end is known from the agent's task list only; the agent's own update (with
+    /// the exit code) is unacknowledged there and comes after the registration.
     pub(super) fn end_reported_task(
         &mut self,
         fi: FrameworkIdx,
         tid: &str,
         update: proto::StatusUpdate,
+        listed: bool,
     ) {
-        self.remember_completed(fi, update);
+        self.remember_completed_as(fi, update, listed);
         let fid = self.frameworks.get(fi).map(|f| f.id.clone());
         let agent = self.tasks.get(fi, tid).map(|t| t.agent);
         if let (Some(fid), Some(a)) = (fid, agent.and_then(|ai| self.agents.get_mut(ai))) {
@@ -176,7 +180,7 @@ impl MasterCore {
                     update_id: None,
                 };
                 if self.task_slot_is(fi, &tid, slot) {
-                    self.end_reported_task(fi, &tid, listed);
+                    self.end_reported_task(fi, &tid, listed, true);
                 } else if self
                     .frameworks
                     .get(fi)
@@ -376,7 +380,7 @@ impl MasterCore {
         self.task_changed(fi, tid);
         self.send_framework(fi, Event::Update(update.clone()));
         if terminal {
-            self.end_reported_task(fi, tid, update);
+            self.end_reported_task(fi, tid, update, false);
             self.request_allocation(now);
         }
     }

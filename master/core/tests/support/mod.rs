@@ -18,6 +18,7 @@ pub fn agent_info(agent: &str) -> AgentInfo {
         board: heapless::String::new(),
         total: Resources::new(4_000, 4_096, 0),
         attributes: heapless::Vec::new(),
+        connection: 0,
     }
 }
 
