@@ -471,7 +471,8 @@ pub(crate) async fn lead(
     Ok(())
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`, or for ever when there is nothing to wake for.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

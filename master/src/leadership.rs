@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::driver::{self, LeaderLink, MasterError, Snapshot, Stop};
+use crate::driver::{self, sleep_until, LeaderLink, MasterError, Snapshot, Stop};
 use crate::mqtt::Brokers;
 use crate::web::WebState;
 
@@ -267,12 +267,5 @@ async fn stop_leader(leader: Leader, why: Stop) -> Result<(), MasterError> {
     match leader.task.await {
         Ok(result) => result,
         Err(e) => Err(MasterError::LeaderPanicked(e.to_string())),
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
