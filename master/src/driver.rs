@@ -286,13 +286,17 @@ pub(crate) async fn lead(
     } = link;
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
-    let mut status = StatusPublisher::new(&config, epoch);
+    // Status JSON carries wall-clock times: the core's clock counts from this start.
+    let wall_base_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut status = StatusPublisher::new(&config, wall_base_ms).with_master_name(&name);
     let mut core = MasterCore::new(config, epoch, now())?;
     StatusPublisher::attach(&mut core);
     info!(%broker, epoch = format_args!("{epoch:#x}"), %name, "leading the cluster");
 
     // Dashboards learn of a dead master from its last will: `offline`, retained.
-    let (will_topic, will_payload) = StatusPublisher::last_will(epoch);
+    let (will_topic, will_payload) = StatusPublisher::last_will(epoch, Some(&name));
     let mqtt = bramble_mqtt::ClientConfig {
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
@@ -459,7 +463,7 @@ pub(crate) async fn lead(
         info!("master stopping");
         // A clean stop publishes no last will: say `offline` ourselves (after anything the
         // publisher still had), then leave.
-        let (topic, offline) = StatusPublisher::last_will(core.epoch());
+        let (topic, offline) = StatusPublisher::last_will(core.epoch(), Some(&name));
         let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, true, offline);
     } else {
         info!("a newer master leads: stepping down");

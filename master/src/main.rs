@@ -462,15 +462,17 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
     let (addr, _, snapshot) = collect(&args).await?;
     let kind = match what {
         Query::Status => {
-            let offline = snapshot
-                .master_status()
-                .filter(|m| m.state == bramble_master_core::status::Liveness::Offline)
-                .map(|m| {
-                    format!(
-                        "master offline on {addr}: master {:x} is gone (its last will said so)",
+            let offline =
+                snapshot
+                    .master_status()
+                    .filter(|m| m.state == bramble_master_core::status::Liveness::Offline)
+                    .map(|m| {
+                        format!(
+                        "master offline on {addr}: master {}{:x} is gone (its last will said so)",
+                        m.name.as_deref().map_or(String::new(), |n| format!("{n}, epoch ")),
                         m.master_epoch
                     )
-                });
+                    });
             let (Some(json), Some(cluster)) = (snapshot.cluster(), snapshot.cluster_status())
             else {
                 if let Some(offline) = offline {
@@ -487,6 +489,9 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
                 println!("{json:#}");
             } else {
                 print!("{}", query::render_cluster(cluster));
+                if let Some(name) = snapshot.master_status().and_then(|m| m.name.as_deref()) {
+                    println!("led by master {name} (epoch {:#x})", cluster.master_epoch);
+                }
             }
             // The figures above are the last the master published.
             return offline.map_or(Ok(()), Err);

@@ -161,6 +161,18 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
         .await;
         assert_eq!(task(&s, "ok").unwrap()["exit_code"], 0);
         assert_eq!(task(&s, "bad").unwrap()["exit_code"], 3);
+        // Times are wall-clock epoch ms (the master's epoch is no clock).
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let updated = task(&s, "ok").unwrap()["updated"].as_u64().unwrap();
+        assert!(
+            now_ms.abs_diff(updated) < 120_000,
+            "updated {updated} is not about now ({now_ms})"
+        );
+        let m = s.master_status().expect("the master's availability");
+        assert!(m.name.is_some(), "the leading master names itself");
         assert_eq!(task(&s, "long").unwrap()["agent_id"], "doomed");
         let d = agent(&s, "doomed").unwrap();
         assert_eq!(d["state"], "online");

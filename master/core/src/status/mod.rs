@@ -144,6 +144,10 @@ fn task_status(fid: &str, tid: &str, n: &TaskNote) -> TaskStatus {
 #[derive(Debug, Clone)]
 pub struct StatusPublisher {
     wall_base_ms: u64,
+    /// The leading master's name, for its availability topic.
+    master_name: Option<String>,
+    /// The epoch the availability topic says.
+    online_epoch: u64,
     ha_prefix: Option<String>,
     /// Topic → the payload last published (never empty: cleared topics are removed).
     published: HashMap<String, Vec<u8>>,
@@ -193,6 +197,8 @@ impl StatusPublisher {
     pub fn new(config: &Config, wall_base_ms: u64) -> Self {
         StatusPublisher {
             wall_base_ms,
+            master_name: None,
+            online_epoch: 0,
             ha_prefix: config.ha_discovery.then(|| config.ha_prefix.clone()),
             published: HashMap::new(),
             offer_since: HashMap::new(),
@@ -217,12 +223,19 @@ impl StatusPublisher {
         }
     }
 
+    /// The same publisher, naming the master (`bramble master --name`) on [`MASTER_TOPIC`].
+    pub fn with_master_name(mut self, name: &str) -> Self {
+        self.master_name = Some(name.to_owned());
+        self
+    }
+
     /// The master's MQTT last will: `offline` on [`MASTER_TOPIC`], retained (the driver sets it
     /// on the master's connection), as (topic, payload).
-    pub fn last_will(master_epoch: u64) -> (String, Vec<u8>) {
+    pub fn last_will(master_epoch: u64, name: Option<&str>) -> (String, Vec<u8>) {
         let offline = MasterStatus {
             state: Liveness::Offline,
             master_epoch,
+            name: name.map(str::to_owned),
         };
         (
             MASTER_TOPIC.to_owned(),
@@ -324,18 +337,22 @@ impl StatusPublisher {
                     _ => {}
                 }
             }
-            // Never changes while the master runs: published with the first update (repairs and
-            // full updates after an overflow put it back).
-            let online = MasterStatus {
-                state: Liveness::Online,
-                master_epoch: core.epoch(),
-            };
-            self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
             if let Some(prefix) = self.ha_prefix.clone() {
                 for (topic, config) in discovery::cluster_configs(&prefix) {
                     self.set(topic, json_bytes(&config));
                 }
             }
+        }
+        // Published with the first update (repairs and full updates after an overflow put it
+        // back), and again when the master raised its epoch.
+        if full || self.online_epoch != core.epoch() {
+            self.online_epoch = core.epoch();
+            let online = MasterStatus {
+                state: Liveness::Online,
+                master_epoch: core.epoch(),
+                name: self.master_name.clone(),
+            };
+            self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
         }
         // The dominant shares of every framework move with the cluster's total.
         let total = core.cluster_total();

@@ -398,12 +398,15 @@ pub struct OfferStatus {
 
 /// `bramble/v1/status/master`: the master's availability. The master publishes `online` when it
 /// starts and sets `offline` as its MQTT last will, so dashboards see a dead master at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterStatus {
     /// `online` or `offline`.
     pub state: Liveness,
     /// The epoch of the master this is about.
     pub master_epoch: u64,
+    /// The name of the leading master (`bramble master --name`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `bramble/v1/status/cluster`.
