@@ -37,7 +37,7 @@ fn acks(out: &[Transmit]) -> Vec<u32> {
                 }
                 _ => None,
             },
-            Outgoing::Framework(_) => None,
+            Outgoing::Framework { .. } => None,
         })
         .collect()
 }

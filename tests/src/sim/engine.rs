@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
 use agent_nostd_core::wire::{MasterEnvelope, MasterMsg};
 use agent_nostd_core::WireMessage;
-use bramble_proto::{self as proto, Call, Event, FrameworkTopic};
+use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic};
 
 use super::{Delivery, Dest, Sim};
 
@@ -145,7 +145,9 @@ impl Sim {
                     }
                     return;
                 }
-                let event = Event::decode(&d.payload).expect("the master sends well-formed events");
+                let event = EventEnvelope::decode(&d.payload)
+                    .expect("the master sends well-formed events")
+                    .event;
                 let f = &mut self.frameworks[j];
                 if let Event::Registered {
                     framework_id,
