@@ -39,6 +39,9 @@
 //!   on, not acknowledged, counted in [`DriverStats::stale_master`] and logged (rate-limited). An
 //!   event of a newer epoch than the registration's makes it re-register, as a hello would, and is
 //!   acted on.
+//! - **Teardown** goes out last, and only once the current master acknowledged the registration
+//!   (it waits while a registration is outstanding, e.g. after a new master's hello), so it
+//!   cannot overtake the registration and leave a framework behind.
 //! - A payload that does not decode is counted in [`DriverStats`], logged and dropped.
 //! - **Acknowledgement**: an update from an agent (with an `update_id`) is acknowledged with
 //!   [`Call::Acknowledge`] after [`Scheduler::status_update`] returns, so an update the
@@ -434,6 +437,9 @@ impl<S: Scheduler> SchedulerCore<S> {
     /// The next call or framework message to publish, oldest first (a registration goes ahead of
     /// everything), or `None` when the outbox is empty.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.teardown_held() {
+            return None;
+        }
         let item = self.driver.outbox.pop_front()?;
         let client = &self.driver.client;
         let (topic, payload) = match &item {
@@ -450,6 +456,19 @@ impl<S: Scheduler> SchedulerCore<S> {
             retain: false,
             item,
         })
+    }
+
+    /// The teardown waits while a registration is outstanding: sent before the master has the
+    /// registration (it travels on another topic and may arrive later, after a new master
+    /// took over), it would find no framework, and the registration would then bring the
+    /// framework back with nobody left behind it.
+    fn teardown_held(&self) -> bool {
+        !self.registered
+            && self.register_at.is_some()
+            && matches!(
+                self.driver.outbox.front(),
+                Some(Outgoing::Call(Call::Teardown))
+            )
     }
 
     /// Puts back a transmit the transport could not take: it comes out first again, unless a

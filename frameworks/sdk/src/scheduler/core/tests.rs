@@ -995,3 +995,15 @@ fn after_a_newer_masters_hello_the_older_masters_events_are_ignored() {
     assert!(core.scheduler().updates.is_empty());
     assert_eq!(core.stats().stale_master, 6);
 }
+
+#[test]
+fn a_teardown_waits_for_an_outstanding_registration_so_it_cannot_overtake_it() {
+    let mut core = registered_with_epoch_two();
+    hello(&mut core, 100, 3);
+    core.stop();
+    assert!(matches!(&calls(&mut core)[..], [Call::ReRegister(_)]));
+    assert!(!core.is_done(), "the teardown waits for the new master");
+    registered(&mut core, 120, "1-1", 3);
+    assert_eq!(calls(&mut core), [Call::Teardown]);
+    assert!(core.is_done());
+}
