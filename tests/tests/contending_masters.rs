@@ -11,13 +11,13 @@
 //! agents' re-registrations report the higher epoch and the master, raised above it as the
 //! election would, recovers the cluster with nothing lost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agent_nostd_core::wire::{epoch, epoch_term};
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
 use bramble_pi::{PiOptions, PiScheduler};
-use bramble_proto::Register;
+use bramble_proto::{Event, Register};
 use bramble_tests::sim::{Rng, SchedulerId, Sim, SimConfig};
 use bramble_wordcount::{WordcountOptions, WordcountScheduler};
 use proptest::prelude::*;
@@ -115,6 +115,22 @@ impl Cluster {
                     t.task_id,
                     a.core.agent_id()
                 );
+            }
+        }
+        // No task reached its framework as two different ends (from masters it did not ignore).
+        for k in [self.pi.index, self.wc.index] {
+            let mut ends: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+            for (_, e) in &sim.schedulers[k].events {
+                if let Event::Update(u) = e {
+                    if u.state.is_terminal() {
+                        ends.entry(u.task_id.as_str())
+                            .or_default()
+                            .insert(u.state.as_str());
+                    }
+                }
+            }
+            for (task, states) in ends {
+                prop_assert!(states.len() == 1, "{} ended as {:?}", task, states);
             }
         }
         Ok(())
