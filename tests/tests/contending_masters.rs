@@ -4,7 +4,8 @@
 //! The real `pi` and `wordcount` schedulers run on simulated boards.
 //!
 //! What must hold, for any seed: both jobs finish with the right result (every task's end they
-//! needed reached them), no task id is launched twice, no agent launches a task of the zombie
+//! needed reached them), no task reaches its framework as two different ends, no task id is
+//! launched twice, no agent launches a task of the zombie
 //! after obeying the newer epoch (the agents' fence), and once the cluster is quiet no board holds
 //! an update its framework has not acknowledged. A second test gives the
 //! new master a *lower* epoch than the agents obey (the broker forgot the retained hello): the
