@@ -106,8 +106,11 @@ impl Kind {
                 MasterMsg::Ping { .. } => Kind::Ping,
                 MasterMsg::ReRegisterRequest => Kind::ReRegisterRequest,
             },
-            Outgoing::Framework(Event::Offers(_)) => Kind::Offers,
-            Outgoing::Framework(_) => Kind::FrameworkEvent,
+            Outgoing::Framework {
+                event: Event::Offers(_),
+                ..
+            } => Kind::Offers,
+            Outgoing::Framework { .. } => Kind::FrameworkEvent,
         }
     }
 

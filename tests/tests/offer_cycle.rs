@@ -454,10 +454,13 @@ fn calls_from_an_unregistered_client_are_answered_with_not_registered() {
     assert_eq!(t.topic, "bramble/v1/framework/event/stranger");
     assert!(matches!(
         t.message,
-        bramble_master_core::Outgoing::Framework(Event::Error {
-            code: ErrorCode::NotRegistered,
+        bramble_master_core::Outgoing::Framework {
+            event: Event::Error {
+                code: ErrorCode::NotRegistered,
+                ..
+            },
             ..
-        })
+        }
     ));
 }
 

@@ -1,5 +1,6 @@
 //! The codec of framework↔master payloads: one version byte, then postcard; a decode checks the
-//! version first and refuses trailing bytes.
+//! version first and refuses trailing bytes. An event travels in an [`EventEnvelope`]: after the
+//! version byte comes the sending master's epoch (a varint), then the event.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -7,6 +8,17 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::{Call, Event, FRAMEWORK_PROTOCOL_VERSION};
+
+/// An [`Event`] with the epoch of the master that sent it: the fencing token. A framework acts
+/// only on events of the newest master epoch it has seen, so a deposed master that still thinks
+/// it leads cannot mislead it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// The sending master's epoch.
+    pub epoch: u64,
+    /// The event.
+    pub event: Event,
+}
 
 /// Why a framework payload could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -71,9 +83,21 @@ impl Call {
 }
 
 impl Event {
-    /// The payload: version byte and postcard.
+    /// The payload as sent by the master of `epoch`: version byte, epoch, then the event.
+    pub fn encode_from(&self, epoch: u64) -> Vec<u8> {
+        encode_versioned(FRAMEWORK_PROTOCOL_VERSION, &(epoch, self))
+    }
+
+    /// This event as sent by the master of `epoch`.
+    pub fn from_epoch(self, epoch: u64) -> EventEnvelope {
+        EventEnvelope { epoch, event: self }
+    }
+}
+
+impl EventEnvelope {
+    /// The payload: version byte, epoch, then the event.
     pub fn encode(&self) -> Vec<u8> {
-        encode_versioned(FRAMEWORK_PROTOCOL_VERSION, self)
+        self.event.encode_from(self.epoch)
     }
 
     /// Decodes a payload, checking its version byte first and refusing trailing bytes.
@@ -98,16 +122,21 @@ mod tests {
 
     #[test]
     fn payloads_start_with_the_version_byte_and_pin_their_bytes() {
-        assert_eq!(Call::Revive.encode(), vec![3, 4]);
+        assert_eq!(Call::Revive.encode(), vec![4, 4]);
+        // An event: version, the master's epoch (varint), then the event.
         assert_eq!(
-            Event::Rescind { offer_id: 300 }.encode(),
-            vec![3, 2, 0xAC, 0x02]
+            Event::Rescind { offer_id: 300 }.encode_from(7),
+            vec![4, 7, 2, 0xAC, 0x02]
+        );
+        assert_eq!(
+            Event::Rescind { offer_id: 300 }.encode_from((1 << 16) | 1),
+            vec![4, 0x81, 0x80, 0x04, 2, 0xAC, 0x02]
         );
         let kill = Call::Kill(Kill {
             task_id: "t1".into(),
             grace_ms: 5,
         });
-        assert_eq!(kill.encode(), vec![3, 6, 2, b't', b'1', 5]);
+        assert_eq!(kill.encode(), vec![4, 6, 2, b't', b'1', 5]);
         let ack = Call::Acknowledge(Acknowledge {
             agent_id: "a".into(),
             task_id: "t1".into(),
@@ -115,16 +144,16 @@ mod tests {
         });
         assert_eq!(
             ack.encode(),
-            vec![3, 10, 1, b'a', 2, b't', b'1', 0xAC, 0x02]
+            vec![4, 10, 1, b'a', 2, b't', b'1', 0xAC, 0x02]
         );
-        assert_eq!(Call::Gone { connection: 7 }.encode(), vec![3, 9, 7]);
+        assert_eq!(Call::Gone { connection: 7 }.encode(), vec![4, 9, 7]);
         // A task's artifacts follow its resources: name, url, sha256, executable, variants.
         let accept = Call::Accept(Accept {
             offer_id: 1,
             tasks: vec![TaskInfo::new("t", &["./x"], Resources::new(1, 1, 0))
                 .with_artifact(ArtifactInfo::new("x", "http://m/x", [7; 32]).executable())],
         });
-        let mut golden = vec![3, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
+        let mut golden = vec![4, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
         golden.extend_from_slice(&[1, b'x', 10]);
         golden.extend_from_slice(b"http://m/x");
         golden.extend_from_slice(&[7; 32]);
@@ -160,8 +189,12 @@ mod tests {
                 Call::Gone { connection: 7 }.encode(),
             ),
             (
-                "`Event::Rescind { offer_id: 300 }`",
-                Event::Rescind { offer_id: 300 }.encode(),
+                "`Event::Rescind { offer_id: 300 }` from epoch 7",
+                Event::Rescind { offer_id: 300 }.encode_from(7),
+            ),
+            (
+                "`Event::Rescind { offer_id: 300 }` from epoch 65537 (term 1, tiebreak 1)",
+                Event::Rescind { offer_id: 300 }.encode_from((1 << 16) | 1),
             ),
         ];
         for (name, bytes) in examples {
@@ -245,8 +278,9 @@ mod tests {
                 message: "no".into(),
             },
         ];
-        for e in events {
-            assert_eq!(Event::decode(&e.encode()), Ok(e));
+        for (epoch, e) in events.into_iter().enumerate() {
+            let envelope = e.from_epoch(epoch as u64 * 1_000_003);
+            assert_eq!(EventEnvelope::decode(&envelope.encode()), Ok(envelope));
         }
     }
 
@@ -254,11 +288,17 @@ mod tests {
     fn bad_payloads_are_refused_with_a_reason() {
         assert_eq!(Call::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(
-            Call::decode(&[2, 4]),
-            Err(DecodeError::UnsupportedVersion { got: 2 })
+            Call::decode(&[3, 4]),
+            Err(DecodeError::UnsupportedVersion { got: 3 })
         );
-        assert_eq!(Call::decode(&[3, 4, 0]), Err(DecodeError::TrailingBytes));
-        assert_eq!(Call::decode(&[3, 100]), Err(DecodeError::Malformed));
-        assert_eq!(Call::decode(&[3, 6, 5, b't']), Err(DecodeError::Truncated));
+        assert_eq!(Call::decode(&[4, 4, 0]), Err(DecodeError::TrailingBytes));
+        assert_eq!(Call::decode(&[4, 100]), Err(DecodeError::Malformed));
+        assert_eq!(Call::decode(&[4, 6, 5, b't']), Err(DecodeError::Truncated));
+        // A version 3 event (no epoch) is refused, not misread.
+        assert_eq!(
+            EventEnvelope::decode(&[3, 2, 0xAC, 0x02]),
+            Err(DecodeError::UnsupportedVersion { got: 3 })
+        );
+        assert_eq!(EventEnvelope::decode(&[4, 7]), Err(DecodeError::Truncated));
     }
 }

@@ -3,7 +3,8 @@
 //! and the one validator of a task a framework asks to launch.
 //!
 //! Every payload is one version byte ([`FRAMEWORK_PROTOCOL_VERSION`]) followed by the postcard
-//! encoding of a [`Call`] (framework → master) or an [`Event`] (master → framework). As on the agent
+//! encoding of a [`Call`] (framework → master) or of an [`EventEnvelope`] (master → framework:
+//! the sending master's epoch, then the [`Event`]; frameworks ignore an older master's events). As on the agent
 //! wire, postcard is positional: new calls, events, error codes are variants appended at the end of
 //! their enum, and any other change bumps the version byte.
 //!
@@ -36,7 +37,7 @@
 //! - [`task`]: [`TaskInfo`] and its artifacts, and [`TaskInfo::validate`] /
 //!   [`TaskInfo::to_run_task`], the one check of a task against the wire's limits.
 //! - [`event`]: [`Event`] and its bodies ([`Offer`], [`StatusUpdate`], [`ErrorCode`], …).
-//! - [`codec`]: the version byte + postcard codec and [`DecodeError`].
+//! - [`codec`]: the version byte + postcard codec, [`EventEnvelope`] and [`DecodeError`].
 //! - [`message`]: [`FrameworkMessage`], scheduler ↔ executor data.
 
 #![no_std]
@@ -53,7 +54,7 @@ pub mod task;
 pub mod topic;
 
 pub use call::{Accept, Acknowledge, Call, Decline, Kill, ReRegister, Register};
-pub use codec::DecodeError;
+pub use codec::{DecodeError, EventEnvelope};
 pub use event::{AgentDescription, Attribute, ErrorCode, Event, Offer, StatusUpdate};
 pub use message::{exec_topic, message_topic, FrameworkMessage, MAX_MESSAGE_DATA, MESSAGE_VERSION};
 pub use task::{parse_sha256, sha256_hex, ArtifactInfo, ArtifactVariant, TaskError, TaskInfo};
@@ -66,8 +67,9 @@ pub use topic::{
 ///
 /// Version 2 appended `artifacts` to [`TaskInfo`] (postcard has no field-level compatibility);
 /// version 3 appended `update_id` to [`StatusUpdate`] and `connection` to [`Register`], gave
-/// [`Call::Gone`] its connection, and added [`Call::Acknowledge`].
-pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 3;
+/// [`Call::Gone`] its connection, and added [`Call::Acknowledge`]; version 4 put the sending
+/// master's epoch before every event ([`EventEnvelope`]).
+pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 4;
 
 /// The most tasks one accept may launch, and the most task ids one reconcile may list.
 pub const MAX_TASKS_PER_CALL: usize = 256;

@@ -99,7 +99,11 @@ fn placements(agents: usize, frameworks: usize) {
     core.handle_timeout(due);
     let mut accepts = Vec::new();
     while let Some(t) = core.poll_transmit() {
-        if let Outgoing::Framework(Event::Offers(offers)) = t.message {
+        if let Outgoing::Framework {
+            event: Event::Offers(offers),
+            ..
+        } = t.message
+        {
             let client = t.topic.rsplit('/').next().unwrap_or_default().to_owned();
             for o in offers {
                 let tasks = (0..4)

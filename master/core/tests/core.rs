@@ -16,7 +16,7 @@ fn agent_msgs(out: &[Transmit]) -> Vec<(String, MasterMsg)> {
     out.iter()
         .filter_map(|t| match &t.message {
             Outgoing::Agent(m) => Some((t.topic.clone(), m.msg.clone())),
-            Outgoing::Framework(_) => None,
+            Outgoing::Framework { .. } => None,
         })
         .collect()
 }
@@ -133,7 +133,7 @@ fn a_status_update_reaches_its_agent_as_acknowledged_only_once_the_framework_ack
     assert_eq!(out[0].topic, proto::event_topic("fw"));
     assert!(matches!(
         &out[0].message,
-        Outgoing::Framework(Event::Update(u))
+        Outgoing::Framework { event: Event::Update(u), .. }
             if u.task_id == "t1" && u.state == TaskState::Running && u.update_id == Some(1)
                 && u.agent_id.as_deref() == Some("pi")
     ));
@@ -141,6 +141,30 @@ fn a_status_update_reaches_its_agent_as_acknowledged_only_once_the_framework_ack
     acknowledge(&mut core, 3, 1);
     assert!(is_ack(&drain(&mut core), 1));
     assert_eq!(core.stats().acknowledgements, 1);
+}
+
+#[test]
+fn framework_events_carry_the_epoch_they_were_queued_under_and_the_raised_one_after_a_raise() {
+    let (mut core, fid) = with_task();
+    send_agent(&mut core, 2, "pi", &status(&fid, 1, TaskState::Running)).unwrap();
+    // Queued under epoch 9, encoded after the raise: still epoch 9.
+    core.raise_epoch(12);
+    send_agent(&mut core, 3, "pi", &status(&fid, 2, TaskState::Finished)).unwrap();
+    let epochs: Vec<u64> = drain(&mut core)
+        .iter()
+        .filter(|t| t.topic == proto::event_topic("fw"))
+        .map(|t| {
+            let envelope = proto::EventEnvelope::decode(&t.payload()).unwrap();
+            match &t.message {
+                Outgoing::Framework { epoch, event } => {
+                    assert_eq!((*epoch, event), (envelope.epoch, &envelope.event));
+                }
+                Outgoing::Agent(_) => unreachable!("on an event topic"),
+            }
+            envelope.epoch
+        })
+        .collect();
+    assert_eq!(epochs, [9, 12]);
 }
 
 #[test]

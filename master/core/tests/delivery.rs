@@ -37,7 +37,7 @@ fn acks(out: &[Transmit]) -> Vec<u32> {
                 }
                 _ => None,
             },
-            Outgoing::Framework(_) => None,
+            Outgoing::Framework { .. } => None,
         })
         .collect()
 }
@@ -399,4 +399,66 @@ fn an_end_known_only_from_the_agents_task_list_is_reconciled_once_the_agents_own
     call(&mut core, 7, reconcile());
     let u = updates(&drain(&mut core));
     assert_eq!((u[0].state, u[0].reason), (TaskState::Failed, exited));
+}
+
+/// A master of term 2 (epoch `2 << 16`), with an agent and framework `fw` registered.
+fn term_two_master() -> MasterCore {
+    let mut core = MasterCore::new(Config::default(), 2 << 16, 0).unwrap();
+    send_agent(&mut core, 0, "pi", &AgentMsg::Register(info("pi")));
+    call(&mut core, 0, Call::Register(Register::new("fw")));
+    drain(&mut core);
+    core
+}
+
+fn accept_of(offer_id: u64) -> Call {
+    Call::Accept(Accept {
+        offer_id,
+        tasks: vec![TaskInfo::new(
+            "a",
+            &["/bin/true"],
+            Resources::new(100, 10, 0),
+        )],
+    })
+}
+
+#[test]
+fn an_accept_of_an_earlier_masters_offer_is_refused_without_saying_its_tasks_did_not_launch() {
+    // The earlier master (term 1) may have launched them: reconciliation settles them.
+    let earlier = (1 << 32) | 3;
+    let mut core = term_two_master();
+    call(&mut core, 1, accept_of(earlier));
+    let out = events(&drain(&mut core));
+    assert!(
+        matches!(&out[..], [Event::Error { code: ErrorCode::UnknownOffer, offer_id: Some(o), .. }] if *o == earlier),
+        "{out:?}"
+    );
+    // The same from a client with no framework: NotRegistered, and no TASK_LOST either.
+    let mut core = MasterCore::new(Config::default(), 2 << 16, 0).unwrap();
+    drain(&mut core);
+    call(&mut core, 1, accept_of(earlier));
+    let out = events(&drain(&mut core));
+    assert!(
+        matches!(
+            &out[..],
+            [Event::Error {
+                code: ErrorCode::NotRegistered,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(core.stats().foreign_accepts, 1);
+}
+
+#[test]
+fn an_accept_of_an_unknown_offer_of_this_masters_term_reports_its_tasks_lost() {
+    let mut core = term_two_master();
+    call(&mut core, 1, accept_of((2 << 32) | 999));
+    let out = events(&drain(&mut core));
+    assert!(
+        matches!(&out[..], [Event::Error { code: ErrorCode::UnknownOffer, .. }, Event::Update(u)]
+            if u.task_id == "a" && u.state == TaskState::Lost && u.reason == Reason::LaunchFailed),
+        "{out:?}"
+    );
+    assert_eq!(core.stats().foreign_accepts, 0);
 }

@@ -6,7 +6,9 @@ use std::cmp::Reverse;
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
 use agent_nostd_core::wire::{MasterEnvelope, MasterMsg};
 use agent_nostd_core::WireMessage;
-use bramble_proto::{self as proto, Call, Event, FrameworkTopic};
+use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic};
+
+use bramble_master_core::{MasterCore, Transmit};
 
 use super::{Delivery, Dest, Sim};
 
@@ -62,6 +64,7 @@ impl Sim {
                 next = Some(next.map_or(t, |n: u64| n.min(t)));
             }
         };
+        consider(self.zombie.as_ref().and_then(MasterCore::poll_timeout));
         for a in &self.agents {
             consider(a.core.poll_timeout());
         }
@@ -84,6 +87,12 @@ impl Sim {
             self.master.handle_timeout(now);
             self.drain_master();
             self.maybe_check();
+        }
+        if let Some(z) = self.zombie.as_mut() {
+            if z.poll_timeout().is_some_and(|t| t <= now) {
+                z.handle_timeout(now);
+                self.drain_zombie();
+            }
         }
         for i in 0..self.agents.len() {
             if self.agents[i].core.poll_timeout().is_some_and(|t| t <= now) {
@@ -113,14 +122,34 @@ impl Sim {
                 };
                 r.expect("the simulation sends only well-formed payloads");
                 self.drain_master();
+                // A deposed master still subscribed hears everything the leader does.
+                if let Some(z) = self.zombie.as_mut() {
+                    let r = if d.topic.starts_with(proto::FRAMEWORK_PREFIX) {
+                        z.handle_framework_bytes(now, &d.topic, &d.payload)
+                    } else {
+                        z.handle_agent_bytes(now, &d.topic, &d.payload)
+                    };
+                    r.expect("the simulation sends only well-formed payloads");
+                    self.drain_zombie();
+                }
             }
             Dest::Agent(i) => {
                 if !self.agents[i].connected || self.agents[i].partitioned {
                     return;
                 }
                 self.note_command(i, &d.payload);
+                // A RunTask from an older master than the agent obeys must not launch anything.
+                let fenced = matches!(
+                    MasterEnvelope::decode(&d.payload),
+                    Ok(MasterEnvelope { epoch, msg: MasterMsg::RunTask(_) })
+                        if epoch < self.agents[i].core.master_epoch()
+                );
+                let launched = self.agents[i].launched.len();
                 let _ = self.agents[i].core.handle_bytes(now, &d.topic, &d.payload);
                 self.drain_agent(i);
+                if fenced && self.agents[i].launched.len() > launched {
+                    self.fence_breaches += 1;
+                }
             }
             Dest::Scheduler(k) => self.deliver_to_scheduler(k, d.topic, d.payload),
             Dest::Executor => self.deliver_to_executor(&d.topic, &d.payload),
@@ -145,7 +174,9 @@ impl Sim {
                     }
                     return;
                 }
-                let event = Event::decode(&d.payload).expect("the master sends well-formed events");
+                let event = EventEnvelope::decode(&d.payload)
+                    .expect("the master sends well-formed events")
+                    .event;
                 let f = &mut self.frameworks[j];
                 if let Event::Registered {
                     framework_id,
@@ -173,6 +204,21 @@ impl Sim {
 
     pub(super) fn drain_master(&mut self) {
         while let Some(t) = self.master.poll_transmit() {
+            self.route_master_transmit(t);
+        }
+    }
+
+    /// Publishes what the deposed master sends, as a paused-then-resumed leader's would go out.
+    pub(super) fn drain_zombie(&mut self) {
+        while let Some(t) = self.zombie.as_mut().and_then(MasterCore::poll_transmit) {
+            self.zombie_transmits += 1;
+            self.route_master_transmit(t);
+        }
+    }
+
+    /// Hands a master's transmit to the broker: to its subscribers.
+    fn route_master_transmit(&mut self, t: Transmit) {
+        {
             let payload = t.payload();
             if t.topic == topic::MASTER_HELLO {
                 if t.retain {
@@ -191,7 +237,7 @@ impl Sim {
                         self.send(Dest::Scheduler(k), &t.topic, payload.clone());
                     }
                 }
-                continue;
+                return;
             }
             if let Some(Topic::Agent {
                 id,
@@ -201,7 +247,7 @@ impl Sim {
                 if let Some(i) = self.agents.iter().position(|a| a.core.agent_id() == id) {
                     self.send(Dest::Agent(i), &t.topic, payload);
                 }
-                continue;
+                return;
             }
             let dest = match proto::parse_topic(&t.topic) {
                 Some((FrameworkTopic::Event, client)) => self

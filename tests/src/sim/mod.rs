@@ -135,6 +135,14 @@ pub struct Sim {
     retained_hello: Option<Vec<u8>>,
     /// Connections made by agents so far (each one's id, as its last will names it).
     connections: u32,
+    /// A deposed master that still thinks it leads ([`Sim::depose_master`]): it hears everything
+    /// sent to the master and what it sends goes out, until [`Sim::stop_zombie`].
+    pub zombie: Option<MasterCore>,
+    /// Transmits the zombie sent.
+    pub zombie_transmits: u64,
+    /// `RunTask`s of an older master than the agent obeyed that launched a task anyway (the fence
+    /// failed; should stay 0).
+    pub fence_breaches: u64,
 }
 
 impl Sim {
@@ -160,6 +168,9 @@ impl Sim {
             seq: 0,
             retained_hello: None,
             connections: 0,
+            zombie: None,
+            zombie_transmits: 0,
+            fence_breaches: 0,
         };
         sim.drain_master();
         sim
@@ -449,6 +460,10 @@ impl Sim {
         let now = self.now;
         self.master.handle_connected(now, false);
         self.drain_master();
+        if let Some(z) = self.zombie.as_mut() {
+            z.handle_connected(now, false);
+            self.drain_zombie();
+        }
     }
 
     /// The master restarts with a new `epoch` and empty state; messages in flight still arrive.
@@ -456,6 +471,29 @@ impl Sim {
         self.master = MasterCore::new(self.master_config.clone(), epoch, self.now)
             .expect("valid master config");
         self.drain_master();
+    }
+
+    /// A new master of `epoch` takes over with empty state while the current one carries on as a
+    /// zombie (a paused leader resumed, unaware it was deposed): it keeps receiving everything sent
+    /// to the master and what it sends is published, until [`stop_zombie`](Self::stop_zombie).
+    /// Messages in flight still arrive (at both).
+    pub fn depose_master(&mut self, epoch: u64) {
+        let leader = MasterCore::new(self.master_config.clone(), epoch, self.now)
+            .expect("valid master config");
+        self.zombie = Some(std::mem::replace(&mut self.master, leader));
+        self.drain_master();
+    }
+
+    /// The master leads on under `epoch` ([`MasterCore::raise_epoch`], as its election does when
+    /// agents obey a newer epoch) and publishes its new hello.
+    pub fn raise_master_epoch(&mut self, epoch: u64) {
+        self.master.raise_epoch(epoch);
+        self.drain_master();
+    }
+
+    /// The zombie master stops (it noticed it was deposed, or it died).
+    pub fn stop_zombie(&mut self) {
+        self.zombie = None;
     }
 
     /// Checks the master's books, panicking with its explanation.

@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use bramble_proto::{self as proto, Call, Event, FrameworkTopic, Register};
+use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic, Register};
 use bramble_sdk::scheduler::{Outgoing, PublishError, Scheduler, SchedulerCore, Transmit};
 
 use super::{Dest, Sim};
@@ -34,6 +34,7 @@ trait Driven {
     fn poll_timeout(&self) -> Option<u64>;
     fn is_done(&self) -> bool;
     fn framework_id(&self) -> Option<String>;
+    fn stale_master(&self) -> u64;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -69,6 +70,9 @@ impl<S: Scheduler + 'static> Driven for SchedulerCore<S> {
     }
     fn is_done(&self) -> bool {
         SchedulerCore::is_done(self)
+    }
+    fn stale_master(&self) -> u64 {
+        self.stats().stale_master
     }
     fn framework_id(&self) -> Option<String> {
         self.driver().framework_id().map(str::to_owned)
@@ -106,8 +110,10 @@ pub struct SimScheduler {
     pub left_at: Option<u64>,
     /// Publishes its core refused (they do not decode, or came on a topic it does not read).
     pub refused: Vec<PublishError>,
-    /// Every event it received, with the time it arrived.
+    /// Every event it received and did not ignore as an older master's, with the time it arrived.
     pub events: Vec<(u64, Event)>,
+    /// Every event it ignored as an older master's (a zombie's), with the time and that epoch.
+    pub stale_events: Vec<(u64, u64, Event)>,
     /// Every call and framework message it sent, with the time it left.
     pub sent: Vec<(u64, Outgoing)>,
     /// Names its current connection (1, 2, … per connection), in its registration and its will.
@@ -135,6 +141,7 @@ impl Sim {
             left_at: None,
             refused: Vec::new(),
             events: Vec::new(),
+            stale_events: Vec::new(),
             sent: Vec::new(),
             connection: 0,
             core: Box::new(core),
@@ -259,13 +266,18 @@ impl Sim {
             s.parked.push((topic, payload));
             return;
         }
-        if proto::parse_topic(&topic).is_some_and(|(t, _)| t == FrameworkTopic::Event) {
-            if let Ok(event) = Event::decode(&payload) {
-                s.events.push((now, event));
-            }
-        }
+        let stale_before = s.core.stale_master();
         if let Err(e) = s.core.handle_publish(now, &topic, &payload) {
             s.refused.push(e);
+        }
+        if proto::parse_topic(&topic).is_some_and(|(t, _)| t == FrameworkTopic::Event) {
+            if let Ok(EventEnvelope { epoch, event }) = EventEnvelope::decode(&payload) {
+                if s.core.stale_master() > stale_before {
+                    s.stale_events.push((now, epoch, event));
+                } else {
+                    s.events.push((now, event));
+                }
+            }
         }
         self.drain_scheduler(k);
     }

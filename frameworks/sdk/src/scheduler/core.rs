@@ -34,6 +34,14 @@
 //! - A new master epoch in the master's hello, or a reconnect, makes it register again. The
 //!   registration names the connection it travels on (`Register.connection`, from
 //!   `handle_connected`), the value the connection's last will carries.
+//! - **Fencing**: every event carries its master's epoch. The core keeps the highest epoch seen
+//!   (hellos and events) and drops every event of a lower one, a deposed master's: not passed
+//!   on, not acknowledged, counted in [`DriverStats::stale_master`] and logged (rate-limited). An
+//!   event of a newer epoch than the registration's makes it re-register, as a hello would, and is
+//!   acted on.
+//! - **Teardown** goes out last, and only once the current master acknowledged the registration
+//!   (it waits while a registration is outstanding, e.g. after a new master's hello), so it
+//!   cannot overtake the registration and leave a framework behind.
 //! - A payload that does not decode is counted in [`DriverStats`], logged and dropped.
 //! - **Acknowledgement**: an update from an agent (with an `update_id`) is acknowledged with
 //!   [`Call::Acknowledge`] after [`Scheduler::status_update`] returns, so an update the
@@ -71,7 +79,7 @@ use crate::error::SdkError;
 use crate::messages::{exec_topic, message_topic, FrameworkMessage};
 use crate::protocol::{
     call_topic, event_topic, register_topic, Acknowledge, Call, DecodeError, ErrorCode, Event,
-    ReRegister, Register, StatusUpdate, MAX_TASKS_PER_CALL,
+    EventEnvelope, ReRegister, Register, StatusUpdate, MAX_TASKS_PER_CALL,
 };
 
 /// The first registration retry comes this long (ms) after the first attempt.
@@ -117,7 +125,8 @@ pub struct DriverStats {
     pub reconciles_dropped: u64,
     /// Ended tasks forgotten to keep at most [`ENDED_TASKS_CAPACITY`].
     pub ended_forgotten: u64,
-    /// Registrations answered by a master older than the one registered with, ignored.
+    /// Events from a master older than the newest one seen (a deposed master that still thinks
+    /// it leads), ignored: not passed on, not acknowledged.
     pub stale_master: u64,
 }
 
@@ -216,6 +225,9 @@ pub struct SchedulerCore<S> {
     ended: VecDeque<String>,
     /// No task is due for reconciliation before this (a lower bound).
     reconcile_check_at: Option<u64>,
+    /// The highest master epoch seen, in hellos and events: an event of a lower one is a deposed
+    /// master's and is ignored.
+    newest_epoch: u64,
 }
 
 impl<S: Scheduler> SchedulerCore<S> {
@@ -241,6 +253,7 @@ impl<S: Scheduler> SchedulerCore<S> {
             tasks: BTreeMap::new(),
             ended: VecDeque::new(),
             reconcile_check_at: None,
+            newest_epoch: 0,
         })
     }
 
@@ -333,10 +346,10 @@ impl<S: Scheduler> SchedulerCore<S> {
         trace!(topic, len = payload.len(), "received a publish");
         self.driver.now = now;
         let result = if topic == self.event_topic {
-            Event::decode(payload)
-                .map(|event| {
+            EventEnvelope::decode(payload)
+                .map(|EventEnvelope { epoch, event }| {
                     self.stats.events += 1;
-                    self.on_event(now, event);
+                    self.on_fenced_event(now, epoch, event);
                 })
                 .map_err(PublishError::BadEvent)
         } else if topic == self.message_topic {
@@ -424,6 +437,9 @@ impl<S: Scheduler> SchedulerCore<S> {
     /// The next call or framework message to publish, oldest first (a registration goes ahead of
     /// everything), or `None` when the outbox is empty.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.teardown_held() {
+            return None;
+        }
         let item = self.driver.outbox.pop_front()?;
         let client = &self.driver.client;
         let (topic, payload) = match &item {
@@ -440,6 +456,19 @@ impl<S: Scheduler> SchedulerCore<S> {
             retain: false,
             item,
         })
+    }
+
+    /// The teardown waits while a registration is outstanding: sent before the master has the
+    /// registration (it travels on another topic and may arrive later, after a new master
+    /// took over), it would find no framework, and the registration would then bring the
+    /// framework back with nobody left behind it.
+    fn teardown_held(&self) -> bool {
+        !self.registered
+            && self.register_at.is_some()
+            && matches!(
+                self.driver.outbox.front(),
+                Some(Outgoing::Call(Call::Teardown))
+            )
     }
 
     /// Puts back a transmit the transport could not take: it comes out first again, unless a
@@ -511,12 +540,52 @@ impl<S: Scheduler> SchedulerCore<S> {
     /// A master announced itself. Only a newer epoch than the registration's is a new leader; an
     /// older one is a deposed master (epochs only grow) and is ignored.
     fn on_hello(&mut self, now: u64, epoch: u64) {
+        self.newest_epoch = self.newest_epoch.max(epoch);
+        self.reregister_if_newer(now, epoch);
+    }
+
+    /// Re-registers when `epoch` is a newer master than the one registered with.
+    fn reregister_if_newer(&mut self, now: u64, epoch: u64) {
         if self.registered && self.driver.master_epoch.is_some_and(|known| epoch > known) {
             info!(epoch, "a new master is up: re-registering");
             self.registered = false;
             self.register_backoff_ms = REGISTER_BACKOFF_START_MS;
             self.send_registration(now);
         }
+    }
+
+    /// The fence: an event of an older master epoch than the newest seen is a deposed master's
+    /// and is dropped (counted, logged), never acted on nor acknowledged. An event of a newer
+    /// epoch than the registration's announces a new leader, as its hello would: the framework
+    /// re-registers, and acts on the event (the leader sends events only to a framework it
+    /// counts as registered, and answers a call it cannot act on).
+    fn on_fenced_event(&mut self, now: u64, epoch: u64, event: Event) {
+        if epoch < self.newest_epoch {
+            self.stats.stale_master += 1;
+            let n = self.stats.stale_master;
+            // Rate-limited: a zombie may send a lot; warn at 1, 2, 4, 8, … ignored events.
+            if n.is_power_of_two() {
+                warn!(
+                    epoch,
+                    newest = self.newest_epoch,
+                    ignored = n,
+                    "ignored an event from an older master (deposed, still sending)"
+                );
+            } else {
+                debug!(
+                    epoch,
+                    newest = self.newest_epoch,
+                    ignored = n,
+                    "ignored an older master's event"
+                );
+            }
+            return;
+        }
+        self.newest_epoch = epoch;
+        if !matches!(event, Event::Registered { .. }) {
+            self.reregister_if_newer(now, epoch);
+        }
+        self.on_event(now, event);
     }
 
     fn on_event(&mut self, now: u64, event: Event) {

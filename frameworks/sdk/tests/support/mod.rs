@@ -37,6 +37,8 @@ pub fn start_broker() -> u16 {
 pub struct Master {
     pub client: AsyncClient,
     rx: mpsc::Receiver<(String, Call)>,
+    /// The epoch events go out with: the last `Registered`'s (1 before any).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Master {
@@ -70,7 +72,11 @@ impl Master {
         tokio::time::timeout(WAIT, ready.recv())
             .await
             .expect("the test master subscribed");
-        Master { client, rx }
+        Master {
+            client,
+            rx,
+            epoch: std::sync::atomic::AtomicU64::new(1),
+        }
     }
 
     pub async fn expect(&mut self) -> (String, Call) {
@@ -92,8 +98,14 @@ impl Master {
             .unwrap();
     }
 
+    /// Sends `event` as the master of the epoch of the last `Registered` sent (1 before any).
     pub async fn send(&self, client: &str, event: &Event) {
-        self.send_raw(client, event.encode()).await;
+        use std::sync::atomic::Ordering;
+        if let Event::Registered { master_epoch, .. } = event {
+            self.epoch.store(*master_epoch, Ordering::Relaxed);
+        }
+        let epoch = self.epoch.load(Ordering::Relaxed).max(1);
+        self.send_raw(client, event.encode_from(epoch)).await;
     }
 }
 

@@ -182,7 +182,8 @@ impl MasterCore {
 
     /// A call from a client with no registered framework behind it: an explicit answer the SDK
     /// acts on (it registers again), with the offer of an accept named and each of its tasks
-    /// reported TASK_LOST, so nothing waits on a launch that did not happen.
+    /// reported TASK_LOST, so nothing waits on a launch that did not happen (unless the offer is an
+    /// earlier master's, which may have launched them).
     fn not_registered(&mut self, client: &str, call: Call) {
         self.stats.calls_not_registered += 1;
         let offer_id = match &call {
@@ -197,7 +198,13 @@ impl MasterCore {
                 message: format!("no framework is registered as {client}: register"),
             },
         );
+        // An earlier master's offer may have been launched by that master: reconciliation
+        // settles its tasks.
         if let Call::Accept(a) = call {
+            if self.offers.is_earlier_masters(a.offer_id) {
+                self.stats.foreign_accepts += 1;
+                return;
+            }
             let why = "the master knows no framework behind this client";
             for t in a.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
                 self.send_client(client, task::not_launched_event(&t.task_id, why));

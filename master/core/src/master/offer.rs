@@ -31,6 +31,8 @@ pub(super) struct OfferBook {
     offers: BTreeMap<OfferId, OfferRec>,
     expiry: BinaryHeap<Reverse<(u64, OfferId)>>,
     next_id: OfferId,
+    /// The first id of this master's first term: a lower id is an earlier master's offer.
+    first_id: OfferId,
 }
 
 impl OfferBook {
@@ -40,9 +42,17 @@ impl OfferBook {
             offers: BTreeMap::new(),
             expiry: BinaryHeap::new(),
             next_id: 1,
+            first_id: 1,
         };
         book.enter_term(epoch);
+        book.first_id = book.next_id;
         book
+    }
+
+    /// Whether `id` is an offer of an earlier master (its term is below this master's first):
+    /// that master may have launched an accept of it, so this one cannot say it did not.
+    pub(super) fn is_earlier_masters(&self, id: OfferId) -> bool {
+        id < self.first_id
     }
 
     /// Offer ids carry the master's term in their high 32 bits, so an offer id is never reused by
@@ -187,7 +197,13 @@ impl MasterCore {
 
     /// Tells framework `fi` that the tasks of `accept` did not launch (TASK_LOST, `LaunchFailed`),
     /// but for ids it holds: a refused copy of an accept that launched them says nothing of them.
+    /// Nor does an accept of an earlier master's offer: that master (deposed but still running,
+    /// or gone after it launched them) may have launched them, so reconciliation settles them.
     fn not_launched(&mut self, fi: FrameworkIdx, accept: &Accept, why: &str) {
+        if self.offers.is_earlier_masters(accept.offer_id) {
+            self.stats.foreign_accepts += 1;
+            return;
+        }
         for t in accept.tasks.iter().take(proto::MAX_TASKS_PER_CALL) {
             if !self.tasks.contains(fi, &t.task_id) {
                 self.send_framework(fi, task::not_launched_event(&t.task_id, why));

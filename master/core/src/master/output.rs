@@ -14,8 +14,14 @@ pub enum Outgoing {
     /// A message on the agent wire, in its envelope with the master's epoch (boxed: a RunTask is
     /// over 5 KiB).
     Agent(Box<MasterEnvelope>),
-    /// An event on the framework protocol.
-    Framework(Event),
+    /// An event on the framework protocol, with the master's epoch when it was queued (a
+    /// framework ignores an event of an older epoch than one it has seen).
+    Framework {
+        /// The epoch of the master that queued it.
+        epoch: u64,
+        /// The event.
+        event: Event,
+    },
 }
 
 /// Something to publish.
@@ -32,7 +38,7 @@ pub struct Transmit {
 }
 
 impl Transmit {
-    /// The encoded payload (version byte + postcard).
+    /// The encoded payload (version byte + postcard; an event's with the epoch it was queued under).
     pub fn payload(&self) -> Vec<u8> {
         match &self.message {
             Outgoing::Agent(msg) => {
@@ -42,7 +48,7 @@ impl Transmit {
                 buf.truncate(len);
                 buf
             }
-            Outgoing::Framework(event) => event.encode(),
+            Outgoing::Framework { epoch, event } => event.encode_from(*epoch),
         }
     }
 }
@@ -114,7 +120,10 @@ impl MasterCore {
                 topic,
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                message: Outgoing::Framework(event),
+                message: Outgoing::Framework {
+                    epoch: self.epoch,
+                    event,
+                },
             });
         } else {
             if matches!(event, Event::Offers(_) | Event::Rescind { .. }) {
@@ -136,7 +145,10 @@ impl MasterCore {
             topic: proto::event_topic(client),
             qos: QoS::AtLeastOnce,
             retain: false,
-            message: Outgoing::Framework(event),
+            message: Outgoing::Framework {
+                epoch: self.epoch,
+                event,
+            },
         });
     }
 

@@ -82,4 +82,7 @@ pub struct Stats {
     pub newer_epoch_reports: u64,
     /// Times this master raised its epoch above one its agents obeyed.
     pub epoch_raises: u64,
+    /// Refused accepts of an earlier master's offer whose tasks were not reported TASK_LOST (that
+    /// master may have launched them; reconciliation settles them).
+    pub foreign_accepts: u64,
 }

@@ -31,7 +31,7 @@ pub fn transmits(core: &mut MasterCore) -> Vec<Transmit> {
 pub fn events(out: &[Transmit]) -> Vec<Event> {
     out.iter()
         .filter_map(|t| match &t.message {
-            Outgoing::Framework(e) => Some(e.clone()),
+            Outgoing::Framework { event, .. } => Some(event.clone()),
             Outgoing::Agent(_) => None,
         })
         .collect()
@@ -62,8 +62,14 @@ pub fn drain(core: &mut MasterCore) -> (Vec<Offer>, Option<String>) {
     let mut fid = None;
     while let Some(t) = core.poll_transmit() {
         match t.message {
-            Outgoing::Framework(Event::Offers(o)) => offers.extend(o),
-            Outgoing::Framework(Event::Registered { framework_id, .. }) => fid = Some(framework_id),
+            Outgoing::Framework {
+                event: Event::Offers(o),
+                ..
+            } => offers.extend(o),
+            Outgoing::Framework {
+                event: Event::Registered { framework_id, .. },
+                ..
+            } => fid = Some(framework_id),
             _ => {}
         }
     }

@@ -93,8 +93,18 @@ fn calls(core: &mut SchedulerCore<Recorder>) -> Vec<Call> {
         .collect()
 }
 
+/// `event` from the master it names (`Registered`) or else from the newest master the core saw.
 fn event(core: &mut SchedulerCore<Recorder>, now: u64, event: &Event) {
-    core.handle_publish(now, &event_topic(CLIENT), &event.encode())
+    let epoch = match event {
+        Event::Registered { master_epoch, .. } => *master_epoch,
+        _ => core.newest_epoch,
+    };
+    event_from(core, now, epoch, event);
+}
+
+/// `event` as sent by the master of `epoch`.
+fn event_from(core: &mut SchedulerCore<Recorder>, now: u64, epoch: u64, event: &Event) {
+    core.handle_publish(now, &event_topic(CLIENT), &event.encode_from(epoch))
         .unwrap();
 }
 
@@ -866,4 +876,134 @@ fn a_reconciliation_that_finds_the_outbox_full_is_counted_and_tried_again_a_peri
             task_ids: vec!["t1".into()]
         }]
     );
+}
+
+// ----- fencing: events of an older master epoch -----
+
+/// A core registered as `1-1` with the master of epoch 2; its calls are taken.
+fn registered_with_epoch_two() -> SchedulerCore<Recorder> {
+    let mut core = core();
+    connect(&mut core, 0);
+    registered(&mut core, 10, "1-1", 2);
+    calls(&mut core);
+    core
+}
+
+/// What a deposed master might still send: offers, updates (an agent's and its own reconciliation
+/// answer), an error, a rescind and an agent loss.
+fn zombie_events() -> Vec<Event> {
+    vec![
+        Event::Offers(vec![offer(7)]),
+        Event::Update(update("t1", TaskState::Running, Some(3))),
+        Event::Update(StatusUpdate {
+            agent_id: None,
+            reason: Reason::UnknownTask,
+            ..update("t1", TaskState::Lost, None)
+        }),
+        Event::Error {
+            code: ErrorCode::NotRegistered,
+            offer_id: None,
+            message: "who are you".into(),
+        },
+        Event::Rescind { offer_id: 7 },
+        Event::AgentLost {
+            agent_id: "pi4".into(),
+        },
+    ]
+}
+
+#[test]
+fn offers_updates_and_errors_from_an_older_master_are_ignored_and_not_acknowledged() {
+    let mut core = registered_with_epoch_two();
+    for (k, e) in zombie_events().iter().enumerate() {
+        event_from(&mut core, 100 + k as u64, 1, e);
+    }
+    assert!(
+        calls(&mut core).is_empty(),
+        "no accept, ack or registration"
+    );
+    assert!(core.scheduler().updates.is_empty());
+    assert!(core.scheduler().errors.is_empty());
+    assert_eq!(core.task_state("t1"), None);
+    assert!(
+        core.is_registered(),
+        "a NotRegistered from a zombie is not believed"
+    );
+    assert_eq!(core.stats().stale_master, 6);
+    assert_eq!(core.stats().acks, 0);
+}
+
+#[test]
+fn offers_updates_and_errors_from_the_current_master_are_acted_on() {
+    let mut core = registered_with_epoch_two();
+    event_from(&mut core, 100, 2, &Event::Offers(vec![offer(7)]));
+    assert!(matches!(&calls(&mut core)[..], [Call::Accept(a)] if a.offer_id == 7));
+    let running = Event::Update(update("t1", TaskState::Running, Some(3)));
+    event_from(&mut core, 110, 2, &running);
+    assert_eq!(calls(&mut core), [ack("t1", 3)]);
+    assert_eq!(passed_on(&core), [(TaskState::Running, Some(3))]);
+    let refused = Event::Error {
+        code: ErrorCode::AcceptRefused,
+        offer_id: Some(7),
+        message: "no".into(),
+    };
+    event_from(&mut core, 120, 2, &refused);
+    assert_eq!(core.scheduler().errors, [ErrorCode::AcceptRefused]);
+    assert_eq!(core.stats().stale_master, 0);
+}
+
+#[test]
+fn a_registration_answered_by_an_older_master_is_ignored() {
+    let mut core = registered_with_epoch_two();
+    registered(&mut core, 100, "1-9", 1);
+    assert_eq!(core.driver().framework_id(), Some("1-1"));
+    assert_eq!(core.driver().master_epoch(), Some(2));
+    assert_eq!(core.scheduler().registered, [("1-1".to_owned(), 2)]);
+    assert_eq!(core.stats().stale_master, 1);
+}
+
+#[test]
+fn an_event_from_a_newer_master_makes_the_core_re_register_and_is_acted_on() {
+    let mut core = registered_with_epoch_two();
+    let running = Event::Update(update("t1", TaskState::Running, Some(3)));
+    event_from(&mut core, 100, 3, &running);
+    let sent = calls(&mut core);
+    assert!(
+        matches!(&sent[..], [Call::ReRegister(r), a] if r.framework_id == "1-1" && *a == ack("t1", 3)),
+        "{sent:?}"
+    );
+    assert!(!core.is_registered());
+    assert_eq!(passed_on(&core), [(TaskState::Running, Some(3))]);
+    // From now on the master of epoch 2 is the older one.
+    event_from(&mut core, 110, 2, &Event::Offers(vec![offer(8)]));
+    assert!(calls(&mut core).is_empty());
+    assert_eq!(core.stats().stale_master, 1);
+    registered(&mut core, 120, "1-1", 3);
+    assert!(core.is_registered());
+    assert_eq!(core.driver().master_epoch(), Some(3));
+}
+
+#[test]
+fn after_a_newer_masters_hello_the_older_masters_events_are_ignored() {
+    let mut core = registered_with_epoch_two();
+    hello(&mut core, 100, 3);
+    assert!(matches!(&calls(&mut core)[..], [Call::ReRegister(_)]));
+    for e in zombie_events() {
+        event_from(&mut core, 110, 2, &e);
+    }
+    assert!(calls(&mut core).is_empty());
+    assert!(core.scheduler().updates.is_empty());
+    assert_eq!(core.stats().stale_master, 6);
+}
+
+#[test]
+fn a_teardown_waits_for_an_outstanding_registration_so_it_cannot_overtake_it() {
+    let mut core = registered_with_epoch_two();
+    hello(&mut core, 100, 3);
+    core.stop();
+    assert!(matches!(&calls(&mut core)[..], [Call::ReRegister(_)]));
+    assert!(!core.is_done(), "the teardown waits for the new master");
+    registered(&mut core, 120, "1-1", 3);
+    assert_eq!(calls(&mut core), [Call::Teardown]);
+    assert!(core.is_done());
 }
