@@ -88,9 +88,13 @@ impl Cluster {
     }
 
     /// Runs `steps` steps of 50–400 ms, each ending a packed task, restarting the broker (down
-    /// for the given time) before the steps named in `restarts`.
+    /// for the given time) before the steps named in `restarts`; then more steps until a packed
+    /// task has ended (a restart that loses the first launches delays them by `task_retry_ms`).
     fn workload(&mut self, steps: u64, restarts: &[(u64, u64)]) {
-        for step in 0..steps {
+        for step in 0.. {
+            if step >= steps && (self.packed_ended() > 0 || step >= steps + 1_000) {
+                break;
+            }
             for &(_, down_ms) in restarts.iter().filter(|(at, _)| *at == step) {
                 self.sim.restart_broker(down_ms);
             }
@@ -98,6 +102,20 @@ impl Cluster {
             self.sim.run_for(ms);
             self.finish_a_packed_task();
         }
+    }
+
+    /// How many tasks of the scripted framework have ended on the boards.
+    fn packed_ended(&self) -> usize {
+        let fid = self.sim.frameworks[self.packer]
+            .framework_id
+            .clone()
+            .unwrap_or_default();
+        self.sim
+            .agents
+            .iter()
+            .flat_map(|a| &a.ended)
+            .filter(|k| k.framework_id.as_str() == fid)
+            .count()
     }
 
     /// Runs until both jobs are done, then lets the cluster go quiet (the last acknowledgements
@@ -178,6 +196,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
+    // Seeds that once failed, kept: 15435631049184134799 (a restart at step 1 lost the scripted
+    // framework's first launches, so none of its tasks had ended when the workload stopped).
     fn no_update_is_lost_and_no_task_runs_twice_when_the_broker_loses_every_session(
         seed in any::<u64>(),
         duplicate in 0.0..0.2f64,
@@ -194,4 +214,17 @@ proptest! {
         prop_assert!(c.finish(900_000), "still running at {} ms", c.sim.now);
         c.check()?;
     }
+}
+
+#[test]
+fn a_restart_that_loses_the_first_launches_still_loses_no_end() {
+    let mut c = cluster(SimConfig {
+        seed: 15_435_631_049_184_134_799,
+        duplicate: 0.151_714_799_337_265_8,
+        max_delay_ms: 58,
+        ..SimConfig::default()
+    });
+    c.workload(40, &[(1, 10)]);
+    assert!(c.finish(900_000), "still running at {} ms", c.sim.now);
+    c.check().unwrap();
 }
