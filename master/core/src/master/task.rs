@@ -186,7 +186,10 @@ impl MasterCore {
                     .get(fi)
                     .is_some_and(|f| f.completed.get(&tid).is_none())
                 {
-                    self.remember_completed(fi, listed);
+                    // A task the agent still holds (its resources are listed; released ones come
+                    // with none) has its own update unacknowledged there: it comes next.
+                    let held = r.resources != Resources::ZERO;
+                    self.remember_completed_as(fi, listed, held);
                 }
                 continue;
             }
