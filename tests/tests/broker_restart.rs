@@ -12,26 +12,12 @@ use std::collections::BTreeSet;
 use agent_nostd_core::agent::Exit;
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
-use bramble_pi::{PiOptions, PiScheduler};
+use bramble_pi::PiScheduler;
 use bramble_proto::{Event, Register};
+use bramble_tests::sim::jobs::{pi_job, wordcount_job};
 use bramble_tests::sim::{PackTasks, Rng, SchedulerId, Sim, SimConfig};
-use bramble_wordcount::{WordcountOptions, WordcountScheduler};
+use bramble_wordcount::WordcountScheduler;
 use proptest::prelude::*;
-
-fn pi_job() -> PiScheduler {
-    let mut o = PiOptions::new(vec!["/usr/bin/bramble-pi".into(), "executor".into()]);
-    o.tasks = 12;
-    o.samples = 10_000;
-    o.max_retries = 10;
-    PiScheduler::new(o).expect("valid pi options")
-}
-
-fn wordcount_job() -> WordcountScheduler {
-    let mut o = WordcountOptions::new(vec!["/usr/bin/bramble-wordcount".into(), "executor".into()]);
-    o.max_retries = 10;
-    let text = "bramble offers drf bramble\n".repeat(400);
-    WordcountScheduler::new(o, &text).expect("valid wordcount options")
-}
 
 struct Cluster {
     sim: Sim,
@@ -53,8 +39,8 @@ fn cluster(config: SimConfig) -> Cluster {
         Register::new("packer"),
         PackTasks::new("p", Resources::new(100, 32, 0), 2, 6),
     );
-    let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job());
-    let wc = sim.add_scheduler("wc", Register::new("wordcount"), wordcount_job());
+    let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job(12));
+    let wc = sim.add_scheduler("wc", Register::new("wordcount"), wordcount_job(400, None));
     Cluster {
         sim,
         pi,
@@ -139,22 +125,7 @@ impl Cluster {
         prop_assert!(wc.is_complete(), "wordcount: {:?}", wc.failure());
         prop_assert_eq!(wc.counts().get("bramble").copied(), Some(800));
 
-        let mut launched = BTreeSet::new();
-        for a in &sim.agents {
-            for key in &a.launched {
-                prop_assert!(launched.insert(key.clone()), "{:?} launched twice", key);
-            }
-            for t in a.core.tasks() {
-                prop_assert_eq!(
-                    t.unacked_updates,
-                    0,
-                    "{}/{} on {}",
-                    t.framework_id,
-                    t.task_id,
-                    a.core.agent_id()
-                );
-            }
-        }
+        sim.check_delivery().map_err(TestCaseError::fail)?;
         let packer = &sim.frameworks[self.packer];
         let fid = packer.framework_id.clone().unwrap_or_default();
         let heard: BTreeSet<&str> = packer

@@ -17,27 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use agent_nostd_core::wire::{epoch, epoch_term};
 use agent_nostd_core::Resources;
 use bramble_master_core::Config;
-use bramble_pi::{PiOptions, PiScheduler};
+use bramble_pi::PiScheduler;
 use bramble_proto::{Event, Register};
+use bramble_tests::sim::jobs::{pi_job, wordcount_job};
 use bramble_tests::sim::{Rng, SchedulerId, Sim, SimConfig};
-use bramble_wordcount::{WordcountOptions, WordcountScheduler};
+use bramble_wordcount::WordcountScheduler;
 use proptest::prelude::*;
-
-fn pi_job() -> PiScheduler {
-    let mut o = PiOptions::new(vec!["/usr/bin/bramble-pi".into(), "executor".into()]);
-    o.tasks = 300;
-    o.samples = 10_000;
-    o.max_retries = 10;
-    PiScheduler::new(o).expect("valid pi options")
-}
-
-fn wordcount_job() -> WordcountScheduler {
-    let mut o = WordcountOptions::new(vec!["/usr/bin/bramble-wordcount".into(), "executor".into()]);
-    o.max_retries = 10;
-    o.chunk_bytes = 512;
-    let text = "bramble offers drf bramble\n".repeat(2_000);
-    WordcountScheduler::new(o, &text).expect("valid wordcount options")
-}
 
 struct Cluster {
     sim: Sim,
@@ -52,8 +37,12 @@ fn cluster(config: SimConfig) -> Cluster {
     for i in 0..3 {
         sim.add_agent(&format!("pi{i}"), Resources::new(2_000, 2_048, 0), &[]);
     }
-    let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job());
-    let wc = sim.add_scheduler("wc", Register::new("wordcount"), wordcount_job());
+    let pi = sim.add_scheduler("pi", Register::new("pi"), pi_job(300));
+    let wc = sim.add_scheduler(
+        "wc",
+        Register::new("wordcount"),
+        wordcount_job(2_000, Some(512)),
+    );
     Cluster { sim, pi, wc, rng }
 }
 
@@ -102,22 +91,7 @@ impl Cluster {
         prop_assert_eq!(wc.counts().get("bramble").copied(), Some(4_000));
         prop_assert_eq!(sim.fence_breaches, 0, "an agent obeyed the zombie");
 
-        let mut launched = BTreeSet::new();
-        for a in &sim.agents {
-            for key in &a.launched {
-                prop_assert!(launched.insert(key.clone()), "{:?} launched twice", key);
-            }
-            for t in a.core.tasks() {
-                prop_assert_eq!(
-                    t.unacked_updates,
-                    0,
-                    "{}/{} on {}",
-                    t.framework_id,
-                    t.task_id,
-                    a.core.agent_id()
-                );
-            }
-        }
+        sim.check_delivery().map_err(TestCaseError::fail)?;
         // No task reached its framework as two different ends (from masters it did not ignore).
         for k in [self.pi.index, self.wc.index] {
             let mut ends: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();

@@ -21,6 +21,7 @@
 //! - `engine.rs`: the next wake-up, due deliveries and timers, and routing through the broker.
 //! - `host.rs`: [`SimAgent`], the boards and how their host carries out the agent core's actions.
 //! - `schedulers.rs`: real frameworks: [`Sim::add_scheduler`], [`SimScheduler`], [`SchedulerId`].
+//! - `jobs.rs`: the pi and wordcount schedulers sized as the property tests run them.
 //! - [`executors`]: the simulated `pi`, `wordcount` and `sensor` executor processes.
 //! - `scripts.rs`: the scripted stand-in frameworks ([`Script`], [`PackTasks`], [`SimFramework`]).
 //! - `rng.rs`: [`Rng`], the seeded generator behind every fault.
@@ -31,6 +32,7 @@
 mod engine;
 pub mod executors;
 mod host;
+pub mod jobs;
 mod rng;
 mod schedulers;
 mod scripts;
@@ -494,6 +496,29 @@ impl Sim {
     /// The zombie master stops (it noticed it was deposed, or it died).
     pub fn stop_zombie(&mut self) {
         self.zombie = None;
+    }
+
+    /// End-to-end delivery as the boards see it: no task id was launched twice on any board, and
+    /// no board holds an update its framework has not acknowledged. Call once the cluster is quiet.
+    pub fn check_delivery(&self) -> Result<(), String> {
+        let mut launched = BTreeSet::new();
+        for a in &self.agents {
+            for key in &a.launched {
+                if !launched.insert(key.clone()) {
+                    return Err(format!("{key:?} launched twice"));
+                }
+            }
+            if let Some(t) = a.core.tasks().find(|t| t.unacked_updates > 0) {
+                return Err(format!(
+                    "{}/{} on {} has {} unacknowledged updates",
+                    t.framework_id,
+                    t.task_id,
+                    a.core.agent_id(),
+                    t.unacked_updates
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the master's books, panicking with its explanation.
