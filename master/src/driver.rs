@@ -259,17 +259,16 @@ pub(crate) enum Stop {
 
 /// What a leader is given besides its config: its epoch and name, and its ties to the election.
 pub(crate) struct LeaderLink {
-    /// The epoch to lead under.
-    pub epoch: u64,
     /// The master's name: its client id is `bramble-master-{name}`.
     pub name: String,
-    /// Raises of the epoch, from the election.
-    pub raise: mpsc::Receiver<u64>,
+    /// The epoch to lead under, from the election: it starts at the claimed one and is raised
+    /// while leading.
+    pub epoch: watch::Receiver<u64>,
     /// The newest epoch above ours that agents obey, for the election.
     pub newer: watch::Sender<Option<u64>>,
 }
 
-/// Leads the cluster under `link.epoch` until `stop` says why not.
+/// Leads the cluster under the epoch `link` gives until `stop` says why not.
 pub(crate) async fn lead(
     config: Config,
     broker: Brokers,
@@ -279,11 +278,11 @@ pub(crate) async fn lead(
     stop: impl std::future::Future<Output = Stop>,
 ) -> Result<(), MasterError> {
     let LeaderLink {
-        epoch,
         name,
-        mut raise,
+        epoch: mut raise,
         newer,
     } = link;
+    let epoch = *raise.borrow_and_update();
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     // Status JSON carries wall-clock times: the core's clock counts from this start.
@@ -411,7 +410,8 @@ pub(crate) async fn lead(
                 stopped = why;
                 break;
             }
-            Some(epoch) = raise.recv() => {
+            Ok(()) = raise.changed() => {
+                let epoch = *raise.borrow_and_update();
                 info!(epoch = format_args!("{epoch:#x}"), "leading on under a higher epoch than the agents obey");
                 core.raise_epoch(epoch);
             }

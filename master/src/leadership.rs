@@ -17,7 +17,7 @@ use bramble_master_core::election::{
 };
 use bramble_master_core::Config;
 use bramble_mqtt::{Session, SessionEvent};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -82,7 +82,8 @@ enum FromLeader {
 /// The leader while this master leads.
 struct Leader {
     stop: oneshot::Sender<Stop>,
-    raise: mpsc::Sender<u64>,
+    /// The epoch to lead under: the newest value wins, so no raise can be lost.
+    epoch: watch::Sender<u64>,
     newer: watch::Receiver<Option<u64>>,
     task: JoinHandle<Result<(), MasterError>>,
 }
@@ -140,7 +141,7 @@ pub async fn run(
             match event {
                 ElectionEvent::Lead { epoch } => match &leader {
                     Some(l) => {
-                        let _ = l.raise.try_send(epoch);
+                        l.epoch.send_replace(epoch);
                     }
                     None => {
                         leader = Some(start_leader(
@@ -237,12 +238,11 @@ fn start_leader(
     web: Option<WebState>,
 ) -> Leader {
     let (stop_tx, stop_rx) = oneshot::channel();
-    let (raise_tx, raise_rx) = mpsc::channel(8);
+    let (epoch_tx, epoch_rx) = watch::channel(epoch);
     let (newer_tx, newer_rx) = watch::channel(None);
     let link = LeaderLink {
-        epoch,
         name: name.to_owned(),
-        raise: raise_rx,
+        epoch: epoch_rx,
         newer: newer_tx,
     };
     let stop = async move { stop_rx.await.unwrap_or(Stop::Shutdown) };
@@ -256,7 +256,7 @@ fn start_leader(
     ));
     Leader {
         stop: stop_tx,
-        raise: raise_tx,
+        epoch: epoch_tx,
         newer: newer_rx,
         task,
     }
