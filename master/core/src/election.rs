@@ -42,6 +42,11 @@ pub const PEERS_PREFIX: &str = "bramble/v1/master/peers/";
 pub const PEERS_FILTER: &str = "bramble/v1/master/peers/+";
 /// The longest peer payload taken; anything larger is dropped unread.
 pub const MAX_PEER_PAYLOAD: usize = 512;
+/// How many other masters are remembered at once; a heartbeat from one more is dropped (counted)
+/// until one is forgotten, [`FORGET_AFTER_LEASES`] leases after it was last heard.
+pub const MAX_PEERS: usize = 64;
+/// A master not heard for this many leases is forgotten.
+pub const FORGET_AFTER_LEASES: u64 = 10;
 
 /// The timings of an election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +161,8 @@ pub struct ElectionStats {
     pub step_downs: u64,
     /// Peer payloads dropped (malformed, too large, misnamed).
     pub bad_peer_messages: u64,
+    /// Heartbeats of a new master dropped because [`MAX_PEERS`] are remembered already.
+    pub peers_over_limit: u64,
 }
 
 /// One master's view of the election. See the [module docs](self).
@@ -288,6 +295,10 @@ impl Election {
         if peer.name == self.name {
             return Ok(()); // our own heartbeat, or our own will from an older connection
         }
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&peer.name) {
+            self.stats.peers_over_limit += 1;
+            return Ok(());
+        }
         self.peers.insert(
             peer.name.clone(),
             Heard {
@@ -305,8 +316,10 @@ impl Election {
         Ok(())
     }
 
-    /// Time passed: heartbeats, claims and raises.
+    /// Time passed: heartbeats, claims and raises; masters long silent are forgotten.
     pub fn handle_timeout(&mut self, now: u64) {
+        let forget = self.config.lease_ms * FORGET_AFTER_LEASES;
+        self.peers.retain(|_, h| now < h.at + forget);
         if self.connected_since.is_some() && now >= self.next_heartbeat {
             self.heartbeat_due = true;
         }

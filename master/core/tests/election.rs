@@ -413,3 +413,25 @@ fn the_peer_example_in_protocol_md_is_what_a_leading_m1_of_term_1_says() {
         agent_nostd_core::wire::epoch(1, bramble_master_core::election::tiebreak("m1"))
     );
 }
+
+#[test]
+fn heartbeats_of_ever_more_names_are_bounded_and_silent_masters_are_forgotten() {
+    use bramble_master_core::election::MAX_PEERS;
+    let mut e = Election::new(ElectionConfig::default(), "m0", false);
+    e.handle_connected(0);
+    for n in 0..MAX_PEERS + 10 {
+        let name = format!("x{n}");
+        let beat = format!(r#"{{"name":"{name}","role":"follower","epoch":0,"standby":true}}"#);
+        e.handle_peer(1, &format!("{PEERS_PREFIX}{name}"), beat.as_bytes())
+            .unwrap();
+    }
+    assert_eq!(e.peers(1).count(), MAX_PEERS);
+    assert_eq!(e.stats().peers_over_limit, 10);
+    // Ten leases later none of them has been heard again: all forgotten, room for new ones.
+    e.handle_timeout(30_001);
+    assert_eq!(e.peers(30_001).count(), 0);
+    let beat = br#"{"name":"y","role":"follower","epoch":0,"standby":true}"#;
+    e.handle_peer(30_002, &format!("{PEERS_PREFIX}y"), beat)
+        .unwrap();
+    assert_eq!(e.peers(30_002).count(), 1);
+}
