@@ -10,7 +10,7 @@ use bramble_proto::{self as proto, Accept, Call, ErrorCode, Event, Register, Tas
 use proptest::prelude::*;
 
 mod support;
-use support::{agent_info as info, events, transmits as drain};
+use support::{agent_info as info, call, drain as offers_and_id, events, transmits as drain};
 
 fn agent_msgs(out: &[Transmit]) -> Vec<(String, MasterMsg)> {
     out.iter()
@@ -36,22 +36,10 @@ fn send_agent(
 fn with_task() -> (MasterCore, String) {
     let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
     send_agent(&mut core, 0, "pi", &AgentMsg::Register(info("pi"))).unwrap();
-    core.handle_framework_bytes(
-        0,
-        &proto::register_topic("fw"),
-        &Call::Register(Register::new("fw")).encode(),
-    )
-    .unwrap();
+    call(&mut core, 0, Call::Register(Register::new("fw")));
     core.handle_timeout(0);
-    let out = drain(&mut core);
-    let (fid, offer) = events(&out)
-        .into_iter()
-        .fold((None, None), |(f, o), e| match e {
-            Event::Registered { framework_id, .. } => (Some(framework_id), o),
-            Event::Offers(offers) => (f, Some(offers[0].clone())),
-            _ => (f, o),
-        });
-    let (fid, offer) = (fid.unwrap(), offer.unwrap());
+    let (offers, fid) = offers_and_id(&mut core);
+    let (fid, offer) = (fid.unwrap(), offers[0].clone());
     let accept = Call::Accept(Accept {
         offer_id: offer.offer_id,
         tasks: vec![TaskInfo::new(

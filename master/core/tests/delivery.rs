@@ -4,7 +4,7 @@
 
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState};
+use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::{Config, FrameworkState, MasterCore, Outgoing, Transmit};
 use bramble_proto::{
@@ -12,7 +12,10 @@ use bramble_proto::{
 };
 
 mod support;
-use support::{agent_info as info, events, send_agent, transmits as drain};
+use support::{
+    agent_info as info, call, drain as offers_and_id, events, send_agent, status_msg as status,
+    transmits as drain,
+};
 
 const WINDOW: u64 = 15_000;
 
@@ -46,27 +49,6 @@ fn agent(core: &mut MasterCore, now: u64, msg: &AgentMsg) {
     send_agent(core, now, "pi", msg);
 }
 
-fn call(core: &mut MasterCore, now: u64, call: Call) {
-    let topic = match call {
-        Call::Register(_) | Call::ReRegister(_) => proto::register_topic("fw"),
-        Call::Gone { .. } => proto::will_topic("fw"),
-        _ => proto::call_topic("fw"),
-    };
-    core.handle_framework_bytes(now, &topic, &call.encode())
-        .unwrap();
-}
-
-fn status(fid: &str, tid: &str, update_id: u32, state: TaskState, reason: Reason) -> AgentMsg {
-    AgentMsg::Status(StatusUpdate {
-        framework_id: id(fid).unwrap(),
-        task_id: id(tid).unwrap(),
-        update_id,
-        state,
-        reason,
-        message: heapless::String::new(),
-    })
-}
-
 fn ack(tid: &str, update_id: u32) -> Call {
     Call::Acknowledge(Acknowledge {
         agent_id: "pi".into(),
@@ -84,14 +66,7 @@ fn cluster(config: Config, tasks: &[&str]) -> (MasterCore, String) {
     register.connection = 7;
     call(&mut core, 0, Call::Register(register));
     core.handle_timeout(0);
-    let out = drain(&mut core);
-    let (fid, offer) = events(&out)
-        .into_iter()
-        .fold((None, None), |(f, o), e| match e {
-            Event::Registered { framework_id, .. } => (Some(framework_id), o),
-            Event::Offers(offers) => (f, Some(offers[0].offer_id)),
-            _ => (f, o),
-        });
+    let (offers, fid) = offers_and_id(&mut core);
     let tasks = tasks
         .iter()
         .map(|t| TaskInfo::new(t, &["/bin/true"], Resources::new(100, 10, 0)))
@@ -100,7 +75,7 @@ fn cluster(config: Config, tasks: &[&str]) -> (MasterCore, String) {
         &mut core,
         1,
         Call::Accept(Accept {
-            offer_id: offer.unwrap(),
+            offer_id: offers[0].offer_id,
             tasks,
         }),
     );

@@ -48,7 +48,7 @@ pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) 
 /// Sends the call of framework client `fw` on its topic.
 pub fn call(core: &mut MasterCore, now: u64, call: Call) {
     let topic = match call {
-        Call::Register(_) => proto::register_topic("fw"),
+        Call::Register(_) | Call::ReRegister(_) => proto::register_topic("fw"),
         Call::Gone { .. } => proto::will_topic("fw"),
         _ => proto::call_topic("fw"),
     };
