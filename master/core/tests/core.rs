@@ -608,3 +608,28 @@ fn an_agents_will_of_an_older_connection_is_ignored_and_its_current_one_counts()
     send_agent(&mut core, 2, "pi", &AgentMsg::Gone { connection: 5 }).unwrap();
     assert!(!core.agent("pi").unwrap().reachable);
 }
+
+#[test]
+fn a_framework_that_registers_again_is_offered_again_even_if_it_had_suppressed() {
+    let (mut core, fid) = with_task();
+    call(&mut core, 2, Call::Suppress);
+    drain(&mut core);
+    core.handle_timeout(1_100);
+    assert!(offers_and_id(&mut core).0.is_empty(), "suppressed");
+    // Its connection drops (say, a broker restart); on the way back the Revive it sent beside
+    // its registration reaches the master first and is refused.
+    call(&mut core, 1_150, Call::Gone { connection: 0 });
+    call(&mut core, 1_200, Call::Revive);
+    assert_eq!(core.stats().calls_not_registered, 1);
+    call(
+        &mut core,
+        1_250,
+        Call::ReRegister(proto::ReRegister {
+            framework_id: fid,
+            info: Register::new("fw"),
+        }),
+    );
+    drain(&mut core);
+    core.handle_timeout(2_200);
+    assert!(!offers_and_id(&mut core).0.is_empty(), "offered again");
+}

@@ -258,6 +258,11 @@ impl MasterCore {
         f.client = Some(client.to_owned());
         f.info = info;
         f.state = FrameworkState::Active;
+        // Every (re-)registration starts wanting offers, as a Mesos SUBSCRIBE without suppressed
+        // roles does: a Revive sent beside the registration (on another topic) may reach the
+        // master first and be refused, and must not leave the framework suppressed for good. A
+        // framework that wants none suppresses again.
+        f.suppressed = false;
         let fid = f.id.clone();
         let held: Vec<Event> = f.held.drain(..).collect();
         self.send_client(
