@@ -21,6 +21,7 @@
 //!
 //! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
 //! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
+//! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
 //! - [`Session`] and [`SessionEvent`]: an event loop that fails over, backs off, resubscribes
@@ -30,8 +31,10 @@
 #![warn(missing_docs)]
 
 pub mod brokers;
+pub mod login;
 
 pub use brokers::{BrokerAddr, BrokerError, Brokers};
+pub use login::{Login, Password};
 
 use std::time::Duration;
 
@@ -97,6 +100,8 @@ pub struct ClientConfig {
     pub max_packet: (usize, usize),
     /// The last will the broker publishes when the connection drops.
     pub last_will: Option<LastWill>,
+    /// The username and password presented to every broker, if the broker wants them.
+    pub login: Option<Login>,
 }
 
 impl ClientConfig {
@@ -112,6 +117,7 @@ impl ClientConfig {
             request_capacity: 1024,
             max_packet: (MAX_PACKET, MAX_PACKET),
             last_will: None,
+            login: None,
         }
     }
 }
@@ -144,6 +150,9 @@ fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
         .set_max_packet_size(incoming, config.max_packet.1);
     if let Some(will) = config.last_will.clone() {
         options.set_last_will(will);
+    }
+    if let Some(login) = &config.login {
+        options.set_credentials(login.username.clone(), login.password.expose());
     }
     options
 }
