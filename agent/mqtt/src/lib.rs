@@ -15,12 +15,14 @@
 //!   failed in turn.
 //!
 //! The crate lives beside the agent because the agent is its most constrained user (it is built
-//! for size); it has no dependency but rumqttc, tokio's timer and tracing.
+//! for size); it has no dependency but rumqttc, tokio's timer, tracing, and the agent core's
+//! principals and secrets with toml to read credential files.
 //!
 //! # Layout
 //!
 //! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
 //! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
+//! - [`credential`]: a principal's credential file, and the login it gives.
 //! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
@@ -31,9 +33,11 @@
 #![warn(missing_docs)]
 
 pub mod brokers;
+pub mod credential;
 pub mod login;
 
 pub use brokers::{BrokerAddr, BrokerError, Brokers};
+pub use credential::{Credential, CredentialError};
 pub use login::{Login, Password};
 
 use std::time::Duration;
