@@ -48,7 +48,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::outbox::{Entry, Kind, Limits, OutQueue, ShedReason};
 use crate::web::{QueueStats, WebState};
-use bramble_master_core::status::{Observed, StatusPublisher};
+use bramble_master_core::status::{FollowerStatus, Observed, StatusPublisher};
 use bramble_master_core::{Config, ConfigError, FrameworkView, MasterCore, Stats};
 
 pub use crate::leadership::Leadership;
@@ -266,6 +266,8 @@ pub(crate) struct LeaderLink {
     pub epoch: watch::Receiver<u64>,
     /// The newest epoch above ours that agents obey, for the election.
     pub newer: watch::Sender<Option<u64>>,
+    /// The other masters ready to take over, from the election, for the availability topic.
+    pub followers: watch::Receiver<Vec<FollowerStatus>>,
 }
 
 /// Leads the cluster under the epoch `link` gives until `stop` says why not.
@@ -281,6 +283,7 @@ pub(crate) async fn lead(
         name,
         epoch: mut raise,
         newer,
+        mut followers,
     } = link;
     let epoch = *raise.borrow_and_update();
     let started = Instant::now();
@@ -290,6 +293,7 @@ pub(crate) async fn lead(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut status = StatusPublisher::new(&config, wall_base_ms).with_master_name(&name);
+    status.set_followers(followers.borrow_and_update().clone());
     let mut core = MasterCore::new(config, epoch, now())?;
     StatusPublisher::attach(&mut core);
     info!(%broker, epoch = format_args!("{epoch:#x}"), %name, "leading the cluster");
@@ -409,6 +413,9 @@ pub(crate) async fn lead(
             why = &mut stop => {
                 stopped = why;
                 break;
+            }
+            Ok(()) = followers.changed() => {
+                status.set_followers(followers.borrow_and_update().clone());
             }
             Ok(()) = raise.changed() => {
                 let epoch = *raise.borrow_and_update();

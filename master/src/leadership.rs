@@ -15,6 +15,7 @@ use agent_nostd_core::wire::{MasterEnvelope, WireMessage};
 use bramble_master_core::election::{
     Election, ElectionConfig, ElectionEvent, PEERS_FILTER, PEERS_PREFIX,
 };
+use bramble_master_core::status::FollowerStatus;
 use bramble_master_core::Config;
 use bramble_mqtt::{Session, SessionEvent};
 use tokio::sync::{oneshot, watch};
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::driver::{self, sleep_until, LeaderLink, MasterError, Snapshot, Stop};
 use crate::mqtt::Brokers;
-use crate::web::WebState;
+use crate::web::{ElectionMetrics, WebState};
 
 /// Who this master is in an election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +132,7 @@ pub async fn run(
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut leader: Option<Leader> = None;
+    let followers = watch::Sender::new(Vec::new());
     tokio::pin!(shutdown);
     let outcome = 'run: loop {
         while let Some(t) = election.poll_transmit(now()) {
@@ -149,6 +151,7 @@ pub async fn run(
                             &broker,
                             &leadership.name,
                             epoch,
+                            followers.subscribe(),
                             snapshots.clone(),
                             web.clone(),
                         ));
@@ -163,6 +166,25 @@ pub async fn run(
                     }
                 }
             }
+        }
+        let heard: Vec<FollowerStatus> = election
+            .followers(now())
+            .map(|(name, standby)| FollowerStatus {
+                name: name.to_owned(),
+                standby,
+            })
+            .collect();
+        followers.send_if_modified(|f| {
+            let changed = *f != heard;
+            *f = heard;
+            changed
+        });
+        if let Some(w) = &web {
+            w.set_election(ElectionMetrics {
+                leading: election.leading(),
+                followers: followers.borrow().len(),
+                stats: *election.stats(),
+            });
         }
         let wake = election
             .poll_timeout(now())
@@ -234,6 +256,7 @@ fn start_leader(
     broker: &Brokers,
     name: &str,
     epoch: u64,
+    followers: watch::Receiver<Vec<FollowerStatus>>,
     snapshots: Option<watch::Sender<Snapshot>>,
     web: Option<WebState>,
 ) -> Leader {
@@ -244,6 +267,7 @@ fn start_leader(
         name: name.to_owned(),
         epoch: epoch_rx,
         newer: newer_tx,
+        followers,
     };
     let stop = async move { stop_rx.await.unwrap_or(Stop::Shutdown) };
     let task = tokio::spawn(driver::lead(

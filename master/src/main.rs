@@ -489,8 +489,21 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
                 println!("{json:#}");
             } else {
                 print!("{}", query::render_cluster(cluster));
-                if let Some(name) = snapshot.master_status().and_then(|m| m.name.as_deref()) {
-                    println!("led by master {name} (epoch {:#x})", cluster.master_epoch);
+                if let Some(master) = snapshot.master_status() {
+                    if let Some(name) = master.name.as_deref() {
+                        println!("led by master {name} (epoch {:#x})", cluster.master_epoch);
+                    }
+                    if !master.followers.is_empty() {
+                        let names: Vec<String> = master
+                            .followers
+                            .iter()
+                            .map(|f| {
+                                let kind = if f.standby { " (standby)" } else { "" };
+                                format!("{}{kind}", f.name)
+                            })
+                            .collect();
+                        println!("ready to take over: {}", names.join(", "));
+                    }
                 }
             }
             // The figures above are the last the master published.

@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
+use bramble_master_core::election::ElectionStats;
 use bramble_master_core::status::{ClusterStatus, CLUSTER_TOPIC, STATUS_PREFIX};
 use bramble_master_core::Stats;
 
@@ -114,6 +115,19 @@ struct MetricsState {
     last_turn: Option<std::time::Instant>,
     /// The driver's queues.
     queues: QueueStats,
+    /// This master's part in the election.
+    election: ElectionMetrics,
+}
+
+/// This master's part in the election, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ElectionMetrics {
+    /// The epoch it leads under, or `None` while it follows.
+    pub leading: Option<u64>,
+    /// The other masters ready to take over.
+    pub followers: usize,
+    /// The election's counters.
+    pub stats: ElectionStats,
 }
 
 /// The driver's queues, for `/metrics`.
@@ -208,6 +222,14 @@ impl WebState {
         lock(&self.hub.metrics).queues = queues;
     }
 
+    /// This master's part in the election.
+    pub fn set_election(&self, election: ElectionMetrics) {
+        let mut m = lock(&self.hub.metrics);
+        if m.election != election {
+            m.election = election;
+        }
+    }
+
     /// One allocation round took `d`.
     pub fn observe_round(&self, d: Duration) {
         let s = d.as_secs_f64();
@@ -256,9 +278,17 @@ impl WebState {
             .get(CLUSTER_TOPIC)
             .and_then(|e| serde_json::from_str::<Published<ClusterStatus>>(e).ok())
             .map(|e| e.payload);
-        let (stats, buckets, sum, count, last_turn, queues) = {
+        let (stats, buckets, sum, count, last_turn, queues, election) = {
             let m = lock(&self.hub.metrics);
-            (m.stats, m.buckets, m.sum, m.count, m.last_turn, m.queues)
+            (
+                m.stats,
+                m.buckets,
+                m.sum,
+                m.count,
+                m.last_turn,
+                m.queues,
+                m.election,
+            )
         };
         let mut out = String::with_capacity(4_096);
         let c = cluster.as_ref();
@@ -418,8 +448,57 @@ impl WebState {
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
         render_driver(&mut out, last_turn, &queues);
+        render_election(&mut out, &election);
         out
     }
+}
+
+/// This master's part in the election: whether it leads, under which epoch, who stands by.
+fn render_election(out: &mut String, e: &ElectionMetrics) {
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP bramble_master_{name} {help}");
+        let _ = writeln!(out, "# TYPE bramble_master_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "bramble_master_{name}{labels} {v}");
+        }
+    };
+    family(
+        "leading",
+        "gauge",
+        "1 while this master leads the cluster, 0 while it follows.",
+        &[("", u64::from(e.leading.is_some()))],
+    );
+    family(
+        "epoch",
+        "gauge",
+        "The epoch this master leads under (0 while it follows).",
+        &[("", e.leading.unwrap_or(0))],
+    );
+    family(
+        "followers",
+        "gauge",
+        "Other masters heard within the lease, ready to take over.",
+        &[("", e.followers as u64)],
+    );
+    family(
+        "election_events_total",
+        "counter",
+        "Times this master took the lead, raised its epoch while leading, or stepped down.",
+        &[
+            ("{event=\"claim\"}", e.stats.claims),
+            ("{event=\"raise\"}", e.stats.raises),
+            ("{event=\"step_down\"}", e.stats.step_downs),
+        ],
+    );
+    family(
+        "election_messages_dropped_total",
+        "counter",
+        "Peer heartbeats dropped, by reason.",
+        &[
+            ("{reason=\"malformed\"}", e.stats.bad_peer_messages),
+            ("{reason=\"too_many_peers\"}", e.stats.peers_over_limit),
+        ],
+    );
 }
 
 /// The driver's own metrics: the loop's liveness, its queues and what it shed.
@@ -687,6 +766,34 @@ mod tests {
     fn data(e: &Event) -> String {
         // `Event` has no getters; its Debug output carries the data.
         format!("{e:?}")
+    }
+
+    #[test]
+    fn metrics_say_whether_this_master_leads_under_which_epoch_and_who_stands_by() {
+        let web = WebState::new();
+        let text = web.render_metrics();
+        assert!(text.contains("\nbramble_master_leading 0\n"), "{text}");
+        web.set_election(ElectionMetrics {
+            leading: Some(0x2_0001),
+            followers: 2,
+            stats: ElectionStats {
+                claims: 1,
+                raises: 3,
+                peers_over_limit: 4,
+                ..Default::default()
+            },
+        });
+        let text = web.render_metrics();
+        for line in [
+            "bramble_master_leading 1",
+            "bramble_master_epoch 131073",
+            "bramble_master_followers 2",
+            "bramble_master_election_events_total{event=\"claim\"} 1",
+            "bramble_master_election_events_total{event=\"raise\"} 3",
+            "bramble_master_election_messages_dropped_total{reason=\"too_many_peers\"} 4",
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line} in {text}");
+        }
     }
 
     #[test]

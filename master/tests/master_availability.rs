@@ -9,8 +9,13 @@ mod support;
 use support::{broker_url, Mosquitto, BRAMBLE};
 
 fn start_master(broker: &str) -> Child {
+    start_named_master(broker, &[])
+}
+
+fn start_named_master(broker: &str, args: &[&str]) -> Child {
     Command::new(BRAMBLE)
         .args(["master", "--broker", broker, "--no-http"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -83,4 +88,28 @@ fn a_killed_master_shows_offline_by_its_last_will_and_a_stopped_one_by_its_own_w
         offline(ok, &text),
         "a cleanly stopped master says it is offline: {text}"
     );
+}
+
+#[test]
+#[ignore = "needs mosquitto"]
+fn bramble_status_names_the_leader_and_the_standby_ready_to_take_over() {
+    let mosquitto = Mosquitto::start();
+    let broker = broker_url(&mosquitto.addr());
+    let mut leader = start_named_master(&broker, &["--name", "alpha"]);
+    let (ok, text) = status_until(&broker, |ok, t| {
+        online(ok, t) && t.contains("led by master alpha")
+    });
+    assert!(ok && text.contains("led by master alpha"), "{text}");
+    let mut standby = start_named_master(&broker, &["--name", "beta", "--standby"]);
+    let listed =
+        |ok: bool, t: &str| online(ok, t) && t.contains("ready to take over: beta (standby)");
+    let (ok, text) = status_until(&broker, listed);
+    assert!(listed(ok, &text), "the standby is listed: {text}");
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+    let gone = |ok: bool, t: &str| online(ok, t) && !t.contains("ready to take over");
+    let (ok, text) = status_until(&broker, gone);
+    assert!(gone(ok, &text), "a killed standby leaves the list: {text}");
+    leader.kill().unwrap();
+    leader.wait().unwrap();
 }

@@ -232,6 +232,15 @@ impl Election {
             .map(|(n, h)| (n.as_str(), h.role, h.epoch))
     }
 
+    /// The other masters ready to take over (heard within the lease, following), as (name,
+    /// standby).
+    pub fn followers(&self, now: u64) -> impl Iterator<Item = (&str, bool)> {
+        self.peers
+            .iter()
+            .filter(move |(_, h)| h.role == PeerRole::Follower && self.alive(h, now))
+            .map(|(n, h)| (n.as_str(), h.standby))
+    }
+
     /// This master's topic.
     pub fn topic(&self) -> String {
         format!("{PEERS_PREFIX}{}", self.name)

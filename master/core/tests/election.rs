@@ -183,6 +183,22 @@ fn a_standby_never_claims_while_the_leader_heartbeats() {
 }
 
 #[test]
+fn the_leader_lists_the_live_followers_with_their_standby_flag_and_forgets_a_dead_one() {
+    let mut lab = Lab::new(&[("m1", false), ("m2", true), ("m3", false)]);
+    lab.start(0);
+    lab.run_until(1_000);
+    lab.start(1);
+    lab.start(2);
+    lab.run_until(10_000);
+    let followers: Vec<_> = lab.masters[0].election.followers(lab.now).collect();
+    assert_eq!(followers, vec![("m2", true), ("m3", false)]);
+    lab.kill(1);
+    lab.run_until(20_000);
+    let followers: Vec<_> = lab.masters[0].election.followers(lab.now).collect();
+    assert_eq!(followers, vec![("m3", false)]);
+}
+
+#[test]
 fn a_standby_takes_over_within_a_heartbeat_of_the_leaders_will_and_with_a_higher_epoch() {
     let mut lab = Lab::new(&[("m1", false), ("m2", true)]);
     lab.start(0);

@@ -211,3 +211,46 @@ fn a_payload_with_an_unknown_task_state_or_a_missing_field_does_not_parse() {
     let offer = r#"{"offer_id":1,"framework_id":"f","agent_id":"a"}"#;
     assert!(serde_json::from_str::<OfferStatus>(offer).is_err());
 }
+
+#[test]
+fn the_availability_topic_lists_the_masters_ready_to_take_over_and_is_published_again_when_they_change(
+) {
+    let config = Config::default();
+    let mut p = StatusPublisher::new(&config, WALL).with_master_name("alpha");
+    let mut core = MasterCore::new(config, 9, 0).unwrap();
+    StatusPublisher::attach(&mut core);
+    let mut master_status = |p: &mut StatusPublisher, core: &mut MasterCore, now: u64| {
+        p.update(core, now);
+        let mut last = None;
+        while let Some(t) = p.poll_transmit() {
+            if t.topic == MASTER_TOPIC {
+                last = Some(round_trip::<MasterStatus>(&t.topic, &t.payload));
+            }
+        }
+        last
+    };
+    let first = master_status(&mut p, &mut core, 0).expect("published at start");
+    assert!(first.followers.is_empty());
+    assert_eq!(
+        master_status(&mut p, &mut core, 1),
+        None,
+        "no change, no publish"
+    );
+    let beta = bramble_master_core::status::FollowerStatus {
+        name: "beta".into(),
+        standby: true,
+    };
+    p.set_followers(vec![beta.clone()]);
+    let listed = master_status(&mut p, &mut core, 2).expect("published again");
+    assert_eq!(listed.followers, vec![beta.clone()]);
+    assert_eq!(listed.name.as_deref(), Some("alpha"));
+    p.set_followers(vec![beta]);
+    assert_eq!(
+        master_status(&mut p, &mut core, 3),
+        None,
+        "the same list, no publish"
+    );
+    p.set_followers(Vec::new());
+    let gone = master_status(&mut p, &mut core, 4).expect("published when the standby left");
+    assert!(gone.followers.is_empty());
+}

@@ -55,8 +55,8 @@ pub mod topics;
 
 pub use self::discovery::ha_node_id;
 pub use self::shapes::{
-    parse_state, state_name, AgentStatus, ClusterStatus, Connection, FrameworkStatus, Liveness,
-    MasterStatus, OfferStatus, ReasonKind, TaskCounts, TaskStatus,
+    parse_state, state_name, AgentStatus, ClusterStatus, Connection, FollowerStatus,
+    FrameworkStatus, Liveness, MasterStatus, OfferStatus, ReasonKind, TaskCounts, TaskStatus,
 };
 pub use self::topics::{
     agent_topic, framework_topic, offer_topic, task_topic, CLUSTER_TOPIC, MASTER_TOPIC,
@@ -148,6 +148,10 @@ pub struct StatusPublisher {
     master_name: Option<String>,
     /// The epoch the availability topic says.
     online_epoch: u64,
+    /// The other masters ready to take over, for the availability topic.
+    followers: Vec<FollowerStatus>,
+    /// Whether they changed since the availability topic was published.
+    followers_changed: bool,
     ha_prefix: Option<String>,
     /// Topic → the payload last published (never empty: cleared topics are removed).
     published: HashMap<String, Vec<u8>>,
@@ -199,6 +203,8 @@ impl StatusPublisher {
             wall_base_ms,
             master_name: None,
             online_epoch: 0,
+            followers: Vec::new(),
+            followers_changed: false,
             ha_prefix: config.ha_discovery.then(|| config.ha_prefix.clone()),
             published: HashMap::new(),
             offer_since: HashMap::new(),
@@ -229,6 +235,15 @@ impl StatusPublisher {
         self
     }
 
+    /// The other masters ready to take over, as the election hears them: the availability topic
+    /// lists them from the next [`update`](Self::update) on.
+    pub fn set_followers(&mut self, followers: Vec<FollowerStatus>) {
+        if followers != self.followers {
+            self.followers = followers;
+            self.followers_changed = true;
+        }
+    }
+
     /// The master's MQTT last will: `offline` on [`MASTER_TOPIC`], retained (the driver sets it
     /// on the master's connection), as (topic, payload).
     pub fn last_will(master_epoch: u64, name: Option<&str>) -> (String, Vec<u8>) {
@@ -236,6 +251,7 @@ impl StatusPublisher {
             state: Liveness::Offline,
             master_epoch,
             name: name.map(str::to_owned),
+            followers: Vec::new(),
         };
         (
             MASTER_TOPIC.to_owned(),
@@ -345,12 +361,14 @@ impl StatusPublisher {
         }
         // Published with the first update (repairs and full updates after an overflow put it
         // back), and again when the master raised its epoch.
-        if full || self.online_epoch != core.epoch() {
+        if full || self.online_epoch != core.epoch() || self.followers_changed {
             self.online_epoch = core.epoch();
+            self.followers_changed = false;
             let online = MasterStatus {
                 state: Liveness::Online,
                 master_epoch: core.epoch(),
                 name: self.master_name.clone(),
+                followers: self.followers.clone(),
             };
             self.set(MASTER_TOPIC.to_owned(), json_bytes(&online));
         }

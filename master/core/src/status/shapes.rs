@@ -407,6 +407,18 @@ pub struct MasterStatus {
     /// The name of the leading master (`bramble master --name`), when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The other masters ready to take over, as the leader last heard them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// A master ready to take over from the leader (in [`MasterStatus::followers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    /// Its name (`bramble master --name`).
+    pub name: String,
+    /// Started with `--standby`: it claims only after the others.
+    pub standby: bool,
 }
 
 /// `bramble/v1/status/cluster`.
