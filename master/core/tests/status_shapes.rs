@@ -219,7 +219,7 @@ fn the_availability_topic_lists_the_masters_ready_to_take_over_and_is_published_
     let mut p = StatusPublisher::new(&config, WALL).with_master_name("alpha");
     let mut core = MasterCore::new(config, 9, 0).unwrap();
     StatusPublisher::attach(&mut core);
-    let mut master_status = |p: &mut StatusPublisher, core: &mut MasterCore, now: u64| {
+    let master_status = |p: &mut StatusPublisher, core: &mut MasterCore, now: u64| {
         p.update(core, now);
         let mut last = None;
         while let Some(t) = p.poll_transmit() {
