@@ -170,71 +170,130 @@ proptest! {
         restart_while_running in any::<bool>(),
         master_restart in proptest::option::of(0u64..5_000),
     ) {
-        let config = SimConfig {
+        one_shot_case(
             seed,
             loss,
             duplicate,
             max_delay_ms,
-            ..SimConfig::default()
-        };
-        let mut sim = three_boards(config);
-        let run = one_shot(&mut sim);
-        // The sensor board restarts at its time, and (or) while the task runs; its processes live
-        // on.
-        if let Some(at) = agent_restart {
-            sim.run_until(at);
-            sim.restart_agent(1);
+            code,
+            runs_for,
+            agent_restart,
+            restart_while_running,
+            master_restart,
+        )?;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_shot_case(
+    seed: u64,
+    loss: f64,
+    duplicate: f64,
+    max_delay_ms: u64,
+    code: i32,
+    runs_for: u64,
+    agent_restart: Option<u64>,
+    restart_while_running: bool,
+    master_restart: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let config = SimConfig {
+        seed,
+        loss,
+        duplicate,
+        max_delay_ms,
+        ..SimConfig::default()
+    };
+    let mut sim = three_boards(config);
+    let run = one_shot(&mut sim);
+    // The sensor board restarts at its time, and (or) while the task runs; its processes live
+    // on.
+    if let Some(at) = agent_restart {
+        sim.run_until(at);
+        sim.restart_agent(1);
+    }
+    if let Some(at) = master_restart {
+        sim.run_until(sim.now.max(at));
+        // Calls that cross a master restart are lost today (see the module docs).
+        prop_assert!(
+            sim.run_until_master_is_replaceable(900_000),
+            "the master never settles"
+        );
+        sim.restart_master(2);
+    }
+    // The task starts (or is given up as lost), runs a while, and exits with `code`.
+    let started = sim.run_until_cond(900_000, |s| {
+        running_on(s, run).is_some() || s.schedulers[run.index].left
+    });
+    prop_assert!(started, "neither started nor ended at {} ms", sim.now);
+    let ran = running_on(&sim, run);
+    if let Some(i) = ran {
+        if restart_while_running {
+            sim.run_for(runs_for / 2);
+            sim.restart_agent(i);
+            sim.run_for(runs_for - runs_for / 2);
+        } else {
+            sim.run_for(runs_for);
         }
-        if let Some(at) = master_restart {
-            sim.run_until(sim.now.max(at));
-            // Calls that cross a master restart are lost today (see the module docs).
-            prop_assert!(sim.run_until_master_is_replaceable(900_000), "the master never settles");
-            sim.restart_master(2);
-        }
-        // The task starts (or is given up as lost), runs a while, and exits with `code`.
-        let started = sim.run_until_cond(900_000, |s| {
-            running_on(s, run).is_some() || s.schedulers[run.index].left
-        });
-        prop_assert!(started, "neither started nor ended at {} ms", sim.now);
-        let ran = running_on(&sim, run);
-        if let Some(i) = ran {
-            if restart_while_running {
-                sim.run_for(runs_for / 2);
-                sim.restart_agent(i);
-                sim.run_for(runs_for - runs_for / 2);
+        let fid = framework_id(&sim, run).expect("registered");
+        prop_assert_eq!(
+            sim.board_running(&fid, TASK),
+            Some(i),
+            "it still runs there"
+        );
+        sim.finish_task_of(i, &fid, TASK, Exit::Code(code));
+    }
+    let left = sim.run_until_cond(900_000, |s| s.schedulers[run.index].left);
+    let one = sim.scheduler(run);
+    prop_assert!(left, "still running at {} ms: {:?}", sim.now, one.ended);
+    prop_assert!(
+        launches(&sim, run) <= 1,
+        "launched {} times",
+        launches(&sim, run)
+    );
+    // Every offer it takes fits, so an accept is only refused when it launches a task the
+    // master already holds.
+    let refused = sim.schedulers[run.index].events.iter().any(|(_, e)| {
+        matches!(
+            e,
+            Event::Error {
+                code: ErrorCode::AcceptRefused,
+                ..
+            }
+        )
+    });
+    prop_assert!(!refused, "it launched its task again");
+    match ran {
+        Some(i) => {
+            prop_assert_eq!(i, 1, "on the sensor board");
+            let expected = if code == 0 {
+                (TaskState::Finished, Reason::Exited { code })
             } else {
-                sim.run_for(runs_for);
-            }
-            let fid = framework_id(&sim, run).expect("registered");
-            prop_assert_eq!(sim.board_running(&fid, TASK), Some(i), "it still runs there");
-            sim.finish_task_of(i, &fid, TASK, Exit::Code(code));
+                (TaskState::Failed, Reason::Exited { code })
+            };
+            prop_assert_eq!(one.ended, Some(expected));
+            prop_assert_eq!(i32::from(one.exit_status()), code);
         }
-        let left = sim.run_until_cond(900_000, |s| s.schedulers[run.index].left);
-        let one = sim.scheduler(run);
-        prop_assert!(left, "still running at {} ms: {:?}", sim.now, one.ended);
-        prop_assert!(launches(&sim, run) <= 1, "launched {} times", launches(&sim, run));
-        // Every offer it takes fits, so an accept is only refused when it launches a task the
-        // master already holds.
-        let refused = sim.schedulers[run.index].events.iter().any(|(_, e)| {
-            matches!(e, Event::Error { code: ErrorCode::AcceptRefused, .. })
-        });
-        prop_assert!(!refused, "it launched its task again");
-        match ran {
-            Some(i) => {
-                prop_assert_eq!(i, 1, "on the sensor board");
-                let expected = if code == 0 {
-                    (TaskState::Finished, Reason::Exited { code })
-                } else {
-                    (TaskState::Failed, Reason::Exited { code })
-                };
-                prop_assert_eq!(one.ended, Some(expected));
-                prop_assert_eq!(i32::from(one.exit_status()), code);
-            }
-            None => {
-                prop_assert_eq!(launches(&sim, run), 0);
-                prop_assert_eq!(one.ended.map(|(s, _)| s), Some(TaskState::Lost));
-                prop_assert_eq!(one.exit_status(), 1);
-            }
+        None => {
+            prop_assert_eq!(launches(&sim, run), 0);
+            prop_assert_eq!(one.ended.map(|(s, _)| s), Some(TaskState::Lost));
+            prop_assert_eq!(one.exit_status(), 1);
         }
     }
+    Ok(())
+}
+
+#[test]
+fn probe_seed() {
+    one_shot_case(
+        3271329743935302733,
+        0.254,
+        0.067,
+        75,
+        0,
+        4362,
+        Some(161),
+        true,
+        Some(335),
+    )
+    .unwrap();
 }

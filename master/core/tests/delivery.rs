@@ -376,6 +376,58 @@ fn an_end_known_only_from_the_agents_task_list_is_reconciled_once_the_agents_own
     assert_eq!((u[0].state, u[0].reason), (TaskState::Failed, exited));
 }
 
+#[test]
+fn an_end_known_only_from_the_task_list_of_an_agent_that_went_unreachable_waits_until_the_agent_is_forgotten(
+) {
+    let config = Config::default();
+    let (timeout, gc) = (config.agent_timeout_ms, config.unreachable_gc_ms);
+    let (mut core, fid) = cluster(config, &["t1"]);
+    let mut tasks = heapless::Vec::new();
+    tasks
+        .push(agent_nostd_core::wire::TaskReport {
+            framework_id: id(&fid).unwrap(),
+            task_id: id("t1").unwrap(),
+            resources: Resources::new(100, 10, 0),
+            state: TaskState::Finished,
+        })
+        .unwrap();
+    let re = agent_nostd_core::wire::ReRegister {
+        info: info("pi"),
+        last_master_epoch: 9,
+        tasks,
+    };
+    agent(&mut core, 4, &AgentMsg::ReRegister(re));
+    drain(&mut core);
+    let reconcile = || Call::Reconcile {
+        task_ids: vec!["t1".into()],
+    };
+    // The agent falls silent before its FINISHED update with the exit code gets through.
+    let mut now = 5;
+    while now < 4 + timeout * 2 {
+        core.handle_timeout(now);
+        now += 1_000;
+    }
+    drain(&mut core);
+    call(&mut core, now, reconcile());
+    assert!(
+        updates(&drain(&mut core)).is_empty(),
+        "an unreachable agent may be back with the exit code"
+    );
+    while now < 4 + timeout * 2 + gc + 10_000 {
+        core.handle_timeout(now);
+        now += 1_000;
+    }
+    drain(&mut core);
+    call(&mut core, now, reconcile());
+    let u = updates(&drain(&mut core));
+    assert_eq!(u.len(), 1, "answered once the agent is forgotten");
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Finished, Reason::None)
+    );
+    assert!(u[0].message.contains("exit code"), "{}", u[0].message);
+}
+
 /// A master of term 2 (epoch `2 << 16`), with an agent and framework `fw` registered.
 fn term_two_master() -> MasterCore {
     let mut core = MasterCore::new(Config::default(), 2 << 16, 0).unwrap();

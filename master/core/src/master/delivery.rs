@@ -28,7 +28,7 @@ pub(super) struct Completed {
     pub(super) acked: bool,
     /// Known from the agent's task list only, while the agent still holds its own update (with
     /// the exit code) unacknowledged: reconciliation waits for that update instead of answering
-    /// without a reason.
+    /// without a reason, for as long as the master knows the agent (reachable or not).
     pub(super) awaiting_agent: bool,
 }
 
@@ -286,19 +286,27 @@ impl MasterCore {
             ));
         }
         if let Some(c) = self.frameworks.get(fi).and_then(|f| f.completed.get(tid)) {
-            let from_reachable = c.update.agent_id.as_deref().is_some_and(|id| {
-                self.agents
-                    .lookup(id)
-                    .and_then(|ai| self.agents.get(ai))
-                    .is_some_and(|a| a.reachable)
-            });
-            if c.awaiting_agent && from_reachable {
-                // Its agent resends the update with the exit code as soon as it is registered.
+            // Its agent resends the update with the exit code as soon as it is registered again,
+            // so the answer waits while the master still knows the agent, reachable or not (an
+            // unreachable agent is forgotten after `unreachable_gc_ms`): a board that is back
+            // within that gives the exit code, one that never comes back gives the state alone.
+            let agent_known = c
+                .update
+                .agent_id
+                .as_deref()
+                .is_some_and(|id| self.agents.lookup(id).is_some());
+            if c.awaiting_agent && agent_known {
                 self.stats.unknown_task_answers_deferred += 1;
                 return None;
             }
             let mut update = c.update.clone();
             update.update_id = None;
+            if c.awaiting_agent {
+                update.message = format!(
+                    "ended while its agent was unreachable; the agent was lost before it told the exit code{}",
+                    if update.message.is_empty() { String::new() } else { format!(" ({})", update.message) }
+                );
+            }
             return Some(Event::Update(update));
         }
         self.unknown_task_answer(now, fi, tid)
