@@ -13,6 +13,7 @@
 //! - [`wire`]: every agent↔master message, the version byte and the postcard codec.
 //! - [`topic`]: the `bramble/v1/…` topic names and their parser.
 //! - [`agent`]: [`AgentCore`], the agent's state machine.
+//! - [`frame`]: authenticated frames (message, counter, tag) and the replay window.
 //! - [`auth`]: principals, their secrets, the broker passwords and message keys derived from them.
 //!
 //! `PROTOCOL.md` at the repository root is the wire spec.
@@ -23,6 +24,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod frame;
 pub mod ids;
 pub mod resources;
 pub mod topic;
