@@ -4,7 +4,8 @@
 //! Every agent↔master payload (but the broadcast hello) is a frame:
 //!
 //! ```text
-//! | message (version byte + postcard) | counter: low 16 bits, LE | tag: 8 bytes |
+//! agent → master: | message (version byte + postcard) | counter: low 16 bits, LE | tag: 8 bytes |
+//! master → agent: | message (version byte + postcard) | counter: 32 bits, LE      | tag: 8 bytes |
 //! ```
 //!
 //! The tag is HMAC-SHA-256 under the agent's message key (see [`crate::auth`]), truncated to
@@ -14,15 +15,19 @@
 //! direction, this agent and this boot; the sequence number tells a replay from a new frame.
 //!
 //! This is LoRaWAN's model (a MIC over the frame and a 32-bit frame counter of which only the low
-//! 16 bits travel): the receiver rebuilds the full number from the highest it has accepted
+//! 16 bits travel uplink): the master rebuilds the full number from the highest it has accepted
 //! ([`expand`]), checks the tag with it, and then the [`ReplayWindow`], which takes each number
 //! once and tolerates frames reordered by up to 64 (the broker and the master's queues reorder a
 //! little). Two counter bytes and an eight-byte tag keep a resource report within 32 bytes.
+//! Downlink frames have no such bound and carry the whole number, so nothing the agent misses can
+//! put it out of step.
 
 use crate::auth::{MessageKey, TAG_LEN};
 
-/// The bytes a frame adds to its message: two counter bytes and the tag.
-pub const TRAILER_LEN: usize = 2 + TAG_LEN;
+/// The bytes an agent → master frame adds to its message: two counter bytes and the tag.
+pub const UP_TRAILER_LEN: usize = 2 + TAG_LEN;
+/// The bytes a master → agent frame adds to its message: four counter bytes and the tag.
+pub const DOWN_TRAILER_LEN: usize = 4 + TAG_LEN;
 
 /// Which way a frame travels: part of what its tag covers, so a frame cannot be reflected back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,19 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The bytes its frames add to their message.
+    pub const fn trailer_len(self) -> usize {
+        match self {
+            Direction::Up => UP_TRAILER_LEN,
+            Direction::Down => DOWN_TRAILER_LEN,
+        }
+    }
+
+    /// How many counter bytes its frames carry.
+    const fn counter_len(self) -> usize {
+        self.trailer_len() - TAG_LEN
+    }
+
     const fn label(self) -> &'static [u8] {
         match self {
             Direction::Up => b"bramble/v1 agent->master",
@@ -118,39 +136,54 @@ pub fn seal(
     buf: &mut [u8],
     len: usize,
 ) -> Result<usize, FrameError> {
-    let end = len + TRAILER_LEN;
+    let counter = binding.direction.counter_len();
+    let end = len + counter + TAG_LEN;
     if buf.len() < end {
         return Err(FrameError::BufferTooSmall);
     }
     let tag = tag_of(key, binding, seq, &buf[..len]);
-    buf[len..len + 2].copy_from_slice(&(seq as u16).to_le_bytes());
-    buf[len + 2..end].copy_from_slice(&tag);
+    buf[len..len + counter].copy_from_slice(&seq.to_le_bytes()[..counter]);
+    buf[len + counter..end].copy_from_slice(&tag);
     Ok(end)
 }
 
-/// A frame taken apart: its message, the low 16 bits of its number, and its tag.
+/// A frame taken apart: its message, the number as it travelled, and its tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// The message bytes (version byte and postcard).
     pub message: &'a [u8],
-    /// The low 16 bits of the sequence number.
-    pub low: u16,
+    /// The sequence number as it travelled: its low 16 bits uplink, all of it downlink.
+    pub counter: u32,
+    direction: Direction,
     tag: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
-    /// Splits `payload` into message and trailer.
-    pub fn split(payload: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+    /// Splits `payload`, a frame travelling `direction`, into message and trailer.
+    pub fn split(payload: &'a [u8], direction: Direction) -> Result<Frame<'a>, FrameError> {
         let at = payload
             .len()
-            .checked_sub(TRAILER_LEN)
+            .checked_sub(direction.trailer_len())
             .ok_or(FrameError::Truncated)?;
         let (message, trailer) = payload.split_at(at);
+        let (counter, tag) = trailer.split_at(direction.counter_len());
+        let mut le = [0u8; 4];
+        le[..counter.len()].copy_from_slice(counter);
         Ok(Frame {
             message,
-            low: u16::from_le_bytes([trailer[0], trailer[1]]),
-            tag: &trailer[2..],
+            counter: u32::from_le_bytes(le),
+            direction,
+            tag,
         })
+    }
+
+    /// The full sequence number, given the highest taken so far: rebuilt from the low 16 bits
+    /// uplink ([`expand`]), as it travelled downlink.
+    pub fn seq(&self, highest: u32) -> u32 {
+        match self.direction {
+            Direction::Up => expand(highest, self.counter as u16),
+            Direction::Down => self.counter,
+        }
     }
 
     /// Whether the tag verifies for `binding` with the full number `seq`.
@@ -166,14 +199,17 @@ impl<'a> Frame<'a> {
 
     /// Checks the frame against `window` (rebuilding its number from the window's highest), and
     /// takes its number: the frame's full sequence number, or why it is refused. The window only
-    /// moves for a frame whose tag verifies.
+    /// moves for a frame whose tag verifies. `binding.direction` must be the one it was split for.
     pub fn open(
         &self,
         key: &MessageKey,
         binding: &Binding<'_>,
         window: &mut ReplayWindow,
     ) -> Result<u32, FrameError> {
-        let seq = expand(window.highest(), self.low);
+        if binding.direction != self.direction {
+            return Err(FrameError::BadTag);
+        }
+        let seq = self.seq(window.highest());
         if !self.verifies(key, binding, seq) {
             return Err(FrameError::BadTag);
         }
@@ -200,6 +236,12 @@ pub fn expand(highest: u32, low: u16) -> u32 {
     };
     full as u32
 }
+
+/// The number an agent's last will is sealed with. A will is made when the agent connects and
+/// published by the broker whenever the connection drops, so it cannot take its place among the
+/// agent's numbers; the master takes it only for the connection it names, which is the agent's
+/// current one (see PROTOCOL.md), and never puts it through the window.
+pub const WILL_SEQ: u32 = u32::MAX;
 
 /// How far below the highest number a frame may arrive and still be taken.
 pub const WINDOW: u32 = 64;
@@ -297,7 +339,7 @@ mod tests {
     #[test]
     fn a_sealed_frame_is_the_message_then_the_low_counter_bytes_then_eight_tag_bytes() {
         let (buf, n) = frame(0x0001_0203, &[3, 2, 1]);
-        assert_eq!(n, 3 + TRAILER_LEN);
+        assert_eq!(n, 3 + UP_TRAILER_LEN);
         assert_eq!(&buf[..5], &[3, 2, 1, 0x03, 0x02]);
         // Pinned: a change of the tag's input is a wire change.
         assert_eq!(&buf[5..n], &PINNED_TAG);
@@ -311,7 +353,7 @@ mod tests {
     #[test]
     fn a_frame_opens_once_and_its_replay_is_refused() {
         let (buf, n) = frame(7, b"hello");
-        let f = Frame::split(&buf[..n]).unwrap();
+        let f = Frame::split(&buf[..n], Direction::Up).unwrap();
         let mut window = ReplayWindow::new();
         assert_eq!(f.open(&key(), &UP, &mut window), Ok(7));
         assert_eq!(f.message, b"hello");
@@ -319,16 +361,12 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_for_another_agent_direction_boot_or_key_or_with_a_flipped_bit_does_not_verify() {
+    fn a_frame_for_another_agent_boot_or_key_or_with_a_flipped_bit_does_not_verify() {
         let (buf, n) = frame(7, b"hello");
-        let f = Frame::split(&buf[..n]).unwrap();
+        let f = Frame::split(&buf[..n], Direction::Up).unwrap();
         let others = [
             Binding {
                 agent_id: "pj",
-                ..UP
-            },
-            Binding {
-                direction: Direction::Down,
                 ..UP
             },
             Binding { boot: 4, ..UP },
@@ -348,12 +386,44 @@ mod tests {
         for i in 0..n {
             let mut bad = buf;
             bad[i] ^= 0x10;
-            let f = Frame::split(&bad[..n]).unwrap();
+            let f = Frame::split(&bad[..n], Direction::Up).unwrap();
             let mut window = ReplayWindow::new();
             window.take(7);
             assert!(f.open(&key(), &UP, &mut window).is_err(), "bit flip at {i}");
         }
-        assert_eq!(Frame::split(&buf[..9]), Err(FrameError::Truncated));
+        assert_eq!(
+            Frame::split(&buf[..9], Direction::Up),
+            Err(FrameError::Truncated)
+        );
+    }
+
+    #[test]
+    fn a_downlink_frame_carries_its_whole_number_and_is_not_taken_as_an_uplink_one() {
+        let down = Binding {
+            direction: Direction::Down,
+            ..UP
+        };
+        let mut buf = [0u8; 32];
+        buf[..2].copy_from_slice(b"go");
+        let n = seal(&key(), &down, 0x0102_0304, &mut buf, 2).unwrap();
+        assert_eq!(n, 2 + DOWN_TRAILER_LEN);
+        assert_eq!(&buf[2..6], &[4, 3, 2, 1]);
+        let f = Frame::split(&buf[..n], Direction::Down).unwrap();
+        // Far beyond any window, yet the whole number travelled: taken.
+        assert_eq!(
+            f.open(&key(), &down, &mut ReplayWindow::new()),
+            Ok(0x0102_0304)
+        );
+        assert_eq!(
+            f.open(&key(), &UP, &mut ReplayWindow::new()),
+            Err(FrameError::BadTag)
+        );
+        let as_up = Frame::split(&buf[..n], Direction::Up).unwrap();
+        assert_eq!(
+            as_up.open(&key(), &UP, &mut ReplayWindow::new()),
+            Err(FrameError::BadTag),
+            "reflected back as an uplink frame"
+        );
     }
 
     #[test]
@@ -362,7 +432,7 @@ mod tests {
         window.take(10);
         let (mut buf, n) = frame(500, b"x");
         buf[n - 1] ^= 1;
-        let f = Frame::split(&buf[..n]).unwrap();
+        let f = Frame::split(&buf[..n], Direction::Up).unwrap();
         assert_eq!(f.open(&key(), &UP, &mut window), Err(FrameError::BadTag));
         assert_eq!(window.highest(), 10);
     }
@@ -372,16 +442,17 @@ mod tests {
         let mut window = ReplayWindow::new();
         for seq in [100, 98, 99, 37, 101, 40] {
             let (buf, n) = frame(seq, b"m");
-            let got = Frame::split(&buf[..n])
-                .unwrap()
-                .open(&key(), &UP, &mut window);
+            let got =
+                Frame::split(&buf[..n], Direction::Up)
+                    .unwrap()
+                    .open(&key(), &UP, &mut window);
             assert_eq!(got, Ok(seq));
         }
         let (buf, n) = frame(37, b"m");
-        let f = Frame::split(&buf[..n]).unwrap();
+        let f = Frame::split(&buf[..n], Direction::Up).unwrap();
         assert_eq!(f.open(&key(), &UP, &mut window), Err(FrameError::TooOld));
         let (buf, n) = frame(98, b"m");
-        let f = Frame::split(&buf[..n]).unwrap();
+        let f = Frame::split(&buf[..n], Direction::Up).unwrap();
         assert_eq!(f.open(&key(), &UP, &mut window), Err(FrameError::Replayed));
     }
 
@@ -395,7 +466,7 @@ mod tests {
         let mut window = ReplayWindow::new();
         for seq in (0..200_000u32).step_by(997) {
             let (buf, n) = frame(seq, b"m");
-            let f = Frame::split(&buf[..n]).unwrap();
+            let f = Frame::split(&buf[..n], Direction::Up).unwrap();
             assert_eq!(f.open(&key(), &UP, &mut window), Ok(seq));
         }
     }
