@@ -412,6 +412,11 @@ impl WebState {
                 "Allocation rounds run.",
                 stats.allocation_rounds,
             ),
+            (
+                "unauthorized_total",
+                "Registrations and accepts refused by the operator's authorization.",
+                stats.unauthorized,
+            ),
         ] {
             family(name, "counter", help, &[("", v)]);
         }

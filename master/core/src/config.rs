@@ -1,5 +1,7 @@
 //! The master core's settings and their validation.
 
+use crate::authz::Authorization;
+
 /// How the allocator orders frameworks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -61,6 +63,9 @@ pub struct Config {
     pub ha_discovery: bool,
     /// The Home Assistant discovery prefix (Home Assistant's default is `homeassistant`).
     pub ha_prefix: String,
+    /// What the operator grants each framework principal; `None` is an open cluster, where
+    /// frameworks' claims stand (see [`crate::authz`]).
+    pub authorization: Option<Authorization>,
 }
 
 impl Default for Config {
@@ -86,6 +91,7 @@ impl Default for Config {
             max_frameworks: 10_000,
             ha_discovery: false,
             ha_prefix: "homeassistant".to_owned(),
+            authorization: None,
         }
     }
 }

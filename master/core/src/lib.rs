@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod authz;
 pub mod config;
 pub mod election;
 pub mod master;

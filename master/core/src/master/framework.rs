@@ -195,6 +195,16 @@ impl MasterCore {
         if let Err(why) = info.validate() {
             return refuse(self, why);
         }
+        let info = match &self.config.authorization {
+            None => info,
+            Some(authz) => match authz.register(client, info) {
+                Ok(info) => info,
+                Err(why) => {
+                    self.stats.unauthorized += 1;
+                    return refuse(self, why.to_string());
+                }
+            },
+        };
         if info.failover_timeout_ms > self.config.max_failover_timeout_ms {
             let max = self.config.max_failover_timeout_ms;
             return refuse(self, format!("failover_timeout_ms must be at most {max}"));

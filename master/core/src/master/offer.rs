@@ -166,7 +166,17 @@ impl MasterCore {
         self.settle_offer(offer_id);
         self.request_allocation(now);
         let held = self.tasks.count_on_agent(rec.agent);
-        let checked = if held + accept.tasks.len() > MAX_TASKS {
+        let unauthorized = self.config.authorization.as_ref().and_then(|authz| {
+            let principal = self.frameworks.get(fi)?.client.as_deref()?;
+            accept
+                .tasks
+                .iter()
+                .find_map(|t| authz.check_task(principal, t).err())
+        });
+        let checked = if let Some(why) = unauthorized {
+            self.stats.unauthorized += 1;
+            Err(why.to_string())
+        } else if held + accept.tasks.len() > MAX_TASKS {
             Err(format!(
                 "the agent holds {held} tasks and takes at most {MAX_TASKS}; {} more do not fit",
                 accept.tasks.len()

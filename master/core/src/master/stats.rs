@@ -57,6 +57,9 @@ pub struct Stats {
     pub tasks_launched: u64,
     /// Accepts refused.
     pub accepts_refused: u64,
+    /// Registrations and accepts refused by the operator's authorization (an unknown principal,
+    /// a task user not granted).
+    pub unauthorized: u64,
     /// Tasks killed by revocation.
     pub revocations: u64,
     /// Events for disconnected frameworks dropped because their queue was full.
