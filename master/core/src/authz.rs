@@ -87,15 +87,27 @@ impl Authorization {
         Authorization::default()
     }
 
-    /// Grants `grant` to the framework principal `name` (replacing an earlier grant).
+    /// Grants `grant` to the framework principal `name`, or to every principal starting with
+    /// `PREFIX` when `name` is `PREFIX*` (replacing an earlier grant).
     pub fn grant(&mut self, name: impl Into<String>, grant: Grant) -> &mut Self {
         self.frameworks.insert(name.into(), grant);
         self
     }
 
-    /// The grant of framework principal `name`, if any.
+    /// The grant of framework principal `name`, if any: its own, else that of the longest
+    /// pattern `PREFIX*` it starts with (`bramble-run-*` covers every `bramble run`).
     pub fn get(&self, name: &str) -> Option<&Grant> {
-        self.frameworks.get(name)
+        if let Some(grant) = self.frameworks.get(name) {
+            return Some(grant);
+        }
+        self.frameworks
+            .iter()
+            .filter_map(|(pattern, grant)| {
+                let prefix = pattern.strip_suffix('*')?;
+                name.starts_with(prefix).then_some((prefix.len(), grant))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, grant)| grant)
     }
 
     /// The registration `info` of framework principal `principal` as the operator allows it: the
@@ -176,6 +188,22 @@ mod tests {
         );
         assert_eq!(info.guarantee, Some(Resources::new(500, 256, 0)));
         assert_eq!(info.name, "pi", "the rest of the registration stays");
+    }
+
+    #[test]
+    fn a_pattern_grants_every_principal_it_starts_and_the_longest_pattern_wins() {
+        let mut a = Authorization::new();
+        a.grant("bramble-*", Grant::default());
+        a.grant(
+            "bramble-run-*",
+            Grant {
+                weight: 5.0,
+                ..Grant::default()
+            },
+        );
+        assert_eq!(a.get("bramble-run-7f3a").map(|g| g.weight), Some(5.0));
+        assert_eq!(a.get("bramble-other").map(|g| g.weight), Some(1.0));
+        assert!(a.get("pi").is_none());
     }
 
     #[test]
