@@ -98,7 +98,7 @@ pub use handle::{
     TaskHandle,
 };
 pub use launch::{launch, LaunchError, Spare};
-pub use spec::{create_sandbox, exit_reason, task_exit, Launched, RawExit, TaskSpec};
+pub use spec::{create_sandbox, exit_reason, task_exit, Launched, RawExit, RunAs, TaskSpec};
 pub use supervisor::supervise_main;
 
 /// The hidden first argument that runs `bramble-agent` as a task supervisor.
