@@ -269,6 +269,32 @@ if [ -n "$attr_lines" ]; then
   say "attributes set in $conf: $(printf '%s' "$attr_lines" | tr '\n' ' ')"
 fi
 
+# ----- the `bramble` system user tasks run as -----
+# Tasks run as `bramble` ([tasks] user in agent.toml), never as root unless the config allows it.
+# It is created if missing, with its own group, and added to the device groups the board has, so
+# sensor tasks can open /dev/i2c-*, /dev/gpiochip*, cameras and serial ports.
+task_groups=
+for g in i2c gpio video dialout spi; do
+  if getent group "$g" >/dev/null 2>&1; then task_groups="$task_groups${task_groups:+,}$g"; fi
+done
+if [ -n "$dest" ]; then
+  say "staged: the bramble user is not created below $dest (a real install creates it)"
+else
+  if ! getent passwd bramble >/dev/null 2>&1; then
+    own_group=--user-group
+    getent group bramble >/dev/null 2>&1 && own_group=--gid=bramble
+    if useradd --system "$own_group" --no-create-home --shell /usr/sbin/nologin bramble; then
+      say "created the system user bramble (tasks run as it)"
+    else
+      echo "install.sh: WARNING: cannot create the user bramble, so the agent starts no task. Create it:" >&2
+      echo "      sudo useradd --system --no-create-home --shell /usr/sbin/nologin bramble" >&2
+    fi
+  fi
+  if [ -n "$task_groups" ] && getent passwd bramble >/dev/null 2>&1; then
+    usermod -a -G "$task_groups" bramble && say "the user bramble is in the device groups $task_groups"
+  fi
+fi
+
 # ----- the memory cgroup controller -----
 memory=unknown
 if [ -f "$cgroup_root/cgroup.controllers" ]; then

@@ -16,7 +16,7 @@
 //! when its contents change: an idle agent writes nothing. The single-file `agent.json` of earlier
 //! releases is read when no slot exists yet.
 
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use agent_nostd_core::ids::{IdError, TaskKey};
@@ -178,9 +178,14 @@ pub fn write_slot(path: &Path, generation: u64, body: &[u8]) -> std::io::Result<
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
         .open(&slot)?;
-    let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let meta = file.metadata()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // The agent's own (an older agent made it 0644): tasks run as other users.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
     let created = size == 0;
     // The same size as before: then only data blocks change, and fdatasync flushes only them.
     let target = if bytes.len() <= size {
@@ -428,6 +433,26 @@ mod tests {
         assert_eq!(whole["generation"], 1);
         assert_eq!(whole["checkpoint"]["agent_id"], "pi4");
         assert!(!path.exists() && !dir.path().join("agent.0.json").exists());
+    }
+
+    #[test]
+    fn slot_files_are_readable_by_the_agent_only_even_when_an_older_agent_made_them_0644() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        let mode = |g| {
+            std::fs::metadata(slot_path(&path, g))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        write_slot(&path, 1, b"{}").unwrap();
+        assert_eq!(mode(1), 0o600);
+        std::fs::write(slot_path(&path, 0), b"").unwrap();
+        std::fs::set_permissions(slot_path(&path, 0), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        write_slot(&path, 2, b"{}").unwrap();
+        assert_eq!(mode(0), 0o600);
     }
 
     #[test]

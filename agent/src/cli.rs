@@ -17,7 +17,8 @@ Options:
                               of brokers to fail over between
       --agent-id <ID>         The agent's id (default: the hostname)
       --work-dir <DIR>        Where sandboxes and the checkpoint live
-      --run-as <USER>         The user tasks run as when the agent is root
+      --run-as <USER>         The user tasks run as when the agent is root ([tasks] user,
+                              default: bramble)
       --attribute <KEY=VALUE> An attribute to advertise, e.g. sensor=bme280 (repeatable)
       --reserve-mem <MIB>     Memory kept for the OS, in MiB
       --supervisor <PROGRAM>  The program tasks are supervised by, run as `PROGRAM __supervise`

@@ -6,7 +6,6 @@
 //! broker = "mqtt://192.168.1.10:1883"   # or a list to fail over between, tried in order:
 //!                                    # "mqtt://a:1883,mqtt://b:1883" or ["mqtt://a", "mqtt://b"]
 //! work_dir = "/var/lib/bramble"
-//! run_as = "bramble"                 # the user tasks run as when the agent is root
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
 //! warm_spares = 2                    # task processes kept ready (~400 KiB each) for fast launches; 0: none
 //!
@@ -28,6 +27,12 @@
 //! [fetcher]                          # task artifacts, cached in <work_dir>/cache/<sha256>
 //! cache_max_mib = 256                # above this, least recently used artifacts are evicted
 //! timeout_secs = 20                  # the most a task's downloads may take, all together
+//!
+//! [tasks]                            # who tasks run as, when the agent is root
+//! user = "bramble"                   # the default user (--run-as); `run_as = "…"` at the top is the old name
+//! groups = ["i2c", "gpio", "video"]  # supplementary groups of every task (default: those of
+//!                                    # i2c, gpio, video, dialout, spi that exist on the board)
+//! allowed_users = ["pi"]             # other users a task may ask for (BRAMBLE_USER); root only if listed
 //! ```
 
 use std::collections::BTreeMap;
@@ -197,6 +202,8 @@ struct File {
     reports: Reports,
     #[serde(default)]
     fetcher: Fetcher,
+    #[serde(default)]
+    tasks: TasksFile,
 }
 
 /// `broker` as the file gives it: one URL (or a comma list of them) in a string, or an array of
@@ -231,7 +238,7 @@ pub struct Overrides {
     pub broker: Option<String>,
     /// `--work-dir`.
     pub work_dir: Option<PathBuf>,
-    /// `--run-as`.
+    /// `--run-as`: `[tasks] user`.
     pub run_as: Option<String>,
     /// `--attribute key=value`, added to (or replacing in) the file's attributes.
     pub attributes: Vec<(String, String)>,
@@ -251,8 +258,6 @@ pub struct Config {
     pub broker: Brokers,
     /// Where sandboxes and the checkpoint live.
     pub work_dir: PathBuf,
-    /// The user tasks run as when the agent is root (`None`: as the agent's own user).
-    pub run_as: Option<String>,
     /// The cap of each task's stdout and stderr file, in bytes.
     pub log_limit_bytes: u64,
     /// How many task processes to keep ready for the next launches (see [`crate::warm`]); 0 turns
@@ -268,6 +273,8 @@ pub struct Config {
     pub reports: Reports,
     /// Fetching task artifacts.
     pub fetcher: Fetcher,
+    /// Who tasks run as.
+    pub tasks: Tasks,
 }
 
 impl Config {
@@ -377,7 +384,6 @@ impl Config {
             agent_id,
             broker,
             work_dir,
-            run_as: overrides.run_as.or(file.run_as),
             log_limit_bytes,
             warm_spares,
             reserve: file.reserve,
@@ -385,9 +391,102 @@ impl Config {
             attributes: attributes.into_iter().collect(),
             reports: file.reports,
             fetcher: file.fetcher,
+            tasks: Tasks::from_file(file.tasks, file.run_as, overrides.run_as)?,
         })
     }
 }
+
+// ----- [tasks]: who tasks run as (issue 14: unprivileged tasks by default) -----
+
+/// The user tasks run as by default; `install.sh` and the .deb create it.
+pub const DEFAULT_TASK_USER: &str = "bramble";
+/// The device groups every task gets by default, those of them that exist on the board.
+pub const DEFAULT_TASK_GROUPS: [&str; 5] = ["i2c", "gpio", "video", "dialout", "spi"];
+
+/// `[tasks]` as the file gives it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TasksFile {
+    user: Option<String>,
+    groups: Option<Vec<String>>,
+    allowed_users: Vec<String>,
+}
+
+/// Who tasks run as (`[tasks]`). It applies when the agent runs as root; an agent that is not
+/// root runs every task as its own user (see [`crate::tasks::user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tasks {
+    /// The user a task runs as unless it asks for another (default [`DEFAULT_TASK_USER`]).
+    pub user: String,
+    /// The supplementary groups every task gets besides its user's own: `None` for those of
+    /// [`DEFAULT_TASK_GROUPS`] that exist on the board, or exactly these (each must exist).
+    pub groups: Option<Vec<String>>,
+    /// The users a task may ask for besides `user`; `root` only when listed.
+    pub allowed_users: Vec<String>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks {
+            user: DEFAULT_TASK_USER.to_owned(),
+            groups: None,
+            allowed_users: Vec::new(),
+        }
+    }
+}
+
+impl Tasks {
+    /// `[tasks]`, with `run_as` (the old top-level name of `user`) and `--run-as` applied.
+    fn from_file(
+        file: TasksFile,
+        old_run_as: Option<String>,
+        flag: Option<String>,
+    ) -> Result<Tasks, ConfigError> {
+        if old_run_as.is_some() && file.user.is_some() {
+            return Err(invalid(
+                "run_as",
+                "is the old name of `tasks.user`: set only `[tasks] user`",
+            ));
+        }
+        let user = flag
+            .or(file.user)
+            .or(old_run_as)
+            .unwrap_or_else(|| DEFAULT_TASK_USER.to_owned());
+        check_account_name("tasks.user", &user)?;
+        for g in file.groups.iter().flatten() {
+            check_account_name("tasks.groups", g)?;
+        }
+        for u in &file.allowed_users {
+            check_account_name("tasks.allowed_users", u)?;
+        }
+        Ok(Tasks {
+            user,
+            groups: file.groups,
+            allowed_users: file.allowed_users,
+        })
+    }
+}
+
+/// A user or group name as `/etc/passwd` and `/etc/group` hold them: 1-32 bytes, no `:`, `/`,
+/// `,`, white space or control characters, not starting with `-`.
+fn check_account_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b':' | b'/' | b','));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} is not a user or group name"),
+        ))
+    }
+}
+
+// ----- end of [tasks] -----
 
 /// A valid agent id from a hostname: invalid bytes become `-`, cut to 32 bytes.
 pub fn id_from_hostname(hostname: &str) -> String {
@@ -442,7 +541,6 @@ mod tests {
             agent_id = "kitchen"
             broker = "mqtt://10.0.0.2:1884"
             work_dir = "/srv/bramble"
-            run_as = "bramble"
             [reserve]
             mem_mib = 128
             [capacity]
@@ -461,7 +559,7 @@ mod tests {
         let c = Config::from_toml(text, Path::new("a.toml"), overrides, "pi4").unwrap();
         assert_eq!(c.agent_id, "kitchen");
         assert_eq!(c.broker, BrokerAddr::new("master.lan", 1883).into());
-        assert_eq!(c.run_as.as_deref(), Some("bramble"));
+        assert_eq!(c.tasks.user, "bramble");
         assert_eq!(c.reserve.mem_mib, 128);
         assert_eq!(c.reserve.disk_mib, 1024, "unset fields keep their default");
         assert_eq!(
@@ -564,12 +662,78 @@ mod tests {
         assert_eq!(c.agent_id, "raspberrypi");
         assert_eq!(c.broker, defaults.broker);
         assert_eq!(c.work_dir, PathBuf::from("/var/lib/bramble"));
-        assert_eq!(c.run_as, None);
+        assert_eq!(c.tasks, Tasks::default());
         assert_eq!(c.log_limit_bytes, defaults.log_limit_bytes);
         assert_eq!(c.reserve, defaults.reserve);
         assert_eq!(c.capacity, Capacity::default());
         assert!(c.attributes.is_empty());
         assert_eq!(c.reports, defaults.reports);
+    }
+
+    #[test]
+    fn tasks_run_as_bramble_with_the_default_device_groups_and_no_other_user_by_default() {
+        let c = load("").unwrap();
+        assert_eq!(c.tasks.user, "bramble");
+        assert_eq!(c.tasks.groups, None, "None: the default groups that exist");
+        assert!(c.tasks.allowed_users.is_empty());
+    }
+
+    #[test]
+    fn the_tasks_block_sets_the_user_the_groups_and_the_allowed_users() {
+        let c = load(
+            "[tasks]\nuser = \"sensors\"\ngroups = [\"i2c\", \"gpio\"]\n\
+             allowed_users = [\"pi\", \"root\"]",
+        )
+        .unwrap();
+        assert_eq!(c.tasks.user, "sensors");
+        assert_eq!(
+            c.tasks.groups,
+            Some(vec!["i2c".to_owned(), "gpio".to_owned()])
+        );
+        assert_eq!(c.tasks.allowed_users, ["pi", "root"]);
+        let c = load("[tasks]\ngroups = []").unwrap();
+        assert_eq!(
+            c.tasks.groups,
+            Some(vec![]),
+            "an empty list gives no groups"
+        );
+    }
+
+    #[test]
+    fn the_old_run_as_sets_the_task_user_and_the_flag_overrides_both() {
+        assert_eq!(load("run_as = \"pi\"").unwrap().tasks.user, "pi");
+        let e = load("run_as = \"pi\"\n[tasks]\nuser = \"bramble\"").unwrap_err();
+        assert!(e.to_string().contains("`run_as`"), "{e}");
+        let overrides = Overrides {
+            run_as: Some("me".into()),
+            ..Default::default()
+        };
+        let c = Config::from_toml(
+            "[tasks]\nuser = \"bramble\"",
+            Path::new("a.toml"),
+            overrides,
+            "pi4",
+        )
+        .unwrap();
+        assert_eq!(c.tasks.user, "me", "--run-as overrides [tasks] user");
+    }
+
+    #[test]
+    fn bad_task_user_and_group_names_name_their_field() {
+        let cases = [
+            ("[tasks]\nuser = \"\"", "tasks.user"),
+            ("[tasks]\nuser = \"a:b\"", "tasks.user"),
+            ("[tasks]\ngroups = [\"gpio\", \"i 2c\"]", "tasks.groups"),
+            ("[tasks]\nallowed_users = [\"-rf\"]", "tasks.allowed_users"),
+        ];
+        for (text, field) in cases {
+            match load(text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+        let e = load("[tasks]\nusers = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("users"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::fetch::Fetcher;
 use crate::process::Spare;
 use crate::process::{self, RawExit};
 use crate::tasks::cleanup::{cleanup, remove_cgroup};
-use crate::tasks::{launch, recover, LaunchEnv, LaunchFailure, Tasks};
+use crate::tasks::{launch, recover, LaunchEnv, LaunchFailure, TaskUsers, Tasks};
 use crate::warm::Launcher;
 
 /// Why the agent stopped.
@@ -79,6 +79,8 @@ struct Driver {
     buf: Box<TransmitBuf>,
     /// Downloads and caches task artifacts.
     fetcher: Fetcher,
+    /// Who tasks run as.
+    users: TaskUsers,
     /// The id of the current MQTT connection, as its last will names it.
     connection: Arc<AtomicU32>,
 }
@@ -168,6 +170,9 @@ pub async fn run(
         usize::from(config.warm_spares),
     );
     let tasks = Tasks::new(&config.work_dir);
+    let users = TaskUsers::new(&config.tasks);
+    // A problem is logged with what to do; tasks fail with it until it is fixed.
+    let _ = users.check();
     let mut driver = Driver {
         checkpoint: CheckpointFile::new(&checkpoint_path),
         durable,
@@ -184,6 +189,7 @@ pub async fn run(
         client,
         buf,
         fetcher,
+        users,
         connection,
     };
     driver.recover();
@@ -428,7 +434,7 @@ impl Driver {
                 let env = LaunchEnv {
                     agent_id: &self.config.agent_id,
                     broker_url: self.broker_url(),
-                    run_as: self.run_as_ids(),
+                    users: &self.users,
                     log_limit_bytes: self.config.log_limit_bytes,
                     fetcher: &self.fetcher,
                     fetch_budget: Duration::from_secs(u64::from(self.config.fetcher.timeout_secs)),
@@ -542,20 +548,6 @@ impl Driver {
     /// Every broker the agent was given, as a comma list: tasks fail over between them too.
     fn broker_url(&self) -> String {
         self.config.broker.to_string()
-    }
-
-    fn run_as_ids(&self) -> Option<(u32, u32)> {
-        let name = self.config.run_as.as_deref()?;
-        if !nix::unistd::geteuid().is_root() {
-            return None;
-        }
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
-            _ => {
-                warn!("run_as user `{name}` does not exist; tasks run as root");
-                None
-            }
-        }
     }
 
     /// Re-adopts the tasks of the previous run from the checkpoint.

@@ -9,6 +9,8 @@
 //!   hashed, in the chunks the socket delivers: a file is never held in memory. Only when the hash
 //!   matches is the file renamed to its final name, so the cache holds only verified content, and a
 //!   crash leaves at most a temporary file (removed on the next fetch).
+//! - **Only the agent's.** The cache directory has mode 0700: a task (running as another user)
+//!   cannot list or read what other tasks fetched; it reaches its own artifacts in its sandbox.
 //! - **Sandbox.** An executable artifact is hard-linked into the sandbox (mode 0555, shared with the
 //!   cache, so the task cannot change the cached copy unless it runs as root), or copied when the
 //!   sandbox is on another file system. A plain artifact is copied (mode 0644, owned by the task's
@@ -22,6 +24,7 @@
 //! digits; the agent logs both hashes in full) or `artifact run.sh: cannot download http://…: …`.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -178,6 +181,10 @@ impl Fetcher {
             move |source| FetchError::Cache { path, source }
         };
         tokio::fs::create_dir_all(&self.cache_dir)
+            .await
+            .map_err(cache_err(&self.cache_dir))?;
+        // The agent's own: tasks (another user) reach their artifacts through their sandbox only.
+        tokio::fs::set_permissions(&self.cache_dir, std::fs::Permissions::from_mode(0o700))
             .await
             .map_err(cache_err(&self.cache_dir))?;
         let tmp = self.cache_dir.join(format!(
@@ -338,7 +345,6 @@ async fn place(
     executable: bool,
     run_as: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     match tokio::fs::remove_file(target).await {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

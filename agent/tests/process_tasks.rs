@@ -276,7 +276,8 @@ async fn a_reused_supervisor_pid_is_not_mistaken_for_the_supervisor() {
 #[ignore = "needs root and cgroups"]
 async fn a_task_runs_as_the_configured_unprivileged_user() {
     let (_dir, sb) = sandbox();
-    process::create_sandbox(&sb, Some((65534, 65534))).unwrap();
+    let nobody = process::RunAs::new(65534, 65534);
+    process::create_sandbox(&sb, Some(&nobody)).unwrap();
     let mut s = spec(
         &sb,
         "nobody",
@@ -286,7 +287,7 @@ async fn a_task_runs_as_the_configured_unprivileged_user() {
             "id -u; id -g; id -G; touch mine && stat -c %u mine",
         ],
     );
-    s.run_as = Some((65534, 65534));
+    s.run_as = Some(nobody);
     assert_eq!(run(&s).await, RawExit::Code(0));
     assert_eq!(read(&sb.join(STDOUT_FILE)), "65534\n65534\n65534\n65534\n");
 }

@@ -175,6 +175,9 @@ impl LocalCluster {
                 source,
             })?;
             config.warm_spares = options.warm_spares;
+            // The demo's tasks run as whoever ran `bramble up` (root as root), so it needs no
+            // `bramble` user on the machine.
+            config.tasks.user = bramble_agent::tasks::user::current_user_name();
             let (stop, stopped) = oneshot::channel::<()>();
             let supervisor = options.supervisor.clone();
             let id = spec.id.clone();

@@ -86,6 +86,9 @@ impl EmulatedAgent {
             .arg(work.join("agent"))
             .arg("--supervisor")
             .arg(&supervisor)
+            // As root, tasks run as root: the `bramble` user need not exist for the tests.
+            .arg("--run-as")
+            .arg(bramble_agent::tasks::user::current_user_name())
             .env("BRAMBLE_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

@@ -185,6 +185,8 @@ async fn an_agent_given_two_brokers_registers_on_the_second_when_the_first_is_ki
         .arg(both(&a, &b).to_string())
         .arg("--work-dir")
         .arg(work.path().join(id))
+        .arg("--run-as")
+        .arg(bramble_agent::tasks::user::current_user_name())
         .env("BRAMBLE_LOG", "warn")
         .spawn()
         .unwrap();

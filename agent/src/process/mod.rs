@@ -25,7 +25,7 @@
 //!   group reach it. It forks the task, which `setpgid(0, 0)` — its process group is the kill
 //!   target of [`signal`] — joins the task's cgroup by writing `0` to the pre-opened join files
 //!   (`tasks` on v1, `cgroup.procs` on v2: [`TaskCgroup::join_paths`]), enters the sandbox, drops
-//!   to `run_as` and `exec`s. The supervisor itself never joins the task's cgroup, so the task's
+//!   to `run_as` ([`RunAs`]: `setgroups`, `setgid`, `setuid`, in that order) and `exec`s. The supervisor itself never joins the task's cgroup, so the task's
 //!   OOM kill or `cgroup.kill` cannot hit it.
 //! - The task's stdout and stderr are pipes the supervisor copies into `stdout` and `stderr` in the
 //!   sandbox, up to `log_limit_bytes` each; beyond that it keeps reading and discards, so the task
@@ -98,7 +98,7 @@ pub use handle::{
     TaskHandle,
 };
 pub use launch::{launch, LaunchError, Spare};
-pub use spec::{create_sandbox, exit_reason, task_exit, Launched, RawExit, TaskSpec};
+pub use spec::{create_sandbox, exit_reason, task_exit, Launched, RawExit, RunAs, TaskSpec};
 pub use supervisor::supervise_main;
 
 /// The hidden first argument that runs `bramble-agent` as a task supervisor.

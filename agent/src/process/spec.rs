@@ -29,10 +29,50 @@ pub struct TaskSpec {
     pub env: Vec<(String, String)>,
     /// The task's working directory, which must exist (see [`create_sandbox`]).
     pub sandbox: PathBuf,
-    /// `(uid, gid)` to run as, when not the agent's own user.
-    pub run_as: Option<(u32, u32)>,
+    /// Who to run as, when not the agent's own user (the agent must be root).
+    pub run_as: Option<RunAs>,
     /// The most bytes kept of each of stdout and stderr.
     pub log_limit_bytes: u64,
+}
+
+/// The user a task's process runs as: set in the task's process before `exec`, in this order:
+/// `setgroups(groups)`, `setgid(gid)`, `setuid(uid)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// The primary group id.
+    pub gid: u32,
+    /// The supplementary groups (the primary group need not be listed: it is always added).
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// The user with no supplementary groups but its primary one.
+    pub fn new(uid: u32, gid: u32) -> RunAs {
+        RunAs {
+            uid,
+            gid,
+            groups: Vec::new(),
+        }
+    }
+
+    /// `(uid, gid)`: who owns the task's sandbox and files.
+    pub fn owner(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    /// The supplementary groups the process gets: the primary group first, then `groups`
+    /// without repeats.
+    pub fn all_groups(&self) -> Vec<u32> {
+        let mut all = vec![self.gid];
+        for &g in &self.groups {
+            if !all.contains(&g) {
+                all.push(g);
+            }
+        }
+        all
+    }
 }
 
 /// A running task, as the driver checkpoints it.
@@ -84,15 +124,25 @@ pub fn task_exit(raw: RawExit, cgroup: Option<&TaskCgroup>) -> Exit {
     exit_reason(raw, oom)
 }
 
-/// Creates a task's sandbox directory (and its parents), mode 0700, owned by `run_as` when set.
-pub fn create_sandbox(path: &Path, run_as: Option<(u32, u32)>) -> Result<(), LaunchError> {
+/// Creates a task's sandbox directory, mode 0700, owned by `run_as` when set. The parents it
+/// creates get mode 0711: the task's user can pass through them to its sandbox but cannot list
+/// the other tasks' sandboxes.
+pub fn create_sandbox(path: &Path, run_as: Option<&RunAs>) -> Result<(), LaunchError> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let err = |source| LaunchError::Sandbox {
         path: path.to_path_buf(),
         source,
     };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(err)?;
+    }
     std::fs::create_dir_all(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-    if let Some((uid, gid)) = run_as {
+    if let Some((uid, gid)) = run_as.map(RunAs::owner) {
         chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
             .map_err(|e| err(io::Error::from(e)))?;
     }
@@ -164,7 +214,7 @@ pub(super) fn request_body(
         argv: spec.argv.clone(),
         env: task_env(spec),
         sandbox: spec.sandbox.clone(),
-        run_as: spec.run_as,
+        run_as: spec.run_as.clone(),
         log_limit_bytes: spec.log_limit_bytes,
         cgroup_join,
     };
@@ -206,6 +256,30 @@ pub(super) mod tests {
             env.iter().filter(|(k, _)| k == "BRAMBLE_TASK_ID").count(),
             1
         );
+    }
+
+    #[test]
+    fn a_task_users_groups_start_with_its_primary_group_without_repeats() {
+        let run_as = RunAs {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![44, 1000, 997, 44],
+        };
+        assert_eq!(run_as.all_groups(), vec![1000, 44, 997]);
+        assert_eq!(RunAs::new(7, 8).all_groups(), vec![8]);
+        assert_eq!(run_as.owner(), (1000, 1000));
+    }
+
+    #[test]
+    fn a_sandbox_is_private_and_its_new_parents_only_let_others_pass() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = dir.path().join("sandboxes/fw/task");
+        create_sandbox(&sandbox, None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&sandbox), 0o700);
+        assert_eq!(mode(&dir.path().join("sandboxes/fw")), 0o711);
+        assert_eq!(mode(&dir.path().join("sandboxes")), 0o711);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::fetch::{ArtifactError, Fetcher};
 use crate::process::{self, LaunchError, TaskSpec};
 use crate::warm::{Launcher, StartError, Started};
 
+use super::user::{self, TaskUsers, UserError};
+
 /// Why a task did not start. Its text is what the master is told (the core keeps 64 bytes).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,6 +23,9 @@ pub enum LaunchFailure {
     /// No RunTask was held for the task: the agent cannot know its command line.
     #[error("the agent lost the task's command line")]
     NoRunTask,
+    /// The task cannot run as the user it needs (not allowed, missing).
+    #[error(transparent)]
+    User(#[from] UserError),
     /// The sandbox could not be made.
     #[error("cannot create sandbox {}: {source}", path.display())]
     Sandbox {
@@ -51,8 +56,8 @@ pub struct LaunchEnv<'a> {
     /// `mqtt://host:port` of the broker (a comma list of them when the agent has several), the
     /// task's `BRAMBLE_BROKER`.
     pub broker_url: String,
-    /// Who tasks run as, when not the agent's own user.
-    pub run_as: Option<(u32, u32)>,
+    /// Who tasks run as (`[tasks]`).
+    pub users: &'a TaskUsers,
     /// The most bytes kept of each of a task's stdout and stderr.
     pub log_limit_bytes: u64,
     /// Downloads and caches artifacts.
@@ -73,16 +78,16 @@ pub async fn start(
     resources: Resources,
     pids_max: u32,
 ) -> Result<Started, LaunchFailure> {
-    process::create_sandbox(sandbox, env.run_as).map_err(|source| LaunchFailure::Sandbox {
+    let asked = user::requested(run.env.iter().map(|e| (e.key.as_str(), e.value.as_str())));
+    let (run_as, user_name) = env.users.resolve(asked)?;
+    let owner = run_as.as_ref().map(process::RunAs::owner);
+    process::create_sandbox(sandbox, run_as.as_ref()).map_err(|source| LaunchFailure::Sandbox {
         path: sandbox.to_path_buf(),
         source,
     })?;
     let fetches = async {
         for artifact in &run.artifacts {
-            let path = env
-                .fetcher
-                .fetch_into(artifact, sandbox, env.run_as)
-                .await?;
+            let path = env.fetcher.fetch_into(artifact, sandbox, owner).await?;
             debug!(framework = %key.framework_id, task = %key.task_id, path = %path.display(), "artifact in place");
         }
         Ok::<(), LaunchFailure>(())
@@ -108,15 +113,19 @@ pub async fn start(
         env: run
             .env
             .iter()
+            .filter(|e| e.key.as_str() != user::USER_VAR)
             .map(|e| (e.key.to_string(), e.value.to_string()))
-            .chain([("BRAMBLE_BROKER".to_owned(), env.broker_url.clone())])
+            .chain([
+                ("BRAMBLE_BROKER".to_owned(), env.broker_url.clone()),
+                (user::USER_VAR.to_owned(), user_name.clone()),
+            ])
             .collect(),
         sandbox: sandbox.to_path_buf(),
-        run_as: env.run_as,
+        run_as,
         log_limit_bytes: env.log_limit_bytes,
     };
     let started = launcher.start(&spec, limits).await?;
     debug!(framework = %key.framework_id, task = %key.task_id, warm = started.warm, launched = ?started.launched,
-        "task process started");
+        user = %user_name, "task process started");
     Ok(started)
 }

@@ -19,6 +19,7 @@
 //! - [`launch`]: starting one task (sandbox, artifacts, process).
 //! - [`recover`]: the checkpoint read back and its tasks restored.
 //! - [`cleanup`]: removing a task's cgroup and sandbox.
+//! - [`user`]: who a task runs as (`[tasks]`: user, groups, allowed users).
 //!
 //! [`TaskKey`]: agent_nostd_core::ids::TaskKey
 
@@ -26,6 +27,8 @@ pub mod cleanup;
 pub mod launch;
 pub mod recover;
 pub mod table;
+pub mod user;
 
 pub use launch::{LaunchEnv, LaunchFailure};
 pub use table::{TaskSlot, Tasks};
+pub use user::{TaskUsers, UserError};

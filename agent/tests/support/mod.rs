@@ -277,6 +277,10 @@ impl AgentProcess {
             .arg(format!("mqtt://127.0.0.1:{port}"))
             .arg("--work-dir")
             .arg(work_dir)
+            // Tasks run as the test's own user: as root, the default `bramble` user need not
+            // exist, and could not enter a sandbox below a private temporary directory.
+            .arg("--run-as")
+            .arg(bramble_agent::tasks::user::current_user_name())
             .args(extra)
             .env("BRAMBLE_LOG", "info")
             .stdin(Stdio::null())

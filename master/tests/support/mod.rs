@@ -142,6 +142,9 @@ impl AgentProcess {
             .arg(broker.to_string())
             .arg("--work-dir")
             .arg(work.join(id))
+            // As root, tasks run as root: the `bramble` user need not exist for the tests.
+            .arg("--run-as")
+            .arg(bramble_agent::tasks::user::current_user_name())
             .env("BRAMBLE_LOG", "warn")
             .spawn()
             .unwrap();

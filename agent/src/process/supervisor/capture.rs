@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::child::open_devnull;
 use super::note;
+use super::RunAs;
 use crate::process::{RawExit, EXIT_FILE, STDERR_FILE, STDOUT_FILE};
 
 /// How often the task's exit is checked on kernels without pidfds (before 5.3).
@@ -30,12 +31,24 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
-    pub(super) fn new(sandbox: &Path) -> Result<Outputs, String> {
-        Ok(Outputs {
+    /// Creates the logs in `sandbox`, owned by the task's user when it has one (so the task can
+    /// read its own output; the supervisor writes through the descriptors it holds).
+    pub(super) fn new(sandbox: &Path, run_as: Option<&RunAs>) -> Result<Outputs, String> {
+        let outputs = Outputs {
             stdout_log: create_log(sandbox, STDOUT_FILE)?,
             stderr_log: create_log(sandbox, STDERR_FILE)?,
             devnull: open_devnull()?,
-        })
+        };
+        if let Some((uid, gid)) = run_as.map(RunAs::owner) {
+            for (log, name) in [
+                (&outputs.stdout_log, STDOUT_FILE),
+                (&outputs.stderr_log, STDERR_FILE),
+            ] {
+                std::os::unix::fs::fchown(log, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {name} to uid {uid}: {e}"))?;
+            }
+        }
+        Ok(outputs)
     }
 }
 

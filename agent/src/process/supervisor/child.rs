@@ -14,6 +14,7 @@ use nix::libc;
 use nix::unistd::{pipe2, Pid};
 
 use super::Request;
+use super::RunAs;
 
 // The steps of the child between fork and exec, as reported through the status pipe.
 pub(super) const STEP_PGID: i32 = 1;
@@ -30,7 +31,8 @@ pub(super) struct ChildPlan {
     pub(super) argv: Vec<CString>,
     pub(super) env: Vec<CString>,
     pub(super) sandbox: CString,
-    pub(super) run_as: Option<(u32, u32)>,
+    /// `(uid, gid, supplementary groups)` to switch to.
+    pub(super) run_as: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
 
 pub(super) fn cstring(what: &str, bytes: &[u8]) -> Result<CString, String> {
@@ -53,7 +55,7 @@ impl ChildPlan {
                 .map(|(k, v)| cstring("an environment variable", format!("{k}={v}").as_bytes()))
                 .collect::<Result<_, _>>()?,
             sandbox: cstring("the sandbox path", req.sandbox.as_os_str().as_bytes())?,
-            run_as: req.run_as,
+            run_as: req.run_as.as_ref().map(|r| (r.uid, r.gid, r.all_groups())),
         };
         Ok((plan, program))
     }
@@ -172,11 +174,10 @@ pub(super) unsafe fn child_exec(
     {
         fail(STEP_STDIO);
     }
-    if let Some((uid, gid)) = plan.run_as {
-        let groups = [gid as libc::gid_t];
-        if libc::setgroups(1, groups.as_ptr()) != 0
-            || libc::setgid(gid as libc::gid_t) != 0
-            || libc::setuid(uid as libc::uid_t) != 0
+    if let Some((uid, gid, groups)) = &plan.run_as {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setgid(*gid) != 0
+            || libc::setuid(*uid) != 0
         {
             fail(STEP_CREDENTIALS);
         }
@@ -203,7 +204,7 @@ pub(super) fn step_failure(
     msg: &[u8],
     sandbox: &Path,
     program: &Path,
-    run_as: Option<(u32, u32)>,
+    run_as: Option<&RunAs>,
 ) -> String {
     let (Ok(step), Ok(errno)) = (
         msg.get(..4).map_or(Err(()), |b| {
@@ -223,7 +224,7 @@ pub(super) fn step_failure(
         STEP_CHDIR => format!("cannot enter the sandbox {}: {err}", sandbox.display()),
         STEP_STDIO => format!("cannot redirect the task's output: {err}"),
         STEP_CREDENTIALS => {
-            let (uid, gid) = run_as.unwrap_or_default();
+            let (uid, gid) = run_as.map(RunAs::owner).unwrap_or_default();
             format!("cannot switch to uid {uid} gid {gid}: {err}")
         }
         _ => format!("{err}: {}", program.display()),
@@ -270,7 +271,7 @@ mod tests {
                 &m,
                 Path::new("/sb"),
                 Path::new("/usr/bin/nope"),
-                Some((65534, 65534)),
+                Some(&RunAs::new(65534, 65534)),
             )
         };
         assert_eq!(

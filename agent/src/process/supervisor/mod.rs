@@ -62,6 +62,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::{dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
 use serde::{Deserialize, Serialize};
 
+use super::spec::RunAs;
 use super::STDERR_FILE;
 use crate::cgroup::open_join_files;
 use capture::{capture_until_exit, pidfd_open, wait_for, write_exit, Capture, Outputs};
@@ -78,7 +79,7 @@ pub(crate) struct Request {
     /// The complete environment of the task.
     pub env: Vec<(String, String)>,
     pub sandbox: PathBuf,
-    pub run_as: Option<(u32, u32)>,
+    pub run_as: Option<RunAs>,
     pub log_limit_bytes: u64,
     /// The file of each hierarchy the task joins by writing `0` (`tasks` on v1, `cgroup.procs` on
     /// v2).
@@ -204,7 +205,7 @@ fn supervise(req: &Request) -> Result<(), String> {
     let cgroup_files = open_join_files(&req.cgroup_join)
         .map_err(|e| format!("cannot open the task's cgroup: {e}"))?;
     let cgroup_fds: Vec<RawFd> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
-    let outputs = Outputs::new(&req.sandbox)?;
+    let outputs = Outputs::new(&req.sandbox, req.run_as.as_ref())?;
     let (out_r, out_w) = cloexec_pipe("stdout")?;
     let (err_r, err_w) = cloexec_pipe("stderr")?;
     let (status_r, status_w) = cloexec_pipe("status")?;
@@ -253,7 +254,12 @@ fn run_task(req: &Request, program: &Path, task: Forked, outputs: Outputs) -> Re
     let _ = File::from(status_r).read_to_end(&mut status);
     if !status.is_empty() {
         let _ = wait_for(child, &req.sandbox);
-        return Err(step_failure(&status, &req.sandbox, program, req.run_as));
+        return Err(step_failure(
+            &status,
+            &req.sandbox,
+            program,
+            req.run_as.as_ref(),
+        ));
     }
 
     if let Err(e) = reply(&Reply::Started {

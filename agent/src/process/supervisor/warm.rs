@@ -128,7 +128,11 @@ pub(super) fn remove_spare_cgroup(procs: &[PathBuf]) {
 pub(super) fn run_in_stub(req: &Request, stub: Stub) -> Result<(), String> {
     let prepared = ChildPlan::new(req).and_then(|(_, program)| {
         let body = serde_json::to_vec(req).map_err(|e| format!("cannot encode the task: {e}"))?;
-        Ok((program, Outputs::new(&req.sandbox)?, body))
+        Ok((
+            program,
+            Outputs::new(&req.sandbox, req.run_as.as_ref())?,
+            body,
+        ))
     });
     let (program, outputs, body) = match prepared {
         Ok(p) => p,
