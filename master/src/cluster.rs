@@ -123,10 +123,7 @@ impl LocalCluster {
             ClusterBroker::Embedded(listen) => {
                 broker::start(&BrokerConfig::small(*listen))?;
                 let addr = broker::connect_addr(*listen);
-                BrokerAddr {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                }
+                BrokerAddr::new(addr.ip().to_string(), addr.port())
             }
             ClusterBroker::External(addr) => addr.clone(),
         };

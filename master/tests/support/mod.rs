@@ -212,10 +212,7 @@ impl Mosquitto {
 
     /// Where clients reach it.
     pub fn addr(&self) -> BrokerAddr {
-        BrokerAddr {
-            host: "127.0.0.1".into(),
-            port: self.port,
-        }
+        BrokerAddr::new("127.0.0.1", self.port)
     }
 
     /// SIGKILLs it (no last wills are sent, every session and in-flight message is gone) and
