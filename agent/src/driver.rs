@@ -541,7 +541,8 @@ impl Driver {
 
     /// Every broker the agent was given, as a comma list: tasks fail over between them too.
     fn broker_url(&self) -> String {
-        self.config.broker.to_string()
+        // Without the agent's login: a task logs in as its framework.
+        self.config.broker.without_logins().to_string()
     }
 
     fn run_as_ids(&self) -> Option<(u32, u32)> {
