@@ -188,6 +188,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts Mosquitto on a free port and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts Mosquitto on a free port with `settings` (lines of `mosquitto.conf`, e.g.
+    /// `allow_anonymous false` and a `password_file`) and waits until it accepts connections.
+    pub fn start_with(settings: &str) -> Mosquitto {
         let port = free_port();
         let mut config = tempfile::Builder::new()
             .prefix("mosquitto-")
@@ -197,7 +203,7 @@ impl Mosquitto {
         use std::io::Write;
         write!(
             config,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "listener {port} 127.0.0.1\n{settings}persistence false\n"
         )
         .unwrap();
         config.flush().unwrap();
