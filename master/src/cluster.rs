@@ -172,6 +172,8 @@ impl LocalCluster {
                 source,
             })?;
             config.warm_spares = options.warm_spares;
+            // The broker as given, with its login (the URL text above leaves the password out).
+            config.broker = broker.clone().into();
             let (stop, stopped) = oneshot::channel::<()>();
             let supervisor = options.supervisor.clone();
             let id = spec.id.clone();
