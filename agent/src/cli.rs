@@ -20,6 +20,8 @@ Options:
       --password-file <FILE>  A file whose first line is the broker password
       --credential <FILE>     This board's credential file (principal and secret), the broker
                               login when no username or URL login is given
+      --ca-file <FILE>        The CA certificate an mqtts:// broker's certificate must chain to
+                              (default: the system's roots; needs the agent's TLS build)
       --agent-id <ID>         The agent's id (default: the hostname)
       --work-dir <DIR>        Where sandboxes and the checkpoint live
       --run-as <USER>         The user tasks run as when the agent is root
@@ -32,7 +34,7 @@ Options:
 
 Flags override the environment, which overrides the config file: BRAMBLE_BROKER (may carry
 mqtt://USER:PASSWORD@HOST), BRAMBLE_USERNAME, BRAMBLE_PASSWORD, BRAMBLE_PASSWORD_FILE and
-BRAMBLE_CREDENTIAL. Logs go to stderr; BRAMBLE_LOG=debug shows more.
+BRAMBLE_CREDENTIAL, BRAMBLE_CA_FILE. Logs go to stderr; BRAMBLE_LOG=debug shows more.
 ";
 
 /// What the command line asked for.
@@ -66,6 +68,7 @@ fn parse_args(
             Long("username") => o.login.username = Some(parser.value()?.string()?),
             Long("password-file") => o.login.password_file = Some(parser.value()?.into()),
             Long("credential") => o.login.credential_file = Some(parser.value()?.into()),
+            Long("ca-file") => o.ca_file = Some(parser.value()?.into()),
             Long("agent-id") => o.agent_id = Some(parser.value()?.string()?),
             Long("work-dir") => o.work_dir = Some(parser.value()?.into()),
             Long("run-as") => o.run_as = Some(parser.value()?.string()?),
@@ -146,6 +149,12 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
+    if config.broker.any_tls() {
+        if let Err(e) = bramble_mqtt::tls::configure(&config.tls) {
+            eprintln!("bramble-agent: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -170,6 +179,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
 fn with_env(overrides: &mut Overrides, lookup: impl Fn(&str) -> Option<String>) {
     if overrides.broker.is_none() {
         overrides.broker = lookup(bramble_mqtt::sources::BROKER_ENV).filter(|b| !b.is_empty());
+    }
+    if overrides.ca_file.is_none() {
+        overrides.ca_file = lookup(bramble_mqtt::tls::CA_FILE_ENV)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
     }
     let login = std::mem::take(&mut overrides.login);
     overrides.login = login.or(bramble_mqtt::LoginSources::from_env(lookup));

@@ -14,6 +14,10 @@
 //! username = "agent-pi4-kitchen"
 //! password_file = "/etc/bramble/broker-password"   # its first line; or password = "…"
 //! credential_file = "/etc/bramble/credential"       # this board's principal and secret
+//! # mqtts:// brokers (the agent built with the `tls` feature): the system's roots, or
+//! ca_file = "/etc/bramble/ca.pem"
+//! client_cert = "/etc/bramble/client.pem"          # optional, with client_key
+//! client_key = "/etc/bramble/client.key"
 //! work_dir = "/var/lib/bramble"
 //! run_as = "bramble"                 # the user tasks run as when the agent is root
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
@@ -197,6 +201,9 @@ struct File {
     password: Option<String>,
     password_file: Option<PathBuf>,
     credential_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     work_dir: Option<PathBuf>,
     run_as: Option<String>,
     log_limit_kib: Option<u64>,
@@ -246,6 +253,8 @@ pub struct Overrides {
     /// The login sources of the flags and the environment, merged (flags first): they beat the
     /// file's `username`, `password`, `password_file` and `credential_file`, field by field.
     pub login: LoginSources,
+    /// `--ca-file` (or `BRAMBLE_CA_FILE`), beating the file's `ca_file`.
+    pub ca_file: Option<PathBuf>,
     /// `--work-dir`.
     pub work_dir: Option<PathBuf>,
     /// `--run-as`.
@@ -267,6 +276,8 @@ pub struct Config {
     /// [`bramble_mqtt::sources`]): the agent fails over between them and hands them all, without
     /// logins, to its tasks (`BRAMBLE_BROKER`).
     pub broker: Brokers,
+    /// The TLS files for `mqtts://` brokers (`ca_file`, `client_cert`, `client_key`).
+    pub tls: bramble_mqtt::tls::TlsFiles,
     /// Where sandboxes and the checkpoint live.
     pub work_dir: PathBuf,
     /// The user tasks run as when the agent is root (`None`: as the agent's own user).
@@ -406,9 +417,15 @@ impl Config {
                 return Err(invalid(field, "values are at most 32 bytes"));
             }
         }
+        let tls = bramble_mqtt::tls::TlsFiles {
+            ca_file: overrides.ca_file.or(file.ca_file),
+            client_cert: file.client_cert,
+            client_key: file.client_key,
+        };
         Ok(Config {
             agent_id,
             broker,
+            tls,
             work_dir,
             run_as: overrides.run_as.or(file.run_as),
             log_limit_bytes,

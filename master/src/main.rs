@@ -75,6 +75,10 @@ enum Command {
         /// The master's credential file (principal and secret) for the external broker.
         #[arg(long, value_name = "FILE")]
         credential: Option<PathBuf>,
+        /// The CA certificate an mqtts:// broker's certificate must chain to (default: the
+        /// system's roots; env BRAMBLE_CA_FILE).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// Seconds between allocation rounds.
         #[arg(long, default_value_t = 1.0)]
         allocation_interval: f64,
@@ -255,6 +259,7 @@ fn main() -> ExitCode {
             username,
             password_file,
             credential,
+            ca_file,
             allocation_interval,
             ha_discovery,
             ha_prefix,
@@ -283,6 +288,8 @@ fn main() -> ExitCode {
                 username,
                 password_file,
                 credential,
+                ca_file,
+                ..BrokerArgs::default()
             });
             runtime.block_on(master(
                 listen,

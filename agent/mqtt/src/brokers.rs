@@ -50,6 +50,11 @@ pub enum BrokerError {
         /// The list as written (passwords left out).
         list: String,
     },
+    /// An `mqtts://` URL, but this build has no TLS (the crate's `tls` feature).
+    TlsNotBuilt {
+        /// The URL (its password left out).
+        url: String,
+    },
     /// The userinfo is not valid percent-encoded UTF-8, or names no user.
     BadUserinfo {
         /// The URL (its password left out).
@@ -69,6 +74,10 @@ impl fmt::Display for BrokerError {
             BrokerError::Empty { list } => write!(
                 f,
                 "`{list}` names no broker, or has an empty entry (e.g. mqtt://a:1883,mqtt://b:1883)"
+            ),
+            BrokerError::TlsNotBuilt { url } => write!(
+                f,
+                "`{url}` needs TLS, which this build lacks (use the TLS build, or an mqtt:// broker)"
             ),
             BrokerError::BadUserinfo { url } => write!(
                 f,
@@ -173,6 +182,9 @@ impl BrokerAddr {
         } else {
             return Err(BrokerError::NotMqtt { url: shown() });
         };
+        if tls && !crate::tls::BUILT {
+            return Err(BrokerError::TlsNotBuilt { url: shown() });
+        }
         let rest = rest.trim_end_matches('/');
         let (login, rest) = match rest.rsplit_once('@') {
             Some((userinfo, hostport)) => {
@@ -562,6 +574,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "tls"))]
+    fn mqtts_urls_are_refused_by_a_build_without_tls() {
+        let e = BrokerAddr::parse("mqtts://u:hunter2@m.lan").unwrap_err();
+        assert!(matches!(e, BrokerError::TlsNotBuilt { .. }));
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
     fn mqtts_urls_are_tls_on_port_8883_by_default() {
         let a = BrokerAddr::parse("mqtts://m.lan").unwrap();
         assert!(a.tls);

@@ -26,6 +26,7 @@
 //! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
 //! - [`sources`]: where a client's login comes from (flags, environment, config, URL,
 //!   credential file) and the order they are settled in.
+//! - [`tls`]: `mqtts://` through rustls (feature `tls`): the CA file and client certificate.
 //! - [`refusal`]: a broker's refusal of a login, as [`Session`] and one-shot clients report it.
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
@@ -40,6 +41,7 @@ pub mod credential;
 pub mod login;
 pub mod refusal;
 pub mod sources;
+pub mod tls;
 
 pub use brokers::{BrokerAddr, BrokerError, Brokers};
 pub use credential::{Credential, CredentialError};
@@ -162,6 +164,10 @@ fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
         .set_max_packet_size(incoming, config.max_packet.1);
     if let Some(will) = config.last_will.clone() {
         options.set_last_will(will);
+    }
+    #[cfg(feature = "tls")]
+    if addr.tls {
+        options.set_transport(tls::transport());
     }
     // The broker's own login (from its URL, or settled by `Brokers::with_login`) comes first.
     if let Some(login) = addr.login.as_ref().or(config.login.as_ref()) {

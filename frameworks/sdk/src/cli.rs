@@ -49,14 +49,46 @@ pub struct BrokerArgs {
     /// login is given [env: BRAMBLE_CREDENTIAL].
     #[arg(long, value_name = "FILE")]
     pub credential: Option<PathBuf>,
+    /// The CA certificate an mqtts:// broker's certificate must chain to (default: the system's
+    /// roots) [env: BRAMBLE_CA_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for an mqtts:// broker that wants one, with --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
     /// The brokers with their login settled, from these flags and the process environment;
     /// `default_credential` is the credential file used when nothing names one (e.g. the
-    /// operator's `~/.config/bramble/credential`).
+    /// operator's `~/.config/bramble/credential`). When a broker is `mqtts://`, the process's
+    /// TLS configuration is settled too (the CA file and client certificate, checked now).
     pub fn brokers(&self, default_credential: Option<PathBuf>) -> Result<Brokers, String> {
-        self.brokers_with(|k| std::env::var(k).ok(), default_credential)
+        let lookup = |k: &str| std::env::var(k).ok();
+        let brokers = self.brokers_with(lookup, default_credential)?;
+        if brokers.any_tls() {
+            bramble_mqtt::tls::configure(&self.tls_files(lookup)).map_err(|e| e.to_string())?;
+        }
+        Ok(brokers)
+    }
+
+    /// The TLS files these flags name (the CA file from `BRAMBLE_CA_FILE` when not given).
+    pub fn tls_files(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> bramble_mqtt::tls::TlsFiles {
+        bramble_mqtt::tls::TlsFiles {
+            ca_file: self.ca_file.clone().or_else(|| {
+                lookup(bramble_mqtt::tls::CA_FILE_ENV)
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from)
+            }),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
     }
 
     /// [`brokers`](Self::brokers), reading the environment through `lookup`.

@@ -91,6 +91,19 @@ impl ExecutorEnv {
         })?;
         // The framework's login, handed on by its scheduler (BRAMBLE_USERNAME and
         // BRAMBLE_PASSWORD), beats whatever the broker URLs carry.
+        if broker.any_tls() {
+            // The system's roots, or the CA file in BRAMBLE_CA_FILE if the task has one.
+            let files = bramble_mqtt::tls::TlsFiles {
+                ca_file: get(bramble_mqtt::tls::CA_FILE_ENV)
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                ..Default::default()
+            };
+            bramble_mqtt::tls::configure(&files).map_err(|e| SdkError::BadEnv {
+                name: "BRAMBLE_CA_FILE",
+                reason: e.to_string(),
+            })?;
+        }
         let broker = bramble_mqtt::LoginSources::from_env(&get)
             .settle(broker)
             .map_err(|e| SdkError::BadEnv {
