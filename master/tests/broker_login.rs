@@ -244,3 +244,162 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
         assert!(!logged.contains(secret), "a log shows a password");
     }
 }
+
+/// Writes a CA and a server certificate for 127.0.0.1 signed by it into `dir` (openssl CLI):
+/// `ca.pem`, `server.pem`, `server.key`.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bramble test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    // Mosquitto started as root reads them after dropping to its own user.
+    use std::os::unix::fs::PermissionsExt;
+    let open = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    open(dir, 0o755).unwrap();
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        open(&dir.join(f), 0o644).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs mosquitto"]
+fn over_tls_the_master_an_agent_and_the_cli_log_in_to_a_broker_checked_against_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let passwords = dir.path().join("passwd");
+    add_user(&passwords, "master", MASTER_PW);
+    add_user(&passwords, "operator", OPERATOR_PW);
+    add_user(&passwords, "agent-pi1", "agent-pw");
+    let d = dir.path().display();
+    let mosquitto = Mosquitto::start_with(&format!(
+        "cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         allow_anonymous false\npassword_file {}\n",
+        passwords.display()
+    ));
+    let port = mosquitto.port;
+    let tls = format!("mqtts://127.0.0.1:{port}");
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let _master = Killed(
+        Command::new(BRAMBLE)
+            .args([
+                "master",
+                "--no-http",
+                "--allocation-interval",
+                "0.2",
+                "--ca-file",
+                ca,
+            ])
+            .env(
+                "BRAMBLE_BROKER",
+                format!("mqtts://master:{MASTER_PW}@127.0.0.1:{port}"),
+            )
+            .env("BRAMBLE_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let _agent = Killed(
+        Command::new(BRAMBLE)
+            .args([
+                "__agent",
+                "--agent-id",
+                "pi1",
+                "--broker",
+                &tls,
+                "--ca-file",
+                ca,
+            ])
+            .args(["--username", "agent-pi1"])
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .env("BRAMBLE_PASSWORD", "agent-pw")
+            .env("BRAMBLE_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let env = [
+        ("BRAMBLE_BROKER", tls.as_str()),
+        ("BRAMBLE_USERNAME", "operator"),
+        ("BRAMBLE_PASSWORD", OPERATOR_PW),
+        ("BRAMBLE_CA_FILE", ca),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (out, _) = bramble(&["agents"], &env);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("pi1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agent over TLS: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (out, _) = bramble(
+        &["run", "--cpus", "0.1", "--mem", "8", "--", "/bin/true"],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "bramble run over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA file the broker's certificate is not trusted: no connection.
+    let (out, _) = bramble(&["status", "--timeout", "2"], &env[..3]);
+    assert!(!out.status.success(), "an unknown CA must not be trusted");
+}
