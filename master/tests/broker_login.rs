@@ -17,6 +17,7 @@ use support::{runtime, Mosquitto, BRAMBLE};
 
 const MASTER_PW: &str = "master-pw-4c1d";
 const OPERATOR_PW: &str = "operator-pw-77e2";
+const FRAMEWORK_PW: &str = "framework-pw-90ab";
 
 /// A child killed when dropped.
 struct Killed(Child);
@@ -79,6 +80,7 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
     add_user(&passwords, "master", MASTER_PW);
     add_user(&passwords, "agent-pi1", &agent_pw);
     add_user(&passwords, "operator", OPERATOR_PW);
+    add_user(&passwords, "framework-pi", FRAMEWORK_PW);
     let mosquitto = Mosquitto::start_with(&format!(
         "allow_anonymous false\npassword_file {}\n",
         passwords.display()
@@ -162,6 +164,27 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The pi framework: its scheduler logs in with its own login and hands it to its executors
+    // (BRAMBLE_USERNAME and BRAMBLE_PASSWORD), which must log in to send their results.
+    let mut options = bramble_pi::PiOptions::new(bramble::demo::executor(Path::new(BRAMBLE), "pi"));
+    options.tasks = 2;
+    options.samples = 10_000;
+    let pi = bramble_pi::PiScheduler::new(options).unwrap();
+    let framework = BrokerAddr::new("127.0.0.1", mosquitto.port)
+        .with_login(Some(Login::new("framework-pi", FRAMEWORK_PW)));
+    let config = bramble::demo::scheduler_config(&framework, "login-pi", "pi");
+    let pi = runtime()
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                bramble_sdk::scheduler::run(config, pi),
+            )
+            .await
+        })
+        .expect("pi finishes within a minute: its executors logged in")
+        .unwrap();
+    assert_eq!(pi.progress(), (2, 2), "every pi task reported its result");
+
     // `bramble status` and `agents`: BRAMBLE_USERNAME and BRAMBLE_PASSWORD.
     let env = [
         ("BRAMBLE_BROKER", plain.as_str()),
@@ -227,6 +250,13 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
     assert!(err.contains("BRAMBLE_BROKER"), "{err}");
     shown += &err;
 
+    // --help, with every password in the environment.
+    for what in ["run", "agents", "master"] {
+        let (out, _) = bramble(&[what, "--help"], &env);
+        shown += &String::from_utf8_lossy(&out.stdout);
+    }
+    assert!(shown.contains("--password-file"), "{shown}");
+
     // Nothing shows a password: argv of the long-lived processes, CLI output, debug logs.
     let argv = format!("{} {}", cmdline(&master.0), cmdline(&agent.0));
     drop((master, agent));
@@ -235,7 +265,7 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
         logged += &std::fs::read_to_string(logs.join(f)).unwrap();
     }
     assert!(logged.contains("connected"), "the logs are there: {logged}");
-    for secret in [MASTER_PW, OPERATOR_PW, agent_pw.as_str()] {
+    for secret in [MASTER_PW, OPERATOR_PW, FRAMEWORK_PW, agent_pw.as_str()] {
         assert!(!argv.contains(secret), "argv shows a password: {argv}");
         assert!(
             !shown.contains(secret),
