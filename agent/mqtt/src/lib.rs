@@ -279,6 +279,8 @@ pub struct Session {
     clean_start: bool,
     /// Whether a refused login was logged at ERROR since the last backoff wait began.
     refusal_logged: bool,
+    /// How many refusals were logged at ERROR (for the tests).
+    refusals_logged: u64,
 }
 
 /// What [`Session::with_will`] calls before each connection attempt.
@@ -306,6 +308,7 @@ impl Session {
             session_present: false,
             clean_start: false,
             refusal_logged: false,
+            refusals_logged: 0,
         }
     }
 
@@ -407,6 +410,7 @@ impl Session {
                     // the same line every 500 ms to 30 s helps nobody.
                     Some(r) if !self.refusal_logged => {
                         self.refusal_logged = true;
+                        self.refusals_logged += 1;
                         error!(
                             "{} at {failed}: {r}; retrying in {retry_in:?} (fix the login)",
                             self.name
@@ -713,5 +717,21 @@ mod tests {
         }
         let login = session.eventloop.mqtt_options.credentials().unwrap();
         assert_eq!(login.username, "own");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_at_error_once_per_backoff_cycle_not_per_attempt() {
+        let (a, b) = (connack_broker(5).await, connack_broker(5).await);
+        let mut session = Session::new("test", ClientConfig::new("t", local(&[a, b])), vec![]);
+        for _ in 0..6 {
+            assert!(matches!(
+                session.poll().await,
+                SessionEvent::Lost {
+                    refused: Some(_),
+                    ..
+                }
+            ));
+        }
+        assert_eq!(session.refusals_logged, 3, "six attempts, three passes");
     }
 }
