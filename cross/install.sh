@@ -13,6 +13,7 @@
 #   --agent-id ID       set `agent_id` in the config (default: the agent uses the hostname)
 #   --attribute K=V     set `K = "V"` in the config's [attributes] (repeatable; K: letters, digits,
 #                       `_` and `-`, at most 16; V: at most 32 printable characters, no `"` or `\`)
+#   --tls               install the TLS build (bramble-agent-tls, for mqtts:// brokers; larger)
 #   --no-systemd        do not use systemd: (re)start the agent as a daemon with setsid/nohup,
 #                       its pid in /run/bramble-agent.pid and its log in /var/log/bramble-agent.log
 #   --root DIR          install below DIR instead of / (staging, tests); systemd is not touched
@@ -49,6 +50,7 @@ source=
 agent_id=
 attributes=
 systemd=yes
+agent_bin=bramble-agent
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,6 +67,7 @@ while [ $# -gt 0 ]; do
       shift 2
       ;;
     --no-systemd) systemd=no; shift ;;
+    --tls) agent_bin=bramble-agent-tls; shift ;;
     --no-start) start=no; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -95,8 +98,8 @@ IFS=,
 set -f # `[::1]` is not a glob
 for url in $broker; do
   case "$url" in
-    mqtt://?*) ;;
-    *) die "--broker '$url' is not an mqtt:// URL (e.g. mqtt://192.168.1.10:1883)" ;;
+    mqtt://?* | mqtts://?*) ;;
+    *) die "--broker '$url' is not an mqtt:// or mqtts:// URL (e.g. mqtt://192.168.1.10:1883)" ;;
   esac
 done
 set +f
@@ -197,16 +200,16 @@ if [ -n "$deb" ]; then
     [ "$had_conf" = no ] || cp "$tmp/kept.toml" "$conf"
   fi
 else
-  for f in bramble-agent agent.toml bramble-agent.service; do
+  for f in "$agent_bin" agent.toml bramble-agent.service; do
     [ -f "$files/$f" ] || die "$f is missing from the source ($files)"
   done
   # The binary must be for this board: ELF e_machine, bytes 18-19 (little-endian).
-  machine=$(od -An -tx1 -j18 -N1 "$files/bramble-agent" | tr -d ' \n')
+  machine=$(od -An -tx1 -j18 -N1 "$files/$agent_bin" | tr -d ' \n')
   [ "$machine" = "$elf_machine" ] ||
     die "the bramble-agent in the source is not built for $arch (ELF machine 0x$machine)"
   mkdir -p "$dest/usr/bin" "$dest/etc/bramble" "$dest/lib/systemd/system" "$dest/var/lib/bramble"
   # Copy then rename, so a running agent's binary is replaced, not overwritten in place.
-  cp "$files/bramble-agent" "$dest/usr/bin/.bramble-agent.new"
+  cp "$files/$agent_bin" "$dest/usr/bin/.bramble-agent.new"
   chmod 0755 "$dest/usr/bin/.bramble-agent.new"
   mv -f "$dest/usr/bin/.bramble-agent.new" "$dest/usr/bin/bramble-agent"
   cp "$files/bramble-agent.service" "$dest/lib/systemd/system/bramble-agent.service"

@@ -14,7 +14,14 @@ Usage: bramble-agent [OPTIONS]
 Options:
   -c, --config <FILE>         The config file (TOML). Default: /etc/bramble/agent.toml, if it exists
       --broker <URL[,URL]>    The MQTT broker, e.g. mqtt://192.168.1.10:1883, or a comma list
-                              of brokers to fail over between
+                              of brokers to fail over between (no password here: argv is public)
+      --username <USER>       The broker username; the password comes from --password-file,
+                              BRAMBLE_PASSWORD or the config file
+      --password-file <FILE>  A file whose first line is the broker password
+      --credential <FILE>     This board's credential file (principal and secret), the broker
+                              login when no username or URL login is given
+      --ca-file <FILE>        The CA certificate an mqtts:// broker's certificate must chain to
+                              (default: the system's roots; needs the agent's TLS build)
       --agent-id <ID>         The agent's id (default: the hostname)
       --work-dir <DIR>        Where sandboxes and the checkpoint live
       --run-as <USER>         The user tasks run as when the agent is root ([tasks] user,
@@ -26,14 +33,16 @@ Options:
   -h, --help                  Print this help
   -V, --version               Print the version
 
-Flags override the config file. Logs go to stderr; BRAMBLE_LOG=debug shows more.
+Flags override the environment, which overrides the config file: BRAMBLE_BROKER (may carry
+mqtt://USER:PASSWORD@HOST), BRAMBLE_USERNAME, BRAMBLE_PASSWORD, BRAMBLE_PASSWORD_FILE and
+BRAMBLE_CREDENTIAL, BRAMBLE_CA_FILE. Logs go to stderr; BRAMBLE_LOG=debug shows more.
 ";
 
 /// What the command line asked for.
 enum Command {
     Run {
         config: Option<PathBuf>,
-        overrides: Overrides,
+        overrides: Box<Overrides>,
         supervisor: Option<PathBuf>,
     },
     Help,
@@ -51,7 +60,16 @@ fn parse_args(
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
-            Long("broker") => o.broker = Some(parser.value()?.string()?),
+            Long("broker") => {
+                let list = parser.value()?.string()?;
+                bramble_mqtt::refuse_password_in_argv(&list)
+                    .map_err(|e| lexopt::Error::from(e.to_string()))?;
+                o.broker = Some(list);
+            }
+            Long("username") => o.login.username = Some(parser.value()?.string()?),
+            Long("password-file") => o.login.password_file = Some(parser.value()?.into()),
+            Long("credential") => o.login.credential_file = Some(parser.value()?.into()),
+            Long("ca-file") => o.ca_file = Some(parser.value()?.into()),
             Long("agent-id") => o.agent_id = Some(parser.value()?.string()?),
             Long("work-dir") => o.work_dir = Some(parser.value()?.into()),
             Long("run-as") => o.run_as = Some(parser.value()?.string()?),
@@ -71,7 +89,7 @@ fn parse_args(
     }
     Ok(Command::Run {
         config,
-        overrides: o,
+        overrides: Box::new(o),
         supervisor,
     })
 }
@@ -84,7 +102,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     {
         return crate::process::supervise_main(&args[2..]);
     }
-    let (config_path, overrides, supervisor) = match parse_args(args.into_iter().skip(1)) {
+    let (config_path, mut overrides, supervisor) = match parse_args(args.into_iter().skip(1)) {
         Ok(Command::Run {
             config,
             overrides,
@@ -117,6 +135,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    with_env(&mut overrides, |k| std::env::var(k).ok());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -124,13 +143,19 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Some(p) => (p, true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
-    let config = match Config::load(&path, required, overrides, &hostname) {
+    let config = match Config::load(&path, required, *overrides, &hostname) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bramble-agent: {e}");
             return ExitCode::from(78); // EX_CONFIG
         }
     };
+    if config.broker.any_tls() {
+        if let Err(e) = bramble_mqtt::tls::configure(&config.tls) {
+            eprintln!("bramble-agent: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +173,21 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Fills what the flags left unset from the environment (read through `lookup`):
+/// `BRAMBLE_BROKER` and the login variables (see [`bramble_mqtt::sources`]).
+fn with_env(overrides: &mut Overrides, lookup: impl Fn(&str) -> Option<String>) {
+    if overrides.broker.is_none() {
+        overrides.broker = lookup(bramble_mqtt::sources::BROKER_ENV).filter(|b| !b.is_empty());
+    }
+    if overrides.ca_file.is_none() {
+        overrides.ca_file = lookup(bramble_mqtt::tls::CA_FILE_ENV)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+    }
+    let login = std::mem::take(&mut overrides.login);
+    overrides.login = login.or(bramble_mqtt::LoginSources::from_env(lookup));
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
@@ -213,5 +253,39 @@ mod tests {
         let err = parse(&["--reserve-mem", "lots"]).err().unwrap().to_string();
         assert!(err.contains("lots"), "{err}");
         assert!(matches!(parse(&["-h"]), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn a_password_in_the_broker_flag_is_refused_but_the_environment_may_carry_one() {
+        let err = parse(&["--broker", "mqtt://u:hunter2@m"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("BRAMBLE_BROKER"), "{err}");
+        let Ok(Command::Run { mut overrides, .. }) = parse(&["--username", "flag-user"]) else {
+            panic!("expected a run");
+        };
+        with_env(&mut overrides, |k| match k {
+            "BRAMBLE_BROKER" => Some("mqtt://u:hunter2@m".into()),
+            "BRAMBLE_USERNAME" => Some("env-user".into()),
+            "BRAMBLE_PASSWORD" => Some("env-pw".into()),
+            _ => None,
+        });
+        assert_eq!(overrides.broker.as_deref(), Some("mqtt://u:hunter2@m"));
+        assert_eq!(overrides.login.username.as_deref(), Some("flag-user"));
+        assert_eq!(overrides.login.password.unwrap().expose(), "env-pw");
+    }
+
+    #[test]
+    fn the_help_names_every_login_source() {
+        for flag in [
+            "--username",
+            "--password-file",
+            "--credential",
+            "BRAMBLE_PASSWORD",
+        ] {
+            assert!(USAGE.contains(flag), "{flag}");
+        }
     }
 }

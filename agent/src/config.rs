@@ -1,10 +1,23 @@
 //! The agent's configuration: a TOML file (default `/etc/bramble/agent.toml`) whose every field has a
-//! default, overridden by command-line flags. A bad value is refused with an error naming its field.
+//! default, overridden by the environment (`BRAMBLE_BROKER`, `BRAMBLE_USERNAME`,
+//! `BRAMBLE_PASSWORD`, `BRAMBLE_PASSWORD_FILE`, `BRAMBLE_CREDENTIAL`), overridden by command-line
+//! flags. A bad value is refused with an error naming its field. The file holds a password if
+//! `password` or a broker URL's userinfo is set: keep it mode 0600 then.
 //!
 //! ```toml
 //! agent_id = "pi4-kitchen"           # default: the hostname, made into a valid id
 //! broker = "mqtt://192.168.1.10:1883"   # or a list to fail over between, tried in order:
-//!                                    # "mqtt://a:1883,mqtt://b:1883" or ["mqtt://a", "mqtt://b"]
+//!                                    # "mqtt://a:1883,mqtt://b:1883" or ["mqtt://a", "mqtt://b"];
+//!                                    # a URL may carry a login: "mqtt://USER:PASSWORD@host"
+//! # The broker login, if the broker wants one (first that applies: username with password or
+//! # password_file, else the broker URL's user:password, else the credential file):
+//! username = "agent-pi4-kitchen"
+//! password_file = "/etc/bramble/broker-password"   # its first line; or password = "…"
+//! credential_file = "/etc/bramble/credential"       # this board's principal and secret
+//! # mqtts:// brokers (the agent built with the `tls` feature): the system's roots, or
+//! ca_file = "/etc/bramble/ca.pem"
+//! client_cert = "/etc/bramble/client.pem"          # optional, with client_key
+//! client_key = "/etc/bramble/client.key"
 //! work_dir = "/var/lib/bramble"
 //! log_limit_kib = 1024               # cap of each task's stdout and stderr file
 //! warm_spares = 2                    # task processes kept ready (~400 KiB each) for fast launches; 0: none
@@ -40,6 +53,7 @@ use std::path::{Path, PathBuf};
 
 use agent_nostd_core::Resources;
 pub use bramble_mqtt::{BrokerAddr, Brokers};
+use bramble_mqtt::{LoginSources, Password};
 use serde::Deserialize;
 
 /// Where the config file is looked for when `--config` is not given.
@@ -188,6 +202,13 @@ impl Default for Fetcher {
 struct File {
     agent_id: Option<String>,
     broker: Option<BrokerSetting>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    credential_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     work_dir: Option<PathBuf>,
     run_as: Option<String>,
     log_limit_kib: Option<u64>,
@@ -234,8 +255,13 @@ impl BrokerSetting {
 pub struct Overrides {
     /// `--agent-id`.
     pub agent_id: Option<String>,
-    /// `--broker`: one URL or a comma list of them.
+    /// `--broker` (or `BRAMBLE_BROKER`): one URL or a comma list of them.
     pub broker: Option<String>,
+    /// The login sources of the flags and the environment, merged (flags first): they beat the
+    /// file's `username`, `password`, `password_file` and `credential_file`, field by field.
+    pub login: LoginSources,
+    /// `--ca-file` (or `BRAMBLE_CA_FILE`), beating the file's `ca_file`.
+    pub ca_file: Option<PathBuf>,
     /// `--work-dir`.
     pub work_dir: Option<PathBuf>,
     /// `--run-as`: `[tasks] user`.
@@ -253,9 +279,12 @@ pub struct Overrides {
 pub struct Config {
     /// The agent's id (names its topics and its MQTT client).
     pub agent_id: String,
-    /// The MQTT brokers, tried in order: the agent fails over between them and hands them all
-    /// to its tasks (`BRAMBLE_BROKER`).
+    /// The MQTT brokers, tried in order, each with its login settled (see
+    /// [`bramble_mqtt::sources`]): the agent fails over between them and hands them all, without
+    /// logins, to its tasks (`BRAMBLE_BROKER`).
     pub broker: Brokers,
+    /// The TLS files for `mqtts://` brokers (`ca_file`, `client_cert`, `client_key`).
+    pub tls: bramble_mqtt::tls::TlsFiles,
     /// Where sandboxes and the checkpoint live.
     pub work_dir: PathBuf,
     /// The cap of each task's stdout and stderr file, in bytes.
@@ -331,6 +360,21 @@ impl Config {
                 .map_err(|e| invalid("broker", e.to_string()))?,
             None => BrokerAddr::new("localhost", bramble_mqtt::brokers::DEFAULT_PORT).into(),
         };
+        let from_file = LoginSources {
+            username: file.username.take(),
+            password: file.password.take().map(Password::new),
+            password_file: file.password_file.take(),
+            credential_file: file.credential_file.take(),
+        };
+        let broker = overrides.login.or(from_file).settle(broker).map_err(|e| {
+            let field = match e {
+                bramble_mqtt::LoginError::PasswordWithoutUsername => "username",
+                bramble_mqtt::LoginError::UsernameWithoutPassword { .. } => "password",
+                bramble_mqtt::LoginError::Credential(_) => "credential_file",
+                _ => "password_file",
+            };
+            invalid(field, e.to_string())
+        })?;
         let work_dir = overrides
             .work_dir
             .or(file.work_dir)
@@ -380,9 +424,15 @@ impl Config {
                 return Err(invalid(field, "values are at most 32 bytes"));
             }
         }
+        let tls = bramble_mqtt::tls::TlsFiles {
+            ca_file: overrides.ca_file.or(file.ca_file),
+            client_cert: file.client_cert,
+            client_key: file.client_key,
+        };
         Ok(Config {
             agent_id,
             broker,
+            tls,
             work_dir,
             log_limit_bytes,
             warm_spares,
@@ -742,5 +792,57 @@ mod tests {
         assert_eq!(id_from_hostname("pi 4/kitchen"), "pi-4-kitchen");
         assert_eq!(id_from_hostname(""), "agent");
         assert_eq!(id_from_hostname(&"x".repeat(40)).len(), 32);
+    }
+
+    #[test]
+    fn the_broker_login_comes_from_flags_env_file_url_or_credential_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let login = |c: &Config| {
+            let l = c.broker.first().login.clone().unwrap();
+            (l.username, l.password.expose().to_owned())
+        };
+        let text = format!(
+            "broker = \"mqtt://url:u@m\"\nusername = \"file\"\npassword_file = \"{}\"",
+            pw.display()
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(login(&c), ("file".into(), "from-file".into()));
+        let overrides = Overrides {
+            login: LoginSources {
+                username: Some("flag".into()),
+                password: Some(Password::new("env")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = Config::from_toml(&text, Path::new("a.toml"), overrides, "pi4").unwrap();
+        assert_eq!(login(&c), ("flag".into(), "env".into()));
+        let c = load("broker = \"mqtt://url:u@m\"").unwrap();
+        assert_eq!(login(&c), ("url".into(), "u".into()));
+        assert!(load("").unwrap().broker.first().login.is_none());
+    }
+
+    #[test]
+    fn a_half_login_or_a_missing_credential_file_names_its_field_and_hides_the_password() {
+        let e = load("password = \"hunter2\"").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "username"),
+            "{e}"
+        );
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+        let e = load("username = \"u\"").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "password"),
+            "{e}"
+        );
+        let e = load("credential_file = \"/nonexistent/cred\"").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "credential_file"),
+            "{e}"
+        );
+        let e = load("broker = \"mqtt://u:hunter2@h:99999\"").unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e}");
     }
 }

@@ -547,7 +547,8 @@ impl Driver {
 
     /// Every broker the agent was given, as a comma list: tasks fail over between them too.
     fn broker_url(&self) -> String {
-        self.config.broker.to_string()
+        // Without the agent's login: a task logs in as its framework.
+        self.config.broker.without_logins().to_string()
     }
 
     /// Re-adopts the tasks of the previous run from the checkpoint.

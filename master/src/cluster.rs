@@ -123,10 +123,7 @@ impl LocalCluster {
             ClusterBroker::Embedded(listen) => {
                 broker::start(&BrokerConfig::small(*listen))?;
                 let addr = broker::connect_addr(*listen);
-                BrokerAddr {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                }
+                BrokerAddr::new(addr.ip().to_string(), addr.port())
             }
             ClusterBroker::External(addr) => addr.clone(),
         };
@@ -178,6 +175,8 @@ impl LocalCluster {
             // The demo's tasks run as whoever ran `bramble up` (root as root), so it needs no
             // `bramble` user on the machine.
             config.tasks.user = bramble_agent::tasks::user::current_user_name();
+            // The broker as given, with its login (the URL text above leaves the password out).
+            config.broker = broker.clone().into();
             let (stop, stopped) = oneshot::channel::<()>();
             let supervisor = options.supervisor.clone();
             let id = spec.id.clone();

@@ -25,6 +25,7 @@ use bramble::driver::{BrokerAddr, Brokers};
 use bramble::leadership::{self, Leadership};
 use bramble::web;
 use bramble_master_core::Config;
+use bramble_sdk::cli::BrokerArgs;
 use clap::{Parser, Subcommand};
 
 /// Bramble: a cluster manager for Raspberry Pi-class boards.
@@ -58,10 +59,26 @@ enum Command {
         /// Where the embedded broker listens.
         #[arg(long, default_value = "0.0.0.0:1883", conflicts_with = "broker")]
         listen: SocketAddr,
-        /// Use this external MQTT 3.1.1 broker (e.g. Mosquitto) instead of the embedded one; a
-        /// comma list of brokers (standbys or bridged brokers) is tried in order, failing over.
+        /// Use this external MQTT 3.1.1 broker (e.g. Mosquitto) instead of the embedded one
+        /// (also when BRAMBLE_BROKER is set); a comma list of brokers (standbys or bridged
+        /// brokers) is tried in order, failing over. Its login: --username with
+        /// --password-file, BRAMBLE_USERNAME with BRAMBLE_PASSWORD[_FILE], the URL's userinfo in
+        /// BRAMBLE_BROKER, or --credential / BRAMBLE_CREDENTIAL. No password in argv.
         #[arg(long, value_name = "mqtt://HOST:PORT[,...]")]
         broker: Option<String>,
+        /// The external broker's username (see --broker).
+        #[arg(long, value_name = "USER")]
+        username: Option<String>,
+        /// A file whose first line is the external broker's password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// The master's credential file (principal and secret) for the external broker.
+        #[arg(long, value_name = "FILE")]
+        credential: Option<PathBuf>,
+        /// The CA certificate an mqtts:// broker's certificate must chain to (default: the
+        /// system's roots; env BRAMBLE_CA_FILE).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// Seconds between allocation rounds.
         #[arg(long, default_value_t = 1.0)]
         allocation_interval: f64,
@@ -149,13 +166,10 @@ enum Command {
 /// `bramble run [OPTIONS] -- CMD ARGS…`
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The cluster's broker (a comma list of them to fail over between).
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        value_name = "mqtt://HOST:PORT[,...]"
-    )]
-    broker: String,
+    /// The cluster's broker and its login (the operator's ~/.config/bramble/credential when
+    /// nothing else gives one).
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// CPU cores for the task (e.g. 0.5).
     #[arg(long, default_value_t = 0.1)]
     cpus: f64,
@@ -186,13 +200,10 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// How the queries reach a running master's status topics.
 #[derive(Debug, clap::Args)]
 struct QueryArgs {
-    /// The broker the master publishes on (a comma list: the first that answers).
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        value_name = "mqtt://HOST:PORT[,...]"
-    )]
-    broker: String,
+    /// The broker the master publishes on (of a comma list, the first that answers) and its
+    /// login (the operator's ~/.config/bramble/credential when nothing else gives one).
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Print JSON (the status topics' payloads) instead of a table.
     #[arg(long)]
     json: bool,
@@ -245,6 +256,10 @@ fn main() -> ExitCode {
         Command::Master {
             listen,
             broker,
+            username,
+            password_file,
+            credential,
+            ca_file,
             allocation_interval,
             ha_discovery,
             ha_prefix,
@@ -265,6 +280,17 @@ fn main() -> ExitCode {
                 standby,
                 ..Leadership::default()
             };
+            // An external broker: --broker, else BRAMBLE_BROKER (which may carry a password).
+            let external = broker.is_some()
+                || std::env::var(bramble_mqtt::sources::BROKER_ENV).is_ok_and(|b| !b.is_empty());
+            let broker = external.then_some(BrokerArgs {
+                broker,
+                username,
+                password_file,
+                credential,
+                ca_file,
+                ..BrokerArgs::default()
+            });
             runtime.block_on(master(
                 listen,
                 broker,
@@ -344,14 +370,14 @@ fn exec(args: &[std::ffi::OsString]) -> ExitCode {
 
 async fn master(
     listen: SocketAddr,
-    broker: Option<String>,
+    broker: Option<BrokerArgs>,
     allocation_interval: f64,
     config: Config,
     leadership: Leadership,
     http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
     let addr = match broker {
-        Some(url) => Brokers::parse(&url).map_err(|e| e.to_string())?,
+        Some(args) => args.brokers(None)?,
         None => {
             broker::start(&BrokerConfig::small(listen)).map_err(|e| e.to_string())?;
             let a = broker::connect_addr(listen);
@@ -445,7 +471,7 @@ enum Query {
 async fn collect(
     args: &QueryArgs,
 ) -> Result<(Brokers, std::time::Duration, bramble::query::StatusSnapshot), String> {
-    let addr = Brokers::parse(&args.broker).map_err(|e| e.to_string())?;
+    let addr = args.broker.brokers(operator_credential())?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err("--timeout must be a positive number of seconds".into());
     }
@@ -553,9 +579,9 @@ async fn run_once(args: RunArgs) -> ExitCode {
         eprintln!("bramble run: {msg}");
         ExitCode::from(2)
     };
-    let brokers = match Brokers::parse(&args.broker) {
+    let brokers = match args.broker.brokers(operator_credential()) {
         Ok(a) => a,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     if !(args.cpus.is_finite() && args.cpus > 0.0 && args.cpus <= 1_000.0) {
         return fail("--cpus must be a number of cores above 0".into());
@@ -573,11 +599,23 @@ async fn run_once(args: RunArgs) -> ExitCode {
         client_name: format!("bramble-run-{pid}"),
         registration: registration(&args.name),
     };
-    match bramble_sdk::scheduler::run_until(config, OneShot::new(spec), ctrl_c()).await {
+    match bramble_sdk::scheduler::run_once_until(config, OneShot::new(spec), ctrl_c()).await {
         Ok(done) if done.ended.is_none() => ExitCode::from(130),
         Ok(done) => ExitCode::from(done.exit_status()),
         Err(e) => fail(e.to_string()),
     }
+}
+
+/// The operator's credential file in its default place, `$XDG_CONFIG_HOME/bramble/credential`
+/// (`~/.config/bramble/credential`), if it exists: the CLI's broker login when nothing else
+/// gives one.
+fn operator_credential() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let path = config.join("bramble").join("credential");
+    path.is_file().then_some(path)
 }
 
 /// `bramble kill TASK`: asks the master to kill the task, then waits for its status to show the end.

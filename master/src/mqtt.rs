@@ -30,6 +30,10 @@ pub enum QueryError {
         /// What went wrong.
         message: String,
     },
+    /// The broker refused the login: no other broker of the list is tried, and nothing is
+    /// retried.
+    #[error("{0}")]
+    Refused(bramble_mqtt::Refusal),
     /// The broker did not acknowledge the subscription in time.
     #[error("the broker at {0} did not answer in time")]
     Timeout(String),
@@ -82,6 +86,10 @@ async fn retained_at(
         broker: broker.to_string(),
         message: e.to_string(),
     };
+    let refused_or = |e: rumqttc::ConnectionError| {
+        let user = broker.login.as_ref().map(|l| l.username.as_str());
+        bramble_mqtt::Refusal::of(&e, user).map_or_else(|| connection(&e), QueryError::Refused)
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut subacked = false;
     loop {
@@ -90,7 +98,7 @@ async fn retained_at(
         match tokio::time::timeout(wait, eventloop.poll()).await {
             Err(_) if subacked => break,
             Err(_) => return Err(QueryError::Timeout(broker.to_string())),
-            Ok(Err(e)) => return Err(connection(&e)),
+            Ok(Err(e)) => return Err(refused_or(e)),
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 let subs = filters
                     .iter()
@@ -163,6 +171,10 @@ async fn publish_once_at(
         broker: broker.to_string(),
         message: e.to_string(),
     };
+    let refused_or = |e: rumqttc::ConnectionError| {
+        let user = broker.login.as_ref().map(|l| l.username.as_str());
+        bramble_mqtt::Refusal::of(&e, user).map_or_else(|| connection(&e), QueryError::Refused)
+    };
     client
         .publish(topic, QoS::AtLeastOnce, false, payload)
         .await
@@ -172,7 +184,7 @@ async fn publish_once_at(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(connection(&e)),
+                Err(e) => return Err(refused_or(e)),
             }
         }
     };

@@ -277,10 +277,7 @@ fn through_mosquitto_with_the_documented_limit_an_oversized_message_makes_no_cli
 ) {
     let mosquitto = Mosquitto::start();
     runtime().block_on(oversized_on_every_topic(
-        ClusterBroker::External(BrokerAddr {
-            host: "127.0.0.1".into(),
-            port: mosquitto.port,
-        }),
+        ClusterBroker::External(BrokerAddr::new("127.0.0.1", mosquitto.port)),
         true,
     ));
 }
@@ -388,10 +385,7 @@ fn without_a_master_the_cli_names_the_status_topic_that_holds_garbage() {
     runtime().block_on(async {
         let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         bramble::broker::start(&bramble::broker::BrokerConfig::small(listen)).unwrap();
-        let broker = BrokerAddr {
-            host: "127.0.0.1".into(),
-            port: listen.port(),
-        };
+        let broker = BrokerAddr::new("127.0.0.1", listen.port());
         let url = broker_url(&broker);
         retain(&broker, CLUSTER_TOPIC, b"\xff\xfe binary").await;
         retain(

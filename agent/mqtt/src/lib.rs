@@ -24,6 +24,10 @@
 //! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
 //! - [`credential`]: a principal's credential file, and the login it gives.
 //! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
+//! - [`sources`]: where a client's login comes from (flags, environment, config, URL,
+//!   credential file) and the order they are settled in.
+//! - [`tls`]: `mqtts://` through rustls (feature `tls`): the CA file and client certificate.
+//! - [`refusal`]: a broker's refusal of a login, as [`Session`] and one-shot clients report it.
 //! - [`ClientConfig`] and [`connect`]: the options every client sets, and the client they build.
 //! - [`Backoff`]: the reconnect delay.
 //! - [`Session`] and [`SessionEvent`]: an event loop that fails over, backs off, resubscribes
@@ -35,16 +39,21 @@
 pub mod brokers;
 pub mod credential;
 pub mod login;
+pub mod refusal;
+pub mod sources;
+pub mod tls;
 
 pub use brokers::{BrokerAddr, BrokerError, Brokers};
 pub use credential::{Credential, CredentialError};
 pub use login::{Login, Password};
+pub use refusal::{Refusal, RefusalReason};
+pub use sources::{refuse_password_in_argv, LoginError, LoginSources, PasswordInArgv};
 
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The largest MQTT packet a broker may carry for Bramble, in bytes (1 MiB): the embedded broker
 /// refuses a publish whose remaining length is above it, and an external broker must be configured
@@ -104,7 +113,8 @@ pub struct ClientConfig {
     pub max_packet: (usize, usize),
     /// The last will the broker publishes when the connection drops.
     pub last_will: Option<LastWill>,
-    /// The username and password presented to every broker, if the broker wants them.
+    /// The username and password presented to every broker that has no login of its own
+    /// ([`BrokerAddr::login`]).
     pub login: Option<Login>,
 }
 
@@ -155,7 +165,12 @@ fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
     if let Some(will) = config.last_will.clone() {
         options.set_last_will(will);
     }
-    if let Some(login) = &config.login {
+    #[cfg(feature = "tls")]
+    if addr.tls {
+        options.set_transport(tls::transport());
+    }
+    // The broker's own login (from its URL, or settled by `Brokers::with_login`) comes first.
+    if let Some(login) = addr.login.as_ref().or(config.login.as_ref()) {
         options.set_credentials(login.username.clone(), login.password.expose());
     }
     options
@@ -218,6 +233,10 @@ pub enum SessionEvent {
         error: String,
         /// How long the next poll waits before reconnecting.
         retry_in: Duration,
+        /// Set when the broker refused the login (bad username or password, not authorized):
+        /// a one-shot client gives up on it; a long-lived one keeps trying (the session logs it
+        /// at ERROR once per backoff cycle).
+        refused: Option<Refusal>,
     },
     /// Anything else (acks, pings, outgoing packets), as rumqttc reported it.
     Other(Event),
@@ -258,6 +277,10 @@ pub struct Session {
     session_present: bool,
     /// Until the first ConnAck: connect with a clean session ([`Session::with_clean_start`]).
     clean_start: bool,
+    /// Whether a refused login was logged at ERROR since the last backoff wait began.
+    refusal_logged: bool,
+    /// How many refusals were logged at ERROR (for the tests).
+    refusals_logged: u64,
 }
 
 /// What [`Session::with_will`] calls before each connection attempt.
@@ -284,6 +307,8 @@ impl Session {
             will: None,
             session_present: false,
             clean_start: false,
+            refusal_logged: false,
+            refusals_logged: 0,
         }
     }
 
@@ -378,21 +403,48 @@ impl Session {
             Ok(other) => SessionEvent::Other(other),
             Err(e) => {
                 let failed = self.broker().clone();
+                let refused = Refusal::of(&e, self.login_at(self.current));
                 let retry_in = self.next_broker();
-                warn!(
-                    "{} broker connection to {failed}: {e}; trying {} in {retry_in:?}",
-                    self.name,
-                    self.broker()
-                );
+                match &refused {
+                    // Once per backoff cycle at ERROR: an operator must fix it, and a flood of
+                    // the same line every 500 ms to 30 s helps nobody.
+                    Some(r) if !self.refusal_logged => {
+                        self.refusal_logged = true;
+                        self.refusals_logged += 1;
+                        error!(
+                            "{} at {failed}: {r}; retrying in {retry_in:?} (fix the login)",
+                            self.name
+                        );
+                    }
+                    Some(r) => debug!("{} at {failed}: {r}", self.name),
+                    None => warn!(
+                        "{} broker connection to {failed}: {e}; trying {} in {retry_in:?}",
+                        self.name,
+                        self.broker()
+                    ),
+                }
                 if !retry_in.is_zero() {
                     self.reconnect_at = Some(Instant::now() + retry_in);
+                    self.refusal_logged = false;
                 }
                 SessionEvent::Lost {
-                    error: e.to_string(),
+                    error: refused
+                        .as_ref()
+                        .map_or_else(|| e.to_string(), ToString::to_string),
                     retry_in,
+                    refused,
                 }
             }
         }
+    }
+
+    /// The username presented to the broker at `index`, if any.
+    fn login_at(&self, index: usize) -> Option<&str> {
+        let addr = self.config.brokers.get(index);
+        addr.login
+            .as_ref()
+            .or(self.config.login.as_ref())
+            .map(|l| l.username.as_str())
     }
 
     /// After a failure: turns to the next broker and says how long to wait before trying it,
@@ -471,6 +523,11 @@ mod tests {
     /// A stand-in broker on a local port: it answers every CONNECT with an accepting CONNACK and
     /// then holds the connection open (enough for rumqttc's ConnAck; it routes nothing).
     async fn connack_only_broker() -> u16 {
+        connack_broker(0).await
+    }
+
+    /// A stand-in broker answering every CONNECT with a CONNACK of return `code`.
+    async fn connack_broker(code: u8) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -479,7 +536,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
                     if socket.read(&mut buf).await.unwrap_or(0) > 0 {
-                        let _ = socket.write_all(&[0x20, 0x02, 0x00, 0x00]).await;
+                        let _ = socket.write_all(&[0x20, 0x02, 0x00, code]).await;
                     }
                     while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
                 });
@@ -611,5 +668,70 @@ mod tests {
             assert_eq!(options.max_packet_size(), 2 * MAX_PACKET);
             assert_eq!(options.last_will().unwrap().message.as_ref(), [expected]);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_login_is_reported_with_its_username_and_retried_after_the_backoff() {
+        let port = connack_broker(4).await;
+        let config = ClientConfig {
+            login: Some(Login::new("fw-pi", "hunter2")),
+            ..ClientConfig::new("t", BrokerAddr::new("127.0.0.1", port))
+        };
+        let mut session = Session::new("test", config, vec![]);
+        let mut waits = Vec::new();
+        for _ in 0..2 {
+            match session.poll().await {
+                SessionEvent::Lost {
+                    refused: Some(r),
+                    retry_in,
+                    error,
+                } => {
+                    assert_eq!(r.username.as_deref(), Some("fw-pi"));
+                    assert_eq!(r.reason, RefusalReason::BadUsernameOrPassword);
+                    assert!(!error.contains("hunter2"), "{error}");
+                    waits.push(retry_in.as_millis());
+                }
+                other => panic!("expected a refused login, got {other:?}"),
+            }
+        }
+        assert_eq!(waits, [500, 1000], "refusals back off like any failure");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_brokers_own_login_is_presented_before_the_clients() {
+        let port = connack_broker(5).await;
+        let addr = BrokerAddr::new("127.0.0.1", port).with_login(Some(Login::new("own", "x")));
+        let config = ClientConfig {
+            login: Some(Login::new("client", "y")),
+            ..ClientConfig::new("t", addr)
+        };
+        let mut session = Session::new("test", config, vec![]);
+        match session.poll().await {
+            SessionEvent::Lost {
+                refused: Some(r), ..
+            } => {
+                assert_eq!(r.username.as_deref(), Some("own"));
+                assert_eq!(r.reason, RefusalReason::NotAuthorized);
+            }
+            other => panic!("expected a refused login, got {other:?}"),
+        }
+        let login = session.eventloop.mqtt_options.credentials().unwrap();
+        assert_eq!(login.username, "own");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_at_error_once_per_backoff_cycle_not_per_attempt() {
+        let (a, b) = (connack_broker(5).await, connack_broker(5).await);
+        let mut session = Session::new("test", ClientConfig::new("t", local(&[a, b])), vec![]);
+        for _ in 0..6 {
+            assert!(matches!(
+                session.poll().await,
+                SessionEvent::Lost {
+                    refused: Some(_),
+                    ..
+                }
+            ));
+        }
+        assert_eq!(session.refusals_logged, 3, "six attempts, three passes");
     }
 }

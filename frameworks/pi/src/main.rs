@@ -18,12 +18,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the scheduler: register with the master, place the tasks, print the estimate.
     Scheduler {
-        /// The broker the master listens on (a comma list of brokers to fail over between).
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
+        #[command(flatten)]
+        broker: bramble_sdk::cli::BrokerArgs,
         /// The client name the framework's topics are keyed by.
         #[arg(long, default_value = "pi")]
         client: String,
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn scheduler(broker: &str, client: &str, opts: PiOptions) -> ExitCode {
+fn scheduler(broker: &bramble_sdk::cli::BrokerArgs, client: &str, opts: PiOptions) -> ExitCode {
     let result = (|| -> Result<PiScheduler, String> {
         let pi = PiScheduler::new(opts).map_err(|e| e.to_string())?;
         bramble_sdk::cli::run_blocking(broker, client, "pi", pi)

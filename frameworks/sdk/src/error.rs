@@ -25,6 +25,10 @@ pub enum SdkError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The broker refused the login (a one-shot run gives up on it; see
+    /// [`run_once_until`](crate::scheduler::run_once_until)).
+    #[error("{0}")]
+    LoginRefused(bramble_mqtt::Refusal),
     /// The broker did not answer in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -89,6 +89,27 @@ impl ExecutorEnv {
             name: "BRAMBLE_BROKER",
             reason: e.to_string(),
         })?;
+        // The framework's login, handed on by its scheduler (BRAMBLE_USERNAME and
+        // BRAMBLE_PASSWORD), beats whatever the broker URLs carry.
+        if broker.any_tls() {
+            // The system's roots, or the CA file in BRAMBLE_CA_FILE if the task has one.
+            let files = bramble_mqtt::tls::TlsFiles {
+                ca_file: get(bramble_mqtt::tls::CA_FILE_ENV)
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                ..Default::default()
+            };
+            bramble_mqtt::tls::configure(&files).map_err(|e| SdkError::BadEnv {
+                name: "BRAMBLE_CA_FILE",
+                reason: e.to_string(),
+            })?;
+        }
+        let broker = bramble_mqtt::LoginSources::from_env(&get)
+            .settle(broker)
+            .map_err(|e| SdkError::BadEnv {
+                name: "BRAMBLE_PASSWORD",
+                reason: e.to_string(),
+            })?;
         Ok(ExecutorEnv {
             broker,
             client: id(FRAMEWORK_CLIENT_ENV)?,
@@ -375,6 +396,24 @@ mod tests {
         assert_eq!(env.task_id, "pi-0-0");
         assert_eq!(env.agent_id.as_deref(), Some("pi4"));
         assert_eq!(env.sandbox, None);
+    }
+
+    #[test]
+    fn the_schedulers_login_in_the_environment_is_presented_to_every_broker() {
+        let env = ExecutorEnv::from_lookup(lookup(&[
+            ("BRAMBLE_BROKER", "mqtt://10.0.0.1:1884,mqtt://10.0.0.2"),
+            ("BRAMBLE_FRAMEWORK_CLIENT", "pi"),
+            ("BRAMBLE_TASK_ID", "pi-0-0"),
+            ("BRAMBLE_USERNAME", "framework-pi"),
+            ("BRAMBLE_PASSWORD", "s3cret"),
+        ]))
+        .unwrap();
+        for addr in &env.broker {
+            let login = addr.login.as_ref().unwrap();
+            assert_eq!(login.username, "framework-pi");
+            assert_eq!(login.password.expose(), "s3cret");
+        }
+        assert_eq!(env.broker.to_string().matches("s3cret").count(), 0);
     }
 
     #[test]

@@ -19,12 +19,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the scheduler: place one reader per board with the sensor, until Ctrl-C.
     Scheduler {
-        /// The broker the master listens on (a comma list of brokers to fail over between).
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
+        #[command(flatten)]
+        broker: bramble_sdk::cli::BrokerArgs,
         /// The client name the framework's topics are keyed by.
         #[arg(long, default_value = "sensor")]
         client: String,
@@ -120,7 +120,7 @@ fn executor_artifact(
     Ok(Some(artifact))
 }
 
-fn scheduler(broker: &str, client: &str, opts: SensorOptions) -> ExitCode {
+fn scheduler(broker: &bramble_sdk::cli::BrokerArgs, client: &str, opts: SensorOptions) -> ExitCode {
     let result = (|| -> Result<SensorScheduler, String> {
         let sensor = SensorScheduler::new(opts).map_err(|e| e.to_string())?;
         bramble_sdk::cli::run_blocking(broker, client, "sensor", sensor)

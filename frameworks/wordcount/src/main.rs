@@ -19,14 +19,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the scheduler: split the file, place the map tasks, print the top words.
     Scheduler {
         /// The file to count.
         input: PathBuf,
-        /// The broker the master listens on (a comma list of brokers to fail over between).
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
+        #[command(flatten)]
+        broker: bramble_sdk::cli::BrokerArgs,
         /// The client name the framework's topics are keyed by.
         #[arg(long, default_value = "wordcount")]
         client: String,
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn scheduler(
-    broker: &str,
+    broker: &bramble_sdk::cli::BrokerArgs,
     client: &str,
     input: &std::path::Path,
     opts: WordcountOptions,

@@ -191,6 +191,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts Mosquitto on a free port and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts Mosquitto on a free port with `settings` (lines of `mosquitto.conf`, e.g.
+    /// `allow_anonymous false` and a `password_file`) and waits until it accepts connections.
+    pub fn start_with(settings: &str) -> Mosquitto {
         let port = free_port();
         let mut config = tempfile::Builder::new()
             .prefix("mosquitto-")
@@ -200,7 +206,7 @@ impl Mosquitto {
         use std::io::Write;
         write!(
             config,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "listener {port} 127.0.0.1\n{settings}persistence false\n"
         )
         .unwrap();
         config.flush().unwrap();
@@ -215,10 +221,7 @@ impl Mosquitto {
 
     /// Where clients reach it.
     pub fn addr(&self) -> BrokerAddr {
-        BrokerAddr {
-            host: "127.0.0.1".into(),
-            port: self.port,
-        }
+        BrokerAddr::new("127.0.0.1", self.port)
     }
 
     /// SIGKILLs it (no last wills are sent, every session and in-flight message is gone) and

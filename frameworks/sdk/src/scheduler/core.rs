@@ -277,6 +277,12 @@ impl<S: Scheduler> SchedulerCore<S> {
         &self.driver
     }
 
+    /// Hands `login` to the executors of the tasks launched from now on (see
+    /// [`SchedulerDriver::set_executor_login`]).
+    pub fn set_executor_login(&mut self, login: Option<bramble_mqtt::Login>) {
+        self.driver.set_executor_login(login);
+    }
+
     /// What the core handled and dropped so far.
     pub fn stats(&self) -> DriverStats {
         self.stats

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::wire::MAX_ENV;
+use bramble_mqtt::sources::{PASSWORD_ENV, USERNAME_ENV};
+use bramble_mqtt::Login;
 
 use crate::error::CallError;
 use crate::messages::{FrameworkMessage, MAX_MESSAGE_DATA};
@@ -19,6 +21,9 @@ use crate::protocol::{
 /// The environment variable the driver adds to every task it launches: the scheduler's client
 /// name, so the executor knows where to send framework messages.
 pub const FRAMEWORK_CLIENT_ENV: &str = "BRAMBLE_FRAMEWORK_CLIENT";
+
+/// The longest username or password handed to executors (a task's env value limit).
+const MAX_HANDED_LEN: usize = crate::protocol::task::MAX_ENV_VALUE_LEN;
 
 /// How many calls and messages the outbox holds before refusing more.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -51,6 +56,8 @@ pub struct SchedulerDriver {
     /// Tasks accepted since the core last looked (it drains this after every callback;
     /// `take_outgoing` clears it for a driver used alone).
     pub(super) launched: Vec<String>,
+    /// The broker login handed to executors in `BRAMBLE_USERNAME` / `BRAMBLE_PASSWORD`.
+    pub(super) executor_login: Option<Login>,
 }
 
 impl SchedulerDriver {
@@ -68,7 +75,25 @@ impl SchedulerDriver {
             timers: BTreeMap::new(),
             timer_seq: 0,
             launched: Vec::new(),
+            executor_login: None,
         }
+    }
+
+    /// Hands `login` (the scheduler's own broker login) to every task launched from now on, as
+    /// `BRAMBLE_USERNAME` and `BRAMBLE_PASSWORD`, so executors log in as their framework. A login
+    /// longer than a task's env values may be (128 bytes) is not handed on. `None`: nothing is.
+    pub fn set_executor_login(&mut self, login: Option<Login>) {
+        self.executor_login = login.filter(|l| {
+            let fits =
+                l.username.len() <= MAX_HANDED_LEN && l.password.expose().len() <= MAX_HANDED_LEN;
+            if !fits {
+                tracing::warn!(
+                    "the broker login of {} is longer than 128 bytes: executors are not handed it",
+                    l.username
+                );
+            }
+            fits
+        });
     }
 
     /// The time of the callback being run, in milliseconds on the core's clock (0 for a driver
@@ -123,7 +148,8 @@ impl SchedulerDriver {
     }
 
     /// Accepts `offer_id`, launching `tasks` on it (none: the offer goes back, like a decline with
-    /// the default filter). Adds [`FRAMEWORK_CLIENT_ENV`] to each task's environment.
+    /// the default filter). Adds [`FRAMEWORK_CLIENT_ENV`] to each task's environment, and the
+    /// scheduler's broker login ([`set_executor_login`](Self::set_executor_login)) if it has one.
     pub fn launch(&mut self, offer_id: OfferId, tasks: Vec<TaskInfo>) -> Result<(), CallError> {
         if tasks.len() > MAX_TASKS_PER_CALL {
             return Err(CallError::Invalid(format!(
@@ -136,11 +162,20 @@ impl SchedulerDriver {
             task.env.retain(|(k, _)| k != FRAMEWORK_CLIENT_ENV);
             task.env
                 .push((FRAMEWORK_CLIENT_ENV.to_owned(), self.client.clone()));
+            if let Some(login) = &self.executor_login {
+                task.env
+                    .retain(|(k, _)| k != USERNAME_ENV && k != PASSWORD_ENV);
+                task.env
+                    .push((USERNAME_ENV.to_owned(), login.username.clone()));
+                task.env
+                    .push((PASSWORD_ENV.to_owned(), login.password.expose().to_owned()));
+            }
             // The one validator the master also runs: what passes here, the master takes.
             task.validate().map_err(|e| match e {
                 TaskError::TooManyVars(tid) => CallError::Invalid(format!(
-                    "task {tid}: at most {} environment variables (the driver adds {FRAMEWORK_CLIENT_ENV})",
-                    MAX_ENV - 1
+                    "task {tid}: at most {} environment variables (the driver adds {FRAMEWORK_CLIENT_ENV}{})",
+                    MAX_ENV - 1 - 2 * usize::from(self.executor_login.is_some()),
+                    if self.executor_login.is_some() { ", BRAMBLE_USERNAME and BRAMBLE_PASSWORD" } else { "" }
                 )),
                 e => CallError::Invalid(e.to_string()),
             })?;
@@ -286,6 +321,34 @@ impl SchedulerDriver {
 mod tests {
     use super::*;
     use agent_nostd_core::Resources;
+
+    #[test]
+    fn launched_tasks_carry_the_schedulers_login_only_when_it_has_one() {
+        let env_of = |d: &mut SchedulerDriver| {
+            let t = TaskInfo::new("t1", &["/bin/true"], Resources::new(100, 10, 0));
+            d.launch(7, vec![t]).unwrap();
+            let calls = d.take_calls();
+            let Call::Accept(a) = &calls[0] else {
+                panic!("not an accept: {calls:?}")
+            };
+            a.tasks[0].env.clone()
+        };
+        let mut d = SchedulerDriver::new("pi");
+        let env = env_of(&mut d);
+        assert!(!env
+            .iter()
+            .any(|(k, _)| k == USERNAME_ENV || k == PASSWORD_ENV));
+        d.set_executor_login(Some(Login::new("framework-pi", "s3cret")));
+        let env = env_of(&mut d);
+        assert!(env.contains(&(USERNAME_ENV.into(), "framework-pi".into())));
+        assert!(env.contains(&(PASSWORD_ENV.into(), "s3cret".into())));
+        d.set_executor_login(Some(Login::new("framework-pi", "x".repeat(129))));
+        let env = env_of(&mut d);
+        assert!(
+            !env.iter().any(|(k, _)| k == PASSWORD_ENV),
+            "too long to hand on"
+        );
+    }
 
     #[test]
     fn launched_tasks_carry_the_framework_client_in_their_environment() {

@@ -56,7 +56,7 @@ pub use self::core::{
     RECONCILE_STAGING_MS,
 };
 pub use driver::{Outgoing, SchedulerDriver, FRAMEWORK_CLIENT_ENV, MAX_TIMERS, OUTBOX_CAPACITY};
-pub use runner::{run, run_until, SchedulerConfig};
+pub use runner::{run, run_once_until, run_until, SchedulerConfig};
 
 use crate::protocol::{ErrorCode, Offer, OfferId, StatusUpdate};
 

@@ -46,12 +46,36 @@ pub async fn run<S: Scheduler>(config: SchedulerConfig, scheduler: S) -> Result<
 }
 
 /// Like [`run`], but also stops (with a teardown) when `shutdown` completes, e.g. on Ctrl-C.
+///
+/// A refused broker login is logged at ERROR (once per backoff cycle) and retried with backoff,
+/// as a long-lived scheduler must ride out a broker whose accounts are being fixed.
 pub async fn run_until<S: Scheduler>(
     config: SchedulerConfig,
     scheduler: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<S, SdkError> {
-    let core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
+    run_inner(config, scheduler, shutdown, false).await
+}
+
+/// Like [`run_until`], for a one-shot command (`bramble run`): a refused broker login ends it at
+/// once with [`SdkError::LoginRefused`] instead of being retried.
+pub async fn run_once_until<S: Scheduler>(
+    config: SchedulerConfig,
+    scheduler: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<S, SdkError> {
+    run_inner(config, scheduler, shutdown, true).await
+}
+
+async fn run_inner<S: Scheduler>(
+    config: SchedulerConfig,
+    scheduler: S,
+    shutdown: impl Future<Output = ()>,
+    one_shot: bool,
+) -> Result<S, SdkError> {
+    let mut core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
+    // Executors log in as their framework: with the login the scheduler itself uses.
+    core.set_executor_login(config.brokers.first().login.clone());
     let client = &config.client_name;
     let config_mqtt = ClientConfig {
         inflight: 64,
@@ -81,9 +105,14 @@ pub async fn run_until<S: Scheduler>(
         mqtt,
         started: Instant::now(),
         connection,
+        one_shot,
+        refused: None,
     };
     info!(client = %client, brokers = %config.brokers, "scheduler starting");
     runner.run(session, shutdown).await;
+    if let Some(refusal) = runner.refused.take() {
+        return Err(SdkError::LoginRefused(refusal));
+    }
     info!(client = %client, stats = ?runner.core.stats(), "scheduler stopped");
     Ok(runner.core.into_scheduler())
 }
@@ -127,6 +156,10 @@ struct Runner<S> {
     started: Instant,
     /// The nonce the will of the current connection attempt carries.
     connection: Arc<AtomicU64>,
+    /// Whether a refused login ends the run (a one-shot command) instead of being retried.
+    one_shot: bool,
+    /// The refusal that ended a one-shot run.
+    refused: Option<bramble_mqtt::Refusal>,
 }
 
 impl<S: Scheduler> Runner<S> {
@@ -166,6 +199,10 @@ impl<S: Scheduler> Runner<S> {
                     }
                     SessionEvent::Disconnected => break,
                     SessionEvent::Lost { .. } if disconnect_sent => break,
+                    SessionEvent::Lost { refused: Some(r), .. } if self.one_shot => {
+                        self.refused = Some(r);
+                        break;
+                    }
                     // The session waits out its backoff before the next attempt.
                     SessionEvent::Lost { .. } => self.core.handle_disconnected(self.now()),
                     SessionEvent::Other(_) => {}
