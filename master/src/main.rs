@@ -11,6 +11,8 @@
 //!   `bramble kill TASK`: the operator's kill.
 //! - `bramble deploy`: the agent pushed to the boards of an inventory over SSH (see
 //!   `bramble::deploy`).
+//! - `bramble credentials add|remove|list` and `bramble broker-config mosquitto`: the cluster's
+//!   credential store (see `bramble::credentials`).
 //!
 //! Hidden: `bramble __supervise …` supervises a task (as `bramble-agent` does), `bramble __agent …`
 //! runs an agent (the `bramble-agent` command line), and `bramble __exec FRAMEWORK …` runs a demo
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bramble::broker::{self, BrokerConfig};
+use bramble::broker;
 use bramble::driver::{BrokerAddr, Brokers};
 use bramble::leadership::{self, Leadership};
 use bramble::web;
@@ -89,6 +91,22 @@ enum Command {
         /// A-Z a-z 0-9 . _ -
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        state_dir: bramble::credentials::cli::StateDir,
+        /// Let the embedded broker accept clients without a login on any address (for tests
+        /// only: anyone who reaches it can run commands on every board).
+        #[arg(long, conflicts_with = "broker")]
+        insecure_allow_anonymous: bool,
+    },
+    /// Manage the cluster's principals and their secrets (run on the master host).
+    Credentials {
+        #[command(subcommand)]
+        command: bramble::credentials::cli::CredentialsCommand,
+    },
+    /// Write an external broker's configuration from the credential store.
+    BrokerConfig {
+        #[command(subcommand)]
+        command: bramble::credentials::cli::BrokerConfigCommand,
     },
     /// Show the cluster summary (from the master's retained status topics).
     Status(QueryArgs),
@@ -225,6 +243,8 @@ fn main() -> ExitCode {
                 let default = match cli.command {
                     Command::Up { .. } => "warn,rumqttd=off",
                     Command::Master { .. } => "info,rumqttd::router::routing=off",
+                    // Creating the store on first use says where it is.
+                    Command::Credentials { .. } | Command::BrokerConfig { .. } => "info",
                     // The CLI commands (deploy's progress bars and summary among them) say it
                     // all; warnings name what failed.
                     _ => "warn",
@@ -253,6 +273,8 @@ fn main() -> ExitCode {
             artifacts,
             standby,
             name,
+            state_dir,
+            insecure_allow_anonymous,
         } => {
             let config = Config {
                 ha_discovery,
@@ -266,7 +288,7 @@ fn main() -> ExitCode {
                 ..Leadership::default()
             };
             runtime.block_on(master(
-                listen,
+                (listen, state_dir.path, insecure_allow_anonymous),
                 broker,
                 allocation_interval,
                 config,
@@ -274,6 +296,8 @@ fn main() -> ExitCode {
                 http,
             ))
         }
+        Command::Credentials { command } => command.run().map(print).map_err(|e| e.to_string()),
+        Command::BrokerConfig { command } => command.run().map(print).map_err(|e| e.to_string()),
         Command::Status(q) => runtime.block_on(query(Query::Status, q)),
         Command::Agents(q) => runtime.block_on(query(Query::Agents, q)),
         Command::Frameworks(q) => runtime.block_on(query(Query::Frameworks, q)),
@@ -342,18 +366,33 @@ fn exec(args: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
+/// Prints a command's output (nothing when empty).
+fn print(text: String) {
+    print!("{text}");
+}
+
+/// The master: `embedded` is where its embedded broker listens, its state directory (the
+/// credential store) and whether that broker lets anonymous clients in.
 async fn master(
-    listen: SocketAddr,
+    embedded: (SocketAddr, PathBuf, bool),
     broker: Option<String>,
     allocation_interval: f64,
     config: Config,
-    leadership: Leadership,
+    mut leadership: Leadership,
     http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
+    use bramble::credentials::cli as credentials;
+    let (listen, state_dir, insecure_allow_anonymous) = embedded;
     let addr = match broker {
-        Some(url) => Brokers::parse(&url).map_err(|e| e.to_string())?,
+        Some(url) => {
+            leadership.login =
+                credentials::stored_master_login(&state_dir).map_err(|e| e.to_string())?;
+            Brokers::parse(&url).map_err(|e| e.to_string())?
+        }
         None => {
-            broker::start(&BrokerConfig::small(listen)).map_err(|e| e.to_string())?;
+            leadership.login =
+                credentials::embedded_broker(listen, &state_dir, insecure_allow_anonymous)
+                    .map_err(|e| e.to_string())?;
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");
             BrokerAddr::new(a.ip().to_string(), a.port()).into()

@@ -188,6 +188,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts Mosquitto on a free port and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts Mosquitto on a free loopback port with `settings` (e.g. a password and ACL file)
+    /// instead of letting anonymous clients in.
+    pub fn start_with(settings: &str) -> Mosquitto {
         let port = free_port();
         let mut config = tempfile::Builder::new()
             .prefix("mosquitto-")
@@ -197,7 +203,7 @@ impl Mosquitto {
         use std::io::Write;
         write!(
             config,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "listener {port} 127.0.0.1\npersistence false\n{settings}"
         )
         .unwrap();
         config.flush().unwrap();
