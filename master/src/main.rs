@@ -161,6 +161,12 @@ enum Command {
         /// Start the agents without systemd (install.sh --no-systemd: setsid, a pid file).
         #[arg(long)]
         no_systemd: bool,
+        /// Install no credentials (a broker without logins). By default each board's agent is
+        /// issued its credential from the store (if it has none) and it is installed on the board.
+        #[arg(long)]
+        no_credentials: bool,
+        #[command(flatten)]
+        state_dir: bramble::credentials::cli::StateDir,
     },
 }
 
@@ -320,6 +326,8 @@ fn main() -> ExitCode {
             connect_timeout,
             register_timeout,
             no_systemd,
+            no_credentials,
+            state_dir,
         } => {
             let dist = dist.unwrap_or_else(|| {
                 std::env::var_os("CARGO_TARGET_DIR")
@@ -336,6 +344,7 @@ fn main() -> ExitCode {
                 register_timeout: std::time::Duration::from_secs(register_timeout),
                 no_systemd,
                 progress: true,
+                credentials: (!no_credentials).then_some(state_dir.path),
             };
             runtime.block_on(deploy(options))
         }
