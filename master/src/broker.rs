@@ -367,4 +367,24 @@ mod tests {
             Err(BrokerError::Zero("segment_count"))
         ));
     }
+
+    #[test]
+    fn a_broker_without_logins_is_refused_off_loopback_unless_insecure_on_purpose() {
+        let port = free_port().port();
+        let lan = SocketAddr::from(([0, 0, 0, 0], port));
+        assert!(matches!(
+            start(&BrokerConfig::small(lan)),
+            Err(BrokerError::AnonymousOffLoopback(addr)) if addr == lan
+        ));
+        assert!(
+            TcpStream::connect(connect_addr(lan)).is_err(),
+            "nothing listens"
+        );
+        let insecure = BrokerConfig {
+            anonymous: Anonymous::Insecure,
+            ..BrokerConfig::small(lan)
+        };
+        start(&insecure).unwrap();
+        assert!(TcpStream::connect(connect_addr(lan)).is_ok());
+    }
 }

@@ -131,3 +131,20 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn bramble_up_refuses_to_listen_beyond_loopback_without_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = "0.0.0.0:1".parse().unwrap();
+        let err = super::run(listen, false, Some(dir.path().to_owned()), None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback only"), "{err}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing was started"
+        );
+    }
+}

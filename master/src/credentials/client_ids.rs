@@ -3,7 +3,7 @@
 //!
 //! | principal        | client ids                                                          |
 //! |------------------|---------------------------------------------------------------------|
-//! | `master-*`       | `bramble-master-*` (the leader's `bramble-master-NAME`, the election's `bramble-master-NAME-election`), and the start-up sweep of stale status topics `bramble-query-*` |
+//! | `master-*`       | `bramble-master-*` (the leader's `bramble-master-NAME`, the election's `bramble-master-NAME-election`), the start-up sweep of stale status topics `bramble-query-*`, and `bramble deploy`'s registration watch `bramble-deploy-*` |
 //! | `agent-NAME`     | `bramble-agent-NAME`, and its tasks' executors `bramble-exec-*`     |
 //! | `framework-NAME` | `bramble-fw-NAME`, and its executors `bramble-exec-NAME-*`          |
 //! | `operator-*`     | the CLI's one-shots `bramble-query-*`, `bramble-cmd-*`, `bramble-deploy-*`, and `bramble run`'s `bramble-fw-bramble-run-*` |
@@ -18,7 +18,7 @@ use agent_nostd_core::auth::{Principal, PrincipalKind};
 pub fn may_use(principal: &Principal, client_id: &str) -> bool {
     let name = principal.name();
     match principal.kind() {
-        PrincipalKind::Master => ["bramble-master-", "bramble-query-"]
+        PrincipalKind::Master => ["bramble-master-", "bramble-query-", "bramble-deploy-"]
             .iter()
             .any(|p| client_id.len() > p.len() && client_id.starts_with(p)),
         PrincipalKind::Agent => {
@@ -69,6 +69,7 @@ mod tests {
             }
         }
         assert!(!may_use(&p("master-cluster"), "bramble-master-"));
+        assert!(may_use(&p("master-cluster"), "bramble-deploy-77"));
         assert!(!may_use(&p("master-cluster"), "bramble-agent-pi4"));
     }
 
