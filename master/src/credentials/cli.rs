@@ -161,7 +161,10 @@ pub fn embedded_broker(
         broker::start(&config)?;
         return Ok(None);
     }
-    let (store, _) = Store::open_or_init(state_dir)?;
+    let (store, _) = {
+        let _lock = Store::lock(state_dir)?;
+        Store::open_or_init(state_dir)?
+    };
     let auth = Arc::new(Authenticator::new(&store));
     broker::start(&BrokerConfig::small(listen).with_auth(Arc::clone(&auth)))?;
     if let Err(e) = Reloader::new(store.path().to_owned(), auth).spawn() {

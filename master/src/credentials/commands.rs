@@ -62,6 +62,7 @@ pub fn add(
     rotate: bool,
 ) -> Result<PathBuf, CommandError> {
     let principal = principal(kind, name)?;
+    let _lock = Store::lock(state_dir)?;
     let (mut store, _) = Store::open_or_init(state_dir)?;
     let credential = store.issue(principal.clone(), rotate)?;
     let out = out.map_or_else(|| default_credential_path(&principal), Path::to_owned);
@@ -74,6 +75,7 @@ pub fn add(
 /// `bramble credentials remove KIND NAME`.
 pub fn remove(state_dir: &Path, kind: PrincipalKind, name: &str) -> Result<(), CommandError> {
     let principal = principal(kind, name)?;
+    let _lock = Store::lock(state_dir)?;
     let mut store = Store::load(&Store::path_in(state_dir))?;
     store.remove(&principal)?;
     store.save()?;

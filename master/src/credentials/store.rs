@@ -25,6 +25,8 @@ use tracing::{info, warn};
 
 /// The store's file name in the state directory.
 pub const STORE_FILE: &str = "credentials.toml";
+/// The lock file beside it ([`Store::lock`]).
+pub const LOCK_FILE: &str = "credentials.lock";
 /// Where the master keeps its state unless told otherwise (the .deb's unit uses it too).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bramble-master";
 /// The one master principal every master of the cluster logs in as.
@@ -92,6 +94,12 @@ struct FileEntry {
     issued: String,
 }
 
+/// An exclusive `flock` on the store's lock file: held by whoever reads, changes and saves the
+/// store, so two `bramble credentials add` (or a deploy beside one) never lose each other's
+/// principal. Released when dropped.
+#[derive(Debug)]
+pub struct StoreLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
 /// What [`Store::open_or_init`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
@@ -117,6 +125,34 @@ impl Store {
     /// The store's path in `state_dir`.
     pub fn path_in(state_dir: &Path) -> PathBuf {
         state_dir.join(STORE_FILE)
+    }
+
+    /// Waits for the exclusive lock on the store in `state_dir` (creating the directory, mode
+    /// 0700, and the lock file, mode 0600, when missing). Take it before a read-modify-write; not
+    /// twice in one thread.
+    pub fn lock(state_dir: &Path) -> Result<StoreLock, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(io(state_dir))?;
+        let path = state_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        // Root's lock file would shut the master's own user out of it.
+        give_to_directory_owner(&file, &path).map_err(io(&path))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(StoreLock)
+            .map_err(|(_, errno)| io(&path)(std::io::Error::from(errno)))
     }
 
     /// The master principal, `master-cluster`.
@@ -308,8 +344,9 @@ impl Store {
     }
 }
 
-/// Run as root (`sudo bramble credentials add` on a master host), makes the new store the state
-/// directory's owner's, so the master's own user (the unit's `DynamicUser`) can still read it.
+/// Run as root (`sudo bramble credentials add` on a master host), makes a new file in the state
+/// directory (the store, its lock) the directory owner's, so the master's own user (the unit's
+/// `DynamicUser`) can still open it.
 fn give_to_directory_owner(file: &std::fs::File, store: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if nix::unistd::geteuid().is_root() {
@@ -428,6 +465,39 @@ mod tests {
         assert!(!dir.path().join("credentials.toml.tmp").exists());
         assert_eq!(mode(store.path()), 0o600);
         assert_eq!(Store::load(store.path()).unwrap(), store);
+    }
+
+    #[test]
+    fn the_store_lock_is_exclusive_until_dropped() {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::lock(dir.path()).unwrap();
+        let try_lock = || {
+            let file = std::fs::File::open(dir.path().join(LOCK_FILE)).unwrap();
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+        };
+        assert!(!try_lock(), "a second locker waits");
+        drop(held);
+        assert!(try_lock(), "free once dropped");
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn files_root_writes_in_the_masters_directory_stay_the_masters() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // The master's own user (the unit's DynamicUser) owns its state directory.
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        let _lock = Store::lock(&state).unwrap();
+        let (mut store, _) = Store::open_or_init(&state).unwrap();
+        store.issue(agent("pi"), false).unwrap();
+        store.save().unwrap();
+        for file in [LOCK_FILE, STORE_FILE] {
+            let meta = std::fs::metadata(state.join(file)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{file}");
+        }
     }
 
     #[test]

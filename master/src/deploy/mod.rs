@@ -335,6 +335,8 @@ fn agent_credential(
     let fail = |e: &dyn std::fmt::Display| BoardError::Credential(e.to_string());
     let principal = Principal::new(PrincipalKind::Agent, id).map_err(|e| fail(&e))?;
     let _held = ctx.store.lock().unwrap_or_else(|e| e.into_inner());
+    // Blocking, but short (a read and a rename), and only when this board is installed.
+    let _lock = Store::lock(state_dir).map_err(|e| fail(&e))?;
     let (mut store, _) = Store::open_or_init(state_dir).map_err(|e| fail(&e))?;
     let credential = match store.credential(&principal) {
         Some(c) => c,
