@@ -14,6 +14,10 @@
 #   --attribute K=V     set `K = "V"` in the config's [attributes] (repeatable; K: letters, digits,
 #                       `_` and `-`, at most 16; V: at most 32 printable characters, no `"` or `\`)
 #   --tls               install the TLS build (bramble-agent-tls, for mqtts:// brokers; larger)
+#   --credential FILE   install this board's credential file (`bramble credentials add agent ID`;
+#                       `-` reads it from stdin) as /etc/bramble/agent.credential (mode 0600, owned
+#                       by root) and set `credential_file` in the config; its agent name becomes
+#                       `agent_id` (it must match --agent-id when both are given)
 #   --no-systemd        do not use systemd: (re)start the agent as a daemon with setsid/nohup,
 #                       its pid in /run/bramble-agent.pid and its log in /var/log/bramble-agent.log
 #   --root DIR          install below DIR instead of / (staging, tests); systemd is not touched
@@ -51,6 +55,7 @@ agent_id=
 attributes=
 systemd=yes
 agent_bin=bramble-agent
+credential=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,6 +71,7 @@ while [ $# -gt 0 ]; do
 "
       shift 2
       ;;
+    --credential) [ $# -ge 2 ] || die "--credential needs a file (or - for stdin)"; credential=$2; shift 2 ;;
     --no-systemd) systemd=no; shift ;;
     --tls) agent_bin=bramble-agent-tls; shift ;;
     --no-start) start=no; shift ;;
@@ -141,6 +147,24 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# ----- the board's credential (read first: stdin may carry it) -----
+if [ -n "$credential" ]; then
+  (
+    umask 077
+    if [ "$credential" = - ]; then cat >"$tmp/agent.credential"; else cat -- "$credential" >"$tmp/agent.credential"; fi
+  ) || die "cannot read the credential file $credential"
+  # Its agent name, from `principal = "agent-NAME"` (the secret is never printed).
+  cred_id=$(sed -n 's/^principal *= *"agent-\([A-Za-z0-9._-]*\)".*$/\1/p' "$tmp/agent.credential" | head -n 1)
+  [ -n "$cred_id" ] || die "--credential $credential is not an agent's credential file (principal = \"agent-NAME\")"
+  grep -Eq '^secret *= *"[0-9a-fA-F]{64}"' "$tmp/agent.credential" ||
+    die "--credential $credential has no 64-hex-digit secret"
+  if [ -z "$agent_id" ]; then
+    agent_id=$cred_id
+  elif [ "$agent_id" != "$cred_id" ]; then
+    die "--credential is agent-$cred_id's but --agent-id is $agent_id: an agent logs in only as itself"
+  fi
+fi
 
 # ----- fetch and unpack the source -----
 case "$source" in
@@ -246,6 +270,16 @@ set_top_key() {
 }
 
 [ -z "$broker" ] || set_top_key broker "$broker"
+if [ -n "$credential" ]; then
+  cred_file=$dest/etc/bramble/agent.credential
+  # Created private, then renamed over the old one: never readable by others, never half written.
+  cp "$tmp/agent.credential" "$cred_file.new"
+  chmod 0600 "$cred_file.new"
+  [ "$(id -u)" -ne 0 ] || chown 0:0 "$cred_file.new"
+  mv -f "$cred_file.new" "$cred_file"
+  say "installed the credential of agent-$cred_id as $cred_file (mode 0600)"
+  set_top_key credential_file /etc/bramble/agent.credential
+fi
 [ -z "$agent_id" ] || set_top_key agent_id "$agent_id"
 
 if [ -n "$attr_lines" ]; then

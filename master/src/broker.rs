@@ -14,16 +14,32 @@
 //! once rumqttd listens, [`start`] finds its listening socket among this process's descriptors and
 //! sets the option there ([`set_listener_nodelay`]).
 //!
+//! **Logins.** With [`BrokerConfig::auth`] set, every CONNECT must carry a principal's username
+//! and broker password and a client id of that principal's (rumqttd's auth handler sees all three:
+//! [`crate::credentials::Authenticator`]); anonymous and wrong logins are refused and counted.
+//! Without it the broker lets anyone in, which [`start`] allows only on a loopback address unless
+//! told it is insecure on purpose ([`Anonymous`]).
+//!
 //! rumqttd has no shutdown and no persistence: the broker lives as long as the process, and retained
 //! messages (the master's `Hello`, the dashboard's status topics) are re-published by the master when
 //! it starts.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Limits of the embedded broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who may connect without a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Nobody, unless the broker listens on loopback only (`bramble up`).
+    LoopbackOnly,
+    /// Anybody, on any address (`--insecure-allow-anonymous`; logged loudly).
+    Insecure,
+}
+
+/// Limits of the embedded broker, and who may log in.
+#[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Where it listens (MQTT 3.1.1).
     pub listen: SocketAddr,
@@ -36,6 +52,10 @@ pub struct BrokerConfig {
     pub segment_size: usize,
     /// Segments kept per filter.
     pub segment_count: usize,
+    /// The logins it accepts; `None` lets every client in (see [`BrokerConfig::anonymous`]).
+    pub auth: Option<Arc<crate::credentials::Authenticator>>,
+    /// Where a broker without [`BrokerConfig::auth`] may listen.
+    pub anonymous: Anonymous,
 }
 
 impl BrokerConfig {
@@ -51,6 +71,16 @@ impl BrokerConfig {
             max_payload: bramble_mqtt::MAX_PACKET,
             segment_size: 64 * 1024,
             segment_count: 4,
+            auth: None,
+            anonymous: Anonymous::LoopbackOnly,
+        }
+    }
+
+    /// The same, accepting only the logins of `auth`.
+    pub fn with_auth(self, auth: Arc<crate::credentials::Authenticator>) -> Self {
+        BrokerConfig {
+            auth: Some(auth),
+            ..self
         }
     }
 }
@@ -61,6 +91,9 @@ pub enum BrokerError {
     /// A limit is zero (rumqttd would panic on it).
     #[error("broker setting `{0}` must be above 0")]
     Zero(&'static str),
+    /// No logins were given and the address is not loopback.
+    #[error("the embedded broker on {0} would let anyone in: it needs credentials off loopback (or --insecure-allow-anonymous)")]
+    AnonymousOffLoopback(SocketAddr),
     /// The broker thread ended at once, e.g. because the port is taken.
     #[error("the embedded broker could not listen on {listen}: {reason}")]
     Start {
@@ -83,6 +116,18 @@ pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
             return Err(BrokerError::Zero(name));
         }
     }
+    match (&config.auth, config.anonymous) {
+        (Some(_), _) => {}
+        (None, Anonymous::LoopbackOnly) if config.listen.ip().is_loopback() => {}
+        (None, Anonymous::LoopbackOnly) => {
+            return Err(BrokerError::AnonymousOffLoopback(config.listen))
+        }
+        (None, Anonymous::Insecure) => tracing::warn!(
+            listen = %config.listen,
+            "INSECURE: the embedded broker lets anyone connect without a login \
+             (--insecure-allow-anonymous); anyone who reaches it can run commands on every board"
+        ),
+    }
     // Fail early and clearly when the port is taken: rumqttd would only log it on its thread.
     if let Err(e) = std::net::TcpListener::bind(config.listen) {
         return Err(BrokerError::Start {
@@ -90,7 +135,7 @@ pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
             reason: e.to_string(),
         });
     }
-    let server = rumqttd::ServerSettings {
+    let mut server = rumqttd::ServerSettings {
         name: "mqtt-v4".into(),
         listen: config.listen,
         tls: None,
@@ -104,6 +149,14 @@ pub fn start(config: &BrokerConfig) -> Result<(), BrokerError> {
             dynamic_filters: true,
         },
     };
+    if let Some(auth) = &config.auth {
+        let auth = Arc::clone(auth);
+        server.set_auth_handler(
+            move |client_id: String, username: String, password: String| {
+                std::future::ready(auth.check(&client_id, &username, &password))
+            },
+        );
+    }
     let rumqttd_config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
@@ -313,5 +366,25 @@ mod tests {
             start(&config),
             Err(BrokerError::Zero("segment_count"))
         ));
+    }
+
+    #[test]
+    fn a_broker_without_logins_is_refused_off_loopback_unless_insecure_on_purpose() {
+        let port = free_port().port();
+        let lan = SocketAddr::from(([0, 0, 0, 0], port));
+        assert!(matches!(
+            start(&BrokerConfig::small(lan)),
+            Err(BrokerError::AnonymousOffLoopback(addr)) if addr == lan
+        ));
+        assert!(
+            TcpStream::connect(connect_addr(lan)).is_err(),
+            "nothing listens"
+        );
+        let insecure = BrokerConfig {
+            anonymous: Anonymous::Insecure,
+            ..BrokerConfig::small(lan)
+        };
+        start(&insecure).unwrap();
+        assert!(TcpStream::connect(connect_addr(lan)).is_ok());
     }
 }

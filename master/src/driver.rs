@@ -261,6 +261,8 @@ pub(crate) enum Stop {
 pub(crate) struct LeaderLink {
     /// The master's name: its client id is `bramble-master-{name}`.
     pub name: String,
+    /// The login of its connections, if the broker wants one.
+    pub login: Option<bramble_mqtt::Login>,
     /// The epoch to lead under, from the election: it starts at the claimed one and is raised
     /// while leading.
     pub epoch: watch::Receiver<u64>,
@@ -281,6 +283,7 @@ pub(crate) async fn lead(
 ) -> Result<(), MasterError> {
     let LeaderLink {
         name,
+        login,
         epoch: mut raise,
         newer,
         mut followers,
@@ -301,6 +304,7 @@ pub(crate) async fn lead(
     // Dashboards learn of a dead master from its last will: `offline`, retained.
     let (will_topic, will_payload) = StatusPublisher::last_will(epoch, Some(&name));
     let mqtt = bramble_mqtt::ClientConfig {
+        login: login.clone(),
         max_packet: (crate::mqtt::MAX_INCOMING, MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
             will_topic,
@@ -347,7 +351,8 @@ pub(crate) async fn lead(
     });
 
     // Retained status a previous master left on the broker: cleared unless this one republishes it.
-    let stale = crate::mqtt::retained_topics(&broker, &status.stale_filters()).await;
+    let stale =
+        crate::mqtt::retained_topics_as(&broker, &status.stale_filters(), login.as_ref()).await;
     status.clear_stale_at(stale, now() + bramble_master_core::status::STALE_GRACE_MS);
     tokio::pin!(stop);
     let stopped;

@@ -37,6 +37,9 @@ pub struct Leadership {
     pub standby: bool,
     /// The election's timings.
     pub election: ElectionConfig,
+    /// The login of both its connections (the master principal's, from the credential store),
+    /// if the broker wants one.
+    pub login: Option<bramble_mqtt::Login>,
 }
 
 impl Default for Leadership {
@@ -46,6 +49,7 @@ impl Default for Leadership {
             name: default_name(),
             standby: false,
             election: ElectionConfig::default(),
+            login: None,
         }
     }
 }
@@ -107,6 +111,7 @@ pub async fn run(
     let will = election.last_will();
     let config_mqtt = bramble_mqtt::ClientConfig {
         clean_session: true,
+        login: leadership.login.clone(),
         max_packet: (crate::mqtt::MAX_INCOMING, crate::mqtt::MAX_PACKET),
         last_will: Some(rumqttc::LastWill::new(
             will.topic,
@@ -150,6 +155,7 @@ pub async fn run(
                             &config,
                             &broker,
                             &leadership.name,
+                            leadership.login.clone(),
                             epoch,
                             followers.subscribe(),
                             snapshots.clone(),
@@ -255,6 +261,7 @@ fn start_leader(
     config: &Config,
     broker: &Brokers,
     name: &str,
+    login: Option<bramble_mqtt::Login>,
     epoch: u64,
     followers: watch::Receiver<Vec<FollowerStatus>>,
     snapshots: Option<watch::Sender<Snapshot>>,
@@ -265,6 +272,7 @@ fn start_leader(
     let (newer_tx, newer_rx) = watch::channel(None);
     let link = LeaderLink {
         name: name.to_owned(),
+        login,
         epoch: epoch_rx,
         newer: newer_tx,
         followers,

@@ -14,6 +14,8 @@
 //! - [`outbox`]: the driver's bounded outgoing queue and its shedding policy.
 //! - [`leadership`]: the election (standby masters) around the driver's leader.
 //! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
+//! - [`credentials`]: the cluster's credential store, `bramble credentials`, the embedded
+//!   broker's login check and the Mosquitto password/ACL files.
 //! - [`query`]: the CLI's queries of the status topics and their tables.
 //! - [`run`]: `bramble run`, a one-off task as its own framework.
 //! - [`http`]: the HTTP server (axum): the artifact store agents fetch from.
@@ -32,6 +34,7 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod credentials;
 pub mod demo;
 pub mod deploy;
 pub mod driver;

@@ -11,6 +11,8 @@
 //!   `bramble kill TASK`: the operator's kill.
 //! - `bramble deploy`: the agent pushed to the boards of an inventory over SSH (see
 //!   `bramble::deploy`).
+//! - `bramble credentials add|remove|list` and `bramble broker-config mosquitto`: the cluster's
+//!   credential store (see `bramble::credentials`).
 //!
 //! Hidden: `bramble __supervise …` supervises a task (as `bramble-agent` does), `bramble __agent …`
 //! runs an agent (the `bramble-agent` command line), and `bramble __exec FRAMEWORK …` runs a demo
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bramble::broker::{self, BrokerConfig};
+use bramble::broker;
 use bramble::driver::{BrokerAddr, Brokers};
 use bramble::leadership::{self, Leadership};
 use bramble::web;
@@ -106,6 +108,22 @@ enum Command {
         /// A-Z a-z 0-9 . _ -
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        state_dir: bramble::credentials::cli::StateDir,
+        /// Let the embedded broker accept clients without a login on any address (for tests
+        /// only: anyone who reaches it can run commands on every board).
+        #[arg(long, conflicts_with = "broker")]
+        insecure_allow_anonymous: bool,
+    },
+    /// Manage the cluster's principals and their secrets (run on the master host).
+    Credentials {
+        #[command(subcommand)]
+        command: bramble::credentials::cli::CredentialsCommand,
+    },
+    /// Write an external broker's configuration from the credential store.
+    BrokerConfig {
+        #[command(subcommand)]
+        command: bramble::credentials::cli::BrokerConfigCommand,
     },
     /// Show the cluster summary (from the master's retained status topics).
     Status(QueryArgs),
@@ -160,6 +178,12 @@ enum Command {
         /// Start the agents without systemd (install.sh --no-systemd: setsid, a pid file).
         #[arg(long)]
         no_systemd: bool,
+        /// Install no credentials (a broker without logins). By default each board's agent is
+        /// issued its credential from the store (if it has none) and it is installed on the board.
+        #[arg(long)]
+        no_credentials: bool,
+        #[command(flatten)]
+        state_dir: bramble::credentials::cli::StateDir,
     },
 }
 
@@ -236,6 +260,8 @@ fn main() -> ExitCode {
                 let default = match cli.command {
                     Command::Up { .. } => "warn,rumqttd=off",
                     Command::Master { .. } => "info,rumqttd::router::routing=off",
+                    // Creating the store on first use says where it is.
+                    Command::Credentials { .. } | Command::BrokerConfig { .. } => "info",
                     // The CLI commands (deploy's progress bars and summary among them) say it
                     // all; warnings name what failed.
                     _ => "warn",
@@ -268,6 +294,8 @@ fn main() -> ExitCode {
             artifacts,
             standby,
             name,
+            state_dir,
+            insecure_allow_anonymous,
         } => {
             let config = Config {
                 ha_discovery,
@@ -292,7 +320,7 @@ fn main() -> ExitCode {
                 ..BrokerArgs::default()
             });
             runtime.block_on(master(
-                listen,
+                (listen, state_dir.path, insecure_allow_anonymous),
                 broker,
                 allocation_interval,
                 config,
@@ -300,6 +328,8 @@ fn main() -> ExitCode {
                 http,
             ))
         }
+        Command::Credentials { command } => command.run().map(print).map_err(|e| e.to_string()),
+        Command::BrokerConfig { command } => command.run().map(print).map_err(|e| e.to_string()),
         Command::Status(q) => runtime.block_on(query(Query::Status, q)),
         Command::Agents(q) => runtime.block_on(query(Query::Agents, q)),
         Command::Frameworks(q) => runtime.block_on(query(Query::Frameworks, q)),
@@ -322,6 +352,8 @@ fn main() -> ExitCode {
             connect_timeout,
             register_timeout,
             no_systemd,
+            no_credentials,
+            state_dir,
         } => {
             let dist = dist.unwrap_or_else(|| {
                 std::env::var_os("CARGO_TARGET_DIR")
@@ -338,6 +370,7 @@ fn main() -> ExitCode {
                 register_timeout: std::time::Duration::from_secs(register_timeout),
                 no_systemd,
                 progress: true,
+                credentials: (!no_credentials).then_some(state_dir.path),
             };
             runtime.block_on(deploy(options))
         }
@@ -368,18 +401,35 @@ fn exec(args: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
+/// Prints a command's output (nothing when empty).
+fn print(text: String) {
+    print!("{text}");
+}
+
+/// The master: `embedded` is where its embedded broker listens, its state directory (the
+/// credential store) and whether that broker lets anonymous clients in.
 async fn master(
-    listen: SocketAddr,
+    embedded: (SocketAddr, PathBuf, bool),
     broker: Option<BrokerArgs>,
     allocation_interval: f64,
     config: Config,
-    leadership: Leadership,
+    mut leadership: Leadership,
     http: Option<(SocketAddr, PathBuf)>,
 ) -> Result<(), String> {
+    use bramble::credentials::cli as credentials;
+    let (listen, state_dir, insecure_allow_anonymous) = embedded;
     let addr = match broker {
-        Some(args) => args.brokers(None)?,
+        Some(args) => {
+            // A login given with the broker (flags, environment, URL) is the broker's own;
+            // the master's stored credential is the fallback.
+            leadership.login =
+                credentials::stored_master_login(&state_dir).map_err(|e| e.to_string())?;
+            args.brokers(None)?
+        }
         None => {
-            broker::start(&BrokerConfig::small(listen)).map_err(|e| e.to_string())?;
+            leadership.login =
+                credentials::embedded_broker(listen, &state_dir, insecure_allow_anonymous)
+                    .map_err(|e| e.to_string())?;
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");
             BrokerAddr::new(a.ip().to_string(), a.port()).into()

@@ -58,12 +58,23 @@ pub async fn retained(
     brokers: impl Into<Brokers>,
     filters: &[String],
     timeout: Duration,
+    on_publish: impl FnMut(&str, &[u8]),
+) -> Result<(), QueryError> {
+    retained_as(brokers, filters, timeout, None, on_publish).await
+}
+
+/// [`retained`], logging in with `login`.
+pub async fn retained_as(
+    brokers: impl Into<Brokers>,
+    filters: &[String],
+    timeout: Duration,
+    login: Option<&bramble_mqtt::Login>,
     mut on_publish: impl FnMut(&str, &[u8]),
 ) -> Result<(), QueryError> {
     let brokers = brokers.into();
     let mut last = None;
     for broker in &brokers {
-        match retained_at(broker, filters, timeout, &mut on_publish).await {
+        match retained_at(broker, filters, timeout, login, &mut on_publish).await {
             Err(e @ (QueryError::Connection { .. } | QueryError::Timeout(_))) => last = Some(e),
             done => return done,
         }
@@ -76,12 +87,17 @@ async fn retained_at(
     broker: &BrokerAddr,
     filters: &[String],
     timeout: Duration,
+    login: Option<&bramble_mqtt::Login>,
     on_publish: &mut impl FnMut(&str, &[u8]),
 ) -> Result<(), QueryError> {
     static QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("bramble-query-{}-{n}", std::process::id());
-    let (client, mut eventloop) = bramble_mqtt::connect(one_shot(id, broker));
+    let config = ClientConfig {
+        login: login.cloned(),
+        ..one_shot(id, broker)
+    };
+    let (client, mut eventloop) = bramble_mqtt::connect(config);
     let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
         broker: broker.to_string(),
         message: e.to_string(),
@@ -124,8 +140,17 @@ async fn retained_at(
 /// [`MAX_STALE`]), or none if the broker cannot be reached
 /// within 2 s. The master uses it at start to find what a previous master left.
 pub async fn retained_topics(broker: impl Into<Brokers>, filters: &[String]) -> Vec<String> {
+    retained_topics_as(broker, filters, None).await
+}
+
+/// [`retained_topics`], logging in with `login` (the master's, when the broker wants one).
+pub async fn retained_topics_as(
+    broker: impl Into<Brokers>,
+    filters: &[String],
+    login: Option<&bramble_mqtt::Login>,
+) -> Vec<String> {
     let mut found = Vec::new();
-    let sweep = retained(broker, filters, Duration::from_secs(2), |t, p| {
+    let sweep = retained_as(broker, filters, Duration::from_secs(2), login, |t, p| {
         if !p.is_empty() && found.len() < MAX_STALE {
             found.push(t.to_owned());
         }

@@ -3,6 +3,9 @@
 //! It starts the embedded broker, the master and three agents (one with a BME280 sensor), prints
 //! where everything is, and, unless `--no-demo`, runs the `pi` and `sensor` frameworks side by side,
 //! printing their results and the frameworks' dominant shares as they come, until Ctrl-C.
+//!
+//! It needs no credentials: its embedded broker lets anonymous clients in, so it listens on a
+//! loopback address only (`bramble master` is the cluster for a LAN, with credentials).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,12 @@ pub async fn run(
     work_dir: Option<PathBuf>,
     http: Option<SocketAddr>,
 ) -> Result<(), String> {
+    if !listen.ip().is_loopback() {
+        return Err(format!(
+            "bramble up runs a cluster without credentials, so its broker listens on loopback only \
+             (not {listen}); for boards on the LAN run `bramble master`"
+        ));
+    }
     let (work_dir, _temp) = match work_dir {
         Some(dir) => (dir, None),
         None => {
@@ -120,5 +129,22 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn bramble_up_refuses_to_listen_beyond_loopback_without_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = "0.0.0.0:1".parse().unwrap();
+        let err = super::run(listen, false, Some(dir.path().to_owned()), None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback only"), "{err}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing was started"
+        );
     }
 }

@@ -270,6 +270,8 @@ impl Lab {
             .arg(format!("UserKnownHostsFile={}", known.display()))
             .args(["--connect-timeout", "3", "--register-timeout", "60"])
             .args(["--parallel", "3", "--no-systemd"])
+            // The store that issues each board's credential (the master's state directory).
+            .env("BRAMBLE_STATE_DIR", self.path().join("state"))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
@@ -373,6 +375,27 @@ fn deploy_installs_and_starts_agents_on_two_namespace_boards_and_reports_the_unr
         assert!(
             config.contains(&format!("broker = \"{master}\"")),
             "{config}"
+        );
+        // Its credential, issued from the store and piped over ssh, is root's alone.
+        assert!(
+            config.contains("credential_file = \"/etc/bramble/agent.credential\""),
+            "{config}"
+        );
+        let installed = lab.ssh(&one.addr, "stat -c '%a %U' /etc/bramble/agent.credential");
+        assert_eq!(installed.trim(), "600 root");
+        let store = bramble::credentials::Store::load(&bramble::credentials::Store::path_in(
+            &lab.path().join("state"),
+        ))
+        .unwrap();
+        let principal =
+            agent_nostd_core::auth::Principal::from_username("agent-ns-board-1").unwrap();
+        let issued = store
+            .credential(&principal)
+            .expect("the board's agent was issued");
+        let on_board = lab.ssh(&one.addr, "cat /etc/bramble/agent.credential");
+        assert_eq!(
+            bramble_mqtt::Credential::parse(&on_board, Path::new("agent.credential")).unwrap(),
+            issued
         );
 
         // Re-running upgrades in place: the agent restarts, an edit to its config is kept.

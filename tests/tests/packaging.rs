@@ -275,6 +275,73 @@ fn install_sh_sets_the_agent_id_and_attributes_and_keeps_the_rest_of_an_edited_c
 }
 
 #[test]
+fn install_sh_installs_the_boards_credential_privately_and_points_the_config_at_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let staging = Staging::new();
+    let cgroup = fake_cgroup_root(staging.dir.path(), "cpu memory pids");
+    let secret = "ab".repeat(32);
+    let credential = staging.dir.path().join("pi-1.credential");
+    std::fs::write(
+        &credential,
+        format!("# Bramble credential\nprincipal = \"agent-pi-1\"\nsecret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let cred_arg = credential.to_str().unwrap();
+    let out = staging.install(
+        host_uname_arch(),
+        Some(&cgroup),
+        &["--credential", cred_arg],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !printed.contains(&secret),
+        "the secret is never printed: {printed}"
+    );
+    let installed = staging.root.join("etc/bramble/agent.credential");
+    assert_eq!(
+        std::fs::read_to_string(&installed).unwrap(),
+        std::fs::read_to_string(&credential).unwrap()
+    );
+    let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let config = std::fs::read_to_string(staging.root.join("etc/bramble/agent.toml")).unwrap();
+    assert!(
+        config.contains("credential_file = \"/etc/bramble/agent.credential\"\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("agent_id = \"pi-1\"\n"),
+        "the credential names the agent: {config}"
+    );
+
+    // Another agent's id, or a file that is not an agent's credential, is refused unprinted.
+    let out = staging.install(
+        host_uname_arch(),
+        Some(&cgroup),
+        &["--credential", cred_arg, "--agent-id", "pi-2"],
+    );
+    assert!(!out.status.success());
+    let bogus = staging.dir.path().join("bogus");
+    std::fs::write(
+        &bogus,
+        "principal = \"operator-x\"\nsecret = \"very-secret\"\n",
+    )
+    .unwrap();
+    let out = staging.install(
+        host_uname_arch(),
+        Some(&cgroup),
+        &["--credential", bogus.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        !text(&out.stderr).contains("very-secret"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn install_sh_reports_a_missing_memory_controller_with_the_kernel_command_line_fix() {
     let staging = Staging::new();
     let (dir, root) = (staging.dir.path(), &staging.root);

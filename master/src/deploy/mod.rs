@@ -9,7 +9,10 @@
 //! 2. **upload**: `scp` of `DIST/bramble-agent-VERSION-TARGET.tar.gz` (made by `cross/build.sh`)
 //!    into a fresh `mktemp -d` directory on the board;
 //! 3. **install**: the tarball's `install.sh` with `--broker`, `--agent-id` and one `--attribute`
-//!    per inventory attribute (and `--no-systemd` when asked). Re-running upgrades in place:
+//!    per inventory attribute (and `--no-systemd` when asked). With the credential store
+//!    ([`Options::credentials`]) the board's agent is issued its credential if it has none, and
+//!    `--credential -` installs it as `/etc/bramble/agent.credential` (0600, root's) with
+//!    `credential_file` in the config: the file travels over ssh's stdin, never on a command line. Re-running upgrades in place:
 //!    install.sh renames the new binary over the old one, keeps the config (setting only those
 //!    lines) and restarts the agent;
 //! 4. **register**: waits until the agent publishes on `bramble/v1/agent/{id}/register`, watched
@@ -65,6 +68,9 @@ pub struct Options {
     pub no_systemd: bool,
     /// Draw progress bars on stderr (when it is a terminal).
     pub progress: bool,
+    /// The master's state directory, whose credential store issues each board's agent its
+    /// credential (and whose master login watches the registrations). `None`: no credentials.
+    pub credentials: Option<PathBuf>,
 }
 
 /// Why `bramble deploy` could not start (a board's own failure is a [`BoardError`]).
@@ -185,6 +191,9 @@ pub enum BoardError {
         /// Why.
         reason: String,
     },
+    /// The board's credential could not be issued or read.
+    #[error("install: the agent's credential: {0}")]
+    Credential(String),
     /// The agent was installed and started but did not register in time.
     #[error("register: agent `{id}` did not register within {secs} s (on the board: journalctl -u bramble-agent, or /var/log/bramble-agent.log with --no-systemd)")]
     NotRegistered {
@@ -227,7 +236,12 @@ pub async fn run(options: Options) -> Result<Vec<Outcome>, DeployError> {
         None => (BrokerAddr::new("127.0.0.1", 1883).into(), None),
     };
     let watch_label = watch_addr.to_string();
-    let (seen, watcher) = watch_registrations(watch_addr, options.connect_timeout)
+    let login = match &options.credentials {
+        Some(dir) => crate::credentials::cli::stored_master_login(dir)
+            .map_err(|e| DeployError::BadOption(e.to_string()))?,
+        None => None,
+    };
+    let (seen, watcher) = watch_registrations(watch_addr, options.connect_timeout, login)
         .await
         .map_err(|reason| DeployError::Broker {
             broker: watch_label,
@@ -247,6 +261,7 @@ pub async fn run(options: Options) -> Result<Vec<Outcome>, DeployError> {
         master_url,
         seen,
         claimed,
+        store: Mutex::new(()),
         version: env!("CARGO_PKG_VERSION"),
     });
     let multi = MultiProgress::with_draw_target(if ctx.options.progress {
@@ -303,7 +318,36 @@ struct Ctx {
     master_url: Option<String>,
     seen: watch::Receiver<Seen>,
     claimed: Mutex<BTreeMap<String, String>>,
+    /// Held while the credential store is read and written, so boards do not lose each other's.
+    store: Mutex<()>,
     version: &'static str,
+}
+
+/// The credential file of agent `id` from the store in `state_dir`, issued (and saved) if the
+/// store has none.
+fn agent_credential(
+    ctx: &Ctx,
+    state_dir: &std::path::Path,
+    id: &str,
+) -> Result<String, BoardError> {
+    use crate::credentials::Store;
+    use agent_nostd_core::auth::{Principal, PrincipalKind};
+    let fail = |e: &dyn std::fmt::Display| BoardError::Credential(e.to_string());
+    let principal = Principal::new(PrincipalKind::Agent, id).map_err(|e| fail(&e))?;
+    let _held = ctx.store.lock().unwrap_or_else(|e| e.into_inner());
+    // Blocking, but short (a read and a rename), and only when this board is installed.
+    let _lock = Store::lock(state_dir).map_err(|e| fail(&e))?;
+    let (mut store, _) = Store::open_or_init(state_dir).map_err(|e| fail(&e))?;
+    let credential = match store.credential(&principal) {
+        Some(c) => c,
+        None => {
+            let c = store.issue(principal, false).map_err(|e| fail(&e))?;
+            store.save().map_err(|e| fail(&e))?;
+            info!(id, "issued the agent its credential");
+            c
+        }
+    };
+    Ok(credential.to_toml())
 }
 
 /// One board, start to end. Never panics on the board's behalf: every failure is in the outcome.
@@ -402,6 +446,10 @@ async fn deploy_steps(
     // 3. install (and start)
     bar.set_message("installing");
     let before = ctx.seen.borrow().get(&id).copied().unwrap_or(0);
+    let credential = match &o.credentials {
+        Some(dir) => Some(agent_credential(ctx, dir, &id)?),
+        None => None,
+    };
     let script = install_command(
         &dir,
         &file_name(&tarball),
@@ -411,9 +459,11 @@ async fn deploy_steps(
         &id,
         &board.attributes,
         o.no_systemd,
+        credential.is_some(),
     );
-    run_bounded(
+    run_bounded_with_input(
         ssh(ctx, board, &script),
+        credential.map(String::into_bytes),
         Step::Install,
         "ssh",
         deadline(180),
@@ -498,6 +548,7 @@ mod tests {
             "pi-1",
             &attrs,
             true,
+            true,
         );
         assert_eq!(
             cmd,
@@ -505,7 +556,7 @@ mod tests {
              tar -xzf 'bramble-agent-0.1.0-x86_64-unknown-linux-gnu.tar.gz' && \
              sudo -n ./'bramble-agent-0.1.0-x86_64-unknown-linux-gnu'/install.sh \
              --broker 'mqtt://10.0.0.1:1883' --agent-id 'pi-1' \
-             --attribute 'room=bob'\\''s shed' --no-systemd; \
+             --attribute 'room=bob'\\''s shed' --no-systemd --credential -; \
              rc=$?; cd / && rm -rf '/tmp/bramble-deploy.abc'; exit $rc"
         );
     }

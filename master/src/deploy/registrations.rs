@@ -22,9 +22,11 @@ pub(super) type Seen = BTreeMap<String, u64>;
 pub(super) async fn watch_registrations(
     broker: Brokers,
     timeout: Duration,
+    login: Option<bramble_mqtt::Login>,
 ) -> Result<(watch::Receiver<Seen>, tokio::task::JoinHandle<()>), String> {
     let config = bramble_mqtt::ClientConfig {
         clean_session: true,
+        login,
         request_capacity: 16,
         ..bramble_mqtt::ClientConfig::new(format!("bramble-deploy-{}", std::process::id()), broker)
     };

@@ -29,6 +29,7 @@ pub(super) fn install_command(
     id: &str,
     attributes: &BTreeMap<String, String>,
     no_systemd: bool,
+    credential_on_stdin: bool,
 ) -> String {
     let mut install = format!(
         "{sudo}./{}/install.sh --broker {} --agent-id {}",
@@ -42,6 +43,10 @@ pub(super) fn install_command(
     }
     if no_systemd {
         install.push_str(" --no-systemd");
+    }
+    if credential_on_stdin {
+        // The credential comes over ssh's stdin, never on a command line.
+        install.push_str(" --credential -");
     }
     let dir = quote(dir);
     format!(
@@ -115,19 +120,40 @@ pub(super) fn scp(ctx: &Ctx, board: &Board, file: &Path, dir: &str) -> Command {
 /// Runs `cmd` with a deadline, keeping at most [`OUTPUT_LIMIT`] bytes of each stream. Returns its
 /// stdout when it exits 0.
 pub(super) async fn run_bounded(
+    cmd: Command,
+    step: Step,
+    program: &'static str,
+    deadline: Duration,
+) -> Result<String, BoardError> {
+    run_bounded_with_input(cmd, None, step, program, deadline).await
+}
+
+/// [`run_bounded`], writing `input` (a secret, say) to the command's stdin and closing it.
+pub(super) async fn run_bounded_with_input(
     mut cmd: Command,
+    input: Option<Vec<u8>>,
     step: Step,
     program: &'static str,
     deadline: Duration,
 ) -> Result<String, BoardError> {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    if input.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
     debug!(?cmd, "running");
     let mut child = cmd.spawn().map_err(|source| BoardError::Spawn {
         step,
         program,
         source,
     })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written beside the reads below: a remote side that stops reading cannot stall them.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stdin.write_all(&input).await;
+        });
+    }
     let mut stdout = child.stdout.take().expect("piped").take(OUTPUT_LIMIT);
     let mut stderr = child.stderr.take().expect("piped").take(OUTPUT_LIMIT);
     let run = async {

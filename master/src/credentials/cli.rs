@@ -1,0 +1,192 @@
+//! The command-line shapes of `bramble credentials …` and `bramble broker-config …` (clap), and
+//! the master's start-up with its store: [`embedded_broker`] for the embedded broker,
+//! [`stored_master_login`] for an external one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent_nostd_core::auth::PrincipalKind;
+use bramble_mqtt::Login;
+
+use super::commands::{self, CommandError};
+use super::reload::Reloader;
+use super::store::{Store, StoreError, DEFAULT_STATE_DIR};
+use super::Authenticator;
+use crate::broker::{self, Anonymous, BrokerConfig, BrokerError};
+
+/// `--state-dir`: where the master keeps the credential store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateDir {
+    /// The master's state directory, holding the credential store `credentials.toml`.
+    #[arg(long = "state-dir", env = "BRAMBLE_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub path: PathBuf,
+}
+
+/// A kind of principal that is issued one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A board (NAME is its agent id).
+    Agent,
+    /// A framework (NAME is its client name).
+    Framework,
+    /// A person or script using the CLI.
+    Operator,
+}
+
+impl From<Kind> for PrincipalKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Agent => PrincipalKind::Agent,
+            Kind::Framework => PrincipalKind::Framework,
+            Kind::Operator => PrincipalKind::Operator,
+        }
+    }
+}
+
+/// `bramble credentials …`: run on the master host; a running master picks changes up.
+#[derive(Debug, clap::Subcommand)]
+pub enum CredentialsCommand {
+    /// Issue a principal its secret and write its credential file (mode 0600); prints the path.
+    Add {
+        /// What it is.
+        kind: Kind,
+        /// Its name (an agent's id, a framework's client name): 1-32 bytes of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Where to write the credential file (default: ./KIND-NAME.credential).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Issue a new secret to a principal that has one (its old secret stops working).
+        #[arg(long)]
+        rotate: bool,
+        /// The store's directory.
+        #[command(flatten)]
+        state_dir: StateDir,
+    },
+    /// Remove a principal: it can no longer log in.
+    Remove {
+        /// What it is.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// The store's directory.
+        #[command(flatten)]
+        state_dir: StateDir,
+    },
+    /// List the principals and when each was issued (never a secret).
+    List {
+        /// The store's directory.
+        #[command(flatten)]
+        state_dir: StateDir,
+    },
+}
+
+/// `bramble broker-config …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BrokerConfigCommand {
+    /// Write a Mosquitto password file, ACL file and mosquitto.conf snippet from the store.
+    Mosquitto {
+        /// The directory to write `passwd`, `acl` and `mosquitto.conf` into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// The store's directory.
+        #[command(flatten)]
+        state_dir: StateDir,
+    },
+}
+
+impl CredentialsCommand {
+    /// Runs it; what to print on stdout.
+    pub fn run(self) -> Result<String, CommandError> {
+        match self {
+            CredentialsCommand::Add {
+                kind,
+                name,
+                out,
+                rotate,
+                state_dir,
+            } => {
+                let path =
+                    commands::add(&state_dir.path, kind.into(), &name, out.as_deref(), rotate)?;
+                Ok(format!("{}\n", path.display()))
+            }
+            CredentialsCommand::Remove {
+                kind,
+                name,
+                state_dir,
+            } => {
+                commands::remove(&state_dir.path, kind.into(), &name)?;
+                Ok(String::new())
+            }
+            CredentialsCommand::List { state_dir } => commands::list(&state_dir.path),
+        }
+    }
+}
+
+impl BrokerConfigCommand {
+    /// Runs it; what to print on stdout.
+    pub fn run(self) -> Result<String, CommandError> {
+        match self {
+            BrokerConfigCommand::Mosquitto { out, state_dir } => {
+                commands::broker_config_mosquitto(&state_dir.path, &out).map(|s| s + "\n")
+            }
+        }
+    }
+}
+
+/// Why the master's embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or created.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Starts the master's embedded broker on `listen`. Unless `insecure_allow_anonymous`, it opens
+/// (or on first start creates) the store in `state_dir`, accepts only its principals, re-reads it
+/// when it changes, and returns the master principal's login for the master's own clients.
+pub fn embedded_broker(
+    listen: SocketAddr,
+    state_dir: &Path,
+    insecure_allow_anonymous: bool,
+) -> Result<Option<Login>, StartError> {
+    if insecure_allow_anonymous {
+        let config = BrokerConfig {
+            anonymous: Anonymous::Insecure,
+            ..BrokerConfig::small(listen)
+        };
+        broker::start(&config)?;
+        return Ok(None);
+    }
+    let (store, _) = {
+        let _lock = Store::lock(state_dir)?;
+        Store::open_or_init(state_dir)?
+    };
+    let auth = Arc::new(Authenticator::new(&store));
+    broker::start(&BrokerConfig::small(listen).with_auth(Arc::clone(&auth)))?;
+    if let Err(e) = Reloader::new(store.path().to_owned(), auth).spawn() {
+        tracing::warn!(
+            "cannot watch the credential store (restart the master after changing it): {e}"
+        );
+    }
+    Ok(master_login(&store))
+}
+
+/// The master principal's login from the store in `state_dir`, if there is a store (a master on an
+/// external broker uses it; it never creates one).
+pub fn stored_master_login(state_dir: &Path) -> Result<Option<Login>, StoreError> {
+    let path = Store::path_in(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(master_login(&Store::load(&path)?))
+}
+
+fn master_login(store: &Store) -> Option<Login> {
+    store
+        .credential(&Store::master_principal())
+        .map(|c| c.login())
+}
