@@ -120,6 +120,9 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
             .arg(&cred_file)
             .arg("--work-dir")
             .arg(dir.path().join("work"))
+            // As root, tasks run as root: the `bramble` user need not exist for the tests.
+            .arg("--run-as")
+            .arg(bramble_agent::tasks::user::current_user_name())
             .env("BRAMBLE_LOG", "debug")
             .stderr(std::fs::File::create(logs.join("agent.err")).unwrap())
             .spawn()
@@ -395,6 +398,8 @@ fn over_tls_the_master_an_agent_and_the_cli_log_in_to_a_broker_checked_against_a
             .args(["--username", "agent-pi1"])
             .arg("--work-dir")
             .arg(dir.path().join("work"))
+            .arg("--run-as")
+            .arg(bramble_agent::tasks::user::current_user_name())
             .env("BRAMBLE_PASSWORD", "agent-pw")
             .env("BRAMBLE_LOG", "warn")
             .spawn()
