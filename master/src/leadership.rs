@@ -154,8 +154,7 @@ pub async fn run(
                         leader = Some(start_leader(
                             &config,
                             &broker,
-                            &leadership.name,
-                            leadership.login.clone(),
+                            &leadership,
                             epoch,
                             followers.subscribe(),
                             snapshots.clone(),
@@ -260,8 +259,7 @@ pub async fn run(
 fn start_leader(
     config: &Config,
     broker: &Brokers,
-    name: &str,
-    login: Option<bramble_mqtt::Login>,
+    leadership: &Leadership,
     epoch: u64,
     followers: watch::Receiver<Vec<FollowerStatus>>,
     snapshots: Option<watch::Sender<Snapshot>>,
@@ -271,8 +269,8 @@ fn start_leader(
     let (epoch_tx, epoch_rx) = watch::channel(epoch);
     let (newer_tx, newer_rx) = watch::channel(None);
     let link = LeaderLink {
-        name: name.to_owned(),
-        login,
+        name: leadership.name.clone(),
+        login: leadership.login.clone(),
         epoch: epoch_rx,
         newer: newer_tx,
         followers,
