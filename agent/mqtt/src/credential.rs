@@ -117,26 +117,14 @@ impl Credential {
         )
     }
 
-    /// Writes the file at `path` atomically (a temporary file beside it, mode 0600, synced, then
-    /// renamed over it).
+    /// Writes the file at `path` atomically with mode 0600 (see [`write_atomically`]).
     pub fn write(&self, path: &Path) -> Result<(), CredentialError> {
-        let io = |source| CredentialError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(self.to_toml().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_atomically(path, self.to_toml().as_bytes(), 0o600, |_| Ok(())).map_err(|source| {
+            CredentialError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 
     /// The broker login: the principal's username and the password derived from the secret.
@@ -146,6 +134,30 @@ impl Credential {
             self.secret.broker_password().as_str(),
         )
     }
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file beside it created with `mode`,
+/// handed to `prepare` (to change its owner, say), synced, then renamed over `path`, so a reader
+/// sees the old file or the new one, never half of one.
+pub fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    prepare: impl FnOnce(&std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    prepare(&file)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -8,8 +8,6 @@
 //! - `acl`: one `user` block per principal (see [`acl`] for the table).
 //! - `mosquitto.conf`: `allow_anonymous false`, `password_file`, `acl_file`, `max_packet_size`.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use agent_nostd_core::auth::{Principal, PrincipalKind};
@@ -56,18 +54,7 @@ pub fn write(store: &Store, dir: &Path) -> std::io::Result<Written> {
 
 /// Writes `text` to `path` atomically with `mode`.
 fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    bramble_mqtt::credential::write_atomically(path, text.as_bytes(), mode, |_| Ok(()))
 }
 
 /// The password file: one `USERNAME:HASH` line per principal.

@@ -14,7 +14,6 @@
 //! come from the kernel ([`super::random`]). Errors never quote the file's text.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -323,24 +322,13 @@ impl Store {
     /// it.
     pub fn save(&self) -> Result<(), StoreError> {
         let path = &self.path;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let io = |source| StoreError::Io {
+        bramble_mqtt::credential::write_atomically(path, self.to_toml().as_bytes(), 0o600, |file| {
+            give_to_directory_owner(file, path)
+        })
+        .map_err(|source| StoreError::Io {
             path: path.clone(),
             source,
-        };
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(self.to_toml().as_bytes()).map_err(io)?;
-        give_to_directory_owner(&file, path).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        })
     }
 }
 
