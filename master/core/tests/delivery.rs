@@ -328,6 +328,25 @@ fn a_late_resend_of_a_running_task_that_ended_is_stale_and_its_kill_answer_is_no
     assert_eq!(acks(&out), [3]);
 }
 
+/// Agent `pi` re-registers (with epoch 9) listing task `t1` of `fid` in `state`.
+fn reregister_listing(core: &mut MasterCore, now: u64, fid: &str, state: TaskState) {
+    let mut tasks = heapless::Vec::new();
+    tasks
+        .push(agent_nostd_core::wire::TaskReport {
+            framework_id: id(fid).unwrap(),
+            task_id: id("t1").unwrap(),
+            resources: Resources::new(100, 10, 0),
+            state,
+        })
+        .unwrap();
+    let re = agent_nostd_core::wire::ReRegister {
+        info: info("pi"),
+        last_master_epoch: 9,
+        tasks,
+    };
+    agent(core, now, &AgentMsg::ReRegister(re));
+}
+
 #[test]
 fn an_end_known_only_from_the_agents_task_list_is_reconciled_once_the_agents_own_update_came() {
     let (mut core, fid) = cluster(Config::default(), &["t1"]);
@@ -339,21 +358,7 @@ fn an_end_known_only_from_the_agents_task_list_is_reconciled_once_the_agents_own
     call(&mut core, 3, ack("t1", 1));
     drain(&mut core);
     // The FAILED update was lost; the agent re-registers listing the task ended.
-    let mut tasks = heapless::Vec::new();
-    tasks
-        .push(agent_nostd_core::wire::TaskReport {
-            framework_id: id(&fid).unwrap(),
-            task_id: id("t1").unwrap(),
-            resources: Resources::new(100, 10, 0),
-            state: TaskState::Failed,
-        })
-        .unwrap();
-    let re = agent_nostd_core::wire::ReRegister {
-        info: info("pi"),
-        last_master_epoch: 9,
-        tasks,
-    };
-    agent(&mut core, 4, &AgentMsg::ReRegister(re));
+    reregister_listing(&mut core, 4, &fid, TaskState::Failed);
     drain(&mut core);
     let reconcile = || Call::Reconcile {
         task_ids: vec!["t1".into()],
@@ -382,21 +387,7 @@ fn an_end_known_only_from_the_task_list_of_an_agent_that_went_unreachable_waits_
     let config = Config::default();
     let (timeout, gc) = (config.agent_timeout_ms, config.unreachable_gc_ms);
     let (mut core, fid) = cluster(config, &["t1"]);
-    let mut tasks = heapless::Vec::new();
-    tasks
-        .push(agent_nostd_core::wire::TaskReport {
-            framework_id: id(&fid).unwrap(),
-            task_id: id("t1").unwrap(),
-            resources: Resources::new(100, 10, 0),
-            state: TaskState::Finished,
-        })
-        .unwrap();
-    let re = agent_nostd_core::wire::ReRegister {
-        info: info("pi"),
-        last_master_epoch: 9,
-        tasks,
-    };
-    agent(&mut core, 4, &AgentMsg::ReRegister(re));
+    reregister_listing(&mut core, 4, &fid, TaskState::Finished);
     drain(&mut core);
     let reconcile = || Call::Reconcile {
         task_ids: vec!["t1".into()],
