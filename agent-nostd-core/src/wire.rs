@@ -250,6 +250,21 @@ pub struct RegisterAck {
     pub agent_id: AgentId,
 }
 
+/// The environment variable a task names the Unix user it asks to run as in (the agent's
+/// `[tasks] allowed_users` and the operator's grants decide whether it may).
+pub const TASK_USER_VAR: &str = "BRAMBLE_USER";
+
+/// The user a task's environment asks for: the last [`TASK_USER_VAR`] wins, and an empty value
+/// names none. The master's authorization and the agent read a task's request with this one
+/// function, so they never disagree about which user was asked for.
+pub fn requested_user<'a>(env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<&'a str> {
+    env.into_iter()
+        .filter(|(k, _)| *k == TASK_USER_VAR)
+        .map(|(_, v)| v)
+        .last()
+        .filter(|v| !v.is_empty())
+}
+
 /// An environment variable for a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {

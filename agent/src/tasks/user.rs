@@ -14,7 +14,7 @@ use crate::process::RunAs;
 
 /// The variable of a task's environment that asks for a user other than the default. The task
 /// sees it set to the user it runs as.
-pub const USER_VAR: &str = "BRAMBLE_USER";
+pub use agent_nostd_core::wire::TASK_USER_VAR as USER_VAR;
 
 /// Why a task cannot run as the user it needs. The text is the task's FAILED message, of which
 /// the master is told the first 64 bytes (the agent logs all of it).
@@ -222,13 +222,10 @@ fn own_groups(user: &User) -> Result<Vec<u32>, nix::errno::Errno> {
     Ok(groups.into_iter().map(Gid::as_raw).collect())
 }
 
-/// The user a RunTask's environment asks for, if it names one (an empty value names none).
+/// The user a RunTask's environment asks for, if it names one (see
+/// [`agent_nostd_core::wire::requested_user`]).
 pub fn requested<'a>(env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<&'a str> {
-    env.into_iter()
-        .filter(|(k, _)| *k == USER_VAR)
-        .map(|(_, v)| v)
-        .last()
-        .filter(|v| !v.is_empty())
+    agent_nostd_core::wire::requested_user(env)
 }
 
 #[cfg(test)]

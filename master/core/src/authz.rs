@@ -19,7 +19,7 @@ use bramble_proto::{Register, TaskInfo};
 
 /// The environment variable a task names the user it wants to run as in (the agent's
 /// `[tasks] allowed_users` has the last word on the board).
-pub const USER_VAR: &str = "BRAMBLE_USER";
+pub use agent_nostd_core::wire::TASK_USER_VAR as USER_VAR;
 
 /// What the operator grants one framework principal.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +128,8 @@ impl Authorization {
         let grant = self
             .get(principal)
             .ok_or_else(|| Refusal::UnknownPrincipal(principal.to_owned()))?;
-        let Some((_, user)) = task.env.iter().find(|(k, _)| k == USER_VAR) else {
+        let env = task.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let Some(user) = agent_nostd_core::wire::requested_user(env) else {
             return Ok(());
         };
         if grant.run_as.iter().any(|u| u == user) {
@@ -141,7 +142,7 @@ impl Authorization {
         };
         Err(Refusal::User {
             task: task.task_id.clone(),
-            user: user.clone(),
+            user: user.to_owned(),
             principal: principal.to_owned(),
             allowed,
         })
@@ -224,6 +225,10 @@ mod tests {
         assert_eq!(a.check_task("pi", &task(Some("pi"))), Ok(()));
         let err = a.check_task("pi", &task(Some("root"))).unwrap_err();
         assert!(err.to_string().contains("may not run as \"root\""), "{err}");
+        // The agent obeys the last BRAMBLE_USER: so does the check.
+        let mut smuggled = task(Some("pi"));
+        smuggled.env.push((USER_VAR.into(), "root".into()));
+        assert!(a.check_task("pi", &smuggled).is_err());
         let mut open = Authorization::new();
         open.grant("fw", Grant::default());
         let err = open.check_task("fw", &task(Some("pi"))).unwrap_err();
