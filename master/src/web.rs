@@ -294,11 +294,7 @@ impl WebState {
         let c = cluster.as_ref();
         let num = |field: fn(&ClusterStatus) -> u64| c.map_or(0, field);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP bramble_{name} {help}");
-            let _ = writeln!(out, "# TYPE bramble_{name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "bramble_{name}{labels} {v}");
-            }
+            write_family(&mut out, name, kind, help, samples)
         };
         family(
             "agents",
@@ -458,14 +454,19 @@ impl WebState {
     }
 }
 
+/// One metric family: its HELP and TYPE lines and its samples, named `bramble_{name}`.
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP bramble_{name} {help}");
+    let _ = writeln!(out, "# TYPE bramble_{name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "bramble_{name}{labels} {v}");
+    }
+}
+
 /// This master's part in the election: whether it leads, under which epoch, who stands by.
 fn render_election(out: &mut String, e: &ElectionMetrics) {
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP bramble_master_{name} {help}");
-        let _ = writeln!(out, "# TYPE bramble_master_{name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "bramble_master_{name}{labels} {v}");
-        }
+        write_family(out, &format!("master_{name}"), kind, help, samples)
     };
     family(
         "leading",
