@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 
 use agent_nostd_core::auth::{Principal, PrincipalKind};
-use hmac::{Hmac, Mac};
 use sha2::Sha512;
 
 use super::store::Store;
@@ -71,53 +70,17 @@ pub fn password_file(store: &Store) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// `$7$ITERATIONS$SALT$HASH`: Mosquitto 2's PBKDF2-SHA512 password hash.
+/// `$7$ITERATIONS$SALT$HASH`: Mosquitto 2's PBKDF2-SHA512 password hash (a 64-byte key).
 pub fn hash_password(password: &str, salt: &[u8]) -> String {
-    let hash = pbkdf2_sha512_one_block(password.as_bytes(), salt, ITERATIONS);
+    let mut hash = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, ITERATIONS, &mut hash);
     format!("$7${ITERATIONS}${}${}", base64(salt), base64(&hash))
 }
 
-/// PBKDF2-HMAC-SHA512 for a 64-byte key (one block, RFC 8018 §5.2).
-fn pbkdf2_sha512_one_block(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
-    let mac = Hmac::<Sha512>::new_from_slice(password).expect("HMAC takes any key length");
-    let mut u = {
-        let mut m = mac.clone();
-        m.update(salt);
-        m.update(&1u32.to_be_bytes());
-        m.finalize().into_bytes()
-    };
-    let mut t: [u8; 64] = u.into();
-    for _ in 1..iterations {
-        let mut m = mac.clone();
-        m.update(&u);
-        u = m.finalize().into_bytes();
-        for (t, u) in t.iter_mut().zip(u.iter()) {
-            *t ^= u;
-        }
-    }
-    t
-}
-
-/// Standard base64 with padding.
+/// Standard base64 with padding, as `mosquitto_passwd` writes it.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The ACL file. Per principal:
