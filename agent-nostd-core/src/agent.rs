@@ -60,16 +60,19 @@ pub use snapshot::{EndedSnapshot, Snapshot, TaskSnapshot};
 use table::{push_truncated, Orphan, Phase, RestoredTask, Slot, WANT_KILL, WANT_LAUNCH, WANT_TERM};
 use updates::{jitter, next_update};
 
+use crate::auth::MessageKey;
+use crate::frame::{self, Binding, Direction, Frame, ReplayWindow, WILL_SEQ};
 use crate::ids::{validate_id, TaskKey};
 use crate::resources::Resources;
 use crate::topic::{self, AgentTopic, Topic};
 use crate::wire::{
     AgentInfo, AgentMsg, DecodeError, MasterEnvelope, MasterMsg, ReRegister, Reason,
-    ResourceReport, TaskReport, TaskState, WireMessage, MAX_TASKS,
+    ResourceReport, TaskReport, TaskState, WireMessage, MAX_TASKS, MAX_UP_FRAME_LEN,
 };
 
-/// The buffer [`AgentCore::poll_transmit`] encodes into: large enough for any [`AgentMsg`].
-pub type TransmitBuf = [u8; AgentMsg::MAX_ENCODED_LEN];
+/// The buffer [`AgentCore::poll_transmit`] encodes into: large enough for any [`AgentMsg`] as a
+/// frame.
+pub type TransmitBuf = [u8; MAX_UP_FRAME_LEN];
 
 /// How many updates about tasks the agent does not hold (refusals it has no slot for, kills of unknown
 /// tasks) wait for acknowledgement at once.
@@ -104,6 +107,17 @@ pub struct AgentCore {
     registration: Registration,
     /// The newest master epoch obeyed (the fence): messages from older masters are dropped.
     master_epoch: u64,
+    /// The master registrations are addressed to: the fence, or a newer epoch a hello announced
+    /// (a hello is not authenticated, so it never moves the fence itself).
+    target_epoch: u64,
+    /// The key this agent's frames are tagged with, both ways.
+    key: MessageKey,
+    /// The number of the next uplink frame (this boot's; see [`crate::frame`]).
+    up_seq: u32,
+    /// The downlink numbers taken from the master of `master_epoch`.
+    down: ReplayWindow,
+    /// When a master's hint last made a registered agent register again.
+    hinted_at: Option<u64>,
     /// An older master announced itself: tell it, by re-registering, the epoch it must beat.
     tell_epoch: bool,
     connected: bool,
@@ -126,8 +140,16 @@ pub struct AgentCore {
 }
 
 impl AgentCore {
-    /// A core for the agent described by `info`, registering from `now` on (once connected).
-    pub fn new(config: Config, info: AgentInfo, now: u64) -> Result<Self, ConfigError> {
+    /// A core for the agent described by `info`, registering from `now` on (once connected). Its
+    /// frames are tagged with `key` (the agent's [message key](crate::auth::Secret::message_key))
+    /// and bound to `info.boot`, which must be above every boot this agent used before (see
+    /// [`restore`](Self::restore)).
+    pub fn new(
+        config: Config,
+        info: AgentInfo,
+        key: MessageKey,
+        now: u64,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         if validate_id(&info.agent_id).is_err() {
             return Err(ConfigError {
@@ -145,6 +167,11 @@ impl AgentCore {
             config,
             info,
             master_epoch: 0,
+            target_epoch: 0,
+            key,
+            up_seq: 1,
+            down: ReplayWindow::new(),
+            hinted_at: None,
             tell_epoch: false,
             connected: false,
             slots: Vec::new(),
@@ -176,6 +203,11 @@ impl AgentCore {
     /// The newest master epoch this agent has obeyed, or 0: it drops what older masters send.
     pub fn master_epoch(&self) -> u64 {
         self.master_epoch
+    }
+
+    /// The boot number its frames are bound to.
+    pub fn boot(&self) -> u32 {
+        self.info.boot
     }
 
     /// What the agent offers in all.
@@ -238,14 +270,33 @@ impl AgentCore {
     /// `will` topic (also what a clean shutdown publishes). The driver sets the will of each
     /// connection before it connects, with [`AgentCore::will_of`].
     pub fn last_will(&self, buf: &mut TransmitBuf) -> Transmit {
-        Self::will_of(&self.info.agent_id, self.info.connection, buf)
+        Self::will_of(
+            &self.info.agent_id,
+            &self.key,
+            self.info.boot,
+            self.info.connection,
+            buf,
+        )
     }
 
-    /// The MQTT last will of connection `connection` of agent `agent_id`.
-    pub fn will_of(agent_id: &str, connection: u32, buf: &mut TransmitBuf) -> Transmit {
+    /// The MQTT last will of connection `connection` of agent `agent_id` in boot `boot`, sealed
+    /// with `key` as frame [`WILL_SEQ`] (the broker may publish it at any time, so it cannot take
+    /// a number in turn; the master takes it only for the connection it names).
+    pub fn will_of(
+        agent_id: &str,
+        key: &MessageKey,
+        boot: u32,
+        connection: u32,
+        buf: &mut TransmitBuf,
+    ) -> Transmit {
         let msg = AgentMsg::Gone { connection };
-        // Cannot fail: the buffer holds the largest AgentMsg.
-        let len = msg.encode(buf).unwrap_or(0);
+        let binding = Binding {
+            direction: Direction::Up,
+            agent_id,
+            boot,
+        };
+        // Cannot fail: the buffer holds the largest AgentMsg as a frame.
+        let len = frame::encode_sealed(&msg, key, &binding, WILL_SEQ, buf).unwrap_or(0);
         Transmit {
             topic: topic::agent(agent_id, AgentTopic::Will),
             qos: AgentTopic::Will.qos(),
@@ -270,18 +321,26 @@ impl AgentCore {
         self.connected = false;
     }
 
-    /// A payload arrived on `topic`. Decodes it, checks it belongs there, and handles it.
+    /// A payload arrived on `topic`. Checks it belongs there, authenticates it, and handles it.
     ///
-    /// Returns the message handled, so the driver can keep a [`RunTask`](crate::wire::RunTask)'s command line for the
-    /// [`Action::Launch`] it may cause. Errors are counted in [`stats`](Self::stats) and change nothing
-    /// else (but an older master's hello, which is answered with the epoch it must beat).
+    /// The retained hello is the one message that is not a frame: it only says that a master of
+    /// its epoch is there, so the agent registers with it (and that master's authenticated answer
+    /// is what moves the fence). On the command topic, an unframed hello is a master's hint that it
+    /// does not know this agent (it cannot make a frame for a boot it has not heard); anything else
+    /// must be a frame whose tag verifies under this agent's key and boot, with a number not taken
+    /// before from its master.
+    ///
+    /// Returns the message handled, so the driver can keep a [`RunTask`](crate::wire::RunTask)'s
+    /// command line for the [`Action::Launch`] it may cause. Errors are counted in
+    /// [`stats`](Self::stats) and change nothing else (but an older master's hello, which is
+    /// answered with the epoch it must beat).
     pub fn handle_bytes(
         &mut self,
         now: u64,
         topic: &str,
         payload: &[u8],
     ) -> Result<MasterMsg, RecvError> {
-        let expect_hello = match topic::parse(topic) {
+        let on_hello_topic = match topic::parse(topic) {
             Some(Topic::MasterHello) => true,
             Some(Topic::Agent {
                 id,
@@ -292,61 +351,111 @@ impl AgentCore {
                 return Err(RecvError::UnknownTopic);
             }
         };
-        let MasterEnvelope { epoch, msg } = match MasterEnvelope::decode(payload) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                match e {
-                    DecodeError::UnsupportedVersion { .. } => self.stats.unsupported_version += 1,
-                    _ => self.stats.malformed += 1,
-                }
-                return Err(RecvError::Decode(e));
+        // Frames and unframed messages alike start with the version byte.
+        match payload.first() {
+            None => return Err(self.decode_error(DecodeError::Empty)),
+            Some(&v) if v != crate::wire::PROTOCOL_VERSION => {
+                return Err(self.decode_error(DecodeError::UnsupportedVersion { got: v }))
             }
+            Some(_) => {}
+        }
+        // Unframed: the hello, or a hint on the command topic. A frame does not decode as a whole
+        // (its trailer is left over).
+        match MasterEnvelope::decode(payload) {
+            Ok(MasterEnvelope {
+                epoch,
+                msg: MasterMsg::Hello,
+            }) => {
+                if on_hello_topic {
+                    self.on_hello(now, epoch)?;
+                } else {
+                    self.on_hint(now, epoch)?;
+                }
+                return Ok(MasterMsg::Hello);
+            }
+            Ok(_) if on_hello_topic => {
+                self.stats.misrouted += 1;
+                return Err(RecvError::WrongTopic);
+            }
+            Ok(_) => {
+                self.stats.unauthenticated += 1;
+                return Err(RecvError::Unauthenticated);
+            }
+            Err(e) if on_hello_topic => return Err(self.decode_error(e)),
+            Err(_) => {}
+        }
+        let Ok(frame) = Frame::split(payload, Direction::Down) else {
+            self.stats.malformed += 1;
+            return Err(RecvError::Decode(DecodeError::Truncated));
         };
-        if matches!(msg, MasterMsg::Hello) != expect_hello {
+        let MasterEnvelope { epoch, msg } = match MasterEnvelope::decode(frame.message) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(self.decode_error(e)),
+        };
+        let binding = Binding {
+            direction: Direction::Down,
+            agent_id: &self.info.agent_id,
+            boot: self.info.boot,
+        };
+        if !frame.verifies(&self.key, &binding, frame.counter) {
+            self.stats.bad_tag += 1;
+            return Err(RecvError::BadTag);
+        }
+        if matches!(msg, MasterMsg::Hello) {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
         }
-        self.handle_message(now, epoch, &msg)?;
-        Ok(msg)
-    }
-
-    /// A decoded message from the master of `epoch`.
-    ///
-    /// Fencing: a message from an epoch below the newest obeyed is dropped
-    /// ([`RecvError::StaleMaster`]); an older master's hello is answered with a re-registration
-    /// naming the newest epoch, so a new leader that started low learns what to start above. A
-    /// message from a newer epoch makes that master the one obeyed (the driver checkpoints it, as
-    /// [`generation`](Self::generation) moves) and the agent re-registers with it.
-    pub fn handle_message(
-        &mut self,
-        now: u64,
-        epoch: u64,
-        msg: &MasterMsg,
-    ) -> Result<(), RecvError> {
         if epoch < self.master_epoch {
             self.stats.stale_master += 1;
-            if matches!(msg, MasterMsg::Hello) {
-                self.tell_epoch = true;
-            }
             return Err(RecvError::StaleMaster);
         }
-        if let MasterMsg::RegisterAck(ack) = msg {
+        // A newer master numbers its frames afresh.
+        let mut window = if epoch > self.master_epoch {
+            ReplayWindow::new()
+        } else {
+            self.down
+        };
+        if let Err(e) = window.check(frame.counter) {
+            self.stats.replayed += 1;
+            return Err(RecvError::Replayed(e));
+        }
+        if let MasterMsg::RegisterAck(ack) = &msg {
             if ack.agent_id != self.info.agent_id {
                 self.stats.misrouted += 1;
                 return Err(RecvError::NotForThisAgent);
             }
         }
+        window.take(frame.counter);
+        self.down = window;
+        self.handle_message(now, epoch, &msg);
+        Ok(msg)
+    }
+
+    fn decode_error(&mut self, e: DecodeError) -> RecvError {
+        match e {
+            DecodeError::UnsupportedVersion { .. } => self.stats.unsupported_version += 1,
+            _ => self.stats.malformed += 1,
+        }
+        RecvError::Decode(e)
+    }
+
+    /// An authenticated message from the master of `epoch`, at or above the fence.
+    ///
+    /// A message from a newer epoch makes that master the one obeyed (the driver checkpoints it,
+    /// as [`generation`](Self::generation) moves) and the agent re-registers with it.
+    fn handle_message(&mut self, now: u64, epoch: u64, msg: &MasterMsg) {
         if epoch > self.master_epoch {
             // A newer master: it alone is obeyed from now on, and it knows nothing of us yet (a
-            // registration under way goes on: its hello handling below says when to retry).
+            // registration under way goes on: its answer below says what to do).
             self.master_epoch = epoch;
             self.generation = self.generation.wrapping_add(1);
             if self.registration == Registration::Registered {
                 self.start_registering(now);
             }
         }
+        self.target_epoch = epoch;
         match msg {
-            MasterMsg::Hello => self.on_hello(now),
+            MasterMsg::Hello => {}
             MasterMsg::RegisterAck(_) => self.on_register_ack(now),
             MasterMsg::RunTask(run) => self.on_run_task(now, run),
             MasterMsg::KillTask(kill) => self.on_kill_task(now, kill),
@@ -354,7 +463,6 @@ impl AgentCore {
             MasterMsg::Ping { seq } => self.pong = Some(*seq),
             MasterMsg::ReRegisterRequest => self.start_registering(now),
         }
-        Ok(())
     }
 
     /// A task started, failed to start, or exited.
@@ -575,8 +683,23 @@ impl AgentCore {
 
     // ----- registration -----
 
-    /// The obeyed master's hello (a newer master's has made the agent re-register already).
-    fn on_hello(&mut self, now: u64) {
+    /// A master's hello (not authenticated). An older master's is answered with a registration
+    /// naming the newest epoch, so a new leader that started low learns what to start above; a
+    /// newer one's makes the agent register with it (addressed to its epoch); the obeyed master's
+    /// makes a waiting registration go out now.
+    fn on_hello(&mut self, now: u64, epoch: u64) -> Result<(), RecvError> {
+        if epoch < self.master_epoch {
+            self.stats.stale_master += 1;
+            self.tell_epoch = true;
+            return Err(RecvError::StaleMaster);
+        }
+        if epoch > self.target_epoch {
+            self.target_epoch = epoch;
+            if self.registration == Registration::Registered {
+                self.start_registering(now);
+                return Ok(());
+            }
+        }
         match self.registration {
             Registration::Registered => {}
             // A master appeared while we wait to retry: retry now, unless a registration just went
@@ -592,6 +715,27 @@ impl AgentCore {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The master of `epoch` says, unauthenticated, that it does not know this agent (it forgot
+    /// it, or never heard this boot): register again, at most once per initial registration delay
+    /// (a forged hint costs a registration, nothing more).
+    fn on_hint(&mut self, now: u64, epoch: u64) -> Result<(), RecvError> {
+        if epoch < self.master_epoch {
+            self.stats.stale_master += 1;
+            return Err(RecvError::StaleMaster);
+        }
+        self.stats.hints += 1;
+        let initial = u64::from(self.config.register_backoff.initial_ms);
+        if self.registration == Registration::Registered
+            && self.hinted_at.is_none_or(|t| now >= t + initial)
+        {
+            self.hinted_at = Some(now);
+            self.target_epoch = self.target_epoch.max(epoch);
+            self.start_registering(now);
+        }
+        Ok(())
     }
 
     fn on_register_ack(&mut self, now: u64) {
@@ -611,9 +755,13 @@ impl AgentCore {
         };
     }
 
+    /// The registration to send next (as frame `up_seq`, addressed to `target_epoch`).
     fn registration_message(&self) -> AgentMsg {
+        let mut info = self.info.clone();
+        info.seq = self.up_seq;
+        info.to_epoch = self.target_epoch;
         if self.slots.is_empty() && self.master_epoch == 0 {
-            return AgentMsg::Register(self.info.clone());
+            return AgentMsg::Register(info);
         }
         let mut tasks = Vec::new();
         for s in &self.slots {
@@ -641,8 +789,9 @@ impl AgentCore {
             }
         }
         AgentMsg::ReRegister(ReRegister {
-            info: self.info.clone(),
+            info,
             last_master_epoch: self.master_epoch,
+            down_seq: self.down.highest(),
             tasks,
         })
     }
@@ -651,10 +800,19 @@ impl AgentCore {
         jitter(&mut self.rng, delay_ms)
     }
 
-    fn encode(&self, msg: &AgentMsg, buf: &mut TransmitBuf) -> Option<Transmit> {
+    /// Encodes `msg` and seals it as the next uplink frame.
+    fn encode(&mut self, msg: &AgentMsg, buf: &mut TransmitBuf) -> Option<Transmit> {
         let kind = msg.kind();
-        // Cannot fail: the buffer holds the largest AgentMsg (pinned by the max-size tests).
-        let len = msg.encode(buf).ok()?;
+        let binding = Binding {
+            direction: Direction::Up,
+            agent_id: &self.info.agent_id,
+            boot: self.info.boot,
+        };
+        // Cannot fail: the buffer holds the largest AgentMsg as a frame (pinned by the max-size
+        // tests).
+        let len = frame::encode_sealed(msg, &self.key, &binding, self.up_seq, buf).ok()?;
+        // The will's number is never used in turn; a boot sends far fewer frames than that.
+        self.up_seq = self.up_seq.saturating_add(1).min(WILL_SEQ - 1);
         Some(Transmit {
             topic: topic::agent(&self.info.agent_id, kind),
             qos: kind.qos(),

@@ -10,7 +10,7 @@
 //!   read it; it lets them connect, but not speak as the principal;
 //! - the **message key** ([`Secret::message_key`]), which tags the principal's messages so that the
 //!   receiver knows who sent them, whatever the broker lets through (see PROTOCOL.md,
-//!   "Authentication").
+//!   "Authenticated frames").
 //!
 //! Nothing here allocates; it builds for the same targets as the rest of the crate.
 
@@ -235,6 +235,14 @@ impl fmt::Debug for MessageKey {
 }
 
 impl MessageKey {
+    /// The key of a cluster run without credentials (`bramble up` on loopback, an anonymous
+    /// broker): the message key of the all-zero secret. Its frames still carry numbers, so
+    /// duplicates and replays are refused, but anyone can make them; a master accepts them only
+    /// when told to.
+    pub fn anonymous() -> MessageKey {
+        Secret::from_bytes([0; SECRET_LEN]).message_key()
+    }
+
     /// The tag of the concatenation of `parts`: HMAC-SHA-256 truncated to [`TAG_LEN`] bytes.
     pub fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");

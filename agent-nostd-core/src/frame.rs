@@ -147,6 +147,19 @@ pub fn seal(
     Ok(end)
 }
 
+/// Encodes `msg` (version byte and postcard) into `buf` and seals it as frame `seq`: the frame's
+/// length.
+pub fn encode_sealed<M: crate::wire::WireMessage>(
+    msg: &M,
+    key: &MessageKey,
+    binding: &Binding<'_>,
+    seq: u32,
+    buf: &mut [u8],
+) -> Result<usize, FrameError> {
+    let len = msg.encode(buf).map_err(|_| FrameError::BufferTooSmall)?;
+    seal(key, binding, seq, buf, len)
+}
+
 /// A frame taken apart: its message, the number as it travelled, and its tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {

@@ -22,7 +22,13 @@ use crate::resources::Resources;
 /// Version 2 put every master → agent message in a [`MasterEnvelope`] carrying the master's epoch
 /// (the fencing token), took the epoch out of `Hello` and `RegisterAck`, and made the agent's last
 /// will name its connection (`AgentInfo::connection`, `Gone { connection }`).
-pub const PROTOCOL_VERSION: u8 = 2;
+///
+/// Version 3 made every payload but the hello an authenticated frame ([`crate::frame`]): a
+/// registration names the agent's boot, the frame's full number and the master it is addressed to
+/// (`AgentInfo::{boot, seq, to_epoch}`), a re-registration the newest downlink number taken
+/// (`ReRegister::down_seq`), and a report's temperature lost its `Option` (see [`NO_TEMPERATURE`]) so
+/// that a report frame stays within 32 bytes.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// How many attributes an agent may advertise.
 pub const MAX_ATTRIBUTES: usize = 8;
@@ -70,6 +76,16 @@ pub struct AgentInfo {
     /// The agent's current MQTT connection, as its last will names it ([`AgentMsg::Gone`]): the
     /// master ignores a will of another connection (a stale one, delivered late).
     pub connection: u32,
+    /// The agent's boot number (it grows with every start; see [`crate::frame::Binding`]): the
+    /// master checks this frame's tag, and every later one until the next registration, with it.
+    pub boot: u32,
+    /// The full sequence number of the frame carrying this registration (an uplink frame carries
+    /// only its low 16 bits), so that a master that has not heard this boot yet can check the tag.
+    pub seq: u32,
+    /// The epoch of the master this registration is for: a master of another epoch answers with an
+    /// authenticated [`MasterMsg::ReRegisterRequest`] instead of acting on it, so a registration
+    /// recorded and replayed to a later master is never taken.
+    pub to_epoch: u64,
 }
 
 /// The lifecycle state of a task, as Mesos names them.
@@ -178,21 +194,40 @@ pub struct ReRegister {
     pub info: AgentInfo,
     /// The epoch of the master the agent was last registered with, or 0.
     pub last_master_epoch: u64,
+    /// The highest downlink frame number the agent has taken from that master (its replay window's
+    /// top): a master of that epoch that restarted and lost count numbers its frames above it.
+    pub down_seq: u32,
     /// Every task the agent holds.
     pub tasks: Vec<TaskReport, MAX_TASKS, u8>,
 }
 
-/// The agent's periodic resource report. At most 23 bytes on the wire.
+/// The [`ResourceReport::soc_temp_decidegrees`] of a board that does not expose its temperature.
+pub const NO_TEMPERATURE: i16 = i16::MIN;
+
+/// The agent's periodic resource report. At most 22 bytes on the wire, 32 as a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceReport {
     /// What is free now, as the OS sees it (less the OS reserve). Used is total − free.
     pub free: Resources,
     /// How many tasks are running.
     pub running_tasks: u8,
-    /// SoC temperature in tenths of a degree Celsius, when the board exposes it.
-    pub soc_temp_decidegrees: Option<i16>,
+    /// SoC temperature in tenths of a degree Celsius, or [`NO_TEMPERATURE`] when the board does
+    /// not expose it (see [`ResourceReport::temperature`]).
+    pub soc_temp_decidegrees: i16,
     /// Throttling flags as the firmware reports them (`vcgencmd get_throttled` low bits), 0 if none.
     pub throttled: u8,
+}
+
+impl ResourceReport {
+    /// The SoC temperature in tenths of a degree Celsius, when the board exposes it.
+    pub fn temperature(&self) -> Option<i16> {
+        (self.soc_temp_decidegrees != NO_TEMPERATURE).then_some(self.soc_temp_decidegrees)
+    }
+
+    /// The wire form of an optional temperature.
+    pub fn temperature_field(temp: Option<i16>) -> i16 {
+        temp.unwrap_or(NO_TEMPERATURE)
+    }
 }
 
 /// Whether update id `id` came after `last`: an agent's update ids grow by one per update
@@ -278,7 +313,7 @@ pub struct EnvVar {
 ///
 /// `name` was appended after the first release of the wire. A `RunTask` with no artifacts encodes
 /// exactly as before; one with artifacts was never accepted by an agent of that release (it failed
-/// such tasks with "cannot fetch artifacts yet"), so the version byte stays 1 (see PROTOCOL.md).
+/// such tasks with "cannot fetch artifacts yet"), so the version byte stayed 1 then (see PROTOCOL.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
     /// Where to fetch it (already resolved for the agent's architecture). Only `http://`.
@@ -481,8 +516,9 @@ pub trait WireMessage: Serialize + for<'de> Deserialize<'de> + sealed::Sealed {
 }
 
 impl WireMessage for AgentMsg {
-    /// A full re-registration: 1 + 1 + 601 (info) + 10 (epoch) + 1 + 32 × 82 (tasks).
-    const MAX_ENCODED_LEN: usize = 3_238;
+    /// A full re-registration: 1 + 1 + 621 (info) + 10 (epoch) + 5 (down_seq) + 1 + 32 × 82
+    /// (tasks).
+    const MAX_ENCODED_LEN: usize = 3_263;
 }
 
 impl WireMessage for MasterEnvelope {
@@ -499,12 +535,18 @@ impl MasterMsg {
 }
 
 /// The largest encoded [`AgentMsg::Report`], version byte included.
-pub const MAX_REPORT_LEN: usize = 23;
+pub const MAX_REPORT_LEN: usize = 22;
 /// The largest encoded [`AgentMsg::Status`], version byte included.
 pub const MAX_STATUS_LEN: usize = 145;
 
-// A resource report must stay within 32 bytes (pinned exactly by the max-size tests).
-const _: () = assert!(MAX_REPORT_LEN <= 32);
+/// The largest agent → master frame: the largest [`AgentMsg`] and its trailer.
+pub const MAX_UP_FRAME_LEN: usize = AgentMsg::MAX_ENCODED_LEN + crate::frame::UP_TRAILER_LEN;
+/// The largest master → agent frame: the largest [`MasterEnvelope`] and its trailer.
+pub const MAX_DOWN_FRAME_LEN: usize =
+    MasterEnvelope::MAX_ENCODED_LEN + crate::frame::DOWN_TRAILER_LEN;
+
+// A resource report, as a frame, must stay within 32 bytes (pinned exactly by the max-size tests).
+const _: () = assert!(MAX_REPORT_LEN + crate::frame::UP_TRAILER_LEN <= 32);
 
 impl AgentMsg {
     /// The topic this message travels on, for agent `agent_id`.

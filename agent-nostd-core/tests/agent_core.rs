@@ -11,7 +11,7 @@ use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
 use agent_nostd_core::wire::*;
 use agent_nostd_core::Resources;
-use samples::{info, run_task, s};
+use samples::{down_frame, info, key, open_up, run_task, s};
 
 const CMD: &str = "bramble/v1/agent/pi4/cmd";
 
@@ -27,17 +27,20 @@ struct Rig {
     core: AgentCore,
     now: u64,
     buf: Box<TransmitBuf>,
+    /// The number of the next downlink frame.
+    down_seq: u32,
 }
 
 impl Rig {
     /// A connected agent with 4 CPU / 3800 MiB / 20000 MiB, not yet registered.
     fn new() -> Self {
-        let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+        let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
         core.handle_connected(0, 7);
         Rig {
             core,
             now: 0,
-            buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+            buf: Box::new([0; MAX_UP_FRAME_LEN]),
+            down_seq: 1,
         }
     }
 
@@ -69,7 +72,7 @@ impl Rig {
     fn drain(&mut self) -> Vec<Sent> {
         let mut out = Vec::new();
         while let Some(t) = self.core.poll_transmit(self.now, &mut self.buf) {
-            let msg = AgentMsg::decode(&self.buf[..t.len]).expect("core emits valid payloads");
+            let (msg, _) = open_up("pi4", self.core.boot(), &self.buf[..t.len]);
             assert_eq!(t.topic, msg.topic("pi4"), "message on the wrong topic");
             assert_eq!(t.qos, msg.kind().qos());
             assert!(!t.retain);
@@ -98,15 +101,18 @@ impl Rig {
         self.try_master_at(epoch, msg).unwrap();
     }
 
+    /// The hello goes unframed on its topic, anything else as the next downlink frame.
     fn try_master_at(&mut self, epoch: u64, msg: MasterMsg) -> Result<MasterMsg, RecvError> {
-        let topic = if matches!(msg, MasterMsg::Hello) {
-            topic::MASTER_HELLO
-        } else {
-            CMD
-        };
-        let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
-        let n = msg.from_epoch(epoch).encode(&mut buf).unwrap();
-        self.core.handle_bytes(self.now, topic, &buf[..n])
+        if matches!(msg, MasterMsg::Hello) {
+            let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+            let n = msg.from_epoch(epoch).encode(&mut buf).unwrap();
+            return self
+                .core
+                .handle_bytes(self.now, topic::MASTER_HELLO, &buf[..n]);
+        }
+        let frame = down_frame("pi4", self.core.boot(), self.down_seq, epoch, msg);
+        self.down_seq += 1;
+        self.core.handle_bytes(self.now, CMD, &frame)
     }
 
     fn advance_to(&mut self, t: u64) {
@@ -679,8 +685,17 @@ fn the_agent_reregisters_with_its_tasks_when_a_new_master_appears() {
         panic!("expected a re-registration, got {sent:?}");
     };
     assert_eq!(sent[0].topic, "bramble/v1/agent/pi4/register");
-    assert_eq!(re.last_master_epoch, 2, "the newest epoch obeyed");
-    assert_eq!(re.info, info());
+    assert_eq!(
+        re.last_master_epoch, 1,
+        "a hello is not authenticated: the fence moves only on the new master's own frame"
+    );
+    assert_eq!(
+        re.info.to_epoch, 2,
+        "addressed to the master that announced itself"
+    );
+    let mut expected = info();
+    (expected.seq, expected.to_epoch) = (re.info.seq, 2);
+    assert_eq!(re.info, expected);
     assert_eq!(re.tasks.len(), 1);
     assert_eq!(re.tasks[0].task_id, "t1");
     assert_eq!(re.tasks[0].state, TaskState::Running);
@@ -711,14 +726,14 @@ fn a_hello_cuts_a_registration_backoff_short_but_not_right_after_a_registration(
     assert!(rig.core.poll_timeout().unwrap() > rig.now);
     rig.master_at(6, MasterMsg::Hello);
     let sent = rig.drain();
-    // It has obeyed a master (epoch 5) now, so it names that epoch in a re-registration.
+    // Addressed to the newest master announced; it obeys none yet.
     assert!(
         matches!(
             &sent[..],
             [Sent {
-                msg: AgentMsg::ReRegister(re),
+                msg: AgentMsg::Register(info),
                 ..
-            }] if re.last_master_epoch == 6
+            }] if info.to_epoch == 6
         ),
         "{sent:?}"
     );
@@ -787,7 +802,7 @@ fn a_newer_master_is_obeyed_from_its_first_message_and_its_epoch_is_checkpointed
         Err(RecvError::StaleMaster)
     );
     // A restarted agent keeps the fence.
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     core.restore(0, &rig.core.snapshot(), |_| None);
     assert_eq!(core.master_epoch(), 7);
 }
@@ -863,7 +878,7 @@ fn reports_go_out_on_significant_change_at_most_once_a_second_and_on_a_slow_hear
     let r = reports(&rig.drain());
     assert_eq!(r.len(), 1, "memory moved by 800 MiB");
     assert_eq!(r[0].free.mem_mib, 3000);
-    assert_eq!(r[0].soc_temp_decidegrees, Some(450));
+    assert_eq!(r[0].temperature(), Some(450));
 
     // Small wobbles below the thresholds send nothing.
     rig.advance_to(t0 + 5_000);
@@ -876,7 +891,7 @@ fn reports_go_out_on_significant_change_at_most_once_a_second_and_on_a_slow_hear
         .handle_resource_sample(rig.now, sample(3010, Some(700)));
     let r = reports(&rig.drain());
     assert_eq!(r.len(), 1);
-    assert_eq!(r[0].soc_temp_decidegrees, Some(700));
+    assert_eq!(r[0].temperature(), Some(700));
 
     // With nothing changing, the next report is the heartbeat, 30 s after the last one.
     let last = rig.now;
@@ -919,36 +934,32 @@ fn garbage_and_misrouted_payloads_are_counted_and_change_nothing() {
     let gen = rig.core.generation();
     let now = rig.now;
     let c = &mut rig.core;
-    // Version 2, epoch 1, then tag 250 (no message); nothing; version 7.
-    assert!(c.handle_bytes(now, CMD, &[2, 1, 250, 3]).is_err());
+    // Version 3, epoch 1, then tag 250 (no message); nothing; version 7.
+    assert!(c.handle_bytes(now, CMD, &[3, 1, 250, 3]).is_err());
     assert!(c.handle_bytes(now, CMD, &[]).is_err());
     assert!(c.handle_bytes(now, CMD, &[7, 1, 5, 1]).is_err());
-    // A hello on the command topic, a ping on the hello topic.
-    assert!(c.handle_bytes(now, CMD, &[2, 1, 0]).is_err());
+    // A ping on the hello topic.
     assert!(c
-        .handle_bytes(now, topic::MASTER_HELLO, &[2, 1, 5, 1])
+        .handle_bytes(now, topic::MASTER_HELLO, &[3, 1, 5, 1])
         .is_err());
     // Another agent's commands, an unknown topic.
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[2, 1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[3, 1, 5, 1])
         .is_err());
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[2, 1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[3, 1, 5, 1])
         .is_err());
-    // An ack naming another agent.
-    let mut buf = [0u8; 64];
-    let n = MasterMsg::RegisterAck(RegisterAck {
+    // An ack naming another agent, genuine from the obeyed master.
+    let ack = MasterMsg::RegisterAck(RegisterAck {
         agent_id: id("pi5").unwrap(),
-    })
-    .from_epoch(3)
-    .encode(&mut buf)
-    .unwrap();
-    assert!(c.handle_bytes(now, CMD, &buf[..n]).is_err());
+    });
+    let frame = down_frame("pi4", c.boot(), 1_000, 1, ack);
+    assert!(c.handle_bytes(now, CMD, &frame).is_err());
 
     let stats = rig.stats();
     assert_eq!(stats.malformed, 2);
     assert_eq!(stats.unsupported_version, 1);
-    assert_eq!(stats.misrouted, 5);
+    assert_eq!(stats.misrouted, 4);
     assert_eq!(rig.core.master_epoch(), 1);
     assert_eq!(rig.core.generation(), gen);
     let after: Vec<_> = rig
@@ -979,7 +990,7 @@ fn an_idle_agent_changes_no_checkpointed_state() {
 
 #[test]
 fn an_adopted_task_is_reported_in_the_first_registration_and_can_end() {
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     core.adopt_task("fw-1", "t9", Resources::new(250, 32, 0), 0)
         .unwrap();
     assert_eq!(
@@ -991,7 +1002,8 @@ fn an_adopted_task_is_reported_in_the_first_registration_and_can_end() {
     let mut rig = Rig {
         core,
         now: 0,
-        buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+        buf: Box::new([0; MAX_UP_FRAME_LEN]),
+        down_seq: 1,
     };
     let sent = rig.drain();
     let AgentMsg::ReRegister(re) = &sent[0].msg else {
@@ -1041,21 +1053,24 @@ fn events_that_do_not_fit_the_task_state_are_refused() {
 }
 
 #[test]
-fn the_last_will_is_gone_on_the_will_topic_naming_the_connection() {
+fn the_last_will_is_gone_on_the_will_topic_naming_the_connection_sealed_with_the_will_number() {
     let rig = Rig::new();
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let mut buf = [0u8; MAX_UP_FRAME_LEN];
     let will = rig.core.last_will(&mut buf);
     assert_eq!(will.topic.as_str(), "bramble/v1/agent/pi4/will");
     assert_eq!(will.qos, QoS::AtLeastOnce);
     assert_eq!(
-        AgentMsg::decode(&buf[..will.len]),
-        Ok(AgentMsg::Gone { connection: 7 })
+        open_up("pi4", rig.core.boot(), &buf[..will.len]),
+        (
+            AgentMsg::Gone { connection: 7 },
+            agent_nostd_core::frame::WILL_SEQ
+        )
     );
-    let of = AgentCore::will_of("pi4", 9, &mut buf);
+    let of = AgentCore::will_of("pi4", &key(), 5, 9, &mut buf);
     assert_eq!(of.topic, will.topic);
     assert_eq!(
-        AgentMsg::decode(&buf[..of.len]),
-        Ok(AgentMsg::Gone { connection: 9 })
+        open_up("pi4", 5, &buf[..of.len]).0,
+        AgentMsg::Gone { connection: 9 }
     );
 }
 
@@ -1076,18 +1091,20 @@ fn every_connection_registers_again_naming_itself() {
 fn a_bad_config_names_the_field() {
     let mut config = Config::default();
     config.status_backoff.initial_ms = 0;
-    let err = AgentCore::new(config, info(), 0).unwrap_err();
+    let err = AgentCore::new(config, info(), key(), 0).unwrap_err();
     assert_eq!(err.field, "status_backoff.initial_ms");
     let mut config = Config::default();
     config.register_backoff.max_ms = 10;
     assert_eq!(
-        AgentCore::new(config, info(), 0).unwrap_err().field,
+        AgentCore::new(config, info(), key(), 0).unwrap_err().field,
         "register_backoff.max_ms"
     );
     let mut bad = info();
     bad.agent_id = s("a/b");
     assert_eq!(
-        AgentCore::new(Config::default(), bad, 0).unwrap_err().field,
+        AgentCore::new(Config::default(), bad, key(), 0)
+            .unwrap_err()
+            .field,
         "agent_id"
     );
     assert_eq!(AgentTopic::Cmd.suffix(), "cmd");
@@ -1354,7 +1371,7 @@ mod random_sequences {
 
 #[test]
 fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered() {
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     let ended = |task_id, state| EndedTask {
         framework_id: "fw-1",
         task_id,
@@ -1381,7 +1398,8 @@ fn an_ended_task_restored_from_a_checkpoint_sends_its_end_again_once_registered(
     let mut rig = Rig {
         core,
         now: 0,
-        buf: Box::new([0; AgentMsg::MAX_ENCODED_LEN]),
+        buf: Box::new([0; MAX_UP_FRAME_LEN]),
+        down_seq: 1,
     };
     let sent = rig.drain();
     let AgentMsg::ReRegister(re) = &sent[0].msg else {
@@ -1510,7 +1528,7 @@ fn a_restored_snapshot_takes_back_every_task_with_its_limits_and_continues_updat
     assert_eq!(ended.state, TaskState::Failed);
     assert_eq!(ended.message, "exited with code 4");
 
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     let results = core.restore(0, &before, |_| None);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let after = core.snapshot();
@@ -1533,7 +1551,7 @@ fn a_task_whose_process_ended_while_the_agent_was_down_ends_as_it_is_restored() 
     let snapshot = rig.core.snapshot();
     let t2 = TaskKey::new("fw-1", "t2").unwrap();
 
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     let results = core.restore(0, &snapshot, |key| (*key == t2).then_some(Exit::Unknown));
     assert_eq!(results.len(), 2);
     let view = core.task(&t2).unwrap();
@@ -1557,8 +1575,163 @@ fn a_second_record_of_a_task_in_a_snapshot_is_refused_as_already_known() {
     let twin = snapshot.tasks[0].clone();
     snapshot.tasks.push(twin).unwrap();
 
-    let mut core = AgentCore::new(Config::default(), info(), 0).unwrap();
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
     let results = core.restore(0, &snapshot, |_| None);
     assert_eq!(results[..], [Ok(()), Err(TaskError::AlreadyKnown)]);
     assert_eq!(core.tasks().count(), 1);
+}
+
+#[test]
+fn forged_unframed_replayed_and_other_boot_commands_are_counted_and_never_acted_on() {
+    let mut rig = Rig::registered();
+    let boot = rig.core.boot();
+    let kill = |task: &str| {
+        MasterMsg::KillTask(KillTask {
+            framework_id: id("fw-1").unwrap(),
+            task_id: id(task).unwrap(),
+            grace_ms: 0,
+        })
+    };
+    let run = |task: &str| {
+        let mut run = run_task();
+        run.task_id = id(task).unwrap();
+        MasterMsg::RunTask(run)
+    };
+    let now = rig.now;
+    // Unframed, as version 2 and any LAN client could send it.
+    let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+    let n = run("t1").from_epoch(1).encode(&mut buf).unwrap();
+    assert_eq!(
+        rig.core.handle_bytes(now, CMD, &buf[..n]),
+        Err(RecvError::Unauthenticated)
+    );
+    // Sealed with another key; for another boot; with a flipped bit.
+    let mut forged = vec![0; MAX_DOWN_FRAME_LEN];
+    let other = agent_nostd_core::auth::Secret::from_bytes([9; 32]).message_key();
+    let binding = agent_nostd_core::frame::Binding {
+        direction: agent_nostd_core::frame::Direction::Down,
+        agent_id: "pi4",
+        boot,
+    };
+    let n = agent_nostd_core::frame::encode_sealed(
+        &run("t2").from_epoch(1),
+        &other,
+        &binding,
+        50,
+        &mut forged,
+    )
+    .unwrap();
+    assert_eq!(
+        rig.core.handle_bytes(now, CMD, &forged[..n]),
+        Err(RecvError::BadTag)
+    );
+    let old_boot = down_frame("pi4", boot - 1, 51, 1, run("t3"));
+    assert_eq!(
+        rig.core.handle_bytes(now, CMD, &old_boot),
+        Err(RecvError::BadTag)
+    );
+    let mut flipped = down_frame("pi4", boot, 52, 1, run("t4"));
+    flipped[10] ^= 1;
+    assert!(rig.core.handle_bytes(now, CMD, &flipped).is_err());
+    // A genuine command taken once; its replay is refused.
+    let genuine = down_frame("pi4", boot, 53, 1, run("t5"));
+    assert!(rig.core.handle_bytes(now, CMD, &genuine).is_ok());
+    assert_eq!(
+        rig.core.handle_bytes(now, CMD, &genuine),
+        Err(RecvError::Replayed(
+            agent_nostd_core::frame::FrameError::Replayed
+        ))
+    );
+    let replayed_kill = down_frame("pi4", boot, 53, 1, kill("t5"));
+    assert!(rig.core.handle_bytes(now, CMD, &replayed_kill).is_err());
+    let tasks: Vec<_> = rig.core.tasks().map(|t| t.task_id.to_owned()).collect();
+    assert_eq!(tasks, ["t5"], "only the genuine launch was acted on");
+    let stats = rig.stats();
+    assert_eq!(stats.unauthenticated, 1);
+    assert_eq!(stats.bad_tag, 3);
+    assert_eq!(stats.replayed, 2);
+}
+
+#[test]
+fn a_forged_hello_never_moves_the_fence_and_the_real_master_brings_the_agent_back() {
+    let mut rig = Rig::registered();
+    // A hello naming an epoch far above the master's: the agent asks that master to register it.
+    rig.master_at(u64::MAX, MasterMsg::Hello);
+    assert_eq!(rig.core.master_epoch(), 1);
+    let sent = rig.drain();
+    assert!(
+        matches!(&sent[..], [Sent { msg: AgentMsg::ReRegister(re), .. }]
+            if re.info.to_epoch == u64::MAX && re.last_master_epoch == 1),
+        "{sent:?}"
+    );
+    // The real master (epoch 1) does not take a registration addressed elsewhere: it asks again.
+    rig.master(MasterMsg::ReRegisterRequest);
+    let sent = rig.drain();
+    assert!(
+        matches!(&sent[..], [Sent { msg: AgentMsg::ReRegister(re), .. }] if re.info.to_epoch == 1),
+        "{sent:?}"
+    );
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+    }));
+    assert!(rig.core.is_registered());
+    assert_eq!(rig.core.master_epoch(), 1);
+}
+
+#[test]
+fn a_hint_makes_a_registered_agent_register_again_at_most_once_a_second() {
+    let mut rig = Rig::registered();
+    let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
+    let n = MasterMsg::Hello.from_epoch(1).encode(&mut buf).unwrap();
+    assert_eq!(
+        rig.core.handle_bytes(rig.now, CMD, &buf[..n]),
+        Ok(MasterMsg::Hello)
+    );
+    assert!(!rig.core.is_registered());
+    let sent = rig.drain();
+    assert!(
+        matches!(
+            &sent[..],
+            [Sent {
+                msg: AgentMsg::ReRegister(_),
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+    rig.master(MasterMsg::RegisterAck(RegisterAck {
+        agent_id: id("pi4").unwrap(),
+    }));
+    rig.drain();
+    // A second hint right away (a flood of forged ones) changes nothing.
+    assert!(rig.core.handle_bytes(rig.now, CMD, &buf[..n]).is_ok());
+    assert!(rig.core.is_registered());
+    assert_eq!(rig.stats().hints, 2);
+}
+
+#[test]
+fn a_restored_agent_boots_above_its_checkpoint_and_numbers_its_frames_afresh() {
+    let mut rig = Rig::registered();
+    rig.running("t1", 500, 64);
+    let snapshot = rig.core.snapshot();
+    assert_eq!(snapshot.boot, 1);
+    let mut core = AgentCore::new(Config::default(), info(), key(), 0).unwrap();
+    core.restore(0, &snapshot, |_| None);
+    assert_eq!(core.boot(), 2);
+    assert_eq!(core.snapshot().boot, 2, "the new boot is checkpointed");
+    core.handle_connected(0, 8);
+    let mut rig = Rig {
+        core,
+        now: 0,
+        buf: Box::new([0; MAX_UP_FRAME_LEN]),
+        down_seq: 1,
+    };
+    let sent = rig.drain();
+    let AgentMsg::ReRegister(re) = &sent[0].msg else {
+        panic!("expected a re-registration, got {sent:?}");
+    };
+    assert_eq!((re.info.boot, re.info.seq), (2, 1));
+    // What the master sent the old boot does not verify any more.
+    let old = down_frame("pi4", 1, 99, 1, MasterMsg::ReRegisterRequest);
+    assert_eq!(rig.core.handle_bytes(0, CMD, &old), Err(RecvError::BadTag));
 }

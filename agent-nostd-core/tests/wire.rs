@@ -12,39 +12,39 @@ const AGENT_GOLDEN: [(&str, &[u8]); 6] = [
     (
         "register",
         &[
-            2, 0, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
+            3, 0, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
-            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7,
+            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 1, 1, 0,
         ],
     ),
     (
         "reregister",
         &[
-            2, 1, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
+            3, 1, 3, b'p', b'i', b'4', 3, b'p', b'i', b'4', 7, b'a', b'a', b'r', b'c', b'h', b'6',
             b'4', 14, b'R', b'a', b's', b'p', b'b', b'e', b'r', b'r', b'y', b' ', b'P', b'i', b' ',
             b'4', 0xA0, 0x1F, 0xD8, 0x1D, 0xA0, 0x9C, 0x01, 1, 6, b's', b'e', b'n', b's', b'o',
-            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 7, 1, 4, b'f', b'w', b'-', b'1', 2,
-            b't', b'1', 0xF4, 0x03, 64, 0, 2,
+            b'r', 6, b'b', b'm', b'e', b'2', b'8', b'0', 7, 1, 1, 0, 7, 12, 1, 4, b'f', b'w', b'-',
+            b'1', 2, b't', b'1', 0xF4, 0x03, 64, 0, 2,
         ],
     ),
     (
-        // version, tag 2, free = 3500/3000/19000, 1 task, Some(52.3 °C) as zigzag 1046, not throttled
+        // version, tag 2, free = 3500/3000/19000, 1 task, 52.3 °C as zigzag 1046, not throttled
         "report",
         &[
-            2, 2, 0xAC, 0x1B, 0xB8, 0x17, 0xB8, 0x94, 0x01, 1, 1, 0x96, 0x08, 0,
+            3, 2, 0xAC, 0x1B, 0xB8, 0x17, 0xB8, 0x94, 0x01, 1, 0x96, 0x08, 0,
         ],
     ),
     (
         // ..., update 3, Failed (4), Exited (1) { code: 2 as zigzag 4 }, message
         "status",
         &[
-            2, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3, 4, 1, 4, 18, b'e', b'x', b'i', b't',
+            3, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3, 4, 1, 4, 18, b'e', b'x', b'i', b't',
             b'e', b'd', b' ', b'w', b'i', b't', b'h', b' ', b'c', b'o', b'd', b'e', b' ', b'2',
         ],
     ),
-    ("pong", &[2, 4, 0xAC, 0x02]),
-    ("gone", &[2, 5, 7]),
+    ("pong", &[3, 4, 0xAC, 0x02]),
+    ("gone", &[3, 5, 7]),
 ];
 
 /// The epoch of the typical master messages: term 1, tiebreak 2 (a varint of 3 bytes).
@@ -52,33 +52,33 @@ const EPOCH: u64 = epoch(1, 2);
 
 /// Each starts with the version byte and the epoch, `0x82 0x80 0x04`.
 const MASTER_GOLDEN: [(&str, &[u8]); 7] = [
-    ("hello", &[2, 0x82, 0x80, 0x04, 0]),
+    ("hello", &[3, 0x82, 0x80, 0x04, 0]),
     (
         "register_ack",
-        &[2, 0x82, 0x80, 0x04, 1, 3, b'p', b'i', b'4'],
+        &[3, 0x82, 0x80, 0x04, 1, 3, b'p', b'i', b'4'],
     ),
     (
         // fw-1, t1, argv ["echo", "hi"], env [X=1], 500m/64M/0M, pids 32, no artifacts
         "run_task",
         &[
-            2, 0x82, 0x80, 0x04, 2, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 2, 4, b'e', b'c',
+            3, 0x82, 0x80, 0x04, 2, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 2, 4, b'e', b'c',
             b'h', b'o', 2, b'h', b'i', 1, 1, b'X', 1, b'1', 0xF4, 0x03, 64, 0, 32, 0,
         ],
     ),
     (
         "kill_task",
         &[
-            2, 0x82, 0x80, 0x04, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 0xE8, 0x07,
+            3, 0x82, 0x80, 0x04, 3, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 0xE8, 0x07,
         ],
     ),
     (
         "status_ack",
         &[
-            2, 0x82, 0x80, 0x04, 4, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3,
+            3, 0x82, 0x80, 0x04, 4, 4, b'f', b'w', b'-', b'1', 2, b't', b'1', 3,
         ],
     ),
-    ("ping", &[2, 0x82, 0x80, 0x04, 5, 0xAC, 0x02]),
-    ("reregister_request", &[2, 0x82, 0x80, 0x04, 6]),
+    ("ping", &[3, 0x82, 0x80, 0x04, 5, 0xAC, 0x02]),
+    ("reregister_request", &[3, 0x82, 0x80, 0x04, 6]),
 ];
 
 #[test]
@@ -104,7 +104,7 @@ fn every_master_message_encodes_to_its_golden_bytes_and_back() {
 #[test]
 fn largest_messages_fit_their_published_maximum_exactly() {
     let agent_max: [(&str, usize); 6] = [
-        ("register", 603),
+        ("register", 623),
         ("reregister", AgentMsg::MAX_ENCODED_LEN),
         ("report", MAX_REPORT_LEN),
         ("status", MAX_STATUS_LEN),
@@ -137,9 +137,9 @@ fn largest_messages_fit_their_published_maximum_exactly() {
 
 #[test]
 fn a_resource_report_is_at_most_32_bytes() {
-    const { assert!(MAX_REPORT_LEN <= 32) };
+    const { assert!(MAX_REPORT_LEN + agent_nostd_core::frame::UP_TRAILER_LEN == 32) };
     let (_, max_report) = &max_agent_msgs()[2];
-    assert!(enc(max_report).len() <= 32);
+    assert!(enc(max_report).len() + agent_nostd_core::frame::UP_TRAILER_LEN <= 32);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn encoding_into_a_short_buffer_is_an_error_not_a_panic() {
 
 #[test]
 fn another_protocol_version_is_refused_before_reading_the_body() {
-    for version in [0u8, 1, 3, 255] {
+    for version in [0u8, 1, 2, 4, 255] {
         let mut bytes = MASTER_GOLDEN[5].1.to_vec();
         bytes[0] = version;
         assert_eq!(
@@ -182,11 +182,11 @@ fn empty_truncated_trailing_and_garbage_payloads_get_typed_errors() {
     );
     // Tag 99 is no message.
     assert_eq!(
-        MasterEnvelope::decode(&[2, 1, 99]),
+        MasterEnvelope::decode(&[3, 1, 99]),
         Err(DecodeError::Malformed)
     );
     // An agent id of 33 bytes is over capacity.
-    let mut long_id = vec![2, 1, 1, 33];
+    let mut long_id = vec![3, 1, 1, 33];
     long_id.extend([b'a'; 33]);
     assert_eq!(
         MasterEnvelope::decode(&long_id),
@@ -194,12 +194,12 @@ fn empty_truncated_trailing_and_garbage_payloads_get_typed_errors() {
     );
     // Invalid UTF-8 in a string.
     assert_eq!(
-        MasterEnvelope::decode(&[2, 1, 1, 2, 0xFF, 0xFE]),
+        MasterEnvelope::decode(&[3, 1, 1, 2, 0xFF, 0xFE]),
         Err(DecodeError::Malformed)
     );
     // An epoch varint longer than a u64.
     assert_eq!(
-        MasterEnvelope::decode(&[2, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0]),
+        MasterEnvelope::decode(&[3, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0]),
         Err(DecodeError::Malformed)
     );
 }

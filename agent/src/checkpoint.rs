@@ -97,6 +97,10 @@ pub struct Checkpoint<L> {
     pub version: u32,
     /// The agent's id.
     pub agent_id: String,
+    /// The boot its frames were bound to (see [`agent_nostd_core::frame`]): the next start takes
+    /// a higher one. Absent in checkpoints of version-2 agents.
+    #[serde(default)]
+    pub boot: u32,
     /// The epoch of the master it last registered with.
     pub master_epoch: u64,
     /// The status update id a restarted agent continues from (the end of the block of ids the
@@ -382,6 +386,7 @@ mod tests {
         Checkpoint {
             version: CHECKPOINT_VERSION,
             agent_id: "pi4".into(),
+            boot: 3,
             master_epoch: 7,
             next_update_id: 42,
             tasks: vec![

@@ -285,6 +285,9 @@ pub struct Config {
     pub broker: Brokers,
     /// The TLS files for `mqtts://` brokers (`ca_file`, `client_cert`, `client_key`).
     pub tls: bramble_mqtt::tls::TlsFiles,
+    /// This board's credential (`agent-ID`), whose secret keys its frames to the master; without
+    /// one the agent uses the anonymous key, which only a master run without credentials takes.
+    pub credential: Option<bramble_mqtt::credential::Credential>,
     /// Where sandboxes and the checkpoint live.
     pub work_dir: PathBuf,
     /// The cap of each task's stdout and stderr file, in bytes.
@@ -346,13 +349,46 @@ impl Config {
         if let Some(mem) = overrides.reserve_mem_mib {
             file.reserve.mem_mib = mem;
         }
+        // The board's credential names it and keys its frames, whatever its broker login is.
+        let credential_file = overrides
+            .login
+            .credential_file
+            .clone()
+            .or_else(|| file.credential_file.clone());
+        let credential = credential_file
+            .map(|path| bramble_mqtt::credential::Credential::read(&path))
+            .transpose()
+            .map_err(|e| invalid("credential_file", e.to_string()))?;
+        if let Some(c) = &credential {
+            if c.principal.kind() != agent_nostd_core::auth::PrincipalKind::Agent {
+                return Err(invalid(
+                    "credential_file",
+                    format!(
+                        "holds {}, not an agent's credential (bramble credentials add agent NAME)",
+                        c.principal
+                    ),
+                ));
+            }
+        }
         let agent_id = match overrides.agent_id.or(file.agent_id) {
             Some(id) => {
                 agent_nostd_core::ids::validate_id(&id)
                     .map_err(|e| invalid("agent_id", e.to_string()))?;
+                if let Some(c) = credential.as_ref().filter(|c| c.principal.name() != id) {
+                    return Err(invalid(
+                        "agent_id",
+                        format!(
+                            "is {id}, but the credential is agent {}'s: an agent speaks only as itself",
+                            c.principal.name()
+                        ),
+                    ));
+                }
                 id
             }
-            None => id_from_hostname(hostname),
+            None => match &credential {
+                Some(c) => c.principal.name().to_owned(),
+                None => id_from_hostname(hostname),
+            },
         };
         let broker = match overrides.broker.map(BrokerSetting::List).or(file.broker) {
             Some(setting) => setting
@@ -433,6 +469,7 @@ impl Config {
             agent_id,
             broker,
             tls,
+            credential,
             work_dir,
             log_limit_bytes,
             warm_spares,

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_nostd_core::agent::{Action, AgentCore, Config as CoreConfig, LocalEvent, TransmitBuf};
+use agent_nostd_core::auth::MessageKey;
 use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MasterMsg, WireMessage};
+use agent_nostd_core::wire::{
+    AgentInfo, Attribute, MasterMsg, MAX_DOWN_FRAME_LEN, MAX_UP_FRAME_LEN,
+};
 use agent_nostd_core::Resources;
 use bramble_mqtt::{ClientConfig, Session, SessionEvent};
 use heapless::String as HString;
@@ -55,6 +58,9 @@ pub enum DriverError {
     /// The core refused the configuration.
     #[error("invalid agent settings: {0}")]
     Core(agent_nostd_core::agent::ConfigError),
+    /// The new boot could not be checkpointed: starting anyway could reuse frame numbers.
+    #[error("cannot record this start in the checkpoint: {0}")]
+    Boot(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// The running agent.
@@ -117,15 +123,22 @@ pub async fn run(
         jitter_seed: seed(&config.agent_id),
         ..CoreConfig::default()
     };
-    let core = AgentCore::new(core_config, info, 0).map_err(DriverError::Core)?;
+    let key = match &config.credential {
+        Some(c) => c.secret.message_key(),
+        None => {
+            warn!("no credential: frames carry the anonymous key, which only a master run without credentials (bramble up) takes");
+            MessageKey::anonymous()
+        }
+    };
+    let core = AgentCore::new(core_config, info, key.clone(), 0).map_err(DriverError::Core)?;
 
-    let buf: Box<TransmitBuf> = Box::new([0; AgentMsg::MAX_ENCODED_LEN]);
+    let buf: Box<TransmitBuf> = Box::new([0; MAX_UP_FRAME_LEN]);
     let mqtt = ClientConfig {
         inflight: 16,
         request_capacity: 64,
         // Whatever the broker may deliver (a larger command is dropped as malformed): a smaller
         // limit would make one large message a reconnect loop.
-        max_packet: (bramble_mqtt::MAX_PACKET, AgentMsg::MAX_ENCODED_LEN + 256),
+        max_packet: (bramble_mqtt::MAX_PACKET, MAX_DOWN_FRAME_LEN + 256),
         ..ClientConfig::new(
             format!("bramble-agent-{}", config.agent_id),
             config.broker.clone(),
@@ -142,11 +155,20 @@ pub async fn run(
     let connection = Arc::new(AtomicU32::new(0));
     let will_id = config.agent_id.clone();
     let named = connection.clone();
+    // Known once the checkpoint is read (below), before the first connection.
+    let boot = Arc::new(AtomicU32::new(0));
+    let will_boot = boot.clone();
     let session = Session::new("agent", mqtt, filters).with_will(move || {
         let n = fresh_connection_id();
         named.store(n, Ordering::Relaxed);
-        let mut buf = [0; AgentMsg::MAX_ENCODED_LEN];
-        let will = AgentCore::will_of(&will_id, n, &mut buf);
+        let mut buf = [0; MAX_UP_FRAME_LEN];
+        let will = AgentCore::will_of(
+            &will_id,
+            &key,
+            will_boot.load(Ordering::Relaxed),
+            n,
+            &mut buf,
+        );
         Some(LastWill::new(
             will.topic.as_str(),
             buf[..will.len].to_vec(),
@@ -193,6 +215,9 @@ pub async fn run(
         connection,
     };
     driver.recover();
+    driver.save_boot()?;
+    boot.store(driver.core.boot(), Ordering::Relaxed);
+    info!(boot = driver.core.boot(), "frames bound to this boot");
     driver.remove_stale_spares();
     driver
         .run(session, exits_rx, spares_rx, written_rx, shutdown)
@@ -573,6 +598,17 @@ impl Driver {
         }
     }
 
+    /// Writes the checkpoint with this start's boot, now: nothing may be sent under a boot the
+    /// next start could take again.
+    fn save_boot(&mut self) -> Result<(), DriverError> {
+        let checkpoint = self.tasks.checkpoint(&self.core, &self.config.agent_id);
+        self.checkpoint.save(&checkpoint)?;
+        self.durable.resume_at(self.checkpoint.generation());
+        self.checkpointed_generation = Some(self.core.generation());
+        self.tasks.mark_saved();
+        Ok(())
+    }
+
     /// Starts writing the checkpoint (in the background, see [`crate::durable`]) when the core's
     /// persistent state or a task record changed.
     fn request_checkpoint(&mut self) {
@@ -628,6 +664,14 @@ pub fn agent_info(config: &Config, board: &Board, isolation: &str) -> AgentInfo 
             .cap(board.offerable(&config.reserve.resources())),
         attributes,
         connection: 0,
+        // The clock, so a board whose checkpoint was wiped still boots above its last boot (the
+        // checkpoint's boot + 1 wins when it is higher; see `AgentCore::restore`).
+        boot: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .max(1),
+        seq: 0,
+        to_epoch: 0,
     }
 }
 

@@ -187,9 +187,17 @@ enum Inbound {
     },
 }
 
-fn handle_inbound(core: &mut MasterCore, status: &mut StatusPublisher, now: u64, inbound: Inbound) {
+fn handle_inbound(
+    core: &mut MasterCore,
+    status: &mut StatusPublisher,
+    drops: &mut DropLog,
+    now: u64,
+    inbound: Inbound,
+) {
     match inbound {
-        Inbound::Publish(topic, payload) => handle_incoming(core, status, now, &topic, &payload),
+        Inbound::Publish(topic, payload) => {
+            handle_incoming(core, status, drops, now, &topic, &payload)
+        }
         Inbound::Connected { session_present } => core.handle_connected(now, session_present),
     }
 }
@@ -199,6 +207,7 @@ fn handle_inbound(core: &mut MasterCore, status: &mut StatusPublisher, now: u64,
 fn handle_incoming(
     core: &mut MasterCore,
     status: &mut StatusPublisher,
+    drops: &mut DropLog,
     now: u64,
     topic: &str,
     payload: &[u8],
@@ -221,8 +230,29 @@ fn handle_incoming(
         core.handle_agent_bytes(now, topic, payload)
     };
     if let Err(e) = result {
-        let s = core.stats();
-        warn!(%topic, len = payload.len(), ?s, "dropped a message: {e}");
+        drops.dropped(now, topic, payload.len(), &e);
+    }
+}
+
+/// Logs dropped messages without flooding: the first at once, then at most one a second with how
+/// many went unlogged meanwhile (each is counted by reason in `/metrics` regardless).
+#[derive(Debug, Default)]
+struct DropLog {
+    quiet_until: u64,
+    unlogged: u64,
+}
+
+impl DropLog {
+    const EVERY_MS: u64 = 1_000;
+
+    fn dropped(&mut self, now: u64, topic: &str, len: usize, e: &bramble_master_core::RecvError) {
+        if now < self.quiet_until {
+            self.unlogged += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut self.unlogged);
+        self.quiet_until = now + Self::EVERY_MS;
+        warn!(%topic, len, unlogged, "dropped a message: {e} (see bramble_agent_frames_dropped_total and bramble_messages_dropped_total)");
     }
 }
 
@@ -263,6 +293,8 @@ pub(crate) struct LeaderLink {
     pub name: String,
     /// The login of its connections, if the broker wants one.
     pub login: Option<bramble_mqtt::Login>,
+    /// The agents' message keys as the credential store has them (`None`: the config's).
+    pub agent_keys: Option<watch::Receiver<bramble_master_core::AgentKeys>>,
     /// The epoch to lead under, from the election: it starts at the claimed one and is raised
     /// while leading.
     pub epoch: watch::Receiver<u64>,
@@ -284,6 +316,7 @@ pub(crate) async fn lead(
     let LeaderLink {
         name,
         login,
+        agent_keys,
         epoch: mut raise,
         newer,
         mut followers,
@@ -297,6 +330,13 @@ pub(crate) async fn lead(
         .map_or(0, |d| d.as_millis() as u64);
     let mut status = StatusPublisher::new(&config, wall_base_ms).with_master_name(&name);
     status.set_followers(followers.borrow_and_update().clone());
+    // The store's keys as they are now, and whenever it changes (a sender that is gone, or none,
+    // never wakes the loop).
+    let mut agent_keys = agent_keys.unwrap_or_else(|| watch::channel(config.agent_keys.clone()).1);
+    let config = Config {
+        agent_keys: agent_keys.borrow_and_update().clone(),
+        ..config
+    };
     let mut core = MasterCore::new(config, epoch, now())?;
     StatusPublisher::attach(&mut core);
     info!(%broker, epoch = format_args!("{epoch:#x}"), %name, "leading the cluster");
@@ -328,6 +368,7 @@ pub(crate) async fn lead(
     });
     let publisher = tokio::spawn(publish(client.clone(), out.clone()));
     let mut shed_log = ShedLog::default();
+    let mut drops = DropLog::default();
     // Counted by the reader, so `/metrics` shows messages arriving even while the loop is behind.
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();
@@ -422,13 +463,18 @@ pub(crate) async fn lead(
             Ok(()) = followers.changed() => {
                 status.set_followers(followers.borrow_and_update().clone());
             }
+            Ok(()) = agent_keys.changed() => {
+                let keys = agent_keys.borrow_and_update().clone();
+                info!(agents = keys.len(), "the agents' keys changed");
+                core.set_agent_keys(keys);
+            }
             Ok(()) = raise.changed() => {
                 let epoch = *raise.borrow_and_update();
                 info!(epoch = format_args!("{epoch:#x}"), "leading on under a higher epoch than the agents obey");
                 core.raise_epoch(epoch);
             }
             Some(inbound) = incoming.recv() => {
-                handle_inbound(&mut core, &mut status, now(), inbound);
+                handle_inbound(&mut core, &mut status, &mut drops, now(), inbound);
                 // What has arrived meanwhile is handled before the outputs go: a STARTING and a
                 // RUNNING that came together leave together, ahead of the status topics, which
                 // are rendered once for both.
@@ -436,7 +482,7 @@ pub(crate) async fn lead(
                     let Ok(inbound) = incoming.try_recv() else {
                         break;
                     };
-                    handle_inbound(&mut core, &mut status, now(), inbound);
+                    handle_inbound(&mut core, &mut status, &mut drops, now(), inbound);
                 }
             }
             () = sleep_until(wake) => {

@@ -28,7 +28,7 @@ use crate::mqtt::Brokers;
 use crate::web::{ElectionMetrics, WebState};
 
 /// Who this master is in an election.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Leadership {
     /// Its name, unique among the masters: 1–32 bytes of `A-Z a-z 0-9 . _ -`.
     pub name: String,
@@ -40,6 +40,8 @@ pub struct Leadership {
     /// The login of both its connections (the master principal's, from the credential store),
     /// if the broker wants one.
     pub login: Option<bramble_mqtt::Login>,
+    /// The agents' message keys as the credential store has them now (`None`: the config's).
+    pub agent_keys: Option<watch::Receiver<bramble_master_core::AgentKeys>>,
 }
 
 impl Default for Leadership {
@@ -50,6 +52,7 @@ impl Default for Leadership {
             standby: false,
             election: ElectionConfig::default(),
             login: None,
+            agent_keys: None,
         }
     }
 }
@@ -271,6 +274,7 @@ fn start_leader(
     let link = LeaderLink {
         name: leadership.name.clone(),
         login: leadership.login.clone(),
+        agent_keys: leadership.agent_keys.clone(),
         epoch: epoch_rx,
         newer: newer_tx,
         followers,

@@ -422,14 +422,17 @@ async fn master(
         Some(args) => {
             // A login given with the broker (flags, environment, URL) is the broker's own;
             // the master's stored credential is the fallback.
-            leadership.login =
-                credentials::stored_master_login(&state_dir).map_err(|e| e.to_string())?;
+            let started = credentials::external_broker(&state_dir).map_err(|e| e.to_string())?;
+            leadership.login = started.login;
+            leadership.agent_keys = Some(started.agent_keys);
             args.brokers(None)?
         }
         None => {
-            leadership.login =
+            let started =
                 credentials::embedded_broker(listen, &state_dir, insecure_allow_anonymous)
                     .map_err(|e| e.to_string())?;
+            leadership.login = started.login;
+            leadership.agent_keys = Some(started.agent_keys);
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");
             BrokerAddr::new(a.ip().to_string(), a.port()).into()

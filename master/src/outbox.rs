@@ -98,6 +98,10 @@ impl Kind {
     pub fn of(t: &Transmit) -> Kind {
         match &t.message {
             Outgoing::Agent(m) => match m.msg {
+                // A hint to an agent the master cannot make a frame for: a request to register.
+                MasterMsg::Hello if t.topic != agent_nostd_core::topic::MASTER_HELLO => {
+                    Kind::ReRegisterRequest
+                }
                 MasterMsg::Hello => Kind::Hello,
                 MasterMsg::RegisterAck(_) => Kind::RegisterAck,
                 MasterMsg::RunTask(_) => Kind::RunTask,

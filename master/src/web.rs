@@ -434,6 +434,29 @@ impl WebState {
                 ),
             ],
         );
+        let frame_drops: Vec<(String, u64)> = bramble_master_core::FrameDrop::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    stats.frames_dropped.get(*r),
+                )
+            })
+            .collect();
+        let frame_drops: Vec<(&str, u64)> =
+            frame_drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(
+            "agent_frames_dropped_total",
+            "counter",
+            "Agent frames dropped before they were read (unauthenticated, forged, replayed), by reason.",
+            &frame_drops,
+        );
+        family(
+            "agent_registrations_misaddressed_total",
+            "counter",
+            "Authenticated agent registrations addressed to another master, answered with a re-registration request.",
+            &[("", stats.registrations_misaddressed)],
+        );
         let name = "bramble_allocation_round_duration_seconds";
         let _ = writeln!(
             out,

@@ -1,9 +1,10 @@
 //! A burst of messages at the master, over the embedded broker, until the master has read 100,000
 //! of them: it keeps reading, keeps making offers, and `/metrics` shows a loop that turns.
 //!
-//! Every message of the burst is a resource report from an agent the master does not know, so each
-//! one makes the master publish a request to re-register: the burst loads the master's writing as
-//! much as its reading (before the outgoing stage, this deadlocked the master within a second).
+//! Every message of the burst is a resource report frame from an agent the master has no session
+//! with, so the master drops it and hints that agent to register (at most once a second each): the
+//! burst loads the master's writing as well as its reading (before the outgoing stage, this
+//! deadlocked the master within a second).
 //! The burst client publishes as fast as it can; the broker drops what the master falls behind on
 //! (rumqttd keeps a bounded log per subscription), so the client publishes more than the master
 //! reads, until the master has read [`BURST`].
@@ -11,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use agent_nostd_core::auth::MessageKey;
+use agent_nostd_core::frame::{encode_sealed, Binding, Direction};
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{AgentMsg, ResourceReport, WireMessage};
+use agent_nostd_core::wire::{AgentMsg, ResourceReport, MAX_UP_FRAME_LEN};
 use agent_nostd_core::Resources;
 use bramble::cluster::{ClusterBroker, LocalCluster};
 use bramble::demo::scheduler_config;
@@ -62,27 +65,36 @@ async fn burst(broker: BrokerAddr, stop: tokio::sync::watch::Receiver<bool>) -> 
     let report = AgentMsg::Report(ResourceReport {
         free: Resources::new(100, 100, 100),
         running_tasks: 0,
-        soc_temp_decidegrees: None,
+        soc_temp_decidegrees: agent_nostd_core::wire::NO_TEMPERATURE,
         throttled: 0,
     });
-    let mut buf = vec![0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = report.encode(&mut buf).unwrap();
-    buf.truncate(len);
-    let topics: Vec<String> = (0..5_000)
+    // Genuine frames (the cluster takes the anonymous key) from boards that never registered:
+    // the master cannot check them, drops them and hints each board to register.
+    let frames: Vec<(String, Vec<u8>)> = (0..5_000)
         .map(|i| {
-            topic::agent(&format!("ghost-{i}"), AgentTopic::Report)
-                .as_str()
-                .to_owned()
+            let ghost = format!("ghost-{i}");
+            let binding = Binding {
+                direction: Direction::Up,
+                agent_id: &ghost,
+                boot: 1,
+            };
+            let mut buf = vec![0u8; MAX_UP_FRAME_LEN];
+            let n =
+                encode_sealed(&report, &MessageKey::anonymous(), &binding, 1, &mut buf).unwrap();
+            buf.truncate(n);
+            let topic = topic::agent(&ghost, AgentTopic::Report).as_str().to_owned();
+            (topic, buf)
         })
         .collect();
     let mut sent = 0;
     while !*stop.borrow() {
+        let (topic, frame) = &frames[sent % frames.len()];
         client
             .publish(
-                topics[sent % topics.len()].clone(),
+                topic.clone(),
                 rumqttc::QoS::AtMostOnce,
                 false,
-                buf.clone(),
+                frame.clone(),
             )
             .await
             .unwrap();
@@ -135,7 +147,7 @@ fn a_burst_of_100000_messages_read_by_the_master_does_not_stop_it_making_offers(
         let burst = tokio::spawn(burst(cluster.broker.clone(), stop));
         let reading = cluster
             .snapshots
-            .wait_for(|s| s.stats.unknown_agent_messages >= 5_000);
+            .wait_for(|s| s.stats.frames_dropped.total() >= 5_000);
         tokio::time::timeout(Duration::from_secs(30), reading)
             .await
             .expect("the master reads the burst")
@@ -150,7 +162,7 @@ fn a_burst_of_100000_messages_read_by_the_master_does_not_stop_it_making_offers(
         );
         let read_all = cluster
             .snapshots
-            .wait_for(|s| s.stats.unknown_agent_messages >= BURST);
+            .wait_for(|s| s.stats.frames_dropped.total() >= BURST);
         tokio::time::timeout(Duration::from_secs(120), read_all)
             .await
             .expect("the master reads 100,000 messages of the burst")
@@ -171,7 +183,7 @@ fn a_burst_of_100000_messages_read_by_the_master_does_not_stop_it_making_offers(
             .filter(|(k, _)| k.starts_with("bramble_master_messages_shed_total"))
             .map(|(_, v)| v)
             .sum();
-        let read = snapshot.stats.unknown_agent_messages;
+        let read = snapshot.stats.frames_dropped.total();
         println!(
             "burst: the master read {read} reports in {burst_secs:.1} s ({:.0}/s) of {sent} \
              published; it received {} messages in all, published {} and shed {shed}",

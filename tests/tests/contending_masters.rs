@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agent_nostd_core::wire::{epoch, epoch_term};
 use agent_nostd_core::Resources;
-use bramble_master_core::Config;
+use bramble_master_core::{Config, FrameDrop};
 use bramble_pi::PiScheduler;
 use bramble_proto::{Event, Register};
 use bramble_tests::sim::jobs::{pi_job, wordcount_job};
@@ -163,6 +163,28 @@ fn a_new_master_below_the_agents_epoch_raises_above_it_and_recovers_the_cluster(
     c.sim.raise_master_epoch(epoch(epoch_term(newer) + 1, 7));
     assert!(c.finish(900_000), "still running at {} ms", c.sim.now);
     c.check().unwrap();
+}
+
+/// Found by the property below under protocol version 2: the broker delivered an agent's
+/// re-registration twice, the second copy after a task launched there had started, and the master
+/// took the copy's task list as the truth and reported the running task LOST. A frame's number is
+/// taken once, so the copy is now dropped as a replay.
+#[test]
+fn a_registration_the_broker_delivers_twice_is_taken_once() {
+    let mut c = cluster(SimConfig {
+        seed: 13_965_458_081_711_314_384,
+        duplicate: 0.133_357_333_677_967,
+        max_delay_ms: 26,
+        ..SimConfig::default()
+    });
+    contend(&mut c, 7, 1);
+    assert!(c.finish(900_000), "still running at {} ms", c.sim.now);
+    c.check().unwrap();
+    let replays = c.sim.master.stats().frames_dropped.get(FrameDrop::Replayed);
+    assert!(
+        replays > 0,
+        "the broker's duplicates reached the master as replays"
+    );
 }
 
 proptest! {

@@ -19,10 +19,14 @@ fuzz_target!(|data: &[u8]| {
         total: Resources::new(4000, 4000, 4000),
         attributes: heapless::Vec::new(),
         connection: 0,
+        boot: 1,
+        seq: 0,
+        to_epoch: 0,
     };
-    let mut core = AgentCore::new(Config::default(), info, 0).unwrap();
+    let key = agent_nostd_core::auth::MessageKey::anonymous();
+    let mut core = AgentCore::new(Config::default(), info, key, 0).unwrap();
     core.handle_connected(0, 1);
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+    let mut buf = [0u8; agent_nostd_core::wire::MAX_UP_FRAME_LEN];
     let mut now = 0u64;
     // Each chunk: one control byte, one length byte, then that many payload bytes.
     let mut rest = data;
@@ -39,7 +43,12 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = core.handle_bytes(now, topic, payload);
         while let Some(t) = core.poll_transmit(now, &mut buf) {
-            assert!(AgentMsg::decode(&buf[..t.len]).is_ok());
+            let frame = agent_nostd_core::frame::Frame::split(
+                &buf[..t.len],
+                agent_nostd_core::frame::Direction::Up,
+            )
+            .expect("a frame");
+            assert!(AgentMsg::decode(frame.message).is_ok());
         }
         while core.poll_action().is_some() {}
         assert!(core.allocated().fits_in(&core.total()));

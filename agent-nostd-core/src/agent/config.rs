@@ -124,7 +124,7 @@ impl Backoff {
 impl Thresholds {
     pub(super) fn significant(&self, last: &ResourceReport, now: &ResourceReport) -> bool {
         let moved = |a: u32, b: u32, th: u32| a.abs_diff(b) >= th.max(1);
-        let temp_moved = match (last.soc_temp_decidegrees, now.soc_temp_decidegrees) {
+        let temp_moved = match (last.temperature(), now.temperature()) {
             (Some(a), Some(b)) => a.abs_diff(b) >= self.temp_decidegrees.max(1),
             (a, b) => a.is_some() != b.is_some(),
         };

@@ -153,6 +153,12 @@ pub enum RecvError {
     NotForThisAgent,
     /// The message comes from a master older than the newest one obeyed (its epoch is lower).
     StaleMaster,
+    /// A command that is not a frame.
+    Unauthenticated,
+    /// A frame whose tag does not verify.
+    BadTag,
+    /// A frame whose number was taken before (or is too old to tell).
+    Replayed(crate::frame::FrameError),
 }
 
 impl core::fmt::Display for RecvError {
@@ -167,6 +173,9 @@ impl core::fmt::Display for RecvError {
             RecvError::StaleMaster => {
                 f.write_str("message from an older master than the one obeyed (stale epoch)")
             }
+            RecvError::Unauthenticated => f.write_str("command is not an authenticated frame"),
+            RecvError::BadTag => f.write_str("frame's tag does not verify (forged or altered)"),
+            RecvError::Replayed(e) => write!(f, "frame refused: {e}"),
         }
     }
 }
@@ -226,6 +235,14 @@ pub struct Stats {
     pub orphans_dropped: u32,
     /// Messages from a master whose epoch is below the newest obeyed, dropped (fencing).
     pub stale_master: u32,
+    /// Frames whose tag did not verify (forged, altered, for another boot), dropped.
+    pub bad_tag: u32,
+    /// Frames whose number was taken before or is below the replay window, dropped.
+    pub replayed: u32,
+    /// Messages on the command topic that were not frames (but a hint), dropped.
+    pub unauthenticated: u32,
+    /// Hints from a master that does not know this agent.
+    pub hints: u32,
 }
 
 /// A task as the core sees it, for inspection and checkpoints.

@@ -11,6 +11,9 @@ use crate::wire::{Reason, TaskState, MAX_MESSAGE_LEN, MAX_TASKS};
 /// The core's persistent state: what a checkpoint must hold for [`AgentCore::restore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The boot the agent's frames were bound to: a restarted agent takes a boot above it (a
+    /// driver must write the checkpoint with the new boot before the first frame goes out).
+    pub boot: u32,
     /// The newest master epoch the agent has obeyed, its fence: a restarted agent still drops
     /// what an older master sends, and tells a new leader the epoch it must start above.
     pub master_epoch: u64,
@@ -64,6 +67,7 @@ impl AgentCore {
             });
         }
         Snapshot {
+            boot: self.info.boot,
             master_epoch: self.master_epoch(),
             next_update_id: self.update_id_checkpoint(),
             tasks,
@@ -85,7 +89,13 @@ impl AgentCore {
         mut exited: impl FnMut(&TaskKey) -> Option<Exit>,
     ) -> Vec<Result<(), TaskError>, MAX_TASKS> {
         self.set_next_update_id(snapshot.next_update_id);
+        // Above every boot before, so nothing sent then verifies now.
+        if snapshot.boot >= self.info.boot {
+            self.info.boot = snapshot.boot.saturating_add(1);
+        }
+        self.generation = self.generation.wrapping_add(1);
         self.master_epoch = self.master_epoch.max(snapshot.master_epoch);
+        self.target_epoch = self.target_epoch.max(self.master_epoch);
         let mut results = Vec::new();
         for task in &snapshot.tasks {
             let restored = RestoredTask {

@@ -123,7 +123,7 @@ impl AgentCore {
         ResourceReport {
             free: sample.free,
             running_tasks: u8::try_from(running).unwrap_or(u8::MAX),
-            soc_temp_decidegrees: sample.soc_temp_decidegrees,
+            soc_temp_decidegrees: ResourceReport::temperature_field(sample.soc_temp_decidegrees),
             throttled: sample.throttled,
         }
     }

@@ -34,6 +34,9 @@ pub fn info() -> AgentInfo {
         total: Resources::new(4000, 3800, 20000),
         attributes,
         connection: 7,
+        boot: 1,
+        seq: 1,
+        to_epoch: 0,
     }
 }
 
@@ -54,6 +57,9 @@ pub fn max_info() -> AgentInfo {
         total: max_resources(),
         attributes,
         connection: u32::MAX,
+        boot: u32::MAX,
+        seq: u32::MAX,
+        to_epoch: u64::MAX,
     }
 }
 
@@ -78,6 +84,7 @@ pub fn typical_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             AgentMsg::ReRegister(ReRegister {
                 info: info(),
                 last_master_epoch: 7,
+                down_seq: 12,
                 tasks,
             }),
         ),
@@ -86,7 +93,7 @@ pub fn typical_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             AgentMsg::Report(ResourceReport {
                 free: Resources::new(3500, 3000, 19000),
                 running_tasks: 1,
-                soc_temp_decidegrees: Some(523),
+                soc_temp_decidegrees: 523,
                 throttled: 0,
             }),
         ),
@@ -124,6 +131,7 @@ pub fn max_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             AgentMsg::ReRegister(ReRegister {
                 info: max_info(),
                 last_master_epoch: u64::MAX,
+                down_seq: u32::MAX,
                 tasks,
             }),
         ),
@@ -132,7 +140,7 @@ pub fn max_agent_msgs() -> [(&'static str, AgentMsg); 6] {
             AgentMsg::Report(ResourceReport {
                 free: max_resources(),
                 running_tasks: u8::MAX,
-                soc_temp_decidegrees: Some(i16::MIN),
+                soc_temp_decidegrees: i16::MIN + 1,
                 throttled: u8::MAX,
             }),
         ),
@@ -275,4 +283,53 @@ pub fn enc<M: WireMessage>(m: &M) -> std::vec::Vec<u8> {
     let mut buf = [0u8; 8192];
     let n = m.encode(&mut buf).unwrap();
     buf[..n].to_vec()
+}
+
+/// The key the test agents and masters share.
+pub fn key() -> agent_nostd_core::auth::MessageKey {
+    agent_nostd_core::auth::MessageKey::anonymous()
+}
+
+/// `msg` from the master of `epoch` as downlink frame `seq` for agent `agent` in boot `boot`.
+pub fn down_frame(
+    agent: &str,
+    boot: u32,
+    seq: u32,
+    epoch: u64,
+    msg: MasterMsg,
+) -> std::vec::Vec<u8> {
+    use agent_nostd_core::frame::{encode_sealed, Binding, Direction};
+    let mut buf = vec![0; MAX_DOWN_FRAME_LEN];
+    let binding = Binding {
+        direction: Direction::Down,
+        agent_id: agent,
+        boot,
+    };
+    let n = encode_sealed(&msg.from_epoch(epoch), &key(), &binding, seq, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The message of uplink frame `payload` from agent `agent` in boot `boot`, whose tag must verify
+/// for some number at or above 1 (the caller checks numbers, if it cares).
+pub fn open_up(agent: &str, boot: u32, payload: &[u8]) -> (AgentMsg, u32) {
+    use agent_nostd_core::frame::{Binding, Direction, Frame, WILL_SEQ};
+    let f = Frame::split(payload, Direction::Up).expect("a frame");
+    let msg = AgentMsg::decode(f.message).expect("core emits valid payloads");
+    let binding = Binding {
+        direction: Direction::Up,
+        agent_id: agent,
+        boot,
+    };
+    let seq = match &msg {
+        AgentMsg::Register(i) => i.seq,
+        AgentMsg::ReRegister(r) => r.info.seq,
+        AgentMsg::Gone { .. } => WILL_SEQ,
+        _ => f.counter,
+    };
+    assert!(
+        f.verifies(&key(), &binding, seq),
+        "the frame's tag verifies"
+    );
+    (msg, seq)
 }

@@ -63,6 +63,7 @@ pub fn restore(
     now: u64,
 ) -> Vec<(TaskKey, TaskHandle)> {
     let mut snapshot = Snapshot {
+        boot: checkpoint.boot,
         master_epoch: checkpoint.master_epoch,
         next_update_id: checkpoint.next_update_id,
         tasks: heapless::Vec::new(),

@@ -195,6 +195,7 @@ impl Tasks {
         Checkpoint {
             version: CHECKPOINT_VERSION,
             agent_id: agent_id.to_owned(),
+            boot: snapshot.boot,
             master_epoch: snapshot.master_epoch,
             next_update_id: snapshot.next_update_id,
             tasks,

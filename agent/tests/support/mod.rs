@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_nostd_core::ids::id;
@@ -66,6 +69,49 @@ pub struct Master {
     pub garbage: mpsc::Receiver<String>,
     /// The epoch its messages carry: the last one it acknowledged a registration with.
     epoch: u64,
+    /// Each agent's boot, as its latest registration said (agents without a credential seal
+    /// with the anonymous key, which is what this master checks).
+    boots: Arc<Mutex<HashMap<String, u32>>>,
+    /// The number of the next frame it sends.
+    down_seq: AtomicU32,
+}
+
+/// Opens an agent's frame: its message, once its tag verifies under the anonymous key with the
+/// boot its registration stated (the frame's own, for a registration).
+fn open_frame(
+    agent: &str,
+    payload: &[u8],
+    boots: &Mutex<HashMap<String, u32>>,
+) -> Result<AgentMsg, String> {
+    use agent_nostd_core::auth::MessageKey;
+    use agent_nostd_core::frame::{Binding, Direction, Frame, WILL_SEQ};
+    let frame = Frame::split(payload, Direction::Up).map_err(|e| e.to_string())?;
+    let msg = AgentMsg::decode(frame.message).map_err(|e| e.to_string())?;
+    let (boot, seq) = match &msg {
+        AgentMsg::Register(info) | AgentMsg::ReRegister(ReRegister { info, .. }) => {
+            (info.boot, info.seq)
+        }
+        AgentMsg::Gone { .. } => (
+            boots.lock().unwrap().get(agent).copied().unwrap_or(0),
+            WILL_SEQ,
+        ),
+        _ => {
+            let boot = boots.lock().unwrap().get(agent).copied().unwrap_or(0);
+            (boot, frame.counter)
+        }
+    };
+    let binding = Binding {
+        direction: Direction::Up,
+        agent_id: agent,
+        boot,
+    };
+    if !frame.verifies(&MessageKey::anonymous(), &binding, seq) {
+        return Err("the tag does not verify".into());
+    }
+    if matches!(msg, AgentMsg::Register(_) | AgentMsg::ReRegister(_)) {
+        boots.lock().unwrap().insert(agent.to_owned(), boot);
+    }
+    Ok(msg)
 }
 
 impl Master {
@@ -77,6 +123,8 @@ impl Master {
         let (tx, rx) = mpsc::channel(1024);
         let (gtx, garbage) = mpsc::channel(1024);
         let (ready_tx, mut ready) = mpsc::channel(1);
+        let boots = Arc::new(Mutex::new(HashMap::new()));
+        let reader_boots = boots.clone();
         let sub = client.clone();
         tokio::spawn(async move {
             loop {
@@ -101,7 +149,7 @@ impl Master {
                         let Some(Topic::Agent { id, .. }) = topic::parse(&p.topic) else {
                             continue;
                         };
-                        match AgentMsg::decode(&p.payload) {
+                        match open_frame(id, &p.payload, &reader_boots) {
                             Ok(msg) => {
                                 let _ = tx
                                     .send(FromAgent {
@@ -128,12 +176,25 @@ impl Master {
             rx,
             garbage,
             epoch: 1,
+            boots,
+            down_seq: AtomicU32::new(1),
         }
     }
 
+    /// Sends `msg` to `agent` as a frame sealed for the boot it registered with.
     pub async fn send(&self, agent: &str, msg: &MasterMsg) {
-        let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
-        let n = msg.clone().from_epoch(self.epoch).encode(&mut buf).unwrap();
+        use agent_nostd_core::frame::{encode_sealed, Binding, Direction};
+        let boot = self.boots.lock().unwrap().get(agent).copied().unwrap_or(0);
+        let binding = Binding {
+            direction: Direction::Down,
+            agent_id: agent,
+            boot,
+        };
+        let seq = self.down_seq.fetch_add(1, Ordering::Relaxed);
+        let mut buf = vec![0; MAX_DOWN_FRAME_LEN];
+        let key = agent_nostd_core::auth::MessageKey::anonymous();
+        let envelope = msg.clone().from_epoch(self.epoch);
+        let n = encode_sealed(&envelope, &key, &binding, seq, &mut buf).unwrap();
         self.client
             .publish(
                 topic::agent(agent, AgentTopic::Cmd).as_str(),

@@ -11,8 +11,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use agent_nostd_core::auth::MessageKey;
+use agent_nostd_core::frame::{encode_sealed, Binding, Direction};
 use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Attribute, MAX_UP_FRAME_LEN};
 use agent_nostd_core::Resources;
 use bramble_master_core::{Config, MasterCore, Outgoing};
 use bramble_proto::{Accept, Call, Event, Register, TaskInfo};
@@ -36,8 +38,21 @@ fn prepared(agents: usize, frameworks: usize) -> MasterCore {
             total: Resources::new(4_000, 4_096, 32_768),
             attributes,
             connection: 0,
+            boot: 1,
+            seq: 1,
+            to_epoch: core.epoch(),
         };
-        core.handle_agent_message(0, &name, &AgentMsg::Register(info));
+        let msg = AgentMsg::Register(info);
+        let binding = Binding {
+            direction: Direction::Up,
+            agent_id: &name,
+            boot: 1,
+        };
+        let mut frame = vec![0; MAX_UP_FRAME_LEN];
+        let n =
+            encode_sealed(&msg, &MessageKey::anonymous(), &binding, 1, &mut frame).expect("fits");
+        core.handle_agent_bytes(0, &msg.topic(&name), &frame[..n])
+            .expect("a genuine registration");
     }
     for j in 0..frameworks {
         let mut reg = Register::new(&format!("framework {j}"));

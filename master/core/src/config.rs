@@ -66,6 +66,11 @@ pub struct Config {
     /// What the operator grants each framework principal; `None` is an open cluster, where
     /// frameworks' claims stand (see [`crate::authz`]).
     pub authorization: Option<Authorization>,
+    /// The keys agents seal their frames with (see PROTOCOL.md, "Authenticated frames"). The
+    /// default takes the anonymous key from any agent, as a cluster without credentials must; a
+    /// driver with a credential store sets the agents' own keys (also later, with
+    /// [`MasterCore::set_agent_keys`](crate::MasterCore::set_agent_keys)).
+    pub agent_keys: crate::master::AgentKeys,
 }
 
 impl Default for Config {
@@ -92,6 +97,7 @@ impl Default for Config {
             ha_discovery: false,
             ha_prefix: "homeassistant".to_owned(),
             authorization: None,
+            agent_keys: crate::master::AgentKeys::anonymous(),
         }
     }
 }

@@ -40,6 +40,6 @@ pub mod status;
 
 pub use crate::config::{Config, ConfigError, Policy};
 pub use crate::master::{
-    AgentView, CoreEvent, FrameworkState, FrameworkView, MasterCore, OfferView, Outgoing,
-    RecvError, Stats, TaskView, Transmit,
+    AgentKeys, AgentView, CoreEvent, FrameDrop, FrameDrops, FrameworkState, FrameworkView,
+    MasterCore, OfferView, Outgoing, RecvError, Seal, Stats, TaskView, Transmit,
 };

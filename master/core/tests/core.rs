@@ -3,9 +3,9 @@
 
 use agent_nostd_core::ids::id;
 use agent_nostd_core::topic::{self, AgentTopic};
-use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState, WireMessage};
+use agent_nostd_core::wire::{AgentMsg, MasterMsg, Reason, StatusUpdate, TaskState};
 use agent_nostd_core::Resources;
-use bramble_master_core::{Config, MasterCore, Outgoing, RecvError, Transmit};
+use bramble_master_core::{Config, FrameDrop, MasterCore, Outgoing, RecvError, Transmit};
 use bramble_proto::{self as proto, Accept, Call, ErrorCode, Event, Register, TaskInfo};
 use proptest::prelude::*;
 
@@ -27,9 +27,8 @@ fn send_agent(
     agent: &str,
     msg: &AgentMsg,
 ) -> Result<(), RecvError> {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
+    let frame = support::frame_from(core, agent, msg);
+    core.handle_agent_bytes(now, &msg.topic(agent), &frame)
 }
 
 /// A master with agent `pi` and framework client `fw` running task `t1` (STAGING).
@@ -72,7 +71,11 @@ fn the_first_transmit_is_the_retained_hello_with_the_epoch() {
     let t = core.poll_transmit().unwrap();
     assert_eq!(t.topic, topic::MASTER_HELLO);
     assert!(t.retain);
-    assert_eq!(t.payload(), vec![2, 42, 0], "version 2, epoch 42, Hello");
+    assert_eq!(
+        t.payload(),
+        vec![3, 42, 0],
+        "version 3, epoch 42, Hello: not a frame"
+    );
     assert!(core.poll_transmit().is_none());
 }
 
@@ -211,15 +214,17 @@ fn update_ids_compare_across_wrap_around() {
 }
 
 #[test]
-fn a_status_update_from_an_unknown_agent_is_not_acked_and_asks_it_to_reregister() {
+fn a_status_update_from_an_agent_without_a_session_is_dropped_and_hinted_to_register() {
     let (mut core, fid) = with_task();
-    send_agent(
-        &mut core,
-        2,
-        "stranger",
-        &status(&fid, 1, TaskState::Running),
-    )
-    .unwrap();
+    assert_eq!(
+        send_agent(
+            &mut core,
+            2,
+            "stranger",
+            &status(&fid, 1, TaskState::Running),
+        ),
+        Err(RecvError::Frame(FrameDrop::UnknownBoot))
+    );
     let out = drain(&mut core);
     assert_eq!(
         agent_msgs(&out),
@@ -227,10 +232,24 @@ fn a_status_update_from_an_unknown_agent_is_not_acked_and_asks_it_to_reregister(
             topic::agent("stranger", AgentTopic::Cmd)
                 .as_str()
                 .to_owned(),
-            MasterMsg::ReRegisterRequest
+            MasterMsg::Hello
         )]
     );
+    assert_eq!(
+        out[0].seal, None,
+        "a hint is not a frame: the master has no session"
+    );
     assert!(events(&out).is_empty());
+    // At most one hint a second.
+    let again = send_agent(
+        &mut core,
+        3,
+        "stranger",
+        &status(&fid, 2, TaskState::Running),
+    );
+    assert_eq!(again, Err(RecvError::Frame(FrameDrop::UnknownBoot)));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().frames_dropped.get(FrameDrop::UnknownBoot), 2);
 }
 
 #[test]
@@ -256,7 +275,7 @@ fn garbage_payloads_on_every_topic_are_counted_and_dropped() {
     assert_eq!(before, Ok(()));
     let status_topic = topic::agent("pi", AgentTopic::Status);
     assert!(matches!(
-        core.handle_agent_bytes(5, &status_topic, &[2, 0xFF, 0xFF]),
+        core.handle_agent_bytes(5, &status_topic, &[3, 0xFF, 0xFF]),
         Err(RecvError::AgentDecode(_))
     ));
     assert!(matches!(
@@ -268,19 +287,15 @@ fn garbage_payloads_on_every_topic_are_counted_and_dropped() {
         Err(RecvError::UnknownTopic)
     );
     // A valid report on the status topic is misrouted.
-    let mut buf = [0u8; 64];
-    let report = AgentMsg::Pong { seq: 1 };
-    let len = report.encode(&mut buf).unwrap();
+    let report = support::frame_from(&core, "pi", &AgentMsg::Pong { seq: 1 });
     assert_eq!(
-        core.handle_agent_bytes(5, &status_topic, &buf[..len]),
+        core.handle_agent_bytes(5, &status_topic, &report),
         Err(RecvError::WrongTopic)
     );
     // A registration naming another agent than its topic.
-    let reg = AgentMsg::Register(info("other"));
-    let mut big = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = reg.encode(&mut big).unwrap();
+    let reg = support::frame_from(&core, "pi", &AgentMsg::Register(info("other")));
     assert_eq!(
-        core.handle_agent_bytes(5, &topic::agent("pi", AgentTopic::Register), &big[..len]),
+        core.handle_agent_bytes(5, &topic::agent("pi", AgentTopic::Register), &reg),
         Err(RecvError::WrongTopic)
     );
     assert!(matches!(
@@ -339,7 +354,7 @@ fn a_repeated_registration_from_the_same_client_gets_the_same_id() {
 #[test]
 fn an_accept_with_a_bad_task_launches_none_of_its_tasks() {
     let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
-    core.handle_agent_message(0, "pi", &AgentMsg::Register(info("pi")));
+    send_agent(&mut core, 0, "pi", &AgentMsg::Register(info("pi"))).unwrap();
     core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
     core.handle_timeout(0);
     let offer = events(&drain(&mut core))
@@ -441,7 +456,7 @@ fn report(running_tasks: u8) -> AgentMsg {
     AgentMsg::Report(agent_nostd_core::wire::ResourceReport {
         free: Resources::new(3_000, 3_996, 0),
         running_tasks,
-        soc_temp_decidegrees: None,
+        soc_temp_decidegrees: agent_nostd_core::wire::NO_TEMPERATURE,
         throttled: 0,
     })
 }
@@ -476,6 +491,7 @@ fn a_stale_duplicate_reregistration_does_not_revive_an_ended_task() {
     let stale = AgentMsg::ReRegister(agent_nostd_core::wire::ReRegister {
         info: info("pi"),
         last_master_epoch: 9,
+        down_seq: 0,
         tasks: heapless::Vec::from_slice(&[agent_nostd_core::wire::TaskReport {
             framework_id: id(&fid).unwrap(),
             task_id: id("t1").unwrap(),
@@ -565,6 +581,7 @@ fn an_agent_obeying_a_newer_epoch_is_not_answered_until_the_master_leads_above_i
         AgentMsg::ReRegister(agent_nostd_core::wire::ReRegister {
             info: info("pi"),
             last_master_epoch: epoch,
+            down_seq: 0,
             tasks: heapless::Vec::new(),
         })
     };

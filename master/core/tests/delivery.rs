@@ -342,6 +342,7 @@ fn reregister_listing(core: &mut MasterCore, now: u64, fid: &str, state: TaskSta
     let re = agent_nostd_core::wire::ReRegister {
         info: info("pi"),
         last_master_epoch: 9,
+        down_seq: 0,
         tasks,
     };
     agent(core, now, &AgentMsg::ReRegister(re));

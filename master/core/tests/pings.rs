@@ -88,7 +88,7 @@ fn agents_that_report_are_not_pinged_and_a_silent_one_is_pinged_within_a_check_o
     let report = AgentMsg::Report(ResourceReport {
         free: Resources::new(4_000, 4_096, 0),
         running_tasks: 0,
-        soc_temp_decidegrees: None,
+        soc_temp_decidegrees: agent_nostd_core::wire::NO_TEMPERATURE,
         throttled: 0,
     });
     // Every agent but pi-7 reports every 2 s; pi-7 last spoke at 1,234.

@@ -33,6 +33,9 @@ fn info(agent: &str) -> AgentInfo {
         total: Resources::new(4_000, 4_096, 0),
         attributes,
         connection: 0,
+        boot: 1,
+        seq: 0,
+        to_epoch: 0,
     }
 }
 
@@ -125,7 +128,7 @@ fn a_report_with_a_new_temperature_republishes_only_that_agent() {
     let report = ResourceReport {
         free: Resources::new(4_000, 4_000, 0),
         running_tasks: 0,
-        soc_temp_decidegrees: Some(481),
+        soc_temp_decidegrees: 481,
         throttled: 0,
     };
     send_agent(&mut core, 1_100, "pi", &AgentMsg::Report(report));
@@ -740,7 +743,7 @@ fn the_masters_own_echoes_never_make_it_publish_again() {
         let report = ResourceReport {
             free: Resources::new(4_000, 4_000, 0),
             running_tasks: 0,
-            soc_temp_decidegrees: Some(temp),
+            soc_temp_decidegrees: temp,
             throttled: 0,
         };
         send_agent(&mut core, now, "pi", &AgentMsg::Report(report));

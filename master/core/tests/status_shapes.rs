@@ -108,6 +108,9 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
         total: Resources::new(4_000, 4_096, 64),
         attributes: heapless::Vec::new(),
         connection: 0,
+        boot: 1,
+        seq: 0,
+        to_epoch: 0,
     };
     let _ = info.attributes.push(agent_nostd_core::wire::Attribute {
         key: heapless::String::try_from("room").unwrap(),
@@ -136,7 +139,7 @@ fn every_payload_the_publisher_sends_parses_as_its_shape_and_serializes_back_to_
     let report = ResourceReport {
         free: Resources::new(2_500, 3_900, 60),
         running_tasks: 3,
-        soc_temp_decidegrees: Some(481),
+        soc_temp_decidegrees: 481,
         throttled: 0,
     };
     send_agent(&mut core, 1_600, "pi", &AgentMsg::Report(report));

@@ -1,13 +1,15 @@
 //! The command-line shapes of `bramble credentials …` and `bramble broker-config …` (clap), and
 //! the master's start-up with its store: [`embedded_broker`] for the embedded broker,
-//! [`stored_master_login`] for an external one.
+//! [`external_broker`] for an external one, each with the agents' message keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agent_nostd_core::auth::PrincipalKind;
+use bramble_master_core::AgentKeys;
 use bramble_mqtt::Login;
+use tokio::sync::watch;
 
 use super::commands::{self, CommandError};
 use super::reload::Reloader;
@@ -145,21 +147,70 @@ pub enum StartError {
     Broker(#[from] BrokerError),
 }
 
+/// What the master starts with from its store: the login of its own clients and the agents'
+/// message keys, kept up to date as the store changes.
+#[derive(Debug)]
+pub struct Started {
+    /// The master principal's login, if the broker wants one.
+    pub login: Option<Login>,
+    /// The keys the agents' frames must be sealed with.
+    pub agent_keys: watch::Receiver<AgentKeys>,
+}
+
+/// The agents' message keys in `store`: principal `agent-NAME` keys agent NAME.
+pub fn agent_keys(store: &Store) -> AgentKeys {
+    AgentKeys::only(
+        store
+            .entries()
+            .filter(|e| e.principal.kind() == PrincipalKind::Agent)
+            .map(|e| (e.principal.name().to_owned(), e.secret.message_key())),
+    )
+}
+
+/// Agents without a key of their own may use the anonymous one: a cluster without credentials.
+fn anonymous_agents() -> Started {
+    tracing::warn!(
+        "no credential store: agents' frames are taken under the anonymous key, which anyone can make"
+    );
+    Started {
+        login: None,
+        agent_keys: watch::channel(AgentKeys::anonymous()).1,
+    }
+}
+
+/// Watches `store`'s file: the reloaded agents' keys go to the returned receiver.
+fn watch_store(store: &Store, auth: Option<Arc<Authenticator>>) -> watch::Receiver<AgentKeys> {
+    let (tx, rx) = watch::channel(agent_keys(store));
+    let mut reloader = Reloader::watching(store.path().to_owned()).on_change(move |s| {
+        let _ = tx.send(agent_keys(s));
+    });
+    if let Some(auth) = auth {
+        reloader = reloader.into_authenticator(auth);
+    }
+    if let Err(e) = reloader.spawn() {
+        tracing::warn!(
+            "cannot watch the credential store (restart the master after changing it): {e}"
+        );
+    }
+    rx
+}
+
 /// Starts the master's embedded broker on `listen`. Unless `insecure_allow_anonymous`, it opens
 /// (or on first start creates) the store in `state_dir`, accepts only its principals, re-reads it
-/// when it changes, and returns the master principal's login for the master's own clients.
+/// when it changes, and returns the master principal's login for the master's own clients with
+/// the agents' keys.
 pub fn embedded_broker(
     listen: SocketAddr,
     state_dir: &Path,
     insecure_allow_anonymous: bool,
-) -> Result<Option<Login>, StartError> {
+) -> Result<Started, StartError> {
     if insecure_allow_anonymous {
         let config = BrokerConfig {
             anonymous: Anonymous::Insecure,
             ..BrokerConfig::small(listen)
         };
         broker::start(&config)?;
-        return Ok(None);
+        return Ok(anonymous_agents());
     }
     let (store, _) = {
         let _lock = Store::lock(state_dir)?;
@@ -167,12 +218,27 @@ pub fn embedded_broker(
     };
     let auth = Arc::new(Authenticator::new(&store));
     broker::start(&BrokerConfig::small(listen).with_auth(Arc::clone(&auth)))?;
-    if let Err(e) = Reloader::new(store.path().to_owned(), auth).spawn() {
-        tracing::warn!(
-            "cannot watch the credential store (restart the master after changing it): {e}"
-        );
+    let agent_keys = watch_store(&store, Some(auth));
+    Ok(Started {
+        login: master_login(&store),
+        agent_keys,
+    })
+}
+
+/// A master on an external broker: the master principal's login and the agents' keys from the
+/// store in `state_dir`, if there is one (it never creates one; without it, agents use the
+/// anonymous key).
+pub fn external_broker(state_dir: &Path) -> Result<Started, StoreError> {
+    let path = Store::path_in(state_dir);
+    if !path.exists() {
+        return Ok(anonymous_agents());
     }
-    Ok(master_login(&store))
+    let store = Store::load(&path)?;
+    let agent_keys = watch_store(&store, None);
+    Ok(Started {
+        login: master_login(&store),
+        agent_keys,
+    })
 }
 
 /// The master principal's login from the store in `state_dir`, if there is a store (a master on an

@@ -32,19 +32,54 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
     })
 }
 
-/// Re-reads the store into an [`Authenticator`] when the file changed.
-#[derive(Debug)]
+/// What takes each new version of the store.
+type Listener = Box<dyn Fn(&Store) + Send>;
+
+/// Re-reads the store when the file changed, into an [`Authenticator`] (the embedded broker's
+/// logins) and whatever else listens (the agents' message keys).
 pub struct Reloader {
     path: PathBuf,
     seen: Option<Stamp>,
-    auth: Arc<Authenticator>,
+    auth: Option<Arc<Authenticator>>,
+    listeners: Vec<Listener>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
 }
 
 impl Reloader {
     /// Watches `path`, whose current contents `auth` already holds.
     pub fn new(path: PathBuf, auth: Arc<Authenticator>) -> Self {
+        Reloader::watching(path).into_authenticator(auth)
+    }
+
+    /// Watches `path`, whose current contents the listeners added already hold.
+    pub fn watching(path: PathBuf) -> Self {
         let seen = stamp(&path).ok();
-        Reloader { path, seen, auth }
+        Reloader {
+            path,
+            seen,
+            auth: None,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Also reloads `auth`.
+    pub fn into_authenticator(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Also calls `listener` with every new version.
+    pub fn on_change(mut self, listener: impl Fn(&Store) + Send + 'static) -> Self {
+        self.listeners.push(Box::new(listener));
+        self
     }
 
     /// Re-reads the store if it changed since the last look: `Ok(true)` when it was reloaded.
@@ -59,7 +94,12 @@ impl Reloader {
         }
         self.seen = Some(now);
         let store = Store::load(&self.path)?;
-        self.auth.replace(&store);
+        if let Some(auth) = &self.auth {
+            auth.replace(&store);
+        }
+        for listener in &self.listeners {
+            listener(&store);
+        }
         Ok(true)
     }
 
@@ -76,8 +116,7 @@ impl Reloader {
                             failing = false;
                             info!(
                                 store = %self.path.display(),
-                                principals = self.auth.len(),
-                                "the credential store changed: the broker accepts its principals now"
+                                "the credential store changed: its principals are taken now"
                             );
                         }
                         Ok(false) => failing = false,

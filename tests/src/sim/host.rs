@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use agent_nostd_core::agent::{Action, Exit, LocalEvent, Signal};
 use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::wire::{AgentInfo, MasterEnvelope, MasterMsg};
-use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
+use agent_nostd_core::{AgentCore, Resources};
 use bramble_proto::message::{exec_topic, message_topic, FrameworkMessage};
 use bramble_sdk::scheduler::FRAMEWORK_CLIENT_ENV;
 
@@ -79,7 +79,7 @@ pub struct SimAgent {
 
 impl Sim {
     pub(super) fn drain_agent(&mut self, i: usize) {
-        let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+        let mut buf = [0u8; agent_nostd_core::wire::MAX_UP_FRAME_LEN];
         loop {
             let now = self.now;
             while let Some(t) = self.agents[i].core.poll_transmit(now, &mut buf) {
@@ -156,10 +156,10 @@ impl Sim {
 
     /// Remembers the command of a `RunTask` on its way to board `i`'s agent core.
     pub(super) fn note_command(&mut self, i: usize, payload: &[u8]) {
-        let Ok(MasterEnvelope {
+        let Some(MasterEnvelope {
             msg: MasterMsg::RunTask(run),
             ..
-        }) = MasterEnvelope::decode(payload)
+        }) = super::peek_down(payload)
         else {
             return;
         };

@@ -41,10 +41,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use agent_nostd_core::agent::{Config as AgentConfig, Exit, LocalEvent};
+use agent_nostd_core::auth::{MessageKey, Secret};
 use agent_nostd_core::ids::{id, TaskKey};
 use agent_nostd_core::topic;
-use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute};
-use agent_nostd_core::{AgentCore, AgentMsg, Resources, WireMessage};
+use agent_nostd_core::wire::{AgentInfo, Attribute as WireAttribute, MAX_UP_FRAME_LEN};
+use agent_nostd_core::{AgentCore, Resources};
 use bramble_master_core::{Config as MasterConfig, MasterCore};
 use bramble_proto::{self as proto, Call, ReRegister, Register};
 
@@ -149,7 +150,9 @@ pub struct Sim {
 
 impl Sim {
     /// A cluster with a master of `master_config` (epoch 1) and no agents or frameworks yet.
-    pub fn new(config: SimConfig, master_config: MasterConfig) -> Self {
+    pub fn new(config: SimConfig, mut master_config: MasterConfig) -> Self {
+        // The masters take only the boards' own keys (given as they are added).
+        master_config.agent_keys = master_config.agent_keys.allowing_anonymous(false);
         let master = MasterCore::new(master_config.clone(), 1, 0)
             .expect("the test's master config is valid");
         let mut sim = Sim {
@@ -207,9 +210,20 @@ impl Sim {
             total,
             attributes: attrs,
             connection: 0,
+            boot: 1,
+            seq: 0,
+            to_epoch: 0,
         };
         let config = agent_config(self.agents.len());
-        let core = AgentCore::new(config, info.clone(), self.now).expect("valid agent config");
+        // Each board has its own key, and only the masters know it.
+        let key = agent_key(self.agents.len());
+        self.master_config.agent_keys.insert(agent_id, key.clone());
+        self.master
+            .set_agent_keys(self.master_config.agent_keys.clone());
+        if let Some(z) = self.zombie.as_mut() {
+            z.set_agent_keys(self.master_config.agent_keys.clone());
+        }
+        let core = AgentCore::new(config, info.clone(), key, self.now).expect("valid agent config");
         self.agents.push(SimAgent {
             core,
             connected: false,
@@ -359,7 +373,7 @@ impl Sim {
         }
         a.connected = false;
         a.core.handle_disconnected(self.now);
-        let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
+        let mut buf = [0u8; MAX_UP_FRAME_LEN];
         let will = a.core.last_will(&mut buf);
         let payload = buf[..will.len].to_vec();
         self.send(Dest::Master, will.topic.as_str(), payload);
@@ -387,7 +401,8 @@ impl Sim {
         let now = self.now;
         let a = &mut self.agents[i];
         let snapshot = a.core.snapshot();
-        let mut core = AgentCore::new(agent_config(i), a.info.clone(), now).expect("valid agent");
+        let mut core = AgentCore::new(agent_config(i), a.info.clone(), agent_key(i), now)
+            .expect("valid agent");
         let running = &a.running;
         let exited = |key: &TaskKey| (!running.contains_key(key)).then_some(Exit::Unknown);
         for result in core.restore(now, &snapshot, exited) {
@@ -540,6 +555,26 @@ impl Sim {
             );
         }
     }
+}
+
+/// The envelope of a master → agent payload, a frame or not, read without checking it: for the
+/// simulation's bookkeeping only (the agent cores check what they act on).
+fn peek_down(payload: &[u8]) -> Option<agent_nostd_core::MasterEnvelope> {
+    use agent_nostd_core::frame::{Direction, Frame};
+    use agent_nostd_core::WireMessage;
+    agent_nostd_core::MasterEnvelope::decode(payload)
+        .ok()
+        .or_else(|| {
+            let frame = Frame::split(payload, Direction::Down).ok()?;
+            agent_nostd_core::MasterEnvelope::decode(frame.message).ok()
+        })
+}
+
+/// Board `i`'s message key.
+fn agent_key(i: usize) -> MessageKey {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    Secret::from_bytes(secret).message_key()
 }
 
 fn agent_config(i: usize) -> AgentConfig {

@@ -1,8 +1,11 @@
 //! The inputs as they arrive on the wire: agent, framework and operator payloads decoded, checked
 //! against their topic and handed to the entity they concern. Bad input is counted and dropped here.
 
+use agent_nostd_core::frame::{Direction, Frame};
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
-use agent_nostd_core::wire::{AgentMsg, DecodeError as AgentDecodeError, WireMessage};
+use agent_nostd_core::wire::{
+    AgentMsg, DecodeError as AgentDecodeError, MasterMsg, ReRegister, WireMessage,
+};
 use bramble_proto::{self as proto, Call, ErrorCode, Event, FrameworkTopic, Kill};
 use serde::Deserialize;
 
@@ -15,6 +18,9 @@ pub const OPERATOR_KILL_TOPIC: &str = "bramble/v1/operator/kill";
 /// The prefix of every operator topic.
 pub const OPERATOR_PREFIX: &str = "bramble/v1/operator/";
 
+/// The shortest time between two hints to one agent.
+const HINT_INTERVAL_MS: u64 = 1_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OperatorKill {
@@ -25,7 +31,8 @@ struct OperatorKill {
 }
 
 impl MasterCore {
-    /// A payload arrived on an agent topic: decode it, check it belongs there, handle it.
+    /// A payload arrived on an agent topic: take it apart as a frame, decode it, check it belongs
+    /// there, authenticate it (see [`agent_auth`](super::agent_auth)), and only then handle it.
     pub fn handle_agent_bytes(
         &mut self,
         now: u64,
@@ -39,15 +46,25 @@ impl MasterCore {
                 return Err(RecvError::UnknownTopic);
             }
         };
-        let msg = match AgentMsg::decode(payload) {
-            Ok(m) => m,
+        match payload.first() {
+            Some(&v) if v != agent_nostd_core::PROTOCOL_VERSION => {
+                self.stats.unsupported_version += 1;
+                return Err(RecvError::AgentDecode(
+                    AgentDecodeError::UnsupportedVersion { got: v },
+                ));
+            }
+            _ => {}
+        }
+        let decoded = Frame::split(payload, Direction::Up)
+            .map_err(|_| AgentDecodeError::Truncated)
+            .and_then(|f| Ok((f, AgentMsg::decode(f.message)?)));
+        let (frame, msg) = match decoded {
+            Ok(ok) => ok,
+            Err(_) if AgentMsg::decode(payload).is_ok() => {
+                return Err(self.drop_frame(now, id, FrameDrop::Unframed));
+            }
             Err(e) => {
-                match e {
-                    AgentDecodeError::UnsupportedVersion { .. } => {
-                        self.stats.unsupported_version += 1
-                    }
-                    _ => self.stats.malformed += 1,
-                }
+                self.stats.malformed += 1;
                 return Err(RecvError::AgentDecode(e));
             }
         };
@@ -60,14 +77,50 @@ impl MasterCore {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
         }
+        let floor = match &msg {
+            AgentMsg::ReRegister(r) if r.last_master_epoch == self.epoch => r.down_seq,
+            _ => 0,
+        };
+        if let Err(reason) = self.auth.open(id, &frame, &msg, floor) {
+            return Err(self.drop_frame(now, id, reason));
+        }
         self.handle_agent_message(now, id, &msg);
         Ok(())
     }
 
-    /// A decoded message from agent `agent_id` (a valid id, taken from the topic).
-    pub fn handle_agent_message(&mut self, now: u64, agent_id: &str, msg: &AgentMsg) {
+    /// Counts a dropped agent frame; an agent the master has no session with (a known principal)
+    /// is hinted to register, at most once a second.
+    fn drop_frame(&mut self, now: u64, agent_id: &str, reason: FrameDrop) -> RecvError {
+        self.stats.frames_dropped.count(reason);
+        if reason == FrameDrop::UnknownBoot && self.auth.is_principal(agent_id) {
+            let due = self
+                .hinted
+                .get(agent_id)
+                .is_none_or(|&at| now >= at.saturating_add(HINT_INTERVAL_MS));
+            if due {
+                if self.hinted.len() >= self.config.max_agents {
+                    self.hinted.clear();
+                }
+                self.hinted.insert(agent_id.to_owned(), now);
+                self.send_hint(agent_id);
+            }
+        }
+        RecvError::Frame(reason)
+    }
+
+    /// An authenticated message from agent `agent_id` (a valid id, taken from the topic).
+    fn handle_agent_message(&mut self, now: u64, agent_id: &str, msg: &AgentMsg) {
         self.agent_id_changed(agent_id);
         match msg {
+            AgentMsg::Register(info) | AgentMsg::ReRegister(ReRegister { info, .. })
+                if info.to_epoch != self.epoch
+                    && !matches!(msg, AgentMsg::ReRegister(r) if r.last_master_epoch > self.epoch) =>
+            {
+                // Meant for another master (or a recording replayed to this one): ask the agent,
+                // authenticated, to register with this one.
+                self.stats.registrations_misaddressed += 1;
+                self.send_agent(agent_id, MasterMsg::ReRegisterRequest);
+            }
             AgentMsg::Register(info) => self.register_agent(now, info, &[]),
             AgentMsg::ReRegister(r) if r.last_master_epoch > self.epoch => {
                 // The agent obeys a newer master: it would drop our answer. Whoever runs the

@@ -64,6 +64,7 @@
 //!   The transmit queue holds what one input produced and is emptied by the driver after each input.
 
 mod agent;
+mod agent_auth;
 mod allocation;
 mod delivery;
 mod events;
@@ -88,6 +89,7 @@ use bramble_proto as proto;
 use crate::allocator::Amount;
 use crate::config::{Config, ConfigError};
 use agent::{Agent, ENDED_KEPT};
+use agent_auth::AgentAuth;
 use events::EventLog;
 use framework::Framework;
 use offer::OfferBook;
@@ -96,6 +98,7 @@ use task::update_event;
 use task_table::{TaskRef, TaskTable};
 use timers::{Timer, Timers};
 
+pub use agent_auth::{AgentKeys, FrameDrop, FrameDrops, Seal};
 pub use events::{CoreEvent, EVENT_IDS_CAP};
 pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
@@ -129,6 +132,10 @@ pub struct MasterCore {
     timers: Timers,
     tasks: TaskTable,
     outbox: VecDeque<Transmit>,
+    /// The agents' keys and sessions: every agent frame is checked here first.
+    auth: AgentAuth,
+    /// When each agent without a session was last sent a hint.
+    hinted: HashMap<String, u64>,
     /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
     events: Option<EventLog>,
     stats: Stats,
@@ -149,6 +156,10 @@ impl MasterCore {
                 problem: "must be above 0 (0 means no master to agents)",
             });
         }
+        let auth = AgentAuth::new(
+            config.agent_keys.clone(),
+            config.max_agents.saturating_mul(2),
+        );
         let mut core = MasterCore {
             timers: Timers::default(),
             config,
@@ -166,6 +177,8 @@ impl MasterCore {
             next_ping_seq: 1,
             cluster_total: Amount::default(),
             outbox: VecDeque::new(),
+            auth,
+            hinted: HashMap::new(),
             events: None,
             stats: Stats::default(),
         };
@@ -217,6 +230,17 @@ impl MasterCore {
     /// This master's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Replaces the agents' keys (the credential store changed). An agent whose key changed or
+    /// went must register again, under its new key.
+    pub fn set_agent_keys(&mut self, keys: AgentKeys) {
+        self.auth.set_keys(keys);
+    }
+
+    /// The agents' keys in use.
+    pub fn agent_keys(&self) -> &AgentKeys {
+        self.auth.keys()
     }
 
     /// The newest epoch above this master's that a re-registering agent said it obeys, if any:
@@ -309,5 +333,6 @@ fn hello(epoch: u64) -> Transmit {
         qos: QoS::AtLeastOnce,
         retain: true,
         message: Outgoing::Agent(Box::new(MasterMsg::Hello.from_epoch(epoch))),
+        seal: None,
     }
 }

@@ -1,8 +1,11 @@
 //! What the core sends ([`Outgoing`], [`Transmit`]) and the helpers that queue it: to an agent, to a
 //! framework (held while it is disconnected), to a client, and the kill and error messages.
 
+use agent_nostd_core::frame::{encode_sealed, Binding, Direction};
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
-use agent_nostd_core::wire::{KillTask, MasterEnvelope, MasterMsg, WireMessage};
+use agent_nostd_core::wire::{
+    KillTask, MasterEnvelope, MasterMsg, WireMessage, MAX_DOWN_FRAME_LEN,
+};
 use bramble_proto::{self as proto, ErrorCode, Event, OfferId};
 
 use super::registry::{AgentIdx, FrameworkIdx};
@@ -35,16 +38,31 @@ pub struct Transmit {
     pub retain: bool,
     /// The message.
     pub message: Outgoing,
+    /// How an agent message is sealed as a frame (its agent's key and boot, its number); `None`
+    /// for the hello and a hint, which are not frames, and for framework events.
+    pub seal: Option<Seal>,
 }
 
 impl Transmit {
-    /// The encoded payload (version byte + postcard; an event's with the epoch it was queued under).
+    /// The encoded payload (version byte + postcard, sealed as a frame for its agent; an event's
+    /// with the epoch it was queued under).
     pub fn payload(&self) -> Vec<u8> {
         match &self.message {
             Outgoing::Agent(msg) => {
-                let mut buf = vec![0u8; MasterEnvelope::MAX_ENCODED_LEN];
-                // Cannot fail: the buffer holds the largest envelope.
-                let len = msg.encode(&mut buf).unwrap_or(0);
+                let mut buf = vec![0u8; MAX_DOWN_FRAME_LEN];
+                // Cannot fail: the buffer holds the largest envelope as a frame.
+                let len = match (&self.seal, topic::parse(&self.topic)) {
+                    (Some(seal), Some(topic::Topic::Agent { id, .. })) => {
+                        let binding = Binding {
+                            direction: Direction::Down,
+                            agent_id: id,
+                            boot: seal.boot,
+                        };
+                        encode_sealed(msg.as_ref(), &seal.key, &binding, seal.seq, &mut buf)
+                            .unwrap_or(0)
+                    }
+                    _ => msg.encode(&mut buf).unwrap_or(0),
+                };
                 buf.truncate(len);
                 buf
             }
@@ -86,11 +104,31 @@ impl MasterCore {
         if let (Some(ev), MasterMsg::RunTask(r)) = (self.events.as_mut(), &msg) {
             ev.task(&r.framework_id, &r.task_id);
         }
+        let Some(seal) = self.auth.next_seal(agent_id) else {
+            // No session: nothing this master seals would be taken; the agent hears a hint when
+            // it next speaks.
+            self.stats.unknown_agent_messages += 1;
+            return;
+        };
         self.outbox.push_back(Transmit {
             topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
             qos: QoS::AtLeastOnce,
             retain: false,
             message: Outgoing::Agent(Box::new(msg.from_epoch(self.epoch))),
+            seal: Some(seal),
+        });
+    }
+
+    /// Tells agent `agent_id`, which this master has no session with, to register: an unframed
+    /// hello on its command topic (nothing else can be made for a boot the master has not heard).
+    pub(super) fn send_hint(&mut self, agent_id: &str) {
+        self.stats.hints_sent += 1;
+        self.outbox.push_back(Transmit {
+            topic: topic::agent(agent_id, AgentTopic::Cmd).as_str().to_owned(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            message: Outgoing::Agent(Box::new(MasterMsg::Hello.from_epoch(self.epoch))),
+            seal: None,
         });
     }
 
@@ -124,6 +162,7 @@ impl MasterCore {
                     epoch: self.epoch,
                     event,
                 },
+                seal: None,
             });
         } else {
             if matches!(event, Event::Offers(_) | Event::Rescind { .. }) {
@@ -149,6 +188,7 @@ impl MasterCore {
                 epoch: self.epoch,
                 event,
             },
+            seal: None,
         });
     }
 

@@ -22,6 +22,9 @@ pub enum RecvError {
     /// An operator command is not the JSON it should be.
     #[error("undecodable operator command")]
     OperatorDecode,
+    /// An agent frame was not authenticated or was replayed.
+    #[error("agent frame dropped: {0}")]
+    Frame(super::agent_auth::FrameDrop),
 }
 
 /// Counters of what the master did and dropped.
@@ -29,6 +32,13 @@ pub enum RecvError {
 pub struct Stats {
     /// Payloads that failed to decode (any reason but version).
     pub malformed: u64,
+    /// Agent frames dropped before they were read: unauthenticated, forged or replayed.
+    pub frames_dropped: super::agent_auth::FrameDrops,
+    /// Authenticated registrations addressed to another master's epoch, answered with a
+    /// re-registration request.
+    pub registrations_misaddressed: u64,
+    /// Hints (an unframed hello) sent to agents the master has no session with.
+    pub hints_sent: u64,
     /// Payloads from another protocol version.
     pub unsupported_version: u64,
     /// Payloads on a topic that does not carry them.

@@ -648,7 +648,7 @@ impl StatusPublisher {
                 .collect(),
             soc_temp_c: a
                 .last_report
-                .and_then(|r| r.soc_temp_decidegrees)
+                .and_then(|r| r.temperature())
                 .map(|d| f64::from(d) / 10.0),
             throttled: a.last_report.map(|r| r.throttled),
             running_tasks: a.tasks,

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use agent_nostd_core::ids::id;
-use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, StatusUpdate, TaskState, WireMessage};
+use agent_nostd_core::wire::{AgentInfo, AgentMsg, Reason, StatusUpdate, TaskState};
 use agent_nostd_core::Resources;
 use bramble_master_core::{MasterCore, Outgoing, Transmit};
 use bramble_proto::{self as proto, Call, Event, Offer};
@@ -19,7 +19,56 @@ pub fn agent_info(agent: &str) -> AgentInfo {
         total: Resources::new(4_000, 4_096, 0),
         attributes: heapless::Vec::new(),
         connection: 0,
+        boot: 1,
+        seq: 0,
+        to_epoch: 0,
     }
+}
+
+thread_local! {
+    /// The next uplink number of each test agent.
+    static UP_SEQ: std::cell::RefCell<std::collections::HashMap<String, u32>> =
+        Default::default();
+}
+
+/// `msg` from agent `agent` as its next frame, sealed with the anonymous key the test masters
+/// take: a registration gets its number, boot 1 unless it names one, and is addressed to `core`
+/// unless it names another master.
+pub fn frame_from(core: &MasterCore, agent: &str, msg: &AgentMsg) -> Vec<u8> {
+    use agent_nostd_core::auth::MessageKey;
+    use agent_nostd_core::frame::{encode_sealed, Binding, Direction, WILL_SEQ};
+    let seq = UP_SEQ.with(|m| {
+        let mut m = m.borrow_mut();
+        let n = m.entry(agent.to_owned()).or_insert(1);
+        *n += 1;
+        *n - 1
+    });
+    let mut msg = msg.clone();
+    let mut boot = 1;
+    if let AgentMsg::Register(info)
+    | AgentMsg::ReRegister(agent_nostd_core::wire::ReRegister { info, .. }) = &mut msg
+    {
+        info.boot = info.boot.max(1);
+        info.seq = seq;
+        if info.to_epoch == 0 {
+            info.to_epoch = core.epoch();
+        }
+        boot = info.boot;
+    }
+    let seq = if matches!(msg, AgentMsg::Gone { .. }) {
+        WILL_SEQ
+    } else {
+        seq
+    };
+    let binding = Binding {
+        direction: Direction::Up,
+        agent_id: agent,
+        boot,
+    };
+    let mut buf = vec![0u8; agent_nostd_core::wire::MAX_UP_FRAME_LEN];
+    let n = encode_sealed(&msg, &MessageKey::anonymous(), &binding, seq, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
 }
 
 /// Everything the core queued to send, in order.
@@ -39,9 +88,8 @@ pub fn events(out: &[Transmit]) -> Vec<Event> {
 
 /// Sends `msg` from agent `agent` on its topic.
 pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) {
-    let mut buf = [0u8; AgentMsg::MAX_ENCODED_LEN];
-    let len = msg.encode(&mut buf).unwrap();
-    core.handle_agent_bytes(now, &msg.topic(agent), &buf[..len])
+    let frame = frame_from(core, agent, msg);
+    core.handle_agent_bytes(now, &msg.topic(agent), &frame)
         .unwrap();
 }
 
