@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::driver::{self, sleep_until, LeaderLink, MasterError, Snapshot, Stop};
+use crate::epoch_file::EpochFile;
 use crate::mqtt::Brokers;
 use crate::web::{ElectionMetrics, WebState};
 
@@ -42,6 +43,9 @@ pub struct Leadership {
     pub login: Option<bramble_mqtt::Login>,
     /// The agents' message keys as the credential store has them now (`None`: the config's).
     pub agent_keys: Option<watch::Receiver<bramble_master_core::AgentKeys>>,
+    /// Where the newest epoch is kept across restarts (`None`: not kept; the retained hello
+    /// alone tells a restarted master what to start above).
+    pub epoch_file: Option<EpochFile>,
 }
 
 impl Default for Leadership {
@@ -53,6 +57,7 @@ impl Default for Leadership {
             election: ElectionConfig::default(),
             login: None,
             agent_keys: None,
+            epoch_file: None,
         }
     }
 }
@@ -139,6 +144,10 @@ pub async fn run(
     );
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
+    if let Some(stored) = leadership.epoch_file.as_ref().and_then(EpochFile::load) {
+        // As if the retained hello had said it: a claim takes a term above it.
+        election.handle_hello(now(), stored);
+    }
     let mut leader: Option<Leader> = None;
     let followers = watch::Sender::new(Vec::new());
     tokio::pin!(shutdown);
@@ -149,22 +158,30 @@ pub async fn run(
         }
         while let Some(event) = election.poll_event() {
             match event {
-                ElectionEvent::Lead { epoch } => match &leader {
-                    Some(l) => {
-                        l.epoch.send_replace(epoch);
+                ElectionEvent::Lead { epoch } => {
+                    // Kept before any message carries it.
+                    if let Some(Err(e)) = leadership.epoch_file.as_ref().map(|f| f.store(epoch)) {
+                        warn!(
+                            "cannot store the epoch (a restart with its broker may reuse it): {e}"
+                        );
                     }
-                    None => {
-                        leader = Some(start_leader(
-                            &config,
-                            &broker,
-                            &leadership,
-                            epoch,
-                            followers.subscribe(),
-                            snapshots.clone(),
-                            web.clone(),
-                        ));
+                    match &leader {
+                        Some(l) => {
+                            l.epoch.send_replace(epoch);
+                        }
+                        None => {
+                            leader = Some(start_leader(
+                                &config,
+                                &broker,
+                                &leadership,
+                                epoch,
+                                followers.subscribe(),
+                                snapshots.clone(),
+                                web.clone(),
+                            ));
+                        }
                     }
-                },
+                }
                 ElectionEvent::Follow { newer } => {
                     info!(newer = format_args!("{newer:#x}"), "a newer master leads");
                     if let Some(l) = leader.take() {

@@ -12,7 +12,8 @@
 //!   one-shot clients (read retained messages, publish once).
 //! - [`driver`]: the tokio driver connecting the core to an MQTT broker.
 //! - [`outbox`]: the driver's bounded outgoing queue and its shedding policy.
-//! - [`leadership`]: the election (standby masters) around the driver's leader.
+//! - [`leadership`]: the election (standby masters) around the driver's leader; [`epoch_file`]:
+//!   the newest epoch kept across restarts.
 //! - [`broker`]: the embedded rumqttd broker, with small explicit limits.
 //! - [`credentials`]: the cluster's credential store, `bramble credentials`, the embedded
 //!   broker's login check and the Mosquitto password/ACL files.
@@ -38,6 +39,7 @@ pub mod credentials;
 pub mod demo;
 pub mod deploy;
 pub mod driver;
+pub mod epoch_file;
 pub mod http;
 pub mod leadership;
 pub mod mqtt;
