@@ -225,13 +225,20 @@ fn handle_incoming(
     let result = if topic.starts_with(bramble_proto::FRAMEWORK_PREFIX) {
         core.handle_framework_bytes(now, topic, payload)
     } else if topic.starts_with(bramble_master_core::master::OPERATOR_PREFIX) {
-        core.handle_operator_bytes(now, topic, payload)
+        core.handle_operator_bytes(now, wall_secs(), topic, payload)
     } else {
         core.handle_agent_bytes(now, topic, payload)
     };
     if let Err(e) = result {
         drops.dropped(now, topic, payload.len(), &e);
     }
+}
+
+/// The wall clock in seconds since the Unix epoch (operator commands carry theirs).
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Logs dropped messages without flooding: the first at once, then at most one a second with how

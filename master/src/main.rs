@@ -418,6 +418,7 @@ async fn master(
 ) -> Result<(), String> {
     use bramble::credentials::cli as credentials;
     let (listen, state_dir, insecure_allow_anonymous) = embedded;
+    leadership.epoch_file = Some(bramble::epoch_file::EpochFile::in_dir(&state_dir));
     let addr = match broker {
         Some(args) => {
             // A login given with the broker (flags, environment, URL) is the broker's own;
@@ -671,6 +672,42 @@ fn operator_credential() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// Who signs an operator command, and with what key: the operator credential (`--credential`,
+/// `BRAMBLE_CREDENTIAL`, else `~/.config/bramble/credential`), or, without one, the anonymous key
+/// that only a master run without credentials (`bramble up`) takes.
+fn operator_signer(
+    broker: &BrokerArgs,
+) -> Result<(String, agent_nostd_core::auth::MessageKey), String> {
+    let path = broker
+        .credential
+        .clone()
+        .or_else(|| {
+            std::env::var_os(bramble_mqtt::sources::CREDENTIAL_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(operator_credential);
+    let Some(path) = path else {
+        return Ok((
+            "operator-anonymous".to_owned(),
+            agent_nostd_core::auth::MessageKey::anonymous(),
+        ));
+    };
+    let credential =
+        bramble_mqtt::credential::Credential::read(&path).map_err(|e| e.to_string())?;
+    if credential.principal.kind() != agent_nostd_core::auth::PrincipalKind::Operator {
+        return Err(format!(
+            "{} is {}'s credential: only an operator may kill another framework's task",
+            path.display(),
+            credential.principal
+        ));
+    }
+    Ok((
+        credential.principal.username().to_string(),
+        credential.secret.message_key(),
+    ))
+}
+
 /// `bramble kill TASK`: asks the master to kill the task, then waits for its status to show the end.
 async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
     use bramble::query;
@@ -683,11 +720,23 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
         return Err(format!("task {fid}/{tid} already ended ({state})"));
     }
     let grace_ms = grace_s.saturating_mul(1_000);
-    let command = serde_json::json!({"framework_id": fid, "task_id": tid, "grace_ms": grace_ms});
+    let (operator, key) = operator_signer(&args.broker)?;
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let command = serde_json::json!({
+        "framework_id": fid,
+        "task_id": tid,
+        "grace_ms": grace_ms,
+        "operator": operator,
+        "time": time,
+    });
+    let payload =
+        bramble_master_core::master::sign_operator_command(command.to_string().as_bytes(), &key);
     bramble::mqtt::publish_once(
         &addr,
         bramble_master_core::master::OPERATOR_KILL_TOPIC,
-        command.to_string().into_bytes(),
+        payload,
         timeout,
     )
     .await

@@ -451,6 +451,25 @@ impl WebState {
             "Agent frames dropped before they were read (unauthenticated, forged, replayed), by reason.",
             &frame_drops,
         );
+        let operator_drops: Vec<(String, u64)> = bramble_master_core::master::OperatorDrop::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    stats.operator_commands_refused.get(*r),
+                )
+            })
+            .collect();
+        let operator_drops: Vec<(&str, u64)> = operator_drops
+            .iter()
+            .map(|(l, v)| (l.as_str(), *v))
+            .collect();
+        family(
+            "operator_commands_refused_total",
+            "counter",
+            "Operator commands refused before they were read (unsigned, not an operator, forged, stale, replayed), by reason.",
+            &operator_drops,
+        );
         family(
             "agent_registrations_misaddressed_total",
             "counter",

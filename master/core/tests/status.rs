@@ -607,15 +607,37 @@ fn publishing_only_what_changed_agrees_with_looking_at_everything() {
         .all(|(t, _)| t != "bramble/v1/status/agent/pi" && !t.contains(&fid)));
 }
 
+/// A signed operator command, made about wall-clock second 1,000,000 with the anonymous key (the
+/// test cluster runs without credentials).
+fn signed(json: &str) -> Vec<u8> {
+    bramble_master_core::master::sign_operator_command(
+        json.as_bytes(),
+        &agent_nostd_core::auth::MessageKey::anonymous(),
+    )
+}
+
+const OPERATOR_WALL: u64 = 1_000_000;
+
 #[test]
 fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_dropped() {
+    use bramble_master_core::master::{OperatorDrop, OPERATOR_KILL_TOPIC};
+    use bramble_master_core::RecvError;
     let (mut core, _, fid, offer) = cluster(Config::default());
     launch(&mut core, 1_500, &offer, &["t1"]);
-    let kill = format!(r#"{{"framework_id":"{fid}","task_id":"t1","grace_ms":2000}}"#);
+    let kill = format!(
+        r#"{{"framework_id":"{fid}","task_id":"t1","grace_ms":2000,"operator":"operator-admin","time":{OPERATOR_WALL}}}"#
+    );
+    // Unsigned, as any broker client could send it: refused.
+    assert_eq!(
+        core.handle_operator_bytes(1_550, OPERATOR_WALL, OPERATOR_KILL_TOPIC, kill.as_bytes()),
+        Err(RecvError::Operator(OperatorDrop::Unsigned))
+    );
+    assert!(core.poll_transmit().is_none());
     core.handle_operator_bytes(
         1_600,
-        bramble_master_core::master::OPERATOR_KILL_TOPIC,
-        kill.as_bytes(),
+        OPERATOR_WALL + 5,
+        OPERATOR_KILL_TOPIC,
+        &signed(&kill),
     )
     .unwrap();
     let kills: Vec<_> = std::iter::from_fn(|| core.poll_transmit())
@@ -633,28 +655,41 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
         (kills[0].1.task_id.as_str(), kills[0].1.grace_ms),
         ("t1", 2_000)
     );
-
-    let malformed = core.stats().malformed;
+    // The same command again: a replay.
     assert_eq!(
         core.handle_operator_bytes(
-            1_700,
-            bramble_master_core::master::OPERATOR_KILL_TOPIC,
-            b"{nope"
+            1_650,
+            OPERATOR_WALL + 6,
+            OPERATOR_KILL_TOPIC,
+            &signed(&kill)
         ),
-        Err(bramble_master_core::RecvError::OperatorDecode)
+        Err(RecvError::Operator(OperatorDrop::Replayed))
+    );
+
+    let malformed = core.stats().malformed;
+    let nope = format!(r#"{{"operator":"operator-admin","time":{OPERATOR_WALL},"nope":1}}"#);
+    assert_eq!(
+        core.handle_operator_bytes(1_700, OPERATOR_WALL, OPERATOR_KILL_TOPIC, &signed(&nope)),
+        Err(RecvError::OperatorDecode)
     );
     assert_eq!(core.stats().malformed, malformed + 1);
-    let unknown = format!(r#"{{"framework_id":"{fid}","task_id":"nope"}}"#);
-    core.handle_operator_bytes(
-        1_800,
-        bramble_master_core::master::OPERATOR_KILL_TOPIC,
-        unknown.as_bytes(),
-    )
-    .unwrap();
+    let unknown = format!(
+        r#"{{"framework_id":"{fid}","task_id":"nope","operator":"operator-admin","time":{OPERATOR_WALL}}}"#
+    );
+    core.handle_operator_bytes(1_800, OPERATOR_WALL, OPERATOR_KILL_TOPIC, &signed(&unknown))
+        .unwrap();
     assert!(core.poll_transmit().is_none(), "nothing to kill");
     assert_eq!(
-        core.handle_operator_bytes(1_900, "bramble/v1/operator/reboot", b"{}"),
-        Err(bramble_master_core::RecvError::UnknownTopic)
+        core.handle_operator_bytes(1_900, OPERATOR_WALL, "bramble/v1/operator/reboot", b"{}"),
+        Err(RecvError::UnknownTopic)
+    );
+    let refused = core.stats().operator_commands_refused;
+    assert_eq!(
+        (
+            refused.get(OperatorDrop::Unsigned),
+            refused.get(OperatorDrop::Replayed)
+        ),
+        (1, 1)
     );
 }
 

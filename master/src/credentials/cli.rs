@@ -157,14 +157,22 @@ pub struct Started {
     pub agent_keys: watch::Receiver<AgentKeys>,
 }
 
-/// The agents' message keys in `store`: principal `agent-NAME` keys agent NAME.
+/// The agents' message keys in `store` (principal `agent-NAME` keys agent NAME), with the
+/// operators' (`operator-NAME`), which sign operator commands.
 pub fn agent_keys(store: &Store) -> AgentKeys {
-    AgentKeys::only(
+    let mut keys = AgentKeys::only(
         store
             .entries()
             .filter(|e| e.principal.kind() == PrincipalKind::Agent)
             .map(|e| (e.principal.name().to_owned(), e.secret.message_key())),
-    )
+    );
+    for e in store
+        .entries()
+        .filter(|e| e.principal.kind() == PrincipalKind::Operator)
+    {
+        keys.insert_operator(e.principal.name(), e.secret.message_key());
+    }
+    keys
 }
 
 /// Agents without a key of their own may use the anonymous one: a cluster without credentials.

@@ -11,10 +11,13 @@ use agent_nostd_core::wire::AgentMsg;
 
 /// Which keys agents' frames must be sealed with: the key of principal `agent-NAME` for the agent
 /// whose id is NAME, and, when the cluster runs without credentials (`bramble up` on loopback),
-/// the [anonymous key](MessageKey::anonymous) for agents without one of their own.
+/// the [anonymous key](MessageKey::anonymous) for agents without one of their own. The operators'
+/// keys, which sign operator commands, ride along.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentKeys {
     keys: HashMap<String, MessageKey>,
+    /// The operators' keys, by name (principal `operator-NAME`), for signed operator commands.
+    operators: HashMap<String, MessageKey>,
     anonymous: bool,
 }
 
@@ -23,6 +26,7 @@ impl AgentKeys {
     pub fn anonymous() -> Self {
         AgentKeys {
             keys: HashMap::new(),
+            operators: HashMap::new(),
             anonymous: true,
         }
     }
@@ -31,6 +35,7 @@ impl AgentKeys {
     pub fn only(keys: impl IntoIterator<Item = (String, MessageKey)>) -> Self {
         AgentKeys {
             keys: keys.into_iter().collect(),
+            operators: HashMap::new(),
             anonymous: false,
         }
     }
@@ -38,6 +43,21 @@ impl AgentKeys {
     /// Gives agent `agent_id` its own key.
     pub fn insert(&mut self, agent_id: &str, key: MessageKey) {
         self.keys.insert(agent_id.to_owned(), key);
+    }
+
+    /// Gives operator `name` (principal `operator-NAME`) its key.
+    pub fn insert_operator(&mut self, name: &str, key: MessageKey) {
+        self.operators.insert(name.to_owned(), key);
+    }
+
+    /// The key operator `name` signs its commands with, if it is one (any name may use the
+    /// anonymous key when anonymous principals are allowed).
+    pub fn operator_key(&self, name: &str) -> Option<MessageKey> {
+        match self.operators.get(name) {
+            Some(k) => Some(k.clone()),
+            None if self.anonymous => Some(MessageKey::anonymous()),
+            None => None,
+        }
     }
 
     /// Lets agents without a key of their own use the anonymous one.

@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::*;
 
-/// Kills a task on behalf of the operator: JSON `{"framework_id": …, "task_id": …, "grace_ms": …}`
-/// (`grace_ms` optional, 0 by default).
+/// Kills a task on behalf of an operator: JSON `{"framework_id": …, "task_id": …, "grace_ms": …,
+/// "operator": "operator-NAME", "time": UNIX_SECONDS}` (`grace_ms` optional, 0 by default)
+/// followed by its 8-byte tag ([`sign_operator_command`](super::sign_operator_command)).
 pub const OPERATOR_KILL_TOPIC: &str = "bramble/v1/operator/kill";
 
 /// The prefix of every operator topic.
@@ -28,6 +29,11 @@ struct OperatorKill {
     task_id: String,
     #[serde(default)]
     grace_ms: u32,
+    /// Who signed it and when (checked before, see `operator_auth`).
+    #[allow(dead_code)]
+    operator: String,
+    #[allow(dead_code)]
+    time: u64,
 }
 
 impl MasterCore {
@@ -267,9 +273,12 @@ impl MasterCore {
 
     /// A payload arrived on an operator topic. A kill of a task the master does not hold does
     /// nothing; the task's end shows on its status topic like any other.
+    /// `wall_secs` is the wall clock in seconds since the Unix epoch: a command is signed by an
+    /// operator principal and taken within [`operator_auth::FRESH_SECS`] of it, once.
     pub fn handle_operator_bytes(
         &mut self,
         now: u64,
+        wall_secs: u64,
         topic_name: &str,
         payload: &[u8],
     ) -> Result<(), RecvError> {
@@ -277,7 +286,18 @@ impl MasterCore {
             self.stats.misrouted += 1;
             return Err(RecvError::UnknownTopic);
         }
-        let kill: OperatorKill = serde_json::from_slice(payload).map_err(|_| {
+        let keys = self.auth.keys();
+        let opened = self
+            .operator_auth
+            .open(payload, wall_secs, |name| keys.operator_key(name));
+        let json = match opened {
+            Ok(json) => json,
+            Err(reason) => {
+                self.stats.operator_commands_refused.count(reason);
+                return Err(RecvError::Operator(reason));
+            }
+        };
+        let kill: OperatorKill = serde_json::from_slice(json).map_err(|_| {
             self.stats.malformed += 1;
             RecvError::OperatorDecode
         })?;

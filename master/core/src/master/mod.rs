@@ -72,6 +72,7 @@ mod framework;
 mod input;
 mod invariants;
 mod offer;
+mod operator_auth;
 mod output;
 mod registry;
 mod stats;
@@ -102,6 +103,7 @@ pub use agent_auth::{AgentKeys, FrameDrop, FrameDrops, Seal};
 pub use events::{CoreEvent, EVENT_IDS_CAP};
 pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
+pub use operator_auth::{sign as sign_operator_command, OperatorDrop, OperatorDrops, Signer};
 pub use output::{Outgoing, Transmit};
 pub use stats::{RecvError, Stats};
 pub use views::{AgentView, FrameworkView, OfferView, TaskView};
@@ -136,6 +138,8 @@ pub struct MasterCore {
     auth: AgentAuth,
     /// When each agent without a session was last sent a hint.
     hinted: HashMap<String, u64>,
+    /// The operator commands taken lately, to take each once.
+    operator_auth: operator_auth::OperatorAuth,
     /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
     events: Option<EventLog>,
     stats: Stats,
@@ -179,6 +183,7 @@ impl MasterCore {
             outbox: VecDeque::new(),
             auth,
             hinted: HashMap::new(),
+            operator_auth: Default::default(),
             events: None,
             stats: Stats::default(),
         };

@@ -25,6 +25,9 @@ pub enum RecvError {
     /// An agent frame was not authenticated or was replayed.
     #[error("agent frame dropped: {0}")]
     Frame(super::agent_auth::FrameDrop),
+    /// An operator command was not signed by an operator, or was stale or replayed.
+    #[error("operator command refused: {0}")]
+    Operator(super::operator_auth::OperatorDrop),
 }
 
 /// Counters of what the master did and dropped.
@@ -39,6 +42,8 @@ pub struct Stats {
     pub registrations_misaddressed: u64,
     /// Hints (an unframed hello) sent to agents the master has no session with.
     pub hints_sent: u64,
+    /// Operator commands refused before they were read: unsigned, forged, stale or replayed.
+    pub operator_commands_refused: super::operator_auth::OperatorDrops,
     /// Payloads from another protocol version.
     pub unsupported_version: u64,
     /// Payloads on a topic that does not carry them.
