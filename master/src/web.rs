@@ -428,6 +428,7 @@ impl WebState {
                 ),
                 ("{reason=\"misrouted\"}", stats.misrouted),
                 ("{reason=\"agents_refused\"}", stats.agents_refused),
+                ("{reason=\"stale_will\"}", stats.stale_wills),
                 (
                     "{reason=\"held_events_dropped\"}",
                     stats.held_events_dropped,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_nostd_core::auth::{Principal, Secret};
+use agent_nostd_core::auth::PrincipalKind;
 use bramble::driver::BrokerAddr;
 use bramble_mqtt::{Credential, Login};
 use support::{runtime, Mosquitto, BRAMBLE};
@@ -69,14 +69,20 @@ fn bramble(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Durati
 fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password_shows() {
     let dir = tempfile::tempdir().unwrap();
     let passwords = dir.path().join("passwd");
-    // The agent logs in with its credential file: its principal and the derived password.
-    let agent_cred = Credential::new(
-        Principal::from_username("agent-pi1").unwrap(),
-        Secret::from_bytes([0x5a; 32]),
-    );
-    let agent_pw = agent_cred.login().password.expose().to_owned();
+    // The agent logs in with its credential file (its principal and the derived password),
+    // issued from the master's store, which the master reads its key from.
+    let state = dir.path().join("state");
     let cred_file = dir.path().join("agent-credential");
-    agent_cred.write(&cred_file).unwrap();
+    bramble::credentials::commands::add(
+        &state,
+        PrincipalKind::Agent,
+        "pi1",
+        Some(&cred_file),
+        false,
+    )
+    .unwrap();
+    let agent_cred = Credential::read(&cred_file).unwrap();
+    let agent_pw = agent_cred.login().password.expose().to_owned();
     add_user(&passwords, "master", MASTER_PW);
     add_user(&passwords, "agent-pi1", &agent_pw);
     add_user(&passwords, "operator", OPERATOR_PW);
@@ -96,6 +102,8 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
     let master = Killed(
         Command::new(BRAMBLE)
             .args(["master", "--no-http", "--allocation-interval", "0.2"])
+            .arg("--state-dir")
+            .arg(&state)
             .env(
                 "BRAMBLE_BROKER",
                 format!("mqtt://master:{MASTER_PW}@127.0.0.1:{port}"),
@@ -376,6 +384,10 @@ fn over_tls_the_master_an_agent_and_the_cli_log_in_to_a_broker_checked_against_a
                 "--ca-file",
                 ca,
             ])
+            // No store there: agents' frames carry the anonymous key (this agent has no
+            // credential, only a broker account).
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .env(
                 "BRAMBLE_BROKER",
                 format!("mqtts://master:{MASTER_PW}@127.0.0.1:{port}"),

@@ -685,6 +685,8 @@ impl MasterProcess {
         ])
         .arg("--broker")
         .arg(broker.to_string())
+        .arg("--state-dir")
+        .arg(support::scratch_state_dir())
         .env("BRAMBLE_LOG", "warn");
         if standby {
             cmd.arg("--standby");

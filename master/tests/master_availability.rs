@@ -15,6 +15,8 @@ fn start_master(broker: &str) -> Child {
 fn start_named_master(broker: &str, args: &[&str]) -> Child {
     Command::new(BRAMBLE)
         .args(["master", "--broker", broker, "--no-http"])
+        .arg("--state-dir")
+        .arg(support::scratch_state_dir())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

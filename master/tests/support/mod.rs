@@ -103,6 +103,16 @@ pub fn broker_url(broker: &BrokerAddr) -> String {
 }
 
 /// A TCP port free on every interface right now.
+/// A state directory of its own for a `bramble master` process (its epoch file, and its store if
+/// it makes one), so tests never share `/var/lib/bramble-master`. Left behind: a few bytes.
+pub fn scratch_state_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("bramble-master-state-")
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("0.0.0.0:0")
         .unwrap()
