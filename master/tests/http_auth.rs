@@ -1,7 +1,8 @@
 //! The master's HTTP server with a credential store: artifacts go only to requests signed by an
 //! agent or an operator (a 401 with `WWW-Authenticate: Bramble` otherwise, counted by reason in
 //! `/metrics`), the dashboard and `/metrics` stay readable without a signature, and no route takes
-//! a method that could change state.
+//! a method that could change state. The last tests run the `bramble master` binary: with its
+//! store, and without one (`--insecure-allow-anonymous`, artifacts open).
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 mod support;
-use support::runtime;
+use support::{free_port, runtime, BRAMBLE};
 
 fn principal(kind: PrincipalKind, name: &str) -> Principal {
     Principal::new(kind, name).unwrap()
@@ -233,5 +234,127 @@ fn the_dashboard_and_metrics_stay_readable_and_no_route_takes_a_method_that_chan
             );
         }
         assert_eq!(std::fs::read(dir.path().join("tool")).unwrap(), b"hello");
+    });
+}
+
+/// A `bramble master` process on free loopback ports, killed when dropped.
+struct Master {
+    child: std::process::Child,
+    http: SocketAddr,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Master {
+    fn start(state_dir: &std::path::Path, artifacts: &std::path::Path, extra: &[&str]) -> Master {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = std::process::Command::new(BRAMBLE)
+            .args(["master", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--artifacts")
+            .arg(artifacts)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Master { child, http }
+    }
+
+    /// Waits (up to 30 s) for `GET /metrics` to answer.
+    async fn ready(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(self.http).await {
+                let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                if s.write_all(req.as_bytes()).await.is_ok() {
+                    let mut out = Vec::new();
+                    let _ = s.read_to_end(&mut out).await;
+                    if out.starts_with(b"HTTP/1.1 200") {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "bramble master serves HTTP within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The status of a GET of `path` signed with the credential file `credential`.
+async fn get_signed(addr: SocketAddr, path: &str, credential: &std::path::Path) -> String {
+    let credential = bramble_mqtt::Credential::read(credential).unwrap();
+    let header = Signer::from_credential(&credential).authorization("GET", path, now());
+    raw(addr, "GET", path, Some(&header)).await.0
+}
+
+#[test]
+fn bramble_master_with_its_store_serves_artifacts_to_its_operator_and_to_an_agent_added_later() {
+    runtime().block_on(async {
+        let artifacts = artifacts_dir();
+        let state = tempfile::tempdir().unwrap();
+        let master = Master::start(state.path(), artifacts.path(), &[]);
+        master.ready().await;
+        let path = "/artifacts/tool";
+        let (status, _) = raw(master.http, "GET", path, None).await;
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+        let admin = state.path().join("operator-admin.credential");
+        assert_eq!(
+            get_signed(master.http, path, &admin).await,
+            "HTTP/1.1 200 OK"
+        );
+
+        // `bramble credentials add agent pi` while the master runs: taken within a few seconds.
+        let pi = state.path().join("agent-pi.credential");
+        let added = std::process::Command::new(BRAMBLE)
+            .args(["credentials", "add", "agent", "pi", "--state-dir"])
+            .arg(state.path())
+            .arg("--out")
+            .arg(&pi)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{added:?}");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while get_signed(master.http, path, &pi).await != "HTTP/1.1 200 OK" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new agent's signature is taken once the store is re-read"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let (_, metrics) = raw(master.http, "GET", "/metrics", None).await;
+        assert!(
+            metrics.contains("\nbramble_http_refused_total{reason=\"missing\"} 1\n"),
+            "{metrics}"
+        );
+    });
+}
+
+#[test]
+fn bramble_master_without_credentials_serves_artifacts_to_anyone() {
+    runtime().block_on(async {
+        let artifacts = artifacts_dir();
+        let state = tempfile::tempdir().unwrap();
+        let master = Master::start(
+            state.path(),
+            artifacts.path(),
+            &["--insecure-allow-anonymous"],
+        );
+        master.ready().await;
+        let (status, text) = raw(master.http, "GET", "/artifacts/tool", None).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(text.ends_with("hello"), "{text}");
     });
 }
