@@ -324,3 +324,34 @@ fn a_fetcher_without_a_credential_or_with_the_wrong_secret_is_refused_with_a_401
         );
     });
 }
+
+#[test]
+fn an_agent_with_a_credential_fetches_from_a_master_that_serves_only_signed_requests() {
+    use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
+    runtime().block_on(async {
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
+        let sha = Sha256::digest(SCRIPT).into();
+        let base = serve_signed(served.path()).await;
+        let work = tempfile::tempdir().unwrap();
+        let secret = Secret::from_bytes([1; 32]);
+        let credential = bramble_mqtt::Credential::new(
+            Principal::new(PrincipalKind::Agent, "pi").unwrap(),
+            secret.clone(),
+        );
+        let file = work.path().join("agent-pi.credential");
+        credential.write(&file).unwrap();
+        let port = start_broker();
+        let mut master = Master::connect_keyed(port, secret.message_key()).await;
+        let credential_arg = file.to_str().unwrap();
+        let _agent =
+            AgentProcess::start("pi", port, work.path(), &["--credential", credential_arg]);
+        master.accept_registration("pi", 1).await;
+
+        let a = artifact(&format!("{base}/run.sh"), sha, "run.sh", true);
+        let run = with_artifact(run_task("t1", &["./run.sh"], 100, 32), a);
+        master.send("pi", &run).await;
+        let end = master.wait_state("pi", "t1", TaskState::Finished, 20).await;
+        assert_eq!(end.reason, Reason::Exited { code: 0 });
+    });
+}
