@@ -10,7 +10,9 @@
 //!   read it; it lets them connect, but not speak as the principal;
 //! - the **message key** ([`Secret::message_key`]), which tags the principal's messages so that the
 //!   receiver knows who sent them, whatever the broker lets through (see PROTOCOL.md,
-//!   "Authenticated frames").
+//!   "Authenticated frames");
+//! - the **HTTP key** ([`Secret::http_key`]), which signs the principal's requests to the master's
+//!   HTTP server (see PROTOCOL.md, "HTTP authentication").
 //!
 //! Nothing here allocates; it builds for the same targets as the rest of the crate.
 
@@ -25,6 +27,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const SECRET_LEN: usize = 32;
 /// The length of a message tag on the wire, in bytes (HMAC-SHA-256 truncated).
 pub const TAG_LEN: usize = 8;
+/// The length of an HTTP request tag, in bytes (the whole HMAC-SHA-256: HTTP has room for it).
+pub const HTTP_TAG_LEN: usize = 32;
 
 /// What a principal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,6 +226,45 @@ impl Secret {
     pub fn message_key(&self) -> MessageKey {
         MessageKey(self.derive(b"bramble/v1 message key"))
     }
+
+    /// The key that signs this principal's HTTP requests
+    /// (HMAC-SHA-256(secret, `"bramble/v1 http key"`)); its own label, so an HTTP tag is never a
+    /// message tag or a password.
+    pub fn http_key(&self) -> HttpKey {
+        HttpKey(self.derive(b"bramble/v1 http key"))
+    }
+}
+
+/// The key a principal's HTTP requests are signed with (see [`Secret::http_key`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpKey([u8; 32]);
+
+impl fmt::Debug for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpKey(<hidden>)")
+    }
+}
+
+impl HttpKey {
+    /// The tag of the concatenation of `parts`: the whole HMAC-SHA-256.
+    pub fn tag(&self, parts: &[&[u8]]) -> [u8; HTTP_TAG_LEN] {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the tag of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let expected = self.tag(parts);
+        tag.len() == HTTP_TAG_LEN
+            && expected
+                .iter()
+                .zip(tag)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 /// The key a principal's messages are tagged with (see [`Secret::message_key`]).
@@ -316,6 +359,39 @@ mod tests {
 
     // python3: hmac.new(bytes(range(32)), b"bramble/v1 broker password", hashlib.sha256).hexdigest()[:32]
     const PINNED_PASSWORD: &str = "1c4566051c3428f074d6759a43cd356e";
+
+    #[test]
+    fn the_http_key_is_pinned_and_differs_from_the_message_key() {
+        let secret = Secret::from_hex(SECRET_HEX).unwrap();
+        let key = secret.http_key();
+        // Pinned so that a change of derivation is a visible, deliberate wire change.
+        assert_eq!(key.0, hex32(PINNED_HTTP_KEY));
+        assert_ne!(key.0, secret.message_key().0);
+        let tag = key.tag(&[b"GET", b"\n", b"/artifacts/job.sh", b"\n", b"1765000000"]);
+        assert_eq!(tag, hex32(PINNED_HTTP_TAG));
+        assert!(key.verify(&[b"GET\n/artifacts/job.sh\n1765000000"], &tag));
+        assert!(!key.verify(&[b"GET\n/artifacts/job.sh\n1765000001"], &tag));
+        assert!(!key.verify(&[b"GET\n/artifacts/job.sh\n1765000000"], &tag[..31]));
+        assert!(!Secret::from_bytes([7; 32])
+            .http_key()
+            .verify(&[b"GET\n/artifacts/job.sh\n1765000000"], &tag));
+        assert_eq!(format!("{key:?}"), "HttpKey(<hidden>)");
+    }
+
+    fn hex32(text: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    // python3: k = hmac.new(bytes(range(32)), b"bramble/v1 http key", hashlib.sha256).digest()
+    const PINNED_HTTP_KEY: &str =
+        "2fa197cf887f14caffc7c9404e3de5fb51f0368a99068abee08283e6e1a39e78";
+    // python3: hmac.new(k, b"GET\n/artifacts/job.sh\n1765000000", hashlib.sha256).hexdigest()
+    const PINNED_HTTP_TAG: &str =
+        "d3b51d77b1d53f3950687df39a2adb65637ad5a1488a9d70f9b2d1de67638337";
 
     #[test]
     fn a_tag_verifies_only_for_the_same_key_and_bytes() {

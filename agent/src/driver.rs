@@ -181,6 +181,12 @@ pub async fn run(
         config.work_dir.join("cache"),
         config.fetcher.cache_max_mib.saturating_mul(1024 * 1024),
         Duration::from_secs(u64::from(config.fetcher.timeout_secs)),
+    )
+    .signing(
+        config
+            .credential
+            .as_ref()
+            .map(bramble_mqtt::http_auth::Signer::from_credential),
     );
     let (exits_tx, exits_rx) = mpsc::channel(agent_nostd_core::wire::MAX_TASKS * 2);
     let checkpoint_path = config.work_dir.join("agent.json");

@@ -18,6 +18,13 @@
 //! - **HTTP.** A hyper 1.x HTTP/1.1 client on a tokio `TcpStream`, one connection per download,
 //!   with a timeout (`[fetcher] timeout_secs`). `https://` is refused: artifacts come from the
 //!   master on the LAN, and the SHA-256 guards their integrity (TLS would add ~300 KiB to the agent).
+//! - **Signed.** With the board's credential ([`Fetcher::signing`]) every request carries an
+//!   `Authorization: Bramble …` header (see [`bramble_mqtt::http_auth`]): an HMAC of the method,
+//!   the path and the board's clock under the agent's HTTP key, never the secret. A master with a
+//!   credential store serves artifacts only to signed requests within ±300 s of its clock, so the
+//!   board's clock must be set (NTP). The header goes to whatever host the artifact's URL names;
+//!   such a host could replay it to the master within the window for the same path, which gets it
+//!   nothing the task's framework could not already have by naming the master's URL.
 //!
 //! Failures are [`ArtifactError`]s whose text is the task's FAILED message (cut at 64 bytes by the
 //! wire), e.g. `artifact run.sh: sha256 mismatch: expected 9f86d08, got e3b0c44` (the first 7 hex
@@ -30,6 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use agent_nostd_core::wire::Artifact;
+use bramble_mqtt::http_auth::Signer;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -103,6 +111,7 @@ pub struct Fetcher {
     cache_dir: PathBuf,
     max_bytes: u64,
     timeout: Duration,
+    signer: Option<Signer>,
 }
 
 /// Temporary files get distinct names even within one process.
@@ -116,7 +125,14 @@ impl Fetcher {
             cache_dir: cache_dir.into(),
             max_bytes,
             timeout,
+            signer: None,
         }
+    }
+
+    /// Signs every request with `signer` (the board's credential), when given.
+    pub fn signing(mut self, signer: Option<Signer>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// The cache directory.
@@ -222,7 +238,13 @@ impl Fetcher {
                 source,
             })?;
         let mut hasher = Sha256::new();
-        let download = download(url, &mut file, &mut hasher, self.max_bytes);
+        let download = download(
+            url,
+            self.signer.as_ref(),
+            &mut file,
+            &mut hasher,
+            self.max_bytes,
+        );
         let outcome = match tokio::time::timeout(self.timeout, download).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Http(format!(
@@ -430,9 +452,11 @@ enum Failure {
     Disk(io::Error),
 }
 
-/// GETs `url`, streaming the body into `file` and `hasher`; refuses bodies over `max_bytes`.
+/// GETs `url` (signed by `signer`, if any), streaming the body into `file` and `hasher`; refuses
+/// bodies over `max_bytes`.
 async fn download(
     url: &HttpUrl<'_>,
+    signer: Option<&Signer>,
     file: &mut tokio::fs::File,
     hasher: &mut Sha256,
     max_bytes: u64,
@@ -446,13 +470,28 @@ async fn download(
         .await
         .map_err(|e| http(&e))?;
     let conn = AbortOnDrop(tokio::spawn(conn));
-    let request = hyper::Request::get(url.path)
+    let mut request = hyper::Request::get(url.path)
         .header(hyper::header::HOST, url.authority)
-        .header(hyper::header::USER_AGENT, "bramble-agent")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| http(&e))?;
+        .header(hyper::header::USER_AGENT, "bramble-agent");
+    if let Some(signer) = signer {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        request = request.header(
+            hyper::header::AUTHORIZATION,
+            signer.authorization("GET", url.path, now),
+        );
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| http(&e))?;
     let response = sender.send_request(request).await.map_err(|e| http(&e))?;
     let status = response.status();
+    if status == hyper::StatusCode::UNAUTHORIZED {
+        return Err(Failure::Http(if signer.is_some() {
+            "HTTP 401: signature refused (is the board's clock set?)".to_owned()
+        } else {
+            "HTTP 401: the server wants a signed request (no credential)".to_owned()
+        }));
+    }
     if status != hyper::StatusCode::OK {
         return Err(Failure::Http(format!("HTTP {status}")));
     }

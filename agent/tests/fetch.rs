@@ -243,3 +243,115 @@ fn an_artifact_name_that_is_not_a_plain_file_name_is_refused() {
         }
     });
 }
+
+/// The master's artifact server with a credential store holding agent `pi` (secret `[1; 32]`):
+/// returns the base URL of its artifacts.
+async fn serve_signed(dir: &std::path::Path) -> String {
+    use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
+    let pi = Principal::new(PrincipalKind::Agent, "pi").unwrap();
+    let keys = bramble::http::HttpKeys::only([(pi, Secret::from_bytes([1; 32]).http_key())]);
+    let (_tx, rx) = tokio::sync::watch::channel(keys);
+    let auth = bramble::http::HttpAuth::new(rx, std::sync::Arc::default());
+    let router = bramble::http::Routes::new()
+        .signed_artifacts(dir, auth)
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bramble::web::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    format!("http://{addr}/artifacts")
+}
+
+fn signer(name: &str, secret: u8) -> bramble_mqtt::http_auth::Signer {
+    use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
+    bramble_mqtt::http_auth::Signer::new(
+        &Principal::new(PrincipalKind::Agent, name).unwrap(),
+        &Secret::from_bytes([secret; 32]),
+    )
+}
+
+#[test]
+fn a_fetcher_with_the_boards_credential_signs_its_request_and_gets_the_artifact() {
+    runtime().block_on(async {
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
+        let sha = Sha256::digest(SCRIPT).into();
+        let base = serve_signed(served.path()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let a = artifact(&format!("{base}/run.sh"), sha, "", true);
+        let path = fetcher(dir.path())
+            .signing(Some(signer("pi", 1)))
+            .fetch_into(&a, dir.path(), None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), SCRIPT);
+    });
+}
+
+#[test]
+fn a_fetcher_without_a_credential_or_with_the_wrong_secret_is_refused_with_a_401() {
+    runtime().block_on(async {
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
+        let sha = Sha256::digest(SCRIPT).into();
+        let base = serve_signed(served.path()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let a = artifact(&format!("{base}/run.sh"), sha, "", true);
+        let url = format!("{base}/run.sh");
+        let e = fetcher(dir.path())
+            .fetch_into(&a, dir.path(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "artifact run.sh: cannot download {url}: HTTP 401: the server wants a signed \
+                 request (no credential)"
+            )
+        );
+        let e = fetcher(dir.path())
+            .signing(Some(signer("pi", 2)))
+            .fetch_into(&a, dir.path(), None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("HTTP 401: signature refused"), "{e}");
+        assert!(
+            !dir.path().join("cache").join(to_hex(&sha)).exists(),
+            "nothing is cached"
+        );
+    });
+}
+
+#[test]
+fn an_agent_with_a_credential_fetches_from_a_master_that_serves_only_signed_requests() {
+    use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
+    runtime().block_on(async {
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
+        let sha = Sha256::digest(SCRIPT).into();
+        let base = serve_signed(served.path()).await;
+        let work = tempfile::tempdir().unwrap();
+        let secret = Secret::from_bytes([1; 32]);
+        let credential = bramble_mqtt::Credential::new(
+            Principal::new(PrincipalKind::Agent, "pi").unwrap(),
+            secret.clone(),
+        );
+        let file = work.path().join("agent-pi.credential");
+        credential.write(&file).unwrap();
+        let port = start_broker();
+        let mut master = Master::connect_keyed(port, secret.message_key()).await;
+        let credential_arg = file.to_str().unwrap();
+        let _agent =
+            AgentProcess::start("pi", port, work.path(), &["--credential", credential_arg]);
+        master.accept_registration("pi", 1).await;
+
+        let a = artifact(&format!("{base}/run.sh"), sha, "run.sh", true);
+        let run = with_artifact(run_task("t1", &["./run.sh"], 100, 32), a);
+        master.send("pi", &run).await;
+        let end = master.wait_state("pi", "t1", TaskState::Finished, 20).await;
+        assert_eq!(end.reason, Reason::Exited { code: 0 });
+    });
+}

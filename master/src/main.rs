@@ -419,6 +419,7 @@ async fn master(
     use bramble::credentials::cli as credentials;
     let (listen, state_dir, insecure_allow_anonymous) = embedded;
     leadership.epoch_file = Some(bramble::epoch_file::EpochFile::in_dir(&state_dir));
+    let http_keys;
     let addr = match broker {
         Some(args) => {
             // A login given with the broker (flags, environment, URL) is the broker's own;
@@ -426,6 +427,7 @@ async fn master(
             let started = credentials::external_broker(&state_dir).map_err(|e| e.to_string())?;
             leadership.login = started.login;
             leadership.agent_keys = Some(started.agent_keys);
+            http_keys = started.http_keys;
             args.brokers(None)?
         }
         None => {
@@ -434,6 +436,7 @@ async fn master(
                     .map_err(|e| e.to_string())?;
             leadership.login = started.login;
             leadership.agent_keys = Some(started.agent_keys);
+            http_keys = started.http_keys;
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");
             BrokerAddr::new(a.ip().to_string(), a.port()).into()
@@ -462,10 +465,22 @@ async fn master(
                 dir.display(),
                 url = web::url(bound),
             );
-            let router = bramble::http::Routes::new()
-                .artifacts(dir)
-                .merge(web::routes(state.clone()))
-                .build();
+            let routes = match http_keys {
+                Some(keys) => {
+                    tracing::info!(
+                        "artifacts are served only to requests signed by an agent or an operator of the credential store"
+                    );
+                    let auth = bramble::http::HttpAuth::new(keys, state.http_refusals());
+                    bramble::http::Routes::new().signed_artifacts(dir, auth)
+                }
+                None => {
+                    tracing::warn!(
+                        "no credential store: artifacts are served to anyone who asks (HTTP requests are not authenticated)"
+                    );
+                    bramble::http::Routes::new().artifacts(dir)
+                }
+            };
+            let router = routes.merge(web::routes(state.clone())).build();
             Some(tokio::spawn(web::serve(listener, router, ctrl_c())))
         }
         _ => None,

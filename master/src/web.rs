@@ -22,7 +22,12 @@
 //!   own health: its queues' depths, the messages it shed (by kind and reason, see
 //!   [`crate::outbox`]) and how long ago its core loop last turned
 //!   (`bramble_master_loop_last_turn_age_seconds`, computed at scrape time: the loop turns at least
-//!   once a second, so a value growing past that is a stuck master, whose other numbers are frozen).
+//!   once a second, so a value growing past that is a stuck master, whose other numbers are frozen),
+//!   and the HTTP requests refused for want of a valid signature (`bramble_http_refused_total`, by
+//!   reason; see [`crate::http`]).
+//!
+//! Every route here is a read-only `GET`: other methods get `405 Method Not Allowed`, and nothing
+//! over HTTP changes the master's state. The dashboard and `/metrics` need no signature.
 //!
 //! [`routes`] gives a [`Router`] that can be merged into another; [`bind`] and [`serve`] run it.
 
@@ -49,7 +54,9 @@ use bramble_master_core::election::ElectionStats;
 use bramble_master_core::status::{ClusterStatus, CLUSTER_TOPIC, STATUS_PREFIX};
 use bramble_master_core::Stats;
 
+use crate::http::HttpRefusals;
 use crate::outbox::{Kind, OutStats, ShedReason};
+use bramble_mqtt::http_auth::Refused;
 
 /// How many status messages the broadcast channel holds for a slow page before it lags.
 pub const EVENTS_CAPACITY: usize = 1_024;
@@ -93,6 +100,8 @@ struct Hub {
     topics: Mutex<Topics>,
     metrics: Mutex<MetricsState>,
     closed: watch::Sender<bool>,
+    /// HTTP requests refused for want of a valid signature (counted by [`crate::http::HttpAuth`]).
+    http_refusals: Arc<HttpRefusals>,
 }
 
 /// The live topics and the channel, under one lock, so a snapshot and the changes after it line up.
@@ -164,6 +173,7 @@ impl WebState {
                 }),
                 metrics: Mutex::new(MetricsState::default()),
                 closed: watch::Sender::new(false),
+                http_refusals: Arc::default(),
             }),
         }
     }
@@ -241,6 +251,12 @@ impl WebState {
         m.buckets[i] += 1;
         m.sum += s;
         m.count += 1;
+    }
+
+    /// The counters of HTTP requests refused for want of a valid signature, shown in `/metrics`
+    /// as `bramble_http_refused_total{reason=…}`: hand them to [`crate::http::HttpAuth::new`].
+    pub fn http_refusals(&self) -> Arc<HttpRefusals> {
+        Arc::clone(&self.hub.http_refusals)
     }
 
     /// The master stopped: open event streams end (so a graceful HTTP shutdown can finish).
@@ -491,6 +507,23 @@ impl WebState {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
+        let refused: Vec<(String, u64)> = Refused::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.label()),
+                    self.hub.http_refusals.count(*r),
+                )
+            })
+            .collect();
+        let refused: Vec<(&str, u64)> = refused.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        write_family(
+            &mut out,
+            "http_refused_total",
+            "counter",
+            "HTTP requests refused for want of a valid signature (401), by reason.",
+            &refused,
+        );
         render_driver(&mut out, last_turn, &queues);
         render_election(&mut out, &election);
         out

@@ -23,6 +23,7 @@
 //! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
 //! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
 //! - [`credential`]: a principal's credential file, and the login it gives.
+//! - [`http_auth`]: signed HTTP requests (the agent's artifact downloads, checked by the master).
 //! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
 //! - [`sources`]: where a client's login comes from (flags, environment, config, URL,
 //!   credential file) and the order they are settled in.
@@ -38,6 +39,7 @@
 
 pub mod brokers;
 pub mod credential;
+pub mod http_auth;
 pub mod login;
 pub mod refusal;
 pub mod sources;

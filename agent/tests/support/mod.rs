@@ -74,6 +74,8 @@ pub struct Master {
     boots: Arc<Mutex<HashMap<String, u32>>>,
     /// The number of the next frame it sends.
     down_seq: AtomicU32,
+    /// The key its agents seal with (the anonymous one unless [`Master::connect_keyed`]).
+    key: agent_nostd_core::auth::MessageKey,
 }
 
 /// Opens an agent's frame: its message, once its tag verifies under the anonymous key with the
@@ -82,8 +84,8 @@ fn open_frame(
     agent: &str,
     payload: &[u8],
     boots: &Mutex<HashMap<String, u32>>,
+    key: &agent_nostd_core::auth::MessageKey,
 ) -> Result<AgentMsg, String> {
-    use agent_nostd_core::auth::MessageKey;
     use agent_nostd_core::frame::{Binding, Direction, Frame, WILL_SEQ};
     let frame = Frame::split(payload, Direction::Up).map_err(|e| e.to_string())?;
     let msg = AgentMsg::decode(frame.message).map_err(|e| e.to_string())?;
@@ -105,7 +107,7 @@ fn open_frame(
         agent_id: agent,
         boot,
     };
-    if !frame.verifies(&MessageKey::anonymous(), &binding, seq) {
+    if !frame.verifies(key, &binding, seq) {
         return Err("the tag does not verify".into());
     }
     if matches!(msg, AgentMsg::Register(_) | AgentMsg::ReRegister(_)) {
@@ -116,6 +118,12 @@ fn open_frame(
 
 impl Master {
     pub async fn connect(port: u16) -> Master {
+        Self::connect_keyed(port, agent_nostd_core::auth::MessageKey::anonymous()).await
+    }
+
+    /// A scripted master whose agents seal their frames with `key` (one with a credential).
+    pub async fn connect_keyed(port: u16, key: agent_nostd_core::auth::MessageKey) -> Master {
+        let reader_key = key.clone();
         let mut opts = MqttOptions::new("test-master", "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(64 * 1024, 64 * 1024);
@@ -149,7 +157,7 @@ impl Master {
                         let Some(Topic::Agent { id, .. }) = topic::parse(&p.topic) else {
                             continue;
                         };
-                        match open_frame(id, &p.payload, &reader_boots) {
+                        match open_frame(id, &p.payload, &reader_boots, &reader_key) {
                             Ok(msg) => {
                                 let _ = tx
                                     .send(FromAgent {
@@ -178,6 +186,7 @@ impl Master {
             epoch: 1,
             boots,
             down_seq: AtomicU32::new(1),
+            key,
         }
     }
 
@@ -192,9 +201,8 @@ impl Master {
         };
         let seq = self.down_seq.fetch_add(1, Ordering::Relaxed);
         let mut buf = vec![0; MAX_DOWN_FRAME_LEN];
-        let key = agent_nostd_core::auth::MessageKey::anonymous();
         let envelope = msg.clone().from_epoch(self.epoch);
-        let n = encode_sealed(&envelope, &key, &binding, seq, &mut buf).unwrap();
+        let n = encode_sealed(&envelope, &self.key, &binding, seq, &mut buf).unwrap();
         self.client
             .publish(
                 topic::agent(agent, AgentTopic::Cmd).as_str(),

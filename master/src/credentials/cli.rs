@@ -1,6 +1,7 @@
 //! The command-line shapes of `bramble credentials …` and `bramble broker-config …` (clap), and
 //! the master's start-up with its store: [`embedded_broker`] for the embedded broker,
-//! [`external_broker`] for an external one, each with the agents' message keys.
+//! [`external_broker`] for an external one, each with the agents' message keys and the HTTP keys
+//! artifact requests are signed with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use super::reload::Reloader;
 use super::store::{Store, StoreError, DEFAULT_STATE_DIR};
 use super::Authenticator;
 use crate::broker::{self, Anonymous, BrokerConfig, BrokerError};
+use crate::http::HttpKeys;
 
 /// `--state-dir`: where the master keeps the credential store.
 #[derive(Debug, Clone, clap::Args)]
@@ -155,6 +157,9 @@ pub struct Started {
     pub login: Option<Login>,
     /// The keys the agents' frames must be sealed with.
     pub agent_keys: watch::Receiver<AgentKeys>,
+    /// The keys HTTP requests for artifacts must be signed with (agents and operators), or
+    /// `None` without a store: artifacts are then served to anyone.
+    pub http_keys: Option<watch::Receiver<HttpKeys>>,
 }
 
 /// The agents' message keys in `store` (principal `agent-NAME` keys agent NAME), with the
@@ -175,6 +180,15 @@ pub fn agent_keys(store: &Store) -> AgentKeys {
     keys
 }
 
+/// The HTTP keys of the agents and operators in `store`.
+pub fn http_keys(store: &Store) -> HttpKeys {
+    HttpKeys::only(
+        store
+            .entries()
+            .map(|e| (e.principal.clone(), e.secret.http_key())),
+    )
+}
+
 /// Agents without a key of their own may use the anonymous one: a cluster without credentials.
 fn anonymous_agents() -> Started {
     tracing::warn!(
@@ -183,14 +197,20 @@ fn anonymous_agents() -> Started {
     Started {
         login: None,
         agent_keys: watch::channel(AgentKeys::anonymous()).1,
+        http_keys: None,
     }
 }
 
-/// Watches `store`'s file: the reloaded agents' keys go to the returned receiver.
-fn watch_store(store: &Store, auth: Option<Arc<Authenticator>>) -> watch::Receiver<AgentKeys> {
+/// Watches `store`'s file: the reloaded agents' keys and HTTP keys go to the returned receivers.
+fn watch_store(
+    store: &Store,
+    auth: Option<Arc<Authenticator>>,
+) -> (watch::Receiver<AgentKeys>, watch::Receiver<HttpKeys>) {
     let (tx, rx) = watch::channel(agent_keys(store));
+    let (http_tx, http_rx) = watch::channel(http_keys(store));
     let mut reloader = Reloader::watching(store.path().to_owned()).on_change(move |s| {
         let _ = tx.send(agent_keys(s));
+        let _ = http_tx.send(http_keys(s));
     });
     if let Some(auth) = auth {
         reloader = reloader.into_authenticator(auth);
@@ -200,7 +220,7 @@ fn watch_store(store: &Store, auth: Option<Arc<Authenticator>>) -> watch::Receiv
             "cannot watch the credential store (restart the master after changing it): {e}"
         );
     }
-    rx
+    (rx, http_rx)
 }
 
 /// Starts the master's embedded broker on `listen`. Unless `insecure_allow_anonymous`, it opens
@@ -226,10 +246,11 @@ pub fn embedded_broker(
     };
     let auth = Arc::new(Authenticator::new(&store));
     broker::start(&BrokerConfig::small(listen).with_auth(Arc::clone(&auth)))?;
-    let agent_keys = watch_store(&store, Some(auth));
+    let (agent_keys, http_keys) = watch_store(&store, Some(auth));
     Ok(Started {
         login: master_login(&store),
         agent_keys,
+        http_keys: Some(http_keys),
     })
 }
 
@@ -242,10 +263,11 @@ pub fn external_broker(state_dir: &Path) -> Result<Started, StoreError> {
         return Ok(anonymous_agents());
     }
     let store = Store::load(&path)?;
-    let agent_keys = watch_store(&store, None);
+    let (agent_keys, http_keys) = watch_store(&store, None);
     Ok(Started {
         login: master_login(&store),
         agent_keys,
+        http_keys: Some(http_keys),
     })
 }
 
