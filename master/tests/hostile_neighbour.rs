@@ -22,11 +22,15 @@
 //!    unframed): counted `bad_tag` ×2 and `unframed`; pi1 stays online.
 //! 4. A forged status update FINISHED for pi1's running task (sealed with the attacker's key, and
 //!    unframed): counted `bad_tag` and `unframed`; the task stays RUNNING at the master.
-//! 5. Replay of every genuine frame captured on `bramble/v1/agent/pi1/#`: the uplink ones
-//!    (registration, reports, status updates) are counted as `replayed`, `too_old`, `old_boot` or
-//!    `bad_tag`, one each, and no registration is taken; the downlink ones (the `RunTask` of a
-//!    task that appended a line to a file, its acks) are dropped by the agent: the file still has
-//!    one line.
+//! 5. Replay of every genuine frame sniffed on `bramble/v1/agent/pi1/#`: each uplink one
+//!    (registrations, reports, status updates) is counted once as `replayed`, `too_old`,
+//!    `old_boot` or `bad_tag` — or, for a registration the master never took (the agent's first,
+//!    addressed to no epoch, sent before this master led), answered with an authenticated
+//!    re-registration request and counted in `bramble_agent_registrations_misaddressed_total`;
+//!    the only registrations taken afterwards are the agent's own answers to those requests. A
+//!    sniffed will (of a connection the agent no longer uses) is ignored as stale. The downlink
+//!    frames (the `RunTask` of a task that appended a line to a file, its acks) are dropped by
+//!    the agent: the file still has one line.
 //! 6. Client-id takeover (embedded broker): connecting as `bramble-master-hostile` (the master's
 //!    client id) or `bramble-agent-pi1`, with the attacker's login or none, is refused; the master
 //!    and the agent keep their connections (no agent lost, a task still runs).
@@ -34,11 +38,17 @@
 //! On Mosquitto the ACL refuses every one of those publishes before the master or the agent sees
 //! it: after them the attacker publishes one unframed message on its own topic, which the ACL lets
 //! through, and the master's drop counters move by exactly that one (Mosquitto delivers one
-//! client's messages in order). Mosquitto has no client-id rule of the embedded broker's kind, so
-//! attack 6 runs on the embedded broker only.
+//! client's messages in order).
 //!
 //! After all of it the cluster still works: `bramble run` runs a task to its end, no agent was
 //! lost, the long task still runs.
+//!
+//! Two holes are asserted last, and FAIL today (TODO for the lead):
+//! - Embedded broker: the attacker's sniffer reads the operator's broker password in the clear,
+//!   in the environment of the RunTasks `bramble run` sent pi1 (frames are authenticated, not
+//!   encrypted, and rumqttd has no topic ACLs).
+//! - Mosquitto: the attacker, with its own valid login, connects as `bramble-agent-pi1`: Mosquitto
+//!   hands it the client id, drops the agent (whose last will then marks it lost at the master).
 //!
 //! Not covered yet (framework frames are not authenticated; to do when they are): a forged
 //! `Teardown` of a framework, a forged `KillTask` call from a framework, a forged operator kill on
@@ -848,8 +858,11 @@ async fn hostile_neighbour(broker: Broker) {
         .await;
 
     // 5. Replay of every genuine frame sniffed on pi1's topics.
-    let uplink = sniffed.iter().filter(|(t, _)| !t.ends_with("/cmd")).count() as u64;
-    let downlink = sniffed.len() as u64 - uplink;
+    // A will the sniffer saw belongs to a connection the agent no longer uses: the master takes
+    // its tag (a will never takes a number) and ignores it as stale, without a frame drop.
+    let wills = sniffed.iter().filter(|(t, _)| t.ends_with("/will")).count() as u64;
+    let uplink = sniffed.iter().filter(|(t, _)| !t.ends_with("/cmd")).count() as u64 - wills;
+    let downlink = sniffed.len() as u64 - uplink - wills;
     assert!(
         uplink >= 3,
         "the sniffer saw pi1's registration and updates"
@@ -943,6 +956,28 @@ async fn hostile_neighbour(broker: Broker) {
         "the replayed RunTask ran its task again"
     );
 
+    // Known holes (TODO for the lead), checked last so that everything above is checked first.
+    if broker == Broker::Mosquitto {
+        // TODO(lead): FAILS today. Mosquitto has no rule tying a client id to a login: the
+        // attacker connects as `bramble-agent-pi1` with its own valid login, Mosquitto drops the
+        // agent's connection (a takeover), publishes the agent's last will, and the master marks
+        // pi1 lost.
+        let takeover = Client::connect("bramble-agent-pi1", port, Some(&evil)).await;
+        if takeover.is_some() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut now = cluster.metrics().await;
+            while now.get("bramble_agents_lost_total") == lost
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now = cluster.metrics().await;
+            }
+            panic!(
+                "Mosquitto let agent-evil connect as bramble-agent-pi1: agents lost {lost} -> {}",
+                now.get("bramble_agents_lost_total")
+            );
+        }
+    }
     if broker == Broker::Embedded {
         // TODO(lead): FAILS today. Frames are authenticated, not encrypted, and rumqttd has no
         // topic ACLs: any principal that subscribes to `bramble/v1/agent/+/cmd` reads every
