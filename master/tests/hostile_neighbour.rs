@@ -106,6 +106,35 @@ impl Drop for Killed {
     }
 }
 
+/// The agent: stopped with SIGTERM when dropped, also when a test fails, so that it retires its
+/// warm spares (SIGKILLed if it has not exited within 10 s).
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills the tasks left below a directory when dropped, also when a test fails.
+struct Sandboxes(PathBuf);
+
+impl Drop for Sandboxes {
+    fn drop(&mut self) {
+        kill_processes_below(&self.0);
+    }
+}
+
 /// Which broker the cluster runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Broker {
@@ -317,7 +346,6 @@ impl Metrics {
 /// The cluster under attack and what the attacker learnt of it.
 struct Cluster {
     broker: Broker,
-    dir: PathBuf,
     port: u16,
     http: SocketAddr,
     /// The operator's view (its own login).
@@ -514,6 +542,7 @@ async fn hostile_neighbour(broker: Broker) {
     let agent_credential = issue(&state, &d, "agent", AGENT);
     let evil_credential = issue(&state, &d, "agent", "evil");
     let operator_credential = issue(&state, &d, "operator", "alice");
+    let _sandboxes = Sandboxes(d.clone());
     let logs = d.join("logs");
     std::fs::create_dir(&logs).unwrap();
     let log = |name: &str| std::fs::File::create(logs.join(name)).unwrap();
@@ -605,7 +634,7 @@ async fn hostile_neighbour(broker: Broker) {
         .await
         .expect("the attacker logs in with its own credential");
 
-    let _agent = Killed(
+    let _agent = Agent(
         agent_command()
             .args(["--agent-id", AGENT, "--broker"])
             .arg(format!("mqtt://127.0.0.1:{port}"))
@@ -632,7 +661,6 @@ async fn hostile_neighbour(broker: Broker) {
     let ran = d.join("ran");
     let mut cluster = Cluster {
         broker,
-        dir: d.clone(),
         port,
         http,
         operator,
@@ -999,8 +1027,6 @@ async fn hostile_neighbour(broker: Broker) {
     }
 
     drop(long);
-    drop(_agent);
-    kill_processes_below(&cluster.dir);
 }
 
 #[test]
