@@ -31,7 +31,8 @@
 //!    sniffed will (of a connection the agent no longer uses) is ignored as stale. The downlink
 //!    frames (the `RunTask` of a task that appended a line to a file, its acks) are dropped by
 //!    the agent: the file still has one line.
-//! 6. Client-id takeover (embedded broker): connecting as `bramble-master-hostile` (the master's
+//! 6. A client without a login is refused by both brokers. Client-id takeover (embedded broker):
+//!    connecting as `bramble-master-hostile` (the master's
 //!    client id) or `bramble-agent-pi1`, with the attacker's login or none, is refused; the master
 //!    and the agent keep their connections (no agent lost, a task still runs).
 //!
@@ -935,6 +936,12 @@ async fn hostile_neighbour(broker: Broker) {
         }
     }
     cluster.agent_and_task_unchanged("after a replay").await;
+
+    // A neighbour without a login gets no connection at all, on either broker.
+    assert!(
+        Client::connect("neighbour", port, None).await.is_none(),
+        "an anonymous client must be refused"
+    );
 
     // 6. Client-id takeover (the embedded broker's rule; Mosquitto has none of the kind).
     if broker == Broker::Embedded {
