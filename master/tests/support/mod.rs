@@ -279,3 +279,21 @@ impl Drop for Mosquitto {
         self.kill9();
     }
 }
+
+/// The `bramble-agent` binary, as a board runs it: the one built beside this test
+/// (`cargo test --workspace` builds it; else `cargo build -p bramble-agent`), or, when it is not
+/// there, `bramble __agent`, which runs the same code.
+pub fn agent_command() -> Command {
+    let agent = target_dir().join("debug").join("bramble-agent");
+    if agent.is_file() {
+        Command::new(agent)
+    } else {
+        eprintln!(
+            "{} is not built: running `bramble __agent` instead",
+            agent.display()
+        );
+        let mut cmd = Command::new(BRAMBLE);
+        cmd.arg("__agent");
+        cmd
+    }
+}
