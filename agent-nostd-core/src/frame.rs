@@ -29,13 +29,19 @@ pub const UP_TRAILER_LEN: usize = 2 + TAG_LEN;
 /// The bytes a master → agent frame adds to its message: four counter bytes and the tag.
 pub const DOWN_TRAILER_LEN: usize = 4 + TAG_LEN;
 
-/// Which way a frame travels: part of what its tag covers, so a frame cannot be reflected back.
+/// Which way a frame travels: part of what its tag covers, so a frame cannot be reflected back
+/// (nor an agent's taken as a framework's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Agent → master.
     Up,
     /// Master → agent.
     Down,
+    /// Framework (scheduler) → master: a call. The binding's `agent_id` is the framework's
+    /// client name, its `boot` the session (0 before there is one).
+    FrameworkUp,
+    /// Master → framework: an event, bound as a call is.
+    FrameworkDown,
 }
 
 impl Direction {
@@ -43,7 +49,7 @@ impl Direction {
     pub const fn trailer_len(self) -> usize {
         match self {
             Direction::Up => UP_TRAILER_LEN,
-            Direction::Down => DOWN_TRAILER_LEN,
+            Direction::Down | Direction::FrameworkUp | Direction::FrameworkDown => DOWN_TRAILER_LEN,
         }
     }
 
@@ -56,6 +62,8 @@ impl Direction {
         match self {
             Direction::Up => b"bramble/v1 agent->master",
             Direction::Down => b"bramble/v1 master->agent",
+            Direction::FrameworkUp => b"bramble/v1 framework->master",
+            Direction::FrameworkDown => b"bramble/v1 master->framework",
         }
     }
 }
@@ -190,12 +198,17 @@ impl<'a> Frame<'a> {
         })
     }
 
+    /// The tag as it travelled.
+    pub fn tag(&self) -> &'a [u8] {
+        self.tag
+    }
+
     /// The full sequence number, given the highest taken so far: rebuilt from the low 16 bits
     /// uplink ([`expand`]), as it travelled downlink.
     pub fn seq(&self, highest: u32) -> u32 {
         match self.direction {
             Direction::Up => expand(highest, self.counter as u16),
-            Direction::Down => self.counter,
+            _ => self.counter,
         }
     }
 

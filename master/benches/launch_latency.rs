@@ -198,6 +198,7 @@ fn measure(wanted: usize, in_flight: usize, warm: bool) {
             } else {
                 0
             },
+            credential_store: None,
         };
         let mut cluster = LocalCluster::start(options).unwrap();
         cluster.wait_for_agents(3).await;

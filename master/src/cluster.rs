@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info};
 
 use crate::broker::{self, BrokerConfig, BrokerError};
-use crate::driver::{self, BrokerAddr, Snapshot};
+use crate::driver::{BrokerAddr, Snapshot};
 use crate::web::WebState;
 use bramble_master_core::Config;
 
@@ -51,6 +51,10 @@ pub struct ClusterOptions {
     /// How many warm spares each agent keeps (0: none; agents' default:
     /// [`DEFAULT_WARM_SPARES`](bramble_agent::config::DEFAULT_WARM_SPARES)).
     pub warm_spares: u8,
+    /// A credential store (its state directory) whose principals' keys the master also takes,
+    /// re-read as it changes (e.g. as `bramble deploy` issues boards their credentials); the
+    /// cluster's own agents use the anonymous key. `None`: the anonymous key only.
+    pub credential_store: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -138,6 +142,7 @@ impl LocalCluster {
             ClusterBroker::External(addr) => addr.clone(),
         };
         let (snap_tx, snapshots) = watch::channel(Snapshot::default());
+        let credential_store = options.credential_store.clone();
         let (stop_master, stopped) = oneshot::channel::<()>();
         let master_broker = broker.clone();
         let web = WebState::new();
@@ -146,9 +151,16 @@ impl LocalCluster {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let run = driver::run_with_web(
+            let leadership = crate::leadership::Leadership {
+                agent_keys: credential_store
+                    .as_deref()
+                    .map(crate::credentials::cli::watch_agent_keys_with_anonymous),
+                ..crate::leadership::Leadership::default()
+            };
+            let run = crate::leadership::run(
                 options.master,
-                master_broker,
+                master_broker.into(),
+                leadership,
                 Some(snap_tx),
                 Some(master_web),
                 shutdown,

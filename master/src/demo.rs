@@ -73,7 +73,7 @@ pub fn registration(name: &str) -> Register {
         priority: 0,
         guarantee: None,
         failover_timeout_ms: 10_000,
-        connection: 0,
+        ..Register::new(name)
     }
 }
 
@@ -83,6 +83,7 @@ pub fn scheduler_config(broker: &BrokerAddr, client: &str, name: &str) -> Schedu
         brokers: broker.into(),
         client_name: client.to_owned(),
         registration: registration(name),
+        credential: None,
     }
 }
 

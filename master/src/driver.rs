@@ -223,7 +223,7 @@ fn handle_incoming(
         return;
     }
     let result = if topic.starts_with(bramble_proto::FRAMEWORK_PREFIX) {
-        core.handle_framework_bytes(now, topic, payload)
+        core.handle_framework_bytes(now, wall_secs(), topic, payload)
     } else if topic.starts_with(bramble_master_core::master::OPERATOR_PREFIX) {
         core.handle_operator_bytes(now, wall_secs(), topic, payload)
     } else {

@@ -663,10 +663,15 @@ async fn run_once(args: RunArgs) -> ExitCode {
         resources: agent_nostd_core::Resources::new(cpu_millis, args.mem, args.disk),
         constraints: args.constraints,
     };
+    let credential = match args.broker.credential(operator_credential()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let config = bramble_sdk::scheduler::SchedulerConfig {
         brokers,
         client_name: format!("bramble-run-{pid}"),
         registration: registration(&args.name),
+        credential,
     };
     match bramble_sdk::scheduler::run_once_until(config, OneShot::new(spec), ctrl_c()).await {
         Ok(done) if done.ended.is_none() => ExitCode::from(130),

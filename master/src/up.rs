@@ -50,6 +50,7 @@ pub async fn run(
         supervisor: exe.clone(),
         master: Config::default(),
         warm_spares: bramble_agent::config::DEFAULT_WARM_SPARES,
+        credential_store: None,
     };
     let listener = match http {
         Some(addr) => web::bind(addr).await.map_err(|e| e.to_string())?,

@@ -462,6 +462,25 @@ impl WebState {
             .collect();
         let frame_drops: Vec<(&str, u64)> =
             frame_drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let framework_drops: Vec<(String, u64)> = bramble_master_core::FrameDrop::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    stats.framework_frames_dropped.get(*r),
+                )
+            })
+            .collect();
+        let framework_drops: Vec<(&str, u64)> = framework_drops
+            .iter()
+            .map(|(l, v)| (l.as_str(), *v))
+            .collect();
+        family(
+            "framework_frames_dropped_total",
+            "counter",
+            "Framework calls dropped before they were read (unauthenticated, forged, stale, replayed, no session), by reason.",
+            &framework_drops,
+        );
         family(
             "agent_frames_dropped_total",
             "counter",

@@ -146,8 +146,10 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
         |s| s.agents().iter().any(|a| a.agent_id == "pi1"),
     ));
 
-    // `bramble run`: --username with --password-file.
+    // `bramble run`: --username with --password-file for the broker; its calls are signed with
+    // the operator credential the store made (the master checks them with the store's key).
     let pw_file = op_pw_file.to_str().unwrap();
+    let operator_cred = state.join("operator-admin.credential");
     let (out, _) = bramble(
         &[
             "run",
@@ -157,6 +159,8 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
             "operator",
             "--password-file",
             pw_file,
+            "--credential",
+            operator_cred.to_str().unwrap(),
             "--cpus",
             "0.1",
             "--mem",
@@ -183,7 +187,18 @@ fn every_part_logs_in_to_a_broker_that_refuses_anonymous_clients_and_no_password
     let pi = bramble_pi::PiScheduler::new(options).unwrap();
     let framework = BrokerAddr::new("127.0.0.1", mosquitto.port)
         .with_login(Some(Login::new("framework-pi", FRAMEWORK_PW)));
-    let config = bramble::demo::scheduler_config(&framework, "login-pi", "pi");
+    let mut config = bramble::demo::scheduler_config(&framework, "login-pi", "pi");
+    // It signs its calls with its own credential, issued from the master's store.
+    let pi_cred = dir.path().join("framework-login-pi.credential");
+    bramble::credentials::commands::add(
+        &state,
+        PrincipalKind::Framework,
+        "login-pi",
+        Some(&pi_cred),
+        false,
+    )
+    .unwrap();
+    config.credential = Some(Credential::read(&pi_cred).unwrap());
     let pi = runtime()
         .block_on(async {
             tokio::time::timeout(

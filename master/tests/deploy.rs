@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bramble::cluster::{ClusterBroker, LocalCluster};
+use bramble::cluster::{ClusterBroker, ClusterOptions, LocalCluster};
 
 mod support;
 use support::{cluster_options, free_port, runtime, target_dir};
@@ -337,7 +337,11 @@ fn deploy_installs_and_starts_agents_on_two_namespace_boards_and_reports_the_unr
         let port = free_port();
         // No in-process agents: the boards' agents run in their namespaces.
         let broker = ClusterBroker::Embedded(format!("0.0.0.0:{port}").parse().unwrap());
-        let options = cluster_options(broker, &lab.path().join("master"), vec![]);
+        // The master takes the keys of the credentials deploy issues the boards (its store).
+        let options = ClusterOptions {
+            credential_store: Some(lab.path().join("state")),
+            ..cluster_options(broker, &lab.path().join("master"), vec![])
+        };
         let mut cluster = LocalCluster::start(options).unwrap();
         let master = format!("mqtt://10.{net}.1.1:{port}");
 

@@ -59,8 +59,9 @@
 //!    key: counted in `bramble_operator_commands_refused_total` as `unsigned`,
 //!    `unknown_principal` and `bad_tag` (on Mosquitto the ACL refuses them); the task runs on.
 //!
-//! Not covered yet (framework frames are not authenticated; to do when they are): a forged
-//! `Teardown` of a framework and a forged `Kill` call from a framework.
+//! 4c. A forged `Teardown` and `Kill` for `bramble run`'s framework on its call topic, unframed
+//!    and sealed with the attacker's key: counted in `bramble_framework_frames_dropped_total` as
+//!    `unframed` ×2 and `bad_tag` ×2 (on Mosquitto the ACL refuses them); the task runs on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -951,6 +952,62 @@ async fn hostile_neighbour(broker: Broker) {
     }
     cluster
         .agent_and_task_unchanged("after forged operator kills")
+        .await;
+
+    // 4c. A forged Teardown and Kill for `bramble run`'s framework (client `bramble-run-PID`):
+    // unframed, and sealed with the attacker's key in a guessed session.
+    let run_client = format!("bramble-run-{}", long.0.id());
+    let kill_call = bramble_proto::Call::Kill(bramble_proto::Kill {
+        task_id: task_id.clone(),
+        grace_ms: 0,
+    });
+    let call_topic = bramble_proto::call_topic(&run_client);
+    let forged_call = |call: &bramble_proto::Call| {
+        bramble_proto::frame::seal(
+            call.encode(),
+            &evil_key,
+            Direction::FrameworkUp,
+            &run_client,
+            1,
+            1,
+        )
+    };
+    cluster
+        .send(vec![
+            (call_topic.clone(), bramble_proto::Call::Teardown.encode()),
+            (call_topic.clone(), kill_call.encode()),
+            (
+                call_topic.clone(),
+                forged_call(&bramble_proto::Call::Teardown),
+            ),
+            (call_topic.clone(), forged_call(&kill_call)),
+        ])
+        .await;
+    let framework_dropped = |m: &Metrics, reason: &str| {
+        m.get(&format!(
+            "bramble_framework_frames_dropped_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let want = match broker {
+        // The ACL gives agent-evil no framework topic.
+        Broker::Mosquitto => [0, 0],
+        Broker::Embedded => [2, 2],
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = cluster.metrics().await;
+        let got = [
+            framework_dropped(&m, "unframed"),
+            framework_dropped(&m, "bad_tag"),
+        ];
+        if got == want || tokio::time::Instant::now() >= deadline {
+            assert_eq!(got, want, "forged framework calls dropped by reason");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster
+        .agent_and_task_unchanged("after a forged teardown and kill")
         .await;
 
     // 5. Replay of every genuine frame sniffed on pi1's topics.

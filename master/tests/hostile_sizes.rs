@@ -203,11 +203,20 @@ async fn oversized_on_every_topic(broker: ClusterBroker, whole_packet: bool) {
     // The master read and dropped those on its topics (the agent uplinks, the framework calls,
     // the operator's kill): 4 known agents and `nobody` × 5, 3 framework topics and the kill.
     let master_topics = 5 * 5 + 3 + 1;
+    // (The kill is not signed: refused as such, see "Operator commands" in PROTOCOL.md.)
+    let unsigned = |s: &bramble_master_core::Stats| {
+        s.operator_commands_refused
+            .get(bramble_master_core::master::OperatorDrop::Unsigned)
+    };
     let dropped = cluster.snapshots.wait_for(|s| {
-        s.stats.malformed + s.stats.unsupported_version + s.stats.unknown_agent_messages
+        s.stats.malformed
+            + s.stats.unsupported_version
+            + s.stats.unknown_agent_messages
+            + unsigned(&s.stats)
             >= before.malformed
                 + before.unsupported_version
                 + before.unknown_agent_messages
+                + unsigned(&before)
                 + master_topics
     });
     tokio::time::timeout(Duration::from_secs(30), dropped)

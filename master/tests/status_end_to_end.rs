@@ -147,6 +147,7 @@ fn the_retained_status_topics_follow_launches_finishes_and_an_agent_loss_without
             brokers: (&broker).into(),
             client_name: "status-e2e".into(),
             registration: Register::new("status-e2e"),
+            credential: None,
         };
         let run = tokio::spawn(scheduler::run_until(config, plan, async {
             let _ = stop_rx.await;

@@ -440,17 +440,25 @@ fn teardown_kills_every_task_and_frees_the_agent() {
 }
 
 #[test]
-fn calls_from_an_unregistered_client_are_answered_with_not_registered() {
+fn calls_from_a_client_without_a_session_are_answered_with_a_not_registered_hint() {
     let mut master = bramble_master_core::MasterCore::new(Config::default(), 5, 0).unwrap();
     while master.poll_transmit().is_some() {}
-    master
-        .handle_framework_bytes(
-            0,
-            "bramble/v1/framework/call/stranger",
-            &Call::Revive.encode(),
-        )
-        .unwrap();
+    let call = bramble_proto::frame::seal(
+        Call::Revive.encode(),
+        &agent_nostd_core::auth::MessageKey::anonymous(),
+        bramble_proto::frame::Direction::FrameworkUp,
+        "stranger",
+        77,
+        1,
+    );
+    assert!(master
+        .handle_framework_bytes(0, 0, "bramble/v1/framework/call/stranger", &call)
+        .is_err());
     let t = master.poll_transmit().unwrap();
+    assert_eq!(
+        t.seal, None,
+        "not a frame: there is no session to seal it in"
+    );
     assert_eq!(t.topic, "bramble/v1/framework/event/stranger");
     assert!(matches!(
         t.message,

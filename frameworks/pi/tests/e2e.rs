@@ -21,6 +21,7 @@ async fn the_pi_job_runs_its_executors_over_a_real_broker_and_estimates_pi() {
         brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "pi".into(),
         registration: Register::new("pi"),
+        credential: None,
     };
     let sched = tokio::spawn(run(config, PiScheduler::new(opts).unwrap()));
     let boards = [board("small", 500, 64, &[]), board("big", 4000, 4096, &[])];

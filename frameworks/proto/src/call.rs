@@ -31,6 +31,15 @@ pub struct Register {
     /// connection ([`Call::Gone`]) names it too, so a will of an older connection, arriving late,
     /// is ignored. 0 when the framework does not say (its will then always applies).
     pub connection: u64,
+    /// The principal that speaks for the framework (`framework-{client}`, or an operator for
+    /// `bramble run`'s clients): the master checks the registration's frame, and every later
+    /// frame of its session, with that principal's key (see [`crate::frame`]).
+    pub principal: String,
+    /// When it was made, in seconds since the Unix epoch: a registration is taken within
+    /// [`crate::frame::FRESH_SECS`] of the master's clock, once.
+    pub time: u64,
+    /// A number the scheduler draws for each registration, so no two are alike.
+    pub nonce: u64,
 }
 
 /// A registration that takes back an id the framework held before (after its own restart, or after a
@@ -129,6 +138,9 @@ impl Register {
             guarantee: None,
             failover_timeout_ms: 60_000,
             connection: 0,
+            principal: String::new(),
+            time: 0,
+            nonce: 0,
         }
     }
 

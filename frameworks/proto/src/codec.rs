@@ -122,21 +122,21 @@ mod tests {
 
     #[test]
     fn payloads_start_with_the_version_byte_and_pin_their_bytes() {
-        assert_eq!(Call::Revive.encode(), vec![4, 4]);
+        assert_eq!(Call::Revive.encode(), vec![5, 4]);
         // An event: version, the master's epoch (varint), then the event.
         assert_eq!(
             Event::Rescind { offer_id: 300 }.encode_from(7),
-            vec![4, 7, 2, 0xAC, 0x02]
+            vec![5, 7, 2, 0xAC, 0x02]
         );
         assert_eq!(
             Event::Rescind { offer_id: 300 }.encode_from((1 << 16) | 1),
-            vec![4, 0x81, 0x80, 0x04, 2, 0xAC, 0x02]
+            vec![5, 0x81, 0x80, 0x04, 2, 0xAC, 0x02]
         );
         let kill = Call::Kill(Kill {
             task_id: "t1".into(),
             grace_ms: 5,
         });
-        assert_eq!(kill.encode(), vec![4, 6, 2, b't', b'1', 5]);
+        assert_eq!(kill.encode(), vec![5, 6, 2, b't', b'1', 5]);
         let ack = Call::Acknowledge(Acknowledge {
             agent_id: "a".into(),
             task_id: "t1".into(),
@@ -144,16 +144,16 @@ mod tests {
         });
         assert_eq!(
             ack.encode(),
-            vec![4, 10, 1, b'a', 2, b't', b'1', 0xAC, 0x02]
+            vec![5, 10, 1, b'a', 2, b't', b'1', 0xAC, 0x02]
         );
-        assert_eq!(Call::Gone { connection: 7 }.encode(), vec![4, 9, 7]);
+        assert_eq!(Call::Gone { connection: 7 }.encode(), vec![5, 9, 7]);
         // A task's artifacts follow its resources: name, url, sha256, executable, variants.
         let accept = Call::Accept(Accept {
             offer_id: 1,
             tasks: vec![TaskInfo::new("t", &["./x"], Resources::new(1, 1, 0))
                 .with_artifact(ArtifactInfo::new("x", "http://m/x", [7; 32]).executable())],
         });
-        let mut golden = vec![4, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
+        let mut golden = vec![5, 2, 1, 1, 1, b't', 1, 3, b'.', b'/', b'x', 0, 1, 1, 0, 1];
         golden.extend_from_slice(&[1, b'x', 10]);
         golden.extend_from_slice(b"http://m/x");
         golden.extend_from_slice(&[7; 32]);
@@ -291,14 +291,14 @@ mod tests {
             Call::decode(&[3, 4]),
             Err(DecodeError::UnsupportedVersion { got: 3 })
         );
-        assert_eq!(Call::decode(&[4, 4, 0]), Err(DecodeError::TrailingBytes));
-        assert_eq!(Call::decode(&[4, 100]), Err(DecodeError::Malformed));
-        assert_eq!(Call::decode(&[4, 6, 5, b't']), Err(DecodeError::Truncated));
+        assert_eq!(Call::decode(&[5, 4, 0]), Err(DecodeError::TrailingBytes));
+        assert_eq!(Call::decode(&[5, 100]), Err(DecodeError::Malformed));
+        assert_eq!(Call::decode(&[5, 6, 5, b't']), Err(DecodeError::Truncated));
         // A version 3 event (no epoch) is refused, not misread.
         assert_eq!(
             EventEnvelope::decode(&[3, 2, 0xAC, 0x02]),
             Err(DecodeError::UnsupportedVersion { got: 3 })
         );
-        assert_eq!(EventEnvelope::decode(&[4, 7]), Err(DecodeError::Truncated));
+        assert_eq!(EventEnvelope::decode(&[5, 7]), Err(DecodeError::Truncated));
     }
 }

@@ -38,6 +38,7 @@
 //!   [`TaskInfo::to_run_task`], the one check of a task against the wire's limits.
 //! - [`event`]: [`Event`] and its bodies ([`Offer`], [`StatusUpdate`], [`ErrorCode`], …).
 //! - [`codec`]: the version byte + postcard codec, [`EventEnvelope`] and [`DecodeError`].
+//! - [`frame`]: calls and events as authenticated frames, and the sessions they belong to.
 //! - [`message`]: [`FrameworkMessage`], scheduler ↔ executor data.
 
 #![no_std]
@@ -49,6 +50,7 @@ extern crate alloc;
 pub mod call;
 pub mod codec;
 pub mod event;
+pub mod frame;
 pub mod message;
 pub mod task;
 pub mod topic;
@@ -68,8 +70,9 @@ pub use topic::{
 /// Version 2 appended `artifacts` to [`TaskInfo`] (postcard has no field-level compatibility);
 /// version 3 appended `update_id` to [`StatusUpdate`] and `connection` to [`Register`], gave
 /// [`Call::Gone`] its connection, and added [`Call::Acknowledge`]; version 4 put the sending
-/// master's epoch before every event ([`EventEnvelope`]).
-pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 4;
+/// master's epoch before every event ([`EventEnvelope`]); version 5 made every call and event an
+/// authenticated frame ([`frame`]) and appended `principal`, `time` and `nonce` to [`Register`].
+pub const FRAMEWORK_PROTOCOL_VERSION: u8 = 5;
 
 /// The most tasks one accept may launch, and the most task ids one reconcile may list.
 pub const MAX_TASKS_PER_CALL: usize = 256;

@@ -62,6 +62,25 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
+    /// The principal's credential (its secret keys the framework's calls): `--credential`, else
+    /// `BRAMBLE_CREDENTIAL`, else `default_credential`; `None` when none is named.
+    pub fn credential(
+        &self,
+        default_credential: Option<PathBuf>,
+    ) -> Result<Option<bramble_mqtt::Credential>, String> {
+        let path = self
+            .credential
+            .clone()
+            .or_else(|| {
+                std::env::var_os(bramble_mqtt::sources::CREDENTIAL_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or(default_credential);
+        path.map(|p| bramble_mqtt::Credential::read(&p).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
     /// The brokers with their login settled, from these flags and the process environment;
     /// `default_credential` is the credential file used when nothing names one (e.g. the
     /// operator's `~/.config/bramble/credential`). When a broker is `mqtts://`, the process's
@@ -156,6 +175,7 @@ pub fn run_blocking<S: Scheduler>(
         brokers,
         client_name: client.to_owned(),
         registration: Register::new(name),
+        credential: broker.credential(None)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -46,6 +46,7 @@
 //!         brokers: "mqtt://127.0.0.1:1883".parse()?,
 //!         client_name: "hello".into(),
 //!         registration: Register::new("hello"),
+//!         credential: None,
 //!     };
 //!     run(config, Hello { launched: false }).await?;
 //!     Ok(())

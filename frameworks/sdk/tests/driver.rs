@@ -48,6 +48,7 @@ fn config(port: u16, client: &str) -> SchedulerConfig {
         brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: client.into(),
         registration: Register::new(client),
+        credential: None,
     }
 }
 

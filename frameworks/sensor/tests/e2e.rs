@@ -39,6 +39,7 @@ async fn a_reader_runs_only_on_the_board_with_the_sensor_and_publishes_readings_
         brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "sensor".into(),
         registration: Register::new("sensor"),
+        credential: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sched = tokio::spawn(run_until(

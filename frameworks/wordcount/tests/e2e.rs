@@ -32,6 +32,7 @@ async fn a_file_is_counted_by_map_tasks_over_a_real_broker_and_equals_a_direct_c
         brokers: bramble_sdk::broker::BrokerAddr::new("127.0.0.1", port).into(),
         client_name: "wordcount".into(),
         registration: Register::new("wordcount"),
+        credential: None,
     };
     let sched = tokio::spawn(run(config, job));
     let boards = [board("a", 4000, 4096, &[]), board("b", 4000, 4096, &[])];

@@ -47,8 +47,7 @@ fn with_task() -> (MasterCore, String) {
             Resources::new(1_000, 100, 0),
         )],
     });
-    core.handle_framework_bytes(1, &proto::call_topic("fw"), &accept.encode())
-        .unwrap();
+    support::fw_call(&mut core, 1, "fw", accept).unwrap();
     let out = drain(&mut core);
     assert!(matches!(agent_msgs(&out)[..], [(_, MasterMsg::RunTask(_))]));
     (core, fid)
@@ -99,8 +98,7 @@ fn acknowledge(core: &mut MasterCore, now: u64, update_id: u32) {
         task_id: "t1".into(),
         update_id,
     });
-    core.handle_framework_bytes(now, &proto::call_topic("fw"), &ack.encode())
-        .unwrap();
+    support::fw_call(core, now, "fw", ack).unwrap();
 }
 
 fn is_ack(out: &[Transmit], update_id: u32) -> bool {
@@ -145,7 +143,13 @@ fn framework_events_carry_the_epoch_they_were_queued_under_and_the_raised_one_af
         .iter()
         .filter(|t| t.topic == proto::event_topic("fw"))
         .map(|t| {
-            let envelope = proto::EventEnvelope::decode(&t.payload()).unwrap();
+            let payload = t.payload();
+            let frame = agent_nostd_core::frame::Frame::split(
+                &payload,
+                agent_nostd_core::frame::Direction::FrameworkDown,
+            )
+            .unwrap();
+            let envelope = proto::EventEnvelope::decode(frame.message).unwrap();
             match &t.message {
                 Outgoing::Framework { epoch, event } => {
                     assert_eq!((*epoch, event), (envelope.epoch, &envelope.event));
@@ -299,16 +303,26 @@ fn garbage_payloads_on_every_topic_are_counted_and_dropped() {
         Err(RecvError::WrongTopic)
     );
     assert!(matches!(
-        core.handle_framework_bytes(5, &proto::call_topic("fw"), &[]),
+        core.handle_framework_bytes(5, support::wall(5), &proto::call_topic("fw"), &[]),
         Err(RecvError::FrameworkDecode(proto::DecodeError::Empty))
     ));
     assert_eq!(
-        core.handle_framework_bytes(5, &proto::event_topic("fw"), &Call::Revive.encode()),
+        core.handle_framework_bytes(
+            5,
+            support::wall(5),
+            &proto::event_topic("fw"),
+            &Call::Revive.encode()
+        ),
         Err(RecvError::UnknownTopic)
     );
     // A teardown on the register topic.
     assert_eq!(
-        core.handle_framework_bytes(5, &proto::register_topic("fw"), &Call::Teardown.encode()),
+        core.handle_framework_bytes(
+            5,
+            support::wall(5),
+            &proto::register_topic("fw"),
+            &support::framework_frame(&core, 5, "fw", &Call::Teardown)
+        ),
         Err(RecvError::WrongTopic)
     );
     let stats = *core.stats();
@@ -326,7 +340,7 @@ fn a_registration_with_a_bad_weight_is_refused() {
     drain(&mut core);
     let mut reg = Register::new("fw");
     reg.weight = -1.0;
-    core.handle_framework_call(0, "fw", Call::Register(reg));
+    support::fw_call(&mut core, 0, "fw", Call::Register(reg)).unwrap();
     let out = drain(&mut core);
     assert!(matches!(
         &events(&out)[..],
@@ -338,8 +352,8 @@ fn a_registration_with_a_bad_weight_is_refused() {
 #[test]
 fn a_repeated_registration_from_the_same_client_gets_the_same_id() {
     let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
-    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
-    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
+    support::fw_call(&mut core, 0, "fw", Call::Register(Register::new("fw"))).unwrap();
+    support::fw_call(&mut core, 0, "fw", Call::Register(Register::new("fw"))).unwrap();
     let ids: Vec<String> = events(&drain(&mut core))
         .into_iter()
         .filter_map(|e| match e {
@@ -355,7 +369,7 @@ fn a_repeated_registration_from_the_same_client_gets_the_same_id() {
 fn an_accept_with_a_bad_task_launches_none_of_its_tasks() {
     let mut core = MasterCore::new(Config::default(), 1, 0).unwrap();
     send_agent(&mut core, 0, "pi", &AgentMsg::Register(info("pi"))).unwrap();
-    core.handle_framework_call(0, "fw", Call::Register(Register::new("fw")));
+    support::fw_call(&mut core, 0, "fw", Call::Register(Register::new("fw"))).unwrap();
     core.handle_timeout(0);
     let offer = events(&drain(&mut core))
         .into_iter()
@@ -392,7 +406,13 @@ fn an_accept_with_a_bad_task_launches_none_of_its_tasks() {
         core.handle_timeout(now);
         drain(&mut core);
         let offer_id = core.agent("pi").unwrap().offer_id.unwrap_or(offer.offer_id);
-        core.handle_framework_call(now, "fw", Call::Accept(Accept { offer_id, tasks }));
+        support::fw_call(
+            &mut core,
+            now,
+            "fw",
+            Call::Accept(Accept { offer_id, tasks }),
+        )
+        .unwrap();
         let out = drain(&mut core);
         assert!(agent_msgs(&out).is_empty(), "{why}");
         let events = events(&out);
@@ -441,7 +461,7 @@ proptest! {
             }
             let now = 10 + i as u64 * 500;
             if t.starts_with(proto::FRAMEWORK_PREFIX) {
-                let _ = core.handle_framework_bytes(now, &t, &payload);
+                let _ = core.handle_framework_bytes(now, support::wall(now), &t, &payload);
             } else {
                 let _ = core.handle_agent_bytes(now, &t, &payload);
             }
@@ -523,12 +543,7 @@ fn successive_allocation_rounds_start_at_successive_agents_so_first_offers_sprea
     for agent in ["a", "b", "c"] {
         send_agent(&mut core, 0, agent, &AgentMsg::Register(info(agent))).unwrap();
     }
-    core.handle_framework_bytes(
-        0,
-        &proto::register_topic("fw"),
-        &Call::Register(Register::new("fw")).encode(),
-    )
-    .unwrap();
+    support::fw_call(&mut core, 0, "fw", Call::Register(Register::new("fw"))).unwrap();
     // A framework that launches on the first offer of each round and hands back the rest.
     let mut firsts = Vec::new();
     let mut now = 0;
@@ -556,8 +571,7 @@ fn successive_allocation_rounds_start_at_successive_agents_so_first_offers_sprea
             refuse_seconds: Some(0),
         });
         for call in [accept, decline] {
-            core.handle_framework_bytes(now, &proto::call_topic("fw"), &call.encode())
-                .unwrap();
+            support::fw_call(&mut core, now, "fw", call).unwrap();
         }
         drain(&mut core);
         now = core.poll_timeout().expect("another round is due").max(now);

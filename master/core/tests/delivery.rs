@@ -235,10 +235,21 @@ fn a_last_will_from_an_older_connection_is_ignored_and_the_current_ones_applies(
     ));
 }
 
+/// Client `fw` speaks to `core` in a session (its registration was authentic) but has no
+/// framework there (the registration was refused): what a framework whose last will was taken,
+/// or that was torn down, looks like to the master.
+fn session_without_framework(core: &mut MasterCore) {
+    let mut refused = Register::new("fw");
+    refused.weight = -1.0;
+    call(core, 0, Call::Register(refused));
+    drain(core);
+    assert!(core.framework_session("fw").is_some());
+}
+
 #[test]
 fn an_accept_from_a_client_with_no_framework_is_answered_with_its_offer_and_each_task_lost() {
     let mut core = MasterCore::new(Config::default(), 9, 0).unwrap();
-    drain(&mut core);
+    session_without_framework(&mut core);
     let tasks = ["a", "b"]
         .iter()
         .map(|t| TaskInfo::new(t, &["/bin/true"], Resources::new(100, 10, 0)))
@@ -453,7 +464,7 @@ fn an_accept_of_an_earlier_masters_offer_is_refused_without_saying_its_tasks_did
     );
     // The same from a client with no framework: NotRegistered, and no TASK_LOST either.
     let mut core = MasterCore::new(Config::default(), 2 << 16, 0).unwrap();
-    drain(&mut core);
+    session_without_framework(&mut core);
     call(&mut core, 1, accept_of(earlier));
     let out = events(&drain(&mut core));
     assert!(

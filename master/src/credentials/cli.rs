@@ -163,7 +163,8 @@ pub struct Started {
 }
 
 /// The agents' message keys in `store` (principal `agent-NAME` keys agent NAME), with the
-/// operators' (`operator-NAME`), which sign operator commands.
+/// operators' (`operator-NAME`: operator commands, `bramble run`) and the frameworks'
+/// (`framework-NAME`: their calls).
 pub fn agent_keys(store: &Store) -> AgentKeys {
     let mut keys = AgentKeys::only(
         store
@@ -171,11 +172,16 @@ pub fn agent_keys(store: &Store) -> AgentKeys {
             .filter(|e| e.principal.kind() == PrincipalKind::Agent)
             .map(|e| (e.principal.name().to_owned(), e.secret.message_key())),
     );
-    for e in store
-        .entries()
-        .filter(|e| e.principal.kind() == PrincipalKind::Operator)
-    {
-        keys.insert_operator(e.principal.name(), e.secret.message_key());
+    for e in store.entries() {
+        match e.principal.kind() {
+            PrincipalKind::Operator => {
+                keys.insert_operator(e.principal.name(), e.secret.message_key())
+            }
+            PrincipalKind::Framework => {
+                keys.insert_framework(e.principal.name(), e.secret.message_key())
+            }
+            _ => {}
+        }
     }
     keys
 }
@@ -187,6 +193,23 @@ pub fn http_keys(store: &Store) -> HttpKeys {
             .entries()
             .map(|e| (e.principal.clone(), e.secret.http_key())),
     )
+}
+
+/// The keys of the store in `state_dir` (which may not exist yet), re-read as it changes, with
+/// the anonymous key allowed too: a local cluster whose own agents have no credentials, joined by
+/// boards that do (`bramble deploy` into a test lab).
+pub fn watch_agent_keys_with_anonymous(state_dir: &Path) -> watch::Receiver<AgentKeys> {
+    let path = Store::path_in(state_dir);
+    let keys = |store: &Store| agent_keys(store).allowing_anonymous(true);
+    let initial = Store::load(&path).map_or_else(|_| AgentKeys::anonymous(), |s| keys(&s));
+    let (tx, rx) = watch::channel(initial);
+    let reloader = Reloader::watching(path).on_change(move |s| {
+        let _ = tx.send(keys(s));
+    });
+    if let Err(e) = reloader.spawn() {
+        tracing::warn!("cannot watch the credential store: {e}");
+    }
+    rx
 }
 
 /// Agents without a key of their own may use the anonymous one: a cluster without credentials.

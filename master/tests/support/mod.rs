@@ -36,6 +36,7 @@ pub fn cluster_options(
             ..Config::default()
         },
         warm_spares: bramble_agent::config::DEFAULT_WARM_SPARES,
+        credential_store: None,
     }
 }
 

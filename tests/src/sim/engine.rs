@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use agent_nostd_core::topic::{self, AgentTopic, Topic};
 use agent_nostd_core::wire::{MasterEnvelope, MasterMsg};
 use agent_nostd_core::WireMessage;
-use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic};
+use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic, ReRegister};
 
 use bramble_master_core::{MasterCore, RecvError, Transmit};
 
@@ -115,8 +115,12 @@ impl Sim {
         match d.dest {
             Dest::Master => {
                 let r = if d.topic.starts_with(proto::FRAMEWORK_PREFIX) {
-                    self.master
-                        .handle_framework_bytes(now, &d.topic, &d.payload)
+                    self.master.handle_framework_bytes(
+                        now,
+                        super::wall_secs(now),
+                        &d.topic,
+                        &d.payload,
+                    )
                 } else {
                     self.master.handle_agent_bytes(now, &d.topic, &d.payload)
                 };
@@ -130,7 +134,7 @@ impl Sim {
                 // A deposed master still subscribed hears everything the leader does.
                 if let Some(z) = self.zombie.as_mut() {
                     let r = if d.topic.starts_with(proto::FRAMEWORK_PREFIX) {
-                        z.handle_framework_bytes(now, &d.topic, &d.payload)
+                        z.handle_framework_bytes(now, super::wall_secs(now), &d.topic, &d.payload)
                     } else {
                         z.handle_agent_bytes(now, &d.topic, &d.payload)
                     };
@@ -182,9 +186,9 @@ impl Sim {
                     }
                     return;
                 }
-                let event = EventEnvelope::decode(&d.payload)
-                    .expect("the master sends well-formed events")
-                    .event;
+                let Some(EventEnvelope { event, .. }) = super::peek_event(&d.payload) else {
+                    panic!("the master sends well-formed events");
+                };
                 let f = &mut self.frameworks[j];
                 if let Event::Registered {
                     framework_id,
@@ -272,17 +276,43 @@ impl Sim {
         }
     }
 
-    pub(super) fn publish_call(&mut self, j: usize, call: Call) {
-        let f = &self.frameworks[j];
+    /// Publishes a scripted framework's call, sealed as the SDK seals it: a registration with its
+    /// time and nonce outside any session, anything else in the session the leading master holds
+    /// for the framework now.
+    pub(super) fn publish_call(&mut self, j: usize, mut call: Call) {
+        use agent_nostd_core::frame::{Direction, WILL_SEQ};
+        use proto::frame::NO_SESSION;
+        let now = self.now;
+        let f = &mut self.frameworks[j];
         if !f.connected {
             return;
         }
-        let topic = match &call {
-            Call::Register(_) | Call::ReRegister(_) => proto::register_topic(&f.client),
-            Call::Gone { .. } => proto::will_topic(&f.client),
-            _ => proto::call_topic(&f.client),
+        f.calls += 1;
+        let (topic, session, seq) = match &mut call {
+            Call::Register(r) | Call::ReRegister(ReRegister { info: r, .. }) => {
+                r.principal = format!("framework-{}", f.client);
+                r.time = super::wall_secs(now);
+                r.nonce = f.calls;
+                (proto::register_topic(&f.client), NO_SESSION, 0)
+            }
+            Call::Gone { .. } => (proto::will_topic(&f.client), NO_SESSION, WILL_SEQ),
+            _ => {
+                let session = self
+                    .master
+                    .framework_session(&f.client)
+                    .unwrap_or(NO_SESSION);
+                (proto::call_topic(&f.client), session, f.calls as u32)
+            }
         };
-        self.send(Dest::Master, &topic, call.encode());
+        let payload = proto::frame::seal(
+            call.encode(),
+            &super::framework_key(&f.client),
+            Direction::FrameworkUp,
+            &f.client,
+            session,
+            seq,
+        );
+        self.send(Dest::Master, &topic, payload);
     }
 
     pub(super) fn send(&mut self, dest: Dest, topic: &str, payload: Vec<u8>) {

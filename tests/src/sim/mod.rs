@@ -248,7 +248,16 @@ impl Sim {
         register: Register,
         script: impl Script + 'static,
     ) -> usize {
+        self.master_config
+            .agent_keys
+            .insert_framework(client, framework_key(client));
+        self.master
+            .set_agent_keys(self.master_config.agent_keys.clone());
+        if let Some(z) = self.zombie.as_mut() {
+            z.set_agent_keys(self.master_config.agent_keys.clone());
+        }
         self.frameworks.push(SimFramework {
+            calls: 0,
             client: client.to_owned(),
             register: register.clone(),
             framework_id: None,
@@ -417,11 +426,15 @@ impl Sim {
     pub fn disconnect_framework(&mut self, j: usize) {
         self.frameworks[j].connected = false;
         let client = self.frameworks[j].client.clone();
-        self.send(
-            Dest::Master,
-            &proto::will_topic(&client),
+        let will = proto::frame::seal(
             Call::Gone { connection: 0 }.encode(),
+            &framework_key(&client),
+            agent_nostd_core::frame::Direction::FrameworkUp,
+            &client,
+            proto::frame::NO_SESSION,
+            agent_nostd_core::frame::WILL_SEQ,
         );
+        self.send(Dest::Master, &proto::will_topic(&client), will);
     }
 
     /// The framework reconnects and re-registers with its id (or registers, if it never got one).
@@ -568,6 +581,34 @@ fn peek_down(payload: &[u8]) -> Option<agent_nostd_core::MasterEnvelope> {
             let frame = Frame::split(payload, Direction::Down).ok()?;
             agent_nostd_core::MasterEnvelope::decode(frame.message).ok()
         })
+}
+
+/// The wall clock, in seconds since the Unix epoch, at simulated time 0 (registrations carry
+/// their time; the masters take one within five minutes of theirs).
+pub const SIM_WALL_BASE_SECS: u64 = 1_765_000_000;
+
+/// The simulated wall clock at simulated time `now`, in seconds since the Unix epoch.
+fn wall_secs(now: u64) -> u64 {
+    SIM_WALL_BASE_SECS + now / 1_000
+}
+
+/// Framework client `client`'s message key.
+fn framework_key(client: &str) -> MessageKey {
+    let mut secret = [0x5f_u8; 32];
+    for (i, b) in client.bytes().enumerate().take(32) {
+        secret[i] ^= b;
+    }
+    Secret::from_bytes(secret).message_key()
+}
+
+/// An event payload for a scripted framework, read without checking it (the scripted frameworks
+/// stand in for the SDK, whose core checks what it acts on): a frame's event, or an unframed one.
+fn peek_event(payload: &[u8]) -> Option<proto::EventEnvelope> {
+    use agent_nostd_core::frame::{Direction, Frame};
+    Frame::split(payload, Direction::FrameworkDown)
+        .ok()
+        .and_then(|f| proto::EventEnvelope::decode(f.message).ok())
+        .or_else(|| proto::EventEnvelope::decode(payload).ok())
 }
 
 /// Board `i`'s message key.

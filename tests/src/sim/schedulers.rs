@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use bramble_proto::{self as proto, Call, Event, EventEnvelope, FrameworkTopic, Register};
+use bramble_proto::{self as proto, Event, EventEnvelope, FrameworkTopic, Register};
 use bramble_sdk::scheduler::{Outgoing, PublishError, Scheduler, SchedulerCore, Transmit};
 
 use super::{Dest, Sim};
@@ -35,6 +35,7 @@ trait Driven {
     fn is_done(&self) -> bool;
     fn framework_id(&self) -> Option<String>;
     fn stale_master(&self) -> u64;
+    fn last_will(&self, connection: u64) -> Vec<u8>;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -73,6 +74,9 @@ impl<S: Scheduler + 'static> Driven for SchedulerCore<S> {
     }
     fn stale_master(&self) -> u64 {
         self.stats().stale_master
+    }
+    fn last_will(&self, connection: u64) -> Vec<u8> {
+        SchedulerCore::last_will(self, connection)
     }
     fn framework_id(&self) -> Option<String> {
         self.driver().framework_id().map(str::to_owned)
@@ -132,8 +136,20 @@ impl Sim {
         registration: Register,
         scheduler: S,
     ) -> SchedulerId<S> {
+        // Each framework has its own key, and only the masters know it.
+        let key = super::framework_key(client);
+        self.master_config
+            .agent_keys
+            .insert_framework(client, key.clone());
+        self.master
+            .set_agent_keys(self.master_config.agent_keys.clone());
+        if let Some(z) = self.zombie.as_mut() {
+            z.set_agent_keys(self.master_config.agent_keys.clone());
+        }
         let core = SchedulerCore::new(client, registration, scheduler)
-            .expect("the test's client name and registration are valid");
+            .expect("the test's client name and registration are valid")
+            .with_principal(&format!("framework-{client}"), key)
+            .with_wall_clock(super::SIM_WALL_BASE_SECS);
         self.schedulers.push(SimScheduler {
             client: client.to_owned(),
             connected: false,
@@ -184,10 +200,8 @@ impl Sim {
         s.connected = false;
         s.core.handle_disconnected(self.now);
         let will = proto::will_topic(&s.client);
-        let gone = Call::Gone {
-            connection: s.connection,
-        };
-        self.send(Dest::Master, &will, gone.encode());
+        let gone = s.core.last_will(s.connection);
+        self.send(Dest::Master, &will, gone);
     }
 
     /// The broker died under the scheduler: its connection is gone without a last will, and so
@@ -271,7 +285,7 @@ impl Sim {
             s.refused.push(e);
         }
         if proto::parse_topic(&topic).is_some_and(|(t, _)| t == FrameworkTopic::Event) {
-            if let Ok(EventEnvelope { epoch, event }) = EventEnvelope::decode(&payload) {
+            if let Some(EventEnvelope { epoch, event }) = super::peek_event(&payload) {
                 if s.core.stale_master() > stale_before {
                     s.stale_events.push((now, epoch, event));
                 } else {

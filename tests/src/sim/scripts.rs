@@ -143,6 +143,8 @@ pub struct SimFramework {
     pub script: Box<dyn Script>,
     /// Messages the broker keeps for it while it is disconnected (a persistent QoS 1 session).
     pub(super) parked: Vec<(String, Vec<u8>)>,
+    /// Calls it made: its registrations' nonces and its calls' numbers.
+    pub(super) calls: u64,
 }
 
 impl SimFramework {

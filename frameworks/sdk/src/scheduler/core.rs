@@ -69,9 +69,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use agent_nostd_core::auth::{MessageKey, TAG_LEN};
+use agent_nostd_core::frame::{Direction, Frame, ReplayWindow, WILL_SEQ};
 use agent_nostd_core::ids::validate_id;
 use agent_nostd_core::topic::{QoS, MASTER_HELLO};
 use agent_nostd_core::wire::{MasterEnvelope, MasterMsg, TaskState, WireMessage};
+use bramble_proto::frame::{binding, session_of, NO_SESSION};
 use tracing::{debug, info, trace, warn};
 
 use super::{Outgoing, Scheduler, SchedulerDriver, OUTBOX_CAPACITY};
@@ -128,6 +131,11 @@ pub struct DriverStats {
     /// Events from a master older than the newest one seen (a deposed master that still thinks
     /// it leads), ignored: not passed on, not acknowledged.
     pub stale_master: u64,
+    /// Events dropped unread: not frames, sealed with another key or outside our session, or
+    /// with a number taken before.
+    pub unauthenticated: u64,
+    /// Hints from a master that has no session with us.
+    pub hints: u64,
 }
 
 /// What the core knows of one task.
@@ -175,6 +183,18 @@ pub enum PublishError {
     /// The topic is not one this scheduler reads.
     #[error("not a topic this scheduler reads")]
     UnknownTopic,
+    /// An event that is not a frame.
+    #[error("the event is not an authenticated frame")]
+    Unauthenticated,
+    /// An event whose tag does not verify in our session.
+    #[error("the event's tag does not verify (forged, or of another session)")]
+    BadTag,
+    /// An event whose number was taken before.
+    #[error("the event's number was taken before (replayed)")]
+    Replayed,
+    /// A master's hint that it has no session with us (we register).
+    #[error("the master has no session with us")]
+    Hint,
 }
 
 /// A payload [`SchedulerCore::poll_transmit`] encoded, and where to publish it.
@@ -225,9 +245,30 @@ pub struct SchedulerCore<S> {
     ended: VecDeque<String>,
     /// No task is due for reconciliation before this (a lower bound).
     reconcile_check_at: Option<u64>,
-    /// The highest master epoch seen, in hellos and events: an event of a lower one is a deposed
-    /// master's and is ignored.
+    /// The highest master epoch seen in an authenticated event: an event of a lower one is a
+    /// deposed master's and is ignored (a hello, which anyone can make, never moves it).
     newest_epoch: u64,
+    /// The principal the framework speaks as, and its message key.
+    principal: String,
+    key: MessageKey,
+    /// The wall clock, in seconds since the Unix epoch, when `now` was 0: registrations carry
+    /// their time.
+    wall_base_secs: u64,
+    /// The session the master opened for the latest registration it answered, and the event
+    /// numbers taken in it.
+    session: Option<(u32, ReplayWindow)>,
+    /// The session before the latest: events the master sealed in it before it took our new
+    /// registration are still taken (each once).
+    previous_session: Option<(u32, ReplayWindow)>,
+    /// The tag of the latest registration sent: its session is found from it and an event's
+    /// epoch.
+    registration_tag: Option<[u8; TAG_LEN]>,
+    /// The number of the next call in the session.
+    call_seq: u32,
+    /// Registrations made, so no two carry the same nonce.
+    registrations: u64,
+    /// When a master's hint (it has no session with us) last made us register.
+    hinted_at: Option<u64>,
 }
 
 impl<S: Scheduler> SchedulerCore<S> {
@@ -254,7 +295,46 @@ impl<S: Scheduler> SchedulerCore<S> {
             ended: VecDeque::new(),
             reconcile_check_at: None,
             newest_epoch: 0,
+            principal: format!("framework-{client}"),
+            key: MessageKey::anonymous(),
+            wall_base_secs: 0,
+            session: None,
+            previous_session: None,
+            registration_tag: None,
+            call_seq: 1,
+            registrations: 0,
+            hinted_at: None,
         })
+    }
+
+    /// Speaks as `principal` (`framework-{client}`, or an operator for `bramble run`), sealing
+    /// every call with `key` (its [message key](agent_nostd_core::auth::Secret::message_key)).
+    /// Without it the core uses `framework-{client}` and the anonymous key, which only a master
+    /// run without credentials takes.
+    pub fn with_principal(mut self, principal: &str, key: MessageKey) -> Self {
+        self.principal = principal.to_owned();
+        self.key = key;
+        self
+    }
+
+    /// The wall clock in seconds since the Unix epoch when `now` was 0 (registrations carry
+    /// their time; the master takes one within five minutes of its own clock).
+    pub fn with_wall_clock(mut self, base_secs: u64) -> Self {
+        self.wall_base_secs = base_secs;
+        self
+    }
+
+    /// The MQTT last will of connection `connection`: `Call::Gone` naming it, sealed outside any
+    /// session.
+    pub fn last_will(&self, connection: u64) -> Vec<u8> {
+        bramble_proto::frame::seal(
+            Call::Gone { connection }.encode(),
+            &self.key,
+            Direction::FrameworkUp,
+            &self.driver.client,
+            NO_SESSION,
+            WILL_SEQ,
+        )
     }
 
     /// The framework's scheduler.
@@ -352,12 +432,10 @@ impl<S: Scheduler> SchedulerCore<S> {
         trace!(topic, len = payload.len(), "received a publish");
         self.driver.now = now;
         let result = if topic == self.event_topic {
-            EventEnvelope::decode(payload)
-                .map(|EventEnvelope { epoch, event }| {
-                    self.stats.events += 1;
-                    self.on_fenced_event(now, epoch, event);
-                })
-                .map_err(PublishError::BadEvent)
+            self.open_event(now, payload).map(|(epoch, event)| {
+                self.stats.events += 1;
+                self.on_fenced_event(now, epoch, event);
+            })
         } else if topic == self.message_topic {
             FrameworkMessage::decode(payload)
                 .map(|m| {
@@ -382,18 +460,32 @@ impl<S: Scheduler> SchedulerCore<S> {
         };
         self.take_launches(now);
         if let Err(e) = &result {
-            if *e == PublishError::UnknownTopic {
-                self.stats.misrouted += 1;
-            } else {
-                self.stats.malformed += 1;
+            let n = match e {
+                PublishError::Hint => return result,
+                PublishError::UnknownTopic => {
+                    self.stats.misrouted += 1;
+                    self.stats.misrouted
+                }
+                PublishError::Unauthenticated | PublishError::BadTag | PublishError::Replayed => {
+                    self.stats.unauthenticated += 1;
+                    self.stats.unauthenticated
+                }
+                _ => {
+                    self.stats.malformed += 1;
+                    self.stats.malformed
+                }
+            };
+            // Rate-limited: a flood is logged at 1, 2, 4, 8, … of its kind.
+            if n.is_power_of_two() {
+                warn!(
+                    topic,
+                    len = payload.len(),
+                    malformed = self.stats.malformed,
+                    misrouted = self.stats.misrouted,
+                    unauthenticated = self.stats.unauthenticated,
+                    "dropped a publish: {e}"
+                );
             }
-            warn!(
-                topic,
-                len = payload.len(),
-                malformed = self.stats.malformed,
-                misrouted = self.stats.misrouted,
-                "dropped a publish: {e}"
-            );
         }
         result
     }
@@ -447,13 +539,26 @@ impl<S: Scheduler> SchedulerCore<S> {
             return None;
         }
         let item = self.driver.outbox.pop_front()?;
-        let client = &self.driver.client;
+        let client = self.driver.client.clone();
         let (topic, payload) = match &item {
             Outgoing::Call(c @ (Call::Register(_) | Call::ReRegister(_))) => {
-                (register_topic(client), c.encode())
+                (register_topic(&client), self.seal_registration(c))
             }
-            Outgoing::Call(c) => (call_topic(client), c.encode()),
-            Outgoing::Message(m) => (exec_topic(client, &m.task_id), m.encode()),
+            Outgoing::Call(c) => {
+                let session = self.session.map_or(NO_SESSION, |(s, _)| s);
+                let seq = self.call_seq;
+                self.call_seq = self.call_seq.saturating_add(1);
+                let payload = bramble_proto::frame::seal(
+                    c.encode(),
+                    &self.key,
+                    Direction::FrameworkUp,
+                    &client,
+                    session,
+                    seq,
+                );
+                (call_topic(&client), payload)
+            }
+            Outgoing::Message(m) => (exec_topic(&client, &m.task_id), m.encode()),
         };
         Some(Transmit {
             topic,
@@ -462,6 +567,18 @@ impl<S: Scheduler> SchedulerCore<S> {
             retain: false,
             item,
         })
+    }
+
+    /// A registration as a frame outside any session (the same bytes every time it is sealed).
+    fn seal_registration(&self, call: &Call) -> Vec<u8> {
+        bramble_proto::frame::seal(
+            call.encode(),
+            &self.key,
+            Direction::FrameworkUp,
+            &self.driver.client,
+            NO_SESSION,
+            0,
+        )
     }
 
     /// The teardown waits while a registration is outstanding: sent before the master has the
@@ -527,12 +644,19 @@ impl<S: Scheduler> SchedulerCore<S> {
             }
         };
         let mut call = call;
-        match &mut call {
-            Call::Register(r) | Call::ReRegister(ReRegister { info: r, .. }) => {
-                r.connection = self.connection;
-            }
-            _ => {}
+        if let Call::Register(r) | Call::ReRegister(ReRegister { info: r, .. }) = &mut call {
+            r.connection = self.connection;
+            // Its own time and nonce (a retry is a new registration, with a session of its own).
+            self.registrations += 1;
+            r.principal = self.principal.clone();
+            r.time = self.wall_base_secs + now / 1_000;
+            r.nonce = self.connection.rotate_left(17) ^ self.registrations;
         }
+        // The session the master opens for it is found from its tag.
+        let sealed = self.seal_registration(&call);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&sealed[sealed.len() - TAG_LEN..]);
+        self.registration_tag = Some(tag);
         debug!(reregister = self.sent_reregister, "registering");
         // One registration waiting is enough: retries replace it rather than pile up.
         self.driver
@@ -543,11 +667,99 @@ impl<S: Scheduler> SchedulerCore<S> {
         self.register_backoff_ms = (self.register_backoff_ms * 2).min(REGISTER_BACKOFF_MAX_MS);
     }
 
-    /// A master announced itself. Only a newer epoch than the registration's is a new leader; an
-    /// older one is a deposed master (epochs only grow) and is ignored.
+    /// A master announced itself (unauthenticated). Only a newer epoch than the registration's
+    /// is a new leader, and the framework registers with it; the fence moves only on that
+    /// master's own authenticated answer.
     fn on_hello(&mut self, now: u64, epoch: u64) {
-        self.newest_epoch = self.newest_epoch.max(epoch);
         self.reregister_if_newer(now, epoch);
+    }
+
+    /// Takes an event payload apart: a frame sealed in the framework's session (or, the answer
+    /// to the latest registration, in the session that registration opened with the event's
+    /// master), with a number not taken before. An unframed `NotRegistered` error is a master's
+    /// hint that it has no session with us: it makes the framework register, at most once a
+    /// second; anything else unframed, forged or replayed is dropped.
+    fn open_event(&mut self, now: u64, payload: &[u8]) -> Result<(u64, Event), PublishError> {
+        let framed = Frame::split(payload, Direction::FrameworkDown)
+            .ok()
+            .and_then(|f| Some((f, EventEnvelope::decode(f.message).ok()?)));
+        let Some((frame, EventEnvelope { epoch, event })) = framed else {
+            return match EventEnvelope::decode(payload) {
+                Ok(EventEnvelope {
+                    event:
+                        Event::Error {
+                            code: ErrorCode::NotRegistered,
+                            ..
+                        },
+                    ..
+                }) => {
+                    self.stats.hints += 1;
+                    if self.hinted_at.is_none_or(|t| now >= t + 1_000) {
+                        self.hinted_at = Some(now);
+                        info!("the master has no session with us: registering");
+                        self.registered = false;
+                        self.register_backoff_ms = REGISTER_BACKOFF_START_MS;
+                        self.send_registration(now);
+                    }
+                    Err(PublishError::Hint)
+                }
+                Ok(EventEnvelope {
+                    event:
+                        Event::Error {
+                            code: ErrorCode::RegistrationRefused,
+                            message,
+                            ..
+                        },
+                    ..
+                }) => {
+                    // Not authenticated (the master could not seal for us): said, not obeyed.
+                    self.stats.hints += 1;
+                    warn!("the master could not authenticate our registration: {message}");
+                    Err(PublishError::Hint)
+                }
+                Ok(_) => Err(PublishError::Unauthenticated),
+                Err(e) => Err(PublishError::BadEvent(e)),
+            };
+        };
+        let client = self.driver.client.clone();
+        let verifies = |session| {
+            frame.verifies(
+                &self.key,
+                &binding(Direction::FrameworkDown, &client, session),
+                frame.counter,
+            )
+        };
+        if let Some((s, mut w)) = self.previous_session.filter(|&(s, _)| verifies(s)) {
+            if w.check(frame.counter).is_err() {
+                return Err(PublishError::Replayed);
+            }
+            w.take(frame.counter);
+            self.previous_session = Some((s, w));
+            return Ok((epoch, event));
+        }
+        let (session, mut window) = match self.session {
+            Some((s, w)) if verifies(s) => (s, w),
+            _ => match self.registration_tag.map(|t| session_of(&t, epoch)) {
+                // An older master's answer (a deposed leader hears our registration too): its
+                // session is not taken; the fence drops the event.
+                Some(s) if verifies(s) && epoch < self.newest_epoch => {
+                    return Ok((epoch, event));
+                }
+                Some(s) if verifies(s) => (s, ReplayWindow::new()),
+                _ => return Err(PublishError::BadTag),
+            },
+        };
+        if window.check(frame.counter).is_err() {
+            return Err(PublishError::Replayed);
+        }
+        window.take(frame.counter);
+        if self.session.map(|(s, _)| s) != Some(session) {
+            // The session of our latest registration: calls go in it from now on.
+            self.call_seq = 1;
+            self.previous_session = self.session;
+        }
+        self.session = Some((session, window));
+        Ok((epoch, event))
     }
 
     /// Re-registers when `epoch` is a newer master than the one registered with.

@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_nostd_core::auth::MessageKey;
+use agent_nostd_core::frame::{Direction, WILL_SEQ};
 use agent_nostd_core::topic;
 use bramble_mqtt::{Brokers, ClientConfig, Session, SessionEvent};
+use bramble_proto::frame::NO_SESSION;
 use rumqttc::{AsyncClient, LastWill, QoS};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
@@ -37,6 +40,10 @@ pub struct SchedulerConfig {
     pub client_name: String,
     /// The registration sent to the master.
     pub registration: Register,
+    /// The principal the framework speaks as (`framework-{client_name}`, or an operator for
+    /// `bramble run`), whose key seals every call; `None` speaks as `framework-{client_name}`
+    /// with the anonymous key, which only a master run without credentials takes.
+    pub credential: Option<bramble_mqtt::Credential>,
 }
 
 /// Runs `scheduler` until it calls [`SchedulerDriver::stop`](super::SchedulerDriver::stop), then
@@ -73,7 +80,14 @@ async fn run_inner<S: Scheduler>(
     shutdown: impl Future<Output = ()>,
     one_shot: bool,
 ) -> Result<S, SdkError> {
-    let mut core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?;
+    let wall_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut core = SchedulerCore::new(&config.client_name, config.registration.clone(), scheduler)?
+        .with_wall_clock(wall_secs);
+    if let Some(c) = &config.credential {
+        core = core.with_principal(c.principal.username().as_str(), c.secret.message_key());
+    }
     // Executors log in as their framework: with the login the scheduler itself uses.
     core.set_executor_login(config.brokers.first().login.clone());
     let client = &config.client_name;
@@ -91,10 +105,24 @@ async fn run_inner<S: Scheduler>(
     let mut nonces = ConnectionNonces::new();
     let will = {
         let (topic, connection) = (will_topic(client), Arc::clone(&connection));
+        let (client, key) = (
+            client.clone(),
+            config
+                .credential
+                .as_ref()
+                .map_or_else(MessageKey::anonymous, |c| c.secret.message_key()),
+        );
         move || {
             let nonce = nonces.next();
             connection.store(nonce, Ordering::Relaxed);
-            let gone = Call::Gone { connection: nonce }.encode();
+            let gone = bramble_proto::frame::seal(
+                Call::Gone { connection: nonce }.encode(),
+                &key,
+                Direction::FrameworkUp,
+                &client,
+                NO_SESSION,
+                WILL_SEQ,
+            );
             Some(LastWill::new(topic.clone(), gone, QoS::AtLeastOnce, false))
         }
     };

@@ -39,6 +39,18 @@ pub struct Master {
     rx: mpsc::Receiver<(String, Call)>,
     /// The epoch events go out with: the last `Registered`'s (1 before any).
     epoch: std::sync::atomic::AtomicU64,
+    /// Each client's latest registration's tag: its events are sealed in the session it opens.
+    tags: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>,
+    /// The number of the next event.
+    seq: std::sync::atomic::AtomicU32,
+}
+
+/// The call a framework's frame carries (and, for a registration, the frame's tag); the test
+/// master takes the frameworks at their word (they use the anonymous key).
+fn open_call(payload: &[u8]) -> Option<(Call, Vec<u8>)> {
+    use protocol::frame::{Direction, Frame};
+    let frame = Frame::split(payload, Direction::FrameworkUp).ok()?;
+    Some((Call::decode(frame.message).ok()?, frame.tag().to_vec()))
 }
 
 impl Master {
@@ -48,6 +60,8 @@ impl Master {
         let (tx, rx) = mpsc::channel(256);
         let (ready_tx, mut ready) = mpsc::channel(1);
         let sub = client.clone();
+        let tags: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let reader_tags = tags.clone();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -60,7 +74,12 @@ impl Master {
                         let _ = ready_tx.try_send(());
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        if let Ok(call) = Call::decode(&p.payload) {
+                        if let Some((call, tag)) = open_call(&p.payload) {
+                            if let (Call::Register(_) | Call::ReRegister(_), Some((_, client))) =
+                                (&call, protocol::parse_topic(&p.topic))
+                            {
+                                reader_tags.lock().unwrap().insert(client.to_owned(), tag);
+                            }
                             let _ = tx.send((p.topic.clone(), call)).await;
                         }
                     }
@@ -76,6 +95,8 @@ impl Master {
             client,
             rx,
             epoch: std::sync::atomic::AtomicU64::new(1),
+            tags,
+            seq: std::sync::atomic::AtomicU32::new(1),
         }
     }
 
@@ -105,7 +126,22 @@ impl Master {
             self.epoch.store(*master_epoch, Ordering::Relaxed);
         }
         let epoch = self.epoch.load(Ordering::Relaxed).max(1);
-        self.send_raw(client, event.encode_from(epoch)).await;
+        let tag = self
+            .tags
+            .lock()
+            .unwrap()
+            .get(client)
+            .cloned()
+            .unwrap_or_default();
+        let payload = protocol::frame::seal(
+            event.encode_from(epoch),
+            &protocol::frame::MessageKey::anonymous(),
+            protocol::frame::Direction::FrameworkDown,
+            client,
+            protocol::frame::session_of(&tag, epoch),
+            self.seq.fetch_add(1, Ordering::Relaxed),
+        );
+        self.send_raw(client, payload).await;
     }
 }
 

@@ -16,8 +16,11 @@ use agent_nostd_core::wire::AgentMsg;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentKeys {
     keys: HashMap<String, MessageKey>,
-    /// The operators' keys, by name (principal `operator-NAME`), for signed operator commands.
+    /// The operators' keys, by name (principal `operator-NAME`), for signed operator commands
+    /// and `bramble run`'s calls.
     operators: HashMap<String, MessageKey>,
+    /// The frameworks' keys, by name (principal `framework-NAME`), for their calls.
+    frameworks: HashMap<String, MessageKey>,
     anonymous: bool,
 }
 
@@ -27,6 +30,7 @@ impl AgentKeys {
         AgentKeys {
             keys: HashMap::new(),
             operators: HashMap::new(),
+            frameworks: HashMap::new(),
             anonymous: true,
         }
     }
@@ -36,6 +40,7 @@ impl AgentKeys {
         AgentKeys {
             keys: keys.into_iter().collect(),
             operators: HashMap::new(),
+            frameworks: HashMap::new(),
             anonymous: false,
         }
     }
@@ -58,6 +63,43 @@ impl AgentKeys {
             None if self.anonymous => Some(MessageKey::anonymous()),
             None => None,
         }
+    }
+
+    /// Gives framework `name` (principal `framework-NAME`) its key.
+    pub fn insert_framework(&mut self, name: &str, key: MessageKey) {
+        self.frameworks.insert(name.to_owned(), key);
+    }
+
+    /// The key a framework or operator principal seals its calls with, if it is one of the
+    /// cluster's (any, with the anonymous key, when anonymous principals are allowed).
+    pub fn principal_key(
+        &self,
+        principal: &agent_nostd_core::auth::Principal,
+    ) -> Option<MessageKey> {
+        use agent_nostd_core::auth::PrincipalKind;
+        let own = match principal.kind() {
+            PrincipalKind::Framework => self.frameworks.get(principal.name()),
+            PrincipalKind::Operator => self.operators.get(principal.name()),
+            _ => None,
+        };
+        match own {
+            Some(k) => Some(k.clone()),
+            None if self.anonymous => Some(MessageKey::anonymous()),
+            None => None,
+        }
+    }
+
+    /// Whether principals without a key of their own may use the anonymous one.
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Every key held.
+    pub(super) fn all_keys(&self) -> impl Iterator<Item = &MessageKey> {
+        self.keys
+            .values()
+            .chain(self.operators.values())
+            .chain(self.frameworks.values())
     }
 
     /// Lets agents without a key of their own use the anonymous one.
@@ -104,11 +146,13 @@ pub enum FrameDrop {
     Replayed,
     /// A number below the replay window.
     TooOld,
+    /// A framework's registration made more than the allowed time from the master's clock.
+    Stale,
 }
 
 impl FrameDrop {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [FrameDrop; 7] = [
+    pub const ALL: [FrameDrop; 8] = [
         FrameDrop::Unframed,
         FrameDrop::UnknownPrincipal,
         FrameDrop::UnknownBoot,
@@ -116,6 +160,7 @@ impl FrameDrop {
         FrameDrop::BadTag,
         FrameDrop::Replayed,
         FrameDrop::TooOld,
+        FrameDrop::Stale,
     ];
 
     /// Its `reason` label.
@@ -128,6 +173,7 @@ impl FrameDrop {
             FrameDrop::BadTag => "bad_tag",
             FrameDrop::Replayed => "replayed",
             FrameDrop::TooOld => "too_old",
+            FrameDrop::Stale => "stale",
         }
     }
 
@@ -149,6 +195,9 @@ impl fmt::Display for FrameDrop {
             FrameDrop::BadTag => "the tag does not verify (forged or altered)",
             FrameDrop::Replayed => "a frame number taken before (replayed)",
             FrameDrop::TooOld => "a frame number below the replay window",
+            FrameDrop::Stale => {
+                "a registration made too long ago or in the future (check the clocks)"
+            }
         })
     }
 }

@@ -157,10 +157,14 @@ impl MasterCore {
         }
     }
 
-    /// A payload arrived on a framework topic: decode it, check it belongs there, and handle it.
+    /// A payload arrived on a framework topic: take it apart as a frame, decode it, check it
+    /// belongs there, authenticate it (see [`framework_auth`](super::framework_auth)), and only
+    /// then handle it. `wall_secs` is the wall clock, in seconds since the Unix epoch: a
+    /// registration is taken only within [`bramble_proto::frame::FRESH_SECS`] of it.
     pub fn handle_framework_bytes(
         &mut self,
         now: u64,
+        wall_secs: u64,
         topic_name: &str,
         payload: &[u8],
     ) -> Result<(), RecvError> {
@@ -171,15 +175,28 @@ impl MasterCore {
                 return Err(RecvError::UnknownTopic);
             }
         };
-        let call = match Call::decode(payload) {
-            Ok(c) => c,
+        match payload.first() {
+            Some(&v) if v != proto::FRAMEWORK_PROTOCOL_VERSION => {
+                self.stats.unsupported_version += 1;
+                return Err(RecvError::FrameworkDecode(
+                    proto::DecodeError::UnsupportedVersion { got: v },
+                ));
+            }
+            _ => {}
+        }
+        let decoded = Frame::split(payload, Direction::FrameworkUp)
+            .map_err(|_| match payload {
+                [] => proto::DecodeError::Empty,
+                _ => proto::DecodeError::Truncated,
+            })
+            .and_then(|f| Ok((f, Call::decode(f.message)?)));
+        let (frame, call) = match decoded {
+            Ok(ok) => ok,
+            Err(_) if Call::decode(payload).is_ok() => {
+                return Err(self.drop_framework_frame(now, client, FrameDrop::Unframed));
+            }
             Err(e) => {
-                match e {
-                    proto::DecodeError::UnsupportedVersion { .. } => {
-                        self.stats.unsupported_version += 1
-                    }
-                    _ => self.stats.malformed += 1,
-                }
+                self.stats.malformed += 1;
                 return Err(RecvError::FrameworkDecode(e));
             }
         };
@@ -192,12 +209,86 @@ impl MasterCore {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
         }
+        let keys = self.auth.keys();
+        if let Err(reason) = self
+            .fw_auth
+            .open(keys, client, &frame, &call, wall_secs, self.epoch)
+        {
+            if kind == FrameworkTopic::Register && reason != FrameDrop::Replayed {
+                self.refuse_unauthenticated_registration(now, client, reason);
+            }
+            return Err(self.drop_framework_frame(now, client, reason));
+        }
         self.handle_framework_call(now, client, call);
         Ok(())
     }
 
-    /// A decoded call from the framework behind `client` (a valid id, taken from the topic).
-    pub fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
+    /// Tells a client whose registration could not be authenticated why, unframed (the master
+    /// cannot seal for a principal it does not know), at most once a second: the SDK logs it.
+    fn refuse_unauthenticated_registration(&mut self, now: u64, client: &str, reason: FrameDrop) {
+        let key = format!("framework-refused/{client}");
+        if self
+            .hinted
+            .get(&key)
+            .is_some_and(|&at| now < at.saturating_add(HINT_INTERVAL_MS))
+        {
+            return;
+        }
+        if self.hinted.len() >= self.config.max_agents {
+            self.hinted.clear();
+        }
+        self.hinted.insert(key, now);
+        let message = match reason {
+            FrameDrop::UnknownPrincipal => format!(
+                "the principal may not speak for client {client}, or this master holds no key                  for it (bramble credentials add framework {client})"
+            ),
+            FrameDrop::Stale => {
+                "its time is more than 300 s from the master's clock: set the clocks (NTP)".into()
+            }
+            other => other.to_string(),
+        };
+        self.send_client(
+            client,
+            Event::Error {
+                code: ErrorCode::RegistrationRefused,
+                offer_id: None,
+                message: format!("registration not authenticated: {message}"),
+            },
+        );
+    }
+
+    /// Counts a dropped framework frame; a client without a session is hinted to register (an
+    /// unframed `NotRegistered` error), at most once a second.
+    fn drop_framework_frame(&mut self, now: u64, client: &str, reason: FrameDrop) -> RecvError {
+        self.stats.framework_frames_dropped.count(reason);
+        if reason == FrameDrop::UnknownBoot {
+            let key = format!("framework/{client}");
+            let due = self
+                .hinted
+                .get(&key)
+                .is_none_or(|&at| now >= at.saturating_add(HINT_INTERVAL_MS));
+            if due {
+                if self.hinted.len() >= self.config.max_agents {
+                    self.hinted.clear();
+                }
+                self.hinted.insert(key, now);
+                self.stats.hints_sent += 1;
+                self.send_client(
+                    client,
+                    Event::Error {
+                        code: ErrorCode::NotRegistered,
+                        offer_id: None,
+                        message: "this master has no session with you: register".to_owned(),
+                    },
+                );
+            }
+        }
+        RecvError::Frame(reason)
+    }
+
+    /// An authenticated call from the framework behind `client` (a valid id, taken from the
+    /// topic).
+    fn handle_framework_call(&mut self, now: u64, client: &str, call: Call) {
         if let Some(&fi) = self.clients.get(client) {
             self.framework_changed(fi);
         }

@@ -69,6 +69,7 @@ mod allocation;
 mod delivery;
 mod events;
 mod framework;
+mod framework_auth;
 mod input;
 mod invariants;
 mod offer;
@@ -86,6 +87,7 @@ use std::collections::{HashMap, VecDeque};
 use agent_nostd_core::topic::{self, AgentTopic, QoS};
 use agent_nostd_core::wire::MasterMsg;
 use bramble_proto as proto;
+use bramble_proto::FrameworkTopic;
 
 use crate::allocator::Amount;
 use crate::config::{Config, ConfigError};
@@ -140,6 +142,8 @@ pub struct MasterCore {
     hinted: HashMap<String, u64>,
     /// The operator commands taken lately, to take each once.
     operator_auth: operator_auth::OperatorAuth,
+    /// The framework clients' sessions: every framework call is checked here first.
+    fw_auth: framework_auth::FrameworkAuth,
     /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
     events: Option<EventLog>,
     stats: Stats,
@@ -184,6 +188,7 @@ impl MasterCore {
             auth,
             hinted: HashMap::new(),
             operator_auth: Default::default(),
+            fw_auth: Default::default(),
             events: None,
             stats: Stats::default(),
         };
@@ -240,7 +245,13 @@ impl MasterCore {
     /// Replaces the agents' keys (the credential store changed). An agent whose key changed or
     /// went must register again, under its new key.
     pub fn set_agent_keys(&mut self, keys: AgentKeys) {
+        self.fw_auth.retain_keys(&keys);
         self.auth.set_keys(keys);
+    }
+
+    /// The session framework client `client` speaks in, if it registered with this master.
+    pub fn framework_session(&self, client: &str) -> Option<u32> {
+        self.fw_auth.session(client)
     }
 
     /// The agents' keys in use.
@@ -284,7 +295,15 @@ impl MasterCore {
 
     /// The next message to publish, or `None`.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
+        let mut t = self.outbox.pop_front()?;
+        if let (Outgoing::Framework { .. }, None) = (&t.message, &t.seal) {
+            // Sealed as it leaves, in the session its framework speaks in now (an event held
+            // while the framework was away goes out in the session it came back in).
+            if let Some((FrameworkTopic::Event, client)) = proto::parse_topic(&t.topic) {
+                t.seal = self.fw_auth.next_seal(client);
+            }
+        }
+        Some(t)
     }
 
     /// When the driver should call [`handle_timeout`](Self::handle_timeout) next.

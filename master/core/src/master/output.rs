@@ -66,7 +66,20 @@ impl Transmit {
                 buf.truncate(len);
                 buf
             }
-            Outgoing::Framework { epoch, event } => event.encode_from(*epoch),
+            Outgoing::Framework { epoch, event } => {
+                let encoded = event.encode_from(*epoch);
+                match (&self.seal, proto::parse_topic(&self.topic)) {
+                    (Some(seal), Some((_, client))) => proto::frame::seal(
+                        encoded,
+                        &seal.key,
+                        Direction::FrameworkDown,
+                        client,
+                        seal.boot,
+                        seal.seq,
+                    ),
+                    _ => encoded,
+                }
+            }
         }
     }
 }

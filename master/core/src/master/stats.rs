@@ -37,6 +37,9 @@ pub struct Stats {
     pub malformed: u64,
     /// Agent frames dropped before they were read: unauthenticated, forged or replayed.
     pub frames_dropped: super::agent_auth::FrameDrops,
+    /// Framework frames dropped before they were read: unauthenticated, forged, stale or
+    /// replayed.
+    pub framework_frames_dropped: super::agent_auth::FrameDrops,
     /// Authenticated registrations addressed to another master's epoch, answered with a
     /// re-registration request.
     pub registrations_misaddressed: u64,

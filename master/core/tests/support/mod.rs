@@ -93,15 +93,72 @@ pub fn send_agent(core: &mut MasterCore, now: u64, agent: &str, msg: &AgentMsg) 
         .unwrap();
 }
 
+/// The wall clock the test masters are told, in seconds since the Unix epoch, at `now` ms.
+pub fn wall(now: u64) -> u64 {
+    1_765_000_000 + now / 1_000
+}
+
+thread_local! {
+    /// The calls each test framework client made: its registrations' nonces, its calls' numbers.
+    static FW_CALLS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
+        Default::default();
+}
+
+/// `call` of framework client `client` as the SDK seals it with the anonymous key the test
+/// masters take: a registration as `framework-{client}` with its time and nonce outside any
+/// session, anything else in the session `core` holds for the client now.
+pub fn framework_frame(core: &MasterCore, now: u64, client: &str, call: &Call) -> Vec<u8> {
+    use agent_nostd_core::auth::MessageKey;
+    use agent_nostd_core::frame::{Direction, WILL_SEQ};
+    use bramble_proto::frame::{seal, NO_SESSION};
+    let n = FW_CALLS.with(|m| {
+        let mut m = m.borrow_mut();
+        let n = m.entry(client.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    });
+    let mut call = call.clone();
+    let (session, seq) = match &mut call {
+        Call::Register(r) | Call::ReRegister(proto::ReRegister { info: r, .. }) => {
+            if r.principal.is_empty() {
+                r.principal = format!("framework-{client}");
+            }
+            r.time = wall(now);
+            r.nonce = u64::from(n);
+            (NO_SESSION, 0)
+        }
+        Call::Gone { .. } => (NO_SESSION, WILL_SEQ),
+        _ => (core.framework_session(client).unwrap_or(NO_SESSION), n),
+    };
+    seal(
+        call.encode(),
+        &MessageKey::anonymous(),
+        Direction::FrameworkUp,
+        client,
+        session,
+        seq,
+    )
+}
+
+/// Sends `call` of framework client `client` on its topic, sealed (see [`framework_frame`]).
+pub fn fw_call(
+    core: &mut MasterCore,
+    now: u64,
+    client: &str,
+    call: Call,
+) -> Result<(), bramble_master_core::RecvError> {
+    let topic = match call {
+        Call::Register(_) | Call::ReRegister(_) => proto::register_topic(client),
+        Call::Gone { .. } => proto::will_topic(client),
+        _ => proto::call_topic(client),
+    };
+    let frame = framework_frame(core, now, client, &call);
+    core.handle_framework_bytes(now, wall(now), &topic, &frame)
+}
+
 /// Sends the call of framework client `fw` on its topic.
 pub fn call(core: &mut MasterCore, now: u64, call: Call) {
-    let topic = match call {
-        Call::Register(_) | Call::ReRegister(_) => proto::register_topic("fw"),
-        Call::Gone { .. } => proto::will_topic("fw"),
-        _ => proto::call_topic("fw"),
-    };
-    core.handle_framework_bytes(now, &topic, &call.encode())
-        .unwrap();
+    fw_call(core, now, "fw", call).unwrap();
 }
 
 /// Drains the core's transmits, returning the framework's offers and its id if registered.

@@ -85,12 +85,36 @@ fn transmits(core: &mut SchedulerCore<Recorder>) -> Vec<Transmit> {
     std::iter::from_fn(|| core.poll_transmit()).collect()
 }
 
-/// The calls the core hands out now, decoded from their payloads.
+/// The call a payload (a frame) carries.
+fn decode_call(payload: &[u8]) -> Result<Call, DecodeError> {
+    let frame = Frame::split(payload, Direction::FrameworkUp).unwrap();
+    Call::decode(frame.message)
+}
+
+/// `r` without what each registration adds to speak for itself (principal, time, nonce).
+fn as_configured(r: &Register) -> Register {
+    Register {
+        principal: String::new(),
+        time: 0,
+        nonce: 0,
+        ..r.clone()
+    }
+}
+
+/// The calls the core hands out now, decoded from their payloads (frames).
 fn calls(core: &mut SchedulerCore<Recorder>) -> Vec<Call> {
     transmits(core)
         .iter()
-        .map(|t| Call::decode(&t.payload).unwrap())
+        .map(|t| {
+            let frame = Frame::split(&t.payload, Direction::FrameworkUp).unwrap();
+            Call::decode(frame.message).unwrap()
+        })
         .collect()
+}
+
+thread_local! {
+    /// The number of the next event the test master sends.
+    static EVENT_SEQ: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
 }
 
 /// `event` from the master it names (`Registered`) or else from the newest master the core saw.
@@ -102,10 +126,30 @@ fn event(core: &mut SchedulerCore<Recorder>, now: u64, event: &Event) {
     event_from(core, now, epoch, event);
 }
 
-/// `event` as sent by the master of `epoch`.
+/// `event` as sent by the master of `epoch`: sealed in the session the core's latest
+/// registration opened with that master.
 fn event_from(core: &mut SchedulerCore<Recorder>, now: u64, epoch: u64, event: &Event) {
-    core.handle_publish(now, &event_topic(CLIENT), &event.encode_from(epoch))
+    let payload = sealed_event(core, epoch, event);
+    core.handle_publish(now, &event_topic(CLIENT), &payload)
         .unwrap();
+}
+
+/// `event` of the master of `epoch` as a frame in the session of the core's latest registration.
+fn sealed_event(core: &SchedulerCore<Recorder>, epoch: u64, event: &Event) -> Vec<u8> {
+    let tag = core.registration_tag.expect("the core registered");
+    let seq = EVENT_SEQ.with(|n| {
+        let seq = n.get();
+        n.set(seq + 1);
+        seq
+    });
+    bramble_proto::frame::seal(
+        event.encode_from(epoch),
+        &MessageKey::anonymous(),
+        Direction::FrameworkDown,
+        CLIENT,
+        session_of(&tag, epoch),
+        seq,
+    )
 }
 
 fn registered(core: &mut SchedulerCore<Recorder>, now: u64, framework_id: &str, epoch: u64) {
@@ -174,10 +218,12 @@ fn connecting_subscribes_to_events_messages_and_the_master_hello_and_registers_o
     assert_eq!(sent[0].topic, register_topic(CLIENT));
     assert_eq!(sent[0].qos, QoS::AtLeastOnce);
     assert!(!sent[0].retain);
-    assert_eq!(
-        sent[0].outgoing(),
-        &Outgoing::Call(Call::Register(Register::new(CLIENT)))
-    );
+    let Outgoing::Call(Call::Register(r)) = sent[0].outgoing() else {
+        panic!("expected a registration, got {sent:?}");
+    };
+    assert_eq!(as_configured(r), Register::new(CLIENT));
+    assert_eq!(r.principal, "framework-sim");
+    assert_eq!(decode_call(&sent[0].payload), Ok(Call::Register(r.clone())));
     assert_eq!(core.poll_timeout(), Some(10 + 2_000));
 }
 
@@ -237,11 +283,11 @@ fn a_new_master_epoch_in_the_hello_makes_the_core_re_register_with_its_id() {
     let sent = transmits(&mut core);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].topic, register_topic(CLIENT));
-    let Call::ReRegister(rr) = Call::decode(&sent[0].payload).unwrap() else {
+    let Call::ReRegister(rr) = decode_call(&sent[0].payload).unwrap() else {
         panic!("expected a re-registration, got {sent:?}")
     };
     assert_eq!(rr.framework_id, "1-7");
-    assert_eq!(rr.info, Register::new(CLIENT));
+    assert_eq!(as_configured(&rr.info), Register::new(CLIENT));
     // The backoff starts over for the new master.
     assert_eq!(core.poll_timeout(), Some(300 + 2_000));
 
@@ -380,7 +426,7 @@ fn calls_made_in_callbacks_come_out_of_poll_transmit_in_order_on_their_topics() 
     assert_eq!(sent.len(), 2);
     for (t, id) in sent.iter().zip([41, 42]) {
         assert_eq!(t.topic, call_topic(CLIENT));
-        let Call::Accept(accept) = Call::decode(&t.payload).unwrap() else {
+        let Call::Accept(accept) = decode_call(&t.payload).unwrap() else {
             panic!("expected an accept, got {t:?}")
         };
         assert_eq!(accept.offer_id, id);
@@ -432,7 +478,13 @@ fn a_transmit_handed_back_comes_out_first_again() {
     let payload = std::mem::take(&mut first.payload);
     core.requeue_transmit(first);
     let again = core.poll_transmit().unwrap();
-    assert_eq!(again.payload, payload, "encoded again");
+    let message = |p: &[u8]| {
+        Frame::split(p, Direction::FrameworkUp)
+            .unwrap()
+            .message
+            .to_vec()
+    };
+    assert_eq!(message(&again.payload), message(&payload), "encoded again");
     assert!(matches!(again.outgoing(), Outgoing::Call(Call::Accept(a)) if a.offer_id == 1));
     assert_eq!(calls(&mut core).len(), 1);
 }
@@ -984,10 +1036,15 @@ fn an_event_from_a_newer_master_makes_the_core_re_register_and_is_acted_on() {
 }
 
 #[test]
-fn after_a_newer_masters_hello_the_older_masters_events_are_ignored() {
+fn after_a_newer_masters_answer_the_older_masters_events_are_ignored() {
     let mut core = registered_with_epoch_two();
+    // A hello is not authenticated: it makes the framework register with that master, and only
+    // the master's own answer moves the fence.
     hello(&mut core, 100, 3);
     assert!(matches!(&calls(&mut core)[..], [Call::ReRegister(_)]));
+    assert_eq!(core.newest_epoch, 2, "a hello alone fences nothing out");
+    registered(&mut core, 105, "1-1", 3);
+    calls(&mut core);
     for e in zombie_events() {
         event_from(&mut core, 110, 2, &e);
     }
@@ -1006,4 +1063,100 @@ fn a_teardown_waits_for_an_outstanding_registration_so_it_cannot_overtake_it() {
     registered(&mut core, 120, "1-1", 3);
     assert_eq!(calls(&mut core), [Call::Teardown]);
     assert!(core.is_done());
+}
+
+#[test]
+fn forged_unframed_and_replayed_events_are_counted_and_never_acted_on() {
+    let mut core = launched();
+    let finished = Event::Update(update("t1", TaskState::Finished, Some(9)));
+    // Unframed, as any broker client could publish it.
+    assert_eq!(
+        core.handle_publish(200, &event_topic(CLIENT), &finished.encode_from(1)),
+        Err(PublishError::Unauthenticated)
+    );
+    // Sealed in the framework's session, but with another key.
+    let tag = core.registration_tag.unwrap();
+    let forged = bramble_proto::frame::seal(
+        finished.encode_from(1),
+        &agent_nostd_core::auth::Secret::from_bytes([7; 32]).message_key(),
+        Direction::FrameworkDown,
+        CLIENT,
+        session_of(&tag, 1),
+        1_000,
+    );
+    assert_eq!(
+        core.handle_publish(201, &event_topic(CLIENT), &forged),
+        Err(PublishError::BadTag)
+    );
+    assert!(
+        core.scheduler().updates.is_empty(),
+        "nothing reached the scheduler"
+    );
+    assert_eq!(core.task_state("t1"), None);
+    // A genuine event, then its replay.
+    let running = sealed_event(
+        &core,
+        1,
+        &Event::Update(update("t1", TaskState::Running, Some(3))),
+    );
+    core.handle_publish(202, &event_topic(CLIENT), &running)
+        .unwrap();
+    assert_eq!(
+        core.handle_publish(203, &event_topic(CLIENT), &running),
+        Err(PublishError::Replayed)
+    );
+    assert_eq!(passed_on(&core), [(TaskState::Running, Some(3))]);
+    assert_eq!(core.stats().unauthenticated, 3);
+}
+
+#[test]
+fn a_masters_unframed_not_registered_hint_makes_the_core_register_again_once_a_second() {
+    let mut core = launched();
+    calls(&mut core);
+    let hint = Event::Error {
+        code: ErrorCode::NotRegistered,
+        offer_id: None,
+        message: "no session".into(),
+    }
+    .encode_from(1);
+    assert_eq!(
+        core.handle_publish(200, &event_topic(CLIENT), &hint),
+        Err(PublishError::Hint)
+    );
+    assert!(!core.is_registered());
+    assert!(matches!(&calls(&mut core)[..], [Call::ReRegister(_)]));
+    assert_eq!(
+        core.handle_publish(300, &event_topic(CLIENT), &hint),
+        Err(PublishError::Hint)
+    );
+    assert!(
+        calls(&mut core).is_empty(),
+        "a flood of hints costs one registration a second"
+    );
+    assert_eq!(core.stats().hints, 2);
+}
+
+#[test]
+fn calls_are_sealed_in_the_session_the_masters_answer_opened() {
+    let mut core = launched();
+    let tag = core.registration_tag.unwrap();
+    event(
+        &mut core,
+        200,
+        &Event::Update(update("t1", TaskState::Running, Some(3))),
+    );
+    let sent = transmits(&mut core);
+    let frame = Frame::split(&sent[0].payload, Direction::FrameworkUp).unwrap();
+    let key = MessageKey::anonymous();
+    let session = session_of(&tag, 1);
+    assert!(frame.verifies(
+        &key,
+        &binding(Direction::FrameworkUp, CLIENT, session),
+        frame.counter
+    ));
+    assert!(!frame.verifies(
+        &key,
+        &binding(Direction::FrameworkUp, CLIENT, NO_SESSION),
+        frame.counter
+    ));
 }
