@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release bramble-agent for the board targets (and x86_64 with the same flags), strips it
-# with the target's own strip, and prints the sizes. Target: at most 1.5 MiB; exits 1 when a plain
-# (non-TLS) agent is over it, as cross/build.sh does.
+# with the target's own strip, and prints the sizes. Target: at most 1.5 MiB; exits 1 when a board
+# target's plain (non-TLS) agent is over it, as cross/build.sh does.
 #
 #   cross/agent-sizes.sh [TARGET...]      (default: x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu)
 set -euo pipefail
@@ -29,7 +29,9 @@ for t in "${targets[@]}"; do
   stripped="$target_dir/$t/release/bramble-agent.stripped"
   "$strip" -o "$stripped" "$out"
   bytes=$(stat -c %s "$stripped")
-  verdict=ok; [ "$bytes" -le "$limit" ] || { verdict="OVER 1.5 MiB"; over=1; }
+  verdict=ok; [ "$bytes" -le "$limit" ] || verdict="OVER 1.5 MiB"
+  # x86_64 is only a comparison, not a board: it has no budget to fail.
+  [ "$verdict" = ok ] || [ "${t%%-*}" = x86_64 ] || over=1
   awk -v t="$t" -v b="$bytes" -v v="$verdict" 'BEGIN { printf "%-32s %9d bytes  %5.2f MiB  %s\n", t, b, b / 1048576, v }'
   # The TLS build (feature tls, for mqtts:// brokers), shipped beside it as bramble-agent-tls.
   if [ "$t" = x86_64-unknown-linux-gnu ]; then
