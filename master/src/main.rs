@@ -698,27 +698,15 @@ fn operator_credential() -> Option<PathBuf> {
 fn operator_signer(
     broker: &BrokerArgs,
 ) -> Result<(String, agent_nostd_core::auth::MessageKey), String> {
-    let path = broker
-        .credential
-        .clone()
-        .or_else(|| {
-            std::env::var_os(bramble_mqtt::sources::CREDENTIAL_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .or_else(operator_credential);
-    let Some(path) = path else {
+    let Some(credential) = broker.credential(operator_credential())? else {
         return Ok((
             "operator-anonymous".to_owned(),
             agent_nostd_core::auth::MessageKey::anonymous(),
         ));
     };
-    let credential =
-        bramble_mqtt::credential::Credential::read(&path).map_err(|e| e.to_string())?;
     if credential.principal.kind() != agent_nostd_core::auth::PrincipalKind::Operator {
         return Err(format!(
-            "{} is {}'s credential: only an operator may kill another framework's task",
-            path.display(),
+            "the credential is {}'s: only an operator may kill another framework's task",
             credential.principal
         ));
     }
