@@ -445,8 +445,20 @@ async fn master(
     if !(allocation_interval.is_finite() && allocation_interval > 0.0) {
         return Err("--allocation-interval must be a positive number of seconds".into());
     }
+    let authorization =
+        bramble::credentials::grants::load(&state_dir).map_err(|e| e.to_string())?;
+    match &authorization {
+        Some(_) => tracing::info!(
+            file = %state_dir.join(bramble::credentials::grants::FILE_NAME).display(),
+            "frameworks run only as the operator grants (restart the master after changing it)"
+        ),
+        None => tracing::info!(
+            "no grants file: frameworks' roles, weights and task users stand as they claim them"
+        ),
+    }
     let config = Config {
         allocation_interval_ms: (allocation_interval * 1000.0) as u64,
+        authorization,
         ..config
     };
     let web = http.as_ref().map(|_| web::WebState::new());

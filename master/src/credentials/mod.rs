@@ -12,12 +12,14 @@
 //! - [`authenticator`]: the embedded broker's check of each CONNECT (username, password, client
 //!   id), with [`client_ids`] saying which client ids each principal may use.
 //! - [`reload`]: a running master re-reads the store when it changes.
+//! - [`grants`]: the operator's grants (`authorization.toml`): which frameworks may run, how.
 //! - [`mosquitto`]: the password file, ACL file and configuration snippet for Mosquitto.
 
 pub mod authenticator;
 pub mod cli;
 pub mod client_ids;
 pub mod commands;
+pub mod grants;
 pub mod mosquitto;
 pub mod random;
 pub mod reload;

@@ -21,7 +21,9 @@ pub struct AgentKeys {
     operators: HashMap<String, MessageKey>,
     /// The frameworks' keys, by name (principal `framework-NAME`), for their calls.
     frameworks: HashMap<String, MessageKey>,
-    anonymous: bool,
+    /// The anonymous key, when principals without a key of their own may use it (computed once:
+    /// it is looked up for every frame of an open cluster).
+    anonymous: Option<MessageKey>,
 }
 
 impl AgentKeys {
@@ -31,7 +33,7 @@ impl AgentKeys {
             keys: HashMap::new(),
             operators: HashMap::new(),
             frameworks: HashMap::new(),
-            anonymous: true,
+            anonymous: Some(MessageKey::anonymous()),
         }
     }
 
@@ -41,7 +43,7 @@ impl AgentKeys {
             keys: keys.into_iter().collect(),
             operators: HashMap::new(),
             frameworks: HashMap::new(),
-            anonymous: false,
+            anonymous: None,
         }
     }
 
@@ -60,8 +62,7 @@ impl AgentKeys {
     pub fn operator_key(&self, name: &str) -> Option<MessageKey> {
         match self.operators.get(name) {
             Some(k) => Some(k.clone()),
-            None if self.anonymous => Some(MessageKey::anonymous()),
-            None => None,
+            None => self.anonymous.clone(),
         }
     }
 
@@ -84,14 +85,13 @@ impl AgentKeys {
         };
         match own {
             Some(k) => Some(k.clone()),
-            None if self.anonymous => Some(MessageKey::anonymous()),
-            None => None,
+            None => self.anonymous.clone(),
         }
     }
 
     /// Whether principals without a key of their own may use the anonymous one.
     pub fn allows_anonymous(&self) -> bool {
-        self.anonymous
+        self.anonymous.is_some()
     }
 
     /// Every key held.
@@ -104,7 +104,7 @@ impl AgentKeys {
 
     /// Lets agents without a key of their own use the anonymous one.
     pub fn allowing_anonymous(mut self, allow: bool) -> Self {
-        self.anonymous = allow;
+        self.anonymous = allow.then(MessageKey::anonymous);
         self
     }
 
@@ -112,8 +112,7 @@ impl AgentKeys {
     pub fn key(&self, agent_id: &str) -> Option<MessageKey> {
         match self.keys.get(agent_id) {
             Some(k) => Some(k.clone()),
-            None if self.anonymous => Some(MessageKey::anonymous()),
-            None => None,
+            None => self.anonymous.clone(),
         }
     }
 
