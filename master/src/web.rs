@@ -451,60 +451,32 @@ impl WebState {
                 ),
             ],
         );
-        let frame_drops: Vec<(String, u64)> = bramble_master_core::FrameDrop::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.as_str()),
-                    stats.frames_dropped.get(*r),
-                )
-            })
-            .collect();
-        let frame_drops: Vec<(&str, u64)> =
-            frame_drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        let framework_drops: Vec<(String, u64)> = bramble_master_core::FrameDrop::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.as_str()),
-                    stats.framework_frames_dropped.get(*r),
-                )
-            })
-            .collect();
-        let framework_drops: Vec<(&str, u64)> = framework_drops
-            .iter()
-            .map(|(l, v)| (l.as_str(), *v))
-            .collect();
+        let frame_drops = by_reason(&bramble_master_core::FrameDrop::ALL, |r| {
+            (r.as_str(), stats.frames_dropped.get(r))
+        });
+        let framework_drops = by_reason(&bramble_master_core::FrameDrop::ALL, |r| {
+            (r.as_str(), stats.framework_frames_dropped.get(r))
+        });
+        let operator_drops = by_reason(&bramble_master_core::master::OperatorDrop::ALL, |r| {
+            (r.as_str(), stats.operator_commands_refused.get(r))
+        });
         family(
             "framework_frames_dropped_total",
             "counter",
             "Framework calls dropped before they were read (unauthenticated, forged, stale, replayed, no session), by reason.",
-            &framework_drops,
+            &labelled(&framework_drops),
         );
         family(
             "agent_frames_dropped_total",
             "counter",
             "Agent frames dropped before they were read (unauthenticated, forged, replayed), by reason.",
-            &frame_drops,
+            &labelled(&frame_drops),
         );
-        let operator_drops: Vec<(String, u64)> = bramble_master_core::master::OperatorDrop::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.as_str()),
-                    stats.operator_commands_refused.get(*r),
-                )
-            })
-            .collect();
-        let operator_drops: Vec<(&str, u64)> = operator_drops
-            .iter()
-            .map(|(l, v)| (l.as_str(), *v))
-            .collect();
         family(
             "operator_commands_refused_total",
             "counter",
             "Operator commands refused before they were read (unsigned, not an operator, forged, stale, replayed), by reason.",
-            &operator_drops,
+            &labelled(&operator_drops),
         );
         family(
             "agent_registrations_misaddressed_total",
@@ -526,27 +498,35 @@ impl WebState {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
-        let refused: Vec<(String, u64)> = Refused::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.label()),
-                    self.hub.http_refusals.count(*r),
-                )
-            })
-            .collect();
-        let refused: Vec<(&str, u64)> = refused.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let refused = by_reason(&Refused::ALL, |r| {
+            (r.label(), self.hub.http_refusals.count(r))
+        });
         write_family(
             &mut out,
             "http_refused_total",
             "counter",
             "HTTP requests refused for want of a valid signature (401), by reason.",
-            &refused,
+            &labelled(&refused),
         );
         render_driver(&mut out, last_turn, &queues);
         render_election(&mut out, &election);
         out
     }
+}
+
+/// The samples of a family counted by reason: `{reason="…"}` and the count, for each of `all`.
+fn by_reason<R: Copy>(all: &[R], sample: impl Fn(R) -> (&'static str, u64)) -> Vec<(String, u64)> {
+    all.iter()
+        .map(|&r| {
+            let (reason, n) = sample(r);
+            (format!("{{reason=\"{reason}\"}}"), n)
+        })
+        .collect()
+}
+
+/// `samples` as [`write_family`] takes them.
+fn labelled(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples.iter().map(|(l, v)| (l.as_str(), *v)).collect()
 }
 
 /// One metric family: its HELP and TYPE lines and its samples, named `bramble_{name}`.
