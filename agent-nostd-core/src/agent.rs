@@ -359,38 +359,13 @@ impl AgentCore {
             }
             Some(_) => {}
         }
-        // Unframed: the hello, or a hint on the command topic. A frame does not decode as a whole
-        // (its trailer is left over).
-        match MasterEnvelope::decode(payload) {
-            Ok(MasterEnvelope {
-                epoch,
-                msg: MasterMsg::Hello,
-            }) => {
-                if on_hello_topic {
-                    self.on_hello(now, epoch)?;
-                } else {
-                    self.on_hint(now, epoch)?;
-                }
-                return Ok(MasterMsg::Hello);
-            }
-            Ok(_) if on_hello_topic => {
-                self.stats.misrouted += 1;
-                return Err(RecvError::WrongTopic);
-            }
-            Ok(_) => {
-                self.stats.unauthenticated += 1;
-                return Err(RecvError::Unauthenticated);
-            }
-            Err(e) if on_hello_topic => return Err(self.decode_error(e)),
-            Err(_) => {}
-        }
-        let Ok(frame) = Frame::split(payload, Direction::Down) else {
-            self.stats.malformed += 1;
-            return Err(RecvError::Decode(DecodeError::Truncated));
-        };
-        let MasterEnvelope { epoch, msg } = match MasterEnvelope::decode(frame.message) {
-            Ok(envelope) => envelope,
-            Err(e) => return Err(self.decode_error(e)),
+        // A frame on the command topic; anything else is unframed: the hello, a hint, or junk.
+        let framed = (!on_hello_topic)
+            .then(|| Frame::split(payload, Direction::Down).ok())
+            .flatten()
+            .and_then(|f| Some((f, MasterEnvelope::decode(f.message).ok()?)));
+        let Some((frame, MasterEnvelope { epoch, msg })) = framed else {
+            return self.handle_unframed(now, on_hello_topic, payload);
         };
         let binding = Binding {
             direction: Direction::Down,
@@ -429,6 +404,39 @@ impl AgentCore {
         self.down = window;
         self.handle_message(now, epoch, &msg);
         Ok(msg)
+    }
+
+    /// An unframed payload: the hello on its topic, a master's hint on the command topic; any
+    /// other message is dropped (misrouted on the hello topic, unauthenticated on the command
+    /// topic), and what does not decode is malformed.
+    fn handle_unframed(
+        &mut self,
+        now: u64,
+        on_hello_topic: bool,
+        payload: &[u8],
+    ) -> Result<MasterMsg, RecvError> {
+        match MasterEnvelope::decode(payload) {
+            Ok(MasterEnvelope {
+                epoch,
+                msg: MasterMsg::Hello,
+            }) => {
+                if on_hello_topic {
+                    self.on_hello(now, epoch)?;
+                } else {
+                    self.on_hint(now, epoch)?;
+                }
+                Ok(MasterMsg::Hello)
+            }
+            Ok(_) if on_hello_topic => {
+                self.stats.misrouted += 1;
+                Err(RecvError::WrongTopic)
+            }
+            Ok(_) => {
+                self.stats.unauthenticated += 1;
+                Err(RecvError::Unauthenticated)
+            }
+            Err(e) => Err(self.decode_error(e)),
+        }
     }
 
     fn decode_error(&mut self, e: DecodeError) -> RecvError {

@@ -218,11 +218,7 @@ impl Sim {
         // Each board has its own key, and only the masters know it.
         let key = agent_key(self.agents.len());
         self.master_config.agent_keys.insert(agent_id, key.clone());
-        self.master
-            .set_agent_keys(self.master_config.agent_keys.clone());
-        if let Some(z) = self.zombie.as_mut() {
-            z.set_agent_keys(self.master_config.agent_keys.clone());
-        }
+        self.share_keys();
         let core = AgentCore::new(config, info.clone(), key, self.now).expect("valid agent config");
         self.agents.push(SimAgent {
             core,
@@ -251,11 +247,7 @@ impl Sim {
         self.master_config
             .agent_keys
             .insert_framework(client, framework_key(client));
-        self.master
-            .set_agent_keys(self.master_config.agent_keys.clone());
-        if let Some(z) = self.zombie.as_mut() {
-            z.set_agent_keys(self.master_config.agent_keys.clone());
-        }
+        self.share_keys();
         self.frameworks.push(SimFramework {
             calls: 0,
             client: client.to_owned(),
@@ -586,6 +578,17 @@ fn peek_down(payload: &[u8]) -> Option<agent_nostd_core::MasterEnvelope> {
 /// The wall clock, in seconds since the Unix epoch, at simulated time 0 (registrations carry
 /// their time; the masters take one within five minutes of theirs).
 pub const SIM_WALL_BASE_SECS: u64 = 1_765_000_000;
+
+impl Sim {
+    /// Hands the keys of `master_config` to the masters running (a later one starts with them).
+    pub(super) fn share_keys(&mut self) {
+        let keys = self.master_config.agent_keys.clone();
+        self.master.set_agent_keys(keys.clone());
+        if let Some(z) = self.zombie.as_mut() {
+            z.set_agent_keys(keys);
+        }
+    }
+}
 
 /// The simulated wall clock at simulated time `now`, in seconds since the Unix epoch.
 fn wall_secs(now: u64) -> u64 {

@@ -141,11 +141,7 @@ impl Sim {
         self.master_config
             .agent_keys
             .insert_framework(client, key.clone());
-        self.master
-            .set_agent_keys(self.master_config.agent_keys.clone());
-        if let Some(z) = self.zombie.as_mut() {
-            z.set_agent_keys(self.master_config.agent_keys.clone());
-        }
+        self.share_keys();
         let core = SchedulerCore::new(client, registration, scheduler)
             .expect("the test's client name and registration are valid")
             .with_principal(&format!("framework-{client}"), key)

@@ -94,14 +94,6 @@ impl AgentKeys {
         self.anonymous.is_some()
     }
 
-    /// Every key held.
-    pub(super) fn all_keys(&self) -> impl Iterator<Item = &MessageKey> {
-        self.keys
-            .values()
-            .chain(self.operators.values())
-            .chain(self.frameworks.values())
-    }
-
     /// Lets agents without a key of their own use the anonymous one.
     pub fn allowing_anonymous(mut self, allow: bool) -> Self {
         self.anonymous = allow.then(MessageKey::anonymous);

@@ -5,24 +5,23 @@
 //! `bramble-run-*` clients), is made within [`FRESH_SECS`] of the master's clock, and is taken
 //! once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-use agent_nostd_core::auth::{MessageKey, Principal, PrincipalKind, TAG_LEN};
+use agent_nostd_core::auth::{MessageKey, Principal, PrincipalKind};
 use agent_nostd_core::frame::{Frame, ReplayWindow, WILL_SEQ};
 use bramble_proto::frame::{binding, session_of, Direction, FRESH_SECS, NO_SESSION};
 use bramble_proto::Call;
 
 use super::agent_auth::{AgentKeys, FrameDrop, Seal};
-
-/// How many registrations' tags are remembered to refuse replays (they are forgotten once they
-/// could no longer be fresh).
-const REMEMBERED: usize = 4_096;
+use super::tag_memory::TagMemory;
 
 /// The client-name prefix of `bramble run`, which an operator speaks for.
 pub const RUN_CLIENT_PREFIX: &str = "bramble-run-";
 
 #[derive(Debug, Clone)]
 struct Session {
+    /// Who speaks in it, and with what key.
+    principal: Principal,
     key: MessageKey,
     session: u32,
     up: ReplayWindow,
@@ -36,8 +35,8 @@ struct Session {
 #[derive(Debug, Clone, Default)]
 pub(super) struct FrameworkAuth {
     sessions: HashMap<String, Session>,
-    seen: HashMap<[u8; TAG_LEN], u64>,
-    order: VecDeque<([u8; TAG_LEN], u64)>,
+    /// The registrations taken lately, to take each once.
+    seen: TagMemory,
 }
 
 /// Whether `principal` may speak for framework client `client`.
@@ -82,23 +81,19 @@ impl FrameworkAuth {
             if info.time.abs_diff(wall_secs) > FRESH_SECS {
                 return Err(FrameDrop::Stale);
             }
-            let mut tag = [0u8; TAG_LEN];
-            tag.copy_from_slice(frame.tag());
-            self.forget_old(wall_secs);
-            if self.seen.contains_key(&tag) {
+            let tag = frame.tag();
+            if !self.seen.take(tag, info.time + FRESH_SECS, wall_secs) {
                 return Err(FrameDrop::Replayed);
             }
-            let until = info.time + FRESH_SECS;
-            self.seen.insert(tag, until);
-            self.order.push_back((tag, until));
             let previous = self
                 .sessions
                 .get(client)
                 .filter(|s| s.key == key)
                 .map(|s| (s.session, s.up));
             let session = Session {
+                principal,
                 key,
-                session: session_of(&tag, epoch),
+                session: session_of(tag, epoch),
                 up: ReplayWindow::new(),
                 next_down: 1,
                 previous,
@@ -143,16 +138,6 @@ impl FrameworkAuth {
         Ok(())
     }
 
-    fn forget_old(&mut self, wall_secs: u64) {
-        while let Some(&(t, until)) = self.order.front() {
-            if until >= wall_secs && self.order.len() < REMEMBERED {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&t);
-        }
-    }
-
     /// The seal of the next event to `client`, or `None` without a session.
     pub(super) fn next_seal(&mut self, client: &str) -> Option<Seal> {
         let s = self.sessions.get_mut(client)?;
@@ -170,11 +155,9 @@ impl FrameworkAuth {
         self.sessions.get(client).map(|s| s.session)
     }
 
-    /// Drops the sessions whose principal's key changed or went.
+    /// Drops the sessions whose principal's key changed or went: they must register again.
     pub(super) fn retain_keys(&mut self, keys: &AgentKeys) {
-        self.sessions.retain(|_, s| {
-            keys.all_keys().any(|k| *k == s.key)
-                || (keys.allows_anonymous() && s.key == MessageKey::anonymous())
-        });
+        self.sessions
+            .retain(|_, s| keys.principal_key(&s.principal).as_ref() == Some(&s.key));
     }
 }

@@ -98,20 +98,30 @@ impl MasterCore {
     /// is hinted to register, at most once a second.
     fn drop_frame(&mut self, now: u64, agent_id: &str, reason: FrameDrop) -> RecvError {
         self.stats.frames_dropped.count(reason);
-        if reason == FrameDrop::UnknownBoot && self.auth.is_principal(agent_id) {
-            let due = self
-                .hinted
-                .get(agent_id)
-                .is_none_or(|&at| now >= at.saturating_add(HINT_INTERVAL_MS));
-            if due {
-                if self.hinted.len() >= self.config.max_agents {
-                    self.hinted.clear();
-                }
-                self.hinted.insert(agent_id.to_owned(), now);
-                self.send_hint(agent_id);
-            }
+        if reason == FrameDrop::UnknownBoot
+            && self.auth.is_principal(agent_id)
+            && self.hint_due(now, format!("agent/{agent_id}"))
+        {
+            self.send_hint(agent_id);
         }
         RecvError::Frame(reason)
+    }
+
+    /// Whether an unframed answer to `key` (an agent or a framework client, and what about) may go
+    /// out now: at most one every [`HINT_INTERVAL_MS`], so a flood of frames the master cannot
+    /// check earns few answers. Remembers it; the memory is bounded.
+    fn hint_due(&mut self, now: u64, key: String) -> bool {
+        let due = self
+            .hinted
+            .get(&key)
+            .is_none_or(|&at| now >= at.saturating_add(HINT_INTERVAL_MS));
+        if due {
+            if self.hinted.len() >= self.config.max_agents {
+                self.hinted.clear();
+            }
+            self.hinted.insert(key, now);
+        }
+        due
     }
 
     /// An authenticated message from agent `agent_id` (a valid id, taken from the topic).
@@ -226,21 +236,13 @@ impl MasterCore {
     /// Tells a client whose registration could not be authenticated why, unframed (the master
     /// cannot seal for a principal it does not know), at most once a second: the SDK logs it.
     fn refuse_unauthenticated_registration(&mut self, now: u64, client: &str, reason: FrameDrop) {
-        let key = format!("framework-refused/{client}");
-        if self
-            .hinted
-            .get(&key)
-            .is_some_and(|&at| now < at.saturating_add(HINT_INTERVAL_MS))
-        {
+        if !self.hint_due(now, format!("framework-refused/{client}")) {
             return;
         }
-        if self.hinted.len() >= self.config.max_agents {
-            self.hinted.clear();
-        }
-        self.hinted.insert(key, now);
         let message = match reason {
             FrameDrop::UnknownPrincipal => format!(
-                "the principal may not speak for client {client}, or this master holds no key                  for it (bramble credentials add framework {client})"
+                "the principal may not speak for client {client}, or this master holds no key \
+                 for it (bramble credentials add framework {client})"
             ),
             FrameDrop::Stale => {
                 "its time is more than 300 s from the master's clock: set the clocks (NTP)".into()
@@ -261,27 +263,16 @@ impl MasterCore {
     /// unframed `NotRegistered` error), at most once a second.
     fn drop_framework_frame(&mut self, now: u64, client: &str, reason: FrameDrop) -> RecvError {
         self.stats.framework_frames_dropped.count(reason);
-        if reason == FrameDrop::UnknownBoot {
-            let key = format!("framework/{client}");
-            let due = self
-                .hinted
-                .get(&key)
-                .is_none_or(|&at| now >= at.saturating_add(HINT_INTERVAL_MS));
-            if due {
-                if self.hinted.len() >= self.config.max_agents {
-                    self.hinted.clear();
-                }
-                self.hinted.insert(key, now);
-                self.stats.hints_sent += 1;
-                self.send_client(
-                    client,
-                    Event::Error {
-                        code: ErrorCode::NotRegistered,
-                        offer_id: None,
-                        message: "this master has no session with you: register".to_owned(),
-                    },
-                );
-            }
+        if reason == FrameDrop::UnknownBoot && self.hint_due(now, format!("framework/{client}")) {
+            self.stats.hints_sent += 1;
+            self.send_client(
+                client,
+                Event::Error {
+                    code: ErrorCode::NotRegistered,
+                    offer_id: None,
+                    message: "this master has no session with you: register".to_owned(),
+                },
+            );
         }
         RecvError::Frame(reason)
     }

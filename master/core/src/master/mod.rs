@@ -77,6 +77,7 @@ mod operator_auth;
 mod output;
 mod registry;
 mod stats;
+mod tag_memory;
 mod task;
 mod task_table;
 mod timers;

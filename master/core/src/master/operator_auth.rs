@@ -6,17 +6,14 @@
 //! use; it needs the operator's and the master's clocks within [`FRESH_SECS`] (NTP). See
 //! PROTOCOL.md, "Operator commands".
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use agent_nostd_core::auth::{MessageKey, Principal, PrincipalKind, TAG_LEN};
 
+use super::tag_memory::TagMemory;
+
 /// How far an operator command's time may be from the master's, either way, in seconds.
 pub const FRESH_SECS: u64 = 300;
-/// How many recent commands' tags are remembered to refuse replays; beyond, the oldest still
-/// fresh goes (a flood of genuine commands that large is not an operator's).
-pub const REMEMBERED: usize = 4_096;
-
 const LABEL: &[u8] = b"bramble/v1 operator->master";
 
 /// The fields every signed operator command carries besides its own.
@@ -105,8 +102,7 @@ pub fn sign(json: &[u8], key: &MessageKey) -> Vec<u8> {
 /// The recent commands' tags, to take each once.
 #[derive(Debug, Clone, Default)]
 pub(super) struct OperatorAuth {
-    seen: HashMap<[u8; TAG_LEN], u64>,
-    order: VecDeque<([u8; TAG_LEN], u64)>,
+    seen: TagMemory,
 }
 
 impl OperatorAuth {
@@ -136,22 +132,9 @@ impl OperatorAuth {
         if signer.time.abs_diff(wall_secs) > FRESH_SECS {
             return Err(OperatorDrop::Stale);
         }
-        // Forget what could no longer be fresh, then the oldest if still too many.
-        while let Some(&(t, until)) = self.order.front() {
-            if until >= wall_secs && self.order.len() < REMEMBERED {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&t);
-        }
-        let mut key = [0u8; TAG_LEN];
-        key.copy_from_slice(tag);
-        if self.seen.contains_key(&key) {
+        if !self.seen.take(tag, signer.time + FRESH_SECS, wall_secs) {
             return Err(OperatorDrop::Replayed);
         }
-        let until = signer.time + FRESH_SECS;
-        self.seen.insert(key, until);
-        self.order.push_back((key, until));
         Ok(json)
     }
 }
@@ -212,7 +195,7 @@ mod tests {
     #[test]
     fn the_replay_memory_stays_bounded() {
         let mut auth = OperatorAuth::default();
-        for i in 0..(REMEMBERED as u64 + 10) {
+        for i in 0..(super::super::tag_memory::REMEMBERED as u64 + 10) {
             let signed = sign(&command("operator-admin", 1_000 + i % 100), &{
                 let mut s = [4u8; 32];
                 s[..8].copy_from_slice(&i.to_le_bytes());
@@ -224,7 +207,6 @@ mod tests {
                 Some(Secret::from_bytes(s).message_key())
             });
         }
-        assert!(auth.order.len() <= REMEMBERED);
-        assert_eq!(auth.order.len(), auth.seen.len());
+        assert!(auth.seen.len() <= super::super::tag_memory::REMEMBERED);
     }
 }
