@@ -328,7 +328,9 @@ impl AgentCore {
     /// is what moves the fence). On the command topic, an unframed hello is a master's hint that it
     /// does not know this agent (it cannot make a frame for a boot it has not heard); anything else
     /// must be a frame whose tag verifies under this agent's key and boot, with a number not taken
-    /// before from its master.
+    /// before from its master. Frames on the command topic are encrypted: `payload` is decrypted
+    /// in place (and restored when it does not verify), so the driver hands over a buffer of its
+    /// own.
     ///
     /// Returns the message handled, so the driver can keep a [`RunTask`](crate::wire::RunTask)'s
     /// command line for the [`Action::Launch`] it may cause. Errors are counted in
@@ -338,7 +340,7 @@ impl AgentCore {
         &mut self,
         now: u64,
         topic: &str,
-        payload: &[u8],
+        payload: &mut [u8],
     ) -> Result<MasterMsg, RecvError> {
         let on_hello_topic = match topic::parse(topic) {
             Some(Topic::MasterHello) => true,
@@ -351,7 +353,7 @@ impl AgentCore {
                 return Err(RecvError::UnknownTopic);
             }
         };
-        // Frames and unframed messages alike start with the version byte.
+        // Frames and unframed messages alike start with the version byte (in clear).
         match payload.first() {
             None => return Err(self.decode_error(DecodeError::Empty)),
             Some(&v) if v != crate::wire::PROTOCOL_VERSION => {
@@ -359,23 +361,49 @@ impl AgentCore {
             }
             Some(_) => {}
         }
-        // A frame on the command topic; anything else is unframed: the hello, a hint, or junk.
-        let framed = (!on_hello_topic)
-            .then(|| Frame::split(payload, Direction::Down).ok())
-            .flatten()
-            .and_then(|f| Some((f, MasterEnvelope::decode(f.message).ok()?)));
-        let Some((frame, MasterEnvelope { epoch, msg })) = framed else {
-            return self.handle_unframed(now, on_hello_topic, payload);
-        };
+        if on_hello_topic {
+            return match MasterEnvelope::decode(payload) {
+                Ok(envelope) => self.handle_unframed(now, true, envelope),
+                Err(e) => Err(self.decode_error(e)),
+            };
+        }
+        // On the command topic: a frame, decrypted in place, whose tag verifies; or, when it does
+        // not, the payload as it came, unframed (a master's hint) or forged.
         let binding = Binding {
             direction: Direction::Down,
             agent_id: &self.info.agent_id,
             boot: self.info.boot,
         };
-        if !frame.verifies(&self.key, &binding, frame.counter) {
-            self.stats.bad_tag += 1;
-            return Err(RecvError::BadTag);
+        frame::decrypt(&self.key, &binding, payload);
+        if let Ok(frame) = Frame::split(payload, Direction::Down) {
+            if frame.verifies(&self.key, &binding, frame.counter) {
+                let envelope = MasterEnvelope::decode(frame.message);
+                return match envelope {
+                    Ok(envelope) => self.handle_framed(now, frame.counter, envelope),
+                    Err(e) => Err(self.decode_error(e)),
+                };
+            }
         }
+        frame::decrypt(&self.key, &binding, payload);
+        let framed = payload.len() >= Direction::Down.trailer_len();
+        match MasterEnvelope::decode(payload) {
+            Ok(envelope) => self.handle_unframed(now, false, envelope),
+            // Shaped as a frame, yet neither a verified frame nor a message: forged or altered.
+            Err(_) if framed => {
+                self.stats.bad_tag += 1;
+                Err(RecvError::BadTag)
+            }
+            Err(e) => Err(self.decode_error(e)),
+        }
+    }
+
+    /// A frame from the master whose tag verified, numbered `seq`.
+    fn handle_framed(
+        &mut self,
+        now: u64,
+        seq: u32,
+        MasterEnvelope { epoch, msg }: MasterEnvelope,
+    ) -> Result<MasterMsg, RecvError> {
         if matches!(msg, MasterMsg::Hello) {
             self.stats.misrouted += 1;
             return Err(RecvError::WrongTopic);
@@ -390,7 +418,7 @@ impl AgentCore {
         } else {
             self.down
         };
-        if let Err(e) = window.check(frame.counter) {
+        if let Err(e) = window.check(seq) {
             self.stats.replayed += 1;
             return Err(RecvError::Replayed(e));
         }
@@ -400,26 +428,26 @@ impl AgentCore {
                 return Err(RecvError::NotForThisAgent);
             }
         }
-        window.take(frame.counter);
+        window.take(seq);
         self.down = window;
         self.handle_message(now, epoch, &msg);
         Ok(msg)
     }
 
-    /// An unframed payload: the hello on its topic, a master's hint on the command topic; any
+    /// An unframed message: the hello on its topic, a master's hint on the command topic; any
     /// other message is dropped (misrouted on the hello topic, unauthenticated on the command
-    /// topic), and what does not decode is malformed.
+    /// topic).
     fn handle_unframed(
         &mut self,
         now: u64,
         on_hello_topic: bool,
-        payload: &[u8],
+        envelope: MasterEnvelope,
     ) -> Result<MasterMsg, RecvError> {
-        match MasterEnvelope::decode(payload) {
-            Ok(MasterEnvelope {
+        match envelope {
+            MasterEnvelope {
                 epoch,
                 msg: MasterMsg::Hello,
-            }) => {
+            } => {
                 if on_hello_topic {
                     self.on_hello(now, epoch)?;
                 } else {
@@ -427,15 +455,14 @@ impl AgentCore {
                 }
                 Ok(MasterMsg::Hello)
             }
-            Ok(_) if on_hello_topic => {
+            _ if on_hello_topic => {
                 self.stats.misrouted += 1;
                 Err(RecvError::WrongTopic)
             }
-            Ok(_) => {
+            _ => {
                 self.stats.unauthenticated += 1;
                 Err(RecvError::Unauthenticated)
             }
-            Err(e) => Err(self.decode_error(e)),
         }
     }
 

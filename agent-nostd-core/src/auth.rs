@@ -11,6 +11,9 @@
 //! - the **message key** ([`Secret::message_key`]), which tags the principal's messages so that the
 //!   receiver knows who sent them, whatever the broker lets through (see PROTOCOL.md,
 //!   "Authenticated frames");
+//!   From it comes its **cipher key** (HMAC-SHA-256(message key, `"bramble/v1 cipher key"`)),
+//!   which keeps the messages that carry commands and their environment readable only by the
+//!   receiver (see PROTOCOL.md, "Encrypted frames");
 //! - the **HTTP key** ([`Secret::http_key`]), which signs the principal's requests to the master's
 //!   HTTP server (see PROTOCOL.md, "HTTP authentication").
 //!
@@ -18,6 +21,8 @@
 
 use core::fmt;
 
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaCha20;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -208,9 +213,7 @@ impl Secret {
     }
 
     fn derive(&self, label: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(label);
-        mac.finalize().into_bytes().into()
+        hmac(&self.0, label)
     }
 
     /// The password for the broker: 32 hex digits derived from the secret
@@ -224,7 +227,7 @@ impl Secret {
     /// The key that tags this principal's messages
     /// (HMAC-SHA-256(secret, `"bramble/v1 message key"`)).
     pub fn message_key(&self) -> MessageKey {
-        MessageKey(self.derive(b"bramble/v1 message key"))
+        MessageKey::new(self.derive(b"bramble/v1 message key"))
     }
 
     /// The key that signs this principal's HTTP requests
@@ -267,9 +270,20 @@ impl HttpKey {
     }
 }
 
-/// The key a principal's messages are tagged with (see [`Secret::message_key`]).
+/// HMAC-SHA-256(`key`, `label`).
+fn hmac(key: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+/// The key a principal's messages are tagged with (see [`Secret::message_key`]), and the cipher
+/// key derived from it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct MessageKey([u8; 32]);
+pub struct MessageKey {
+    mac: [u8; 32],
+    cipher: [u8; 32],
+}
 
 impl fmt::Debug for MessageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,9 +300,29 @@ impl MessageKey {
         Secret::from_bytes([0; SECRET_LEN]).message_key()
     }
 
+    fn new(mac: [u8; 32]) -> MessageKey {
+        let cipher = hmac(&mac, b"bramble/v1 cipher key");
+        MessageKey { mac, cipher }
+    }
+
+    /// XORs `bytes` with the ChaCha20 keystream (RFC 8439) of the frame whose tag is `tag` and
+    /// whose number is `seq`: the cipher key, and the nonce `tag ‖ seq` (big-endian). It encrypts
+    /// and decrypts alike.
+    ///
+    /// The tag is computed over the plaintext, so the nonce is synthetic (SIV): two frames share a
+    /// keystream only if they share tag and number, which for different messages happens with
+    /// chance 2⁻⁶⁴. No frame needs a nonce of its own on the wire, and no counter state shared
+    /// between masters can make one repeat.
+    pub fn apply_keystream(&self, tag: &[u8; TAG_LEN], seq: u32, bytes: &mut [u8]) {
+        let mut nonce = [0u8; 12];
+        nonce[..TAG_LEN].copy_from_slice(tag);
+        nonce[TAG_LEN..].copy_from_slice(&seq.to_be_bytes());
+        ChaCha20::new(&self.cipher.into(), &nonce.into()).apply_keystream(bytes);
+    }
+
     /// The tag of the concatenation of `parts`: HMAC-SHA-256 truncated to [`TAG_LEN`] bytes.
     pub fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = HmacSha256::new_from_slice(&self.mac).expect("HMAC takes any key length");
         for part in parts {
             mac.update(part);
         }
@@ -352,7 +386,7 @@ mod tests {
         assert_eq!(password.as_str(), PINNED_PASSWORD);
         let key = secret.message_key();
         assert_ne!(
-            &key.0[..16],
+            &key.mac[..16],
             &secret.derive(b"bramble/v1 broker password")[..16]
         );
     }
@@ -366,7 +400,7 @@ mod tests {
         let key = secret.http_key();
         // Pinned so that a change of derivation is a visible, deliberate wire change.
         assert_eq!(key.0, hex32(PINNED_HTTP_KEY));
-        assert_ne!(key.0, secret.message_key().0);
+        assert_ne!(key.0, secret.message_key().mac);
         let tag = key.tag(&[b"GET", b"\n", b"/artifacts/job.sh", b"\n", b"1765000000"]);
         assert_eq!(tag, hex32(PINNED_HTTP_TAG));
         assert!(key.verify(&[b"GET\n/artifacts/job.sh\n1765000000"], &tag));
@@ -402,6 +436,42 @@ mod tests {
         assert!(!key.verify(&[b"bramble/v2"], &tag));
         assert!(!other.verify(&[b"bramble/v1"], &tag));
         assert!(!key.verify(&[b"bramble/v1"], &tag[..7]));
+    }
+
+    #[test]
+    fn the_keystream_is_pinned_and_undoes_itself() {
+        let key = Secret::from_hex(SECRET_HEX).unwrap().message_key();
+        // Pinned so that a change of derivation is a visible, deliberate wire change.
+        assert_eq!(key.cipher, hex32(PINNED_CIPHER_KEY));
+        let mut bytes = *b"run as root";
+        key.apply_keystream(&[1, 2, 3, 4, 5, 6, 7, 8], 9, &mut bytes);
+        // python3 (cryptography): Cipher(algorithms.ChaCha20(cipher_key, bytes(4) + bytes(
+        //     [1, 2, 3, 4, 5, 6, 7, 8]) + (9).to_bytes(4, "big")), None).encryptor().update(...)
+        assert_eq!(
+            bytes,
+            [0xaf, 0x8b, 0x53, 0xf6, 0x91, 0x84, 0x29, 0xf7, 0x7d, 0xd9, 0x0c]
+        );
+        key.apply_keystream(&[1, 2, 3, 4, 5, 6, 7, 8], 9, &mut bytes);
+        assert_eq!(&bytes, b"run as root");
+    }
+
+    // python3: m = hmac.new(bytes(range(32)), b"bramble/v1 message key", hashlib.sha256).digest()
+    //          hmac.new(m, b"bramble/v1 cipher key", hashlib.sha256).hexdigest()
+    const PINNED_CIPHER_KEY: &str =
+        "701d9673b477c2386300df5dcf81b413dddaa879e8d0b6c91b2e9e265ee34dff";
+
+    #[test]
+    fn another_tag_number_or_key_gives_another_keystream() {
+        let key = Secret::from_hex(SECRET_HEX).unwrap().message_key();
+        let stream = |key: &MessageKey, tag: [u8; TAG_LEN], seq| {
+            let mut bytes = [0u8; 16];
+            key.apply_keystream(&tag, seq, &mut bytes);
+            bytes
+        };
+        let base = stream(&key, [1; 8], 9);
+        assert_ne!(base, stream(&key, [2; 8], 9));
+        assert_ne!(base, stream(&key, [1; 8], 10));
+        assert_ne!(base, stream(&MessageKey::anonymous(), [1; 8], 9));
     }
 
     #[test]

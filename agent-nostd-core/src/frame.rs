@@ -21,6 +21,17 @@
 //! little). Two counter bytes and an eight-byte tag keep a resource report within 32 bytes.
 //! Downlink frames have no such bound and carry the whole number, so nothing the agent misses can
 //! put it out of step.
+//!
+//! # Encrypted frames
+//!
+//! Frames that carry commands — every master → agent frame (a `RunTask` holds a command line and
+//! its environment) and every framework call in a session (an `Accept` holds tasks) — carry their
+//! message encrypted after its version byte ([`Direction::encrypts`]): XORed with the ChaCha20
+//! keystream of the sender's cipher key under the nonce tag ‖ number
+//! ([`MessageKey::apply_keystream`]). The tag is still computed over the plaintext, so it doubles
+//! as a synthetic IV (SIV): the receiver decrypts with the tag and number it read ([`decrypt`]),
+//! then verifies the tag over what it got. Nothing is added to the frame, and only the receiver
+//! and the sender can read it, whatever the broker lets a subscriber see.
 
 use crate::auth::{MessageKey, TAG_LEN};
 
@@ -50,6 +61,19 @@ impl Direction {
         match self {
             Direction::Up => UP_TRAILER_LEN,
             Direction::Down | Direction::FrameworkUp | Direction::FrameworkDown => DOWN_TRAILER_LEN,
+        }
+    }
+
+    /// Whether its frames in `boot` (for the framework directions, the session) carry their
+    /// message encrypted after the version byte: every master → agent frame, and every framework
+    /// call in a session. The agent's uplink and the master's events carry nothing secret; a
+    /// framework's registration and will (outside any session, `boot` 0) name their principal in
+    /// clear, for the master to find the key they are sealed with.
+    pub const fn encrypts(self, boot: u32) -> bool {
+        match self {
+            Direction::Down => true,
+            Direction::FrameworkUp => boot != 0,
+            Direction::Up | Direction::FrameworkDown => false,
         }
     }
 
@@ -135,8 +159,9 @@ impl core::fmt::Display for FrameError {
     }
 }
 
-/// Appends the trailer of the message `buf[..len]` (counter `seq`, tag) and returns the frame's
-/// length.
+/// Appends the trailer of the message `buf[..len]` (counter `seq`, tag), encrypts the message
+/// after its version byte when frames of the binding are encrypted ([`Direction::encrypts`]), and
+/// returns the frame's length.
 pub fn seal(
     key: &MessageKey,
     binding: &Binding<'_>,
@@ -150,9 +175,39 @@ pub fn seal(
         return Err(FrameError::BufferTooSmall);
     }
     let tag = tag_of(key, binding, seq, &buf[..len]);
+    if binding.direction.encrypts(binding.boot) && len > 1 {
+        key.apply_keystream(&tag, seq, &mut buf[1..len]);
+    }
     buf[len..len + counter].copy_from_slice(&seq.to_le_bytes()[..counter]);
     buf[len + counter..end].copy_from_slice(&tag);
     Ok(end)
+}
+
+/// Decrypts in place the message of `payload`, a frame travelling as `binding` says, when such
+/// frames are encrypted ([`Direction::encrypts`]); applied again, it restores the payload as it
+/// travelled. The keystream comes from the tag and number the payload carries, so this needs no
+/// state: whether the result is genuine is for the tag to say ([`Frame::verifies`]). A payload
+/// shorter than a frame, or of a direction that is not encrypted, is left as it is.
+pub fn decrypt(key: &MessageKey, binding: &Binding<'_>, payload: &mut [u8]) {
+    let direction = binding.direction;
+    if !direction.encrypts(binding.boot) {
+        return;
+    }
+    let Some(at) = payload.len().checked_sub(direction.trailer_len()) else {
+        return;
+    };
+    let (message, trailer) = payload.split_at_mut(at);
+    let (counter, tag) = trailer.split_at(direction.counter_len());
+    // Encrypted directions carry the whole 32-bit number and a full tag.
+    let (Ok(counter), Ok(tag)) = (
+        <[u8; 4]>::try_from(counter),
+        <&[u8; TAG_LEN]>::try_from(tag),
+    ) else {
+        return;
+    };
+    if let Some((_version, body)) = message.split_first_mut() {
+        key.apply_keystream(tag, u32::from_le_bytes(counter), body);
+    }
 }
 
 /// Encodes `msg` (version byte and postcard) into `buf` and seals it as frame `seq`: the frame's
@@ -424,6 +479,67 @@ mod tests {
     }
 
     #[test]
+    fn a_downlink_frame_is_readable_only_with_the_agents_key_and_its_version_byte_stays_clear() {
+        let down = Binding {
+            direction: Direction::Down,
+            ..UP
+        };
+        let secret = b"\x03BRAMBLE_PASSWORD=hunter2";
+        let mut buf = [0u8; 64];
+        buf[..secret.len()].copy_from_slice(secret);
+        let n = seal(&key(), &down, 5, &mut buf, secret.len()).unwrap();
+        assert_eq!(buf[0], 3, "the version byte travels in clear");
+        assert!(
+            !buf[..n].windows(7).any(|w| w == b"hunter2"),
+            "{:?}",
+            &buf[..n]
+        );
+
+        let mut other = buf;
+        decrypt(
+            &Secret::from_bytes([2; 32]).message_key(),
+            &down,
+            &mut other[..n],
+        );
+        assert_ne!(&other[..secret.len()], secret);
+        let wrong = Frame::split(&other[..n], Direction::Down).unwrap();
+        assert!(!wrong.verifies(&key(), &down, 5));
+
+        decrypt(&key(), &down, &mut buf[..n]);
+        let f = Frame::split(&buf[..n], Direction::Down).unwrap();
+        assert_eq!(f.message, secret);
+        assert!(f.verifies(&key(), &down, 5));
+        // Applied again, it restores the frame as it travelled.
+        let mut twice = buf;
+        decrypt(&key(), &down, &mut twice[..n]);
+        decrypt(&key(), &down, &mut twice[..n]);
+        assert_eq!(twice, buf);
+    }
+
+    #[test]
+    fn only_downlink_frames_and_framework_calls_in_a_session_are_encrypted() {
+        let sealed = |direction, boot| {
+            let b = Binding {
+                direction,
+                agent_id: "fw",
+                boot,
+            };
+            let mut buf = [0u8; 64];
+            buf[..8].copy_from_slice(b"\x05accept!");
+            seal(&key(), &b, 1, &mut buf, 8).unwrap();
+            &buf[..8] != b"\x05accept!"
+        };
+        assert!(sealed(Direction::Down, 3));
+        assert!(sealed(Direction::FrameworkUp, 3));
+        assert!(
+            !sealed(Direction::FrameworkUp, 0),
+            "a registration names its principal"
+        );
+        assert!(!sealed(Direction::Up, 3));
+        assert!(!sealed(Direction::FrameworkDown, 3));
+    }
+
+    #[test]
     fn a_downlink_frame_carries_its_whole_number_and_is_not_taken_as_an_uplink_one() {
         let down = Binding {
             direction: Direction::Down,
@@ -434,6 +550,7 @@ mod tests {
         let n = seal(&key(), &down, 0x0102_0304, &mut buf, 2).unwrap();
         assert_eq!(n, 2 + DOWN_TRAILER_LEN);
         assert_eq!(&buf[2..6], &[4, 3, 2, 1]);
+        decrypt(&key(), &down, &mut buf[..n]);
         let f = Frame::split(&buf[..n], Direction::Down).unwrap();
         // Far beyond any window, yet the whole number travelled: taken.
         assert_eq!(

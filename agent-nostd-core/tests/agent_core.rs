@@ -108,11 +108,11 @@ impl Rig {
             let n = msg.from_epoch(epoch).encode(&mut buf).unwrap();
             return self
                 .core
-                .handle_bytes(self.now, topic::MASTER_HELLO, &buf[..n]);
+                .handle_bytes(self.now, topic::MASTER_HELLO, &mut buf[..n].to_vec());
         }
         let frame = down_frame("pi4", self.core.boot(), self.down_seq, epoch, msg);
         self.down_seq += 1;
-        self.core.handle_bytes(self.now, CMD, &frame)
+        self.core.handle_bytes(self.now, CMD, &mut frame.to_vec())
     }
 
     fn advance_to(&mut self, t: u64) {
@@ -935,26 +935,26 @@ fn garbage_and_misrouted_payloads_are_counted_and_change_nothing() {
     let now = rig.now;
     let c = &mut rig.core;
     // Version 3, epoch 1, then tag 250 (no message); nothing; version 7.
-    assert!(c.handle_bytes(now, CMD, &[3, 1, 250, 3]).is_err());
-    assert!(c.handle_bytes(now, CMD, &[]).is_err());
-    assert!(c.handle_bytes(now, CMD, &[7, 1, 5, 1]).is_err());
+    assert!(c.handle_bytes(now, CMD, &mut [3, 1, 250, 3]).is_err());
+    assert!(c.handle_bytes(now, CMD, &mut []).is_err());
+    assert!(c.handle_bytes(now, CMD, &mut [7, 1, 5, 1]).is_err());
     // A ping on the hello topic.
     assert!(c
-        .handle_bytes(now, topic::MASTER_HELLO, &[3, 1, 5, 1])
+        .handle_bytes(now, topic::MASTER_HELLO, &mut [3, 1, 5, 1])
         .is_err());
     // Another agent's commands, an unknown topic.
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &[3, 1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi5/cmd", &mut [3, 1, 5, 1])
         .is_err());
     assert!(c
-        .handle_bytes(now, "bramble/v1/agent/pi4/status", &[3, 1, 5, 1])
+        .handle_bytes(now, "bramble/v1/agent/pi4/status", &mut [3, 1, 5, 1])
         .is_err());
     // An ack naming another agent, genuine from the obeyed master.
     let ack = MasterMsg::RegisterAck(RegisterAck {
         agent_id: id("pi5").unwrap(),
     });
     let frame = down_frame("pi4", c.boot(), 1_000, 1, ack);
-    assert!(c.handle_bytes(now, CMD, &frame).is_err());
+    assert!(c.handle_bytes(now, CMD, &mut frame.to_vec()).is_err());
 
     let stats = rig.stats();
     assert_eq!(stats.malformed, 2);
@@ -1317,7 +1317,7 @@ mod random_sequences {
             Op::Sample(mem) => rig.core.handle_resource_sample(now, sample(mem, Some(400))),
             Op::Ping(seq) => rig.master(MasterMsg::Ping { seq }),
             Op::Garbage(bytes) => {
-                let _ = rig.core.handle_bytes(now, CMD, &bytes);
+                let _ = rig.core.handle_bytes(now, CMD, &mut bytes.to_vec());
             }
         }
     }
@@ -1602,7 +1602,7 @@ fn forged_unframed_replayed_and_other_boot_commands_are_counted_and_never_acted_
     let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
     let n = run("t1").from_epoch(1).encode(&mut buf).unwrap();
     assert_eq!(
-        rig.core.handle_bytes(now, CMD, &buf[..n]),
+        rig.core.handle_bytes(now, CMD, &mut buf[..n].to_vec()),
         Err(RecvError::Unauthenticated)
     );
     // Sealed with another key; for another boot; with a flipped bit.
@@ -1621,29 +1621,40 @@ fn forged_unframed_replayed_and_other_boot_commands_are_counted_and_never_acted_
         &mut forged,
     )
     .unwrap();
+    let mut payload = forged[..n].to_vec();
     assert_eq!(
-        rig.core.handle_bytes(now, CMD, &forged[..n]),
+        rig.core.handle_bytes(now, CMD, &mut payload),
         Err(RecvError::BadTag)
     );
+    assert_eq!(payload, &forged[..n], "a refused frame is left as it came");
     let old_boot = down_frame("pi4", boot - 1, 51, 1, run("t3"));
     assert_eq!(
-        rig.core.handle_bytes(now, CMD, &old_boot),
+        rig.core.handle_bytes(now, CMD, &mut old_boot.to_vec()),
         Err(RecvError::BadTag)
     );
     let mut flipped = down_frame("pi4", boot, 52, 1, run("t4"));
     flipped[10] ^= 1;
-    assert!(rig.core.handle_bytes(now, CMD, &flipped).is_err());
+    assert!(rig
+        .core
+        .handle_bytes(now, CMD, &mut flipped.to_vec())
+        .is_err());
     // A genuine command taken once; its replay is refused.
     let genuine = down_frame("pi4", boot, 53, 1, run("t5"));
-    assert!(rig.core.handle_bytes(now, CMD, &genuine).is_ok());
+    assert!(rig
+        .core
+        .handle_bytes(now, CMD, &mut genuine.to_vec())
+        .is_ok());
     assert_eq!(
-        rig.core.handle_bytes(now, CMD, &genuine),
+        rig.core.handle_bytes(now, CMD, &mut genuine.to_vec()),
         Err(RecvError::Replayed(
             agent_nostd_core::frame::FrameError::Replayed
         ))
     );
     let replayed_kill = down_frame("pi4", boot, 53, 1, kill("t5"));
-    assert!(rig.core.handle_bytes(now, CMD, &replayed_kill).is_err());
+    assert!(rig
+        .core
+        .handle_bytes(now, CMD, &mut replayed_kill.to_vec())
+        .is_err());
     let tasks: Vec<_> = rig.core.tasks().map(|t| t.task_id.to_owned()).collect();
     assert_eq!(tasks, ["t5"], "only the genuine launch was acted on");
     let stats = rig.stats();
@@ -1684,7 +1695,7 @@ fn a_hint_makes_a_registered_agent_register_again_at_most_once_a_second() {
     let mut buf = vec![0; MasterEnvelope::MAX_ENCODED_LEN];
     let n = MasterMsg::Hello.from_epoch(1).encode(&mut buf).unwrap();
     assert_eq!(
-        rig.core.handle_bytes(rig.now, CMD, &buf[..n]),
+        rig.core.handle_bytes(rig.now, CMD, &mut buf[..n].to_vec()),
         Ok(MasterMsg::Hello)
     );
     assert!(!rig.core.is_registered());
@@ -1704,7 +1715,10 @@ fn a_hint_makes_a_registered_agent_register_again_at_most_once_a_second() {
     }));
     rig.drain();
     // A second hint right away (a flood of forged ones) changes nothing.
-    assert!(rig.core.handle_bytes(rig.now, CMD, &buf[..n]).is_ok());
+    assert!(rig
+        .core
+        .handle_bytes(rig.now, CMD, &mut buf[..n].to_vec())
+        .is_ok());
     assert!(rig.core.is_registered());
     assert_eq!(rig.stats().hints, 2);
 }
@@ -1733,5 +1747,25 @@ fn a_restored_agent_boots_above_its_checkpoint_and_numbers_its_frames_afresh() {
     assert_eq!((re.info.boot, re.info.seq), (2, 1));
     // What the master sent the old boot does not verify any more.
     let old = down_frame("pi4", 1, 99, 1, MasterMsg::ReRegisterRequest);
-    assert_eq!(rig.core.handle_bytes(0, CMD, &old), Err(RecvError::BadTag));
+    assert_eq!(
+        rig.core.handle_bytes(0, CMD, &mut old.to_vec()),
+        Err(RecvError::BadTag)
+    );
+}
+
+#[test]
+fn a_run_tasks_environment_is_unreadable_on_the_wire_and_reaches_the_agent_whole() {
+    let mut rig = Rig::registered();
+    let boot = rig.core.boot();
+    let mut run = run_task();
+    run.task_id = id("t-secret").unwrap();
+    run.env[0].value = heapless::String::try_from("hunter2-s3cret").unwrap();
+    let wire = down_frame("pi4", boot, 60, 1, MasterMsg::RunTask(run.clone()));
+    let holds = |p: &[u8], s: &[u8]| p.windows(s.len()).any(|w| w == s);
+    assert!(!holds(&wire, b"hunter2"), "the value travels encrypted");
+    assert!(!holds(&wire, b"echo"), "so does the command line");
+    match rig.core.handle_bytes(rig.now, CMD, &mut wire.to_vec()) {
+        Ok(MasterMsg::RunTask(got)) => assert_eq!(got, run),
+        other => panic!("expected the RunTask, got {other:?}"),
+    }
 }

@@ -83,6 +83,9 @@ struct Driver {
     launcher: Launcher,
     client: AsyncClient,
     buf: Box<TransmitBuf>,
+    /// A received payload, copied here for the core to decrypt in place (sized once for the
+    /// largest downlink frame; the broker's packet limit bounds what arrives).
+    received: Vec<u8>,
     /// Downloads and caches task artifacts.
     fetcher: Fetcher,
     /// Who tasks run as.
@@ -216,6 +219,7 @@ pub async fn run(
         launcher,
         client,
         buf,
+        received: Vec::with_capacity(agent_nostd_core::wire::MAX_DOWN_FRAME_LEN),
         fetcher,
         users,
         connection,
@@ -327,7 +331,9 @@ impl Driver {
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         trace!(topic, len = payload.len(), "received a publish");
         let now = self.now();
-        match self.core.handle_bytes(now, topic, payload) {
+        self.received.clear();
+        self.received.extend_from_slice(payload);
+        match self.core.handle_bytes(now, topic, &mut self.received) {
             Ok(MasterMsg::RunTask(run)) => self.tasks.hold_run(run),
             Ok(_) => {}
             Err(e) => {

@@ -6,9 +6,13 @@
 //! On the embedded broker the attacker logs in as `agent-evil`, a principal of the cluster (rumqttd
 //! has no topic ACLs, so it may publish and subscribe anywhere); on Mosquitto it is the same
 //! principal, held to its ACL. It sniffs the agent's topics first (on Mosquitto, where the ACL
-//! lets it read nothing of another agent, the sniffer stands in for a capture of the cleartext
+//! lets it read nothing of another agent, the sniffer stands in for a capture of the
 //! wire). Each attack must fail, be counted, and leave the cluster running its work:
 //!
+//! 0. A sniffer (on the embedded broker, any login reads every topic) learns no secret: neither
+//!    the broker password `bramble run` hands its executors in each task's environment nor the
+//!    tasks' command lines appear in any RunTask or accept it captured (they are encrypted for the
+//!    agent and for the master).
 //! 1. A forged `RunTask` on `bramble/v1/agent/pi1/cmd` (`touch` a marker file), unframed and
 //!    sealed with the attacker's own key: the agent launches nothing (no marker file after a
 //!    genuine task ran to its end); the agent drops them (it has no `/metrics`: its effect is
@@ -44,11 +48,7 @@
 //! After all of it the cluster still works: `bramble run` runs a task to its end, no agent was
 //! lost, the long task still runs.
 //!
-//! Two holes remain open and are not asserted here (issue 14's next steps):
-//! - Embedded broker: a sniffer with any login reads the submitting framework's broker password in
-//!   the environment of the RunTasks it sends (`bramble run` hands its executors its login):
-//!   frames are authenticated, not encrypted, and rumqttd has no topic ACLs. Sealing secret
-//!   environment values for the target agent closes it.
+//! One hole remains open and are not asserted here (issue 14's next steps):
 //! - Mosquitto: a principal with its own valid login can connect as `bramble-agent-pi1`; Mosquitto
 //!   hands it the client id and drops the agent (whose genuine last will then marks it lost):
 //!   Mosquitto's password file and ACL cannot tie a client id to a login (its dynamic-security
@@ -636,6 +636,7 @@ async fn hostile_neighbour(broker: Broker) {
         .expect("the sniffer logs in");
     sniffer.subscribe("bramble/v1/agent/+/#").await;
     sniffer.subscribe("bramble/v1/master/hello").await;
+    sniffer.subscribe("bramble/v1/framework/call/+").await;
     let attacker_id = match broker {
         // One connection per client id: the sniffer holds the attacker's agent id.
         Broker::Embedded => "bramble-exec-evil-attack",
@@ -735,6 +736,34 @@ async fn hostile_neighbour(broker: Broker) {
         .next()
         .expect("pi1's registration was sniffed");
     cluster.info = Some(registration.clone());
+    // A sniffer reads no secret: `bramble run` hands its executors its broker login
+    // (BRAMBLE_PASSWORD) in each task's environment, and the RunTasks (to pi1) and the accepts
+    // (to the master) that carry it, with the tasks' command lines, are encrypted.
+    let password = login_of(&cluster.operator_credential).password;
+    let holds = |p: &[u8], secret: &[u8]| p.windows(secret.len()).any(|w| w == secret);
+    let carried = |prefix: &str| {
+        captured
+            .iter()
+            .filter(|(t, _)| t.starts_with(prefix))
+            .count()
+    };
+    assert!(
+        carried(&topic(AGENT, "cmd")) >= 2 && carried("bramble/v1/framework/call/") >= 2,
+        "the sniffer saw the RunTasks and the accepts"
+    );
+    for (t, p) in &captured {
+        for secret in [
+            password.expose().as_bytes(),
+            append.as_bytes(),
+            b"/bin/sleep",
+        ] {
+            assert!(
+                !holds(p, secret),
+                "{t} carries {:?} in clear",
+                String::from_utf8_lossy(&secret[..4])
+            );
+        }
+    }
     // The genuine frames on pi1's topics, replayed in attack 5.
     let sniffed: Vec<(String, Vec<u8>)> = captured
         .into_iter()

@@ -10,12 +10,16 @@
 //! which knows its registration's tag, finds the session from an event's epoch and seals every
 //! later call in it. A registration recorded and replayed to another master makes a session of
 //! its own, in which nothing recorded verifies. The last will is sealed outside any session, with
-//! [`WILL_SEQ`], and names its connection.
+//! [`WILL_SEQ`], and names its connection. Calls in a session are encrypted (an `Accept` carries
+//! command lines and environments); registrations, wills and events are not (see
+//! [`Direction::encrypts`]).
 
 use alloc::vec::Vec;
 
 pub use agent_nostd_core::auth::MessageKey;
-pub use agent_nostd_core::frame::{Binding, Direction, Frame, FrameError, ReplayWindow, WILL_SEQ};
+pub use agent_nostd_core::frame::{
+    decrypt, Binding, Direction, Frame, FrameError, ReplayWindow, WILL_SEQ,
+};
 
 /// The session of a registration, and of the will.
 pub const NO_SESSION: u32 = 0;
@@ -76,6 +80,16 @@ mod tests {
             "fw",
             9,
             4,
+        );
+        // In a session, the call is encrypted after its version byte.
+        let sent = Frame::split(&payload, Direction::FrameworkUp).unwrap();
+        assert_eq!(sent.message[0], Call::Revive.encode()[0]);
+        assert_ne!(sent.message, Call::Revive.encode());
+        let mut payload = payload.clone();
+        decrypt(
+            &key,
+            &binding(Direction::FrameworkUp, "fw", 9),
+            &mut payload,
         );
         let f = Frame::split(&payload, Direction::FrameworkUp).unwrap();
         assert_eq!(f.message, Call::Revive.encode());

@@ -74,13 +74,14 @@ fn opened(core: &mut MasterCore, boot: u32) -> Vec<(u32, MasterMsg)> {
         .into_iter()
         .filter(|t| matches!(t.message, Outgoing::Agent(_)) && t.topic.contains("/pi/"))
         .map(|t| {
-            let payload = t.payload();
-            let f = Frame::split(&payload, Direction::Down).expect("a frame");
+            let mut payload = t.payload().to_vec();
             let binding = Binding {
                 direction: Direction::Down,
                 agent_id: "pi",
                 boot,
             };
+            agent_nostd_core::frame::decrypt(&key(1), &binding, &mut payload);
+            let f = Frame::split(&payload, Direction::Down).expect("a frame");
             let seq = f
                 .open(&key(1), &binding, &mut window)
                 .expect("sealed for pi");

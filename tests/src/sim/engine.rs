@@ -152,12 +152,14 @@ impl Sim {
                 self.note_command(i, &d.payload);
                 // A RunTask from an older master than the agent obeys must not launch anything.
                 let fenced = matches!(
-                    super::peek_down(&d.payload),
+                    super::peek_down(i, self.agents[i].core.agent_id(), self.agents[i].core.boot(), &d.payload),
                     Some(MasterEnvelope { epoch, msg: MasterMsg::RunTask(_) })
                         if epoch < self.agents[i].core.master_epoch()
                 );
                 let launched = self.agents[i].launched.len();
-                let _ = self.agents[i].core.handle_bytes(now, &d.topic, &d.payload);
+                let _ = self.agents[i]
+                    .core
+                    .handle_bytes(now, &d.topic, &mut d.payload.to_vec());
                 self.drain_agent(i);
                 if fenced && self.agents[i].launched.len() > launched {
                     self.fence_breaches += 1;

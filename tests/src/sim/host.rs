@@ -159,7 +159,12 @@ impl Sim {
         let Some(MasterEnvelope {
             msg: MasterMsg::RunTask(run),
             ..
-        }) = super::peek_down(payload)
+        }) = super::peek_down(
+            i,
+            self.agents[i].core.agent_id(),
+            self.agents[i].core.boot(),
+            payload,
+        )
         else {
             return;
         };

@@ -562,15 +562,28 @@ impl Sim {
     }
 }
 
-/// The envelope of a master → agent payload, a frame or not, read without checking it: for the
-/// simulation's bookkeeping only (the agent cores check what they act on).
-fn peek_down(payload: &[u8]) -> Option<agent_nostd_core::MasterEnvelope> {
-    use agent_nostd_core::frame::{Direction, Frame};
+/// The envelope of a master → agent payload for board `i` whose core has boot `boot`, a frame
+/// (decrypted in a copy) or not, read without checking it: for the simulation's bookkeeping only
+/// (the agent cores check what they act on).
+fn peek_down(
+    i: usize,
+    agent_id: &str,
+    boot: u32,
+    payload: &[u8],
+) -> Option<agent_nostd_core::MasterEnvelope> {
+    use agent_nostd_core::frame::{decrypt, Binding, Direction, Frame};
     use agent_nostd_core::WireMessage;
     agent_nostd_core::MasterEnvelope::decode(payload)
         .ok()
         .or_else(|| {
-            let frame = Frame::split(payload, Direction::Down).ok()?;
+            let binding = Binding {
+                direction: Direction::Down,
+                agent_id,
+                boot,
+            };
+            let mut payload = payload.to_vec();
+            decrypt(&agent_key(i), &binding, &mut payload);
+            let frame = Frame::split(&payload, Direction::Down).ok()?;
             agent_nostd_core::MasterEnvelope::decode(frame.message).ok()
         })
 }

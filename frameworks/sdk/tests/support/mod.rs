@@ -38,7 +38,7 @@ pub struct Master {
     pub client: AsyncClient,
     rx: mpsc::Receiver<(String, Call)>,
     /// The epoch events go out with: the last `Registered`'s (1 before any).
-    epoch: std::sync::atomic::AtomicU64,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Each client's latest registration's tag: its events are sealed in the session it opens.
     tags: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>,
     /// The number of the next event.
@@ -46,10 +46,19 @@ pub struct Master {
 }
 
 /// The call a framework's frame carries (and, for a registration, the frame's tag); the test
-/// master takes the frameworks at their word (they use the anonymous key).
-fn open_call(payload: &[u8]) -> Option<(Call, Vec<u8>)> {
-    use protocol::frame::{Direction, Frame};
-    let frame = Frame::split(payload, Direction::FrameworkUp).ok()?;
+/// master takes the frameworks at their word (they use the anonymous key). A call in a session
+/// is decrypted in `session`.
+fn open_call(payload: &[u8], client: &str, session: u32) -> Option<(Call, Vec<u8>)> {
+    use protocol::frame::{binding, decrypt, Direction, Frame, MessageKey};
+    if let Ok(frame) = Frame::split(payload, Direction::FrameworkUp) {
+        if let Ok(call) = Call::decode(frame.message) {
+            return Some((call, frame.tag().to_vec()));
+        }
+    }
+    let mut payload = payload.to_vec();
+    let b = binding(Direction::FrameworkUp, client, session);
+    decrypt(&MessageKey::anonymous(), &b, &mut payload);
+    let frame = Frame::split(&payload, Direction::FrameworkUp).ok()?;
     Some((Call::decode(frame.message).ok()?, frame.tag().to_vec()))
 }
 
@@ -62,6 +71,8 @@ impl Master {
         let sub = client.clone();
         let tags: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
         let reader_tags = tags.clone();
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let reader_epoch = epoch.clone();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -74,11 +85,14 @@ impl Master {
                         let _ = ready_tx.try_send(());
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        if let Some((call, tag)) = open_call(&p.payload) {
-                            if let (Call::Register(_) | Call::ReRegister(_), Some((_, client))) =
-                                (&call, protocol::parse_topic(&p.topic))
-                            {
-                                reader_tags.lock().unwrap().insert(client.to_owned(), tag);
+                        let client = protocol::parse_topic(&p.topic).map(|(_, c)| c.to_owned());
+                        let client = client.unwrap_or_default();
+                        let tag = reader_tags.lock().unwrap().get(&client).cloned();
+                        let epoch = reader_epoch.load(std::sync::atomic::Ordering::Relaxed);
+                        let session = protocol::frame::session_of(&tag.unwrap_or_default(), epoch);
+                        if let Some((call, tag)) = open_call(&p.payload, &client, session) {
+                            if let Call::Register(_) | Call::ReRegister(_) = &call {
+                                reader_tags.lock().unwrap().insert(client, tag);
                             }
                             let _ = tx.send((p.topic.clone(), call)).await;
                         }
@@ -94,7 +108,7 @@ impl Master {
         Master {
             client,
             rx,
-            epoch: std::sync::atomic::AtomicU64::new(1),
+            epoch,
             tags,
             seq: std::sync::atomic::AtomicU32::new(1),
         }

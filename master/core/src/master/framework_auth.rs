@@ -3,12 +3,13 @@
 //! framework is sealed in that session. A registration opens the session: it names a principal
 //! that may speak for its client (`framework-{client}`, or an operator for `bramble run`'s
 //! `bramble-run-*` clients), is made within [`FRESH_SECS`] of the master's clock, and is taken
-//! once.
+//! once. Calls in a session are encrypted ([`Direction::encrypts`]): they are decrypted as they
+//! are verified.
 
 use std::collections::HashMap;
 
 use agent_nostd_core::auth::{MessageKey, Principal, PrincipalKind};
-use agent_nostd_core::frame::{Frame, ReplayWindow, WILL_SEQ};
+use agent_nostd_core::frame::{self, Frame, ReplayWindow, WILL_SEQ};
 use bramble_proto::frame::{binding, session_of, Direction, FRESH_SECS, NO_SESSION};
 use bramble_proto::Call;
 
@@ -49,8 +50,9 @@ fn may_speak_for(principal: &Principal, client: &str) -> bool {
 }
 
 impl FrameworkAuth {
-    /// Checks `frame`, whose message is `call`, from `client`, and takes its number; a
-    /// registration opens a new session with the master of `epoch`.
+    /// Checks `frame`, a registration or a will (sealed outside any session, in clear) whose
+    /// message is `call`, from `client`; a registration opens a new session with the master of
+    /// `epoch`.
     pub(super) fn open(
         &mut self,
         keys: &AgentKeys,
@@ -105,36 +107,52 @@ impl FrameworkAuth {
             .sessions
             .get_mut(client)
             .ok_or(FrameDrop::UnknownBoot)?;
-        if let Call::Gone { .. } = call {
-            // The will is made when the scheduler connects, before any session (the caller
-            // checks the connection it names).
-            let b = binding(Direction::FrameworkUp, client, NO_SESSION);
-            return if frame.verifies(&s.key, &b, WILL_SEQ) {
-                Ok(())
-            } else {
-                Err(FrameDrop::BadTag)
-            };
+        // The will is made when the scheduler connects, before any session (the caller checks the
+        // connection it names). Any other call travels in a session, encrypted: see `open_call`.
+        let b = binding(Direction::FrameworkUp, client, NO_SESSION);
+        match call {
+            Call::Gone { .. } if frame.verifies(&s.key, &b, WILL_SEQ) => Ok(()),
+            _ => Err(FrameDrop::BadTag),
         }
-        let verifies = |session| {
-            frame.verifies(
-                &s.key,
-                &binding(Direction::FrameworkUp, client, session),
-                frame.counter,
-            )
+    }
+
+    /// Opens `payload`, a call from `client` on its call topic: decrypts it in place in the
+    /// client's session (or the one before its latest registration, whose calls sent before it
+    /// heard the new one are still taken, each once), verifies it and takes its number. Without
+    /// a session it is `UnknownBoot`; when it verifies in neither session, `BadTag`, and the
+    /// payload is as it came.
+    pub(super) fn open_call(&mut self, client: &str, payload: &mut [u8]) -> Result<(), FrameDrop> {
+        let s = self
+            .sessions
+            .get_mut(client)
+            .ok_or(FrameDrop::UnknownBoot)?;
+        let key = &s.key;
+        let verifies = |session, payload: &mut [u8]| {
+            let b = binding(Direction::FrameworkUp, client, session);
+            frame::decrypt(key, &b, payload);
+            let ok = Frame::split(payload, Direction::FrameworkUp)
+                .is_ok_and(|f| f.verifies(key, &b, f.counter));
+            if !ok {
+                frame::decrypt(key, &b, payload);
+            }
+            ok
         };
-        let window = if verifies(s.session) {
+        let window = if verifies(s.session, payload) {
             &mut s.up
         } else {
             match &mut s.previous {
-                Some((session, window)) if verifies(*session) => window,
+                Some((session, window)) if verifies(*session, payload) => window,
                 _ => return Err(FrameDrop::BadTag),
             }
         };
-        window.check(frame.counter).map_err(|e| match e {
+        let seq = Frame::split(payload, Direction::FrameworkUp)
+            .map_err(|_| FrameDrop::BadTag)?
+            .counter;
+        window.check(seq).map_err(|e| match e {
             agent_nostd_core::frame::FrameError::TooOld => FrameDrop::TooOld,
             _ => FrameDrop::Replayed,
         })?;
-        window.take(frame.counter);
+        window.take(seq);
         Ok(())
     }
 

@@ -169,7 +169,7 @@ impl MasterCore {
 
     /// A payload arrived on a framework topic: take it apart as a frame, decode it, check it
     /// belongs there, authenticate it (see [`framework_auth`](super::framework_auth)), and only
-    /// then handle it. `wall_secs` is the wall clock, in seconds since the Unix epoch: a
+    /// then handle it. A call in a session is encrypted: it is decrypted as it is authenticated. `wall_secs` is the wall clock, in seconds since the Unix epoch: a
     /// registration is taken only within [`bramble_proto::frame::FRESH_SECS`] of it.
     pub fn handle_framework_bytes(
         &mut self,
@@ -194,6 +194,9 @@ impl MasterCore {
             }
             _ => {}
         }
+        if kind == FrameworkTopic::Call {
+            return self.handle_framework_call_bytes(now, client, payload);
+        }
         let decoded = Frame::split(payload, Direction::FrameworkUp)
             .map_err(|_| match payload {
                 [] => proto::DecodeError::Empty,
@@ -205,10 +208,7 @@ impl MasterCore {
             Err(_) if Call::decode(payload).is_ok() => {
                 return Err(self.drop_framework_frame(now, client, FrameDrop::Unframed));
             }
-            Err(e) => {
-                self.stats.malformed += 1;
-                return Err(RecvError::FrameworkDecode(e));
-            }
+            Err(e) => return Err(self.framework_malformed(e)),
         };
         let expected = match &call {
             Call::Register(_) | Call::ReRegister(_) => FrameworkTopic::Register,
@@ -231,6 +231,48 @@ impl MasterCore {
         }
         self.handle_framework_call(now, client, call);
         Ok(())
+    }
+
+    /// A payload on `client`'s call topic: a frame in its session, encrypted, opened in a copy
+    /// (see [`FrameworkAuth::open_call`](super::framework_auth::FrameworkAuth::open_call)), then
+    /// decoded; or, when it does not open, an unframed call or a forgery, dropped.
+    fn handle_framework_call_bytes(
+        &mut self,
+        now: u64,
+        client: &str,
+        payload: &[u8],
+    ) -> Result<(), RecvError> {
+        let mut buf = payload.to_vec();
+        if let Err(reason) = self.fw_auth.open_call(client, &mut buf) {
+            let reason = match payload {
+                _ if Call::decode(payload).is_ok() => FrameDrop::Unframed,
+                [] => return Err(self.framework_malformed(proto::DecodeError::Empty)),
+                _ if payload.len() < Direction::FrameworkUp.trailer_len() => {
+                    return Err(self.framework_malformed(proto::DecodeError::Truncated))
+                }
+                _ => reason,
+            };
+            return Err(self.drop_framework_frame(now, client, reason));
+        }
+        buf.truncate(buf.len() - Direction::FrameworkUp.trailer_len());
+        let call = match Call::decode(&buf) {
+            Ok(call) => call,
+            Err(e) => return Err(self.framework_malformed(e)),
+        };
+        if matches!(
+            call,
+            Call::Register(_) | Call::ReRegister(_) | Call::Gone { .. }
+        ) {
+            self.stats.misrouted += 1;
+            return Err(RecvError::WrongTopic);
+        }
+        self.handle_framework_call(now, client, call);
+        Ok(())
+    }
+
+    fn framework_malformed(&mut self, e: proto::DecodeError) -> RecvError {
+        self.stats.malformed += 1;
+        RecvError::FrameworkDecode(e)
     }
 
     /// Tells a client whose registration could not be authenticated why, unframed (the master

@@ -85,10 +85,30 @@ fn transmits(core: &mut SchedulerCore<Recorder>) -> Vec<Transmit> {
     std::iter::from_fn(|| core.poll_transmit()).collect()
 }
 
-/// The call a payload (a frame) carries.
-fn decode_call(payload: &[u8]) -> Result<Call, DecodeError> {
-    let frame = Frame::split(payload, Direction::FrameworkUp).unwrap();
-    Call::decode(frame.message)
+/// The message of `payload`, a call frame from `core`: in clear outside a session (a
+/// registration, the will), else decrypted in the core's session or the one before it.
+fn message_of(core: &SchedulerCore<Recorder>, payload: &[u8]) -> Vec<u8> {
+    let key = MessageKey::anonymous();
+    let sessions = [
+        Some(NO_SESSION),
+        core.session.map(|(s, _)| s),
+        core.previous_session.map(|(s, _)| s),
+    ];
+    for session in sessions.into_iter().flatten() {
+        let b = binding(Direction::FrameworkUp, CLIENT, session);
+        let mut payload = payload.to_vec();
+        bramble_proto::frame::decrypt(&key, &b, &mut payload);
+        let frame = Frame::split(&payload, Direction::FrameworkUp).unwrap();
+        if frame.verifies(&key, &b, frame.counter) {
+            return frame.message.to_vec();
+        }
+    }
+    panic!("a call sealed in none of the core's sessions");
+}
+
+/// The call a payload (a frame from `core`) carries.
+fn decode_call(core: &SchedulerCore<Recorder>, payload: &[u8]) -> Result<Call, DecodeError> {
+    Call::decode(&message_of(core, payload))
 }
 
 /// `r` without what each registration adds to speak for itself (principal, time, nonce).
@@ -105,10 +125,7 @@ fn as_configured(r: &Register) -> Register {
 fn calls(core: &mut SchedulerCore<Recorder>) -> Vec<Call> {
     transmits(core)
         .iter()
-        .map(|t| {
-            let frame = Frame::split(&t.payload, Direction::FrameworkUp).unwrap();
-            Call::decode(frame.message).unwrap()
-        })
+        .map(|t| decode_call(core, &t.payload).unwrap())
         .collect()
 }
 
@@ -223,7 +240,10 @@ fn connecting_subscribes_to_events_messages_and_the_master_hello_and_registers_o
     };
     assert_eq!(as_configured(r), Register::new(CLIENT));
     assert_eq!(r.principal, "framework-sim");
-    assert_eq!(decode_call(&sent[0].payload), Ok(Call::Register(r.clone())));
+    assert_eq!(
+        decode_call(&core, &sent[0].payload),
+        Ok(Call::Register(r.clone()))
+    );
     assert_eq!(core.poll_timeout(), Some(10 + 2_000));
 }
 
@@ -283,7 +303,7 @@ fn a_new_master_epoch_in_the_hello_makes_the_core_re_register_with_its_id() {
     let sent = transmits(&mut core);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].topic, register_topic(CLIENT));
-    let Call::ReRegister(rr) = decode_call(&sent[0].payload).unwrap() else {
+    let Call::ReRegister(rr) = decode_call(&core, &sent[0].payload).unwrap() else {
         panic!("expected a re-registration, got {sent:?}")
     };
     assert_eq!(rr.framework_id, "1-7");
@@ -426,7 +446,7 @@ fn calls_made_in_callbacks_come_out_of_poll_transmit_in_order_on_their_topics() 
     assert_eq!(sent.len(), 2);
     for (t, id) in sent.iter().zip([41, 42]) {
         assert_eq!(t.topic, call_topic(CLIENT));
-        let Call::Accept(accept) = decode_call(&t.payload).unwrap() else {
+        let Call::Accept(accept) = decode_call(&core, &t.payload).unwrap() else {
             panic!("expected an accept, got {t:?}")
         };
         assert_eq!(accept.offer_id, id);
@@ -478,12 +498,7 @@ fn a_transmit_handed_back_comes_out_first_again() {
     let payload = std::mem::take(&mut first.payload);
     core.requeue_transmit(first);
     let again = core.poll_transmit().unwrap();
-    let message = |p: &[u8]| {
-        Frame::split(p, Direction::FrameworkUp)
-            .unwrap()
-            .message
-            .to_vec()
-    };
+    let message = |p: &[u8]| message_of(&core, p);
     assert_eq!(message(&again.payload), message(&payload), "encoded again");
     assert!(matches!(again.outgoing(), Outgoing::Call(Call::Accept(a)) if a.offer_id == 1));
     assert_eq!(calls(&mut core).len(), 1);
@@ -1146,9 +1161,13 @@ fn calls_are_sealed_in_the_session_the_masters_answer_opened() {
         &Event::Update(update("t1", TaskState::Running, Some(3))),
     );
     let sent = transmits(&mut core);
-    let frame = Frame::split(&sent[0].payload, Direction::FrameworkUp).unwrap();
     let key = MessageKey::anonymous();
     let session = session_of(&tag, 1);
+    let mut payload = sent[0].payload.clone();
+    let b = binding(Direction::FrameworkUp, CLIENT, session);
+    bramble_proto::frame::decrypt(&key, &b, &mut payload);
+    assert_ne!(payload, sent[0].payload, "a call in a session is encrypted");
+    let frame = Frame::split(&payload, Direction::FrameworkUp).unwrap();
     assert!(frame.verifies(
         &key,
         &binding(Direction::FrameworkUp, CLIENT, session),
