@@ -15,8 +15,9 @@
 //! sets the option there ([`set_listener_nodelay`]).
 //!
 //! **Logins.** With [`BrokerConfig::auth`] set, every CONNECT must carry a principal's username
-//! and broker password and a client id of that principal's (rumqttd's auth handler sees all three:
-//! [`crate::credentials::Authenticator`]); anonymous and wrong logins are refused and counted.
+//! and broker password and a client id of that principal's, bound to that password (rumqttd's
+//! auth handler sees all three: [`crate::credentials::Authenticator`]); anonymous and wrong logins
+//! are refused and counted.
 //! Without it the broker lets anyone in, which [`start`] allows only on a loopback address unless
 //! told it is insecure on purpose ([`Anonymous`]).
 //!

@@ -35,10 +35,15 @@
 //!    sniffed will (of a connection the agent no longer uses) is ignored as stale. The downlink
 //!    frames (the `RunTask` of a task that appended a line to a file, its acks) are dropped by
 //!    the agent: the file still has one line.
-//! 6. A client without a login is refused by both brokers. Client-id takeover (embedded broker):
-//!    connecting as `bramble-master-hostile` (the master's
-//!    client id) or `bramble-agent-pi1`, with the attacker's login or none, is refused; the master
-//!    and the agent keep their connections (no agent lost, a task still runs).
+//! 6. A client without a login is refused by both brokers. Client-id takeover: the master and
+//!    the agent connect with their base ids bound to their passwords (`bramble-agent-pi1-` and 16
+//!    hex digits only pi1's password gives), so the attacker, with its own login, tries the bases
+//!    `bramble-master-hostile` and `bramble-agent-pi1` and those bases bound to its own password.
+//!    The embedded broker refuses each (and each without a login); Mosquitto may accept them, but
+//!    none is the id of a live connection, so nothing is taken over: after each attempt, with the
+//!    attacker's connection held, a message the master counts after it (a barrier) shows no agent
+//!    lost, pi1 online with its task running, and neither the master's nor the agent's log saying
+//!    its connection dropped.
 //!
 //! On Mosquitto the ACL refuses every one of those publishes before the master or the agent sees
 //! it: after them the attacker publishes one unframed message on its own topic, which the ACL lets
@@ -47,12 +52,6 @@
 //!
 //! After all of it the cluster still works: `bramble run` runs a task to its end, no agent was
 //! lost, the long task still runs.
-//!
-//! One hole remains open and are not asserted here (issue 14's next steps):
-//! - Mosquitto: a principal with its own valid login can connect as `bramble-agent-pi1`; Mosquitto
-//!   hands it the client id and drops the agent (whose genuine last will then marks it lost):
-//!   Mosquitto's password file and ACL cannot tie a client id to a login (its dynamic-security
-//!   plugin can).
 //!
 //! 4b. A forged operator kill of the long task on `bramble/v1/operator/kill`: unsigned, signed by
 //!    the attacker as itself (not an operator), and claiming `operator-admin` with the attacker's
@@ -631,7 +630,8 @@ async fn hostile_neighbour(broker: Broker) {
         Broker::Embedded => "bramble-agent-evil",
         Broker::Mosquitto => "bramble-master-sniffer",
     };
-    let mut sniffer = Client::connect(sniffer_id, port, Some(&sniff_login))
+    let sniffer_id = bramble_mqtt::bound_client_id(sniffer_id, &sniff_login.password);
+    let mut sniffer = Client::connect(&sniffer_id, port, Some(&sniff_login))
         .await
         .expect("the sniffer logs in");
     sniffer.subscribe("bramble/v1/agent/+/#").await;
@@ -642,7 +642,8 @@ async fn hostile_neighbour(broker: Broker) {
         Broker::Embedded => "bramble-exec-evil-attack",
         Broker::Mosquitto => "bramble-agent-evil",
     };
-    let attacker = Client::connect(attacker_id, port, Some(&evil))
+    let attacker_id = bramble_mqtt::bound_client_id(attacker_id, &evil.password);
+    let attacker = Client::connect(&attacker_id, port, Some(&evil))
         .await
         .expect("the attacker logs in with its own credential");
 
@@ -1096,16 +1097,69 @@ async fn hostile_neighbour(broker: Broker) {
         "an anonymous client must be refused"
     );
 
-    // 6. Client-id takeover (the embedded broker's rule; Mosquitto has none of the kind).
-    if broker == Broker::Embedded {
-        for id in ["bramble-master-hostile", "bramble-agent-pi1"] {
-            for login in [Some(&evil), None] {
+    // 6. Client-id takeover: the master's and pi1's base ids, bare and bound to the attacker's
+    // own password (it cannot compute theirs). The embedded broker refuses each; Mosquitto may
+    // accept them, but must not drop the master or the agent.
+    let dropped_lines = |name: &str| {
+        std::fs::read_to_string(logs.join(name))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("broker connection to"))
+            .count()
+    };
+    let (master_drops, agent_drops) = (dropped_lines("master.err"), dropped_lines("agent.err"));
+    let lost_before = cluster.metrics().await.get("bramble_agents_lost_total");
+    for base in [
+        format!("bramble-master-{MASTER_NAME}"),
+        format!("bramble-agent-{AGENT}"),
+    ] {
+        let bound = bramble_mqtt::bound_client_id(&base, &evil.password);
+        for id in [base.clone(), bound] {
+            assert!(
+                Client::connect(&id, port, None).await.is_none(),
+                "{id} without a login must be refused"
+            );
+            let taker = Client::connect(&id, port, Some(&evil)).await;
+            if broker == Broker::Embedded {
                 assert!(
-                    Client::connect(id, port, login).await.is_none(),
-                    "{id} with {:?} must be refused",
-                    login.map(|l| l.username.clone())
+                    taker.is_none(),
+                    "{id} with agent-evil's login must be refused"
                 );
             }
+            // With the taker's connection held: a message the master counts after the attempt
+            // (Mosquitto queues a dropped client's will to the master before it answers the
+            // CONNECT that dropped it, and delivers in order) ...
+            let barrier = match broker {
+                Broker::Embedded => {
+                    vec![(topic("evil", "pong"), encode(&AgentMsg::Pong { seq: 0 }))]
+                }
+                // `attack` publishes the same message itself.
+                Broker::Mosquitto => vec![],
+            };
+            cluster
+                .attack(
+                    // It never comes if the master's connection was taken (and its session
+                    // cleaned by the taker's clean CONNECT).
+                    &format!("a barrier after connecting as {id} (is the master connected?)"),
+                    barrier,
+                    &[("unframed", 1)],
+                )
+                .await;
+            // ... and, by then, no will of the agent's, no lost connection.
+            assert_eq!(
+                cluster.metrics.get("bramble_agents_lost_total"),
+                lost_before,
+                "connecting as {id} took pi1's connection (its will marked it lost)"
+            );
+            cluster
+                .agent_and_task_unchanged(&format!("after connecting as {id}"))
+                .await;
+            assert_eq!(
+                (dropped_lines("master.err"), dropped_lines("agent.err")),
+                (master_drops, agent_drops),
+                "connecting as {id} dropped the master's or the agent's connection"
+            );
+            drop(taker);
         }
     }
 

@@ -15,13 +15,15 @@
 //!   failed in turn.
 //!
 //! The crate lives beside the agent because the agent is its most constrained user (it is built
-//! for size); it has no dependency but rumqttc, tokio's timer, tracing, and the agent core's
-//! principals and secrets with toml to read credential files.
+//! for size); it has no dependency but rumqttc, tokio's timer, tracing, the agent core's
+//! principals and secrets with toml to read credential files, and HMAC-SHA-256 (already the agent
+//! core's) for bound client ids.
 //!
 //! # Layout
 //!
 //! - [`MAX_PACKET`] and [`MAX_INCOMING`]: the message size limits every broker and client keeps.
 //! - [`brokers`]: [`BrokerAddr`] and [`Brokers`], parsed from `mqtt://host[:port]` and comma lists.
+//! - [`client_id`]: bound client ids, which only the login's password gives (no takeover).
 //! - [`credential`]: a principal's credential file, and the login it gives.
 //! - [`http_auth`]: signed HTTP requests (the agent's artifact downloads, checked by the master).
 //! - [`login`]: [`Login`] and [`Password`], the credentials a client presents (never printed).
@@ -38,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod brokers;
+pub mod client_id;
 pub mod credential;
 pub mod http_auth;
 pub mod login;
@@ -46,6 +49,7 @@ pub mod sources;
 pub mod tls;
 
 pub use brokers::{BrokerAddr, BrokerError, Brokers};
+pub use client_id::{bound_client_id, unbind_client_id};
 pub use credential::{Credential, CredentialError};
 pub use login::{Login, Password};
 pub use refusal::{Refusal, RefusalReason};
@@ -95,7 +99,9 @@ pub fn publish_len(topic: &str, payload_len: usize, qos: QoS) -> usize {
 /// How a Bramble client connects: its identity, its broker and its limits.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The MQTT client id (`bramble-agent-{id}`, `bramble-master`, `bramble-fw-{client}`, …).
+    /// The base MQTT client id (`bramble-agent-{id}`, `bramble-master-{name}`,
+    /// `bramble-fw-{client}`, …). A client with a login connects with it bound to the login's
+    /// password ([`bound_client_id`]); one without, with it as it is.
     pub client_id: String,
     /// The brokers, tried in order: [`connect`] connects to the first, [`Session`] fails over
     /// to the next.
@@ -155,9 +161,19 @@ pub fn connect(config: ClientConfig) -> (AsyncClient, EventLoop) {
 
 /// The rumqttc options of `config` for the broker at `addr`: every client's options are built
 /// here, so a failover rebuilds them with every setting kept.
+///
+/// With a login, the client id is the config's bound to the login's password
+/// ([`bound_client_id`]), so no other principal can connect with it and take the session over;
+/// the broker's own login may differ from the config's, and so may the id on each broker.
 fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
     let incoming = config.max_packet.0.max(MAX_PACKET);
-    let mut options = MqttOptions::new(config.client_id.clone(), addr.host.clone(), addr.port);
+    // The broker's own login (from its URL, or settled by `Brokers::with_login`) comes first.
+    let login = addr.login.as_ref().or(config.login.as_ref());
+    let client_id = match login {
+        Some(login) => bound_client_id(&config.client_id, &login.password),
+        None => config.client_id.clone(),
+    };
+    let mut options = MqttOptions::new(client_id, addr.host.clone(), addr.port);
     options
         .set_clean_session(config.clean_session)
         .set_keep_alive(config.keep_alive)
@@ -171,8 +187,7 @@ fn mqtt_options(config: &ClientConfig, addr: &BrokerAddr) -> MqttOptions {
     if addr.tls {
         options.set_transport(tls::transport());
     }
-    // The broker's own login (from its URL, or settled by `Brokers::with_login`) comes first.
-    if let Some(login) = addr.login.as_ref().or(config.login.as_ref()) {
+    if let Some(login) = login {
         options.set_credentials(login.username.clone(), login.password.expose());
     }
     options
@@ -719,6 +734,35 @@ mod tests {
         }
         let login = session.eventloop.mqtt_options.credentials().unwrap();
         assert_eq!(login.username, "own");
+    }
+
+    #[test]
+    fn a_client_with_a_login_connects_with_its_id_bound_to_the_password_it_presents() {
+        let plain = BrokerAddr::new("127.0.0.1", 1);
+        let own = BrokerAddr::new("127.0.0.1", 2).with_login(Some(Login::new("own", "x")));
+        let config = ClientConfig {
+            login: Some(Login::new("agent-pi1", "y")),
+            ..ClientConfig::new("bramble-agent-pi1", plain.clone())
+        };
+        let id = |addr| mqtt_options(&config, addr).client_id();
+        assert_eq!(
+            id(&plain),
+            bound_client_id("bramble-agent-pi1", &Password::new("y"))
+        );
+        assert_eq!(
+            id(&own),
+            bound_client_id("bramble-agent-pi1", &Password::new("x"))
+        );
+        assert_eq!(
+            unbind_client_id(&id(&plain), "y"),
+            Some("bramble-agent-pi1")
+        );
+        // Without any login (`bramble up` on loopback), the id is the bare base.
+        let anonymous = ClientConfig::new("bramble-agent-pi1", plain.clone());
+        assert_eq!(
+            mqtt_options(&anonymous, &plain).client_id(),
+            "bramble-agent-pi1"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! The embedded broker's login check: a principal logs in with its username (`KIND-NAME`) and
-//! the broker password derived from its secret, with a client id of its own
-//! ([`super::client_ids`]). Refused logins are counted and logged at most once per 10 s.
+//! the broker password derived from its secret, with a client id bound to that password
+//! ([`bramble_mqtt::client_id`]) whose base is one of its own ([`super::client_ids`]). Refused
+//! logins are counted and logged at most once per 10 s.
 //!
 //! The table is replaced whole when the store changes ([`super::reload`]); rumqttd calls
 //! [`Authenticator::check`] for each CONNECT (its auth handler sees the client id, the username
@@ -26,7 +27,8 @@ pub enum Refusal {
     UnknownPrincipal,
     /// The password is not the principal's.
     WrongPassword,
-    /// The client id belongs to another principal.
+    /// The client id is not bound to the password presented, or its base belongs to another
+    /// principal.
     ForeignClientId,
 }
 
@@ -102,7 +104,9 @@ impl Authenticator {
         if !constant_time_eq(expected.as_bytes(), password.as_bytes()) {
             return Err(Refusal::WrongPassword);
         }
-        if !super::client_ids::may_use(principal, client_id) {
+        let base =
+            bramble_mqtt::unbind_client_id(client_id, password).ok_or(Refusal::ForeignClientId)?;
+        if !super::client_ids::may_use(principal, base) {
             return Err(Refusal::ForeignClientId);
         }
         Ok(())
@@ -169,15 +173,18 @@ mod tests {
             .to_owned()
     }
 
+    /// `base` bound to `password`, as the principal's client connects with it.
+    fn bound(base: &str, password: &str) -> String {
+        bramble_mqtt::bound_client_id(base, &bramble_mqtt::Password::new(password))
+    }
+
     #[test]
-    fn a_principal_with_its_password_and_client_id_is_let_in() {
+    fn a_principal_with_its_password_and_its_own_bound_client_id_is_let_in() {
         let (_dir, store) = store_with(&["pi"]);
         let auth = Authenticator::new(&store);
-        assert!(auth.check(
-            "bramble-agent-pi",
-            "agent-pi",
-            &password(&store, "agent-pi")
-        ));
+        let pw = password(&store, "agent-pi");
+        assert!(auth.check(&bound("bramble-agent-pi", &pw), "agent-pi", &pw));
+        assert!(auth.check(&bound("bramble-exec-fw-t1", &pw), "agent-pi", &pw));
         assert_eq!(auth.refused(), 0);
     }
 
@@ -186,29 +193,53 @@ mod tests {
         let (_dir, store) = store_with(&["pi", "other"]);
         let auth = Authenticator::new(&store);
         let pw = password(&store, "agent-pi");
+        let id = bound("bramble-agent-pi", &pw);
         assert_eq!(
-            auth.judge("bramble-agent-pi", "agent-nobody", &pw),
+            auth.judge(&id, "agent-nobody", &pw),
             Err(Refusal::UnknownPrincipal)
         );
+        assert_eq!(auth.judge(&id, "", ""), Err(Refusal::UnknownPrincipal));
         assert_eq!(
-            auth.judge("bramble-agent-pi", "", ""),
-            Err(Refusal::UnknownPrincipal)
-        );
-        assert_eq!(
-            auth.judge(
-                "bramble-agent-pi",
-                "agent-pi",
-                &password(&store, "agent-other")
-            ),
+            auth.judge(&id, "agent-pi", &password(&store, "agent-other")),
             Err(Refusal::WrongPassword)
         );
         assert_eq!(
-            auth.judge("bramble-master-x", "agent-pi", &pw),
+            auth.judge(&bound("bramble-master-x", &pw), "agent-pi", &pw),
             Err(Refusal::ForeignClientId)
         );
-        assert!(!auth.check("bramble-agent-other", "agent-pi", &pw));
-        assert!(!auth.check("bramble-agent-pi", "agent-pi", "guess"));
+        assert!(!auth.check(&bound("bramble-agent-other", &pw), "agent-pi", &pw));
+        assert!(!auth.check(&id, "agent-pi", "guess"));
         assert_eq!(auth.refused(), 2);
+    }
+
+    #[test]
+    fn a_client_id_not_bound_to_the_password_presented_is_refused() {
+        let (_dir, store) = store_with(&["pi", "other"]);
+        let auth = Authenticator::new(&store);
+        let pw = password(&store, "agent-pi");
+        let other = password(&store, "agent-other");
+        // The bare base, and the base bound to another principal's password (which agent-other
+        // connects with, and which agent-pi cannot compute).
+        for id in [
+            "bramble-agent-pi".to_owned(),
+            bound("bramble-agent-pi", &other),
+            format!("{}x", bound("bramble-agent-pi", &pw)),
+        ] {
+            assert_eq!(
+                auth.judge(&id, "agent-pi", &pw),
+                Err(Refusal::ForeignClientId),
+                "{id}"
+            );
+        }
+        // agent-other bound to its own password is let in only with a base of its own.
+        assert_eq!(
+            auth.judge(&bound("bramble-agent-pi", &other), "agent-other", &other),
+            Err(Refusal::ForeignClientId)
+        );
+        assert_eq!(
+            auth.judge(&bound("bramble-agent-other", &other), "agent-other", &other),
+            Ok(())
+        );
     }
 
     #[test]
@@ -220,6 +251,6 @@ mod tests {
             .remove(&Principal::new(PrincipalKind::Agent, "pi").unwrap())
             .unwrap();
         auth.replace(&store);
-        assert!(!auth.check("bramble-agent-pi", "agent-pi", &pw));
+        assert!(!auth.check(&bound("bramble-agent-pi", &pw), "agent-pi", &pw));
     }
 }

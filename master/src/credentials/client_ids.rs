@@ -1,7 +1,14 @@
-//! Which MQTT client ids a principal may connect with, so that no principal can take over
+//! Which base client ids a principal may connect with, so that no principal can take over
 //! another's session (a broker drops the older connection of a client id that connects again).
 //!
-//! | principal        | client ids                                                          |
+//! A client that logs in connects with its base id bound to its password
+//! (`BASE-XXXXXXXXXXXXXXXX`, [`bramble_mqtt::client_id`]); the embedded broker's
+//! [`super::Authenticator`] unbinds it with the password presented (refusing an id that is not
+//! bound to it) and asks [`may_use`] about the base. The binding alone stops a takeover on any
+//! broker (a principal cannot compute another's suffix); this table also keeps a principal off
+//! the others' names on the embedded broker.
+//!
+//! | principal        | base client ids                                                     |
 //! |------------------|---------------------------------------------------------------------|
 //! | `master-*`       | `bramble-master-*` (the leader's `bramble-master-NAME`, the election's `bramble-master-NAME-election`), the start-up sweep of stale status topics `bramble-query-*`, and `bramble deploy`'s registration watch `bramble-deploy-*` |
 //! | `agent-NAME`     | `bramble-agent-NAME`, and its tasks' executors `bramble-exec-*`     |
@@ -10,11 +17,12 @@
 //!
 //! Only the master principal may use `bramble-master-*`, only `agent-NAME` its agent id. The
 //! executors' ids (`bramble-exec-CLIENT-TASK`) are the one shared prefix: an executor may log in
-//! with its agent's credential or its framework's.
+//! with its agent's credential or its framework's (bound to different passwords, the two are
+//! different ids, so neither can take the other's over).
 
 use agent_nostd_core::auth::{Principal, PrincipalKind};
 
-/// Whether `principal` may connect with `client_id`.
+/// Whether `principal` may connect with the base id `client_id` (already unbound).
 pub fn may_use(principal: &Principal, client_id: &str) -> bool {
     let name = principal.name();
     match principal.kind() {

@@ -10,7 +10,8 @@
 //! - [`commands`]: `bramble credentials add|remove|list` and `bramble broker-config mosquitto`;
 //!   [`cli`]: their command lines, and the master's start-up with its store.
 //! - [`authenticator`]: the embedded broker's check of each CONNECT (username, password, client
-//!   id), with [`client_ids`] saying which client ids each principal may use.
+//!   id bound to that password), with [`client_ids`] saying which base client ids each principal
+//!   may use.
 //! - [`reload`]: a running master re-reads the store when it changes.
 //! - [`grants`]: the operator's grants (`authorization.toml`): which frameworks may run, how.
 //! - [`mosquitto`]: the password file, ACL file and configuration snippet for Mosquitto.

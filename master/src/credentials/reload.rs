@@ -147,10 +147,11 @@ mod tests {
         let pi = Principal::new(PrincipalKind::Agent, "pi").unwrap();
         let credential = store.issue(pi, false).unwrap();
         let login = credential.login();
-        assert!(!auth.check("bramble-agent-pi", &login.username, login.password.expose()));
+        let id = bramble_mqtt::bound_client_id("bramble-agent-pi", &login.password);
+        assert!(!auth.check(&id, &login.username, login.password.expose()));
         store.save().unwrap();
         assert!(reloader.check().unwrap());
-        assert!(auth.check("bramble-agent-pi", &login.username, login.password.expose()));
+        assert!(auth.check(&id, &login.username, login.password.expose()));
         assert!(!reloader.check().unwrap());
     }
 
