@@ -152,9 +152,9 @@ impl LocalCluster {
                 let _ = stopped.await;
             };
             let leadership = crate::leadership::Leadership {
-                agent_keys: credential_store
+                principal_keys: credential_store
                     .as_deref()
-                    .map(crate::credentials::cli::watch_agent_keys_with_anonymous),
+                    .map(crate::credentials::cli::watch_principal_keys_with_anonymous),
                 ..crate::leadership::Leadership::default()
             };
             let run = crate::leadership::run(

@@ -301,7 +301,7 @@ pub(crate) struct LeaderLink {
     /// The login of its connections, if the broker wants one.
     pub login: Option<bramble_mqtt::Login>,
     /// The agents' message keys as the credential store has them (`None`: the config's).
-    pub agent_keys: Option<watch::Receiver<bramble_master_core::AgentKeys>>,
+    pub principal_keys: Option<watch::Receiver<bramble_master_core::PrincipalKeys>>,
     /// The epoch to lead under, from the election: it starts at the claimed one and is raised
     /// while leading.
     pub epoch: watch::Receiver<u64>,
@@ -323,7 +323,7 @@ pub(crate) async fn lead(
     let LeaderLink {
         name,
         login,
-        agent_keys,
+        principal_keys,
         epoch: mut raise,
         newer,
         mut followers,
@@ -339,9 +339,10 @@ pub(crate) async fn lead(
     status.set_followers(followers.borrow_and_update().clone());
     // The store's keys as they are now, and whenever it changes (a sender that is gone, or none,
     // never wakes the loop).
-    let mut agent_keys = agent_keys.unwrap_or_else(|| watch::channel(config.agent_keys.clone()).1);
+    let mut principal_keys =
+        principal_keys.unwrap_or_else(|| watch::channel(config.principal_keys.clone()).1);
     let config = Config {
-        agent_keys: agent_keys.borrow_and_update().clone(),
+        principal_keys: principal_keys.borrow_and_update().clone(),
         ..config
     };
     let mut core = MasterCore::new(config, epoch, now())?;
@@ -470,10 +471,10 @@ pub(crate) async fn lead(
             Ok(()) = followers.changed() => {
                 status.set_followers(followers.borrow_and_update().clone());
             }
-            Ok(()) = agent_keys.changed() => {
-                let keys = agent_keys.borrow_and_update().clone();
+            Ok(()) = principal_keys.changed() => {
+                let keys = principal_keys.borrow_and_update().clone();
                 info!(agents = keys.len(), "the agents' keys changed");
-                core.set_agent_keys(keys);
+                core.set_principal_keys(keys);
             }
             Ok(()) = raise.changed() => {
                 let epoch = *raise.borrow_and_update();

@@ -42,7 +42,7 @@ pub struct Leadership {
     /// if the broker wants one.
     pub login: Option<bramble_mqtt::Login>,
     /// The agents' message keys as the credential store has them now (`None`: the config's).
-    pub agent_keys: Option<watch::Receiver<bramble_master_core::AgentKeys>>,
+    pub principal_keys: Option<watch::Receiver<bramble_master_core::PrincipalKeys>>,
     /// Where the newest epoch is kept across restarts (`None`: not kept; the retained hello
     /// alone tells a restarted master what to start above).
     pub epoch_file: Option<EpochFile>,
@@ -56,7 +56,7 @@ impl Default for Leadership {
             standby: false,
             election: ElectionConfig::default(),
             login: None,
-            agent_keys: None,
+            principal_keys: None,
             epoch_file: None,
         }
     }
@@ -291,7 +291,7 @@ fn start_leader(
     let link = LeaderLink {
         name: leadership.name.clone(),
         login: leadership.login.clone(),
-        agent_keys: leadership.agent_keys.clone(),
+        principal_keys: leadership.principal_keys.clone(),
         epoch: epoch_rx,
         newer: newer_tx,
         followers,

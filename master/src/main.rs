@@ -426,7 +426,7 @@ async fn master(
             // the master's stored credential is the fallback.
             let started = credentials::external_broker(&state_dir).map_err(|e| e.to_string())?;
             leadership.login = started.login;
-            leadership.agent_keys = Some(started.agent_keys);
+            leadership.principal_keys = Some(started.principal_keys);
             http_keys = started.http_keys;
             args.brokers(None)?
         }
@@ -435,7 +435,7 @@ async fn master(
                 credentials::embedded_broker(listen, &state_dir, insecure_allow_anonymous)
                     .map_err(|e| e.to_string())?;
             leadership.login = started.login;
-            leadership.agent_keys = Some(started.agent_keys);
+            leadership.principal_keys = Some(started.principal_keys);
             http_keys = started.http_keys;
             let a = broker::connect_addr(listen);
             println!("embedded MQTT broker listening on {listen}");

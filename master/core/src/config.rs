@@ -69,8 +69,8 @@ pub struct Config {
     /// The keys agents seal their frames with (see PROTOCOL.md, "Authenticated frames"). The
     /// default takes the anonymous key from any agent, as a cluster without credentials must; a
     /// driver with a credential store sets the agents' own keys (also later, with
-    /// [`MasterCore::set_agent_keys`](crate::MasterCore::set_agent_keys)).
-    pub agent_keys: crate::master::AgentKeys,
+    /// [`MasterCore::set_principal_keys`](crate::MasterCore::set_principal_keys)).
+    pub principal_keys: crate::master::PrincipalKeys,
 }
 
 impl Default for Config {
@@ -97,7 +97,7 @@ impl Default for Config {
             ha_discovery: false,
             ha_prefix: "homeassistant".to_owned(),
             authorization: None,
-            agent_keys: crate::master::AgentKeys::anonymous(),
+            principal_keys: crate::master::PrincipalKeys::anonymous(),
         }
     }
 }

@@ -40,6 +40,6 @@ pub mod status;
 
 pub use crate::config::{Config, ConfigError, Policy};
 pub use crate::master::{
-    AgentKeys, AgentView, CoreEvent, FrameDrop, FrameDrops, FrameworkState, FrameworkView,
-    MasterCore, OfferView, Outgoing, RecvError, Seal, Stats, TaskView, Transmit,
+    AgentView, CoreEvent, FrameDrop, FrameDrops, FrameworkState, FrameworkView, MasterCore,
+    OfferView, Outgoing, PrincipalKeys, RecvError, Seal, Stats, TaskView, Transmit,
 };

@@ -8,7 +8,7 @@ use agent_nostd_core::wire::{
     AgentInfo, AgentMsg, MasterEnvelope, MasterMsg, ReRegister, TaskState, WireMessage,
     MAX_UP_FRAME_LEN,
 };
-use bramble_master_core::{AgentKeys, Config, FrameDrop, MasterCore, Outgoing, RecvError};
+use bramble_master_core::{Config, FrameDrop, MasterCore, Outgoing, PrincipalKeys, RecvError};
 
 mod support;
 use support::{agent_info, status_msg, transmits};
@@ -30,7 +30,7 @@ fn key(n: u8) -> MessageKey {
 /// A master that takes only agent `pi`'s own key (no anonymous agents).
 fn keyed_master(epoch: u64) -> MasterCore {
     let config = Config {
-        agent_keys: AgentKeys::only([("pi".to_owned(), key(1))]),
+        principal_keys: PrincipalKeys::only([("pi".to_owned(), key(1))]),
         ..Config::default()
     };
     let mut core = MasterCore::new(config, epoch, 0).unwrap();
@@ -283,7 +283,7 @@ fn new_keys_take_effect_and_an_agent_whose_key_changed_must_register_again() {
     let reg = registration(9);
     deliver(&mut core, &reg, &frame(&key(1), "pi", 5, 1, reg.clone())).unwrap();
     transmits(&mut core);
-    core.set_agent_keys(AgentKeys::only([("pi".to_owned(), key(3))]));
+    core.set_principal_keys(PrincipalKeys::only([("pi".to_owned(), key(3))]));
     let report = status("f", 1, TaskState::Running);
     assert_eq!(
         deliver(

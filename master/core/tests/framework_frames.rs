@@ -5,7 +5,7 @@
 
 use agent_nostd_core::auth::{MessageKey, Secret};
 use agent_nostd_core::frame::{Direction, Frame};
-use bramble_master_core::{AgentKeys, Config, FrameDrop, MasterCore, RecvError};
+use bramble_master_core::{Config, FrameDrop, MasterCore, PrincipalKeys, RecvError};
 use bramble_proto::frame::{binding, seal, NO_SESSION};
 use bramble_proto::{self as proto, Call, Register};
 
@@ -18,11 +18,11 @@ fn key(n: u8) -> MessageKey {
 
 /// A master that knows framework `pi`'s key and operator `admin`'s, and no anonymous principal.
 fn keyed_master() -> MasterCore {
-    let mut keys = AgentKeys::only([]);
+    let mut keys = PrincipalKeys::only([]);
     keys.insert_framework("pi", key(1));
     keys.insert_operator("admin", key(2));
     let config = Config {
-        agent_keys: keys,
+        principal_keys: keys,
         ..Config::default()
     };
     let mut core = MasterCore::new(config, 9, 0).unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agent_nostd_core::auth::PrincipalKind;
-use bramble_master_core::AgentKeys;
+use bramble_master_core::PrincipalKeys;
 use bramble_mqtt::Login;
 use tokio::sync::watch;
 
@@ -156,7 +156,7 @@ pub struct Started {
     /// The master principal's login, if the broker wants one.
     pub login: Option<Login>,
     /// The keys the agents' frames must be sealed with.
-    pub agent_keys: watch::Receiver<AgentKeys>,
+    pub principal_keys: watch::Receiver<PrincipalKeys>,
     /// The keys HTTP requests for artifacts must be signed with (agents and operators), or
     /// `None` without a store: artifacts are then served to anyone.
     pub http_keys: Option<watch::Receiver<HttpKeys>>,
@@ -165,8 +165,8 @@ pub struct Started {
 /// The agents' message keys in `store` (principal `agent-NAME` keys agent NAME), with the
 /// operators' (`operator-NAME`: operator commands, `bramble run`) and the frameworks'
 /// (`framework-NAME`: their calls).
-pub fn agent_keys(store: &Store) -> AgentKeys {
-    let mut keys = AgentKeys::only(
+pub fn principal_keys(store: &Store) -> PrincipalKeys {
+    let mut keys = PrincipalKeys::only(
         store
             .entries()
             .filter(|e| e.principal.kind() == PrincipalKind::Agent)
@@ -198,10 +198,10 @@ pub fn http_keys(store: &Store) -> HttpKeys {
 /// The keys of the store in `state_dir` (which may not exist yet), re-read as it changes, with
 /// the anonymous key allowed too: a local cluster whose own agents have no credentials, joined by
 /// boards that do (`bramble deploy` into a test lab).
-pub fn watch_agent_keys_with_anonymous(state_dir: &Path) -> watch::Receiver<AgentKeys> {
+pub fn watch_principal_keys_with_anonymous(state_dir: &Path) -> watch::Receiver<PrincipalKeys> {
     let path = Store::path_in(state_dir);
-    let keys = |store: &Store| agent_keys(store).allowing_anonymous(true);
-    let initial = Store::load(&path).map_or_else(|_| AgentKeys::anonymous(), |s| keys(&s));
+    let keys = |store: &Store| principal_keys(store).allowing_anonymous(true);
+    let initial = Store::load(&path).map_or_else(|_| PrincipalKeys::anonymous(), |s| keys(&s));
     let (tx, rx) = watch::channel(initial);
     let reloader = Reloader::watching(path).on_change(move |s| {
         let _ = tx.send(keys(s));
@@ -219,7 +219,7 @@ fn anonymous_agents() -> Started {
     );
     Started {
         login: None,
-        agent_keys: watch::channel(AgentKeys::anonymous()).1,
+        principal_keys: watch::channel(PrincipalKeys::anonymous()).1,
         http_keys: None,
     }
 }
@@ -228,11 +228,11 @@ fn anonymous_agents() -> Started {
 fn watch_store(
     store: &Store,
     auth: Option<Arc<Authenticator>>,
-) -> (watch::Receiver<AgentKeys>, watch::Receiver<HttpKeys>) {
-    let (tx, rx) = watch::channel(agent_keys(store));
+) -> (watch::Receiver<PrincipalKeys>, watch::Receiver<HttpKeys>) {
+    let (tx, rx) = watch::channel(principal_keys(store));
     let (http_tx, http_rx) = watch::channel(http_keys(store));
     let mut reloader = Reloader::watching(store.path().to_owned()).on_change(move |s| {
-        let _ = tx.send(agent_keys(s));
+        let _ = tx.send(principal_keys(s));
         let _ = http_tx.send(http_keys(s));
     });
     if let Some(auth) = auth {
@@ -269,10 +269,10 @@ pub fn embedded_broker(
     };
     let auth = Arc::new(Authenticator::new(&store));
     broker::start(&BrokerConfig::small(listen).with_auth(Arc::clone(&auth)))?;
-    let (agent_keys, http_keys) = watch_store(&store, Some(auth));
+    let (principal_keys, http_keys) = watch_store(&store, Some(auth));
     Ok(Started {
         login: master_login(&store),
-        agent_keys,
+        principal_keys,
         http_keys: Some(http_keys),
     })
 }
@@ -286,10 +286,10 @@ pub fn external_broker(state_dir: &Path) -> Result<Started, StoreError> {
         return Ok(anonymous_agents());
     }
     let store = Store::load(&path)?;
-    let (agent_keys, http_keys) = watch_store(&store, None);
+    let (principal_keys, http_keys) = watch_store(&store, None);
     Ok(Started {
         login: master_login(&store),
-        agent_keys,
+        principal_keys,
         http_keys: Some(http_keys),
     })
 }

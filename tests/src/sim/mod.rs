@@ -152,7 +152,7 @@ impl Sim {
     /// A cluster with a master of `master_config` (epoch 1) and no agents or frameworks yet.
     pub fn new(config: SimConfig, mut master_config: MasterConfig) -> Self {
         // The masters take only the boards' own keys (given as they are added).
-        master_config.agent_keys = master_config.agent_keys.allowing_anonymous(false);
+        master_config.principal_keys = master_config.principal_keys.allowing_anonymous(false);
         let master = MasterCore::new(master_config.clone(), 1, 0)
             .expect("the test's master config is valid");
         let mut sim = Sim {
@@ -217,7 +217,9 @@ impl Sim {
         let config = agent_config(self.agents.len());
         // Each board has its own key, and only the masters know it.
         let key = agent_key(self.agents.len());
-        self.master_config.agent_keys.insert(agent_id, key.clone());
+        self.master_config
+            .principal_keys
+            .insert(agent_id, key.clone());
         self.share_keys();
         let core = AgentCore::new(config, info.clone(), key, self.now).expect("valid agent config");
         self.agents.push(SimAgent {
@@ -245,7 +247,7 @@ impl Sim {
         script: impl Script + 'static,
     ) -> usize {
         self.master_config
-            .agent_keys
+            .principal_keys
             .insert_framework(client, framework_key(client));
         self.share_keys();
         self.frameworks.push(SimFramework {
@@ -595,10 +597,10 @@ pub const SIM_WALL_BASE_SECS: u64 = 1_765_000_000;
 impl Sim {
     /// Hands the keys of `master_config` to the masters running (a later one starts with them).
     pub(super) fn share_keys(&mut self) {
-        let keys = self.master_config.agent_keys.clone();
-        self.master.set_agent_keys(keys.clone());
+        let keys = self.master_config.principal_keys.clone();
+        self.master.set_principal_keys(keys.clone());
         if let Some(z) = self.zombie.as_mut() {
-            z.set_agent_keys(keys);
+            z.set_principal_keys(keys);
         }
     }
 }

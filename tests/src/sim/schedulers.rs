@@ -139,7 +139,7 @@ impl Sim {
         // Each framework has its own key, and only the masters know it.
         let key = super::framework_key(client);
         self.master_config
-            .agent_keys
+            .principal_keys
             .insert_framework(client, key.clone());
         self.share_keys();
         let core = SchedulerCore::new(client, registration, scheduler)

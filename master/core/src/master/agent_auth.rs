@@ -9,12 +9,13 @@ use agent_nostd_core::auth::MessageKey;
 use agent_nostd_core::frame::{Binding, Direction, Frame, FrameError, ReplayWindow, WILL_SEQ};
 use agent_nostd_core::wire::AgentMsg;
 
-/// Which keys agents' frames must be sealed with: the key of principal `agent-NAME` for the agent
-/// whose id is NAME, and, when the cluster runs without credentials (`bramble up` on loopback),
-/// the [anonymous key](MessageKey::anonymous) for agents without one of their own. The operators'
-/// keys, which sign operator commands, ride along.
+/// The message keys of the cluster's principals: which key an agent's frames must be sealed with
+/// (principal `agent-NAME`'s for the agent whose id is NAME, and, when the cluster runs without
+/// credentials (`bramble up` on loopback), the [anonymous key](MessageKey::anonymous) for agents
+/// without one of their own), and the frameworks' and operators' keys, which seal their calls and
+/// sign operator commands.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct AgentKeys {
+pub struct PrincipalKeys {
     keys: HashMap<String, MessageKey>,
     /// The operators' keys, by name (principal `operator-NAME`), for signed operator commands
     /// and `bramble run`'s calls.
@@ -26,10 +27,10 @@ pub struct AgentKeys {
     anonymous: Option<MessageKey>,
 }
 
-impl AgentKeys {
+impl PrincipalKeys {
     /// Every agent may use the anonymous key (a cluster without credentials).
     pub fn anonymous() -> Self {
-        AgentKeys {
+        PrincipalKeys {
             keys: HashMap::new(),
             operators: HashMap::new(),
             frameworks: HashMap::new(),
@@ -39,7 +40,7 @@ impl AgentKeys {
 
     /// Only these agents, each with its own key.
     pub fn only(keys: impl IntoIterator<Item = (String, MessageKey)>) -> Self {
-        AgentKeys {
+        PrincipalKeys {
             keys: keys.into_iter().collect(),
             operators: HashMap::new(),
             frameworks: HashMap::new(),
@@ -216,13 +217,13 @@ pub struct Seal {
 /// that comes back is still recognised), up to `max_sessions`.
 #[derive(Debug, Clone)]
 pub(super) struct AgentAuth {
-    keys: AgentKeys,
+    keys: PrincipalKeys,
     sessions: HashMap<String, Session>,
     max_sessions: usize,
 }
 
 impl AgentAuth {
-    pub(super) fn new(keys: AgentKeys, max_sessions: usize) -> Self {
+    pub(super) fn new(keys: PrincipalKeys, max_sessions: usize) -> Self {
         AgentAuth {
             keys,
             sessions: HashMap::new(),
@@ -230,14 +231,14 @@ impl AgentAuth {
         }
     }
 
-    pub(super) fn set_keys(&mut self, keys: AgentKeys) {
+    pub(super) fn set_keys(&mut self, keys: PrincipalKeys) {
         // An agent whose key changed must register again under the new one.
         self.sessions
             .retain(|id, _| keys.key(id).is_some() && keys.key(id) == self.keys.key(id));
         self.keys = keys;
     }
 
-    pub(super) fn keys(&self) -> &AgentKeys {
+    pub(super) fn keys(&self) -> &PrincipalKeys {
         &self.keys
     }
 

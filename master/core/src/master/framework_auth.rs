@@ -13,7 +13,7 @@ use agent_nostd_core::frame::{self, Frame, ReplayWindow, WILL_SEQ};
 use bramble_proto::frame::{binding, session_of, Direction, FRESH_SECS, NO_SESSION};
 use bramble_proto::Call;
 
-use super::agent_auth::{AgentKeys, FrameDrop, Seal};
+use super::agent_auth::{FrameDrop, PrincipalKeys, Seal};
 use super::tag_memory::TagMemory;
 
 /// The client-name prefix of `bramble run`, which an operator speaks for.
@@ -55,7 +55,7 @@ impl FrameworkAuth {
     /// `epoch`.
     pub(super) fn open(
         &mut self,
-        keys: &AgentKeys,
+        keys: &PrincipalKeys,
         client: &str,
         frame: &Frame<'_>,
         call: &Call,
@@ -174,7 +174,7 @@ impl FrameworkAuth {
     }
 
     /// Drops the sessions whose principal's key changed or went: they must register again.
-    pub(super) fn retain_keys(&mut self, keys: &AgentKeys) {
+    pub(super) fn retain_keys(&mut self, keys: &PrincipalKeys) {
         self.sessions
             .retain(|_, s| keys.principal_key(&s.principal).as_ref() == Some(&s.key));
     }

@@ -102,7 +102,7 @@ use task::update_event;
 use task_table::{TaskRef, TaskTable};
 use timers::{Timer, Timers};
 
-pub use agent_auth::{AgentKeys, FrameDrop, FrameDrops, Seal};
+pub use agent_auth::{FrameDrop, FrameDrops, PrincipalKeys, Seal};
 pub use events::{CoreEvent, EVENT_IDS_CAP};
 pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
@@ -166,7 +166,7 @@ impl MasterCore {
             });
         }
         let auth = AgentAuth::new(
-            config.agent_keys.clone(),
+            config.principal_keys.clone(),
             config.max_agents.saturating_mul(2),
         );
         let mut core = MasterCore {
@@ -245,7 +245,7 @@ impl MasterCore {
 
     /// Replaces the agents' keys (the credential store changed). An agent whose key changed or
     /// went must register again, under its new key.
-    pub fn set_agent_keys(&mut self, keys: AgentKeys) {
+    pub fn set_principal_keys(&mut self, keys: PrincipalKeys) {
         self.fw_auth.retain_keys(&keys);
         self.auth.set_keys(keys);
     }
@@ -256,7 +256,7 @@ impl MasterCore {
     }
 
     /// The agents' keys in use.
-    pub fn agent_keys(&self) -> &AgentKeys {
+    pub fn principal_keys(&self) -> &PrincipalKeys {
         self.auth.keys()
     }
 
