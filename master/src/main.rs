@@ -38,6 +38,25 @@ struct Cli {
     command: Command,
 }
 
+/// The log filter of `command` when `BRAMBLE_LOG` does not set one.
+///
+/// The embedded broker (rumqttd) logs every connection's accept and end, ordinary disconnects at
+/// ERROR, and its router a few lines per connection: tens of thousands of lines when a lab's boards
+/// reconnect at once. Those targets are off; `BRAMBLE_LOG=info,rumqttd=debug` shows them.
+fn default_log(command: &Command) -> &'static str {
+    match command {
+        Command::Up { .. } => "warn,rumqttd=off",
+        Command::Master { .. } => {
+            "info,rumqttd::router::routing=off,rumqttd::server::broker=off,rumqttd::link=off"
+        }
+        // Creating the store on first use says where it is.
+        Command::Credentials { .. } | Command::BrokerConfig { .. } => "info",
+        // The CLI commands (deploy's progress bars and summary among them) say it all; warnings
+        // name what failed.
+        _ => "warn",
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a local cluster (embedded broker, master, 3 agents) and run the demo frameworks.
@@ -255,19 +274,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG").unwrap_or_else(|_| {
-                // rumqttd logs every ordinary disconnect as an error.
-                let default = match cli.command {
-                    Command::Up { .. } => "warn,rumqttd=off",
-                    Command::Master { .. } => "info,rumqttd::router::routing=off",
-                    // Creating the store on first use says where it is.
-                    Command::Credentials { .. } | Command::BrokerConfig { .. } => "info",
-                    // The CLI commands (deploy's progress bars and summary among them) say it
-                    // all; warnings name what failed.
-                    _ => "warn",
-                };
-                tracing_subscriber::EnvFilter::new(default)
-            }),
+            tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log(&cli.command))),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -784,5 +792,23 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
             }
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masters_default_log_leaves_out_the_embedded_brokers_per_connection_lines() {
+        let cli = Cli::try_parse_from(["bramble", "master"]).unwrap();
+        let filter = default_log(&cli.command);
+        for target in [
+            "rumqttd::router::routing=off",
+            "rumqttd::server::broker=off",
+        ] {
+            assert!(filter.contains(target), "{filter}");
+        }
+        assert!(tracing_subscriber::EnvFilter::try_new(filter).is_ok());
     }
 }
