@@ -693,6 +693,60 @@ fn an_operator_kill_is_sent_to_the_tasks_agent_and_garbage_is_counted_and_droppe
     );
 }
 
+#[test]
+fn a_signed_status_query_is_answered_from_the_publisher_and_sealed_for_the_operator_who_asked() {
+    use bramble_master_core::master::{open_reply, OperatorDrop, QueryPage, OPERATOR_QUERY_TOPIC};
+    use bramble_master_core::RecvError;
+    let (mut core, _, fid, offer) = cluster(Config::default());
+    launch(&mut core, 1_500, &offer, &["t1"]);
+    let mut p = StatusPublisher::new(&Config::default(), 0);
+    publish(&mut p, &mut core, 1_500);
+    let query = format!(
+        r#"{{"operator":"operator-admin","time":{OPERATOR_WALL},"reply_to":"cli-7","what":"tasks","limit":10}}"#
+    );
+    assert_eq!(
+        core.handle_operator_bytes(1_550, OPERATOR_WALL, OPERATOR_QUERY_TOPIC, query.as_bytes()),
+        Err(RecvError::Operator(OperatorDrop::Unsigned))
+    );
+    assert!(
+        core.poll_query().is_none(),
+        "an unsigned query is not answered"
+    );
+    let payload = signed(&query);
+    core.handle_operator_bytes(1_600, OPERATOR_WALL, OPERATOR_QUERY_TOPIC, &payload)
+        .unwrap();
+    let q = core
+        .poll_query()
+        .expect("the signed query waits for its answer");
+    assert_eq!(q.reply_topic(), "bramble/v1/operator/reply/cli-7");
+    let reply = q.seal(&p.answer(&q));
+    let request_tag = &payload[payload.len() - 8..];
+    let key = agent_nostd_core::auth::MessageKey::anonymous();
+    let json = open_reply(&reply, &key, request_tag).expect("sealed for the operator who asked");
+    let page: QueryPage = serde_json::from_slice(json).unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.next, None);
+    assert_eq!(
+        page.entries[0].0,
+        format!("bramble/v1/status/task/{fid}/t1")
+    );
+    assert_eq!(page.entries[0].1["task_id"], "t1");
+
+    let bad_reply_to = format!(
+        r##"{{"operator":"operator-admin","time":{OPERATOR_WALL},"reply_to":"#","what":"all"}}"##
+    );
+    assert_eq!(
+        core.handle_operator_bytes(
+            1_700,
+            OPERATOR_WALL,
+            OPERATOR_QUERY_TOPIC,
+            &signed(&bad_reply_to)
+        ),
+        Err(RecvError::OperatorDecode)
+    );
+    assert!(core.poll_query().is_none());
+}
+
 /// Runs the publisher and hands everything it published back to it, as the broker echoes it to
 /// the master's `bramble/v1/status/#` subscription; returns the topics published.
 fn publish_and_echo(p: &mut StatusPublisher, core: &mut MasterCore, now: u64) -> Vec<String> {

@@ -275,6 +275,39 @@ impl MasterCore {
         RecvError::FrameworkDecode(e)
     }
 
+    /// A signed status query (its JSON and its tag, both checked): queued for the driver to
+    /// answer ([`poll_query`](Self::poll_query)).
+    fn take_query(&mut self, json: &[u8], tag: &[u8]) -> Result<(), RecvError> {
+        let malformed = |core: &mut Self| {
+            core.stats.malformed += 1;
+            RecvError::OperatorDecode
+        };
+        let Ok(request) = serde_json::from_slice::<super::QueryRequest>(json) else {
+            return Err(malformed(self));
+        };
+        let key = agent_nostd_core::auth::Principal::from_username(&request.operator)
+            .ok()
+            .and_then(|p| self.auth.keys().operator_key(p.name()));
+        let (Some(key), Ok(tag)) = (key, <[u8; agent_nostd_core::auth::TAG_LEN]>::try_from(tag))
+        else {
+            return Err(malformed(self));
+        };
+        let Some(query) = super::StatusQuery::new(request, key, tag) else {
+            return Err(malformed(self));
+        };
+        if !self.queries.push(query) {
+            self.stats.queries_dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// The next status query to answer: the driver renders its page from the status publisher
+    /// ([`StatusPublisher::answer`](crate::status::StatusPublisher::answer)) and publishes it,
+    /// sealed ([`StatusQuery::seal`](super::StatusQuery::seal)), on its reply topic.
+    pub fn poll_query(&mut self) -> Option<super::StatusQuery> {
+        self.queries.pop()
+    }
+
     /// Tells a client whose registration could not be authenticated why, unframed (the master
     /// cannot seal for a principal it does not know), at most once a second: the SDK logs it.
     fn refuse_unauthenticated_registration(&mut self, now: u64, client: &str, reason: FrameDrop) {
@@ -406,10 +439,14 @@ impl MasterCore {
         topic_name: &str,
         payload: &[u8],
     ) -> Result<(), RecvError> {
-        if topic_name != OPERATOR_KILL_TOPIC {
-            self.stats.misrouted += 1;
-            return Err(RecvError::UnknownTopic);
-        }
+        let query = match topic_name {
+            OPERATOR_KILL_TOPIC => false,
+            super::OPERATOR_QUERY_TOPIC => true,
+            _ => {
+                self.stats.misrouted += 1;
+                return Err(RecvError::UnknownTopic);
+            }
+        };
         let keys = self.auth.keys();
         let opened = self
             .operator_auth
@@ -421,6 +458,9 @@ impl MasterCore {
                 return Err(RecvError::Operator(reason));
             }
         };
+        if query {
+            return self.take_query(json, &payload[json.len()..]);
+        }
         let kill: OperatorKill = serde_json::from_slice(json).map_err(|_| {
             self.stats.malformed += 1;
             RecvError::OperatorDecode

@@ -75,6 +75,7 @@ mod invariants;
 mod offer;
 mod operator_auth;
 mod output;
+mod query;
 mod registry;
 mod stats;
 mod tag_memory;
@@ -108,6 +109,10 @@ pub use framework::FrameworkState;
 pub use input::{OPERATOR_KILL_TOPIC, OPERATOR_PREFIX};
 pub use operator_auth::{sign as sign_operator_command, OperatorDrop, OperatorDrops, Signer};
 pub use output::{Outgoing, Transmit};
+pub use query::{
+    open_reply, seal_reply, QueryKind, QueryPage, QueryRequest, StatusQuery, MAX_PAGE_BYTES,
+    OPERATOR_QUERY_TOPIC, OPERATOR_REPLY_PREFIX,
+};
 pub use stats::{RecvError, Stats};
 pub use views::{AgentView, FrameworkView, OfferView, TaskView};
 
@@ -143,6 +148,8 @@ pub struct MasterCore {
     hinted: HashMap<String, u64>,
     /// The operator commands taken lately, to take each once.
     operator_auth: operator_auth::OperatorAuth,
+    /// Status queries waiting for the driver to answer them.
+    queries: query::Queries,
     /// The framework clients' sessions: every framework call is checked here first.
     fw_auth: framework_auth::FrameworkAuth,
     /// Events noted for [`poll_event`](Self::poll_event), while recording is on.
@@ -189,6 +196,7 @@ impl MasterCore {
             auth,
             hinted: HashMap::new(),
             operator_auth: Default::default(),
+            queries: Default::default(),
             fw_auth: Default::default(),
             events: None,
             stats: Stats::default(),
@@ -216,7 +224,7 @@ impl MasterCore {
             .iter()
             .map(|k| k.filter().as_str().to_owned())
             .chain(proto::MASTER_FILTERS.iter().map(|f| (*f).to_owned()))
-            .chain(std::iter::once(OPERATOR_KILL_TOPIC.to_owned()))
+            .chain([OPERATOR_KILL_TOPIC, OPERATOR_QUERY_TOPIC].map(str::to_owned))
             .collect()
     }
 

@@ -45,6 +45,9 @@ pub struct Stats {
     pub registrations_misaddressed: u64,
     /// Hints (an unframed hello) sent to agents the master has no session with.
     pub hints_sent: u64,
+    /// Signed status queries dropped because [`MAX_QUERIES`](super::query::MAX_QUERIES) waited
+    /// already for the driver.
+    pub queries_dropped: u64,
     /// Operator commands refused before they were read: unsigned, forged, stale or replayed.
     pub operator_commands_refused: super::operator_auth::OperatorDrops,
     /// Payloads from another protocol version.

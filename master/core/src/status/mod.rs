@@ -49,6 +49,7 @@ use serde::Serialize;
 use crate::allocator::Amount;
 use crate::{Config, CoreEvent, FrameworkState, MasterCore};
 
+mod answer;
 pub mod discovery;
 pub mod shapes;
 pub mod topics;
