@@ -429,10 +429,23 @@ pub(crate) async fn lead(
                 statuses.push(t);
             }
         }
-        let (queued, rendered) = (!entries.is_empty(), !statuses.is_empty());
+        // Operators' status queries, answered from what the publisher published.
+        let replies: Vec<Entry> = std::iter::from_fn(|| core.poll_query())
+            .map(|q| Entry {
+                topic: q.reply_topic(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                payload: q.seal(&status.answer(&q)),
+                kind: crate::outbox::Kind::OperatorReply,
+            })
+            .collect();
+        let (queued, rendered) = (
+            !entries.is_empty() || !replies.is_empty(),
+            !statuses.is_empty(),
+        );
         let queue_stats = {
             let mut queue = out.lock();
-            for e in entries {
+            for e in entries.into_iter().chain(replies) {
                 if let Some(shed) = queue.push(e) {
                     shed_log.note(shed);
                 }

@@ -565,10 +565,33 @@ async fn collect(
         return Err("--timeout must be a positive number of seconds".into());
     }
     let timeout = std::time::Duration::from_secs_f64(args.timeout);
-    let snapshot = bramble::query::collect(&addr, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let snapshot = status_of(&addr, &args.broker, timeout).await?;
     Ok((addr, timeout, snapshot))
+}
+
+/// The cluster's status: the master's answer to a signed status query (any size of cluster), or,
+/// when no master answers within 2 s (it is down, or older), the retained status topics (which
+/// say whether the master is offline; a broker may hand over only so many of them).
+async fn status_of(
+    addr: &Brokers,
+    broker: &BrokerArgs,
+    timeout: std::time::Duration,
+) -> Result<bramble::query::StatusSnapshot, String> {
+    use bramble::query::QueryError;
+    if let Ok((operator, key)) = operator_signer(broker) {
+        let wait = timeout.min(std::time::Duration::from_secs(2));
+        let all = bramble_master_core::master::QueryKind::All;
+        match bramble::query::ask(addr, &operator, &key, all, wait).await {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(e @ QueryError::Refused(_)) => return Err(e.to_string()),
+            Err(e) => {
+                tracing::debug!("no answer to the status query ({e}): reading the retained status")
+            }
+        }
+    }
+    bramble::query::collect(addr, timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `bramble status|agents|frameworks|tasks|offers`: reads the retained status topics and prints them.
@@ -775,9 +798,7 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
         + timeout
         + std::time::Duration::from_secs(10);
     loop {
-        let snapshot = query::collect(&addr, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let snapshot = status_of(&addr, &args.broker, timeout).await?;
         match snapshot.task(&fid, &tid) {
             Some(t) if query::task_ended(t) => {
                 println!("{fid}/{tid}: {}", state_name(t.state));

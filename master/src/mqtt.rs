@@ -41,7 +41,7 @@ pub enum QueryError {
 
 /// The config of a one-shot client: a clean session, 5 s keep-alive, packets up to
 /// [`MAX_INCOMING`] in and [`MAX_PACKET`] out.
-fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
+pub(crate) fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
     ClientConfig {
         clean_session: true,
         keep_alive: Duration::from_secs(5),

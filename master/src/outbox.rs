@@ -77,11 +77,13 @@ pub enum Kind {
     FrameworkEvent,
     /// A retained dashboard status topic.
     DashboardStatus,
+    /// A page of the answer to an operator's status query.
+    OperatorReply,
 }
 
 impl Kind {
     /// Every kind, in the order of [`OutStats::shed`].
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Ping,
         Kind::ReRegisterRequest,
         Kind::StatusAck,
@@ -92,6 +94,7 @@ impl Kind {
         Kind::Hello,
         Kind::FrameworkEvent,
         Kind::DashboardStatus,
+        Kind::OperatorReply,
     ];
 
     /// The kind of a core transmit.
@@ -127,7 +130,8 @@ impl Kind {
     /// Its priority at QoS 1 (see the [module docs](self)): the lower, the sooner shed.
     pub fn priority(self) -> u8 {
         match self {
-            Kind::ReRegisterRequest => 1,
+            // The CLI that asked gives up after its timeout and says so.
+            Kind::ReRegisterRequest | Kind::OperatorReply => 1,
             Kind::StatusAck => 2,
             Kind::Ping => 3,
             Kind::Offers => 4,
@@ -148,6 +152,7 @@ impl Kind {
             Kind::Hello => "hello",
             Kind::FrameworkEvent => "framework_event",
             Kind::DashboardStatus => "dashboard_status",
+            Kind::OperatorReply => "operator_reply",
         }
     }
 }

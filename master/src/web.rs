@@ -449,6 +449,10 @@ impl WebState {
                     "{reason=\"held_events_dropped\"}",
                     stats.held_events_dropped,
                 ),
+                (
+                    "{reason=\"operator_queries_dropped\"}",
+                    stats.queries_dropped,
+                ),
             ],
         );
         let frame_drops = by_reason(&bramble_master_core::FrameDrop::ALL, |r| {

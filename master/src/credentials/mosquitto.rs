@@ -90,7 +90,7 @@ fn base64(bytes: &[u8]) -> String {
 /// | `master-*`       | everything (`#`)                                                  | everything |
 /// | `agent-NAME`     | `bramble/v1/agent/NAME/{register,report,status,pong,will}`        | `bramble/v1/agent/NAME/cmd`, `bramble/v1/master/hello` |
 /// | `framework-NAME` | `bramble/v1/framework/{register,call,will}/NAME`, `…/message/NAME`, `…/exec/NAME/#` | `…/event/NAME`, `…/message/NAME`, `…/exec/NAME/#`, `bramble/v1/master/hello` |
-/// | `operator-NAME`  | `bramble/v1/operator/#`; `bramble run`'s framework topics (`bramble/v1/framework/{register,call,will}/+`) | `bramble/v1/status/#`, `bramble/v1/master/hello`, `bramble/v1/framework/event/+` |
+/// | `operator-NAME`  | `bramble/v1/operator/#`; `bramble run`'s framework topics (`bramble/v1/framework/{register,call,will}/+`) | `bramble/v1/status/#`, `bramble/v1/master/hello`, `bramble/v1/framework/event/+`, `bramble/v1/operator/reply/+` (the answers to status queries, sealed for the operator who asked) |
 pub fn acl(store: &Store) -> String {
     let mut out = String::from(
         "# Bramble ACL, written by `bramble broker-config mosquitto` from the credential store.\n\
@@ -130,6 +130,7 @@ fn acl_block(principal: &Principal) -> String {
             topic("read", "bramble/v1/status/#".into());
             topic("read", "bramble/v1/master/hello".into());
             topic("write", "bramble/v1/operator/#".into());
+            topic("read", "bramble/v1/operator/reply/+".into());
             // `bramble run` is a framework of its own, named bramble-run-PID.
             for t in ["register", "call", "will"] {
                 topic("write", format!("bramble/v1/framework/{t}/+"));

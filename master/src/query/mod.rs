@@ -13,6 +13,8 @@
 //! # Layout
 //!
 //! - this file: [`collect`], and finding a task by name for `bramble kill`.
+//! - `ask.rs`: [`ask`], the master's answer to a signed status query, page by page (what the CLI
+//!   tries first: it has no limit on the number of entries).
 //! - `snapshot.rs`: [`StatusSnapshot`] and [`StatusEntry`], the parsed topics.
 //! - `render.rs`: the tables.
 
@@ -22,11 +24,13 @@ pub use crate::mqtt::QueryError;
 use crate::mqtt::{retained, Brokers};
 use bramble_master_core::status::{TaskStatus, STATUS_FILTER};
 
+mod ask;
 mod render;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use self::ask::ask;
 pub use self::render::{
     render_agents, render_cluster, render_frameworks, render_offers, render_tasks, table,
 };

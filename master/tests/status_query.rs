@@ -1,0 +1,65 @@
+//! `bramble agents` at a size the retained topics cannot carry: 150 real agents (in-process
+//! drivers) on the embedded broker, which hands a new subscriber about 100 retained messages. The
+//! CLI asks the master instead (a signed status query, answered page by page) and lists every
+//! agent.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bramble::cluster::{ClusterBroker, LocalCluster};
+
+mod support;
+use support::{broker_url, cluster_options, free_port, plain_agents, runtime, BRAMBLE};
+
+const AGENTS: usize = 150;
+
+#[test]
+#[ignore = "starts 150 agents (their work directories and cgroups)"]
+fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retained_limit() {
+    runtime().block_on(async {
+        let work = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..AGENTS).map(|i| format!("pi{i:03}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let broker = ClusterBroker::Embedded(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let mut options = cluster_options(broker, work.path(), plain_agents(&ids));
+        options.warm_spares = 0;
+        let mut cluster = LocalCluster::start(options).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), cluster.wait_for_agents(AGENTS))
+            .await
+            .expect("every agent registers");
+
+        // What the broker hands over of the retained topics falls short.
+        let retained = bramble::query::collect(&cluster.broker, Duration::from_secs(5))
+            .await
+            .unwrap();
+        eprintln!(
+            "the retained topics show {} agents",
+            retained.agents().len()
+        );
+
+        let url = broker_url(&cluster.broker);
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BRAMBLE)
+                .args(["agents", "--json", "--broker", &url])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut listed: Vec<&str> = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["agent_id"].as_str().unwrap())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, ids, "every agent, once");
+        cluster.stop().await;
+    });
+}
