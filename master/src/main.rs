@@ -26,6 +26,7 @@ use bramble::broker;
 use bramble::driver::{BrokerAddr, Brokers};
 use bramble::leadership::{self, Leadership};
 use bramble::web;
+use bramble_master_core::master::QueryKind;
 use bramble_master_core::Config;
 use bramble_sdk::cli::BrokerArgs;
 use clap::{Parser, Subcommand};
@@ -253,6 +254,34 @@ struct QueryArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Only the entries in this state (agents: online, offline; tasks: running, finished, …).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only the entries of this framework id (tasks, offers, frameworks).
+    #[arg(long)]
+    framework: Option<String>,
+    /// Only the entries of this agent id (agents, tasks, offers).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Skip this many entries (after the filters), for paging a long list.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Show at most this many entries; a table says how many more there are.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl QueryArgs {
+    /// Whether `entry` (a status topic's JSON) passes the filters.
+    fn keeps(&self, entry: &serde_json::Value) -> bool {
+        let is = |field: &str, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| entry[field].as_str() == Some(w.as_str()))
+        };
+        is("state", &self.state)
+            && is("framework_id", &self.framework)
+            && is("agent_id", &self.agent)
+    }
 }
 
 fn main() -> ExitCode {
@@ -559,13 +588,14 @@ enum Query {
 /// The broker of `args` and what its retained status topics hold, within `--timeout`.
 async fn collect(
     args: &QueryArgs,
+    what: QueryKind,
 ) -> Result<(Brokers, std::time::Duration, bramble::query::StatusSnapshot), String> {
     let addr = args.broker.brokers(operator_credential())?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err("--timeout must be a positive number of seconds".into());
     }
     let timeout = std::time::Duration::from_secs_f64(args.timeout);
-    let snapshot = status_of(&addr, &args.broker, timeout).await?;
+    let snapshot = status_of(&addr, &args.broker, what, timeout).await?;
     Ok((addr, timeout, snapshot))
 }
 
@@ -575,13 +605,13 @@ async fn collect(
 async fn status_of(
     addr: &Brokers,
     broker: &BrokerArgs,
+    what: QueryKind,
     timeout: std::time::Duration,
 ) -> Result<bramble::query::StatusSnapshot, String> {
     use bramble::query::QueryError;
     if let Ok((operator, key)) = operator_signer(broker) {
         let wait = timeout.min(std::time::Duration::from_secs(2));
-        let all = bramble_master_core::master::QueryKind::All;
-        match bramble::query::ask(addr, &operator, &key, all, wait).await {
+        match bramble::query::ask(addr, &operator, &key, what, wait).await {
             Ok(snapshot) => return Ok(snapshot),
             Err(e @ QueryError::Refused(_)) => return Err(e.to_string()),
             Err(e) => {
@@ -597,7 +627,14 @@ async fn status_of(
 /// `bramble status|agents|frameworks|tasks|offers`: reads the retained status topics and prints them.
 async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
     use bramble::query;
-    let (addr, _, snapshot) = collect(&args).await?;
+    let asked = match what {
+        Query::Status => QueryKind::Cluster,
+        Query::Agents => QueryKind::Agents,
+        Query::Frameworks => QueryKind::Frameworks,
+        Query::Tasks => QueryKind::Tasks,
+        Query::Offers => QueryKind::Offers,
+    };
+    let (addr, _, mut snapshot) = collect(&args, asked).await?;
     let kind = match what {
         Query::Status => {
             let offline =
@@ -652,6 +689,26 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         Query::Tasks => "task",
         Query::Offers => "offer",
     };
+    // The filters, then the page.
+    let matching: Vec<String> = snapshot
+        .topics(kind)
+        .into_iter()
+        .filter(|t| snapshot.entries.get(t).is_some_and(|e| args.keeps(e)))
+        .collect();
+    let shown: std::collections::BTreeSet<&String> = matching
+        .iter()
+        .skip(args.offset)
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+    let more = matching.len().saturating_sub(args.offset + shown.len());
+    let hidden: Vec<String> = snapshot
+        .topics(kind)
+        .into_iter()
+        .filter(|t| !shown.contains(t))
+        .collect();
+    for t in hidden {
+        snapshot.insert(&t, b"");
+    }
     if args.json {
         let items = snapshot.kind(kind);
         let array = serde_json::Value::Array(items.into_iter().cloned().collect());
@@ -668,6 +725,9 @@ async fn query(what: Query, args: QueryArgs) -> Result<(), String> {
         Query::Offers | Query::Status => query::render_offers(&snapshot.offers(), now_ms),
     };
     print!("{table}");
+    if more > 0 {
+        println!("… and {more} more (--offset {})", args.offset + shown.len());
+    }
     garbage_named(&snapshot, kind)
 }
 
@@ -763,7 +823,7 @@ fn operator_signer(
 async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
     use bramble::query;
     use bramble_master_core::status::state_name;
-    let (addr, timeout, snapshot) = collect(&args).await?;
+    let (addr, timeout, snapshot) = collect(&args, QueryKind::Tasks).await?;
     let (fid, tid, task) = query::find_task(&snapshot, spec)?;
     if query::task_ended(task) {
         // The state as a JSON string, quotes included.
@@ -798,7 +858,7 @@ async fn kill(spec: &str, grace_s: u32, args: QueryArgs) -> Result<(), String> {
         + timeout
         + std::time::Duration::from_secs(10);
     loop {
-        let snapshot = status_of(&addr, &args.broker, timeout).await?;
+        let snapshot = status_of(&addr, &args.broker, QueryKind::Tasks, timeout).await?;
         match snapshot.task(&fid, &tid) {
             Some(t) if query::task_ended(t) => {
                 println!("{fid}/{tid}: {}", state_name(t.state));

@@ -60,6 +60,43 @@ fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retaine
             .collect();
         listed.sort_unstable();
         assert_eq!(listed, ids, "every agent, once");
+
+        // Filters and pages.
+        let cli = |args: &[&str]| {
+            let url = broker_url(&cluster.broker);
+            let mut all = vec!["agents", "--broker", &url];
+            all.extend_from_slice(args);
+            let out = Command::new(BRAMBLE).args(&all).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let ids_of = |json: &str| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["agent_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids_of(&cli(&["--json", "--agent", "pi007"])), ["pi007"]);
+        assert_eq!(
+            ids_of(&cli(&["--json", "--state", "offline"])),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ids_of(&cli(&["--json", "--offset", "145", "--limit", "10"])),
+            ["pi145", "pi146", "pi147", "pi148", "pi149"]
+        );
+        let table = cli(&["--limit", "3"]);
+        assert!(
+            table.contains("pi002") && !table.contains("pi003"),
+            "{table}"
+        );
+        assert!(table.ends_with("… and 147 more (--offset 3)\n"), "{table}");
         cluster.stop().await;
     });
 }

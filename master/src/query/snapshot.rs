@@ -200,6 +200,15 @@ impl StatusSnapshot {
     /// in the order of [`agents`](Self::agents), [`frameworks`](Self::frameworks),
     /// [`tasks`](Self::tasks) and [`offers`](Self::offers).
     pub fn kind(&self, kind: &str) -> Vec<&Value> {
+        self.topics(kind)
+            .iter()
+            .filter_map(|t| self.entries.get(t))
+            .collect()
+    }
+
+    /// The topics of one kind (`agent`, `framework`, `task`, `offer`), in the order of
+    /// [`kind`](Self::kind).
+    pub fn topics(&self, kind: &str) -> Vec<String> {
         let prefix = format!("{STATUS_PREFIX}{kind}/");
         let mut out: Vec<(&String, &StatusEntry)> = self
             .typed
@@ -210,9 +219,7 @@ impl StatusSnapshot {
             StatusEntry::Offer(o) => o.offer_id,
             _ => 0,
         });
-        out.into_iter()
-            .filter_map(|(t, _)| self.entries.get(t))
-            .collect()
+        out.into_iter().map(|(t, _)| t.clone()).collect()
     }
 
     /// The agents, by id.
