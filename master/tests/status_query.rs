@@ -1,20 +1,21 @@
 //! `bramble agents` at a size the retained topics cannot carry: 150 real agents (in-process
 //! drivers) on the embedded broker, which hands a new subscriber about 100 retained messages. The
 //! CLI asks the master instead (a signed status query, answered page by page) and lists every
-//! agent.
+//! agent; and the dashboard, in a headless browser, shows them a page of 100 at a time.
 
 use std::process::Command;
 use std::time::Duration;
 
 use bramble::cluster::{ClusterBroker, LocalCluster};
+use bramble::web;
 
 mod support;
-use support::{broker_url, cluster_options, free_port, plain_agents, runtime, BRAMBLE};
+use support::{broker_url, chromium, cluster_options, free_port, plain_agents, runtime, BRAMBLE};
 
 const AGENTS: usize = 150;
 
 #[test]
-#[ignore = "starts 150 agents (their work directories and cgroups)"]
+#[ignore = "starts 150 agents (their work directories and cgroups) and chromium"]
 fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retained_limit() {
     runtime().block_on(async {
         let work = tempfile::tempdir().unwrap();
@@ -97,6 +98,39 @@ fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retaine
             "{table}"
         );
         assert!(table.ends_with("… and 147 more (--offset 3)\n"), "{table}");
+
+        // The dashboard renders a page of the agents, and says how many there are.
+        let listener = web::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(web::serve(
+            listener,
+            web::routes(cluster.web.clone()),
+            std::future::pending(),
+        ));
+        let dom = tokio::task::spawn_blocking(move || {
+            let profile = tempfile::tempdir().unwrap();
+            chromium(
+                profile.path(),
+                &[
+                    "--dump-dom".into(),
+                    "--virtual-time-budget=5000".into(),
+                    format!("http://{addr}/?once"),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let html = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            html.contains("data-ready=\"true\""),
+            "the page rendered: {html}"
+        );
+        assert_eq!(
+            html.matches("data-agent=\"").count(),
+            100,
+            "one page of cards"
+        );
+        assert!(html.contains("1–100 of 150"), "the pager: {html}");
         cluster.stop().await;
     });
 }

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 mod support;
 use support::{
-    bramble_cli, broker_url, cluster_options, free_port, kill_processes_below, plain_agents,
-    runtime, BRAMBLE,
+    bramble_cli, broker_url, chromium, cluster_options, free_port, kill_processes_below,
+    plain_agents, runtime, BRAMBLE,
 };
 /// A cluster of agents `a` and `b`, and its dashboard on a free port (returned).
 async fn start(work: &Path) -> (LocalCluster, SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -287,24 +287,6 @@ fn the_event_stream_starts_with_a_snapshot_of_the_status_topics_then_sends_chang
         cluster.wait_for_no_tasks(Duration::from_secs(20)).await;
         cluster.stop().await;
     });
-}
-
-fn chromium(profile: &Path, args: &[String]) -> std::process::Output {
-    Command::new("/usr/bin/chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("chromium runs")
 }
 
 #[test]

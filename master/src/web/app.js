@@ -45,9 +45,41 @@ function bar(label, cls, used, offered, total, text) {
     el("span", { class: "num" }, text));
 }
 
+// Long lists (a lab of thousands of boards) are shown a page at a time, so a render touches at
+// most PAGE cards or rows whatever the cluster's size; a filter narrows them first.
+const PAGE = 100;
+const pages = { agents: 0, tasks: 0 };
+const filters = { agents: "", tasks: "" };
+function page(list, name) {
+  const f = filters[name].trim().toLowerCase();
+  const matching = f ? list.filter((x) => JSON.stringify(x).toLowerCase().includes(f)) : list;
+  const last = Math.max(0, Math.ceil(matching.length / PAGE) - 1);
+  pages[name] = Math.min(pages[name], last);
+  const from = pages[name] * PAGE;
+  const nav = document.getElementById(name + "-pager");
+  if (nav) {
+    const button = (label, to, off) => {
+      const b = el("button", { type: "button" }, label);
+      b.disabled = off;
+      b.onclick = () => { pages[name] = to; render(); };
+      return b;
+    };
+    nav.replaceChildren(...(matching.length > PAGE || f ? [
+      button("‹", pages[name] - 1, pages[name] === 0),
+      el("span", {}, matching.length ? (from + 1) + "–" + Math.min(from + PAGE, matching.length) + " of " + matching.length
+        + (f ? " matching" : "") : "none matching"),
+      button("›", pages[name] + 1, pages[name] >= last)] : []));
+  }
+  return matching.slice(from, from + PAGE);
+}
+for (const name of ["agents", "tasks"]) {
+  const input = document.getElementById(name + "-filter");
+  if (input) input.oninput = () => { filters[name] = input.value; pages[name] = 0; queueRender(); };
+}
+
 function renderAgents() {
   const box = document.getElementById("agents");
-  const agents = kind("agent").sort((a, b) => a.agent_id.localeCompare(b.agent_id));
+  const agents = page(kind("agent").sort((a, b) => a.agent_id.localeCompare(b.agent_id)), "agents");
   box.replaceChildren(...(agents.length ? agents.map((a) => {
     const attrs = Object.entries(a.attributes || {}).map(([k, v]) => k + "=" + v).join(" ");
     const t = a.soc_temp_c;
@@ -110,7 +142,7 @@ function renderOffers() {
 
 function renderTasks() {
   const order = { running: 0, starting: 1, staging: 2 };
-  const tasks = kind("task").sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || b.updated - a.updated);
+  const tasks = page(kind("task").sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || b.updated - a.updated), "tasks");
   const names = new Map(kind("framework").map((f) => [f.framework_id, f.name || f.framework_id]));
   document.getElementById("tasks").replaceChildren(...(tasks.length ? tasks.map((t) => {
     const detail = t.exit_code != null ? "exit " + t.exit_code : t.signal != null ? "signal " + t.signal
@@ -139,7 +171,8 @@ function render() {
   document.body.setAttribute("data-ready", "true");
 }
 function queueRender() {
-  if (!renderQueued) { renderQueued = true; setTimeout(render, 50); }
+  // Renders at most 20 times a second, fewer in a large cluster (every change would re-sort).
+  if (!renderQueued) { renderQueued = true; setTimeout(render, topics.size > 2000 ? 500 : 50); }
 }
 
 function onStatus(msg) {

@@ -298,3 +298,22 @@ pub fn agent_command() -> Command {
         cmd
     }
 }
+
+/// Runs headless Chromium (Debian's `/usr/bin/chromium`) with a profile of its own and `args`.
+pub fn chromium(profile: &Path, args: &[String]) -> std::process::Output {
+    Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium runs")
+}
