@@ -39,6 +39,24 @@ pub enum QueryError {
     Timeout(String),
 }
 
+impl QueryError {
+    /// `broker` could not be reached, or dropped the connection, for `why`.
+    pub(crate) fn connection(broker: &BrokerAddr, why: &dyn std::fmt::Display) -> QueryError {
+        QueryError::Connection {
+            broker: broker.to_string(),
+            message: why.to_string(),
+        }
+    }
+
+    /// What the end of a one-shot connection to `broker` with `e` means: the broker's refusal
+    /// of the login, or a connection error.
+    pub(crate) fn of(broker: &BrokerAddr, e: rumqttc::ConnectionError) -> QueryError {
+        let user = broker.login.as_ref().map(|l| l.username.as_str());
+        bramble_mqtt::Refusal::of(&e, user)
+            .map_or_else(|| QueryError::connection(broker, &e), QueryError::Refused)
+    }
+}
+
 /// The config of a one-shot client: a clean session, 5 s keep-alive, packets up to
 /// [`MAX_INCOMING`] in and [`MAX_PACKET`] out.
 pub(crate) fn one_shot(id: String, broker: &BrokerAddr) -> ClientConfig {
@@ -98,14 +116,8 @@ async fn retained_at(
         ..one_shot(id, broker)
     };
     let (client, mut eventloop) = bramble_mqtt::connect(config);
-    let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
-        broker: broker.to_string(),
-        message: e.to_string(),
-    };
-    let refused_or = |e: rumqttc::ConnectionError| {
-        let user = broker.login.as_ref().map(|l| l.username.as_str());
-        bramble_mqtt::Refusal::of(&e, user).map_or_else(|| connection(&e), QueryError::Refused)
-    };
+    let connection = |e: &dyn std::fmt::Display| QueryError::connection(broker, e);
+    let refused_or = |e| QueryError::of(broker, e);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut subacked = false;
     loop {
@@ -192,14 +204,8 @@ async fn publish_once_at(
     let n = PUBLISHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("bramble-cmd-{}-{n}", std::process::id());
     let (client, mut eventloop) = bramble_mqtt::connect(one_shot(id, broker));
-    let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
-        broker: broker.to_string(),
-        message: e.to_string(),
-    };
-    let refused_or = |e: rumqttc::ConnectionError| {
-        let user = broker.login.as_ref().map(|l| l.username.as_str());
-        bramble_mqtt::Refusal::of(&e, user).map_or_else(|| connection(&e), QueryError::Refused)
-    };
+    let connection = |e: &dyn std::fmt::Display| QueryError::connection(broker, e);
+    let refused_or = |e| QueryError::of(broker, e);
     client
         .publish(topic, QoS::AtLeastOnce, false, payload)
         .await

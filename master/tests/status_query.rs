@@ -3,14 +3,15 @@
 //! CLI asks the master instead (a signed status query, answered page by page) and lists every
 //! agent; and the dashboard, in a headless browser, shows them a page of 100 at a time.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bramble::cluster::{ClusterBroker, LocalCluster};
 use bramble::web;
 
 mod support;
-use support::{broker_url, chromium, cluster_options, free_port, plain_agents, runtime, BRAMBLE};
+use support::{
+    bramble_cli, broker_url, chromium, cluster_options, free_port, plain_agents, runtime,
+};
 
 const AGENTS: usize = 150;
 
@@ -39,35 +40,10 @@ fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retaine
         );
 
         let url = broker_url(&cluster.broker);
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(BRAMBLE)
-                .args(["agents", "--json", "--broker", &url])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut listed: Vec<&str> = agents
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["agent_id"].as_str().unwrap())
-            .collect();
-        listed.sort_unstable();
-        assert_eq!(listed, ids, "every agent, once");
-
-        // Filters and pages.
-        let cli = |args: &[&str]| {
-            let url = broker_url(&cluster.broker);
+        let agents = async |args: &[&str]| {
             let mut all = vec!["agents", "--broker", &url];
             all.extend_from_slice(args);
-            let out = Command::new(BRAMBLE).args(&all).output().unwrap();
+            let out = bramble_cli(&all).await;
             assert!(
                 out.status.success(),
                 "{}",
@@ -83,16 +59,24 @@ fn bramble_agents_lists_every_agent_of_a_cluster_larger_than_the_brokers_retaine
                 .map(|a| a["agent_id"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(ids_of(&cli(&["--json", "--agent", "pi007"])), ["pi007"]);
+        let mut listed = ids_of(&agents(&["--json"]).await);
+        listed.sort_unstable();
+        assert_eq!(listed, ids, "every agent, once");
+
+        // Filters and pages.
         assert_eq!(
-            ids_of(&cli(&["--json", "--state", "offline"])),
+            ids_of(&agents(&["--json", "--agent", "pi007"]).await),
+            ["pi007"]
+        );
+        assert_eq!(
+            ids_of(&agents(&["--json", "--state", "offline"]).await),
             Vec::<String>::new()
         );
         assert_eq!(
-            ids_of(&cli(&["--json", "--offset", "145", "--limit", "10"])),
+            ids_of(&agents(&["--json", "--offset", "145", "--limit", "10"]).await),
             ["pi145", "pi146", "pi147", "pi148", "pi149"]
         );
-        let table = cli(&["--limit", "3"]);
+        let table = agents(&["--limit", "3"]).await;
         assert!(
             table.contains("pi002") && !table.contains("pi003"),
             "{table}"

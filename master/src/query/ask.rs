@@ -78,14 +78,8 @@ async fn ask_at(
     );
     let (client, mut eventloop) =
         bramble_mqtt::connect(one_shot(format!("bramble-query-{reply_to}"), broker));
-    let connection = |e: &dyn std::fmt::Display| QueryError::Connection {
-        broker: broker.to_string(),
-        message: e.to_string(),
-    };
-    let refused_or = |e: rumqttc::ConnectionError| {
-        let user = broker.login.as_ref().map(|l| l.username.as_str());
-        bramble_mqtt::Refusal::of(&e, user).map_or_else(|| connection(&e), QueryError::Refused)
-    };
+    let connection = |e: &dyn std::fmt::Display| QueryError::connection(broker, e);
+    let refused_or = |e| QueryError::of(broker, e);
     let send = |client: &AsyncClient, payload: Vec<u8>| {
         client.try_publish(OPERATOR_QUERY_TOPIC, QoS::AtLeastOnce, false, payload)
     };
