@@ -108,12 +108,19 @@ pub struct PlaceCounters {
     pub other_ends: AtomicU64,
     /// Accepts the master refused.
     pub refused: AtomicU64,
+    /// The first task that ended other than finished, and how.
+    pub first_other_end: std::sync::Mutex<Option<String>>,
 }
 
 impl PlaceCounters {
     /// The current value of `field`.
     pub fn get(field: &AtomicU64) -> u64 {
         field.load(Ordering::Relaxed)
+    }
+
+    /// The first task that ended other than finished, and how.
+    pub fn first_other_end(&self) -> Option<String> {
+        self.first_other_end.lock().ok()?.clone()
     }
 }
 
@@ -188,7 +195,21 @@ impl Scheduler for Placer {
         match update.state {
             TaskState::Running => c.running.fetch_add(1, Ordering::Relaxed),
             TaskState::Finished => c.finished.fetch_add(1, Ordering::Relaxed),
-            s if s.is_terminal() => c.other_ends.fetch_add(1, Ordering::Relaxed),
+            s if s.is_terminal() => {
+                if let Ok(mut first) = c.first_other_end.lock() {
+                    first.get_or_insert_with(|| {
+                        format!(
+                            "{} {} on {:?} ({:?}): {}",
+                            update.task_id,
+                            s.as_str(),
+                            update.agent_id,
+                            update.reason,
+                            update.message
+                        )
+                    });
+                }
+                c.other_ends.fetch_add(1, Ordering::Relaxed)
+            }
             _ => 0,
         };
     }

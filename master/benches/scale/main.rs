@@ -69,6 +69,7 @@ struct Options {
     task_ms: u64,
     allocation_interval: f64,
     register_timeout: Duration,
+    mosquitto_queue: u64,
 }
 
 /// Why the options could not be read.
@@ -92,6 +93,7 @@ fn options() -> Result<Options, UsageError> {
         task_ms: 50,
         allocation_interval: 1.0,
         register_timeout: Duration::ZERO,
+        mosquitto_queue: 1000,
     };
     let mut register_timeout = None;
     let mut args = std::env::args().skip(1);
@@ -111,6 +113,7 @@ fn options() -> Result<Options, UsageError> {
             "--place-secs" => o.place_secs = num(&flag, value()?)?,
             "--task-ms" => o.task_ms = num(&flag, value()?)?,
             "--allocation-interval" => o.allocation_interval = num(&flag, value()?)?,
+            "--mosquitto-queue" => o.mosquitto_queue = num(&flag, value()?)?,
             "--register-timeout" => register_timeout = Some(num::<u64>(&flag, value()?)?),
             "--broker" => {
                 o.brokers = match value()?.as_str() {
@@ -140,7 +143,7 @@ fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("scale: {e}\nusage: cargo bench -p bramble --bench scale -- [--agents N] [--broker embedded|mosquitto|both] [--frameworks F] [--steady-secs S] [--place-secs P] [--task-ms MS] [--allocation-interval SECS] [--register-timeout SECS]");
+            eprintln!("scale: {e}\nusage: cargo bench -p bramble --bench scale -- [--agents N] [--broker embedded|mosquitto|both] [--frameworks F] [--steady-secs S] [--place-secs P] [--task-ms MS] [--allocation-interval SECS] [--register-timeout SECS] [--mosquitto-queue N]");
             std::process::exit(2);
         }
     };
@@ -196,7 +199,7 @@ fn run(kind: Kind, o: &Options) -> Result<(), String> {
     let http_port = procs::free_port();
     let mosquitto = match kind {
         Kind::Embedded => None,
-        Kind::Mosquitto => Some(procs::start_mosquitto(dir.path(), port)?),
+        Kind::Mosquitto => Some(procs::start_mosquitto(dir.path(), port, o.mosquitto_queue)?),
     };
     let master_broker = match kind {
         Kind::Embedded => MasterBroker::Embedded(port),
@@ -211,6 +214,17 @@ fn run(kind: Kind, o: &Options) -> Result<(), String> {
                 "bramble master --broker, no credential store; Mosquitto allow_anonymous",
         }
     );
+    if kind == Kind::Mosquitto {
+        let default = if o.mosquitto_queue == 1000 {
+            " (its default)"
+        } else {
+            ""
+        };
+        println!(
+            "  Mosquitto: max_queued_messages {} a client{default}",
+            o.mosquitto_queue
+        );
+    }
     println!(
         "  agents: real AgentCore, default intervals, one MQTT connection each; tasks simulated ({} ms)",
         o.task_ms
@@ -324,7 +338,7 @@ impl Stage<'_> {
             );
         }
         println!(
-            "  {what}: the bench itself (all agents) CPU {:.1} % of a core, RSS {:.1} MiB",
+            "  {what}: the bench itself (agents, frameworks) CPU {:.1} % of a core, RSS {:.1} MiB",
             cpu_percent(&from.bench, &to.bench),
             to.bench.rss_mib
         );
@@ -374,6 +388,7 @@ impl Stage<'_> {
                 break;
             }
             if started.elapsed() > self.o.register_timeout {
+                println!("  master: {}", procs::gauges(self.http_port));
                 return Err(format!(
                     "registration stalled: {online} of {n} agents online after {:.1} s ({} cores acknowledged, {} ConnAcks, {} connections lost)",
                     started.elapsed().as_secs_f64(),
@@ -484,6 +499,7 @@ impl Stage<'_> {
             self.master_alive()?;
             if started.elapsed() > first_deadline {
                 let _ = stop_tx.send(true);
+                println!("  master: {}", procs::gauges(self.http_port));
                 return Err(format!(
                     "placements stalled: no TASK_RUNNING within {:.0} s ({} offers, {} tasks launched, {} accepts refused)",
                     first_deadline.as_secs_f64(),
@@ -513,6 +529,7 @@ impl Stage<'_> {
             last = now;
         }
         let after = self.readings()?;
+        let gauges = procs::gauges(self.http_port);
         let _ = stop_tx.send(true);
         let secs = after
             .master
@@ -541,7 +558,11 @@ impl Stage<'_> {
                 let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
             }
         });
+        if let Some(end) = counters.first_other_end() {
+            println!("  placements: the first task that did not finish: {end}");
+        }
         if longest_quiet >= 5 {
+            println!("  master at the end of the window: {gauges}");
             return Err(format!(
                 "placements stalled: no TASK_RUNNING for {longest_quiet} s in a row"
             ));

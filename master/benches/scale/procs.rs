@@ -59,10 +59,12 @@ impl Drop for Proc {
 
 /// Mosquitto on `port` (loopback, anonymous, no persistence), configured in `dir`, its log there
 /// too; returns once it accepts connections.
-pub fn start_mosquitto(dir: &Path, port: u16) -> Result<Proc, String> {
+/// `max_queued_messages` is `queue` (Mosquitto's default is 1,000 QoS 1 messages a client; 0 is
+/// no limit).
+pub fn start_mosquitto(dir: &Path, port: u16, queue: u64) -> Result<Proc, String> {
     let config = dir.join("mosquitto.conf");
-    // Queues bounded per client; 1 MiB packets as every Bramble broker carries
-    // (bramble_mqtt::MAX_PACKET); no connection limit.
+    // Mosquitto's defaults but for the queue (an option) and the packet size: 1 MiB, as every
+    // Bramble broker carries (bramble_mqtt::MAX_PACKET); no connection limit.
     let text = format!(
         "listener {port} 127.0.0.1\n\
          allow_anonymous true\n\
@@ -70,7 +72,7 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Result<Proc, String> {
          max_connections -1\n\
          max_packet_size 1048576\n\
          max_inflight_messages 20\n\
-         max_queued_messages 1000\n\
+         max_queued_messages {queue}\n\
          set_tcp_nodelay true\n\
          log_type error\n\
          log_type warning\n\
@@ -279,4 +281,28 @@ pub fn agents_online(http_port: u16) -> Result<u64, String> {
     metric(&page, "bramble_agents{state=\"online\"}")
         .map(|v| v as u64)
         .ok_or_else(|| "no bramble_agents{state=\"online\"} in /metrics".to_owned())
+}
+
+/// The master's gauges that tell where a stall sits (agents, frameworks, offers outstanding, tasks
+/// by state, its outgoing queues), one line.
+pub fn gauges(http_port: u16) -> String {
+    let Ok(page) = scrape(http_port) else {
+        return "no /metrics".to_owned();
+    };
+    page.lines()
+        .filter(|l| {
+            [
+                "bramble_agents{",
+                "bramble_frameworks ",
+                "bramble_offers_outstanding ",
+                "bramble_tasks{",
+                "bramble_master_outgoing_queue_depth{",
+                "bramble_master_loop_last_turn_age_seconds ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(|l| l.trim_start_matches("bramble_"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
