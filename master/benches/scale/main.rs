@@ -291,7 +291,10 @@ impl Stage<'_> {
         self.steady()?;
         self.bramble_runs()?;
         self.placements()?;
-        self.check_online("at the end")?;
+        self.recovered()?;
+        if let Some(shed) = procs::messages_shed(self.http_port) {
+            println!("  master: {shed} messages shed from its outgoing queue over the run");
+        }
         let c = &self.counters;
         println!(
             "  agent reconnections over the run: {} ({} connections lost or refused, {} publishes deferred by full queues)",
@@ -430,6 +433,31 @@ impl Stage<'_> {
             Counters::get(&self.counters.reconnects) - reconnects
         );
         self.check_online("after the steady window")
+    }
+
+    /// After the placements: waits up to 30 s for every agent to be online again.
+    fn recovered(&mut self) -> Result<(), String> {
+        let n = self.o.agents as u64;
+        let started = Instant::now();
+        let first = procs::agents_online(self.http_port)?;
+        let mut online = first;
+        while online < n && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(200));
+            self.master_alive()?;
+            online = procs::agents_online(self.http_port)?;
+        }
+        if first < n {
+            println!(
+                "  after the placements: {first} of {n} agents online; {online} after {:.1} s more",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if online < n {
+            return Err(format!(
+                "agents dropped off: {online} of {n} online 30 s after the placements"
+            ));
+        }
+        Ok(())
     }
 
     fn check_online(&mut self, when: &str) -> Result<(), String> {

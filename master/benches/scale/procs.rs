@@ -163,9 +163,24 @@ pub fn master_log(dir: &Path) -> PathBuf {
     dir.join("master.log")
 }
 
-/// The last `lines` lines of the file at `path`, for a failure message.
+/// The last `lines` lines of the file at `path` (without terminal colours), for a failure
+/// message.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let raw = std::fs::read_to_string(path).unwrap_or_default();
+    // Drop `ESC [ … m` colour sequences.
+    let mut text = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            text.push(c);
+        }
+    }
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -273,6 +288,20 @@ pub fn scrape(http_port: u16) -> Result<String, String> {
 pub fn metric(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of every sample of the family `name` (all its labels).
+pub fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The messages the master shed from its outgoing queue so far, from its `/metrics`.
+pub fn messages_shed(http_port: u16) -> Option<u64> {
+    let page = scrape(http_port).ok()?;
+    Some(metric_sum(&page, "bramble_master_messages_shed_total") as u64)
 }
 
 /// The agents the master holds online, from its `/metrics`.
