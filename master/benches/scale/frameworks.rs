@@ -2,7 +2,7 @@
 //! timed as they arrive), and placers, SDK schedulers that accept every offer with as many small
 //! tasks as fit and count the updates that come back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +100,9 @@ pub struct PlaceCounters {
     pub offers: AtomicU64,
     /// Tasks sent in accepts.
     pub launched: AtomicU64,
+    /// Tasks seen placed: their first TASK_RUNNING or TASK_FINISHED (the master may shed a
+    /// RUNNING update to a framework under load, so RUNNING alone undercounts).
+    pub placed: AtomicU64,
     /// TASK_RUNNING updates.
     pub running: AtomicU64,
     /// TASK_FINISHED updates.
@@ -130,6 +133,8 @@ pub struct Placer {
     next_id: u64,
     /// How many tasks each outstanding accept carried, until RUNNING comes or it is refused.
     by_offer: HashMap<OfferId, u64>,
+    /// Tasks seen RUNNING and not yet FINISHED.
+    running: HashSet<String>,
 }
 
 impl Placer {
@@ -139,6 +144,7 @@ impl Placer {
             counters,
             next_id: 0,
             by_offer: HashMap::new(),
+            running: HashSet::new(),
         }
     }
 }
@@ -193,8 +199,18 @@ impl Scheduler for Placer {
     fn status_update(&mut self, _driver: &mut SchedulerDriver, update: StatusUpdate) {
         let c = &self.counters;
         match update.state {
-            TaskState::Running => c.running.fetch_add(1, Ordering::Relaxed),
-            TaskState::Finished => c.finished.fetch_add(1, Ordering::Relaxed),
+            TaskState::Running => {
+                if self.running.insert(update.task_id.clone()) {
+                    c.placed.fetch_add(1, Ordering::Relaxed);
+                }
+                c.running.fetch_add(1, Ordering::Relaxed)
+            }
+            TaskState::Finished => {
+                if !self.running.remove(&update.task_id) {
+                    c.placed.fetch_add(1, Ordering::Relaxed);
+                }
+                c.finished.fetch_add(1, Ordering::Relaxed)
+            }
             s if s.is_terminal() => {
                 if let Ok(mut first) = c.first_other_end.lock() {
                     first.get_or_insert_with(|| {
