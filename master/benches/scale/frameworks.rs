@@ -103,9 +103,9 @@ pub struct PlaceCounters {
     /// Tasks seen placed: their first TASK_RUNNING or TASK_FINISHED (the master may shed a
     /// RUNNING update to a framework under load, so RUNNING alone undercounts).
     pub placed: AtomicU64,
-    /// TASK_RUNNING updates.
+    /// TASK_RUNNING updates (copies included).
     pub running: AtomicU64,
-    /// TASK_FINISHED updates.
+    /// TASK_FINISHED updates (copies included).
     pub finished: AtomicU64,
     /// Other terminal updates (failed, lost, error, …).
     pub other_ends: AtomicU64,
@@ -133,8 +133,9 @@ pub struct Placer {
     next_id: u64,
     /// How many tasks each outstanding accept carried, until RUNNING comes or it is refused.
     by_offer: HashMap<OfferId, u64>,
-    /// Tasks seen RUNNING and not yet FINISHED.
-    running: HashSet<String>,
+    /// Tasks seen placed (RUNNING or FINISHED): updates are delivered at least once, and a
+    /// task's FINISHED comes again while its acknowledgement is lost.
+    placed: HashSet<String>,
 }
 
 impl Placer {
@@ -144,7 +145,7 @@ impl Placer {
             counters,
             next_id: 0,
             by_offer: HashMap::new(),
-            running: HashSet::new(),
+            placed: HashSet::new(),
         }
     }
 }
@@ -199,17 +200,16 @@ impl Scheduler for Placer {
     fn status_update(&mut self, _driver: &mut SchedulerDriver, update: StatusUpdate) {
         let c = &self.counters;
         match update.state {
-            TaskState::Running => {
-                if self.running.insert(update.task_id.clone()) {
+            TaskState::Running | TaskState::Finished => {
+                if !self.placed.contains(&update.task_id) {
+                    self.placed.insert(update.task_id.clone());
                     c.placed.fetch_add(1, Ordering::Relaxed);
                 }
-                c.running.fetch_add(1, Ordering::Relaxed)
-            }
-            TaskState::Finished => {
-                if !self.running.remove(&update.task_id) {
-                    c.placed.fetch_add(1, Ordering::Relaxed);
+                if update.state == TaskState::Running {
+                    c.running.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    c.finished.fetch_add(1, Ordering::Relaxed)
                 }
-                c.finished.fetch_add(1, Ordering::Relaxed)
             }
             s if s.is_terminal() => {
                 if let Ok(mut first) = c.first_other_end.lock() {

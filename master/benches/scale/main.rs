@@ -577,7 +577,7 @@ impl Stage<'_> {
             placed as f64 / secs
         );
         println!(
-            "  placements: {:.0} TASK_RUNNING/s, {:.0} TASK_FINISHED/s; in all {} offers, {} tasks launched, {} RUNNING, {} FINISHED, {} other ends, {} accepts refused",
+            "  placements: updates {:.0} TASK_RUNNING/s, {:.0} TASK_FINISHED/s (copies included); in all {} offers, {} tasks launched, {} RUNNING, {} FINISHED, {} other ends, {} accepts refused",
             running as f64 / secs,
             finished as f64 / secs,
             get(&counters.offers),
