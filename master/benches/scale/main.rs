@@ -71,6 +71,7 @@ struct Options {
     allocation_interval: f64,
     register_timeout: Duration,
     mosquitto_queue: u64,
+    recover_secs: u64,
 }
 
 /// Why the options could not be read.
@@ -95,6 +96,7 @@ fn options() -> Result<Options, UsageError> {
         allocation_interval: 1.0,
         register_timeout: Duration::ZERO,
         mosquitto_queue: 1000,
+        recover_secs: 60,
     };
     let mut register_timeout = None;
     let mut args = std::env::args().skip(1);
@@ -114,6 +116,7 @@ fn options() -> Result<Options, UsageError> {
             "--place-secs" => o.place_secs = num(&flag, value()?)?,
             "--task-ms" => o.task_ms = num(&flag, value()?)?,
             "--allocation-interval" => o.allocation_interval = num(&flag, value()?)?,
+            "--recover-secs" => o.recover_secs = num(&flag, value()?)?,
             "--mosquitto-queue" => o.mosquitto_queue = num(&flag, value()?)?,
             "--register-timeout" => register_timeout = Some(num::<u64>(&flag, value()?)?),
             "--broker" => {
@@ -144,7 +147,7 @@ fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("scale: {e}\nusage: cargo bench -p bramble --bench scale -- [--agents N] [--broker embedded|mosquitto|both] [--frameworks F] [--steady-secs S] [--place-secs P] [--task-ms MS] [--allocation-interval SECS] [--register-timeout SECS] [--mosquitto-queue N]");
+            eprintln!("scale: {e}\nusage: cargo bench -p bramble --bench scale -- [--agents N] [--broker embedded|mosquitto|both] [--frameworks F] [--steady-secs S] [--place-secs P] [--task-ms MS] [--allocation-interval SECS] [--register-timeout SECS] [--mosquitto-queue N] [--recover-secs SECS]");
             std::process::exit(2);
         }
     };
@@ -393,6 +396,8 @@ impl Stage<'_> {
             }
             if started.elapsed() > self.o.register_timeout {
                 println!("  master: {}", procs::gauges(self.http_port));
+                let after = self.readings()?;
+                self.print_usage("during registration", &before, &after);
                 return Err(format!(
                     "registration stalled: {online} of {n} agents online after {:.1} s ({} cores acknowledged, {} ConnAcks, {} connections lost)",
                     started.elapsed().as_secs_f64(),
@@ -436,13 +441,14 @@ impl Stage<'_> {
         self.check_online("after the steady window")
     }
 
-    /// After the placements: waits up to 30 s for every agent to be online again.
+    /// After the placements: waits up to `--recover-secs` for every agent to be online again.
     fn recovered(&mut self) -> Result<(), String> {
         let n = self.o.agents as u64;
         let started = Instant::now();
         let first = procs::agents_online(self.http_port)?;
         let mut online = first;
-        while online < n && started.elapsed() < Duration::from_secs(30) {
+        let within = Duration::from_secs(self.o.recover_secs);
+        while online < n && started.elapsed() < within {
             std::thread::sleep(Duration::from_millis(200));
             self.master_alive()?;
             online = procs::agents_online(self.http_port)?;
@@ -455,7 +461,8 @@ impl Stage<'_> {
         }
         if online < n {
             return Err(format!(
-                "agents dropped off: {online} of {n} online 30 s after the placements"
+                "agents dropped off: {online} of {n} online {} s after the placements",
+                self.o.recover_secs
             ));
         }
         Ok(())
