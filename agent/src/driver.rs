@@ -164,19 +164,11 @@ pub async fn run(
     let session = Session::new("agent", mqtt, filters).with_will(move || {
         let n = fresh_connection_id();
         named.store(n, Ordering::Relaxed);
-        let mut buf = [0; MAX_UP_FRAME_LEN];
-        let will = AgentCore::will_of(
+        Some(last_will(
             &will_id,
             &key,
             will_boot.load(Ordering::Relaxed),
             n,
-            &mut buf,
-        );
-        Some(LastWill::new(
-            will.topic.as_str(),
-            buf[..will.len].to_vec(),
-            rumqttc::QoS::AtLeastOnce,
-            false,
         ))
     });
     let client = session.client().clone();
@@ -687,7 +679,21 @@ pub fn agent_info(config: &Config, board: &Board, isolation: &str) -> AgentInfo 
     }
 }
 
-fn truncated<const N: usize>(s: &str) -> HString<N, u8> {
+/// The MQTT last will of agent `agent_id` in boot `boot` for its connection `connection`: the
+/// core's sealed `Gone` ([`AgentCore::will_of`]).
+pub fn last_will(agent_id: &str, key: &MessageKey, boot: u32, connection: u32) -> LastWill {
+    let mut buf = [0; MAX_UP_FRAME_LEN];
+    let will = AgentCore::will_of(agent_id, key, boot, connection, &mut buf);
+    LastWill::new(
+        will.topic.as_str(),
+        buf[..will.len].to_vec(),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+    )
+}
+
+/// `s` cut to the capacity of a wire string (at a character boundary).
+pub fn truncated<const N: usize>(s: &str) -> HString<N, u8> {
     let mut out = HString::new();
     for c in s.chars() {
         if out.push(c).is_err() {
@@ -697,8 +703,8 @@ fn truncated<const N: usize>(s: &str) -> HString<N, u8> {
     out
 }
 
-fn seed(agent_id: &str) -> u32 {
-    // FNV-1a: a stable spread of retry jitter across boards.
+/// The seed of a board's retry jitter: FNV-1a of its id, a stable spread across boards.
+pub fn seed(agent_id: &str) -> u32 {
     agent_id.bytes().fold(0x811C_9DC5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })

@@ -19,9 +19,8 @@ use agent_nostd_core::ids::TaskKey;
 use agent_nostd_core::topic::{self, AgentTopic};
 use agent_nostd_core::wire::{AgentInfo, Attribute, MAX_DOWN_FRAME_LEN, MAX_UP_FRAME_LEN};
 use agent_nostd_core::Resources;
+use bramble_agent::driver::{last_will, seed, truncated};
 use bramble_mqtt::{BrokerAddr, ClientConfig, Session, SessionEvent};
-use heapless::String as HString;
-use rumqttc::LastWill;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -104,23 +103,6 @@ fn info(id: &str, boot: u32) -> AgentInfo {
     }
 }
 
-fn truncated<const N: usize>(s: &str) -> HString<N, u8> {
-    let mut out = HString::new();
-    for c in s.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
-}
-
-/// FNV-1a of the id, as the real driver seeds each board's retry jitter.
-fn seed(agent_id: &str) -> u32 {
-    agent_id.bytes().fold(0x811C_9DC5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// One agent, until its task is aborted (the runtime is dropped).
 async fn run_agent(
     index: usize,
@@ -158,14 +140,7 @@ async fn run_agent(
         attempt = attempt.wrapping_add(1);
         let n = (seed(&will_id) ^ attempt.wrapping_mul(0x9E37_79B9)).max(1);
         named.store(u64::from(n), Ordering::Relaxed);
-        let mut buf = [0; MAX_UP_FRAME_LEN];
-        let will = AgentCore::will_of(&will_id, &key, boot, n, &mut buf);
-        Some(LastWill::new(
-            will.topic.as_str(),
-            buf[..will.len].to_vec(),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-        ))
+        Some(last_will(&will_id, &key, boot, n))
     });
     let client = session.client().clone();
     let started = Instant::now();
