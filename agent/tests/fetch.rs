@@ -244,16 +244,19 @@ fn an_artifact_name_that_is_not_a_plain_file_name_is_refused() {
     });
 }
 
-/// The master's artifact server with a credential store holding agent `pi` (secret `[1; 32]`):
-/// returns the base URL of its artifacts.
-async fn serve_signed(dir: &std::path::Path) -> String {
+/// The master's artifact server with a credential store holding agent `pi` (secret `[1; 32]`),
+/// serving [`SCRIPT`] as `run.sh`: the directory served, the base URL of its artifacts and the
+/// script's SHA-256.
+async fn serve_signed_script() -> (tempfile::TempDir, String, [u8; 32]) {
     use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
     let pi = Principal::new(PrincipalKind::Agent, "pi").unwrap();
     let keys = bramble::http::HttpKeys::only([(pi, Secret::from_bytes([1; 32]).http_key())]);
     let (_tx, rx) = tokio::sync::watch::channel(keys);
     let auth = bramble::http::HttpAuth::new(rx, std::sync::Arc::default());
     let router = bramble::http::Routes::new()
-        .signed_artifacts(dir, auth)
+        .signed_artifacts(served.path(), auth)
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -262,7 +265,8 @@ async fn serve_signed(dir: &std::path::Path) -> String {
         router,
         std::future::pending(),
     ));
-    format!("http://{addr}/artifacts")
+    let base = format!("http://{addr}/artifacts");
+    (served, base, Sha256::digest(SCRIPT).into())
 }
 
 fn signer(name: &str, secret: u8) -> bramble_mqtt::http_auth::Signer {
@@ -276,10 +280,7 @@ fn signer(name: &str, secret: u8) -> bramble_mqtt::http_auth::Signer {
 #[test]
 fn a_fetcher_with_the_boards_credential_signs_its_request_and_gets_the_artifact() {
     runtime().block_on(async {
-        let served = tempfile::tempdir().unwrap();
-        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
-        let sha = Sha256::digest(SCRIPT).into();
-        let base = serve_signed(served.path()).await;
+        let (_served, base, sha) = serve_signed_script().await;
         let dir = tempfile::tempdir().unwrap();
         let a = artifact(&format!("{base}/run.sh"), sha, "", true);
         let path = fetcher(dir.path())
@@ -294,10 +295,7 @@ fn a_fetcher_with_the_boards_credential_signs_its_request_and_gets_the_artifact(
 #[test]
 fn a_fetcher_without_a_credential_or_with_the_wrong_secret_is_refused_with_a_401() {
     runtime().block_on(async {
-        let served = tempfile::tempdir().unwrap();
-        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
-        let sha = Sha256::digest(SCRIPT).into();
-        let base = serve_signed(served.path()).await;
+        let (_served, base, sha) = serve_signed_script().await;
         let dir = tempfile::tempdir().unwrap();
         let a = artifact(&format!("{base}/run.sh"), sha, "", true);
         let url = format!("{base}/run.sh");
@@ -329,10 +327,7 @@ fn a_fetcher_without_a_credential_or_with_the_wrong_secret_is_refused_with_a_401
 fn an_agent_with_a_credential_fetches_from_a_master_that_serves_only_signed_requests() {
     use agent_nostd_core::auth::{Principal, PrincipalKind, Secret};
     runtime().block_on(async {
-        let served = tempfile::tempdir().unwrap();
-        std::fs::write(served.path().join("run.sh"), SCRIPT).unwrap();
-        let sha = Sha256::digest(SCRIPT).into();
-        let base = serve_signed(served.path()).await;
+        let (_served, base, sha) = serve_signed_script().await;
         let work = tempfile::tempdir().unwrap();
         let secret = Secret::from_bytes([1; 32]);
         let credential = bramble_mqtt::Credential::new(

@@ -11,7 +11,6 @@ use bramble::http::Routes;
 use bramble_proto::{ArtifactInfo, Offer, StatusUpdate, TaskInfo};
 use bramble_sdk::scheduler::{self, Scheduler, SchedulerDriver};
 use bramble_sdk::{Resources, TaskState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::{cluster_options, runtime};
@@ -29,19 +28,6 @@ async fn serve_artifacts(dir: &Path) -> std::net::SocketAddr {
     addr
 }
 
-/// One raw HTTP/1.1 request, exactly as written (no client normalises the path): the status line
-/// and the whole response.
-async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.lines().next().unwrap_or("").to_owned();
-    (status, text)
-}
-
 #[test]
 fn the_artifact_server_serves_plain_files_and_refuses_path_traversal() {
     runtime().block_on(async {
@@ -55,7 +41,7 @@ fn the_artifact_server_serves_plain_files_and_refuses_path_traversal() {
         std::os::unix::fs::symlink(root.path().join("secret"), dir.join("link")).unwrap();
         let addr = serve_artifacts(&dir).await;
 
-        let (status, text) = raw_get(addr, "/artifacts/tool").await;
+        let (status, text) = support::raw(addr, "GET", "/artifacts/tool", None).await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(
             text.to_ascii_lowercase().contains("content-length: 5\r\n"),
@@ -76,7 +62,7 @@ fn the_artifact_server_serves_plain_files_and_refuses_path_traversal() {
             "/artifacts/missing",
             "/secret",
         ] {
-            let (status, text) = raw_get(addr, path).await;
+            let (status, text) = support::raw(addr, "GET", path, None).await;
             assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
             assert!(!text.contains("top secret"), "{path}");
         }

@@ -33,23 +33,11 @@ fn options(client_id: &str, port: u16, login: Option<(&str, &str)>) -> MqttOptio
 /// Connects once: accepted on a successful ConnAck, refused on a refusal or a closed connection.
 async fn attempt(client_id: &str, port: u16, login: Option<(&str, &str)>) -> Outcome {
     let (_client, mut eventloop) = AsyncClient::new(options(client_id, port, login), 10);
-    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    return if ack.code == ConnectReturnCode::Success {
-                        Outcome::Accepted
-                    } else {
-                        Outcome::Refused
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => return Outcome::Refused,
-            }
-        }
-    })
-    .await;
-    outcome.expect("the broker answers within 10 s")
+    if support::connack_accepted(&mut eventloop).await {
+        Outcome::Accepted
+    } else {
+        Outcome::Refused
+    }
 }
 
 struct Broker {

@@ -80,7 +80,7 @@ use bramble::driver::BrokerAddr;
 use bramble::query::StatusSnapshot;
 use bramble_master_core::status::state_name;
 use bramble_mqtt::{Credential, Login};
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 mod support;
@@ -222,20 +222,7 @@ impl Client {
             o.set_credentials(login.username.clone(), login.password.expose().to_owned());
         }
         let (client, mut eventloop) = AsyncClient::new(o, 256);
-        let accepted = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        return ack.code == ConnectReturnCode::Success
-                    }
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await
-        .expect("the broker answers a CONNECT within 10 s");
-        if !accepted {
+        if !support::connack_accepted(&mut eventloop).await {
             return None;
         }
         let (tx, seen) = mpsc::unbounded_channel();

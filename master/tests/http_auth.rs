@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 mod support;
-use support::{free_port, runtime, BRAMBLE};
+use support::{free_port, raw, runtime, BRAMBLE};
 
 fn principal(kind: PrincipalKind, name: &str) -> Principal {
     Principal::new(kind, name).unwrap()
@@ -68,20 +68,15 @@ async fn serve(dir: &std::path::Path) -> (SocketAddr, WebState, watch::Sender<Ht
     (addr, state, tx)
 }
 
-/// One raw HTTP/1.1 request with an optional `Authorization` header: the status line and the
-/// whole response.
-async fn raw(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.lines().next().unwrap_or("").to_owned();
-    (status, text)
+/// `GET path` signed by `signer` now: the status line and the whole response.
+async fn signed_get(addr: SocketAddr, signer: &Signer, path: &str) -> (String, String) {
+    raw(
+        addr,
+        "GET",
+        path,
+        Some(&signer.authorization("GET", path, now())),
+    )
+    .await
 }
 
 fn refused(state: &WebState, reason: &str) -> u64 {
@@ -163,13 +158,7 @@ fn a_signed_artifact_request_gets_the_file_and_an_unsigned_or_forged_one_a_count
         }
         // A missing file is still a 404 to a signed request, and a 401 (not a 404) to others:
         // the server says nothing of what it holds before a valid signature.
-        let (status, _) = raw(
-            addr,
-            "GET",
-            "/artifacts/missing",
-            Some(&pi.authorization("GET", "/artifacts/missing", now())),
-        )
-        .await;
+        let (status, _) = signed_get(addr, &pi, "/artifacts/missing").await;
         assert_eq!(status, "HTTP/1.1 404 Not Found");
         let (status, _) = raw(addr, "GET", "/artifacts/missing", None).await;
         assert_eq!(status, "HTTP/1.1 401 Unauthorized");
@@ -183,25 +172,13 @@ fn an_agent_added_to_the_store_while_the_master_runs_is_served_without_a_restart
         let (addr, _state, keys_tx) = serve(dir.path()).await;
         let path = "/artifacts/tool";
         let new = signer(PrincipalKind::Agent, "new", 5);
-        let (status, _) = raw(
-            addr,
-            "GET",
-            path,
-            Some(&new.authorization("GET", path, now())),
-        )
-        .await;
+        let (status, _) = signed_get(addr, &new, path).await;
         assert_eq!(status, "HTTP/1.1 401 Unauthorized");
         keys_tx.send_replace(keys(&[(
             principal(PrincipalKind::Agent, "new"),
             Secret::from_bytes([5; 32]),
         )]));
-        let (status, _) = raw(
-            addr,
-            "GET",
-            path,
-            Some(&new.authorization("GET", path, now())),
-        )
-        .await;
+        let (status, _) = signed_get(addr, &new, path).await;
         assert_eq!(status, "HTTP/1.1 200 OK");
     });
 }
@@ -296,8 +273,9 @@ impl Master {
 /// The status of a GET of `path` signed with the credential file `credential`.
 async fn get_signed(addr: SocketAddr, path: &str, credential: &std::path::Path) -> String {
     let credential = bramble_mqtt::Credential::read(credential).unwrap();
-    let header = Signer::from_credential(&credential).authorization("GET", path, now());
-    raw(addr, "GET", path, Some(&header)).await.0
+    signed_get(addr, &Signer::from_credential(&credential), path)
+        .await
+        .0
 }
 
 #[test]

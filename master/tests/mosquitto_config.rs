@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_nostd_core::auth::Principal;
 use bramble::credentials::Store;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 mod support;
@@ -47,20 +47,7 @@ async fn connect(
         o.set_credentials(user, password);
     }
     let (client, mut eventloop) = AsyncClient::new(o, 16);
-    let accepted = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    return ack.code == ConnectReturnCode::Success
-                }
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await
-    .expect("Mosquitto answers within 10 s");
-    if !accepted {
+    if !support::connack_accepted(&mut eventloop).await {
         return None;
     }
     let (tx, rx) = mpsc::unbounded_channel();

@@ -53,16 +53,21 @@ fn sealed(call: &Call, key: &MessageKey, client: &str, session: u32, seq: u32) -
     )
 }
 
-#[test]
-fn a_fresh_registration_opens_a_session_once_and_its_replay_is_refused() {
-    let mut core = keyed_master();
-    let reg = sealed(
-        &registration("framework-pi", wall(1_000), 1),
+/// Framework `pi`'s genuine registration number `nonce`, sealed with its key.
+fn pi_registration(nonce: u64) -> Vec<u8> {
+    sealed(
+        &registration("framework-pi", wall(1_000), nonce),
         &key(1),
         "pi",
         NO_SESSION,
         0,
-    );
+    )
+}
+
+#[test]
+fn a_fresh_registration_opens_a_session_once_and_its_replay_is_refused() {
+    let mut core = keyed_master();
+    let reg = pi_registration(1);
     register(&mut core, "pi", &reg).unwrap();
     let session = core.framework_session("pi").expect("a session");
     // The Registered event goes out sealed in it.
@@ -157,13 +162,7 @@ fn stale_foreign_and_forged_registrations_open_nothing() {
 #[test]
 fn a_forged_teardown_or_kill_changes_nothing_and_a_genuine_one_is_taken() {
     let mut core = keyed_master();
-    let reg = sealed(
-        &registration("framework-pi", wall(1_000), 1),
-        &key(1),
-        "pi",
-        NO_SESSION,
-        0,
-    );
+    let reg = pi_registration(1);
     register(&mut core, "pi", &reg).unwrap();
     transmits(&mut core);
     let session = core.framework_session("pi").unwrap();
@@ -206,22 +205,10 @@ fn a_forged_teardown_or_kill_changes_nothing_and_a_genuine_one_is_taken() {
 #[test]
 fn a_call_sealed_in_the_session_before_a_re_registration_is_still_taken_once() {
     let mut core = keyed_master();
-    let first = sealed(
-        &registration("framework-pi", wall(1_000), 1),
-        &key(1),
-        "pi",
-        NO_SESSION,
-        0,
-    );
+    let first = pi_registration(1);
     register(&mut core, "pi", &first).unwrap();
     let old = core.framework_session("pi").unwrap();
-    let second = sealed(
-        &registration("framework-pi", wall(1_000), 2),
-        &key(1),
-        "pi",
-        NO_SESSION,
-        0,
-    );
+    let second = pi_registration(2);
     register(&mut core, "pi", &second).unwrap();
     assert_ne!(core.framework_session("pi"), Some(old));
     let revive = sealed(&Call::Revive, &key(1), "pi", old, 5);

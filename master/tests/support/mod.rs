@@ -317,3 +317,44 @@ pub fn chromium(profile: &Path, args: &[String]) -> std::process::Output {
         .output()
         .expect("chromium runs")
 }
+
+/// Polls a fresh client's event loop until the broker answers its CONNECT (within 10 s):
+/// whether it was accepted (a refusing ConnAck, or a closed connection, is a refusal).
+pub async fn connack_accepted(eventloop: &mut rumqttc::EventLoop) -> bool {
+    use rumqttc::{ConnectReturnCode, Event, Packet};
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    return ack.code == ConnectReturnCode::Success
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .expect("the broker answers a CONNECT within 10 s")
+}
+
+/// One raw HTTP/1.1 request with an optional `Authorization` header, exactly as written (no
+/// client normalises the path): the status line and the whole response.
+pub async fn raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.lines().next().unwrap_or("").to_owned();
+    (status, text)
+}
