@@ -127,27 +127,26 @@ impl FrameworkAuth {
             .get_mut(client)
             .ok_or(FrameDrop::UnknownBoot)?;
         let key = &s.key;
-        let verifies = |session, payload: &mut [u8]| {
+        // The frame's number when it verifies in `session` (decrypted), else `None` (restored).
+        let opens = |session, payload: &mut [u8]| {
             let b = binding(Direction::FrameworkUp, client, session);
             frame::decrypt(key, &b, payload);
-            let ok = Frame::split(payload, Direction::FrameworkUp)
-                .is_ok_and(|f| f.verifies(key, &b, f.counter));
-            if !ok {
+            let seq = Frame::split(payload, Direction::FrameworkUp)
+                .ok()
+                .filter(|f| f.verifies(key, &b, f.counter))
+                .map(|f| f.counter);
+            if seq.is_none() {
                 frame::decrypt(key, &b, payload);
             }
-            ok
+            seq
         };
-        let window = if verifies(s.session, payload) {
-            &mut s.up
+        let (window, seq) = if let Some(seq) = opens(s.session, payload) {
+            (&mut s.up, seq)
+        } else if let Some((session, window)) = &mut s.previous {
+            (window, opens(*session, payload).ok_or(FrameDrop::BadTag)?)
         } else {
-            match &mut s.previous {
-                Some((session, window)) if verifies(*session, payload) => window,
-                _ => return Err(FrameDrop::BadTag),
-            }
+            return Err(FrameDrop::BadTag);
         };
-        let seq = Frame::split(payload, Direction::FrameworkUp)
-            .map_err(|_| FrameDrop::BadTag)?
-            .counter;
         window.check(seq).map_err(|e| match e {
             agent_nostd_core::frame::FrameError::TooOld => FrameDrop::TooOld,
             _ => FrameDrop::Replayed,

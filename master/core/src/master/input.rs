@@ -275,25 +275,20 @@ impl MasterCore {
         RecvError::FrameworkDecode(e)
     }
 
-    /// A signed status query (its JSON and its tag, both checked): queued for the driver to
-    /// answer ([`poll_query`](Self::poll_query)).
-    fn take_query(&mut self, json: &[u8], tag: &[u8]) -> Result<(), RecvError> {
-        let malformed = |core: &mut Self| {
-            core.stats.malformed += 1;
-            RecvError::OperatorDecode
-        };
-        let Ok(request) = serde_json::from_slice::<super::QueryRequest>(json) else {
-            return Err(malformed(self));
-        };
-        let key = agent_nostd_core::auth::Principal::from_username(&request.operator)
+    /// A signed status query (its JSON, and the operator's key and the tag it was signed with):
+    /// queued for the driver to answer ([`poll_query`](Self::poll_query)).
+    fn take_query(
+        &mut self,
+        json: &[u8],
+        key: agent_nostd_core::auth::MessageKey,
+        tag: [u8; agent_nostd_core::auth::TAG_LEN],
+    ) -> Result<(), RecvError> {
+        let query = serde_json::from_slice::<super::QueryRequest>(json)
             .ok()
-            .and_then(|p| self.auth.keys().operator_key(p.name()));
-        let (Some(key), Ok(tag)) = (key, <[u8; agent_nostd_core::auth::TAG_LEN]>::try_from(tag))
-        else {
-            return Err(malformed(self));
-        };
-        let Some(query) = super::StatusQuery::new(request, key, tag) else {
-            return Err(malformed(self));
+            .and_then(|request| super::StatusQuery::new(request, key, tag));
+        let Some(query) = query else {
+            self.stats.malformed += 1;
+            return Err(RecvError::OperatorDecode);
         };
         if !self.queries.push(query) {
             self.stats.queries_dropped += 1;
@@ -451,17 +446,17 @@ impl MasterCore {
         let opened = self
             .operator_auth
             .open(payload, wall_secs, |name| keys.operator_key(name));
-        let json = match opened {
-            Ok(json) => json,
+        let opened = match opened {
+            Ok(opened) => opened,
             Err(reason) => {
                 self.stats.operator_commands_refused.count(reason);
                 return Err(RecvError::Operator(reason));
             }
         };
         if query {
-            return self.take_query(json, &payload[json.len()..]);
+            return self.take_query(opened.json, opened.key, opened.tag);
         }
-        let kill: OperatorKill = serde_json::from_slice(json).map_err(|_| {
+        let kill: OperatorKill = serde_json::from_slice(opened.json).map_err(|_| {
             self.stats.malformed += 1;
             RecvError::OperatorDecode
         })?;

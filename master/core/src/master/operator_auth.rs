@@ -99,6 +99,15 @@ pub fn sign(json: &[u8], key: &MessageKey) -> Vec<u8> {
     out
 }
 
+/// A command that was taken: its JSON, and the key and tag it was signed with (an answer to it
+/// is sealed with them, see [`super::StatusQuery`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Opened<'p> {
+    pub json: &'p [u8],
+    pub key: MessageKey,
+    pub tag: [u8; TAG_LEN],
+}
+
 /// The recent commands' tags, to take each once.
 #[derive(Debug, Clone, Default)]
 pub(super) struct OperatorAuth {
@@ -107,18 +116,16 @@ pub(super) struct OperatorAuth {
 
 impl OperatorAuth {
     /// Checks `payload` at wall-clock second `wall_secs` with the operators' keys (`key_of`
-    /// gives an operator's key by name): the command's JSON, once taken.
+    /// gives an operator's key by name): the command, once taken.
     pub(super) fn open<'p>(
         &mut self,
         payload: &'p [u8],
         wall_secs: u64,
         key_of: impl Fn(&str) -> Option<MessageKey>,
-    ) -> Result<&'p [u8], OperatorDrop> {
-        let at = payload
-            .len()
-            .checked_sub(TAG_LEN)
+    ) -> Result<Opened<'p>, OperatorDrop> {
+        let (json, tag) = payload
+            .split_last_chunk::<TAG_LEN>()
             .ok_or(OperatorDrop::Unsigned)?;
-        let (json, tag) = payload.split_at(at);
         let signer: Signer = serde_json::from_slice(json).map_err(|_| OperatorDrop::Unsigned)?;
         let principal = Principal::from_username(&signer.operator)
             .map_err(|_| OperatorDrop::UnknownPrincipal)?;
@@ -135,7 +142,11 @@ impl OperatorAuth {
         if !self.seen.take(tag, signer.time + FRESH_SECS, wall_secs) {
             return Err(OperatorDrop::Replayed);
         }
-        Ok(json)
+        Ok(Opened {
+            json,
+            key,
+            tag: *tag,
+        })
     }
 }
 
