@@ -30,6 +30,7 @@
 //! wire), e.g. `artifact run.sh: sha256 mismatch: expected 9f86d08, got e3b0c44` (the first 7 hex
 //! digits; the agent logs both hashes in full) or `artifact run.sh: cannot download http://…: …`.
 
+pub use bramble_mqtt::to_hex;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -540,17 +541,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Lowercase hex, as `sha256sum` prints it.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xF)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -27,14 +27,7 @@ const SUFFIX_LEN: usize = 1 + 16;
 /// `base` bound to `password`: `base`, `-`, and 16 lowercase hex digits that only the password
 /// gives (see the module docs).
 pub fn bound_client_id(base: &str, password: &Password) -> String {
-    let mut id = String::with_capacity(base.len() + SUFFIX_LEN);
-    id.push_str(base);
-    id.push('-');
-    for b in suffix(base, password.expose()) {
-        id.push(hex_digit(b >> 4));
-        id.push(hex_digit(b & 0xf));
-    }
-    id
+    format!("{base}-{}", crate::to_hex(&suffix(base, password.expose())))
 }
 
 /// The base of `client_id` when its suffix is the one `password` gives that base; `None` for any
@@ -47,12 +40,11 @@ pub fn unbind_client_id<'a>(client_id: &'a str, password: &str) -> Option<&'a st
     }
     let (base, rest) = client_id.split_at(cut);
     let digits = rest.strip_prefix('-')?.as_bytes();
-    let expected = suffix(base, password);
-    let mut diff = 0u8;
-    for (i, b) in expected.iter().enumerate() {
-        diff |= digits[2 * i] ^ hex_digit(b >> 4) as u8;
-        diff |= digits[2 * i + 1] ^ hex_digit(b & 0xf) as u8;
-    }
+    let expected = crate::to_hex(&suffix(base, password));
+    let diff = expected
+        .bytes()
+        .zip(digits)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     (diff == 0).then_some(base)
 }
 
@@ -66,10 +58,6 @@ fn suffix(base: &str, password: &str) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&tag[..8]);
     out
-}
-
-fn hex_digit(n: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(n & 0xf)])
 }
 
 #[cfg(test)]

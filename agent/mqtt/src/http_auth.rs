@@ -112,11 +112,7 @@ impl Signer {
 
     /// The `Authorization` header value for `method path` at `time` (Unix seconds).
     pub fn authorization(&self, method: &str, path: &str, time: u64) -> String {
-        let tag = tag(&self.key, method, path, time);
-        let mut hex = String::with_capacity(2 * HTTP_TAG_LEN);
-        for b in tag {
-            hex.push_str(&format!("{b:02x}"));
-        }
+        let hex = crate::to_hex(&tag(&self.key, method, path, time));
         format!(
             "{SCHEME} principal=\"{}\", time=\"{time}\", tag=\"{hex}\"",
             self.username

@@ -478,6 +478,17 @@ impl Session {
     }
 }
 
+/// `bytes` as lowercase hex digits, two a byte.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xF)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
